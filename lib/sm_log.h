@@ -1,0 +1,20 @@
+/* sm_log — daemon logging: to stderr (foreground, tests) or syslog.
+ * sm_warn/sm_err append nothing; sm_syserr appends ": strerror(errno)". */
+#ifndef SM_LOG_H
+#define SM_LOG_H
+
+#include <syslog.h>
+
+/* ident names the program; to_stderr = 1 writes "time ident[pid]: level: msg"
+ * lines to stderr instead of syslog (facility LOG_MAIL). */
+void sm_log_open(const char *ident, int to_stderr);
+void sm_log_set_debug(int on);
+
+void sm_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define sm_debug(...) sm_log(LOG_DEBUG, __VA_ARGS__)
+#define sm_info(...)  sm_log(LOG_INFO, __VA_ARGS__)
+#define sm_warn(...)  sm_log(LOG_WARNING, __VA_ARGS__)
+#define sm_err(...)   sm_log(LOG_ERR, __VA_ARGS__)
+void sm_syserr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
