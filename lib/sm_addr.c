@@ -83,8 +83,12 @@ static int normalize(const char *in, char *out, size_t outlen, int allow_pattern
         *why = "local part longer than 64 octets";
         return -1;
     }
-    if (allow_pattern && at - start == 1 && *start == '*') {
-        /* "*@domain": any sender at that domain */
+    if (at - start == 1 && *start == '*') {
+        /* "*@domain" means any sender at that domain: never an address */
+        if (!allow_pattern) {
+            *why = "\"*\" is a sender pattern, not an address";
+            return -1;
+        }
     } else {
         for (i = 0; start + i < at; i++) {
             if (!local_char_ok((unsigned char)start[i])) {
