@@ -1,0 +1,296 @@
+/* pd_db.c — what stubmail-pollerd says to PostgreSQL.
+ *
+ * One connection, opened (or reset) at the start of each cycle. Every
+ * statement is one PQexecParams, bounded by statement_timeout = `timeout`.
+ * PostgreSQL down is a temporary failure: the caller logs, skips the work
+ * and tries again next cycle; nothing is delivered that could not first be
+ * checked against table received. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sm_log.h"
+#include "pd.h"
+
+/* Namespace of our advisory locks: one lock per remote domain, so that
+ * several pollerd instances on one database never work on a domain at once. */
+#define PD_LOCK_CLASS 7239032
+
+static const char SQL_PAIRS[] =
+    "SELECT p.domain, p.outbox_url, p.secret, a.contact, a.owner"
+    "  FROM address_book a JOIN peer p ON p.domain = a.contact_domain"
+    " WHERE p.outbox_url IS NOT NULL AND p.outbox_url <> ''"
+    "   AND split_part(a.owner, '@', 2) = $1"
+    " ORDER BY p.domain";
+
+static const char SQL_UNACKED[] =
+    "SELECT p.domain, p.outbox_url, p.secret, r.message_id, r.recipient, r.sender"
+    "  FROM received r JOIN peer p ON p.domain = r.remote_domain"
+    " WHERE r.acked_at IS NULL"
+    "   AND p.outbox_url IS NOT NULL AND p.outbox_url <> ''"
+    " ORDER BY p.domain, r.delivered_at";
+
+static const char SQL_RECEIVED[] =
+    "SELECT acked_at IS NOT NULL FROM received"
+    " WHERE remote_domain = $1 AND message_id = $2 AND recipient = $3";
+
+static const char SQL_RECORD[] =
+    "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at)"
+    " VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN now() END)"
+    " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
+
+static const char SQL_ACKED[] =
+    "UPDATE received SET acked_at = now()"
+    " WHERE remote_domain = $1 AND message_id = $2 AND recipient = $3"
+    "   AND acked_at IS NULL";
+
+static const char SQL_LOCK[] =
+    "SELECT pg_try_advisory_lock($1::integer, hashtext($2))";
+
+static const char SQL_UNLOCK[] =
+    "SELECT pg_advisory_unlock($1::integer, hashtext($2))";
+
+/* One line of the server's error, for the log. */
+static const char *pq_why(const PGresult *res, const PGconn *db)
+{
+    static char buf[300];
+    const char *m = res ? PQresultErrorMessage(res) : "";
+    size_t i;
+
+    if (!m || !*m)
+        m = db ? PQerrorMessage(db) : "no connection";
+    if (!m || !*m)
+        m = "unknown error";
+    snprintf(buf, sizeof(buf), "%s", m);
+    for (i = 0; buf[i]; i++)
+        if (buf[i] == '\n' || buf[i] == '\r')
+            buf[i] = ' ';
+    while (i > 0 && buf[i - 1] == ' ')
+        buf[--i] = '\0';
+    return buf;
+}
+
+/* Run a statement; NULL (and logged) unless it returned `want`. */
+static PGresult *exec(pd_ctx *ctx, const char *what, const char *sql, int n,
+                      const char *const *params, ExecStatusType want)
+{
+    PGresult *res;
+
+    if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK) {
+        sm_err("database: %s: not connected", what);
+        return NULL;
+    }
+    res = PQexecParams(ctx->db, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != want) {
+        sm_err("database: %s: %s", what, pq_why(res, ctx->db));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+int pd_db_connect(pd_ctx *ctx)
+{
+    /* connect_timeout first: a value in the configured conninfo wins */
+    const char *keys[] = { "connect_timeout", "application_name", "dbname", NULL };
+    const char *vals[] = { "10", "stubmail-pollerd", ctx->conf.database, NULL };
+    char ms[32];
+    const char *p[1];
+    PGresult *res;
+
+    if (ctx->db && PQstatus(ctx->db) == CONNECTION_OK)
+        return 0;
+    if (ctx->db) {
+        sm_warn("database: connection lost, reconnecting");
+        PQreset(ctx->db);
+    } else {
+        ctx->db = PQconnectdbParams(keys, vals, 1);
+    }
+    if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK) {
+        sm_err("database: cannot connect: %s", pq_why(NULL, ctx->db));
+        pd_db_close(ctx);
+        return -1;
+    }
+    snprintf(ms, sizeof(ms), "%ld", ctx->conf.timeout * 1000);
+    p[0] = ms;
+    res = exec(ctx, "set statement_timeout",
+               "SELECT set_config('statement_timeout', $1, false)", 1, p, PGRES_TUPLES_OK);
+    if (!res) {
+        pd_db_close(ctx);
+        return -1;
+    }
+    PQclear(res);
+    sm_debug("database: connected");
+    return 0;
+}
+
+void pd_db_close(pd_ctx *ctx)
+{
+    if (ctx->db)
+        PQfinish(ctx->db);
+    ctx->db = NULL;
+}
+
+int pd_db_load(pd_ctx *ctx)
+{
+    const char *p[1] = { ctx->conf.domain };
+    PGresult *res;
+    pd_domain *d = NULL;
+    int i, n, rc = -1;
+    unsigned npairs = 0, nold = 0;
+
+    if (!(res = exec(ctx, "reading address books", SQL_PAIRS, 1, p, PGRES_TUPLES_OK)))
+        return -1;
+    n = PQntuples(res);
+    for (i = 0; i < n; i++) {
+        const char *dom = PQgetvalue(res, i, 0);
+        if (!d || strcmp(d->name, dom) != 0) {
+            if (!(d = pd_domain_get(ctx, dom, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2))))
+                goto leave;
+        }
+        if (pd_domain_add_pair(d, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4)) == 0)
+            npairs++;
+    }
+    PQclear(res);
+
+    if (!(res = exec(ctx, "reading unacked deliveries", SQL_UNACKED, 0, NULL, PGRES_TUPLES_OK)))
+        return -1;
+    n = PQntuples(res);
+    for (i = 0, d = NULL; i < n; i++) {
+        const char *dom = PQgetvalue(res, i, 0);
+        if (!d || strcmp(d->name, dom) != 0) {
+            if (!(d = pd_domain_get(ctx, dom, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2))))
+                goto leave;
+        }
+        if (pd_domain_add_old(d, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+                              PQgetvalue(res, i, 5)) == 0)
+            nold++;
+    }
+    sm_debug("database: %u pairs, %u unacked deliveries", npairs, nold);
+    rc = 0;
+leave:
+    PQclear(res);
+    return rc;
+}
+
+int pd_db_lock(pd_ctx *ctx, const char *domain)
+{
+    char cls[16];
+    const char *p[2] = { cls, domain };
+    PGresult *res;
+    int got;
+
+    snprintf(cls, sizeof(cls), "%d", PD_LOCK_CLASS);
+    if (!(res = exec(ctx, "locking a domain", SQL_LOCK, 2, p, PGRES_TUPLES_OK)))
+        return -1;
+    got = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    return got;
+}
+
+void pd_db_unlock(pd_ctx *ctx, const char *domain)
+{
+    char cls[16];
+    const char *p[2] = { cls, domain };
+    PGresult *res;
+
+    snprintf(cls, sizeof(cls), "%d", PD_LOCK_CLASS);
+    /* a lost connection has released the lock already */
+    if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK)
+        return;
+    if ((res = exec(ctx, "unlocking a domain", SQL_UNLOCK, 2, p, PGRES_TUPLES_OK)))
+        PQclear(res);
+}
+
+int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to)
+{
+    const char *p[3] = { domain, id, to };
+    PGresult *res;
+    pd_unrecorded *u;
+    int rc;
+
+    if ((u = pd_unrecorded_find(ctx, domain, id, to)))
+        return u->acked ? 2 : 1;
+    if (!(res = exec(ctx, "looking up received", SQL_RECEIVED, 3, p, PGRES_TUPLES_OK)))
+        return -1;
+    if (PQntuples(res) == 0)
+        rc = 0;
+    else
+        rc = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 2 : 1;
+    PQclear(res);
+    return rc;
+}
+
+int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
+                 const char *from, int acked)
+{
+    const char *p[5] = { domain, id, to, from, acked ? "true" : "false" };
+    PGresult *res;
+
+    if (!(res = exec(ctx, "recording a delivery", SQL_RECORD, 5, p, PGRES_COMMAND_OK)))
+        return -1;
+    PQclear(res);
+    return 0;
+}
+
+int pd_db_acked(pd_ctx *ctx, const char *domain, const char *id, const char *to)
+{
+    const char *p[3] = { domain, id, to };
+    PGresult *res;
+    pd_unrecorded *u;
+
+    if ((u = pd_unrecorded_find(ctx, domain, id, to))) {
+        u->acked = 1;       /* recorded as acked when the database is back */
+        return 0;
+    }
+    if (!(res = exec(ctx, "recording an ack", SQL_ACKED, 3, p, PGRES_COMMAND_OK)))
+        return -1;
+    PQclear(res);
+    return 0;
+}
+
+int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
+                      const char *to, const char *from)
+{
+    pd_unrecorded *u = calloc(1, sizeof(*u));
+
+    if (!u)
+        return -1;
+    snprintf(u->domain, sizeof(u->domain), "%s", domain);
+    snprintf(u->id, sizeof(u->id), "%s", id);
+    snprintf(u->to, sizeof(u->to), "%s", to);
+    snprintf(u->from, sizeof(u->from), "%s", from);
+    u->next = ctx->unrecorded;
+    ctx->unrecorded = u;
+    return 0;
+}
+
+pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
+                                  const char *id, const char *to)
+{
+    pd_unrecorded *u;
+
+    for (u = ctx->unrecorded; u; u = u->next)
+        if (!strcmp(u->id, id) && !strcmp(u->to, to) && !strcmp(u->domain, domain))
+            return u;
+    return NULL;
+}
+
+int pd_db_flush_unrecorded(pd_ctx *ctx)
+{
+    pd_unrecorded **pp = &ctx->unrecorded, *u;
+
+    while ((u = *pp)) {
+        if (pd_db_record(ctx, u->domain, u->id, u->to, u->from, u->acked) != 0)
+            return -1;
+        sm_info("%s %s: to=<%s>: delivery recorded late%s", u->domain, u->id, u->to,
+                u->acked ? " (acked)" : "");
+        *pp = u->next;
+        free(u);
+    }
+    return 0;
+}

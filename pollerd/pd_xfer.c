@@ -1,0 +1,440 @@
+/* pd_xfer.c — one libcurl transfer of stubmail-pollerd.
+ *
+ * HTTP poll and ack: JSON body out, response into a capped memory buffer.
+ * HTTP fetch: the body streams into the domain's spool file (never into
+ * memory); Content-Length and the byte count must equal the listed size.
+ * SMTP delivery: the trace header, then the spool file, read by the read
+ * callback; libcurl does the dot-stuffing. CURLOPT_CRLF stays off: the stored
+ * message already has CRLF line ends and goes out byte for byte.
+ *
+ * Every transfer has a connect timeout and a low-speed limit of one byte per
+ * second over `timeout` seconds, so a stalled peer or MTA fails the transfer
+ * and the work is retried next cycle. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "sm_log.h"
+#include "pd.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0"
+#endif
+
+#define PD_ERRBODY_MAX 65536
+
+int pd_buf_append(pd_buf *b, const void *data, size_t len)
+{
+    size_t ncap;
+    char *n;
+
+    if (b->overflow || len > b->max - b->len) {
+        b->overflow = 1;
+        return -1;
+    }
+    if (b->len + len + 1 > b->cap) {
+        ncap = b->cap ? b->cap : 4096;
+        while (ncap < b->len + len + 1)
+            ncap *= 2;
+        if (!(n = realloc(b->data, ncap))) {
+            b->overflow = 1;
+            return -1;
+        }
+        b->data = n;
+        b->cap = ncap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+void pd_buf_free(pd_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind)
+{
+    pd_xfer *x = calloc(1, sizeof(*x));
+
+    if (!x)
+        return NULL;
+    x->kind = kind;
+    x->ctx = ctx;
+    x->dom = d;
+    x->fd = -1;
+    x->content_length = -1;
+    x->body.max = PD_ERRBODY_MAX;
+    if (!(x->easy = curl_easy_init())) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+void pd_xfer_free(pd_xfer *x)
+{
+    if (!x)
+        return;
+    if (x->in_multi)
+        curl_multi_remove_handle(x->ctx->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->hdrs);
+    curl_slist_free_all(x->rcpt);
+    free(x->post);
+    free(x->prefix);
+    pd_buf_free(&x->body);
+    free(x);                /* x->fd belongs to the domain */
+}
+
+/* Fetch: body → file while the status is 200; anything else (an error body)
+ * → memory. The size was announced by the listing: a different
+ * Content-Length or more bytes than that abort the transfer. */
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
+{
+    pd_xfer *x = baton;
+    size_t len = size * nmemb, done = 0;
+    long status = 0;
+    curl_off_t cl = -1;
+    ssize_t n;
+
+    if (x->kind != PD_X_FETCH)
+        return pd_buf_append(&x->body, data, len) ? 0 : len;
+
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200)
+        return pd_buf_append(&x->body, data, len) ? 0 : len;
+
+    if (x->got == 0) {
+        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        if (cl != (curl_off_t)x->expect) {
+            x->content_length = (long long)cl;
+            x->length_mismatch = 1;
+            return 0;
+        }
+    }
+    if ((long long)len > x->expect - x->got) {
+        x->length_mismatch = 1;
+        return 0;
+    }
+    while (done < len) {
+        n = write(x->fd, data + done, len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            x->write_errno = errno;
+            return 0;
+        }
+        done += (size_t)n;
+    }
+    x->got += (long long)len;
+    return len;
+}
+
+/* SMTP: keep the last reply line of the MTA (libcurl passes SMTP replies to
+ * the header callback). */
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
+{
+    pd_xfer *x = baton;
+    size_t len = size * nmemb, i, o = 0;
+
+    /* skip 221, the answer to the QUIT libcurl sends after a failure */
+    if (x->kind == PD_X_DELIVER && len >= 3 && strncmp(data, "221", 3) != 0) {
+        for (i = 0; i < len && o + 1 < sizeof(x->reply); i++) {
+            unsigned char c = (unsigned char)data[i];
+            if (c == '\r' || c == '\n')
+                break;
+            x->reply[o++] = (c < 0x20 || c > 0x7e) ? '?' : (char)c;
+        }
+        x->reply[o] = '\0';
+    }
+    return len;
+}
+
+/* SMTP DATA: the prefix, then the file from its start. */
+static size_t read_cb(char *buf, size_t size, size_t nmemb, void *baton)
+{
+    pd_xfer *x = baton;
+    size_t want = size * nmemb, n;
+    ssize_t r;
+
+    if (x->prefix_off < x->prefix_len) {
+        n = x->prefix_len - x->prefix_off;
+        if (n > want)
+            n = want;
+        memcpy(buf, x->prefix + x->prefix_off, n);
+        x->prefix_off += n;
+        return n;
+    }
+    for (;;) {
+        r = pread(x->fd, buf, want, x->file_off);
+        if (r >= 0)
+            break;
+        if (errno != EINTR) {
+            x->read_errno = errno;
+            return CURL_READFUNC_ABORT;
+        }
+    }
+    if (r == 0 && x->file_off != x->expect) {
+        x->read_errno = EIO;        /* never end a message early: the MTA
+                                     * would accept a truncated one */
+        return CURL_READFUNC_ABORT;
+    }
+    x->file_off += r;
+    return (size_t)r;
+}
+
+/* SMTP: the only safe way to stop a delivery under way. Removing the handle
+ * would make libcurl end the DATA phase with "." (smtp_done ignores
+ * "premature") and the MTA would accept a truncated message; an error from
+ * this callback closes the connection without it. */
+static int xferinfo_cb(void *baton, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow)
+{
+    pd_xfer *x = baton;
+
+    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    return x->cancel ? 1 : 0;
+}
+
+/* With -d: libcurl's own commentary and the protocol lines, never the
+ * credentials and never message data. */
+static int debug_cb(CURL *easy, curl_infotype type, char *data, size_t size, void *baton)
+{
+    pd_xfer *x = baton;
+    const char *dir;
+    size_t len = size;
+
+    (void)easy;
+    switch (type) {
+    case CURLINFO_TEXT:       dir = "*"; break;
+    case CURLINFO_HEADER_IN:  dir = "<"; break;
+    case CURLINFO_HEADER_OUT: dir = ">"; break;
+    default: return 0;
+    }
+    while (len && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+        len--;
+    if (type == CURLINFO_HEADER_OUT) {
+        /* an HTTP request header block: log it line by line, minus auth */
+        const char *p = data, *end = data + len, *nl;
+        while (p < end) {
+            size_t l;
+            nl = memchr(p, '\n', (size_t)(end - p));
+            l = (size_t)((nl ? nl : end) - p);
+            if (l && p[l - 1] == '\r')
+                l--;
+            if (l >= 14 && !strncasecmp(p, "Authorization:", 14))
+                sm_debug("%s: %s Authorization: (hidden)", x->dom->name, dir);
+            else if (l)
+                sm_debug("%s: %s %.*s", x->dom->name, dir, (int)(l > 300 ? 300 : l), p);
+            p = nl ? nl + 1 : end;
+        }
+        return 0;
+    }
+    if (len > 300)
+        len = 300;
+    sm_debug("%s: %s %.*s", x->dom->name, dir, (int)len, data);
+    return 0;
+}
+
+static void common_opts(pd_xfer *x)
+{
+    const pd_conf *c = &x->ctx->conf;
+    CURL *e = x->easy;
+
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, c->timeout);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->timeout);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    if (x->ctx->debug) {
+        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+        curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, debug_cb);
+        curl_easy_setopt(e, CURLOPT_DEBUGDATA, x);
+    }
+}
+
+int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody)
+{
+    CURL *e = x->easy;
+    struct curl_slist *h;
+
+    common_opts(x);
+    if (maxbody)
+        x->body.max = maxbody;
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-pollerd/" PACKAGE_VERSION);
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(e, CURLOPT_USERNAME, x->ctx->conf.domain);
+    curl_easy_setopt(e, CURLOPT_PASSWORD, x->dom->secret);
+    if (post) {
+        if (!(x->post = strdup(post)))
+            return -1;
+        if (!(h = curl_slist_append(NULL, "Content-Type: application/json")))
+            return -1;
+        x->hdrs = h;
+        if (!(h = curl_slist_append(x->hdrs, "Expect:")))
+            return -1;
+        x->hdrs = h;
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->post);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(x->post));
+    }
+    return 0;
+}
+
+int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefix,
+                 int fd, long long size)
+{
+    CURL *e = x->easy;
+    char buf[SM_ADDR_MAX + 3];
+
+    common_opts(x);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+#else
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_SMTP | CURLPROTO_SMTPS));
+#endif
+    curl_easy_setopt(e, CURLOPT_URL, x->ctx->conf.smtp_url);
+    snprintf(buf, sizeof(buf), "<%s>", from);
+    curl_easy_setopt(e, CURLOPT_MAIL_FROM, buf);
+    snprintf(buf, sizeof(buf), "<%s>", to);
+    if (!(x->rcpt = curl_slist_append(NULL, buf)))
+        return -1;
+    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, x->rcpt);
+    if (!(x->prefix = strdup(prefix)))
+        return -1;
+    x->prefix_len = strlen(prefix);
+    x->fd = fd;
+    x->file_off = 0;
+    x->expect = size;
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+    curl_easy_setopt(e, CURLOPT_READDATA, x);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->prefix_len + size));
+    curl_easy_setopt(e, CURLOPT_CRLF, 0L);
+    /* libcurl waits for the answer to the final "." in a blocking loop
+     * (smtp_done): bound that wait by `timeout` too */
+    curl_easy_setopt(e, CURLOPT_SERVER_RESPONSE_TIMEOUT, x->ctx->conf.timeout);
+    return 0;
+}
+
+int pd_xfer_start(pd_xfer *x)
+{
+    CURLMcode mc = curl_multi_add_handle(x->ctx->multi, x->easy);
+
+    if (mc != CURLM_OK) {
+        sm_err("%s: cannot start a transfer: %s", x->dom->name, curl_multi_strerror(mc));
+        return -1;
+    }
+    x->in_multi = 1;
+    return 0;
+}
+
+/* Log-safe copy: printable ASCII only, capped. */
+static void clean_copy(char *out, size_t outlen, const char *in)
+{
+    size_t o = 0;
+
+    for (; in && *in && o + 1 < outlen; in++)
+        out[o++] = ((unsigned char)*in < 0x20 || (unsigned char)*in > 0x7e) ? '?' : *in;
+    out[o] = '\0';
+}
+
+static void error_body(const pd_xfer *x, char *code, size_t codelen, char *msg, size_t msglen)
+{
+    json_t *j, *v;
+
+    code[0] = msg[0] = '\0';
+    if (!x->body.len)
+        return;
+    if (!(j = json_loadb(x->body.data, x->body.len, 0, NULL))) {
+        clean_copy(msg, msglen > 120 ? 120 : msglen, x->body.data);
+        return;
+    }
+    if ((v = json_object_get(j, "error")) && json_is_string(v))
+        clean_copy(code, codelen, json_string_value(v));
+    if ((v = json_object_get(j, "message")) && json_is_string(v))
+        clean_copy(msg, msglen, json_string_value(v));
+    json_decref(j);
+}
+
+const char *pd_xfer_error_code(const pd_xfer *x)
+{
+    static char code[64];
+    char msg[8];
+
+    error_body(x, code, sizeof(code), msg, sizeof(msg));
+    return code;
+}
+
+void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen)
+{
+    char code[64], msg[200];
+
+    if (x->result != CURLE_OK && !(x->kind == PD_X_FETCH && x->length_mismatch)
+        && x->kind != PD_X_DELIVER) {
+        if (x->write_errno)
+            snprintf(out, outlen, "writing the spool file: %s", strerror(x->write_errno));
+        else
+            snprintf(out, outlen, "%s", x->errbuf[0] ? x->errbuf
+                     : curl_easy_strerror(x->result));
+        return;
+    }
+    switch (x->kind) {
+    case PD_X_DELIVER:
+        if (x->cancel)
+            snprintf(out, outlen, "aborted by a second signal before the end of DATA");
+        else if (x->read_errno)
+            snprintf(out, outlen, "reading the spool file: %s", strerror(x->read_errno));
+        else if (x->reply[0] && x->status >= 400)
+            snprintf(out, outlen, "MTA said: %s", x->reply);
+        else
+            snprintf(out, outlen, "%s", x->errbuf[0] ? x->errbuf
+                     : curl_easy_strerror(x->result));
+        return;
+    case PD_X_FETCH:
+        if (x->length_mismatch && x->content_length != x->expect)
+            snprintf(out, outlen, "Content-Length %lld is not the listed size %lld",
+                     x->content_length, x->expect);
+        else if (x->length_mismatch)
+            snprintf(out, outlen, "body is not the %lld listed bytes (got %lld)",
+                     x->expect, x->got);
+        if (x->length_mismatch)
+            return;
+        /* fall through */
+    default:
+        error_body(x, code, sizeof(code), msg, sizeof(msg));
+        if (code[0] || msg[0])
+            snprintf(out, outlen, "HTTP %ld %s%s%s", x->status, code[0] ? code : "-",
+                     msg[0] ? ": " : "", msg);
+        else
+            snprintf(out, outlen, "HTTP %ld", x->status);
+    }
+}
