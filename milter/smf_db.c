@@ -1,0 +1,415 @@
+/* smf_db — stubmail-milter's PostgreSQL: a small pool of connections and
+ * every statement the milter runs.
+ *
+ * The pool holds db_connections slots. A thread takes a free slot (waiting
+ * up to SMF_DB_WAIT seconds when all are busy), opens or resets its
+ * connection if needed, runs its statements and gives the slot back. A
+ * connection that broke is reset on its next use, so the milter comes back
+ * by itself when PostgreSQL does; until then every call is a temporary
+ * failure, which the milter turns into an SMTP 4xx. After a failed connect,
+ * further connects fail fast for SMF_DB_HOLDOFF seconds instead of piling up
+ * on a database that is down.
+ *
+ * A statement that fails because the connection had gone away (PostgreSQL
+ * restarted since the connection was opened) is retried once on a fresh
+ * connection, as long as nothing can have been committed: a failed COMMIT is
+ * never retried.
+ *
+ * Only parameterised statements (PQexecParams) are used. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "sm_log.h"
+#include "smf.h"
+
+#define SMF_DB_WAIT     30      /* seconds to wait for a free connection */
+#define SMF_DB_HOLDOFF  1       /* seconds to fail fast after a failed connect */
+#define SMF_DB_CONNECT_TIMEOUT "5"
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char *conninfo;
+    long size;
+    PGconn **conns;
+    int *busy;
+    time_t holdoff_until;
+    char holdoff_why[256];
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, NULL, NULL, 0, "" };
+
+/* libpq error text as one line. */
+static void copy_error(char *why, size_t whylen, const char *prefix, const char *msg)
+{
+    char *p;
+    char *q;
+
+    snprintf(why, whylen, "%s%s", prefix, msg && *msg ? msg : "unknown error");
+    for (p = q = why; *p; p++) {
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+        if (*p == ' ' && (q == why || q[-1] == ' '))
+            continue;                   /* squeeze runs of blanks */
+        *q++ = *p;
+    }
+    while (q > why && q[-1] == ' ')
+        q--;
+    *q = '\0';
+}
+
+int smf_db_init(const char *conninfo, long size)
+{
+    if (size < 1)
+        size = 1;
+    pool.conninfo = strdup(conninfo);
+    pool.conns = calloc((size_t)size, sizeof *pool.conns);
+    pool.busy = calloc((size_t)size, sizeof *pool.busy);
+    if (!pool.conninfo || !pool.conns || !pool.busy) {
+        smf_db_shutdown();
+        return -1;
+    }
+    pool.size = size;
+    return 0;
+}
+
+void smf_db_shutdown(void)
+{
+    long i;
+
+    for (i = 0; pool.conns && i < pool.size; i++)
+        if (pool.conns[i])
+            PQfinish(pool.conns[i]);
+    free(pool.conns);
+    free(pool.busy);
+    free(pool.conninfo);
+    pool.conns = NULL;
+    pool.busy = NULL;
+    pool.conninfo = NULL;
+    pool.size = 0;
+}
+
+static PGconn *connect_new(void)
+{
+    /* The conninfo comes last, so that its settings override ours. */
+    const char *const keys[] = { "connect_timeout", "fallback_application_name", "dbname", NULL };
+    const char *const vals[] = { SMF_DB_CONNECT_TIMEOUT, "stubmail-milter", pool.conninfo, NULL };
+
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+/* Take a slot with a working connection. Returns the slot, or -1 with why. */
+static long acquire(char *why, size_t whylen)
+{
+    struct timespec deadline;
+    long i, slot = -1;
+    PGconn *c;
+    time_t now;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += SMF_DB_WAIT;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        /* prefer a slot that already has an open connection */
+        for (i = 0; i < pool.size; i++)
+            if (!pool.busy[i] && pool.conns[i] && (slot < 0 || !pool.conns[slot]))
+                slot = i;
+        for (i = 0; slot < 0 && i < pool.size; i++)
+            if (!pool.busy[i])
+                slot = i;
+        if (slot >= 0)
+            break;
+        if (pthread_cond_timedwait(&pool.cond, &pool.lock, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&pool.lock);
+            snprintf(why, whylen, "all %ld database connections busy for %d s", pool.size,
+                     SMF_DB_WAIT);
+            return -1;
+        }
+    }
+    pool.busy[slot] = 1;
+    c = pool.conns[slot];
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        now = time(NULL);
+        if (now < pool.holdoff_until) {
+            snprintf(why, whylen, "%s", pool.holdoff_why);
+            goto fail_locked;
+        }
+    }
+    pthread_mutex_unlock(&pool.lock);
+
+    if (c != NULL && PQstatus(c) != CONNECTION_OK)
+        PQreset(c);                     /* went bad: reconnect in place */
+    else if (c == NULL)
+        c = connect_new();
+    if (c == NULL) {
+        snprintf(why, whylen, "cannot connect to the database: out of memory");
+        pthread_mutex_lock(&pool.lock);
+        goto fail_locked;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        copy_error(why, whylen, "cannot connect to the database: ", PQerrorMessage(c));
+        PQfinish(c);
+        pthread_mutex_lock(&pool.lock);
+        pool.conns[slot] = NULL;
+        pool.holdoff_until = time(NULL) + SMF_DB_HOLDOFF;
+        snprintf(pool.holdoff_why, sizeof pool.holdoff_why, "%s", why);
+        goto fail_locked;
+    }
+    pool.conns[slot] = c;               /* only this thread touches a busy slot */
+    return slot;
+
+fail_locked:
+    pool.busy[slot] = 0;
+    pthread_cond_signal(&pool.cond);
+    pthread_mutex_unlock(&pool.lock);
+    return -1;
+}
+
+/* Give a slot back; a broken connection, or one left inside a transaction,
+ * is closed rather than handed to the next caller. */
+static void release(long slot)
+{
+    PGconn *c = pool.conns[slot];
+    PGresult *r;
+
+    if (c && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        r = PQexecParams(c, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+        PQclear(r);
+    }
+    if (c && (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)) {
+        PQfinish(c);
+        c = NULL;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pool.conns[slot] = c;
+    pool.busy[slot] = 0;
+    pthread_cond_signal(&pool.cond);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+/* Run one statement. Returns the result if its status is want, else NULL
+ * with why; *gone is set when the connection itself broke. */
+static PGresult *run(long slot, const char *what, const char *sql, int n,
+                     const char *const *vals, ExecStatusType want, int *gone,
+                     char *why, size_t whylen)
+{
+    PGconn *c = pool.conns[slot];
+    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    char prefix[64];
+
+    if (r && PQresultStatus(r) == want)
+        return r;
+    snprintf(prefix, sizeof prefix, "%s: ", what);
+    copy_error(why, whylen, prefix,
+               r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    PQclear(r);
+    *gone = PQstatus(c) != CONNECTION_OK;
+    return NULL;
+}
+
+smf_db_status smf_db_is_pulling(const char *domain, int *pulling, char *why, size_t whylen)
+{
+    const char *vals[1] = { domain };
+    PGresult *r;
+    int attempt, gone = 0;
+    long slot;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((slot = acquire(why, whylen)) < 0)
+            return SMF_DB_TEMPFAIL;
+        r = run(slot, "peer lookup", "SELECT 1 FROM peer WHERE domain = $1 AND pulling",
+                1, vals, PGRES_TUPLES_OK, &gone, why, whylen);
+        if (r) {
+            *pulling = PQntuples(r) > 0;
+            PQclear(r);
+            release(slot);
+            return SMF_DB_OK;
+        }
+        release(slot);
+        if (!gone)
+            break;
+    }
+    return SMF_DB_TEMPFAIL;
+}
+
+/* A PostgreSQL text[] literal of the addresses (field 0) or domains
+ * (field 1). Addresses cannot hold '"' or '\' (sm_addr_normalize), but the
+ * literal quotes and escapes anyway. malloc'd; NULL on ENOMEM. */
+static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
+{
+    size_t len = 3, i;
+    const char *s;
+    char *out, *p;
+
+    for (i = 0; i < n; i++)
+        len += 2 * strlen(field ? items[i].domain : items[i].addr) + 3;
+    if ((out = malloc(len)) == NULL)
+        return NULL;
+    p = out;
+    *p++ = '{';
+    for (i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        *p++ = '"';
+        for (s = field ? items[i].domain : items[i].addr; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}
+
+static const char sql_message[] =
+    "INSERT INTO message (id, sender, size, spool_name) VALUES ($1, $2, $3::bigint, $4)";
+static const char sql_outbox[] =
+    "INSERT INTO outbox (message_id, recipient, recipient_domain)"
+    " SELECT $1, r, d FROM unnest($2::text[], $3::text[]) AS t(r, d)"
+    " ON CONFLICT DO NOTHING";
+/* sorted, so that concurrent learners take row locks in the same order */
+static const char sql_learn[] =
+    "INSERT INTO address_book (owner, contact, contact_domain)"
+    " SELECT $1, c, d FROM unnest($2::text[], $3::text[]) AS t(c, d) ORDER BY c"
+    " ON CONFLICT DO NOTHING";
+
+smf_db_status smf_db_store(const char *id, const char *sender, long long size,
+                           const char *spool_name,
+                           const smf_db_rcpt *outbox, size_t noutbox,
+                           const smf_db_rcpt *contacts, size_t ncontacts,
+                           char *why, size_t whylen)
+{
+    char sizebuf[24], *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
+    const char *mvals[4], *ovals[3], *avals[3];
+    smf_db_status rc = SMF_DB_TEMPFAIL;
+    PGresult *r;
+    int attempt, gone = 0;
+    long slot = -1;
+
+    snprintf(sizebuf, sizeof sizebuf, "%lld", size);
+    ob_addr = array_literal(outbox, noutbox, 0);
+    ob_dom = array_literal(outbox, noutbox, 1);
+    ab_addr = array_literal(contacts, ncontacts, 0);
+    ab_dom = array_literal(contacts, ncontacts, 1);
+    if (!ob_addr || !ob_dom || !ab_addr || !ab_dom) {
+        snprintf(why, whylen, "out of memory");
+        goto leave;
+    }
+    mvals[0] = id; mvals[1] = sender; mvals[2] = sizebuf; mvals[3] = spool_name;
+    ovals[0] = id; ovals[1] = ob_addr; ovals[2] = ob_dom;
+    avals[0] = sender; avals[1] = ab_addr; avals[2] = ab_dom;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        gone = 0;
+        if ((slot = acquire(why, whylen)) < 0)
+            goto leave;
+        if ((r = run(slot, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, &gone, why, whylen)) == NULL)
+            goto retry;
+        PQclear(r);
+        if ((r = run(slot, "INSERT message", sql_message, 4, mvals, PGRES_COMMAND_OK, &gone,
+                     why, whylen)) == NULL)
+            goto retry;
+        PQclear(r);
+        if ((r = run(slot, "INSERT outbox", sql_outbox, 3, ovals, PGRES_COMMAND_OK, &gone,
+                     why, whylen)) == NULL)
+            goto retry;
+        PQclear(r);
+        if (ncontacts > 0) {
+            if ((r = run(slot, "INSERT address_book", sql_learn, 3, avals, PGRES_COMMAND_OK,
+                         &gone, why, whylen)) == NULL)
+                goto retry;
+            PQclear(r);
+        }
+        /* A COMMIT that fails may or may not have committed: never retried. */
+        if ((r = run(slot, "COMMIT", "COMMIT", 0, NULL, PGRES_COMMAND_OK, &gone, why,
+                     whylen)) == NULL) {
+            if (gone)
+                rc = SMF_DB_UNKNOWN;
+            goto leave;
+        }
+        PQclear(r);
+        rc = SMF_DB_OK;
+        goto leave;
+retry:
+        release(slot);
+        slot = -1;
+        if (!gone)
+            goto leave;
+    }
+leave:
+    if (slot >= 0)
+        release(slot);
+    free(ob_addr);
+    free(ob_dom);
+    free(ab_addr);
+    free(ab_dom);
+    return rc;
+}
+
+smf_db_status smf_db_unstore(const char *id, char *why, size_t whylen)
+{
+    const char *vals[1] = { id };
+    PGresult *r;
+    int attempt, gone = 0;
+    long slot;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((slot = acquire(why, whylen)) < 0)
+            return SMF_DB_TEMPFAIL;
+        r = run(slot, "DELETE message", "DELETE FROM message WHERE id = $1", 1, vals,
+                PGRES_COMMAND_OK, &gone, why, whylen);
+        release(slot);
+        if (r) {
+            PQclear(r);
+            return SMF_DB_OK;
+        }
+        if (!gone)
+            break;
+    }
+    return SMF_DB_TEMPFAIL;
+}
+
+smf_db_status smf_db_learn(const char *owner, const smf_db_rcpt *contacts, size_t ncontacts,
+                           char *why, size_t whylen)
+{
+    char *addrs = NULL, *doms = NULL;
+    const char *vals[3];
+    smf_db_status rc = SMF_DB_TEMPFAIL;
+    PGresult *r;
+    int attempt, gone = 0;
+    long slot;
+
+    if (ncontacts == 0)
+        return SMF_DB_OK;
+    addrs = array_literal(contacts, ncontacts, 0);
+    doms = array_literal(contacts, ncontacts, 1);
+    if (!addrs || !doms) {
+        snprintf(why, whylen, "out of memory");
+        goto leave;
+    }
+    vals[0] = owner; vals[1] = addrs; vals[2] = doms;
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((slot = acquire(why, whylen)) < 0)
+            goto leave;
+        r = run(slot, "INSERT address_book", sql_learn, 3, vals, PGRES_COMMAND_OK, &gone,
+                why, whylen);
+        release(slot);
+        if (r) {
+            PQclear(r);
+            rc = SMF_DB_OK;
+            goto leave;
+        }
+        if (!gone)
+            break;
+    }
+leave:
+    free(addrs);
+    free(doms);
+    return rc;
+}

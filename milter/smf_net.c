@@ -1,0 +1,149 @@
+/* smf_net — the trusted_networks list: clients inside it send outbound mail.
+ *
+ * A list is "ADDR[/PREFIX]" items separated by blanks or commas, IPv4 and
+ * IPv6 mixed ("127.0.0.1/32 ::1/128 192.0.2.0/24"). An item without a prefix
+ * is one host. Host bits below the prefix are ignored. A client that reaches
+ * us over IPv6 with an IPv4-mapped address (::ffff:192.0.2.1) is matched
+ * against the IPv4 networks. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smf.h"
+
+static void mask_host_bits(unsigned char *addr, size_t len, unsigned prefix)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (prefix >= 8) {
+            prefix -= 8;
+            continue;
+        }
+        addr[i] &= (unsigned char)(0xff << (8 - prefix));
+        prefix = 0;
+    }
+}
+
+static int parse_one(const char *item, smf_net *net, char *err, size_t errlen)
+{
+    char buf[INET6_ADDRSTRLEN + 8], *slash, *end;
+    unsigned long prefix;
+    size_t len;
+
+    if (strlen(item) >= sizeof buf) {
+        snprintf(err, errlen, "\"%s\" is not an address or network", item);
+        return -1;
+    }
+    strcpy(buf, item);
+    memset(net, 0, sizeof *net);
+    if ((slash = strchr(buf, '/')) != NULL)
+        *slash++ = '\0';
+    if (inet_pton(AF_INET, buf, net->addr) == 1) {
+        net->family = AF_INET;
+        len = 4;
+    } else if (inet_pton(AF_INET6, buf, net->addr) == 1) {
+        net->family = AF_INET6;
+        len = 16;
+    } else {
+        snprintf(err, errlen, "\"%s\" is not an IPv4 or IPv6 address", buf);
+        return -1;
+    }
+    prefix = len * 8;
+    if (slash) {
+        errno = 0;
+        prefix = strtoul(slash, &end, 10);
+        if (*slash < '0' || *slash > '9' || *end != '\0' || errno || prefix > len * 8) {
+            snprintf(err, errlen, "\"%s\": prefix length must be 0..%zu", item, len * 8);
+            return -1;
+        }
+    }
+    net->prefix = (unsigned)prefix;
+    mask_host_bits(net->addr, len, net->prefix);
+    return 0;
+}
+
+int smf_netlist_parse(const char *spec, smf_netlist *out, char *err, size_t errlen)
+{
+    char *copy = NULL, *tok, *save = NULL;
+    smf_net *nets = NULL, *grown;
+    size_t n = 0;
+    int rc = -1;
+
+    out->nets = NULL;
+    out->n = 0;
+    if ((copy = strdup(spec ? spec : "")) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto leave;
+    }
+    for (tok = strtok_r(copy, " \t,", &save); tok; tok = strtok_r(NULL, " \t,", &save)) {
+        if ((grown = realloc(nets, (n + 1) * sizeof *nets)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto leave;
+        }
+        nets = grown;
+        if (parse_one(tok, &nets[n], err, errlen) != 0)
+            goto leave;
+        n++;
+    }
+    out->nets = nets;
+    out->n = n;
+    nets = NULL;
+    rc = 0;
+leave:
+    free(nets);
+    free(copy);
+    return rc;
+}
+
+void smf_netlist_free(smf_netlist *list)
+{
+    free(list->nets);
+    list->nets = NULL;
+    list->n = 0;
+}
+
+static int prefix_equal(const unsigned char *a, const unsigned char *b, unsigned prefix)
+{
+    unsigned full = prefix / 8, rest = prefix % 8;
+    unsigned char mask;
+
+    if (memcmp(a, b, full) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    mask = (unsigned char)(0xff << (8 - rest));
+    return (a[full] & mask) == (b[full] & mask);
+}
+
+int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa)
+{
+    static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    const unsigned char *addr;
+    int family;
+    size_t i;
+
+    if (sa == NULL)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        family = AF_INET;
+        addr = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (sa->sa_family == AF_INET6) {
+        addr = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        family = AF_INET6;
+        if (memcmp(addr, v4mapped, sizeof v4mapped) == 0) {
+            family = AF_INET;
+            addr += 12;
+        }
+    } else {
+        return 0;
+    }
+    for (i = 0; i < list->n; i++)
+        if (list->nets[i].family == family
+            && prefix_equal(addr, list->nets[i].addr, list->nets[i].prefix))
+            return 1;
+    return 0;
+}

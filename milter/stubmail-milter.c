@@ -1,0 +1,828 @@
+/*++
+ * NAME
+ *	stubmail-milter 8
+ * SUMMARY
+ *	divert outbound mail for pulling domains into the stubmail outbox
+ * SYNOPSIS
+ *	stubmail-milter -c FILE [-f] [-n]
+ * DESCRIPTION
+ *	A libmilter filter beside Postfix or Sendmail. For outbound mail (from
+ *	a submission listener whose {daemon_name} is originating_daemon, an
+ *	authenticated client, or a client inside trusted_networks) it looks up
+ *	each recipient's domain in the peer table. When some recipients are at
+ *	pulling domains, the message streams into a spool file while it
+ *	arrives; at end of message the file is committed, then one transaction
+ *	stores the message row, one outbox row per pulling recipient and the
+ *	sender's learned address-book entries. Only after COMMIT are the
+ *	pulling recipients removed from the envelope (smfi_delrcpt); when none
+ *	remain the message is discarded from the push path. Push-only outbound
+ *	mail still teaches the sender's address book. Inbound mail, and mail
+ *	with the empty envelope sender, passes untouched.
+ *
+ *	Per-connection state (struct smf_conn) hangs off the libmilter context
+ *	and is reached only through smf_conn_get(); the per-message state
+ *	(struct smf_msg) hangs off the connection and is reached only through
+ *	smf_msg_get(). Both are freed on every exit path: a new MAIL FROM,
+ *	abort, close, and every callback that ends the message.
+ * DIAGNOSTICS
+ *	Database or spool trouble is a temporary failure (SMTP 451 4.3.0):
+ *	the MTA keeps the message and retries, nothing is lost. Every such
+ *	failure is logged with the queue id, the sender and the reason.
+ *	Configuration errors: exit status 1.
+ * SEE ALSO
+ *	docs/stubmail-milter.8, docs/HACKING.md, smf_db.c, smf_net.c
+ *--*/
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+#include <libpq-fe.h>
+
+#include "sm_addr.h"
+#include "sm_conf.h"
+#include "sm_id.h"
+#include "sm_log.h"
+#include "sm_spool.h"
+#include "smf.h"
+
+#define SMF_NAME    "stubmail-milter"
+#define SMF_BUFSZ   65536           /* spool write buffer per message */
+#define SMF_MAX_CONNECTIONS 1000
+
+/* ---- configuration ---------------------------------------------------- */
+
+static struct {
+    char *socket;
+    char *database;
+    char *spool_dir;
+    char *originating_daemon;
+    char *trusted_networks;
+    long db_connections;
+} cfg;
+
+static const sm_conf_key smf_keys[] = {
+    { "socket", SM_CONF_STRING, &cfg.socket, "unix:/run/stubmail/milter.sock",
+      "libmilter socket (inet:PORT@ADDR, inet6:PORT@ADDR or unix:PATH)" },
+    { "database", SM_CONF_STRING, &cfg.database, NULL, "libpq conninfo" },
+    { "spool_dir", SM_CONF_STRING, &cfg.spool_dir, "/var/spool/stubmail",
+      "where bodies are written" },
+    { "originating_daemon", SM_CONF_STRING, &cfg.originating_daemon, "ORIGINATING",
+      "{daemon_name} value that marks a submission listener" },
+    { "trusted_networks", SM_CONF_STRING, &cfg.trusted_networks, "127.0.0.1/32 ::1/128",
+      "clients whose mail is outbound (CIDR list, IPv4 and IPv6)" },
+    { "db_connections", SM_CONF_INT, &cfg.db_connections, "8",
+      "PostgreSQL connections kept open" },
+    { NULL, 0, NULL, NULL, NULL }
+};
+
+static smf_netlist trusted;
+
+static int socket_spec_ok(const char *s)
+{
+    const char *colon = strchr(s, ':');
+
+    if (s[0] == '/')
+        return 1;                       /* libmilter takes a bare path */
+    if (colon == NULL || colon[1] == '\0')
+        return 0;
+    if (!strncmp(s, "unix:", 5) || !strncmp(s, "local:", 6))
+        return colon[1] == '/';
+    if (!strncmp(s, "inet:", 5) || !strncmp(s, "inet6:", 6))
+        return colon[1] >= '0' && colon[1] <= '9';
+    return 0;
+}
+
+/* Load and check the whole configuration. Returns 0, or -1 with err. */
+static int smf_config_load(const char *path, char *err, size_t errlen)
+{
+    char sub[512];
+    struct stat st;
+    PQconninfoOption *opts;
+    char *pqerr = NULL;
+
+    if (sm_conf_load(path, smf_keys, err, errlen) != 0)
+        return -1;
+    if (sm_conf_require(smf_keys, "database", sub, sizeof sub) != 0) {
+        snprintf(err, errlen, "%s: %s", path, sub);
+        return -1;
+    }
+    if ((opts = PQconninfoParse(cfg.database, &pqerr)) == NULL) {
+        snprintf(err, errlen, "%s: database: not a libpq conninfo: %s", path,
+                 pqerr ? pqerr : "out of memory");
+        err[strcspn(err, "\n")] = '\0';
+        PQfreemem(pqerr);
+        return -1;
+    }
+    PQconninfoFree(opts);
+    if (!socket_spec_ok(cfg.socket)) {
+        snprintf(err, errlen, "%s: socket: \"%s\" is not unix:/PATH, inet:PORT@ADDR or "
+                 "inet6:PORT@ADDR", path, cfg.socket);
+        return -1;
+    }
+    if (cfg.db_connections < 1 || cfg.db_connections > SMF_MAX_CONNECTIONS) {
+        snprintf(err, errlen, "%s: db_connections: %ld is not between 1 and %d", path,
+                 cfg.db_connections, SMF_MAX_CONNECTIONS);
+        return -1;
+    }
+    if (cfg.originating_daemon[0] == '\0') {
+        snprintf(err, errlen, "%s: originating_daemon: must not be empty", path);
+        return -1;
+    }
+    smf_netlist_free(&trusted);
+    if (smf_netlist_parse(cfg.trusted_networks, &trusted, sub, sizeof sub) != 0) {
+        snprintf(err, errlen, "%s: trusted_networks: %s", path, sub);
+        return -1;
+    }
+    if (cfg.spool_dir[0] != '/') {
+        snprintf(err, errlen, "%s: spool_dir: \"%s\" is not an absolute path", path,
+                 cfg.spool_dir);
+        return -1;
+    }
+    if (stat(cfg.spool_dir, &st) != 0) {
+        snprintf(err, errlen, "%s: spool_dir: %s: %s", path, cfg.spool_dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: spool_dir: %s: not a directory", path, cfg.spool_dir);
+        return -1;
+    }
+    if (access(cfg.spool_dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "%s: spool_dir: %s: not writable: %s", path, cfg.spool_dir,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- per-connection and per-message state ---------------------------- */
+
+typedef struct smf_rcpt {
+    char *raw;                  /* as received, with <>: what smfi_delrcpt needs */
+    char *addr;                 /* normalised; NULL if not a plain address */
+    int pulling;
+} smf_rcpt;
+
+typedef struct smf_msg {
+    char sender[SM_ADDR_MAX + 1];   /* normalised envelope sender */
+    smf_rcpt *rcpts;
+    size_t nrcpts, cap, npulling;
+    int learned;                /* address book done (push-only mail) */
+    int spool_open;             /* spool holds a file that is not ours to keep */
+    int saw_eoh;
+    sm_spool_file spool;
+    char *buf;                  /* write buffer in front of the spool file */
+    size_t buflen;
+    long long size;             /* octets written to the spool file */
+} smf_msg;
+
+typedef struct smf_conn {
+    char client[INET6_ADDRSTRLEN];
+    int originating;            /* {daemon_name} == originating_daemon */
+    int trusted;                /* client inside trusted_networks */
+    int can_delrcpt;            /* the MTA lets us remove recipients */
+    int leadspc;                /* header values keep their leading space */
+    smf_msg *msg;
+} smf_conn;
+
+static smf_conn *smf_conn_get(SMFICTX *ctx)
+{
+    return smfi_getpriv(ctx);
+}
+
+static smf_conn *smf_conn_new(SMFICTX *ctx)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+
+    if (conn)
+        return conn;
+    if ((conn = calloc(1, sizeof *conn)) == NULL)
+        return NULL;
+    strcpy(conn->client, "unknown");
+    if (smfi_setpriv(ctx, conn) != MI_SUCCESS) {
+        free(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static smf_msg *smf_msg_get(SMFICTX *ctx)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+
+    return conn ? conn->msg : NULL;
+}
+
+/* Forget the current message; a spool file not yet handed to the database
+ * is removed. */
+static void smf_msg_free(SMFICTX *ctx)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    smf_msg *msg = conn ? conn->msg : NULL;
+    size_t i;
+
+    if (msg == NULL)
+        return;
+    if (msg->spool_open)
+        sm_spool_abort(&msg->spool);
+    for (i = 0; i < msg->nrcpts; i++) {
+        free(msg->rcpts[i].raw);
+        free(msg->rcpts[i].addr);
+    }
+    free(msg->rcpts);
+    free(msg->buf);
+    free(msg);
+    conn->msg = NULL;
+}
+
+static void smf_conn_free(SMFICTX *ctx)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+
+    if (conn == NULL)
+        return;
+    smf_msg_free(ctx);
+    free(conn);
+    smfi_setpriv(ctx, NULL);
+}
+
+static const char *smf_qid(SMFICTX *ctx)
+{
+    const char *qid = smfi_getsymval(ctx, "i");
+
+    return qid && *qid ? qid : "NOQUEUE";
+}
+
+/* End the message with a temporary failure the client sees and a log line
+ * that says which message and why. */
+static sfsistat smf_tempfail(SMFICTX *ctx, const char *reply, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static sfsistat smf_tempfail(SMFICTX *ctx, const char *reply, const char *fmt, ...)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+    char why[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    sm_err("%s: from=<%s>: %s; answered 451 4.3.0", smf_qid(ctx),
+           msg ? msg->sender : "?", why);
+    smfi_setreply(ctx, "451", "4.3.0", (char *)reply);
+    smf_msg_free(ctx);
+    return SMFIS_TEMPFAIL;
+}
+
+#define REPLY_DB    "stubmail: database unavailable, try again later"
+#define REPLY_STORE "stubmail: cannot store message, try again later"
+
+/* ---- the spool file ---------------------------------------------------- */
+
+static int smf_flush(smf_msg *msg)
+{
+    if (msg->buflen == 0)
+        return 0;
+    if (sm_spool_write(&msg->spool, msg->buf, msg->buflen) != 0)
+        return -1;
+    msg->buflen = 0;
+    return 0;
+}
+
+static int smf_out(smf_msg *msg, const void *p, size_t len)
+{
+    if (msg->buflen + len > SMF_BUFSZ) {
+        if (smf_flush(msg) != 0)
+            return -1;
+        if (len >= SMF_BUFSZ) {
+            if (sm_spool_write(&msg->spool, p, len) != 0)
+                return -1;
+            msg->size += (long long)len;
+            return 0;
+        }
+    }
+    memcpy(msg->buf + msg->buflen, p, len);
+    msg->buflen += len;
+    msg->size += (long long)len;
+    return 0;
+}
+
+static int smf_spool_open(smf_msg *msg)
+{
+    char id[SM_ID_LEN + 1];
+
+    if (msg->spool_open)
+        return 0;
+    if (msg->buf == NULL && (msg->buf = malloc(SMF_BUFSZ)) == NULL)
+        return -1;
+    if (sm_id_new(id) != 0)
+        return -1;
+    if (sm_spool_create(&msg->spool, cfg.spool_dir, id) != 0) {
+        int saved = errno;
+        sm_spool_abort(&msg->spool);
+        errno = saved;
+        return -1;
+    }
+    msg->spool_open = 1;
+    return 0;
+}
+
+/* "Name:value\r\n"; with SMFIP_HDR_LEADSPC the value is exactly what followed
+ * the colon, without it the MTA dropped one space we put back. Folded values
+ * arrive with bare LF line ends (Postfix): stored with CRLF. */
+static int smf_out_header(smf_msg *msg, int leadspc, const char *name, const char *value)
+{
+    const char *p = value, *nl;
+
+    if (smf_out(msg, name, strlen(name)) != 0
+        || smf_out(msg, leadspc ? ":" : ": ", leadspc ? 1 : 2) != 0)
+        return -1;
+    while ((nl = strchr(p, '\n')) != NULL) {
+        if (nl > value && nl[-1] == '\r') {
+            if (smf_out(msg, p, (size_t)(nl + 1 - p)) != 0)
+                return -1;
+        } else if (smf_out(msg, p, (size_t)(nl - p)) != 0 || smf_out(msg, "\r\n", 2) != 0) {
+            return -1;
+        }
+        p = nl + 1;
+    }
+    return smf_out(msg, p, strlen(p)) != 0 || smf_out(msg, "\r\n", 2) != 0 ? -1 : 0;
+}
+
+/* ---- address lists for the database ----------------------------------- */
+
+/* The recipients with a normalised address; pulling_only selects the outbox
+ * rows. malloc'd (NULL with *n = 0 when there are none). */
+static smf_db_rcpt *smf_rcpt_list(const smf_msg *msg, int pulling_only, size_t *n)
+{
+    smf_db_rcpt *list = calloc(msg->nrcpts ? msg->nrcpts : 1, sizeof *list);
+    size_t i;
+
+    *n = 0;
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < msg->nrcpts; i++) {
+        if (msg->rcpts[i].addr == NULL || (pulling_only && !msg->rcpts[i].pulling))
+            continue;
+        list[*n].addr = msg->rcpts[i].addr;
+        list[*n].domain = sm_addr_domain(msg->rcpts[i].addr);
+        (*n)++;
+    }
+    return list;
+}
+
+/* Push-only outbound mail: learn, and only warn when that fails. */
+static void smf_learn(SMFICTX *ctx, smf_msg *msg)
+{
+    smf_db_rcpt *contacts;
+    char why[512];
+    size_t n;
+
+    if (msg->learned)
+        return;
+    msg->learned = 1;
+    if ((contacts = smf_rcpt_list(msg, 0, &n)) == NULL) {
+        sm_warn("%s: from=<%s>: address book not updated: out of memory", smf_qid(ctx),
+                msg->sender);
+        return;
+    }
+    if (n > 0 && smf_db_learn(msg->sender, contacts, n, why, sizeof why) != SMF_DB_OK)
+        sm_warn("%s: from=<%s>: address book not updated: %s", smf_qid(ctx), msg->sender, why);
+    free(contacts);
+}
+
+/* "a@x,b@y" for the log, cut short with ",..." when long. */
+static void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen)
+{
+    size_t i, used = 0, len;
+    int first = 1;
+
+    out[0] = '\0';
+    for (i = 0; i < msg->nrcpts; i++) {
+        if (!msg->rcpts[i].pulling)
+            continue;
+        len = strlen(msg->rcpts[i].addr) + 1;
+        if (used + len + 5 >= outlen) {
+            snprintf(out + used, outlen - used, ",...");
+            return;
+        }
+        used += (size_t)snprintf(out + used, outlen - used, "%s%s", first ? "" : ",",
+                                 msg->rcpts[i].addr);
+        first = 0;
+    }
+}
+
+/* ---- libmilter callbacks ----------------------------------------------- */
+
+static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
+                              unsigned long f2, unsigned long f3, unsigned long *pf0,
+                              unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
+{
+    smf_conn *conn = smf_conn_new(ctx);
+
+    if (conn == NULL) {
+        sm_err("out of memory for a new connection");
+        return SMFIS_REJECT;            /* libmilter drops the connection */
+    }
+    *pf0 = f0 & SMFIF_DELRCPT;
+    conn->can_delrcpt = (*pf0 & SMFIF_DELRCPT) != 0;
+    if (!conn->can_delrcpt)
+        sm_warn("the MTA does not let filters remove recipients: "
+                "no mail will be diverted on this connection");
+    /* *pf1 holds the SMFIP_NO* bits for our NULL callbacks; ask only for
+     * what the MTA offers. No NR_* bits: every step gets a reply, and no
+     * NODATA: xxfi_data is real (a NULL one stalls Postfix on TCP). */
+    *pf1 &= f1;
+    if (f1 & SMFIP_HDR_LEADSPC) {
+        *pf1 |= SMFIP_HDR_LEADSPC;
+        conn->leadspc = 1;
+    }
+    *pf2 = 0;
+    *pf3 = 0;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
+{
+    smf_conn *conn = smf_conn_new(ctx);
+    const char *daemon;
+
+    if (conn == NULL) {
+        sm_err("out of memory for a new connection");
+        return SMFIS_TEMPFAIL;
+    }
+    conn->trusted = smf_netlist_match(&trusted, hostaddr);
+    daemon = smfi_getsymval(ctx, "{daemon_name}");
+    conn->originating = daemon != NULL && strcmp(daemon, cfg.originating_daemon) == 0;
+    if (hostaddr && hostaddr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)hostaddr)->sin_addr, conn->client,
+                  sizeof conn->client);
+    else if (hostaddr && hostaddr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)hostaddr)->sin6_addr, conn->client,
+                  sizeof conn->client);
+    sm_debug("connect from %s[%s] daemon=%s%s%s", hostname ? hostname : "?", conn->client,
+             daemon ? daemon : "-", conn->originating ? " originating" : "",
+             conn->trusted ? " trusted" : "");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    const char *auth, *why = NULL, *raw = argv[0];
+    char sender[SM_ADDR_MAX + 1];
+    size_t len;
+    smf_msg *msg;
+
+    smf_msg_free(ctx);                  /* a previous message left over */
+    if (conn == NULL)
+        return SMFIS_ACCEPT;
+    auth = smfi_getsymval(ctx, "{auth_authen}");
+    if (!conn->originating && !conn->trusted && !(auth && *auth))
+        return SMFIS_ACCEPT;            /* inbound: not ours to divert */
+
+    /* the empty envelope sender (bounces) is never diverted */
+    raw += strspn(raw, " \t");
+    len = strlen(raw);
+    while (len > 0 && (raw[len - 1] == ' ' || raw[len - 1] == '\t'))
+        len--;
+    if (len == 0 || (len == 2 && raw[0] == '<' && raw[1] == '>'))
+        return SMFIS_ACCEPT;
+    if (sm_addr_normalize(argv[0], sender, sizeof sender, &why) != 0) {
+        sm_info("%s: from=%s: not diverted: sender %s", smf_qid(ctx), argv[0], why);
+        return SMFIS_ACCEPT;
+    }
+    if ((msg = calloc(1, sizeof *msg)) == NULL) {
+        sm_err("%s: from=<%s>: out of memory", smf_qid(ctx), sender);
+        smfi_setreply(ctx, "451", "4.3.0", "stubmail: out of memory, try again later");
+        return SMFIS_TEMPFAIL;
+    }
+    memcpy(msg->sender, sender, sizeof sender);
+    conn->msg = msg;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    smf_msg *msg = smf_msg_get(ctx);
+    char addr[SM_ADDR_MAX + 1], why[512];
+    const char *bad = NULL, *domain;
+    smf_rcpt *grown, *r;
+    int pulling = 0, known = 0;
+    size_t i;
+
+    if (msg == NULL)
+        return SMFIS_CONTINUE;
+    if (msg->nrcpts == msg->cap) {
+        size_t cap = msg->cap ? 2 * msg->cap : 8;
+        if ((grown = realloc(msg->rcpts, cap * sizeof *grown)) == NULL)
+            goto oom;
+        msg->rcpts = grown;
+        msg->cap = cap;
+    }
+    r = &msg->rcpts[msg->nrcpts];
+    memset(r, 0, sizeof *r);
+    if (sm_addr_normalize(argv[0], addr, sizeof addr, &bad) != 0) {
+        /* not a plain address (say <postmaster>): pushed, never pulled */
+        sm_debug("%s: to=%s: not divertible: %s", smf_qid(ctx), argv[0], bad);
+    } else if (conn->can_delrcpt) {
+        domain = sm_addr_domain(addr);
+        for (i = 0; i < msg->nrcpts && !known; i++) {
+            if (msg->rcpts[i].addr && !strcmp(sm_addr_domain(msg->rcpts[i].addr), domain)) {
+                pulling = msg->rcpts[i].pulling;
+                known = 1;
+            }
+        }
+        if (!known && smf_db_is_pulling(domain, &pulling, why, sizeof why) != SMF_DB_OK) {
+            sm_err("%s: from=<%s> to=%s: %s; answered 451 4.3.0", smf_qid(ctx), msg->sender,
+                   argv[0], why);
+            smfi_setreply(ctx, "451", "4.3.0", REPLY_DB);
+            return SMFIS_TEMPFAIL;      /* this recipient only */
+        }
+    }
+    if ((r->raw = strdup(argv[0])) == NULL
+        || (bad == NULL && (r->addr = strdup(addr)) == NULL)) {
+        free(r->raw);
+        goto oom;
+    }
+    r->pulling = bad == NULL && pulling;
+    msg->nrcpts++;
+    if (r->pulling)
+        msg->npulling++;
+    return SMFIS_CONTINUE;
+oom:
+    sm_err("%s: from=<%s> to=%s: out of memory", smf_qid(ctx), msg->sender, argv[0]);
+    smfi_setreply(ctx, "451", "4.3.0", "stubmail: out of memory, try again later");
+    return SMFIS_TEMPFAIL;
+}
+
+static sfsistat smf_data(SMFICTX *ctx)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL)
+        return SMFIS_CONTINUE;
+    if (msg->npulling == 0) {
+        /* push only: learn now and leave the rest of the message alone */
+        smf_learn(ctx, msg);
+        smf_msg_free(ctx);
+        return SMFIS_ACCEPT;
+    }
+    if (smf_spool_open(msg) != 0)
+        return smf_tempfail(ctx, REPLY_STORE, "cannot create spool file in %s: %s",
+                            cfg.spool_dir, strerror(errno));
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL || msg->npulling == 0)
+        return SMFIS_CONTINUE;
+    if (smf_spool_open(msg) != 0 || smf_out_header(msg, conn->leadspc, name, value) != 0)
+        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+                            cfg.spool_dir, strerror(errno));
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_eoh(SMFICTX *ctx)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL || msg->npulling == 0)
+        return SMFIS_CONTINUE;
+    msg->saw_eoh = 1;
+    if (smf_spool_open(msg) != 0 || smf_out(msg, "\r\n", 2) != 0)
+        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+                            cfg.spool_dir, strerror(errno));
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL || msg->npulling == 0)
+        return SMFIS_CONTINUE;
+    if (smf_spool_open(msg) != 0 || smf_out(msg, chunk, len) != 0)
+        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+                            cfg.spool_dir, strerror(errno));
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_eom(SMFICTX *ctx)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+    smf_db_rcpt *outbox = NULL, *contacts = NULL;
+    size_t noutbox = 0, ncontacts = 0, i;
+    char why[512], why2[512], list[1024];
+    smf_db_status st;
+    sfsistat rc;
+
+    if (msg == NULL)
+        return SMFIS_CONTINUE;
+    if (msg->npulling == 0) {
+        smf_learn(ctx, msg);
+        smf_msg_free(ctx);
+        return SMFIS_CONTINUE;
+    }
+
+    /* 1. the body, durable */
+    if (smf_spool_open(msg) != 0 || (!msg->saw_eoh && smf_out(msg, "\r\n", 2) != 0)
+        || smf_flush(msg) != 0)
+        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+                            cfg.spool_dir, strerror(errno));
+    if (sm_spool_commit(&msg->spool) != 0)
+        return smf_tempfail(ctx, REPLY_STORE, "cannot commit spool file %s/%s: %s",
+                            cfg.spool_dir, msg->spool.name, strerror(errno));
+
+    /* 2. the rows, one transaction */
+    outbox = smf_rcpt_list(msg, 1, &noutbox);
+    contacts = smf_rcpt_list(msg, 0, &ncontacts);
+    if (outbox == NULL || contacts == NULL) {
+        free(outbox);
+        free(contacts);
+        return smf_tempfail(ctx, REPLY_STORE, "out of memory");
+    }
+    st = smf_db_store(msg->spool.name, msg->sender, msg->size, msg->spool.name, outbox,
+                      noutbox, contacts, ncontacts, why, sizeof why);
+    free(outbox);
+    free(contacts);
+    if (st == SMF_DB_UNKNOWN) {
+        /* maybe committed: keep the body its row may name (the janitor
+         * removes it if not); the retry may store a second copy */
+        msg->spool_open = 0;
+        return smf_tempfail(ctx, REPLY_DB, "message id %s may or may not be stored: %s",
+                            msg->spool.name, why);
+    }
+    if (st != SMF_DB_OK)
+        return smf_tempfail(ctx, REPLY_DB, "message not stored: %s", why);
+
+    /* 3. only now: take the pulling recipients off the push path */
+    rc = SMFIS_DISCARD;
+    if (msg->npulling < msg->nrcpts) {
+        rc = SMFIS_CONTINUE;
+        for (i = 0; i < msg->nrcpts; i++) {
+            if (!msg->rcpts[i].pulling || smfi_delrcpt(ctx, msg->rcpts[i].raw) == MI_SUCCESS)
+                continue;
+            if (smf_db_unstore(msg->spool.name, why2, sizeof why2) != SMF_DB_OK) {
+                sm_err("%s: message id %s stays in the outbox and will be stored again "
+                       "on retry: %s", smf_qid(ctx), msg->spool.name, why2);
+                msg->spool_open = 0;    /* its row still names the body */
+            }
+            return smf_tempfail(ctx, REPLY_STORE, "cannot remove recipient %s",
+                                msg->rcpts[i].raw);
+        }
+    }
+    smf_pulling_text(msg, list, sizeof list);
+    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld%s",
+            smf_qid(ctx), msg->spool.name, msg->sender, list, msg->npulling, msg->nrcpts,
+            msg->size, rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
+    msg->spool_open = 0;                /* committed: the outbox owns it now */
+    smf_msg_free(ctx);
+    return rc;
+}
+
+static sfsistat smf_abort(SMFICTX *ctx)
+{
+    smf_msg_free(ctx);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_close(SMFICTX *ctx)
+{
+    smf_conn_free(ctx);
+    return SMFIS_CONTINUE;
+}
+
+static struct smfiDesc smf_desc = {
+    SMF_NAME,
+    SMFI_VERSION,
+    SMFIF_DELRCPT,
+    smf_connect,
+    NULL,                       /* helo */
+    smf_envfrom,
+    smf_envrcpt,
+    smf_header,
+    smf_eoh,
+    smf_body,
+    smf_eom,
+    smf_abort,
+    smf_close,
+    NULL,                       /* unknown */
+    smf_data,
+    smf_negotiate
+};
+
+/* ---- main ------------------------------------------------------------ */
+
+static void usage(FILE *fp)
+{
+    const sm_conf_key *k;
+
+    fprintf(fp, "usage: %s -c FILE [-f] [-n]\n"
+            "  -c FILE  configuration file\n"
+            "  -f       stay in the foreground, log to stderr\n"
+            "  -n       check the configuration and exit (0 = good)\n"
+            "configuration keys:\n", SMF_NAME);
+    for (k = smf_keys; k->name; k++)
+        fprintf(fp, "  %-20s %s (default: %s)\n", k->name, k->help,
+                k->dflt ? k->dflt : "required");
+}
+
+static int daemonize(void)
+{
+    pid_t pid;
+    int fd;
+
+    if ((pid = fork()) < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return -1;
+    if (chdir("/") != 0)
+        return -1;
+    if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int opt, foreground = 0, check_only = 0, rc = 1;
+    char err[1024];
+
+    while ((opt = getopt(argc, argv, "c:fnhV")) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 'f': foreground = 1; break;
+        case 'n': check_only = 1; break;
+        case 'V': printf("%s %s\n", SMF_NAME, PACKAGE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 64;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        usage(stderr);
+        return 64;
+    }
+    if (smf_config_load(path, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: configuration error: %s\n", SMF_NAME, err);
+        goto leave;
+    }
+    if (check_only) {
+        printf("%s: %s: configuration OK\n", SMF_NAME, path);
+        rc = 0;
+        goto leave;
+    }
+
+    sm_log_open(SMF_NAME, foreground);
+    umask(007);                 /* the MTA connects through the socket's group */
+    if (smfi_setconn(cfg.socket) != MI_SUCCESS || smfi_register(smf_desc) != MI_SUCCESS) {
+        sm_err("cannot set up libmilter for socket %s", cfg.socket);
+        goto leave;
+    }
+    /* removes a stale unix socket; without it libmilter exits silently */
+    if (smfi_opensocket(1) != MI_SUCCESS) {
+        sm_err("cannot listen on %s (address in use, or directory missing or not writable?)",
+               cfg.socket);
+        goto leave;
+    }
+    if (!foreground && daemonize() != 0) {
+        sm_syserr("cannot become a daemon");
+        goto leave;
+    }
+    if (smf_db_init(cfg.database, cfg.db_connections) != 0) {
+        sm_err("out of memory");
+        goto leave;
+    }
+    sm_info("listening on %s; spool %s; %ld database connections; outbound = "
+            "{daemon_name} %s, authenticated, or from %s", cfg.socket, cfg.spool_dir,
+            cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks);
+    rc = smfi_main() == MI_SUCCESS ? 0 : 1;
+    sm_info("stopped%s", rc ? " after a libmilter error" : "");
+    smf_db_shutdown();
+leave:
+    smf_netlist_free(&trusted);
+    sm_conf_free(smf_keys);
+    return rc;
+}
