@@ -1,0 +1,123 @@
+/* sm_pgp — the OpenPGP domain key, a thin layer over gpgme.
+ *
+ * Every function names the GnuPG home directory it works in and makes its own
+ * gpgme context there, so threads may call them at once (one context each).
+ * Keep the home path short: gpg-agent's socket lives in it and a unix socket
+ * path has a ~107-byte limit. The first call of a secret-key operation in a
+ * home starts a gpg-agent for it; sm_pgp_stop_agent() stops it.
+ *
+ * Trust comes from DNS, not from GnuPG's web of trust: a peer's key is
+ * imported only if its fingerprint is the one its _stubmail record names, and
+ * signatures are accepted only from the primary key with that fingerprint.
+ * Fingerprints are hex, 40 digits (v4) or 64 (v5), compared ignoring case.
+ *
+ * Return values: SM_PGP_OK; SM_PGP_REJECT when the input (key, signature,
+ * ciphertext, fingerprint) is not acceptable — a permanent answer; or
+ * SM_PGP_ERROR when it could not be done here (gpg or its agent would not
+ * run, our own secret key is missing, out of memory, an fd would not read or
+ * write): a temporary failure, retry later. Either way why (whylen bytes) says what happened, e.g.
+ * "gpgme_op_verify: Bad signature".
+ *
+ * gpgme sets SIGPIPE to SIG_IGN if it was SIG_DFL (it writes to gpg's pipes). */
+#ifndef SM_PGP_H
+#define SM_PGP_H
+
+#include <stddef.h>
+
+#define SM_PGP_FPR_MAX 64       /* hex digits; buffers are SM_PGP_FPR_MAX + 1 */
+#define SM_PGP_WHY_MAX 256      /* a why buffer this big is never truncated in practice */
+
+enum { SM_PGP_OK = 0, SM_PGP_REJECT = -1, SM_PGP_ERROR = -2 };
+
+/* What a signature check found. */
+typedef enum sm_pgp_sig {
+    SM_PGP_SIG_NONE = 0,        /* not checked: decryption failed first */
+    SM_PGP_SIG_VALID,           /* one good signature by the expected primary key */
+    SM_PGP_SIG_BAD,             /* the signature does not match the data */
+    SM_PGP_SIG_MISSING,         /* not signed at all */
+    SM_PGP_SIG_WRONG_SIGNER,    /* good signature, but by another key than expected */
+    SM_PGP_SIG_NO_KEY,          /* signed by a key this home does not have */
+    SM_PGP_SIG_INVALID          /* expired or revoked key, several signatures, wrong key usage */
+} sm_pgp_sig;
+
+typedef struct sm_pgp_result {
+    int decrypted;              /* 1: the whole plaintext came out and passed the integrity check */
+    sm_pgp_sig sig;
+    char signer_fpr[SM_PGP_FPR_MAX + 1];  /* primary key fpr of the signer; for NO_KEY the key id
+                                           * gpg reported; empty if unknown */
+} sm_pgp_result;
+
+/* gpgme_check_version and locale, once per process (pthread_once). Every
+ * function below calls it, so calling it first is only needed to fail early.
+ * Returns SM_PGP_OK, or SM_PGP_ERROR if gpgme or gpg is missing or too old. */
+int sm_pgp_init(void);
+
+/* 1 if fpr is 40 or 64 hex digits (either case), else 0. */
+int sm_pgp_fpr_valid(const char *fpr);
+
+/* "valid", "bad", "missing", "wrong-signer", "no-key", "invalid", "none". */
+const char *sm_pgp_sig_name(sm_pgp_sig sig);
+
+/* The domain key of domain in home (created with mode 0700 if missing): the
+ * existing secret key with user id "stubmail@DOMAIN" if there is one, else a
+ * new one — algorithm "future-default" (ed25519 primary for signing and
+ * certification, cv25519 subkey for encryption), no passphrase, no expiry.
+ * Writes its primary fingerprint (uppercase) into fpr_out. Not atomic across
+ * processes: run it from the setup tool, not from two daemons at once. */
+int sm_pgp_create_domain_key(const char *home, const char *domain,
+                             char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen);
+
+/* The ASCII-armored public key fpr (minimal: self-signatures only), as a
+ * NUL-terminated malloc'd string in *out (free() it), length in *outlen. */
+int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *outlen,
+                         char *why, size_t whylen);
+
+/* Import a peer's public key (armored or binary) that must be expected_fpr.
+ * The blob is listed first and refused whole unless it holds exactly one
+ * public key whose primary fingerprint is expected_fpr, so nothing else gets
+ * into the keyring; the imported key must then be usable (not revoked,
+ * expired or invalid). Re-importing a known key is fine (updates merge). */
+int sm_pgp_import_public(const char *home, const char *key, size_t len, const char *expected_fpr,
+                         char *why, size_t whylen);
+
+/* Detached ASCII-armored signature over data by signer_fpr's secret key, as
+ * a NUL-terminated malloc'd string in *sig (free() it), length in *siglen. */
+int sm_pgp_sign_detached(const char *home, const char *signer_fpr, const void *data, size_t len,
+                         char **sig, size_t *siglen, char *why, size_t whylen);
+
+/* SM_PGP_OK only if sig (armored or binary) holds exactly one signature, it
+ * is good, made by a key that is neither expired nor revoked, and that key
+ * (or the primary key of the subkey that made it) has fingerprint
+ * expected_fpr. The key must already be in home (sm_pgp_import_public). */
+int sm_pgp_verify_detached(const char *home, const void *data, size_t len, const char *sig,
+                           size_t siglen, const char *expected_fpr, char *why, size_t whylen);
+
+/* Sign with signer_fpr and encrypt to every key in recipient_fprs (NULL
+ * terminated, at least one; primary fingerprints of keys already in home —
+ * trusted because we checked them against DNS), reading plaintext from in_fd
+ * and writing binary OpenPGP to out_fd, streaming (memory stays flat for any
+ * size), uncompressed (speed over ~25% size on big bodies). Neither fd is
+ * closed. Add our own fingerprint to the recipients if
+ * this side must be able to read the stored body again. */
+int sm_pgp_encrypt_sign_fd(const char *home, const char *signer_fpr,
+                           const char *const *recipient_fprs, int in_fd, int out_fd,
+                           char *why, size_t whylen);
+
+/* Decrypt in_fd to out_fd (streaming) and check the signature inside against
+ * expected_signer_fpr. *res says what was found: SM_PGP_OK needs decrypted
+ * and SM_PGP_SIG_VALID; a tampered or undecryptable message comes back as
+ * SM_PGP_REJECT with decrypted = 0, a bad, missing, unknown or wrong
+ * signature as SM_PGP_REJECT with decrypted = 1 and the sig status — either
+ * is a reason to quarantine. SM_PGP_ERROR: local trouble, retry.
+ * CAUTION: plaintext is written as it is decrypted, before the integrity and
+ * the signature are known. Write to a temporary file and use it only if this
+ * returned SM_PGP_OK. */
+int sm_pgp_decrypt_verify_fd(const char *home, int in_fd, int out_fd,
+                             const char *expected_signer_fpr, sm_pgp_result *res,
+                             char *why, size_t whylen);
+
+/* Stop the gpg-agent (and any dirmngr) serving home: runs
+ * `gpgconf --homedir HOME --kill all`. Returns SM_PGP_OK or SM_PGP_ERROR. */
+int sm_pgp_stop_agent(const char *home, char *why, size_t whylen);
+
+#endif

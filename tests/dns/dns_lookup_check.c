@@ -1,0 +1,31 @@
+/* dns_lookup_check RESOLVER DOMAIN — one sm_dns_lookup, printed for
+ * tests/dns/run as "key=value" lines: status, ttl, why, and for a found
+ * record its fields and canonical form. RESOLVER "-" means the system
+ * resolver. Exit status 0 whatever the lookup found; 2 on usage. */
+#include <stdio.h>
+#include <string.h>
+
+#include "sm_dns.h"
+
+int main(int argc, char **argv)
+{
+    sm_txt_record rec;
+    sm_dns_status st;
+    char why[512], canon[SM_TXT_MAX + 1];
+    unsigned ttl;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: dns_lookup_check RESOLVER|- DOMAIN\n");
+        return 2;
+    }
+    st = sm_dns_lookup(strcmp(argv[1], "-") == 0 ? NULL : argv[1], argv[2], &rec, &ttl, why,
+                       sizeof why);
+    printf("status=%s\nttl=%u\nwhy=%s\n", sm_dns_status_name(st), ttl, why);
+    if (st == SM_DNS_FOUND) {
+        if (sm_txt_format(&rec, canon, sizeof canon) < 0)
+            strcpy(canon, "(does not format)");
+        printf("outbox=%s\nhttps=%d\nudp=%s\nfpr=%s\npolicy=%s\nrecord=%s\n", rec.outbox,
+               rec.outbox_https, rec.udp, rec.fpr, rec.policy, canon);
+    }
+    return 0;
+}

@@ -1,0 +1,447 @@
+/* Unit tests: domain keys through gpgme, in throwaway GnuPG homes.
+ *
+ * Three domains, each in its own home under one short temporary directory
+ * (gpg-agent's socket must fit a unix socket path): a.example and b.example
+ * are the honest peers, c.example plays the stranger. Keys are trusted only by
+ * fingerprint, so every check here is "right key, right fingerprint" against
+ * "some other key". The agents are stopped and the homes removed at the end. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sm_pgp.h"
+#include "tap.h"
+
+#define BIG (5 * 1024 * 1024)
+
+static char base[] = "/tmp/smpgXXXXXX";
+static char home_a[64], home_b[64], home_c[64];
+static char fa[SM_PGP_FPR_MAX + 1], fb[SM_PGP_FPR_MAX + 1], fc[SM_PGP_FPR_MAX + 1];
+static char why[SM_PGP_WHY_MAX];
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const char *path(const char *name)
+{
+    static char buf[8][128];
+    static int i;
+
+    i = (i + 1) % 8;
+    snprintf(buf[i], sizeof buf[i], "%s/%s", base, name);
+    return buf[i];
+}
+
+static int write_file(const char *p, const void *data, size_t len)
+{
+    FILE *f = fopen(p, "wb");
+    int rc = -1;
+
+    if (f && fwrite(data, 1, len, f) == len)
+        rc = 0;
+    if (f && fclose(f) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* Whole small file into a malloc'd NUL-terminated buffer. */
+static char *read_file(const char *p, size_t *len)
+{
+    FILE *f = fopen(p, "rb");
+    char *buf = NULL;
+    long n;
+
+    *len = 0;
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
+        && (buf = malloc((size_t)n + 1)) != NULL) {
+        *len = fread(buf, 1, (size_t)n, f);
+        buf[*len] = '\0';
+    }
+    fclose(f);
+    return buf;
+}
+
+static int same_files(const char *p, const char *q)
+{
+    FILE *f = fopen(p, "rb"), *g = fopen(q, "rb");
+    char b1[65536], b2[65536];
+    size_t n1, n2;
+    int same = f && g;
+
+    while (same) {
+        n1 = fread(b1, 1, sizeof b1, f);
+        n2 = fread(b2, 1, sizeof b2, g);
+        if (n1 != n2 || memcmp(b1, b2, n1) != 0)
+            same = 0;
+        if (n1 == 0)
+            break;
+    }
+    if (f)
+        fclose(f);
+    if (g)
+        fclose(g);
+    return same;
+}
+
+static int encrypt(const char *home, const char *signer, const char *to, const char *in,
+                   const char *out)
+{
+    const char *rcpt[] = { to, NULL };
+    int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
+
+    rc = sm_pgp_encrypt_sign_fd(home, signer, rcpt, ifd, ofd, why, sizeof why);
+    close(ifd);
+    close(ofd);
+    return rc;
+}
+
+static int decrypt(const char *home, const char *in, const char *out, const char *signer,
+                   sm_pgp_result *res)
+{
+    int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
+
+    rc = sm_pgp_decrypt_verify_fd(home, ifd, ofd, signer, res, why, sizeof why);
+    close(ifd);
+    close(ofd);
+    return rc;
+}
+
+static int export_to(const char *home, const char *fpr, const char *file)
+{
+    char *key = NULL;
+    size_t len = 0;
+    int rc = sm_pgp_export_public(home, fpr, &key, &len, why, sizeof why);
+
+    if (rc == SM_PGP_OK)
+        rc = write_file(file, key, len);
+    free(key);
+    return rc;
+}
+
+static int import_from(const char *home, const char *file, const char *expected)
+{
+    size_t len;
+    char *key = read_file(file, &len);
+    int rc = sm_pgp_import_public(home, key, len, expected, why, sizeof why);
+
+    free(key);
+    return rc;
+}
+
+/* Is fpr's public key in home? Asked of gpg itself, not of the code under test. */
+static int has_key(const char *home, const char *fpr)
+{
+    char cmd[512];
+
+    snprintf(cmd, sizeof cmd, "gpg --homedir %s --batch --quiet --list-keys %s >/dev/null 2>&1",
+             home, fpr);
+    return system(cmd) == 0;
+}
+
+static int gpg(const char *fmt, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+    char cmd[1024];
+
+    snprintf(cmd, sizeof cmd, fmt, a1, a2, a3, a4);
+    return system(cmd);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
+
+static void sign_verify_tests(void)
+{
+    static const char msg[] = "POST /stubmail/login domain=a.example time=1700000000 nonce=42";
+    char *sig = NULL, *sig2 = NULL, *both = NULL;
+    size_t siglen = 0, sig2len = 0, bothlen = 0;
+    char tampered[sizeof msg];
+
+    ok(sm_pgp_sign_detached(home_a, fa, msg, strlen(msg), &sig, &siglen, why, sizeof why) == SM_PGP_OK,
+       "a signs a login request (%s)", why);
+    ok(sig && strstr(sig, "-----BEGIN PGP SIGNATURE-----") == sig && strlen(sig) == siglen,
+       "detached signature is armored text");
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig, siglen, fa, why, sizeof why) == SM_PGP_OK,
+       "b verifies it against a's fingerprint (%s)", why);
+    ok(sm_pgp_verify_detached(home_a, msg, strlen(msg), sig, siglen, fa, why, sizeof why) == SM_PGP_OK,
+       "a verifies its own signature");
+
+    memcpy(tampered, msg, sizeof msg);
+    tampered[strlen(tampered) - 1] = '3';
+    ok(sm_pgp_verify_detached(home_b, tampered, strlen(tampered), sig, siglen, fa, why, sizeof why)
+       == SM_PGP_REJECT && strstr(why, "Bad signature"), "tampered data refused: %s", why);
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig, siglen, fb, why, sizeof why) == SM_PGP_REJECT
+       && strstr(why, "expected"), "a's signature is not b's: %s", why);
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), "garbage", 7, fa, why, sizeof why) == SM_PGP_REJECT,
+       "garbage signature refused: %s", why);
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig, 0, fa, why, sizeof why) == SM_PGP_REJECT,
+       "empty signature refused: %s", why);
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig, siglen, "1234", why, sizeof why) == SM_PGP_REJECT,
+       "malformed expected fingerprint refused: %s", why);
+    ok(sm_pgp_sign_detached(home_a, fb, msg, strlen(msg), &sig2, &sig2len, why, sizeof why) == SM_PGP_ERROR
+       && sig2 == NULL, "a cannot sign as b (local trouble, not a verdict): %s", why);
+
+    /* c (a stranger to b) signs and claims to be a */
+    ok(sm_pgp_sign_detached(home_c, fc, msg, strlen(msg), &sig2, &sig2len, why, sizeof why) == SM_PGP_OK,
+       "c signs the same request");
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig2, sig2len, fa, why, sizeof why) == SM_PGP_REJECT
+       && strstr(why, "unknown key"), "signature by a key b does not have: %s", why);
+    ok(export_to(home_c, fc, path("c.asc")) == 0 && import_from(home_b, path("c.asc"), fc) == SM_PGP_OK,
+       "b imports c's key by its fingerprint");
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig2, sig2len, fa, why, sizeof why) == SM_PGP_REJECT
+       && strstr(why, "signed by"), "c's good signature is not a's: %s", why);
+    ok(sm_pgp_verify_detached(home_b, msg, strlen(msg), sig2, sig2len, fc, why, sizeof why) == SM_PGP_OK,
+       "c's signature is c's");
+
+    /* two signatures (a's and c's packets, dearmored and concatenated) */
+    write_file(path("s1.asc"), sig, siglen);
+    write_file(path("s2.asc"), sig2, sig2len);
+    gpg("gpg --homedir %s --batch --quiet --dearmor < %s > %s 2>/dev/null", home_b, path("s1.asc"),
+        path("s1.sig"), NULL);
+    gpg("gpg --homedir %s --batch --quiet --dearmor < %s > %s 2>/dev/null", home_b, path("s2.asc"),
+        path("s2.sig"), NULL);
+    gpg("cat %s %s > %s%s", path("s1.sig"), path("s2.sig"), path("both.sig"), "");
+    both = read_file(path("both.sig"), &bothlen);
+    ok(bothlen > 0 && sm_pgp_verify_detached(home_b, msg, strlen(msg), both, bothlen, fa, why, sizeof why)
+       == SM_PGP_REJECT && strstr(why, "exactly one"), "two signatures refused: %s", why);
+    free(both);
+    both = read_file(path("s1.sig"), &bothlen);
+    ok(bothlen > 0 && sm_pgp_verify_detached(home_b, msg, strlen(msg), both, bothlen, fa, why, sizeof why)
+       == SM_PGP_OK, "a binary signature verifies too");
+    free(both);
+    free(sig);
+    free(sig2);
+}
+
+static void import_tests(void)
+{
+    char *key = NULL, *blob = NULL;
+    size_t len = 0, len2 = 0;
+    char lower[SM_PGP_FPR_MAX + 1];
+    int i;
+
+    ok(sm_pgp_export_public(home_a, fa, &key, &len, why, sizeof why) == SM_PGP_OK,
+       "export a's public key");
+    ok(key && strstr(key, "-----BEGIN PGP PUBLIC KEY BLOCK-----") == key && strlen(key) == len,
+       "export is armored");
+    ok(key && !strstr(key, "PRIVATE"), "export holds no secret key");
+    write_file(path("a.asc"), key, len);
+    free(key);
+    key = NULL;
+    ok(sm_pgp_export_public(home_a, "*", &key, &len, why, sizeof why) == SM_PGP_REJECT && !key,
+       "export of a pattern refused: %s", why);
+    ok(sm_pgp_export_public(home_a, fb, &key, &len, why, sizeof why) == SM_PGP_REJECT && !key,
+       "export of a key the home lacks refused: %s", why);
+
+    /* wrong expected fingerprint: refused and not left behind */
+    ok(import_from(home_b, path("a.asc"), fb) == SM_PGP_REJECT, "a's key offered as b's: %s", why);
+    ok(!has_key(home_b, fa), "and a's key is not in b's keyring");
+    ok(import_from(home_b, path("a.asc"), fc) == SM_PGP_REJECT, "a's key offered as c's: %s", why);
+
+    /* a's key with c's key in the same blob */
+    export_to(home_c, fc, path("c.asc"));
+    gpg("cat %s %s > %s%s", path("a.asc"), path("c.asc"), path("ac.asc"), "");
+    ok(import_from(home_b, path("ac.asc"), fa) == SM_PGP_REJECT && strstr(why, fc),
+       "a blob with a's and c's keys refused: %s", why);
+    ok(!has_key(home_b, fa) && !has_key(home_b, fc), "and neither key is left in b's keyring");
+
+    ok(sm_pgp_import_public(home_b, "garbage", 7, fa, why, sizeof why) == SM_PGP_REJECT,
+       "garbage refused: %s", why);
+    ok(sm_pgp_import_public(home_b, "x", 0, fa, why, sizeof why) == SM_PGP_REJECT, "empty refused");
+    ok(import_from(home_b, path("a.asc"), "not-a-fingerprint") == SM_PGP_REJECT,
+       "malformed expected fingerprint refused: %s", why);
+    blob = read_file(path("a.asc"), &len2);
+    blob[len2 / 2] ^= 0x01;   /* damage the key material */
+    ok(sm_pgp_import_public(home_b, blob, len2, fa, why, sizeof why) == SM_PGP_REJECT && !has_key(home_b, fa),
+       "damaged key refused: %s", why);
+    free(blob);
+
+    /* the right one, fingerprint in lowercase as a DNS record might have it */
+    for (i = 0; fa[i]; i++)
+        lower[i] = (char)(fa[i] >= 'A' && fa[i] <= 'F' ? fa[i] + 32 : fa[i]);
+    lower[i] = '\0';
+    ok(import_from(home_b, path("a.asc"), lower) == SM_PGP_OK, "b imports a's key by fingerprint (%s)", why);
+    ok(has_key(home_b, fa), "a's key is in b's keyring");
+    ok(import_from(home_b, path("a.asc"), fa) == SM_PGP_OK, "importing it again is fine");
+    export_to(home_b, fb, path("b.asc"));
+    ok(import_from(home_a, path("b.asc"), fb) == SM_PGP_OK, "a imports b's key");
+    ok(import_from(home_c, path("b.asc"), fb) == SM_PGP_OK, "c imports b's key");
+}
+
+static void message_tests(void)
+{
+    unsigned char *buf = malloc(BIG);
+    size_t got = 0;
+    ssize_t n;
+    sm_pgp_result res;
+    double t0, t_enc, t_dec;
+    struct stat st;
+    char byte;
+    int fd;
+
+    while (got < BIG && (n = getrandom(buf + got, BIG - got, 0)) > 0)
+        got += (size_t)n;
+    ok(got == BIG && write_file(path("plain"), buf, BIG) == 0, "5 MB random plaintext written");
+    free(buf);
+
+    t0 = now();
+    ok(encrypt(home_a, fa, fb, path("plain"), path("cipher")) == SM_PGP_OK,
+       "a signs and encrypts 5 MB to b (%s)", why);
+    t_enc = now() - t0;
+    stat(path("cipher"), &st);
+    printf("# encrypt+sign 5 MB: %.3f s, ciphertext %lld bytes\n", t_enc, (long long)st.st_size);
+    t0 = now();
+    ok(decrypt(home_b, path("cipher"), path("out"), fa, &res) == SM_PGP_OK,
+       "b decrypts and verifies (%s)", why);
+    t_dec = now() - t0;
+    printf("# decrypt+verify 5 MB: %.3f s\n", t_dec);
+    ok(res.decrypted && res.sig == SM_PGP_SIG_VALID, "result: decrypted, signature valid");
+    is_str(sm_pgp_sig_name(res.sig), "valid", "status name for the header");
+    is_str(res.signer_fpr, fa, "signer is a's primary key");
+    ok(same_files(path("plain"), path("out")), "plaintext byte-identical");
+
+    /* a expects the wrong sender */
+    ok(decrypt(home_b, path("cipher"), path("out"), fc, &res) == SM_PGP_REJECT
+       && res.decrypted && res.sig == SM_PGP_SIG_WRONG_SIGNER,
+       "expecting c's signature on a's message: wrong signer (%s)", why);
+
+    /* one byte flipped in the middle of the ciphertext */
+    gpg("cp %s %s%s%s", path("cipher"), path("tampered"), "", "");
+    fd = open(path("tampered"), O_RDWR);
+    ok(fd >= 0 && pread(fd, &byte, 1, st.st_size / 2) == 1, "read a ciphertext byte");
+    byte ^= 0x40;
+    ok(pwrite(fd, &byte, 1, st.st_size / 2) == 1, "flip it");
+    close(fd);
+    ok(decrypt(home_b, path("tampered"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
+       "tampered ciphertext detected: %s", why);
+    /* truncated ciphertext */
+    gpg("head -c 100000 %s > %s%s%s", path("cipher"), path("trunc"), "", "");
+    ok(decrypt(home_b, path("trunc"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
+       "truncated ciphertext detected: %s", why);
+    ok(decrypt(home_b, path("plain"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
+       "random bytes are not a message: %s", why);
+
+    /* c signs, encrypts to b, and b expects a */
+    write_file(path("small"), "Subject: hi\r\n\r\nhello\r\n", 22);
+    ok(encrypt(home_c, fc, fb, path("small"), path("from_c")) == SM_PGP_OK, "c encrypts to b");
+    ok(decrypt(home_b, path("from_c"), path("out"), fa, &res) == SM_PGP_REJECT && res.decrypted
+       && res.sig == SM_PGP_SIG_WRONG_SIGNER, "signed by the wrong key: wrong signer (%s)", why);
+    is_str(res.signer_fpr, fc, "the wrong signer is named");
+    ok(decrypt(home_a, path("from_c"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
+       "a cannot read what was encrypted to b: %s", why);
+
+    /* encrypted, not signed (gpg itself makes it) */
+    gpg("gpg --homedir %s --batch --quiet --trust-model always -r %s -o %s -e %s 2>/dev/null", home_a, fb,
+        path("unsigned"), path("small"));
+    ok(decrypt(home_b, path("unsigned"), path("out"), fa, &res) == SM_PGP_REJECT && res.decrypted
+       && res.sig == SM_PGP_SIG_MISSING, "unsigned message: signature missing (%s)", why);
+    /* signed, not encrypted */
+    gpg("gpg --homedir %s --batch --quiet -u %s -o %s -s %s 2>/dev/null", home_a, fa, path("signedonly"),
+        path("small"));
+    ok(decrypt(home_b, path("signedonly"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
+       "signed but not encrypted: %s", why);
+
+    /* encryption refusals */
+    {
+        const char *none[] = { NULL }, *stranger[] = { fc, NULL }, *bad[] = { "abc", NULL };
+        int ifd = open(path("small"), O_RDONLY), ofd = open(path("x"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+        ok(sm_pgp_encrypt_sign_fd(home_a, fa, none, ifd, ofd, why, sizeof why) == SM_PGP_REJECT,
+           "no recipient refused: %s", why);
+        ok(sm_pgp_encrypt_sign_fd(home_a, fa, stranger, ifd, ofd, why, sizeof why) == SM_PGP_REJECT,
+           "recipient whose key a lacks refused: %s", why);
+        ok(sm_pgp_encrypt_sign_fd(home_a, fa, bad, ifd, ofd, why, sizeof why) == SM_PGP_REJECT,
+           "recipient that is no fingerprint refused: %s", why);
+        ok(sm_pgp_encrypt_sign_fd(home_a, fb, (const char *[]){ fb, NULL }, ifd, ofd, why, sizeof why)
+           == SM_PGP_ERROR, "signing with a key a has no secret for: %s", why);
+        close(ifd);
+        close(ofd);
+    }
+    ok(sm_pgp_decrypt_verify_fd(home_b, -1, -1, "xyz", &res, why, sizeof why) == SM_PGP_REJECT,
+       "malformed expected signer refused: %s", why);
+
+    /* b's home moved where no agent socket fits: that is our trouble, to be
+     * retried, not a message to quarantine */
+    {
+        char longhome[256];
+
+        snprintf(longhome, sizeof longhome, "%s/%0100d", base, 0);
+        ok(sm_pgp_stop_agent(home_b, why, sizeof why) == SM_PGP_OK && rename(home_b, longhome) == 0,
+           "b's home moved to a %zu-character path", strlen(longhome));
+        ok(decrypt(longhome, path("cipher"), path("out"), fa, &res) == SM_PGP_ERROR && !res.decrypted,
+           "no agent: temporary error: %s", why);
+        ok(rename(longhome, home_b) == 0, "b's home moved back");
+    }
+}
+
+int main(void)
+{
+    char again[SM_PGP_FPR_MAX + 1], sock[128];
+    double t0, t_key;
+    struct stat st;
+
+    /* nothing buffered when gpgme forks: under valgrind the children flush
+     * a copy of a pending stdout buffer, duplicating TAP lines */
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    ok(sm_pgp_init() == SM_PGP_OK, "gpgme initialised");
+    ok(mkdtemp(base) != NULL, "temp dir %s", base);
+    snprintf(home_a, sizeof home_a, "%s/a", base);
+    snprintf(home_b, sizeof home_b, "%s/b", base);
+    snprintf(home_c, sizeof home_c, "%s/c", base);
+
+    t0 = now();
+    ok(sm_pgp_create_domain_key(home_a, "a.example", fa, why, sizeof why) == SM_PGP_OK,
+       "domain key for a.example: %s (%s)", fa, why);
+    t_key = now() - t0;
+    printf("# first key creation (agent start included): %.3f s\n", t_key);
+    t0 = now();
+    ok(sm_pgp_create_domain_key(home_b, "B.Example", fb, why, sizeof why) == SM_PGP_OK,
+       "domain key for b.example: %s (%s)", fb, why);
+    printf("# second key creation (other home, new agent): %.3f s\n", now() - t0);
+    ok(sm_pgp_create_domain_key(home_c, "c.example", fc, why, sizeof why) == SM_PGP_OK,
+       "domain key for c.example: %s", fc);
+    ok(stat(home_a, &st) == 0 && (st.st_mode & 0777) == 0700, "home created with mode 0700");
+    ok(sm_pgp_fpr_valid(fa) && strlen(fa) == 40, "fingerprint is 40 hex digits");
+    ok(strcmp(fa, fb) != 0 && strcmp(fb, fc) != 0, "three different keys");
+    t0 = now();
+    ok(sm_pgp_create_domain_key(home_a, "a.example", again, why, sizeof why) == SM_PGP_OK
+       && strcmp(again, fa) == 0, "setup again: same key (%s)", why);
+    printf("# existing key found: %.3f s\n", now() - t0);
+    ok(sm_pgp_create_domain_key(home_b, "b.example", again, why, sizeof why) == SM_PGP_OK
+       && strcmp(again, fb) == 0, "uid matched ignoring the case it was asked in");
+    ok(sm_pgp_create_domain_key(home_a, "not a domain", again, why, sizeof why) == SM_PGP_REJECT
+       && again[0] == '\0', "bad domain refused: %s", why);
+
+    ok(!sm_pgp_fpr_valid("0123") && !sm_pgp_fpr_valid(NULL)
+       && !sm_pgp_fpr_valid("0123456789abcdef0123456789abcdef0123456g")
+       && sm_pgp_fpr_valid("0123456789abcdef0123456789ABCDEF01234567"), "fingerprint syntax");
+
+    import_tests();
+    sign_verify_tests();
+    message_tests();
+
+    snprintf(sock, sizeof sock, "%s/S.gpg-agent", home_a);
+    ok(stat(sock, &st) == 0, "a's agent socket exists");
+    ok(sm_pgp_stop_agent(home_a, why, sizeof why) == SM_PGP_OK
+       && sm_pgp_stop_agent(home_b, why, sizeof why) == SM_PGP_OK
+       && sm_pgp_stop_agent(home_c, why, sizeof why) == SM_PGP_OK, "agents stopped (%s)", why);
+    ok(stat(sock, &st) != 0, "a's agent socket is gone");
+    ok(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "homes removed");
+    return tap_done();
+}
