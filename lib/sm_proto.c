@@ -48,6 +48,10 @@ static int get_address(json_t *obj, const char *name, int pattern, char *out,
 
     if (!json_is_string(v))
         return fail(err, "bad_request", "%s: member \"%s\" missing or not a string", where, name);
+    /* The normalisers also take the SMTP envelope form; on the wire an
+     * address is bare: no brackets, no surrounding blanks. */
+    if (strpbrk(json_string_value(v), "<> \t") != NULL)
+        return fail(err, "bad_request", "%s: \"%s\": address has brackets or blanks", where, name);
     rc = pattern ? sm_pattern_normalize(json_string_value(v), out, outlen, &why)
                  : sm_addr_normalize(json_string_value(v), out, outlen, &why);
     if (rc != 0)

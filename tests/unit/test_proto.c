@@ -43,6 +43,8 @@ static const struct {
     { "{\"pairs\":[{\"from\":\"alice@a.example\",\"to\":\"bob@c.example\"}]}", "foreign_recipient" },
     { "{\"pairs\":[{\"from\":\"alice@a.example\",\"to\":\"bob@b.example.evil\"}]}", "foreign_recipient" },
     { "{\"pairs\":[{\"from\":\"alice@a.example\",\"to\":\"*@b.example\"}]}", "bad_request" },
+    { "{\"pairs\":[{\"from\":\"alice@a.example\",\"to\":\"<bob@b.example>\"}]}", "bad_request" },
+    { "{\"pairs\":[{\"from\":\" alice@a.example\",\"to\":\"bob@b.example\"}]}", "bad_request" },
     { "{\"pairs\":[{\"from\":\"a@a.example\",\"to\":\"b@b.example\"},{\"from\":\"a@a.example\",\"to\":\"c@b.example\"},{\"from\":\"a@a.example\",\"to\":\"d@b.example\"}]}", "too_many_pairs" },
 };
 
@@ -75,9 +77,11 @@ int main(void)
     is_str(text, "[{\"sender\":\"alice@a.example\",\"recipient\":\"bob@b.example\"}]", "SQL json");
     free(text);
 
-    ok(sm_ack_request_parse("{\"to\":\"<Bob@B.example>\"}", 24, "b.example", to, sizeof to, &err) == 0,
+    ok(sm_ack_request_parse("{\"to\":\"Bob@B.example\"}", 22, "b.example", to, sizeof to, &err) == 0,
        "ack parses");
     is_str(to, "bob@b.example", "ack recipient normalised");
+    ok(sm_ack_request_parse("{\"to\":\"<bob@b.example>\"}", 24, "b.example", to, sizeof to, &err) == -1
+       && strcmp(err.code, "bad_request") == 0, "ack with a bracketed address refused");
     ok(sm_ack_request_parse("{\"to\":\"bob@c.example\"}", 22, "b.example", to, sizeof to, &err) == -1
        && strcmp(err.code, "foreign_recipient") == 0, "ack for another domain refused");
     ok(sm_ack_request_parse("{\"to\":[]}", 9, "b.example", to, sizeof to, &err) == -1
