@@ -1,0 +1,236 @@
+"""support — what the integration tests share: a sandbox per test class,
+message builders, curl for the HTTP API, and the Apache error-log check.
+
+Each test class starts its own ISPs (setUpClass) and stops them
+(tearDownClass); each test fails on an unexpected [warn]/[error] line in an
+Apache error log (see Isp.expect_log)."""
+
+import email.utils
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sandbox import Sandbox, wait_for, q, SandboxError  # noqa: E402,F401
+
+SECRET_AB = "ab-" + "5e" * 16
+SECRET_AC = "ac-" + "c4" * 16
+
+
+def make_message(sender, to, subject, body=None, extra_headers=()):
+    """An RFC 5322 message with CRLF line ends, a unique Message-ID and a
+    body full of things SMTP relays like to damage."""
+    tag = uuid.uuid4().hex[:12]
+    if body is None:
+        body = ("Hello,\r\n"
+                "\r\n"
+                ".a line starting with a dot\r\n"
+                ".\r\n"
+                "..two dots\r\n"
+                "From the start of a line\r\n"
+                "trailing blanks   \r\n"
+                "\ttab first\r\n"
+                "tag " + tag + "\r\n"
+                "\r\n"
+                "-- \r\n"
+                "sender\r\n")
+    to_list = [to] if isinstance(to, str) else list(to)
+    headers = [
+        "From: <%s>" % sender,
+        "To: " + ", ".join("<%s>" % t for t in to_list),
+        "Subject: %s [%s]" % (subject, tag),
+        "Date: " + email.utils.formatdate(),
+        "Message-ID: <%s@%s>" % (tag, sender.split("@")[1]),
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=us-ascii",
+    ] + list(extra_headers)
+    head = "".join(h + "\r\n" for h in headers)
+    return (head + "\r\n" + body).encode(), tag
+
+
+def split_message(data):
+    """(headers, body) of a message with LF or CRLF line ends, both as
+    LF-ended bytes."""
+    data = data.replace(b"\r\n", b"\n")
+    head, _, body = data.partition(b"\n\n")
+    return head + b"\n", body
+
+
+def header_lines(head):
+    """Unfolded header fields of a header block (bytes) as a list of str."""
+    out = []
+    for line in head.decode("utf-8", "replace").split("\n"):
+        if not line:
+            continue
+        if line[0] in " \t" and out:
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
+
+
+class Http:
+    """One curl request's outcome."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def __repr__(self):
+        return "<HTTP %s %r %r>" % (self.status, self.headers.get("content-type"),
+                                    self.body[:300])
+
+
+def curl(url, method="GET", user=None, data=None, data_file=None, headers=(),
+         content_type="application/json", extra=(), timeout=30):
+    """Run curl (a real HTTP client) and return an Http. data (bytes/str) or
+    data_file is sent as the body."""
+    argv = ["curl", "-sS", "-i", "--http1.1", "-X", method, "--max-time", str(timeout),
+            "-H", "Expect:"]
+    if user is not None:
+        argv += ["-u", user]
+    if data is not None or data_file is not None:
+        if content_type:
+            argv += ["-H", "Content-Type: " + content_type]
+        argv += ["--data-binary", "@" + (data_file or "-")]
+    for h in headers:
+        argv += ["-H", h]
+    argv += list(extra) + [url]
+    if isinstance(data, str):
+        data = data.encode()
+    r = subprocess.run(argv, input=data if data_file is None else None,
+                       capture_output=True, timeout=timeout + 5)
+    if r.returncode != 0:
+        raise AssertionError("curl %s %s failed (%d): %s"
+                             % (method, url, r.returncode, r.stderr.decode().strip()))
+    raw = r.stdout
+    # skip interim 1xx responses
+    while True:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        if not sep:
+            raise AssertionError("curl: no HTTP response from %s: %r" % (url, raw[:200]))
+        status_line = head.split(b"\r\n", 1)[0].decode()
+        status = int(status_line.split()[1])
+        if 100 <= status < 200:
+            raw = rest
+            continue
+        break
+    hdrs = {}
+    for line in head.decode("iso-8859-1").split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return Http(status, hdrs, rest)
+
+
+class SandboxTest(unittest.TestCase):
+    """Base class: ISPs started once per class; log checks per test."""
+
+    DOMAINS = ("a.example", "b.example")
+    SERVICES = {}
+    POLL_INTERVAL = "2s"
+    sb = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
+                         poll_interval=cls.POLL_INTERVAL)
+        cls.sb.start()
+        try:
+            for isp in cls.sb:
+                setattr(cls, isp.name, isp)
+            cls.sb.log_mark()
+            cls.setUpWorld()
+        except BaseException:
+            cls.sb.stop()
+            raise
+
+    @classmethod
+    def setUpWorld(cls):
+        """Peers, address books: what every test of the class starts from."""
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.sb is not None:
+            cls.sb.stop()
+            cls.sb = None
+
+    def setUp(self):
+        self.sb.log_mark()
+
+    def tearDown(self):
+        bad = self.sb.unexpected_log_lines()
+        if bad:
+            self.fail("unexpected lines in Apache's error log:\n" + "\n".join(bad))
+
+    def diagnostics(self):
+        """Log tails the runner prints when a test fails."""
+        return self.sb.logs_tail() if self.sb else ""
+
+    # -- helpers ------------------------------------------------------------
+    def send_ok(self, isp, sender, to, data):
+        r = isp.send(sender, to, data)
+        self.assertTrue(r.ok, "swaks should succeed:\n%s" % r)
+        return r
+
+    def wait_maildir(self, isp, user, tag, timeout=30, count=1):
+        """Wait until `count` messages carrying tag are in user's Maildir at
+        isp; return them as [(path, bytes)]."""
+        def found():
+            got = [(p, d) for p, d in isp.maildir_messages(user) if tag.encode() in d]
+            return got if len(got) >= count else None
+        return wait_for(found, timeout=timeout,
+                        what="%d message(s) tagged %s in %s@%s's Maildir"
+                        % (count, tag, user, isp.domain))
+
+    def in_maildir(self, isp, user, tag):
+        return [(p, d) for p, d in isp.maildir_messages(user) if tag.encode() in d]
+
+    def outbox_rows(self, isp, tag=None, message_id=None):
+        """Rows (id, sender, recipient, retrieved_at, body_deleted_at, spool_name)
+        of isp's outbox, for the message whose Message-ID holds tag."""
+        where = "true"
+        if message_id:
+            where = "m.id = %s" % q(message_id)
+        rows = isp.sql(
+            "SELECT m.id, m.sender, o.recipient, o.retrieved_at, m.body_deleted_at, "
+            "m.spool_name FROM message m JOIN outbox o ON o.message_id = m.id "
+            "WHERE %s ORDER BY m.created_at, o.recipient" % where)
+        if tag:
+            rows = [r for r in rows if self._spool_has(isp, r, tag)]
+        return rows
+
+    def _spool_has(self, isp, row, tag):
+        path = os.path.join(isp.spool_dir, row[5])
+        try:
+            with open(path, "rb") as f:
+                return tag.encode() in f.read()
+        except OSError:
+            return False
+
+    def send_stored(self, isp, sender, to, data, timeout=15):
+        """Send with swaks (must succeed), then wait for the message in
+        isp's outbox; return its outbox rows. (Found as the message that
+        was not there before: its body may already be gone from the spool
+        if the recipient pulled it at once.)"""
+        before = {r[0] for r in isp.sql("SELECT id FROM message")}
+        self.send_ok(isp, sender, to, data)
+        return wait_for(lambda: [r for r in self.outbox_rows(isp) if r[0] not in before],
+                        timeout=timeout, what="the message from %s in %s's outbox"
+                        % (sender, isp.domain))
+
+    def access_lines(self, isp, pattern):
+        try:
+            with open(isp.access_log) as f:
+                return [l for l in f if re.search(pattern, l)]
+        except OSError:
+            return []

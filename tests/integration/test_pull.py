@@ -1,0 +1,105 @@
+"""Issue 2, test 1: alice@a.example -> bob@b.example arrives in bob's Maildir
+by pull; body byte-identical, headers intact plus the stubmail trace header.
+bob's address book is learned the real way: bob writes to alice first."""
+
+import base64
+import os
+
+from support import (SandboxTest, SECRET_AB, make_message, split_message,
+                     header_lines, wait_for, q)
+
+
+class PullTest(SandboxTest):
+
+    @classmethod
+    def setUpWorld(cls):
+        cls.a.add_peer(cls.b, SECRET_AB)
+
+    def test_1_learned_address_book_then_pull(self):
+        a, b = self.a, self.b
+        # bob writes to alice: b.example's milter learns alice into bob's
+        # book (and, a.example being a pulling peer, keeps the mail in
+        # b.example's outbox: alice has not got bob in her book).
+        first, _ = make_message("bob@b.example", "alice@a.example", "hello alice")
+        rows = self.send_stored(b, "bob@b.example", "alice@a.example", first)
+        self.assertEqual([r[2] for r in rows], ["alice@a.example"])
+        wait_for(lambda: b.sql(
+            "SELECT source FROM address_book WHERE owner = 'bob@b.example' "
+            "AND contact = 'alice@a.example'"), timeout=10,
+            what="alice@a.example learned into bob's address book")
+
+        # alice answers
+        msg, tag = make_message("alice@a.example", "bob@b.example", "re: hello alice")
+        rows = self.send_stored(a, "alice@a.example", "bob@b.example", msg)
+        self.assertEqual(len(rows), 1, rows)
+        mid, sender, rcpt = rows[0][:3]
+        self.assertRegex(mid, r"^[0-9a-f]{32}$")
+        self.assertEqual((sender, rcpt), ("alice@a.example", "bob@b.example"))
+
+        got = self.wait_maildir(b, "bob", tag)
+        self.assertEqual(len(got), 1)
+        delivered = got[0][1]
+
+        # body byte-identical; the original header block intact, below the
+        # headers added on the way (Postfix's own and the trace header)
+        sent_head, sent_body = split_message(msg)
+        got_head, got_body = split_message(delivered)
+        self.assertEqual(got_body, sent_body, "body changed on the way")
+        self.assertTrue(got_head.endswith(sent_head),
+                        "original headers not intact at the end of the header block:\n%s"
+                        % got_head.decode("utf-8", "replace"))
+        added = header_lines(got_head[:len(got_head) - len(sent_head)])
+        trace = [h for h in added if h.startswith("Received:") and "stubmail-pollerd" in h]
+        self.assertEqual(len(trace), 1, "one stubmail trace header expected in %s" % added)
+        self.assertRegex(trace[0], r"(?s)^Received: from a\.example \(stubmail outbox\) "
+                         r"by b\.example \(stubmail-pollerd\)\s+with HTTP id " + mid +
+                         r" for <bob@b\.example>;\s+\S")
+
+        # pulled, not pushed: a.example's Postfix never sent it to b.example
+        with open(a.maillog) as f:
+            pushed = [l for l in f if "relay=127.0.0.3" in l and "to=<bob@b.example>" in l]
+        self.assertEqual(pushed, [], "a.example pushed mail to bob by SMTP")
+
+        # acked: retrieved as a.example sees it, recorded by b.example,
+        # body removed from the spool once its only recipient has it
+        wait_for(lambda: a.sql_value("SELECT retrieved_at FROM outbox WHERE message_id = %s"
+                                     % q(mid)), timeout=15, what="retrieved_at on a.example")
+        wait_for(lambda: b.sql_value("SELECT acked_at FROM received WHERE message_id = %s "
+                                     "AND recipient = 'bob@b.example'" % q(mid)),
+                 timeout=15, what="acked_at in b.example's received table")
+        spool_name = rows[0][5]
+        wait_for(lambda: not os.path.exists(os.path.join(a.spool_dir, spool_name)),
+                 timeout=10, what="the body to leave a.example's spool")
+        self.assertTrue(a.sql_value("SELECT body_deleted_at FROM message WHERE id = %s"
+                                    % q(mid)), "body_deleted_at not set")
+
+        # exactly once, also after a few more poll cycles
+        self._wait_polls(a, 2)
+        self.assertEqual(len(self.in_maildir(b, "bob", tag)), 1)
+
+    def test_1b_large_message_streams_through(self):
+        """A 3 MB body with long base64 lines arrives byte-identical."""
+        a, b = self.a, self.b
+        b.add_contact("dave@b.example", "alice@a.example")
+        chunk = os.urandom(3 * 1024 * 1024)
+        b64 = base64.encodebytes(chunk).replace(b"\n", b"\r\n").decode()
+        msg, tag = make_message("alice@a.example", "dave@b.example", "big one", body=b64)
+        rows = self.send_stored(a, "alice@a.example", "dave@b.example", msg)
+        self.assertEqual(int(a.sql_value("SELECT size FROM message WHERE id = %s"
+                                         % q(rows[0][0]))), len(msg))
+        got = self.wait_maildir(b, "dave", tag, timeout=60)
+        self.assertEqual(split_message(got[0][1])[1], split_message(msg)[1])
+
+    def _wait_polls(self, a, n):
+        """Wait until b.example has polled a.example n more times."""
+        def polls():
+            with open(a.access_log) as f:
+                return sum(1 for l in f if "/v1/poll" in l and " b.example " in l)
+        start = polls()
+        wait_for(lambda: polls() >= start + n, timeout=30,
+                 what="%d more polls from b.example" % n)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
