@@ -453,6 +453,42 @@ leave:
     return rc;
 }
 
+int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen)
+{
+    char want[SM_PGP_FPR_MAX + 1];
+    gpgme_ctx_t ctx = NULL;
+    gpgme_key_t key = NULL;
+    gpgme_error_t err;
+    int rc = SM_PGP_REJECT;
+
+    clear(why, whylen);
+    if (fpr_norm(fpr, want) != 0) {
+        say(why, whylen, "not a fingerprint: %s", fpr ? fpr : "(null)");
+        goto leave;
+    }
+    if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
+        goto leave;
+    if ((err = gpgme_get_key(ctx, want, &key, 0)) != 0) {
+        say(why, whylen, "public key %s: %s", want, key_strerror(err));
+        rc = is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
+        goto leave;
+    }
+    /* a fingerprint pattern also matches a subkey: DNS names the primary */
+    if (!fpr_eq(key->fpr, want) || !key_usable(key)) {
+        say(why, whylen, "public key %s is %s", want,
+            !fpr_eq(key->fpr, want) ? "a subkey of another key" : "not usable");
+        rc = SM_PGP_REJECT;
+        goto leave;
+    }
+    rc = SM_PGP_OK;
+leave:
+    if (key)
+        gpgme_key_unref(key);
+    if (ctx)
+        gpgme_release(ctx);
+    return rc;
+}
+
 /* A secret key we sign with: its primary fingerprint must be fpr. Our own
  * key missing or unusable is local trouble (configuration, or no gpg-agent:
  * without one gpg sees no secret keys at all), never an answer about input. */

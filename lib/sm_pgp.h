@@ -80,6 +80,11 @@ int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *
 int sm_pgp_import_public(const char *home, const char *key, size_t len, const char *expected_fpr,
                          char *why, size_t whylen);
 
+/* SM_PGP_OK if home holds a usable public key whose primary fingerprint is
+ * fpr, SM_PGP_REJECT if not (absent, revoked, expired, or fpr malformed),
+ * SM_PGP_ERROR if gpg could not be asked. Cheap: no network, no agent. */
+int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen);
+
 /* Detached ASCII-armored signature over data by signer_fpr's secret key, as
  * a NUL-terminated malloc'd string in *sig (free() it), length in *siglen. */
 int sm_pgp_sign_detached(const char *home, const char *signer_fpr, const void *data, size_t len,

@@ -121,19 +121,276 @@ leave:
     return rc;
 }
 
+/* 1 if s is len octets of printable US-ASCII (%x20-7E), else 0. */
+static int printable(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+int sm_ack_request_parse_status(const char *body, size_t len, const char *own_domain,
+                                sm_ack_request *ack, sm_parse_error *err)
+{
+    json_t *root, *status, *reason;
+    size_t n;
+    int rc = -1;
+
+    memset(ack, 0, sizeof *ack);
+    if ((root = load_object(body, len, err)) == NULL)
+        return -1;
+    if (get_address(root, "to", 0, ack->to, sizeof ack->to, "ack", err) != 0
+        || check_own_domain(ack->to, own_domain, "ack", err) != 0)
+        goto leave;
+    status = json_object_get(root, "status");
+    reason = json_object_get(root, "reason");
+    if (status != NULL && !json_is_string(status)) {
+        fail(err, "bad_request", "ack: \"status\" is not a string");
+        goto leave;
+    }
+    if (status == NULL || strcmp(json_string_value(status), "delivered") == 0) {
+        if (reason != NULL) {
+            fail(err, "bad_request", "ack: \"reason\" only goes with \"status\": \"rejected\"");
+            goto leave;
+        }
+        rc = 0;
+        goto leave;
+    }
+    if (strcmp(json_string_value(status), "rejected") != 0) {
+        fail(err, "bad_request", "ack: \"status\" is neither \"delivered\" nor \"rejected\"");
+        goto leave;
+    }
+    if (!json_is_string(reason)) {
+        fail(err, "bad_request", "ack: a rejection needs a string \"reason\"");
+        goto leave;
+    }
+    n = json_string_length(reason);
+    if (n == 0 || n > SM_ACK_REASON_MAX || !printable(json_string_value(reason), n)) {
+        fail(err, "bad_request", "ack: \"reason\" must be 1 to %d printable ASCII characters",
+             SM_ACK_REASON_MAX);
+        goto leave;
+    }
+    ack->rejected = 1;
+    memcpy(ack->reason, json_string_value(reason), n + 1);
+    rc = 0;
+leave:
+    if (rc != 0)
+        memset(ack, 0, sizeof *ack);
+    json_decref(root);
+    return rc;
+}
+
 int sm_ack_request_parse(const char *body, size_t len, const char *own_domain,
                          char *to, size_t tolen, sm_parse_error *err)
+{
+    sm_ack_request ack;
+
+    if (sm_ack_request_parse_status(body, len, own_domain, &ack, err) != 0)
+        return -1;
+    if (strlen(ack.to) >= tolen)
+        return fail(err, "bad_request", "ack: recipient longer than %zu octets", tolen - 1);
+    strcpy(to, ack.to);
+    return 0;
+}
+
+char *sm_ack_request_encode(const char *to, const char *reason)
+{
+    json_t *root = reason ? json_pack("{s:s, s:s, s:s}", "to", to, "status", "rejected",
+                                      "reason", reason)
+                          : json_pack("{s:s}", "to", to);
+    char *text;
+
+    if (root == NULL)
+        return NULL;
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
+/* ---- time on the wire -------------------------------------------------- */
+
+int sm_time_parse(const char *s, time_t *t)
+{
+    /* positions of the digits in "YYYY-MM-DDTHH:MM:SSZ" */
+    static const char form[] = "dddd-dd-ddTdd:dd:ddZ";
+    struct tm tm, back;
+    time_t when;
+    size_t i;
+
+    if (strlen(s) != SM_TIME_LEN)
+        return -1;
+    for (i = 0; i < SM_TIME_LEN; i++) {
+        if (form[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != form[i])
+            return -1;
+    }
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = atoi(s) - 1900;
+    tm.tm_mon = atoi(s + 5) - 1;
+    tm.tm_mday = atoi(s + 8);
+    tm.tm_hour = atoi(s + 11);
+    tm.tm_min = atoi(s + 14);
+    tm.tm_sec = atoi(s + 17);
+    if (tm.tm_year < 70 || tm.tm_sec > 59)
+        return -1;
+    /* timegm carries over in its argument (February 30 becomes March 2): a
+     * date that does not come back unchanged does not exist */
+    back = tm;
+    when = timegm(&back);
+    if (when == (time_t)-1 || gmtime_r(&when, &back) == NULL
+        || back.tm_year != tm.tm_year || back.tm_mon != tm.tm_mon
+        || back.tm_mday != tm.tm_mday || back.tm_hour != tm.tm_hour
+        || back.tm_min != tm.tm_min || back.tm_sec != tm.tm_sec)
+        return -1;
+    *t = when;
+    return 0;
+}
+
+int sm_time_format(time_t t, char *out, size_t outlen)
+{
+    struct tm tm;
+
+    if (t < 0 || outlen < SM_TIME_LEN + 1 || gmtime_r(&t, &tm) == NULL
+        || tm.tm_year + 1900 > 9999)
+        return -1;
+    return strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == SM_TIME_LEN ? 0 : -1;
+}
+
+/* ---- login --------------------------------------------------------------- */
+
+static const char KEY_BEGIN[] = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+static const char SIGNATURE_BEGIN[] = "-----BEGIN PGP SIGNATURE-----";
+
+/* 1 if s is a lowercase DNS name, else 0. One spelling only, because the
+ * name goes into the signed statement as it was sent. */
+static int canonical_domain(const char *s)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0 || n > SM_DOMAIN_MAX || !sm_domain_valid(s))
+        return 0;
+    for (i = 0; i < n; i++)
+        if (s[i] >= 'A' && s[i] <= 'Z')
+            return 0;
+    return 1;
+}
+
+/* 1 if s is SM_NONCE_LEN lowercase hex digits: the form of a message id. */
+static int nonce_valid(const char *s)
+{
+    return sm_id_valid(s);
+}
+
+/* Copy string member name of obj into out (outlen bytes with the NUL);
+ * valid says whether the text is well-formed. */
+static int get_text(json_t *obj, const char *name, char *out, size_t outlen,
+                    int (*valid)(const char *), const char *form, sm_parse_error *err)
+{
+    json_t *v = json_object_get(obj, name);
+
+    if (!json_is_string(v))
+        return fail(err, "bad_request", "login: member \"%s\" missing or not a string", name);
+    if (json_string_length(v) >= outlen || !valid(json_string_value(v)))
+        return fail(err, "bad_request", "login: \"%s\" is not %s", name, form);
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int time_valid(const char *s)
+{
+    time_t t;
+
+    return sm_time_parse(s, &t) == 0;
+}
+
+/* A malloc'd copy of string member name, which must start with begin and be
+ * at most max octets. */
+static int get_armor(json_t *obj, const char *name, const char *begin, size_t max,
+                     char **out, size_t *outlen, sm_parse_error *err)
+{
+    json_t *v = json_object_get(obj, name);
+    size_t n;
+
+    if (!json_is_string(v))
+        return fail(err, "bad_request", "login: member \"%s\" missing or not a string", name);
+    n = json_string_length(v);
+    if (n > max)
+        return fail(err, "bad_request", "login: \"%s\" is longer than %zu octets", name, max);
+    if (strncmp(json_string_value(v), begin, strlen(begin)) != 0)
+        return fail(err, "bad_request", "login: \"%s\" does not start with \"%s\"", name, begin);
+    if ((*out = malloc(n + 1)) == NULL)
+        return fail(err, "internal", "out of memory for \"%s\"", name);
+    memcpy(*out, json_string_value(v), n + 1);
+    *outlen = n;
+    return 0;
+}
+
+int sm_login_request_parse(const char *body, size_t len, sm_login_request *req,
+                           sm_parse_error *err)
 {
     json_t *root;
     int rc = -1;
 
+    memset(req, 0, sizeof *req);
     if ((root = load_object(body, len, err)) == NULL)
         return -1;
-    if (get_address(root, "to", 0, to, tolen, "ack", err) == 0
-        && check_own_domain(to, own_domain, "ack", err) == 0)
-        rc = 0;
+    if (get_text(root, "domain", req->domain, sizeof req->domain, canonical_domain,
+                 "a lowercase domain name", err) != 0
+        || get_text(root, "server", req->server, sizeof req->server, canonical_domain,
+                    "a lowercase domain name", err) != 0
+        || get_text(root, "time", req->time, sizeof req->time, time_valid,
+                    "a time like 2026-11-26T19:04:05Z", err) != 0
+        || get_text(root, "nonce", req->nonce, sizeof req->nonce, nonce_valid,
+                    "32 lowercase hex digits", err) != 0
+        || get_armor(root, "key", KEY_BEGIN, SM_LOGIN_KEY_MAX, &req->key, &req->key_len,
+                     err) != 0
+        || get_armor(root, "signature", SIGNATURE_BEGIN, SM_LOGIN_SIGNATURE_MAX,
+                     &req->signature, &req->signature_len, err) != 0)
+        goto leave;
+    sm_time_parse(req->time, &req->when);
+    rc = 0;
+leave:
+    if (rc != 0)
+        sm_login_request_free(req);
     json_decref(root);
     return rc;
+}
+
+void sm_login_request_free(sm_login_request *req)
+{
+    free(req->key);
+    free(req->signature);
+    memset(req, 0, sizeof *req);
+}
+
+int sm_login_statement(const char *server, const char *domain, const char *time,
+                       const char *nonce, char *buf, size_t buflen)
+{
+    int n;
+
+    if (!canonical_domain(server) || !canonical_domain(domain) || !time_valid(time)
+        || !nonce_valid(nonce))
+        return -1;
+    n = snprintf(buf, buflen, "stubmail-login-v1\nserver:%s\ndomain:%s\ntime:%s\nnonce:%s\n",
+                 server, domain, time, nonce);
+    return n < 0 || (size_t)n >= buflen ? -1 : n;
+}
+
+char *sm_login_request_encode(const char *domain, const char *server, const char *time,
+                              const char *nonce, const char *key, const char *signature)
+{
+    json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "domain", domain,
+                             "server", server, "time", time, "nonce", nonce,
+                             "key", key, "signature", signature);
+    char *text;
+
+    if (root == NULL)
+        return NULL;
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
 }
 
 static char *encode_pairs(const sm_pair *pairs, size_t npairs, const char *from_key,

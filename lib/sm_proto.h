@@ -5,6 +5,8 @@
 #define SM_PROTO_H
 
 #include <stddef.h>
+#include <time.h>
+
 #include "sm_addr.h"
 #include "sm_id.h"
 
@@ -38,6 +40,81 @@ int sm_poll_request_parse(const char *body, size_t len, const char *own_domain,
 /* Parse an ack request {"to": ...}; to must be at own_domain. */
 int sm_ack_request_parse(const char *body, size_t len, const char *own_domain,
                          char *to, size_t tolen, sm_parse_error *err);
+
+/* An ack request as a whole: {"to": ...} says the recipient's MTA took the
+ * message; with "status": "rejected" and "reason" it says the poller refused
+ * it (signature did not verify, could not decrypt). */
+#define SM_ACK_REASON_MAX 200     /* octets of printable US-ASCII */
+typedef struct sm_ack_request {
+    char to[SM_ADDR_MAX + 1];     /* normalised, at own_domain */
+    int rejected;                 /* 1: "status": "rejected" */
+    char reason[SM_ACK_REASON_MAX + 1];   /* "" unless rejected */
+} sm_ack_request;
+
+/* Parse an ack with its optional status: "status" absent or "delivered", or
+ * "rejected" together with "reason" (a string of 1 to SM_ACK_REASON_MAX
+ * printable US-ASCII octets); "reason" without "rejected" is refused. */
+int sm_ack_request_parse_status(const char *body, size_t len, const char *own_domain,
+                                sm_ack_request *ack, sm_parse_error *err);
+
+/* Encode an ack body (pollerd): {"to":to}, or with reason != NULL
+ * {"to":to,"status":"rejected","reason":reason}. malloc'd; NULL on ENOMEM. */
+char *sm_ack_request_encode(const char *to, const char *reason);
+
+/* Time on the wire: RFC 3339 in UTC with whole seconds, exactly
+ * "YYYY-MM-DDTHH:MM:SSZ" (seconds 00-59, years 1970-9999), one spelling per
+ * instant. */
+#define SM_TIME_LEN 20
+/* Parse s (NUL-terminated) into *t. Returns 0, or -1 if s is not that form
+ * or names no real date. */
+int sm_time_parse(const char *s, time_t *t);
+/* Format t into out (at least SM_TIME_LEN + 1 bytes). Returns 0, or -1 if
+ * t is before 1970 or after 9999. */
+int sm_time_format(time_t t, char *out, size_t outlen);
+
+/* POST /v1/login (docs/PROTOCOL.md, "Login"). domain and server are lowercase
+ * DNS names; the signature covers the statement sm_login_statement builds
+ * from them, so both sides make it with that one function. */
+#define SM_NONCE_LEN          32       /* lowercase hex digits */
+#define SM_LOGIN_KEY_MAX      65536    /* octets of the armored public key */
+#define SM_LOGIN_SIGNATURE_MAX 16384   /* octets of the armored signature */
+#define SM_LOGIN_STATEMENT_MAX 640     /* enough for the longest statement */
+
+typedef struct sm_login_request {
+    char domain[SM_DOMAIN_MAX + 1];    /* the polling domain */
+    char server[SM_DOMAIN_MAX + 1];    /* the outbox's own domain */
+    char time[SM_TIME_LEN + 1];        /* as sent (one spelling, see sm_time_parse) */
+    time_t when;                       /* the same, parsed */
+    char nonce[SM_NONCE_LEN + 1];
+    char *key;                         /* malloc'd, NUL-terminated */
+    size_t key_len;
+    char *signature;                   /* malloc'd, NUL-terminated */
+    size_t signature_len;
+} sm_login_request;
+
+/* Parse a login body. Every member must be present with its type and form:
+ * domain and server lowercase DNS names, time as sm_time_parse, nonce 32
+ * lowercase hex digits, key an ASCII-armored public key block and signature
+ * an ASCII-armored signature (each starting with its BEGIN line, within the
+ * limits above). Unknown members are ignored. Errors: bad_json, bad_request
+ * (or "internal" when out of memory). On success free with
+ * sm_login_request_free; on failure nothing is left allocated. */
+int sm_login_request_parse(const char *body, size_t len, sm_login_request *req,
+                           sm_parse_error *err);
+void sm_login_request_free(sm_login_request *req);
+
+/* The exact octets a login signs:
+ *   "stubmail-login-v1\nserver:S\ndomain:D\ntime:T\nnonce:N\n"
+ * Checks every field as sm_login_request_parse does (so nothing can smuggle a
+ * line break in) and writes the NUL-terminated text into buf. Returns its
+ * length, or -1 if a field is malformed or buflen is too small
+ * (SM_LOGIN_STATEMENT_MAX is always enough). */
+int sm_login_statement(const char *server, const char *domain, const char *time,
+                       const char *nonce, char *buf, size_t buflen);
+
+/* Encode a login body (pollerd). malloc'd; NULL on ENOMEM. */
+char *sm_login_request_encode(const char *domain, const char *server, const char *time,
+                              const char *nonce, const char *key, const char *signature);
 
 /* Encode pairs as the JSON array the poll SQL takes:
  * [{"sender":...,"recipient":...},...]. malloc'd; NULL on ENOMEM. */

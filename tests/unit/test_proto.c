@@ -48,6 +48,253 @@ static const struct {
     { "{\"pairs\":[{\"from\":\"a@a.example\",\"to\":\"b@b.example\"},{\"from\":\"a@a.example\",\"to\":\"c@b.example\"},{\"from\":\"a@a.example\",\"to\":\"d@b.example\"}]}", "too_many_pairs" },
 };
 
+/* ---- login (docs/PROTOCOL.md, "POST /v1/login") and ack with a status ---- */
+
+#define KEY_ARMOR "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ...\n-----END PGP PUBLIC KEY BLOCK-----\n"
+#define SIG_ARMOR "-----BEGIN PGP SIGNATURE-----\n\niHUEABYK...\n-----END PGP SIGNATURE-----\n"
+#define NONCE "5f0c2b6e9d1a4c7f8e3b2a1d0c9f8e7d"
+
+/* A login body with member name's value replaced by raw JSON value (NULL:
+ * member left out); a name that is not a login member is added. */
+static char *login_body(const char *name, const char *value)
+{
+    static const char *const names[] = { "domain", "server", "time", "nonce", "key", "signature" };
+    static const char *const good[] = {
+        "\"b.example\"", "\"a.example\"", "\"2026-11-26T19:04:05Z\"", "\"" NONCE "\"",
+        "\"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n\\nmDMEZ...\\n-----END PGP PUBLIC KEY BLOCK-----\\n\"",
+        "\"-----BEGIN PGP SIGNATURE-----\\n\\niHUEABYK...\\n-----END PGP SIGNATURE-----\\n\"" };
+    static char body[SM_LOGIN_KEY_MAX + 4096];   /* room for the largest key */
+    size_t i, n = 0;
+    int known = 0;
+
+    n += snprintf(body + n, sizeof body - n, "{");
+    for (i = 0; i < 6; i++) {
+        const char *v = good[i];
+
+        if (name && strcmp(name, names[i]) == 0) {
+            v = value;
+            known = 1;
+        }
+        if (v)
+            n += snprintf(body + n, sizeof body - n, "%s\"%s\":%s", n > 1 ? "," : "", names[i], v);
+    }
+    if (name && !known)
+        n += snprintf(body + n, sizeof body - n, ",\"%s\":%s", name, value);
+    snprintf(body + n, sizeof body - n, "}");
+    return body;
+}
+
+static const char *login_code(const char *body)
+{
+    static char code[64];
+    sm_login_request req;
+    sm_parse_error err = { 0 };
+
+    if (sm_login_request_parse(body, strlen(body), &req, &err) == 0) {
+        sm_login_request_free(&req);
+        return "ok";
+    }
+    snprintf(code, sizeof code, "%s", err.code);
+    return code;
+}
+
+static const struct {
+    const char *name, *value, *code;
+} login_cases[] = {
+    { NULL, NULL, "ok" },
+    { "domain", NULL, "bad_request" },
+    { "server", NULL, "bad_request" },
+    { "time", NULL, "bad_request" },
+    { "nonce", NULL, "bad_request" },
+    { "key", NULL, "bad_request" },
+    { "signature", NULL, "bad_request" },
+    { "domain", "1", "bad_request" },
+    { "domain", "[\"b.example\"]", "bad_request" },
+    { "domain", "null", "bad_request" },
+    { "domain", "\"B.example\"", "bad_request" },
+    { "domain", "\"b.example.\"", "bad_request" },
+    { "domain", "\"b example\"", "bad_request" },
+    { "domain", "\"b.example\\nserver:x\"", "bad_request" },
+    { "domain", "\"\"", "bad_request" },
+    { "server", "\"a.example:8080\"", "bad_request" },
+    { "time", "1795719845", "bad_request" },
+    { "time", "\"2026-11-26T19:04:05z\"", "bad_request" },
+    { "time", "\"2026-11-26t19:04:05Z\"", "bad_request" },
+    { "time", "\"2026-11-26T19:04:05\"", "bad_request" },
+    { "time", "\"2026-11-26T19:04:05+00:00\"", "bad_request" },
+    { "time", "\"2026-11-26T19:04:05.5Z\"", "bad_request" },
+    { "time", "\"2026-02-30T19:04:05Z\"", "bad_request" },
+    { "time", "\"2026-11-26T24:00:00Z\"", "bad_request" },
+    { "time", "\"2016-12-31T23:59:60Z\"", "bad_request" },
+    { "time", "\"1969-12-31T23:59:59Z\"", "bad_request" },
+    { "time", "\"+026-11-26T19:04:05Z\"", "bad_request" },
+    { "nonce", "\"5F0C2B6E9D1A4C7F8E3B2A1D0C9F8E7D\"", "bad_request" },
+    { "nonce", "\"5f0c2b6e9d1a4c7f8e3b2a1d0c9f8e7\"", "bad_request" },
+    { "nonce", "\"5f0c2b6e9d1a4c7f8e3b2a1d0c9f8e7d0\"", "bad_request" },
+    { "nonce", "\"5f0c2b6e9d1a4c7f8e3b2a1d0c9f8e7g\"", "bad_request" },
+    { "key", "\"mDMEZ...\"", "bad_request" },
+    { "key", "\"-----BEGIN PGP PRIVATE KEY BLOCK-----\\n\"", "bad_request" },
+    { "key", "{}", "bad_request" },
+    { "signature", "\"-----BEGIN PGP MESSAGE-----\\n\"", "bad_request" },
+    { "signature", "\"\"", "bad_request" },
+};
+
+static void test_login(void)
+{
+    static const char statement[] =
+        "stubmail-login-v1\n"
+        "server:a.example\n"
+        "domain:b.example\n"
+        "time:2026-11-26T19:04:05Z\n"
+        "nonce:5f0c2b6e9d1a4c7f8e3b2a1d0c9f8e7d\n";
+    char buf[SM_LOGIN_STATEMENT_MAX], tbuf[SM_TIME_LEN + 1], *text, *big;
+    sm_login_request req;
+    sm_parse_error err = { 0 };
+    time_t t = 0;
+    size_t i;
+
+    /* the worked example of docs/PROTOCOL.md */
+    ok(sm_login_statement("a.example", "b.example", "2026-11-26T19:04:05Z", NONCE, buf,
+                          sizeof buf) == (int)strlen(statement), "statement length");
+    is_str(buf, statement, "statement text as in PROTOCOL.md");
+    ok(sm_login_statement("a.example", "b.example", "2026-11-26T19:04:05Z", NONCE, buf,
+                          strlen(statement)) == -1, "statement: buffer one short refused");
+    ok(sm_login_statement("a.example\nx", "b.example", "2026-11-26T19:04:05Z", NONCE, buf,
+                          sizeof buf) == -1, "statement: line break in server refused");
+    ok(sm_login_statement("a.example", "B.example", "2026-11-26T19:04:05Z", NONCE, buf,
+                          sizeof buf) == -1, "statement: uppercase domain refused");
+    ok(sm_login_statement("a.example", "b.example", "2026-11-26 19:04:05", NONCE, buf,
+                          sizeof buf) == -1, "statement: malformed time refused");
+    ok(sm_login_statement("a.example", "b.example", "2026-11-26T19:04:05Z", "00", buf,
+                          sizeof buf) == -1, "statement: malformed nonce refused");
+    {
+        char longest[SM_DOMAIN_MAX + 1];
+
+        /* 63 + 1 + 63 + 1 + 63 + 1 + 61 = 253 octets */
+        memset(longest, 'a', SM_DOMAIN_MAX);
+        longest[63] = longest[127] = longest[191] = '.';
+        longest[SM_DOMAIN_MAX] = '\0';
+        ok(sm_login_statement(longest, longest, "9999-12-31T23:59:59Z", NONCE, buf,
+                              sizeof buf) > 0, "statement: longest fields fit SM_LOGIN_STATEMENT_MAX");
+    }
+
+    for (i = 0; i < sizeof login_cases / sizeof login_cases[0]; i++)
+        is_str(login_code(login_body(login_cases[i].name, login_cases[i].value)),
+               login_cases[i].code, "login case %zu (%s)", i,
+               login_cases[i].name ? login_cases[i].name : "good");
+    is_str(login_code("{\"domain\":\"b.example\",\"domain\":\"b.example\"}"), "bad_json",
+           "login: duplicate member");
+    is_str(login_code("[]"), "bad_json", "login: not an object");
+    is_str(login_code("{\"domain\":\"b.\xff\"}"), "bad_json", "login: invalid UTF-8");
+    big = malloc(SM_LOGIN_KEY_MAX + 100);
+    if (big) {
+        snprintf(big, 64, "\"-----BEGIN PGP PUBLIC KEY BLOCK-----");
+        memset(big + strlen(big), 'A', SM_LOGIN_KEY_MAX);
+        strcpy(big + SM_LOGIN_KEY_MAX, "\"");
+        is_str(login_code(login_body("key", big)), "ok", "login: key of the largest size");
+        strcpy(big + SM_LOGIN_KEY_MAX, "AA\"");
+        is_str(login_code(login_body("key", big)), "bad_request", "login: key above the limit");
+        free(big);
+    }
+
+    text = login_body("x-unknown", "1");
+    ok(sm_login_request_parse(text, strlen(text), &req, &err) == 0, "good login parses");
+    is_str(req.domain, "b.example", "login domain");
+    is_str(req.server, "a.example", "login server");
+    is_str(req.time, "2026-11-26T19:04:05Z", "login time as sent");
+    ok(req.when == 1795719845, "login time parsed");
+    is_str(req.nonce, NONCE, "login nonce");
+    is_str(req.key, KEY_ARMOR, "login key unescaped");
+    ok(req.key_len == strlen(KEY_ARMOR), "login key length");
+    is_str(req.signature, SIG_ARMOR, "login signature unescaped");
+    sm_login_request_free(&req);
+    ok(req.key == NULL && req.signature == NULL, "login request freed and cleared");
+
+    text = sm_login_request_encode("b.example", "a.example", "2026-11-26T19:04:05Z", NONCE,
+                                   KEY_ARMOR, SIG_ARMOR);
+    ok(text && sm_login_request_parse(text, strlen(text), &req, &err) == 0,
+       "encoded login parses");
+    if (text && req.key) {
+        is_str(req.signature, SIG_ARMOR, "encoded login round trip");
+        sm_login_request_free(&req);
+    }
+    free(text);
+
+    ok(sm_time_parse("1970-01-01T00:00:00Z", &t) == 0 && t == 0, "time: the epoch");
+    ok(sm_time_parse("2024-02-29T00:00:00Z", &t) == 0 && t == 1709164800, "time: leap day");
+    ok(sm_time_parse("2023-02-29T00:00:00Z", &t) == -1, "time: no leap day in 2023");
+    ok(sm_time_parse("9999-12-31T23:59:59Z", &t) == 0 && t == 253402300799LL, "time: last second");
+    ok(sm_time_format(1795719845, tbuf, sizeof tbuf) == 0, "time formats");
+    is_str(tbuf, "2026-11-26T19:04:05Z", "time formatted");
+    ok(sm_time_format(-1, tbuf, sizeof tbuf) == -1, "time before 1970 refused");
+    ok(sm_time_format(253402300800LL, tbuf, sizeof tbuf) == -1, "time after 9999 refused");
+    ok(sm_time_format(0, tbuf, SM_TIME_LEN) == -1, "time: buffer too small refused");
+}
+
+static const char *ack_code(const char *body, sm_ack_request *ack)
+{
+    static char code[64];
+    sm_parse_error err = { 0 };
+
+    if (sm_ack_request_parse_status(body, strlen(body), "b.example", ack, &err) == 0)
+        return "ok";
+    snprintf(code, sizeof code, "%s", err.code);
+    return code;
+}
+
+static void test_ack_status(void)
+{
+    sm_ack_request ack;
+    sm_parse_error err = { 0 };
+    char body[512], to[SM_ADDR_MAX + 1], *text;
+
+    is_str(ack_code("{\"to\":\"bob@b.example\"}", &ack), "ok", "ack without status");
+    ok(!ack.rejected && ack.reason[0] == '\0', "ack without status is a delivery");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"delivered\"}", &ack), "ok",
+           "ack with status delivered");
+    ok(!ack.rejected, "status delivered is a delivery");
+    is_str(ack_code("{\"to\":\"Bob@b.example\",\"status\":\"rejected\",\"reason\":\"bad signature\"}",
+                    &ack), "ok", "rejecting ack");
+    ok(ack.rejected, "rejecting ack says so");
+    is_str(ack.to, "bob@b.example", "rejecting ack: recipient normalised");
+    is_str(ack.reason, "bad signature", "rejecting ack: reason");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"rejected\"}", &ack), "bad_request",
+           "rejection without reason");
+    ok(ack.to[0] == '\0' && !ack.rejected, "refused ack leaves nothing filled in");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"\"}", &ack),
+           "bad_request", "empty reason");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":7}", &ack),
+           "bad_request", "reason not a string");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"a\\nb\"}", &ack),
+           "bad_request", "reason with a line break");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"caf\xc3\xa9\"}",
+                    &ack), "bad_request", "reason not ASCII");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"reason\":\"bad signature\"}", &ack), "bad_request",
+           "reason without rejection");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":\"lost\"}", &ack), "bad_request",
+           "unknown status");
+    is_str(ack_code("{\"to\":\"bob@b.example\",\"status\":true}", &ack), "bad_request",
+           "status not a string");
+    is_str(ack_code("{\"to\":\"bob@c.example\",\"status\":\"rejected\",\"reason\":\"x\"}", &ack),
+           "foreign_recipient", "rejection for another domain");
+    snprintf(body, sizeof body, "{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"%0*d\"}",
+             SM_ACK_REASON_MAX, 0);
+    is_str(ack_code(body, &ack), "ok", "reason of the largest size");
+    snprintf(body, sizeof body, "{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"%0*d\"}",
+             SM_ACK_REASON_MAX + 1, 0);
+    is_str(ack_code(body, &ack), "bad_request", "reason above the limit");
+
+    text = sm_ack_request_encode("bob@b.example", NULL);
+    is_str(text, "{\"to\":\"bob@b.example\"}", "ack encoded");
+    free(text);
+    text = sm_ack_request_encode("bob@b.example", "bad signature");
+    is_str(text, "{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"bad signature\"}",
+           "rejecting ack encoded");
+    ok(text && sm_ack_request_parse(text, strlen(text), "b.example", to, sizeof to, &err) == 0,
+       "the plain parser takes a rejecting ack too");
+    free(text);
+}
+
 int main(void)
 {
     sm_pair pairs[2] = { { "alice@a.example", "bob@b.example" }, { "*@a.example", "dave@b.example" } };
@@ -108,5 +355,8 @@ int main(void)
     text = sm_error_body("bad_json", "body is not \"JSON\"");
     is_str(text, "{\"error\":\"bad_json\",\"message\":\"body is not \\\"JSON\\\"\"}", "error body");
     free(text);
+
+    test_login();
+    test_ack_status();
     return tap_done();
 }

@@ -1,0 +1,241 @@
+/* sm_keyfetch — a peer's domain key from {outbox}/v1/key into a GnuPG home.
+ *
+ * The key is trusted only because its fingerprint is the one DNS (or the
+ * admin's peer row) names: sm_pgp_import_public refuses any other blob whole.
+ * The transport still matters (a forged answer costs a retry, not trust), so
+ * it is HTTPS with a verified certificate, no redirects, a size cap and a
+ * time limit; plain http only where the admin allowed it and only to a
+ * loopback address. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "sm_keyfetch.h"
+#include "sm_pgp.h"
+
+#define KEY_MAX          (256 * 1024)   /* the same cap sm_pgp_import_public has */
+#define DEFAULT_TIMEOUT  30L
+#define KEY_URL_MAX      2048
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_FAILED_INIT;
+
+/* curl_global_init is not thread-safe before libcurl 7.84: once, here, for
+ * callers that did not do it at startup (it counts, so theirs is harmless). */
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+say(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!why || whylen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+/* An IP literal in 127.0.0.0/8 or ::1 (curl gives IPv6 hosts in brackets).
+ * Names, "localhost" too, are not loopback: what they resolve to is not
+ * ours to check here. */
+static int host_is_loopback(const char *host)
+{
+    char buf[64];
+    struct in_addr a4;
+    struct in6_addr a6;
+    size_t n = strlen(host);
+
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (n < 3 || n - 2 >= sizeof buf || host[0] != '[' || host[n - 1] != ']')
+        return 0;
+    memcpy(buf, host + 1, n - 2);
+    buf[n - 2] = '\0';
+    return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+int sm_url_allowed(const char *url, const sm_https_opts *opts, char *why, size_t whylen)
+{
+    CURLU *u = NULL;
+    char *host = NULL, *user = NULL, *fragment = NULL;
+    int rc = -1;
+
+    if (why && whylen)
+        why[0] = '\0';
+    if (!url || !*url) {
+        say(why, whylen, "no URL");
+        goto leave;
+    }
+    if (curl_url_set(u = curl_url(), CURLUPART_URL, url, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        say(why, whylen, "not an absolute URL: %.200s", url);
+        goto leave;
+    }
+    /* credentials or a fragment in an outbox URL are a mistake or a trick */
+    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK
+        || curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK) {
+        say(why, whylen, "URL with user info or fragment: %.200s", url);
+        goto leave;
+    }
+    /* the scheme as written: curl lowercases it, the record grammar does not */
+    if (strncmp(url, "https://", 8) == 0) {
+        rc = 0;
+    } else if (strncmp(url, "http://", 7) == 0) {
+        if (!opts || !opts->allow_http)
+            say(why, whylen, "plain http is not allowed: %.200s", url);
+        else if (!host_is_loopback(host))
+            say(why, whylen, "plain http only to a loopback address: %.200s", url);
+        else
+            rc = 0;
+    } else {
+        say(why, whylen, "scheme is neither https:// nor http:// (lowercase): %.200s", url);
+    }
+leave:
+    curl_free(host);
+    curl_free(user);
+    curl_free(fragment);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+typedef struct key_buf {
+    char *data;
+    size_t len;
+    int too_big;
+} key_buf;
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
+{
+    key_buf *b = baton;
+    size_t len = size * nmemb;
+    char *n;
+
+    if (len > KEY_MAX - b->len) {
+        b->too_big = 1;
+        return 0;               /* aborts the transfer */
+    }
+    if (!(n = realloc(b->data, b->len + len + 1)))
+        return 0;
+    b->data = n;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return len;
+}
+
+/* GET url into *b. 0 on 200, -1 for an answer that will not change on retry
+ * (4xx, 3xx: redirects are not followed, too big), -2 otherwise. */
+static int http_get(const char *url, const sm_https_opts *opts, key_buf *b,
+                    char *why, size_t whylen)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *e = NULL;
+    CURLcode cc;
+    long status = 0, timeout = opts && opts->timeout > 0 ? opts->timeout : DEFAULT_TIMEOUT;
+    int rc = -2;
+
+    if (pthread_once(&curl_once, curl_init) != 0 || curl_init_rc != CURLE_OK
+        || !(e = curl_easy_init())) {
+        say(why, whylen, "libcurl initialisation failed");
+        goto leave;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, opts && opts->allow_http ? "http,https" : "https");
+#else
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS,
+                     (long)(opts && opts->allow_http ? CURLPROTO_HTTP | CURLPROTO_HTTPS
+                                                     : CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);          /* threads: no SIGALRM */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, timeout);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, timeout);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long)KEY_MAX);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-keyfetch");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
+    if (opts && opts->ca_file && *opts->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, opts->ca_file);
+
+    cc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (b->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
+        say(why, whylen, "GET %s: key larger than %d bytes", url, KEY_MAX);
+        rc = -1;
+        goto leave;
+    }
+    if (cc != CURLE_OK) {
+        /* network, TLS and certificate trouble: maybe fixed by the next try */
+        say(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        goto leave;
+    }
+    if (status != 200) {
+        say(why, whylen, "GET %s: HTTP %ld", url, status);
+        rc = status >= 500 || status == 429 ? -2 : -1;
+        goto leave;
+    }
+    rc = 0;
+leave:
+    if (e)
+        curl_easy_cleanup(e);
+    return rc;
+}
+
+int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
+                const sm_https_opts *opts, char *why, size_t whylen)
+{
+    char url[KEY_URL_MAX], pgp_why[SM_PGP_WHY_MAX];
+    key_buf b = { NULL, 0, 0 };
+    size_t n;
+    int rc = -1, have;
+
+    if (why && whylen)
+        why[0] = '\0';
+    if (!sm_pgp_fpr_valid(fpr)) {
+        say(why, whylen, "not a fingerprint: %.80s", fpr ? fpr : "(null)");
+        goto leave;
+    }
+    if ((have = sm_pgp_have_key(home, fpr, pgp_why, sizeof pgp_why)) == SM_PGP_OK) {
+        rc = 0;
+        goto leave;
+    }
+    if (have == SM_PGP_ERROR) {
+        say(why, whylen, "looking for key %s: %s", fpr, pgp_why);
+        rc = -2;
+        goto leave;
+    }
+    if (sm_url_allowed(outbox_url, opts, why, whylen) != 0)
+        goto leave;
+    n = strlen(outbox_url);
+    while (n > 0 && outbox_url[n - 1] == '/')
+        n--;
+    if (n + sizeof "/v1/key" > sizeof url) {
+        say(why, whylen, "outbox URL too long");
+        goto leave;
+    }
+    snprintf(url, sizeof url, "%.*s/v1/key", (int)n, outbox_url);
+    if ((rc = http_get(url, opts, &b, why, whylen)) != 0)
+        goto leave;
+    rc = sm_pgp_import_public(home, b.data, b.len, fpr, pgp_why, sizeof pgp_why);
+    if (rc != SM_PGP_OK) {
+        say(why, whylen, "key from %s: %s", url, pgp_why);
+        rc = rc == SM_PGP_ERROR ? -2 : -1;
+        goto leave;
+    }
+    rc = 0;
+leave:
+    free(b.data);
+    return rc;
+}
