@@ -13,13 +13,16 @@
  *
  * DESCRIPTION
  *	Serves the HTTP side of docs/PROTOCOL.md below the <Location> prefix:
- *	POST v1/poll, GET v1/message/ID, POST v1/message/ID/ack. The polling
- *	domain authenticates with HTTP Basic (user = domain, password = the
- *	secret in table peer). The database comes from mod_dbd: statements are
- *	prepared at configuration time under stubmail_* labels, a connection
- *	is acquired per request. Bodies are streamed from the spool directory
- *	through a file bucket (sendfile; the core byterange filter does Range).
- *	Directives: see docs/mod_stubmail.md.
+ *	GET v1/key, POST v1/login, POST v1/poll, GET v1/message/ID, POST
+ *	v1/message/ID/ack. A polling domain logs in by signing a statement with
+ *	its OpenPGP domain key (checked against the fingerprint its peer row or
+ *	_stubmail DNS record names) and gets an HMAC bearer token that names it
+ *	on the other endpoints; HTTP Basic with the peer secret is accepted
+ *	only with StubmailAllowBasicAuth On (transitional). The database comes
+ *	from mod_dbd: statements are prepared at configuration time under
+ *	stubmail_* labels, a connection is acquired per request. Bodies are
+ *	streamed from the spool directory through a file bucket (sendfile; the
+ *	core byterange filter does Range). Directives: docs/mod_stubmail.md.
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -31,6 +34,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "http_config.h"
@@ -39,20 +45,26 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "util_filter.h"
+#include "unixd.h"
+#include "apr_lib.h"
 #include "apr_strings.h"
 #include "apr_hash.h"
 #include "apr_buckets.h"
 #include "apr_file_io.h"
 #include "apr_optional.h"
+#include "apr_thread_mutex.h"
 #include "apr_dbd.h"
 #include "mod_dbd.h"
 
 #include <jansson.h>
 
 #include "sm_addr.h"
+#include "sm_dns.h"
 #include "sm_id.h"
+#include "sm_pgp.h"
 #include "sm_proto.h"
 #include "sm_spool.h"
+#include "sm_token.h"
 
 module AP_MODULE_DECLARE_DATA stubmail_module;
 APLOG_USE_MODULE(stubmail);
@@ -66,13 +78,27 @@ APLOG_USE_MODULE(stubmail);
 #define STUBMAIL_DEFAULT_MAX_BODY   1048576
 #define STUBMAIL_DEFAULT_MAX_PAIRS  10000
 #define STUBMAIL_DEFAULT_POLL_LIMIT 1000
+#define STUBMAIL_DEFAULT_TOKEN_LIFETIME 3600
+#define STUBMAIL_DEFAULT_LOGIN_SKEW 300
+#define STUBMAIL_DEFAULT_MIN_POLL   1
 #define STUBMAIL_RETRY_AFTER        "30"
+#define STUBMAIL_PUBLIC_KEY_MAX     (256 * 1024)   /* octets of StubmailPublicKey */
 
 typedef struct stubmail_srv_conf {
     const char *spool_dir;      /* NULL = unset */
     apr_int64_t max_body;       /* STUBMAIL_UNSET = unset */
     apr_int64_t max_pairs;
     apr_int64_t poll_limit;
+    const char *domain;         /* StubmailDomain, lowercase; NULL = unset */
+    const char *public_key_file;        /* NULL = unset */
+    const char *public_key;     /* its text, read by post_config */
+    const char *gnupg_home;     /* NULL = unset */
+    const char *resolver;       /* NULL = unset: the system resolver */
+    sm_token_keyring *tokens;   /* NULL = unset */
+    apr_int64_t token_lifetime; /* seconds; STUBMAIL_UNSET = unset */
+    apr_int64_t login_max_skew;
+    apr_int64_t min_poll_interval;      /* 0 = no limit */
+    int allow_basic;            /* STUBMAIL_UNSET, 0 or 1 */
 } stubmail_srv_conf;
 
 static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -80,28 +106,46 @@ static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
     stubmail_srv_conf *c = apr_pcalloc(p, sizeof(*c));
 
     (void)s;
-    c->spool_dir = NULL;
     c->max_body = STUBMAIL_UNSET;
     c->max_pairs = STUBMAIL_UNSET;
     c->poll_limit = STUBMAIL_UNSET;
-    return c;
+    c->token_lifetime = STUBMAIL_UNSET;
+    c->login_max_skew = STUBMAIL_UNSET;
+    c->min_poll_interval = STUBMAIL_UNSET;
+    c->allow_basic = STUBMAIL_UNSET;
+    return c;               /* the pointers start NULL: unset */
 }
 
+#define MERGE_PTR(f) c->f = add->f ? add->f : base->f
+#define MERGE_NUM(f) c->f = add->f != STUBMAIL_UNSET ? add->f : base->f
+
 /* Merge rule for every field: the virtual host's value if set, else the
- * main server's. */
+ * main server's. StubmailTokenKey is one field: a virtual host that names
+ * any key has exactly its own keys. */
 static void *stubmail_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
 {
     const stubmail_srv_conf *base = basev, *add = addv;
     stubmail_srv_conf *c = apr_pcalloc(p, sizeof(*c));
 
-    c->spool_dir = add->spool_dir ? add->spool_dir : base->spool_dir;
-    c->max_body = add->max_body != STUBMAIL_UNSET ? add->max_body : base->max_body;
-    c->max_pairs = add->max_pairs != STUBMAIL_UNSET ? add->max_pairs : base->max_pairs;
-    c->poll_limit = add->poll_limit != STUBMAIL_UNSET ? add->poll_limit : base->poll_limit;
-    return c;
+    MERGE_PTR(spool_dir);
+    MERGE_NUM(max_body);
+    MERGE_NUM(max_pairs);
+    MERGE_NUM(poll_limit);
+    MERGE_PTR(domain);
+    MERGE_PTR(public_key_file);
+    MERGE_PTR(gnupg_home);
+    MERGE_PTR(resolver);
+    MERGE_PTR(tokens);
+    MERGE_NUM(token_lifetime);
+    MERGE_NUM(login_max_skew);
+    MERGE_NUM(min_poll_interval);
+    MERGE_NUM(allow_basic);
+    return c;               /* public_key: read later, from the merged file name */
 }
 
-/* The one place where defaults are applied (post_config, after merging). */
+/* The one place where defaults are applied (post_config, after merging).
+ * domain, public_key_file, gnupg_home and tokens have none: login is on
+ * when StubmailDomain is set, and then needs the others (post_config). */
 static void stubmail_srv_conf_defaults(stubmail_srv_conf *c)
 {
     if (c->spool_dir == NULL)
@@ -112,73 +156,172 @@ static void stubmail_srv_conf_defaults(stubmail_srv_conf *c)
         c->max_pairs = STUBMAIL_DEFAULT_MAX_PAIRS;
     if (c->poll_limit == STUBMAIL_UNSET)
         c->poll_limit = STUBMAIL_DEFAULT_POLL_LIMIT;
+    if (c->token_lifetime == STUBMAIL_UNSET)
+        c->token_lifetime = STUBMAIL_DEFAULT_TOKEN_LIFETIME;
+    if (c->login_max_skew == STUBMAIL_UNSET)
+        c->login_max_skew = STUBMAIL_DEFAULT_LOGIN_SKEW;
+    if (c->min_poll_interval == STUBMAIL_UNSET)
+        c->min_poll_interval = STUBMAIL_DEFAULT_MIN_POLL;
+    if (c->allow_basic == STUBMAIL_UNSET)
+        c->allow_basic = 0;
 }
 
-static const char *stubmail_set_spool_dir(cmd_parms *cmd, void *dconf,
-                                          const char *arg)
+static stubmail_srv_conf *stubmail_cmd_conf(cmd_parms *cmd)
 {
-    stubmail_srv_conf *c = ap_get_module_config(cmd->server->module_config,
-                                                &stubmail_module);
+    return ap_get_module_config(cmd->server->module_config, &stubmail_module);
+}
+
+/* StubmailSpoolDir, StubmailPublicKey, StubmailGnupgHome: a path, relative
+ * to ServerRoot; cmd->info is the field's offset. */
+static const char *stubmail_set_path(cmd_parms *cmd, void *dconf, const char *arg)
+{
     const char *path = ap_server_root_relative(cmd->pool, arg);
 
     (void)dconf;
     if (path == NULL || *arg == '\0')
         return apr_pstrcat(cmd->pool, cmd->cmd->name, ": invalid path ", arg,
                            NULL);
-    c->spool_dir = path;
+    *(const char **)((char *)stubmail_cmd_conf(cmd) + (apr_size_t)cmd->info) = path;
     return NULL;
 }
 
-/* Numeric directives; cmd->info names the field. Limits: 1 .. max. */
-enum { STUBMAIL_MAX_BODY, STUBMAIL_MAX_PAIRS, STUBMAIL_POLL_LIMIT };
+static const char *stubmail_set_domain(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    char *domain = apr_pstrdup(cmd->pool, arg);
+
+    (void)dconf;
+    ap_str_tolower(domain);
+    if (strlen(domain) > SM_DOMAIN_MAX || !sm_domain_valid(domain))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a domain name",
+                            cmd->cmd->name, arg);
+    stubmail_cmd_conf(cmd)->domain = domain;
+    return NULL;
+}
+
+static const char *stubmail_set_resolver(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    const char *why;
+
+    (void)dconf;
+    if (sm_dns_resolver_parse(arg, &addr, &addrlen, &why) != 0)
+        return apr_psprintf(cmd->pool, "%s: '%s': %s (expected IPv4:PORT or "
+                            "[IPv6]:PORT)", cmd->cmd->name, arg, why);
+    stubmail_cmd_conf(cmd)->resolver = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+/* The secrets are wiped when the configuration goes away (restart). */
+static apr_status_t stubmail_tokens_wipe(void *kr)
+{
+    sm_token_keyring_clear(kr);
+    return APR_SUCCESS;
+}
+
+/* StubmailTokenKey ID HEX, repeatable: every key checks tokens, the last
+ * one given issues them. */
+static const char *stubmail_add_token_key(cmd_parms *cmd, void *dconf,
+                                          const char *id, const char *hex)
+{
+    stubmail_srv_conf *c = stubmail_cmd_conf(cmd);
+    const char *why;
+
+    (void)dconf;
+    if (c->tokens == NULL) {
+        c->tokens = apr_palloc(cmd->pool, sizeof(*c->tokens));
+        sm_token_keyring_init(c->tokens);
+        apr_pool_cleanup_register(cmd->pool, c->tokens, stubmail_tokens_wipe,
+                                  apr_pool_cleanup_null);
+    }
+    if (sm_token_keyring_add_hex(c->tokens, id, hex, &why) != 0)
+        return apr_psprintf(cmd->pool, "%s %s: %s (secret: %d to %d hex digits; "
+                            "at most %d keys)", cmd->cmd->name, id, why,
+                            2 * SM_TOKEN_SECRET_MIN, 2 * SM_TOKEN_SECRET_MAX,
+                            SM_TOKEN_KEYS_MAX);
+    return NULL;
+}
+
+static const char *stubmail_set_allow_basic(cmd_parms *cmd, void *dconf, int on)
+{
+    (void)dconf;
+    stubmail_cmd_conf(cmd)->allow_basic = on ? 1 : 0;
+    return NULL;
+}
+
+/* Numeric directives: cmd->info indexes this table. */
+enum { STUBMAIL_MAX_BODY, STUBMAIL_MAX_PAIRS, STUBMAIL_POLL_LIMIT,
+       STUBMAIL_TOKEN_LIFETIME, STUBMAIL_LOGIN_SKEW, STUBMAIL_MIN_POLL };
+
+static const struct {
+    apr_size_t offset;
+    apr_int64_t min, max;
+} stubmail_numbers[] = {
+    /* 1 GiB: bodies are held in memory */
+    [STUBMAIL_MAX_BODY] = { APR_OFFSETOF(stubmail_srv_conf, max_body), 1, APR_INT64_C(1) << 30 },
+    [STUBMAIL_MAX_PAIRS] = { APR_OFFSETOF(stubmail_srv_conf, max_pairs), 1, 10000000 },
+    [STUBMAIL_POLL_LIMIT] = { APR_OFFSETOF(stubmail_srv_conf, poll_limit), 1, 1000000 },
+    /* a week: a token cannot be revoked, only outlived */
+    [STUBMAIL_TOKEN_LIFETIME] = { APR_OFFSETOF(stubmail_srv_conf, token_lifetime), 1, 604800 },
+    [STUBMAIL_LOGIN_SKEW] = { APR_OFFSETOF(stubmail_srv_conf, login_max_skew), 1, 86400 },
+    [STUBMAIL_MIN_POLL] = { APR_OFFSETOF(stubmail_srv_conf, min_poll_interval), 0, 86400 },
+};
 
 static const char *stubmail_set_number(cmd_parms *cmd, void *dconf,
                                        const char *arg)
 {
-    stubmail_srv_conf *c = ap_get_module_config(cmd->server->module_config,
-                                                &stubmail_module);
-    apr_int64_t v, max;
-    apr_int64_t *field;
+    long which = (long)cmd->info;
+    apr_int64_t v, min = stubmail_numbers[which].min, max = stubmail_numbers[which].max;
     char *end;
 
     (void)dconf;
-    switch ((long)cmd->info) {
-    case STUBMAIL_MAX_BODY:
-        field = &c->max_body;
-        max = APR_INT64_C(1) << 30;     /* 1 GiB: bodies are held in memory */
-        break;
-    case STUBMAIL_MAX_PAIRS:
-        field = &c->max_pairs;
-        max = 10000000;
-        break;
-    default:
-        field = &c->poll_limit;
-        max = 1000000;
-        break;
-    }
     errno = 0;
     v = apr_strtoi64(arg, &end, 10);
-    if (errno || end == arg || *end != '\0' || v < 1 || v > max)
-        return apr_psprintf(cmd->pool, "%s: expected a number from 1 to %"
-                            APR_INT64_T_FMT ", not '%s'", cmd->cmd->name,
-                            max, arg);
-    *field = v;
+    if (errno || end == arg || *end != '\0' || v < min || v > max)
+        return apr_psprintf(cmd->pool, "%s: expected a number from %" APR_INT64_T_FMT
+                            " to %" APR_INT64_T_FMT ", not '%s'", cmd->cmd->name,
+                            min, max, arg);
+    *(apr_int64_t *)((char *)stubmail_cmd_conf(cmd) + stubmail_numbers[which].offset) = v;
     return NULL;
 }
 
+#define STUBMAIL_NUMBER(name, which, help) \
+    AP_INIT_TAKE1(name, stubmail_set_number, (void *)(which), RSRC_CONF, help)
+#define STUBMAIL_PATH(name, field, help) \
+    AP_INIT_TAKE1(name, stubmail_set_path, \
+                  (void *)APR_OFFSETOF(stubmail_srv_conf, field), RSRC_CONF, help)
+
 static const command_rec stubmail_cmds[] = {
-    AP_INIT_TAKE1("StubmailSpoolDir", stubmail_set_spool_dir, NULL, RSRC_CONF,
+    STUBMAIL_PATH("StubmailSpoolDir", spool_dir,
                   "directory holding the message bodies (default "
                   STUBMAIL_DEFAULT_SPOOL_DIR ")"),
-    AP_INIT_TAKE1("StubmailMaxRequestBody", stubmail_set_number,
-                  (void *)STUBMAIL_MAX_BODY, RSRC_CONF,
-                  "largest POST body in bytes; larger gets 413 (default 1048576)"),
-    AP_INIT_TAKE1("StubmailMaxPairs", stubmail_set_number,
-                  (void *)STUBMAIL_MAX_PAIRS, RSRC_CONF,
-                  "most pairs in one poll; more gets 413 (default 10000)"),
-    AP_INIT_TAKE1("StubmailPollLimit", stubmail_set_number,
-                  (void *)STUBMAIL_POLL_LIMIT, RSRC_CONF,
-                  "most entries in one poll answer (default 1000)"),
+    STUBMAIL_NUMBER("StubmailMaxRequestBody", STUBMAIL_MAX_BODY,
+                    "largest POST body in bytes; larger gets 413 (default 1048576)"),
+    STUBMAIL_NUMBER("StubmailMaxPairs", STUBMAIL_MAX_PAIRS,
+                    "most pairs in one poll; more gets 413 (default 10000)"),
+    STUBMAIL_NUMBER("StubmailPollLimit", STUBMAIL_POLL_LIMIT,
+                    "most entries in one poll answer (default 1000)"),
+    AP_INIT_TAKE1("StubmailDomain", stubmail_set_domain, NULL, RSRC_CONF,
+                  "this server's own domain; turns on GET v1/key and POST v1/login"),
+    STUBMAIL_PATH("StubmailPublicKey", public_key_file,
+                  "file with this domain's ASCII-armored public key, served at v1/key"),
+    STUBMAIL_PATH("StubmailGnupgHome", gnupg_home,
+                  "GnuPG home owned by the Apache user, for the polling domains' "
+                  "public keys (no secret key)"),
+    AP_INIT_TAKE1("StubmailResolver", stubmail_set_resolver, NULL, RSRC_CONF,
+                  "DNS server IP:PORT for _stubmail records (default: the system's)"),
+    AP_INIT_TAKE2("StubmailTokenKey", stubmail_add_token_key, NULL, RSRC_CONF,
+                  "ID HEX: a token secret (64 to 128 hex digits); repeatable, the "
+                  "last one issues"),
+    STUBMAIL_NUMBER("StubmailTokenLifetime", STUBMAIL_TOKEN_LIFETIME,
+                    "seconds a login token is good for (default 3600)"),
+    STUBMAIL_NUMBER("StubmailLoginMaxSkew", STUBMAIL_LOGIN_SKEW,
+                    "seconds a login's time may differ from ours (default 300)"),
+    STUBMAIL_NUMBER("StubmailMinPollInterval", STUBMAIL_MIN_POLL,
+                    "seconds between two polls of one domain; sooner gets 429 "
+                    "(default 1, 0 = no limit)"),
+    AP_INIT_FLAG("StubmailAllowBasicAuth", stubmail_set_allow_basic, NULL, RSRC_CONF,
+                 "also accept HTTP Basic with the peer secret (default Off)"),
     { NULL }
 };
 
@@ -201,6 +344,11 @@ typedef struct stubmail_stmt {
 #define STMT_ACK_MARK  "stubmail_ack_mark"
 #define STMT_ACK_SEEN  "stubmail_ack_seen"
 #define STMT_ACK_DONE  "stubmail_ack_done"
+#define STMT_PEER_FPR  "stubmail_peer_fpr"
+#define STMT_DNS_GET   "stubmail_dns_get"
+#define STMT_DNS_PUT   "stubmail_dns_put"
+#define STMT_NONCE     "stubmail_nonce"
+#define STMT_POLL_GATE "stubmail_poll_gate"
 
 static const stubmail_stmt stubmail_stmts[] = {
     /* $1 domain */
@@ -230,18 +378,21 @@ static const stubmail_stmt stubmail_stmts[] = {
       " LIMIT CAST(%s AS integer)" },
     /* $1 id, $2 polling domain */
     { STMT_FETCH,
-      "SELECT m.spool_name, m.size, m.sender FROM message m"
+      "SELECT m.spool_name, m.size, m.sender, m.format FROM message m"
       " WHERE m.id = %s AND m.body_deleted_at IS NULL"
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
-    /* $1 id, $2 recipient, $3 polling domain */
+    /* $1 rejection reason ('' = delivered), $2 id, $3 recipient,
+     * $4 polling domain */
     { STMT_ACK_MARK,
-      "UPDATE outbox SET retrieved_at = now()"
+      "UPDATE outbox SET retrieved_at = now(), rejected_reason = NULLIF(%s, '')"
       " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s"
-      " AND retrieved_at IS NULL RETURNING " SQL_RFC3339("retrieved_at") },
+      " AND retrieved_at IS NULL RETURNING " SQL_RFC3339("retrieved_at") ","
+      " rejected_reason IS NOT NULL" },
     /* $1 id, $2 recipient, $3 polling domain */
     { STMT_ACK_SEEN,
-      "SELECT " SQL_RFC3339("retrieved_at") " FROM outbox"
+      "SELECT " SQL_RFC3339("retrieved_at") ", rejected_reason IS NOT NULL"
+      " FROM outbox"
       " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s" },
     /* $1 id, $2 id */
     { STMT_ACK_DONE,
@@ -250,6 +401,37 @@ static const stubmail_stmt stubmail_stmts[] = {
       " AND NOT EXISTS (SELECT 1 FROM outbox"
       "                 WHERE message_id = %s AND retrieved_at IS NULL)"
       " RETURNING spool_name" },
+    /* $1 domain: the admin's pinned key fingerprint, if any */
+    { STMT_PEER_FPR, "SELECT fpr FROM peer WHERE domain = %s" },
+    /* $1 domain: the cached _stubmail answer (sql/002 keeps the TTL
+     * policy in these two functions, shared with the milter and pollerd) */
+    { STMT_DNS_GET, "SELECT status, fpr, why FROM dns_cache_get(%s)" },
+    /* $1 domain, $2 status, $3 outbox, $4 udp, $5 fpr, $6 policy, $7 why,
+     * $8 ttl; '' stands for NULL */
+    { STMT_DNS_PUT,
+      "SELECT dns_cache_put(%s, %s, NULLIF(%s, ''), NULLIF(%s, ''), NULLIF(%s, ''),"
+      " NULLIF(%s, ''), NULLIF(%s, ''), CAST(%s AS integer))" },
+    /* $1 domain, $2 nonce, $3 seconds to keep it. No row back: used
+     * before. Expired nonces go on the way (the table only holds the
+     * logins of the last few minutes, so the scan is short). */
+    { STMT_NONCE,
+      "WITH expired AS (DELETE FROM login_nonce WHERE expires_at <= now())"
+      " INSERT INTO login_nonce (domain, nonce, expires_at)"
+      " VALUES (%s, %s, now() + make_interval(secs => CAST(%s AS integer)))"
+      " ON CONFLICT DO NOTHING RETURNING 1" },
+    /* $1 domain, $2 and $3 the minimum interval in seconds. Takes the slot
+     * if the last poll is old enough, else leaves the row as it was; says
+     * which, and how many seconds remain. One statement, and the row lock
+     * orders two polls of one domain that arrive together. */
+    { STMT_POLL_GATE,
+      "INSERT INTO poll_state AS s (domain, last_poll_at) VALUES (%s, now())"
+      " ON CONFLICT (domain) DO UPDATE SET last_poll_at ="
+      "   CASE WHEN s.last_poll_at"
+      "             <= now() - make_interval(secs => CAST(%s AS integer))"
+      "        THEN now() ELSE s.last_poll_at END"
+      " RETURNING last_poll_at = now(),"
+      "   CAST(ceil(extract(epoch FROM last_poll_at - now())) AS bigint)"
+      "   + CAST(%s AS integer)" },
 };
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;
@@ -266,6 +448,7 @@ typedef struct stubmail_req {
     const char *domain;         /* authenticated polling domain, or NULL */
     const char *id;             /* message id from the path, or NULL */
     const char *allow;          /* Allow header for 405 */
+    const char *retry_after;    /* Retry-After for 429 and 503 (NULL: default) */
     int ret;                    /* handler result once an answer was sent */
 } stubmail_req;
 
@@ -283,6 +466,15 @@ static const struct {
     { "bad_json",               HTTP_BAD_REQUEST },
     { "bad_request",            HTTP_BAD_REQUEST },
     { "bad_id",                 HTTP_BAD_REQUEST },
+    { "token_required",         HTTP_UNAUTHORIZED },
+    { "bad_token",              HTTP_UNAUTHORIZED },
+    { "token_expired",          HTTP_UNAUTHORIZED },
+    { "login_failed",           HTTP_UNAUTHORIZED },
+    { "stale_login",            HTTP_UNAUTHORIZED },
+    { "unknown_domain",         HTTP_UNAUTHORIZED },
+    { "wrong_key",              HTTP_UNAUTHORIZED },
+    { "bad_signature",          HTTP_UNAUTHORIZED },
+    { "replayed_login",         HTTP_UNAUTHORIZED },
     { "auth_required",          HTTP_UNAUTHORIZED },
     { "auth_failed",            HTTP_UNAUTHORIZED },
     { "foreign_recipient",      HTTP_FORBIDDEN },
@@ -293,6 +485,7 @@ static const struct {
     { "too_large",              HTTP_REQUEST_ENTITY_TOO_LARGE },
     { "too_many_pairs",         HTTP_REQUEST_ENTITY_TOO_LARGE },
     { "unsupported_media_type", HTTP_UNSUPPORTED_MEDIA_TYPE },
+    { "too_soon",               HTTP_TOO_MANY_REQUESTS },
     { "internal_error",         HTTP_INTERNAL_SERVER_ERROR },
     { "unavailable",            HTTP_SERVICE_UNAVAILABLE },
 };
@@ -364,14 +557,22 @@ static int stubmail_fail(stubmail_req *q, const char *code,
 
     switch (status) {
     case HTTP_UNAUTHORIZED:
-        apr_table_setn(r->err_headers_out, "WWW-Authenticate",
-                       "Basic realm=\"stubmail\"");
+        /* Every 401 but a refused Basic password offers a token; missing
+         * credentials where Basic is still allowed offer both. */
+        if (strcmp(code, "auth_failed") != 0)
+            apr_table_addn(r->err_headers_out, "WWW-Authenticate",
+                           "Bearer realm=\"stubmail\"");
+        if (strncmp(code, "auth_", 5) == 0)
+            apr_table_addn(r->err_headers_out, "WWW-Authenticate",
+                           "Basic realm=\"stubmail\"");
         break;
     case HTTP_METHOD_NOT_ALLOWED:
         apr_table_setn(r->err_headers_out, "Allow", q->allow ? q->allow : "");
         break;
+    case HTTP_TOO_MANY_REQUESTS:
     case HTTP_SERVICE_UNAVAILABLE:
-        apr_table_setn(r->err_headers_out, "Retry-After", STUBMAIL_RETRY_AFTER);
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       q->retry_after ? q->retry_after : STUBMAIL_RETRY_AFTER);
         break;
     }
 
@@ -508,8 +709,21 @@ static const char *stubmail_col(stubmail_req *q, apr_dbd_row_t *row, int n)
 }
 
 /* ------------------------------------------------------------------------
- * Authentication: HTTP Basic, user = polling domain, password = secret
+ * Authentication: a bearer token from POST v1/login; transitionally HTTP
+ * Basic, user = polling domain, password = peer.secret
  * ---------------------------------------------------------------------- */
+
+/* A database connection for this request (acquired once). 1, or 0 when
+ * the 503 went out (q->ret). */
+static int stubmail_db(stubmail_req *q)
+{
+    if (q->dbd == NULL && stubmail_dbd_acquire)
+        q->dbd = stubmail_dbd_acquire(q->r);
+    if (q->dbd == NULL)
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "no database connection from mod_dbd");
+    return 1;
+}
 
 /* Constant time in the stored secret; depends only on the given length. */
 static int stubmail_secret_equal(const char *given, const char *stored)
@@ -523,20 +737,16 @@ static int stubmail_secret_equal(const char *given, const char *stored)
     return diff == 0 && sl > 0;
 }
 
-/* 1 with q->domain set, or 0 when an error answer went out (q->ret). */
-static int stubmail_authenticate(stubmail_req *q)
+/* HTTP Basic (StubmailAllowBasicAuth On). 1 with q->domain set, or 0. */
+static int stubmail_auth_basic(stubmail_req *q)
 {
     request_rec *r = q->r;
-    const char *auth, *user = NULL, *pass = NULL, *secret = NULL;
+    const char *user = NULL, *pass = NULL, *secret = NULL;
     char *domain;
     apr_dbd_results_t *res;
     apr_dbd_row_t *row = NULL;
     const char *args[1];
 
-    auth = apr_table_get(r->headers_in, "Authorization");
-    if (auth == NULL || strcasecmp(ap_getword_white(r->pool, &auth), "Basic") != 0)
-        return stubmail_fail_0(q, "auth_required", "HTTP Basic credentials required",
-                               "no Basic credentials");
     if (ap_get_basic_auth_components(r, &user, &pass) != APR_SUCCESS)
         return stubmail_fail_0(q, "auth_failed", "bad credentials",
                                "malformed Basic credentials");
@@ -546,6 +756,8 @@ static int stubmail_authenticate(stubmail_req *q)
         return stubmail_fail_0(q, "auth_failed", "bad credentials",
                                apr_psprintf(r->pool, "user '%s' is not a domain",
                                             ap_escape_logitem(r->pool, user)));
+    if (!stubmail_db(q))
+        return 0;
 
     args[0] = domain;
     if (stubmail_select(q, STMT_AUTH, &res, 1, args) != 0)
@@ -555,17 +767,69 @@ static int stubmail_authenticate(stubmail_req *q)
         if (secret == NULL)
             secret = stubmail_col(q, row, 0);
     }
+    /* a peer without a secret (NULL: token login only) has no password */
+    if (secret != NULL && *secret == '\0')
+        secret = NULL;
 
     /* Compare against a dummy for an unknown domain too: same work. */
     if (!stubmail_secret_equal(pass, secret ? secret : "-unknown-peer-secret-")
         || secret == NULL)
         return stubmail_fail_0(q, "auth_failed", "bad credentials",
                                apr_psprintf(r->pool, "%s for '%s'",
-                                            secret ? "wrong secret" : "unknown domain",
+                                            secret ? "wrong secret" : "no peer secret",
                                             domain));
     q->domain = domain;
     r->user = domain;
     return 1;
+}
+
+/* Authorization: Bearer TOKEN. No database: the MAC proves the token. */
+static int stubmail_auth_bearer(stubmail_req *q, const char *token)
+{
+    request_rec *r = q->r;
+    char domain[SM_DOMAIN_MAX + 1];
+    const char *why = "no StubmailTokenKey configured";
+    time_t expiry;
+    size_t n = strlen(token);
+
+    while (n > 0 && apr_isspace(token[n - 1]))
+        n--;
+    token = apr_pstrmemdup(r->pool, token, n);
+    if (q->conf->tokens == NULL
+        || sm_token_check(q->conf->tokens, token, time(NULL), domain, sizeof(domain),
+                          &expiry, &why) != 0) {
+        if (strcmp(why, "expired") == 0)
+            return stubmail_fail_0(q, "token_expired", "the token has expired: log in again",
+                                   "token expired");
+        return stubmail_fail_0(q, "bad_token", "not a token of this server",
+                               apr_pstrcat(r->pool, "bearer token refused: ", why, NULL));
+    }
+    q->domain = apr_pstrdup(r->pool, domain);
+    r->user = (char *)q->domain;
+    return 1;
+}
+
+/* 1 with q->domain set, or 0 when an error answer went out (q->ret). */
+static int stubmail_authenticate(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    const char *auth = apr_table_get(r->headers_in, "Authorization");
+    const char *scheme = auth ? ap_getword_white(r->pool, &auth) : "";
+
+    if (strcasecmp(scheme, "Bearer") == 0)
+        return stubmail_auth_bearer(q, auth);
+    if (q->conf->allow_basic) {
+        if (strcasecmp(scheme, "Basic") == 0)
+            return stubmail_auth_basic(q);
+        return stubmail_fail_0(q, "auth_required",
+                               "a bearer token (or HTTP Basic credentials) is required",
+                               "no credentials");
+    }
+    return stubmail_fail_0(q, "token_required", "a bearer token is required: log in",
+                           *scheme ? apr_psprintf(r->pool, "Authorization scheme '%s' "
+                                                  "not accepted (StubmailAllowBasicAuth Off)",
+                                                  ap_escape_logitem(r->pool, scheme))
+                                   : "no Authorization header");
 }
 
 /* ------------------------------------------------------------------------
@@ -667,6 +931,50 @@ static int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
  * POST v1/poll
  * ---------------------------------------------------------------------- */
 
+/* StubmailMinPollInterval: 1 when this poll may go ahead (and now counts as
+ * the domain's last poll), 0 when an error answer went out (429 with
+ * Retry-After, or 503). */
+static int stubmail_poll_gate(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    apr_int64_t interval = q->conf->min_poll_interval, wait = interval;
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    const char *args[3];
+    int seen = 0, allowed = 0;
+
+    if (interval == 0)
+        return 1;
+    args[0] = q->domain;
+    args[1] = args[2] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, interval);
+    if (stubmail_select(q, STMT_POLL_GATE, &res, 3, args) != 0)
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "poll interval check failed");
+    while (stubmail_next_row(q, res, &row)) {
+        if (!seen) {
+            allowed = strcmp(stubmail_col(q, row, 0), "t") == 0;
+            wait = apr_atoi64(stubmail_col(q, row, 1));
+            seen = 1;
+        }
+    }
+    if (!seen)
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "poll interval check returned no row");
+    if (allowed)
+        return 1;
+    /* a clock that went back could ask for more than one interval */
+    if (wait < 1)
+        wait = 1;
+    if (wait > interval)
+        wait = interval;
+    q->retry_after = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, wait);
+    return stubmail_fail_0(q, "too_soon",
+                           apr_psprintf(r->pool, "polled less than %" APR_INT64_T_FMT
+                                        " s ago: retry after %" APR_INT64_T_FMT " s",
+                                        interval, wait),
+                           "StubmailMinPollInterval");
+}
+
 static int stubmail_poll(stubmail_req *q)
 {
     request_rec *r = q->r;
@@ -691,6 +999,11 @@ static int stubmail_poll(stubmail_req *q)
         ret = stubmail_fail(q, stubmail_parse_code(&perr),
                             perr.message, apr_pstrcat(r->pool, "poll refused: ",
                                                       perr.message, NULL));
+        goto leave;
+    }
+    /* Only a poll that will be answered counts against the interval. */
+    if (!stubmail_poll_gate(q)) {
+        ret = q->ret;
         goto leave;
     }
     pairs_json = sm_pairs_sql_json(pairs, npairs);
@@ -760,7 +1073,8 @@ leave:
 
 /* Look the message up for this domain. 1 found, 0 not, -1 database error. */
 static int stubmail_fetch_lookup(stubmail_req *q, const char **spool_name,
-                                 const char **size, const char **sender)
+                                 const char **size, const char **sender,
+                                 const char **format)
 {
     apr_dbd_results_t *res;
     apr_dbd_row_t *row = NULL;
@@ -776,6 +1090,7 @@ static int stubmail_fetch_lookup(stubmail_req *q, const char **spool_name,
             *spool_name = stubmail_col(q, row, 0);
             *size = stubmail_col(q, row, 1);
             *sender = stubmail_col(q, row, 2);
+            *format = stubmail_col(q, row, 3);
             found = 1;
         }
     }
@@ -785,7 +1100,7 @@ static int stubmail_fetch_lookup(stubmail_req *q, const char **spool_name,
 static int stubmail_fetch(stubmail_req *q)
 {
     request_rec *r = q->r;
-    const char *spool_name = NULL, *size = NULL, *sender = NULL;
+    const char *spool_name = NULL, *size = NULL, *sender = NULL, *format = NULL;
     char path[PATH_MAX];
     apr_file_t *fd;
     apr_finfo_t fi;
@@ -793,7 +1108,7 @@ static int stubmail_fetch(stubmail_req *q)
     apr_status_t rv;
     int found;
 
-    found = stubmail_fetch_lookup(q, &spool_name, &size, &sender);
+    found = stubmail_fetch_lookup(q, &spool_name, &size, &sender, &format);
     if (found < 0)
         return stubmail_fail(q, "unavailable", "database unavailable, retry later",
                              "fetch query failed");
@@ -809,7 +1124,7 @@ static int stubmail_fetch(stubmail_req *q)
                        | APR_FOPEN_SENDFILE_ENABLED, APR_OS_DEFAULT, r->pool);
     if (rv != APR_SUCCESS && APR_STATUS_IS_ENOENT(rv)) {
         /* A last ack may have removed it since the lookup. */
-        found = stubmail_fetch_lookup(q, &spool_name, &size, &sender);
+        found = stubmail_fetch_lookup(q, &spool_name, &size, &sender, &format);
         if (found == 0)
             return stubmail_fail(q, "not_found", "no such message",
                                  "acked and removed while being fetched");
@@ -834,7 +1149,15 @@ static int stubmail_fetch(stubmail_req *q)
               " bytes, the database says %s; serving the file", path,
               fi.size, size);
 
-    ap_set_content_type(r, "message/rfc822");
+    /* message.format says what the milter stored: an OpenPGP message
+     * (signed, encrypted) or, from before, the plain text */
+    if (strcmp(format, "openpgp") == 0) {
+        ap_set_content_type(r, "application/pgp-encrypted");
+        apr_table_setn(r->headers_out, "Stubmail-Format", "openpgp");
+    }
+    else {
+        ap_set_content_type(r, "message/rfc822");
+    }
     ap_set_content_length(r, fi.size);
     apr_table_setn(r->headers_out, "Stubmail-From", sender);
     apr_table_setn(r->headers_out, "Accept-Ranges", "bytes");
@@ -863,43 +1186,51 @@ static int stubmail_ack(stubmail_req *q)
     request_rec *r = q->r;
     char *body;
     apr_size_t len;
-    char to[SM_ADDR_MAX + 1];
+    sm_ack_request ack;
+    const char *to = NULL;
     sm_parse_error perr;
     apr_dbd_results_t *res;
     apr_dbd_row_t *row = NULL;
-    const char *args[3];
-    const char *retrieved = NULL, *spool_name = NULL;
+    const char *args[4];
+    const char *retrieved = NULL, *spool_name = NULL, *rejected = NULL;
     int first;
     json_t *root;
 
     if (!stubmail_read_body(q, &body, &len))
         return q->ret;
     memset(&perr, 0, sizeof(perr));
-    if (sm_ack_request_parse(body, len, q->domain, to, sizeof(to), &perr) != 0)
+    if (sm_ack_request_parse_status(body, len, q->domain, &ack, &perr) != 0)
         return stubmail_fail(q, stubmail_parse_code(&perr),
                              perr.message, apr_pstrcat(r->pool, "ack refused: ",
                                                        perr.message, NULL));
+    to = apr_pstrdup(r->pool, ack.to);
 
-    args[0] = q->id;
-    args[1] = to;
-    args[2] = q->domain;
-    if (stubmail_select(q, STMT_ACK_MARK, &res, 3, args) != 0)
+    args[0] = ack.reason;       /* "" unless rejected */
+    args[1] = q->id;
+    args[2] = to;
+    args[3] = q->domain;
+    if (stubmail_select(q, STMT_ACK_MARK, &res, 4, args) != 0)
         return stubmail_fail(q, "unavailable", "database unavailable, retry later",
                              "marking retrieved failed");
     while (stubmail_next_row(q, res, &row)) {
-        if (retrieved == NULL)
+        if (retrieved == NULL) {
             retrieved = stubmail_col(q, row, 0);
+            rejected = stubmail_col(q, row, 1);
+        }
     }
     first = retrieved != NULL;
     if (!first) {
-        /* Already acked (idempotent answer) or no such recipient. */
+        /* Already acked (idempotent answer: the first ack's time and
+         * status) or no such recipient. */
         row = NULL;
-        if (stubmail_select(q, STMT_ACK_SEEN, &res, 3, args) != 0)
+        if (stubmail_select(q, STMT_ACK_SEEN, &res, 3, args + 1) != 0)
             return stubmail_fail(q, "unavailable", "database unavailable, retry later",
                                  "looking up the ack failed");
         while (stubmail_next_row(q, res, &row)) {
-            if (retrieved == NULL)
+            if (retrieved == NULL) {
                 retrieved = stubmail_col(q, row, 0);
+                rejected = stubmail_col(q, row, 1);
+            }
         }
         if (retrieved == NULL)
             return stubmail_fail(q, "not_found", "no such message",
@@ -911,6 +1242,7 @@ static int stubmail_ack(stubmail_req *q)
 
     /* Delete the body once no recipient is pending. Also on a repeated ack,
      * so that a retry completes what an interrupted ack left undone. */
+    args[0] = q->id;
     args[1] = q->id;
     row = NULL;
     if (stubmail_select(q, STMT_ACK_DONE, &res, 2, args) != 0) {
@@ -939,18 +1271,364 @@ static int stubmail_ack(stubmail_req *q)
             SMLOG(q, APLOG_INFO, 0, "all recipients acked, removed %s", path);
     }
 
-    SMLOG(q, APLOG_INFO, 0, "ack: %s retrieved %s%s", to, retrieved,
-          first ? "" : " (repeated)");
-    root = json_pack("{s:s, s:s, s:s}", "id", q->id, "to", to,
-                     "retrieved", retrieved);
+    if (first && ack.rejected)
+        /* The receiver could not verify or decrypt what we stored: worth
+         * the sender admin's attention (storage tampering, key mix-up). */
+        SMLOG(q, APLOG_WARNING, 0, "ack: %s rejected the message at %s: %s", to,
+              retrieved, ap_escape_logitem(r->pool, ack.reason));
+    else
+        SMLOG(q, APLOG_INFO, 0, "ack: %s retrieved %s%s", to, retrieved,
+              first ? "" : " (repeated)");
+    root = json_pack("{s:s, s:s, s:s, s:s}", "id", q->id, "to", to,
+                     "retrieved", retrieved, "status",
+                     strcmp(rejected, "t") == 0 ? "rejected" : "delivered");
     return stubmail_send_json(q, root);
+}
+
+/* ------------------------------------------------------------------------
+ * GET v1/key
+ * ---------------------------------------------------------------------- */
+
+/* 1 if StubmailDomain is set here (post_config then made sure of the
+ * public key, the GnuPG home and a token key), else 0 after a 404: without
+ * it this server has no key and takes no logins (Basic only), which is a
+ * lasting answer, not a failure to retry. */
+static int stubmail_login_configured(stubmail_req *q)
+{
+    if (q->conf->domain)
+        return 1;
+    return stubmail_fail_0(q, "no_such_endpoint", "this server has no domain key",
+                           "StubmailDomain is not set for this server: GET v1/key "
+                           "and POST v1/login are off");
+}
+
+static int stubmail_key(stubmail_req *q)
+{
+    if (!stubmail_login_configured(q))
+        return q->ret;
+    return stubmail_send(q, HTTP_OK, "application/pgp-keys", q->conf->public_key);
+}
+
+/* ------------------------------------------------------------------------
+ * POST v1/login
+ * ---------------------------------------------------------------------- */
+
+/* Public key blobs this child has imported, by fingerprint, so that a
+ * domain logging in again with the key it sent before costs one gpg run
+ * (the verification), not three. The same octets for the same fingerprint
+ * pass sm_pgp_import_public's checks the same way every time; what can
+ * change, expiry or revocation, sm_pgp_verify_detached checks itself. */
+#define STUBMAIL_KEYS_MAX      256      /* remembered blobs; then start over */
+#define STUBMAIL_KEY_CACHE_MAX 16384    /* larger blobs are not remembered */
+
+typedef struct stubmail_known_key {
+    apr_size_t len;
+    char blob[1];               /* len octets */
+} stubmail_known_key;
+
+static apr_thread_mutex_t *stubmail_keys_lock;
+static apr_pool_t *stubmail_keys_pool;  /* cleared when full */
+static apr_hash_t *stubmail_keys;       /* fpr -> stubmail_known_key */
+static int stubmail_keys_added;
+
+static int stubmail_key_known(const char *fpr, const char *key, apr_size_t len)
+{
+    const stubmail_known_key *k;
+    int known;
+
+    if (stubmail_keys_lock == NULL)
+        return 0;
+    apr_thread_mutex_lock(stubmail_keys_lock);
+    k = apr_hash_get(stubmail_keys, fpr, APR_HASH_KEY_STRING);
+    known = k && k->len == len && memcmp(k->blob, key, len) == 0;
+    apr_thread_mutex_unlock(stubmail_keys_lock);
+    return known;
+}
+
+/* Remember key as fpr's blob, or forget fpr (key NULL). */
+static void stubmail_key_note(const char *fpr, const char *key, apr_size_t len)
+{
+    stubmail_known_key *k = NULL;
+
+    if (stubmail_keys_lock == NULL || len > STUBMAIL_KEY_CACHE_MAX)
+        return;
+    apr_thread_mutex_lock(stubmail_keys_lock);
+    if (key && ++stubmail_keys_added > STUBMAIL_KEYS_MAX) {
+        apr_pool_clear(stubmail_keys_pool);
+        stubmail_keys = apr_hash_make(stubmail_keys_pool);
+        stubmail_keys_added = 1;
+    }
+    if (key) {
+        k = apr_palloc(stubmail_keys_pool, sizeof(*k) + len);
+        k->len = len;
+        memcpy(k->blob, key, len);
+    }
+    apr_hash_set(stubmail_keys, apr_pstrdup(stubmail_keys_pool, fpr),
+                 APR_HASH_KEY_STRING, k);
+    apr_thread_mutex_unlock(stubmail_keys_lock);
+}
+
+/* Answers of stubmail_domain_fpr. */
+enum { FPR_FOUND, FPR_UNKNOWN, FPR_DNS_TEMPFAIL, FPR_DB_ERROR };
+
+/* The key fingerprint the polling domain publishes: peer.fpr when the admin
+ * pinned one, else its _stubmail record through dns_cache, asking DNS on a
+ * miss and caching the answer (not a temporary failure). fpr gets
+ * SM_PGP_FPR_MAX + 1 bytes; *source or *why say where it came from or why
+ * there is none. */
+static int stubmail_domain_fpr(stubmail_req *q, const char *domain, char *fpr,
+                               const char **source, const char **why)
+{
+    request_rec *r = q->r;
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    const char *args[8], *status = NULL, *found = NULL, *cached_why = NULL;
+    char dns_why[256], ttl[16];
+    sm_txt_record rec;
+    sm_dns_status st;
+    unsigned ttl_s = 0;
+
+    args[0] = domain;
+    if (stubmail_select(q, STMT_PEER_FPR, &res, 1, args) != 0)
+        return FPR_DB_ERROR;
+    while (stubmail_next_row(q, res, &row)) {
+        if (found == NULL)
+            found = stubmail_col(q, row, 0);
+    }
+    if (found && *found) {
+        apr_cpystrn(fpr, found, SM_PGP_FPR_MAX + 1);
+        *source = "peer.fpr";
+        return FPR_FOUND;
+    }
+
+    row = NULL;
+    found = NULL;
+    if (stubmail_select(q, STMT_DNS_GET, &res, 1, args) != 0)
+        return FPR_DB_ERROR;
+    while (stubmail_next_row(q, res, &row)) {
+        if (status == NULL) {
+            status = stubmail_col(q, row, 0);
+            found = stubmail_col(q, row, 1);
+            cached_why = stubmail_col(q, row, 2);
+        }
+    }
+    if (status) {
+        if (strcmp(status, "found") == 0 && *found) {
+            apr_cpystrn(fpr, found, SM_PGP_FPR_MAX + 1);
+            *source = "DNS (cached)";
+            return FPR_FOUND;
+        }
+        *why = apr_psprintf(r->pool, "_stubmail record %s (cached): %s", status,
+                            *cached_why ? cached_why : "-");
+        return FPR_UNKNOWN;
+    }
+
+    st = sm_dns_lookup(q->conf->resolver, domain, &rec, &ttl_s, dns_why, sizeof(dns_why));
+    if (st == SM_DNS_TEMPFAIL) {
+        *why = apr_psprintf(r->pool, "DNS lookup of _stubmail.%s failed: %s", domain,
+                            dns_why);
+        return FPR_DNS_TEMPFAIL;
+    }
+    apr_snprintf(ttl, sizeof(ttl), "%u", ttl_s > 86400 ? 86400 : ttl_s);
+    args[1] = sm_dns_status_name(st);
+    args[2] = st == SM_DNS_FOUND ? rec.outbox : "";
+    args[3] = st == SM_DNS_FOUND ? rec.udp : "";
+    args[4] = st == SM_DNS_FOUND ? rec.fpr : "";
+    args[5] = st == SM_DNS_FOUND ? rec.policy : "";
+    args[6] = st == SM_DNS_FOUND ? "" : dns_why;
+    args[7] = ttl;
+    row = NULL;
+    /* The answer stands even if it cannot be cached: the next login asks
+     * DNS again. */
+    if (stubmail_select(q, STMT_DNS_PUT, &res, 8, args) != 0)
+        SMLOG(q, APLOG_WARNING, 0, "could not cache the _stubmail answer for %s", domain);
+    else
+        while (stubmail_next_row(q, res, &row))
+            ;
+    if (st != SM_DNS_FOUND) {
+        *why = apr_psprintf(r->pool, "_stubmail record %s: %s", sm_dns_status_name(st),
+                            dns_why);
+        return FPR_UNKNOWN;
+    }
+    apr_cpystrn(fpr, rec.fpr, SM_PGP_FPR_MAX + 1);
+    *source = "DNS";
+    return FPR_FOUND;
+}
+
+/* The key in the login is fpr's and nothing else (imported into
+ * StubmailGnupgHome unless this child already did that with these octets),
+ * and the signature over the statement is good and fpr's. 1, or 0 when an
+ * error answer went out (q->ret). */
+static int stubmail_login_verify(stubmail_req *q, const sm_login_request *req,
+                                         const char *fpr, const char *statement,
+                                         int statement_len)
+{
+    const char *home = q->conf->gnupg_home;
+    char why[SM_PGP_WHY_MAX];
+    int known = stubmail_key_known(fpr, req->key, req->key_len), rc;
+
+    if (!known) {
+        rc = sm_pgp_import_public(home, req->key, req->key_len, fpr, why, sizeof(why));
+        if (rc != SM_PGP_OK)
+            goto key_failed;
+        stubmail_key_note(fpr, req->key, req->key_len);
+    }
+    rc = sm_pgp_verify_detached(home, statement, (size_t)statement_len, req->signature,
+                                req->signature_len, fpr, why, sizeof(why));
+    if (rc == SM_PGP_REJECT && known
+        && sm_pgp_have_key(home, fpr, NULL, 0) == SM_PGP_REJECT) {
+        /* The keyring lost the key this child imported (an admin cleaned
+         * it up): import again, then judge the signature. */
+        stubmail_key_note(fpr, NULL, 0);
+        rc = sm_pgp_import_public(home, req->key, req->key_len, fpr, why, sizeof(why));
+        if (rc != SM_PGP_OK)
+            goto key_failed;
+        stubmail_key_note(fpr, req->key, req->key_len);
+        rc = sm_pgp_verify_detached(home, statement, (size_t)statement_len, req->signature,
+                                    req->signature_len, fpr, why, sizeof(why));
+    }
+    if (rc == SM_PGP_REJECT)
+        return stubmail_fail_0(q, "bad_signature",
+                               "the signature does not verify with the domain key",
+                               apr_psprintf(q->r->pool, "signature by %s refused: %s",
+                                            fpr, why));
+    if (rc != SM_PGP_OK)
+        return stubmail_fail_0(q, "internal_error",
+                               "could not check the signature, retry later",
+                               apr_psprintf(q->r->pool, "verifying with GnuPG home %s "
+                                            "failed: %s", home, why));
+    return 1;
+
+key_failed:
+    if (rc == SM_PGP_REJECT)
+        return stubmail_fail_0(q, "wrong_key", "the key is not the one the domain publishes",
+                               apr_psprintf(q->r->pool, "key refused, expected %s: %s",
+                                            fpr, why));
+    return stubmail_fail_0(q, "internal_error", "could not check the key, retry later",
+                           apr_psprintf(q->r->pool, "importing into GnuPG home %s failed: %s",
+                                        home, why));
+}
+
+/* The checks of docs/PROTOCOL.md ("POST /v1/login"), in its order, then a
+ * token: {"token": ..., "expires": ...}. */
+static int stubmail_login(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    const stubmail_srv_conf *c = q->conf;
+    sm_login_request req;
+    sm_parse_error perr;
+    char statement[SM_LOGIN_STATEMENT_MAX], fpr[SM_PGP_FPR_MAX + 1];
+    char token[SM_TOKEN_MAX + 1], expires[SM_TIME_LEN + 1];
+    const char *source = NULL, *why = NULL, *args[3];
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    char *body;
+    apr_size_t len;
+    time_t now;
+    int statement_len, fresh = 0, ret;
+
+    memset(&req, 0, sizeof(req));
+    if (!stubmail_login_configured(q) || !stubmail_read_body(q, &body, &len))
+        return q->ret;
+
+    memset(&perr, 0, sizeof(perr));
+    if (sm_login_request_parse(body, len, &req, &perr) != 0) {
+        ret = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
+                            apr_pstrcat(r->pool, "login refused: ", perr.message, NULL));
+        goto leave;
+    }
+    q->domain = apr_pstrdup(r->pool, req.domain);    /* claimed, for the log */
+
+    if (strcmp(req.server, c->domain) != 0) {
+        ret = stubmail_fail(q, "login_failed", "this login is for another server",
+                            apr_psprintf(r->pool, "login names server %s, we are %s",
+                                         req.server, c->domain));
+        goto leave;
+    }
+    now = time(NULL);
+    if (req.when < now - (time_t)c->login_max_skew
+        || req.when > now + (time_t)c->login_max_skew) {
+        ret = stubmail_fail(q, "stale_login",
+                            apr_psprintf(r->pool, "login time %s is more than %"
+                                         APR_INT64_T_FMT " s from the server's clock",
+                                         req.time, c->login_max_skew),
+                            apr_psprintf(r->pool, "login time %s, %ld s off", req.time,
+                                         (long)(req.when - now)));
+        goto leave;
+    }
+
+    if (!stubmail_db(q)) {
+        ret = q->ret;
+        goto leave;
+    }
+    switch (stubmail_domain_fpr(q, req.domain, fpr, &source, &why)) {
+    case FPR_FOUND:
+        break;
+    case FPR_UNKNOWN:
+        ret = stubmail_fail(q, "unknown_domain", "the domain publishes no stubmail key",
+                            why);
+        goto leave;
+    case FPR_DNS_TEMPFAIL:
+        ret = stubmail_fail(q, "unavailable", "DNS lookup failed, retry later", why);
+        goto leave;
+    default:
+        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                            "looking up the domain's key fingerprint failed");
+        goto leave;
+    }
+
+    statement_len = sm_login_statement(req.server, req.domain, req.time, req.nonce,
+                                       statement, sizeof(statement));
+    if (statement_len < 0) {
+        /* cannot happen: the parser checked the same fields */
+        ret = stubmail_fail(q, "internal_error", "internal error",
+                            "building the login statement failed");
+        goto leave;
+    }
+    if (!stubmail_login_verify(q, &req, fpr, statement, statement_len)) {
+        ret = q->ret;
+        goto leave;
+    }
+
+    /* Last, so that only a proven login spends its nonce: keep it for twice
+     * the skew, which covers every clock the time check lets through. */
+    args[0] = req.domain;
+    args[1] = req.nonce;
+    args[2] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, 2 * c->login_max_skew);
+    if (stubmail_select(q, STMT_NONCE, &res, 3, args) != 0) {
+        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                            "recording the nonce failed");
+        goto leave;
+    }
+    while (stubmail_next_row(q, res, &row))
+        fresh = 1;
+    if (!fresh) {
+        ret = stubmail_fail(q, "replayed_login", "this login was used before",
+                            apr_psprintf(r->pool, "nonce %s seen before", req.nonce));
+        goto leave;
+    }
+
+    if (sm_token_issue(c->tokens, NULL, req.domain, (long)c->token_lifetime, now, token,
+                       sizeof(token)) != 0
+        || sm_time_format(now + (time_t)c->token_lifetime, expires, sizeof(expires)) != 0) {
+        ret = stubmail_fail(q, "internal_error", "could not issue a token, retry later",
+                            apr_psprintf(r->pool, "sm_token_issue: %s", strerror(errno)));
+        goto leave;
+    }
+    r->user = (char *)q->domain;
+    SMLOG(q, APLOG_INFO, 0, "login: key %s (from %s) verified, token until %s", fpr,
+          source, expires);
+    ret = stubmail_send_json(q, json_pack("{s:s, s:s}", "token", token, "expires", expires));
+leave:
+    sm_login_request_free(&req);
+    return ret;
 }
 
 /* ------------------------------------------------------------------------
  * Routing
  * ---------------------------------------------------------------------- */
 
-enum { ROUTE_NONE, ROUTE_POLL, ROUTE_FETCH, ROUTE_ACK };
+enum { ROUTE_NONE, ROUTE_KEY, ROUTE_LOGIN, ROUTE_POLL, ROUTE_FETCH, ROUTE_ACK };
 
 /* Map the path below the <Location> prefix to an endpoint; *id points at
  * the id segment (copied into the pool) for message endpoints. */
@@ -960,6 +1638,10 @@ static int stubmail_route(request_rec *r, const char *rest, const char **id)
     const char *seg, *slash;
 
     *id = NULL;
+    if (strcmp(rest, "/v1/key") == 0)
+        return ROUTE_KEY;
+    if (strcmp(rest, "/v1/login") == 0)
+        return ROUTE_LOGIN;
     if (strcmp(rest, "/v1/poll") == 0)
         return ROUTE_POLL;
     if (strncmp(rest, msg, sizeof(msg) - 1) != 0)
@@ -1025,6 +1707,7 @@ static int stubmail_handler(request_rec *r)
 
     route = stubmail_route(r, rest, &id);
     switch (route) {
+    case ROUTE_LOGIN:
     case ROUTE_POLL:
     case ROUTE_ACK:
         q.allow = "POST";
@@ -1032,6 +1715,7 @@ static int stubmail_handler(request_rec *r)
             return stubmail_fail(&q, "method_not_allowed", "use POST",
                                  "wrong method");
         break;
+    case ROUTE_KEY:
     case ROUTE_FETCH:
         q.allow = "GET, HEAD";
         if (r->method_number != M_GET)
@@ -1043,12 +1727,15 @@ static int stubmail_handler(request_rec *r)
                              "unknown path");
     }
 
-    q.dbd = stubmail_dbd_acquire ? stubmail_dbd_acquire(r) : NULL;
-    if (q.dbd == NULL)
-        return stubmail_fail(&q, "unavailable", "database unavailable, retry later",
-                             "no database connection from mod_dbd");
+    /* No credentials on these two: the key is public, and a login is its
+     * own proof. */
+    if (route == ROUTE_KEY)
+        return stubmail_key(&q);
+    if (route == ROUTE_LOGIN)
+        return stubmail_login(&q);
 
-    if (!stubmail_authenticate(&q))
+    /* A token needs no database; then the endpoint does. */
+    if (!stubmail_authenticate(&q) || !stubmail_db(&q))
         return q.ret;
 
     if (id) {
@@ -1073,6 +1760,162 @@ static int stubmail_handler(request_rec *r)
  * Startup
  * ---------------------------------------------------------------------- */
 
+/* Read StubmailPublicKey into c->public_key (pconf): it is small, and read
+ * once here a missing or wrong file stops the start with a clear message
+ * instead of failing pollers later; a new key means a new DNS record, and
+ * the graceful restart that goes with it reads the file again. */
+static int stubmail_read_public_key(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf)
+{
+    static const char begin[] = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+    apr_file_t *f = NULL;
+    apr_finfo_t fi;
+    apr_size_t got = 0;
+    char *text;
+    apr_status_t rv;
+    int ret = HTTP_INTERNAL_SERVER_ERROR;
+
+    rv = apr_file_open(&f, c->public_key_file, APR_FOPEN_READ | APR_FOPEN_BINARY,
+                       APR_OS_DEFAULT, pconf);
+    if (rv == APR_SUCCESS)
+        rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "stubmail: StubmailPublicKey %s "
+                     "cannot be read", c->public_key_file);
+        goto leave;
+    }
+    if (fi.size <= 0 || fi.size > STUBMAIL_PUBLIC_KEY_MAX) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailPublicKey %s has %"
+                     APR_OFF_T_FMT " bytes; expected 1 to %d", c->public_key_file,
+                     fi.size, STUBMAIL_PUBLIC_KEY_MAX);
+        goto leave;
+    }
+    text = apr_palloc(pconf, (apr_size_t)fi.size + 1);
+    rv = apr_file_read_full(f, text, (apr_size_t)fi.size, &got);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "stubmail: reading StubmailPublicKey "
+                     "%s failed", c->public_key_file);
+        goto leave;
+    }
+    text[got] = '\0';
+    if (strncmp(text, begin, sizeof(begin) - 1) != 0 || strlen(text) != got
+        || strstr(text, "PRIVATE KEY") != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailPublicKey %s is not "
+                     "an ASCII-armored public key (make it with stubmail-keygen -o, or "
+                     "gpg --armor --export)", c->public_key_file);
+        goto leave;
+    }
+    c->public_key = text;
+    ret = OK;
+leave:
+    if (f)
+        apr_file_close(f);
+    return ret;
+}
+
+/* Give StubmailGnupgHome a gpg.conf with no-autostart unless it has one:
+ * importing a key would otherwise start a gpg-agent as the Apache user that
+ * outlives Apache, and this keyring only verifies, which needs no agent. */
+static int stubmail_gnupg_conf(server_rec *s, const stubmail_srv_conf *c, uid_t owner,
+                               gid_t group, apr_pool_t *ptemp)
+{
+    static const char text[] = "# written by mod_stubmail: this keyring only imports "
+                               "public keys and verifies,\n# which needs no gpg-agent\n"
+                               "no-autostart\n";
+    const char *path = apr_pstrcat(ptemp, c->gnupg_home, "/gpg.conf", NULL);
+    apr_file_t *f = NULL;
+    apr_size_t n = sizeof(text) - 1;
+    apr_status_t rv;
+
+    rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_EXCL,
+                       APR_FPROT_UREAD | APR_FPROT_UWRITE, ptemp);
+    if (APR_STATUS_IS_EEXIST(rv))
+        return OK;
+    if (rv == APR_SUCCESS)
+        rv = apr_file_write_full(f, text, n, NULL);
+    if (f && apr_file_close(f) != APR_SUCCESS && rv == APR_SUCCESS)
+        rv = APR_EGENERAL;
+    if (rv == APR_SUCCESS && chown(path, owner, group) != 0)
+        rv = errno;
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "stubmail: cannot write %s", path);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "stubmail: wrote %s (no-autostart)", path);
+    return OK;
+}
+
+/* StubmailGnupgHome: a directory the Apache user owns and only it can use
+ * (gpg writes its keyring and trust database there, and warns about
+ * anything looser), holding no secret key: a web server that verifies
+ * logins never needs one, so a home with the domain's secret key is a
+ * configuration mistake that would hand it to every process of this user. */
+static int stubmail_check_gnupg_home(server_rec *s, const stubmail_srv_conf *c,
+                                     apr_pool_t *ptemp)
+{
+    uid_t owner = geteuid() == 0 ? ap_unixd_config.user_id : geteuid();
+    const char *secrets = apr_pstrcat(ptemp, c->gnupg_home, "/private-keys-v1.d", NULL);
+    struct stat st;
+    apr_dir_t *dir;
+    apr_finfo_t fi;
+    int ret = HTTP_INTERNAL_SERVER_ERROR;
+
+    int stat_err = stat(c->gnupg_home, &st) != 0 ? errno : 0;
+
+    if (stat_err != 0 || !S_ISDIR(st.st_mode)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, stat_err, s, "stubmail: StubmailGnupgHome %s "
+                     "is not a directory: create it, owned by the Apache user, mode 0700",
+                     c->gnupg_home);
+        goto leave;
+    }
+    if (st.st_uid != owner || (st.st_mode & 077) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailGnupgHome %s must "
+                     "be owned by uid %ld (the Apache user) with mode 0700; it is uid %ld "
+                     "mode %04o", c->gnupg_home, (long)owner, (long)st.st_uid,
+                     (unsigned)(st.st_mode & 07777));
+        goto leave;
+    }
+    if (apr_dir_open(&dir, secrets, ptemp) == APR_SUCCESS) {
+        int secret_found = 0;
+
+        while (!secret_found && apr_dir_read(&fi, APR_FINFO_NAME, dir) == APR_SUCCESS)
+            secret_found = strcmp(fi.name, ".") != 0 && strcmp(fi.name, "..") != 0;
+        apr_dir_close(dir);
+        if (secret_found) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailGnupgHome %s "
+                         "holds secret keys (%s): give mod_stubmail a keyring of its "
+                         "own, the domain key belongs to stubmail-pollerd and the milter",
+                         c->gnupg_home, secrets);
+            goto leave;
+        }
+    }
+    ret = stubmail_gnupg_conf(s, c, owner,
+                              geteuid() == 0 ? ap_unixd_config.group_id : (gid_t)-1, ptemp);
+leave:
+    return ret;
+}
+
+/* With StubmailDomain set, login is on and needs its other directives. */
+static int stubmail_check_login(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
+                                apr_pool_t *ptemp)
+{
+    const char *missing = c->public_key_file == NULL ? "StubmailPublicKey"
+                          : c->gnupg_home == NULL ? "StubmailGnupgHome"
+                          : c->tokens == NULL ? "StubmailTokenKey" : NULL;
+
+    if (c->domain == NULL)
+        return OK;
+    if (missing) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailDomain %s turns "
+                     "login on, which needs %s too (docs/mod_stubmail.md)", c->domain,
+                     missing);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (stubmail_read_public_key(s, c, pconf) != OK
+        || stubmail_check_gnupg_home(s, c, ptemp) != OK)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    return OK;
+}
+
 /* Runs before mod_dbd's post_config: apply defaults, check the spool
  * directory, and register the statements for every server so that mod_dbd
  * prepares them on each connection. A virtual host without DBD directives
@@ -1086,7 +1929,6 @@ static int stubmail_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     apr_hash_t *done;
     size_t i;
 
-    (void)pconf;
     (void)plog;
     stubmail_dbd_prepare = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
     stubmail_dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
@@ -1108,6 +1950,8 @@ static int stubmail_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         apr_status_t rv;
 
         stubmail_srv_conf_defaults(c);
+        if (stubmail_check_login(sp, c, pconf, ptemp) != OK)
+            return HTTP_INTERNAL_SERVER_ERROR;
         rv = apr_stat(&fi, c->spool_dir, APR_FINFO_TYPE, ptemp);
         if (rv != APR_SUCCESS || fi.filetype != APR_DIR)
             ap_log_error(APLOG_MARK, APLOG_WARNING, rv, sp, "stubmail: "
@@ -1126,12 +1970,44 @@ static int stubmail_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
+/* Each child: gpgme once (it spawns gpg for every login) and the lock of
+ * the imported-key memory, when any server takes logins. */
+static void stubmail_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    server_rec *sp;
+    apr_status_t rv;
+
+    for (sp = s; sp; sp = sp->next) {
+        const stubmail_srv_conf *c = ap_get_module_config(sp->module_config,
+                                                          &stubmail_module);
+        if (c->domain)
+            break;
+    }
+    if (sp == NULL)
+        return;
+    if (sm_pgp_init() != SM_PGP_OK)
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: gpgme or gpg is missing "
+                     "or too old: every login will fail");
+    rv = apr_thread_mutex_create(&stubmail_keys_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+    if (rv == APR_SUCCESS)
+        rv = apr_pool_create(&stubmail_keys_pool, pchild);
+    if (rv != APR_SUCCESS) {
+        /* logins still work, importing the key every time */
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "stubmail: cannot set up the "
+                     "imported-key memory");
+        stubmail_keys_lock = NULL;
+        return;
+    }
+    stubmail_keys = apr_hash_make(stubmail_keys_pool);
+}
+
 static void stubmail_register_hooks(apr_pool_t *p)
 {
     static const char *const succ[] = { "mod_dbd.c", NULL };
 
     (void)p;
     ap_hook_post_config(stubmail_post_config, NULL, succ, APR_HOOK_MIDDLE);
+    ap_hook_child_init(stubmail_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(stubmail_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
