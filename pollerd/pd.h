@@ -3,8 +3,12 @@
  * stubmail-pollerd.c   options, configuration, signals, the event loop and
  *                      the poll cycle (which domains, how many at once)
  * pd_domain.c          the work for one remote domain, a small state
- *                      machine: old acks → poll → fetch → deliver → record →
- *                      ack, one transfer at a time
+ *                      machine: discovery → login → old acks → poll → fetch
+ *                      → verify → deliver or quarantine → record → ack, one
+ *                      transfer at a time
+ * pd_verify.c          OpenPGP: login request and answer, decrypt and
+ *                      verify a fetched body, quarantine; forged
+ *                      Authentication-Results
  * pd_xfer.c            one libcurl transfer (HTTP poll/fetch/ack, SMTP)
  * pd_db.c              everything said to PostgreSQL
  *
@@ -16,12 +20,18 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
 #include "sm_addr.h"
+#include "sm_authres.h"
+#include "sm_dns.h"
 #include "sm_id.h"
+#include "sm_keyfetch.h"
+#include "sm_pgp.h"
 #include "sm_proto.h"
+#include "sm_token.h"
 
 typedef struct pd_conf {
     char *domain;           /* own domain, lowercase */
@@ -32,7 +42,18 @@ typedef struct pd_conf {
     long timeout;           /* seconds */
     long concurrency;
     long batch_max;
+    char *resolver;         /* "IP:PORT" or NULL: the system resolver */
+    char *gnupg_home;       /* our domain key lives here ... */
+    char *domain_key;       /* ... with this fingerprint (uppercased) */
+    char *ca_file;          /* NULL: the system CA store */
+    int allow_http;         /* http:// outboxes on loopback addresses */
+    char *quarantine_dir;
+    /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
+    int login;              /* gnupg_home and domain_key set: OpenPGP login,
+                             * bearer tokens, only signed+encrypted mail */
+    char *pubkey;           /* our armored public key (login mode) */
+    sm_https_opts https;    /* ca_file, allow_http, timeout for key fetches */
 } pd_conf;
 
 /* A growing memory buffer with a hard cap (responses of poll and ack, error
@@ -43,10 +64,11 @@ typedef struct pd_buf {
     int overflow;
 } pd_buf;
 
-typedef enum { PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_ACK } pd_xkind;
+typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_ACK } pd_xkind;
 
 struct pd_domain;
 struct pd_ctx;
+
 
 typedef struct pd_xfer {
     pd_xkind kind;
@@ -66,11 +88,15 @@ typedef struct pd_xfer {
     long long expect, got;
     int length_mismatch;            /* Content-Length or body size != expect */
     long long content_length;       /* as announced, -1 if none */
+    int openpgp;                    /* the answer says Stubmail-Format: openpgp
+                                     * or Content-Type: application/pgp-encrypted */
     int write_errno;
-    /* deliver: prefix (trace header), then fd from offset 0 */
+    /* deliver: prefix (trace header), then fd from offset 0 but skips */
     char *prefix;
     size_t prefix_len, prefix_off;
     off_t file_off;
+    sm_range *skips;                /* left out: ascending, not overlapping (malloc'd) */
+    size_t nskips, skip_idx;
     int read_errno;
     int cancel;                     /* abort via the progress callback */
     char reply[256];                /* last SMTP reply line */
@@ -79,11 +105,23 @@ typedef struct pd_xfer {
     char ack_to[SM_ADDR_MAX + 1];
 } pd_xfer;
 
-typedef struct pd_old {             /* delivered earlier, not yet acked */
+typedef struct pd_old {             /* delivered or quarantined earlier, not yet acked */
     char id[SM_ID_LEN + 1];
     char to[SM_ADDR_MAX + 1];
     char from[SM_ADDR_MAX + 1];
+    char reason[SM_ACK_REASON_MAX + 1];     /* quarantined: why; "" delivered */
 } pd_old;
+
+/* What pollerd keeps about a remote domain from cycle to cycle: the bearer
+ * token of its outbox and when it may be polled again (429). */
+typedef struct pd_session {
+    struct pd_session *next;
+    char domain[SM_DOMAIN_MAX + 1];
+    char url[SM_TXT_URL_MAX + 1];   /* the outbox that issued the token */
+    char token[SM_TOKEN_MAX + 1];   /* "" if none */
+    time_t token_expires;
+    long long not_before_ms;        /* monotonic: no request before this */
+} pd_session;
 
 typedef enum {
     PD_D_QUEUED, PD_D_OLD_ACKS, PD_D_POLL, PD_D_ITEMS, PD_D_DONE
@@ -93,8 +131,19 @@ typedef struct pd_domain {
     struct pd_ctx *ctx;
     struct pd_domain *next;
     char *name;                     /* remote domain */
-    char *url;                      /* outbox base URL, no trailing slash */
-    char *secret;
+    char *peer_url;                 /* peer.outbox_url, or NULL */
+    char *secret;                   /* peer.secret (Basic auth), or NULL */
+    char *url;                      /* outbox base URL, no trailing slash;
+                                     * NULL until discovered */
+    char fpr[SM_PGP_FPR_MAX + 1];   /* its domain key, "" if unknown */
+    pd_session *sess;
+    int key_ok;                     /* its key is in our keyring */
+    int relogged;                   /* logged in again after a 401, no
+                                     * authenticated request succeeded since */
+    pd_xkind redo;                  /* what to start again after a wait */
+    pd_xkind after_login;           /* what to start after the login */
+    long long wake_ms;              /* waiting for Retry-After until, or 0 */
+    unsigned waits;                 /* 429s this cycle */
     sm_pair *pairs;                 /* sorted by (to, from) */
     size_t npairs, pairs_cap;
     pd_old *old;
@@ -111,6 +160,11 @@ typedef struct pd_domain {
     size_t progress;                /* items acked since the last poll */
     int fd;                         /* fetched body, reused for the next */
     char fd_id[SM_ID_LEN + 1];      /* recipient of the same id */
+    long long fd_size;              /* what fd holds: the listed size, or the
+                                     * size of the decrypted text */
+    int fd_verified;                /* fd is decrypted text, signature good */
+    char fd_reject[SM_ACK_REASON_MAX + 1];  /* fd is quarantined: why */
+    char item_reason[SM_ACK_REASON_MAX + 1]; /* current item is rejected: why */
     char delivered_reply[256];      /* MTA answer for the current item */
     int recorded;                   /* current item is in table received */
     pd_xfer *x;                     /* running transfer, or NULL */
@@ -139,9 +193,10 @@ typedef struct pd_ctx {
     int stopping;                   /* SIGTERM: finish deliveries, then exit */
     int mta_down;                   /* the MTA was unreachable this cycle */
     pd_unrecorded *unrecorded;
+    pd_session *sessions;
     /* per-cycle counters */
     unsigned n_domains, n_failed_domains;
-    unsigned n_delivered, n_acked, n_failed;
+    unsigned n_delivered, n_acked, n_failed, n_quarantined;
 } pd_ctx;
 
 /* pd_buf */
@@ -152,9 +207,10 @@ void pd_buf_free(pd_buf *b);
 pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind);
 /* Set up an HTTP request to url (POST with a JSON body if post != NULL). */
 int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody);
-/* Set up the SMTP delivery of prefix + the file fd (size bytes). */
+/* Set up the SMTP delivery of prefix + the file fd (size bytes) without the
+ * nskips ranges in skips (taken over: freed with x). */
 int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefix,
-                 int fd, long long size);
+                 int fd, long long size, sm_range *skips, size_t nskips);
 int pd_xfer_start(pd_xfer *x);
 void pd_xfer_free(pd_xfer *x);
 /* "HTTP 404 not_found: no such message" or the transport error. */
@@ -164,12 +220,19 @@ void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen);
 const char *pd_xfer_error_code(const pd_xfer *x);
 
 /* pd_domain.c */
-pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *url,
+/* The domain named name in ctx->domains, added if new; peer_url and secret
+ * from its peer row (NULL if none). */
+pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *peer_url,
                          const char *secret);
 int pd_domain_add_pair(pd_domain *d, const char *from, const char *to);
-int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from);
+/* reason: why it was quarantined, or "" if it was delivered. */
+int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,
+                      const char *reason);
 void pd_domain_begin(pd_domain *d);
 void pd_domain_xfer_done(pd_xfer *x, CURLcode result);
+/* Start what waited for a Retry-After once now_ms has come; returns when the
+ * domain wants to be woken next (0: not waiting). */
+long long pd_domain_wake(pd_domain *d, long long now_ms);
 /* SIGTERM: abort what can be aborted; deliveries run to their end. */
 void pd_domain_stop(pd_domain *d);
 /* Second signal: abort everything now. */
@@ -182,10 +245,13 @@ void pd_db_close(pd_ctx *ctx);
 int pd_db_load(pd_ctx *ctx);                 /* builds ctx->domains */
 int pd_db_lock(pd_ctx *ctx, const char *domain);   /* 1 got, 0 busy, -1 err */
 void pd_db_unlock(pd_ctx *ctx, const char *domain);
-/* 0 not received, 1 received not acked, 2 received and acked, -1 error */
-int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to);
+/* 0 not received, 1 received not acked, 2 received and acked, -1 error;
+ * reason (SM_ACK_REASON_MAX + 1 bytes) gets why it was quarantined, or "". */
+int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to,
+                   char *reason);
+/* reason NULL: delivered; else quarantined for that reason. */
 int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
-                 const char *from, int acked);
+                 const char *from, int acked, const char *reason);
 int pd_db_acked(pd_ctx *ctx, const char *domain, const char *id, const char *to);
 /* Insert what could not be recorded earlier; 0 when nothing is left. */
 int pd_db_flush_unrecorded(pd_ctx *ctx);
@@ -193,5 +259,37 @@ int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
                       const char *to, const char *from);
 pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
                                   const char *id, const char *to);
+
+/* pd_domain.c: helpers */
+long long pd_now_ms(void);          /* CLOCK_MONOTONIC */
+/* The session of domain, made on first use; NULL when out of memory. */
+pd_session *pd_session_get(pd_ctx *ctx, const char *domain);
+void pd_sessions_free(pd_ctx *ctx);
+/* A fresh, already unlinked file in dir: a crash leaves nothing behind. */
+int pd_spool_tmpfile(const char *dir);
+
+/* pd_verify.c */
+/* The JSON body of POST /v1/login to server, signed with our domain key.
+ * malloc'd, or NULL with why. Blocking (gpg-agent signs). */
+char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen);
+/* Parse a login answer into sess. 0, or -1 with why. */
+int pd_login_answer(pd_session *sess, const char *body, size_t len, char *why, size_t whylen);
+/* Decrypt and verify the fetched body in *fd (OpenPGP) from the domain
+ * whose key is signer_fpr: SM_PGP_OK with *fd replaced by the decrypted text
+ * and *size set; SM_PGP_REJECT with reason (SM_ACK_REASON_MAX + 1 bytes, for
+ * the ack) and detail (for the log), *fd untouched; SM_PGP_ERROR with detail:
+ * local trouble, retry. Blocking: decryption runs as fast as gpg does. */
+int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
+              char *reason, char *detail, size_t detaillen);
+/* The Authentication-Results header fields of the message in fd that claim
+ * to come from authserv_id (us), to be left out (sm_authres.h). *skips
+ * (malloc'd, *nskips entries, NULL if none) covers each whole field. Reads
+ * at most the first PD_HEADER_SCAN_MAX octets. 0, or -1 with why. */
+#define PD_HEADER_SCAN_MAX (1024 * 1024)
+int pd_forged_results(int fd, const char *authserv_id, sm_range **skips, size_t *nskips,
+                      char *why, size_t whylen);
+/* Keep the body in fd as quarantine_dir/<domain>-<id>. 0, or -1 with why. */
+int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
+                  char *why, size_t whylen);
 
 #endif

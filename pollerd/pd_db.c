@@ -20,27 +20,34 @@
  * several pollerd instances on one database never work on a domain at once. */
 #define PD_LOCK_CLASS 7239032
 
+/* Every remote contact domain of our users, with its peer row if it has
+ * one: where its outbox is comes from discovery (pd_domain.c). */
 static const char SQL_PAIRS[] =
-    "SELECT p.domain, p.outbox_url, p.secret, a.contact, a.owner"
-    "  FROM address_book a JOIN peer p ON p.domain = a.contact_domain"
-    " WHERE p.outbox_url IS NOT NULL AND p.outbox_url <> ''"
-    "   AND split_part(a.owner, '@', 2) = $1"
-    " ORDER BY p.domain";
+    "SELECT a.contact_domain, p.outbox_url, p.secret, a.contact, a.owner"
+    "  FROM address_book a LEFT JOIN peer p ON p.domain = a.contact_domain"
+    " WHERE split_part(a.owner, '@', 2) = $1 AND a.contact_domain <> $1"
+    " ORDER BY a.contact_domain";
 
 static const char SQL_UNACKED[] =
-    "SELECT p.domain, p.outbox_url, p.secret, r.message_id, r.recipient, r.sender"
-    "  FROM received r JOIN peer p ON p.domain = r.remote_domain"
+    "SELECT r.remote_domain, p.outbox_url, p.secret, r.message_id, r.recipient, r.sender,"
+    "       CASE WHEN r.status = 'quarantined' THEN coalesce(r.reason, 'rejected')"
+    "            ELSE '' END"
+    "  FROM received r LEFT JOIN peer p ON p.domain = r.remote_domain"
     " WHERE r.acked_at IS NULL"
-    "   AND p.outbox_url IS NOT NULL AND p.outbox_url <> ''"
-    " ORDER BY p.domain, r.delivered_at";
+    " ORDER BY r.remote_domain, r.delivered_at";
 
 static const char SQL_RECEIVED[] =
-    "SELECT acked_at IS NOT NULL FROM received"
+    "SELECT acked_at IS NOT NULL,"
+    "       CASE WHEN status = 'quarantined' THEN coalesce(reason, 'rejected') ELSE '' END"
+    "  FROM received"
     " WHERE remote_domain = $1 AND message_id = $2 AND recipient = $3";
 
+/* $6: NULL for a delivery, the reason for a quarantined message */
 static const char SQL_RECORD[] =
-    "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at)"
-    " VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN now() END)"
+    "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at,"
+    "                      status, reason)"
+    " VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN now() END,"
+    "         CASE WHEN $6::text IS NULL THEN 'delivered' ELSE 'quarantined' END, $6)"
     " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
 
 static const char SQL_ACKED[] =
@@ -135,6 +142,12 @@ void pd_db_close(pd_ctx *ctx)
     ctx->db = NULL;
 }
 
+/* A column that may be NULL. */
+static const char *value(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
 int pd_db_load(pd_ctx *ctx)
 {
     const char *p[1] = { ctx->conf.domain };
@@ -149,7 +162,7 @@ int pd_db_load(pd_ctx *ctx)
     for (i = 0; i < n; i++) {
         const char *dom = PQgetvalue(res, i, 0);
         if (!d || strcmp(d->name, dom) != 0) {
-            if (!(d = pd_domain_get(ctx, dom, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2))))
+            if (!(d = pd_domain_get(ctx, dom, value(res, i, 1), value(res, i, 2))))
                 goto leave;
         }
         if (pd_domain_add_pair(d, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4)) == 0)
@@ -163,11 +176,11 @@ int pd_db_load(pd_ctx *ctx)
     for (i = 0, d = NULL; i < n; i++) {
         const char *dom = PQgetvalue(res, i, 0);
         if (!d || strcmp(d->name, dom) != 0) {
-            if (!(d = pd_domain_get(ctx, dom, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2))))
+            if (!(d = pd_domain_get(ctx, dom, value(res, i, 1), value(res, i, 2))))
                 goto leave;
         }
         if (pd_domain_add_old(d, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
-                              PQgetvalue(res, i, 5)) == 0)
+                              PQgetvalue(res, i, 5), PQgetvalue(res, i, 6)) == 0)
             nold++;
     }
     sm_debug("database: %u pairs, %u unacked deliveries", npairs, nold);
@@ -206,32 +219,37 @@ void pd_db_unlock(pd_ctx *ctx, const char *domain)
         PQclear(res);
 }
 
-int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to)
+int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to,
+                   char *reason)
 {
     const char *p[3] = { domain, id, to };
     PGresult *res;
     pd_unrecorded *u;
     int rc;
 
+    reason[0] = '\0';
     if ((u = pd_unrecorded_find(ctx, domain, id, to)))
         return u->acked ? 2 : 1;
     if (!(res = exec(ctx, "looking up received", SQL_RECEIVED, 3, p, PGRES_TUPLES_OK)))
         return -1;
-    if (PQntuples(res) == 0)
+    if (PQntuples(res) == 0) {
         rc = 0;
-    else
+    } else {
         rc = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 2 : 1;
+        snprintf(reason, SM_ACK_REASON_MAX + 1, "%s", PQgetvalue(res, 0, 1));
+    }
     PQclear(res);
     return rc;
 }
 
 int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
-                 const char *from, int acked)
+                 const char *from, int acked, const char *reason)
 {
-    const char *p[5] = { domain, id, to, from, acked ? "true" : "false" };
+    const char *p[6] = { domain, id, to, from, acked ? "true" : "false", reason };
     PGresult *res;
 
-    if (!(res = exec(ctx, "recording a delivery", SQL_RECORD, 5, p, PGRES_COMMAND_OK)))
+    if (!(res = exec(ctx, reason ? "recording a quarantined message" : "recording a delivery",
+                     SQL_RECORD, 6, p, PGRES_COMMAND_OK)))
         return -1;
     PQclear(res);
     return 0;
@@ -285,7 +303,7 @@ int pd_db_flush_unrecorded(pd_ctx *ctx)
     pd_unrecorded **pp = &ctx->unrecorded, *u;
 
     while ((u = *pp)) {
-        if (pd_db_record(ctx, u->domain, u->id, u->to, u->from, u->acked) != 0)
+        if (pd_db_record(ctx, u->domain, u->id, u->to, u->from, u->acked, NULL) != 0)
             return -1;
         sm_info("%s %s: to=<%s>: delivery recorded late%s", u->domain, u->id, u->to,
                 u->acked ? " (acked)" : "");

@@ -1,19 +1,30 @@
 /* pd_domain.c — the work of one cycle for one remote domain.
  *
- * A small state machine, one transfer at a time, driven by step():
+ * First, in pd_domain_begin: the advisory lock, then where the outbox is and
+ * which key signs its mail (sm_discover: peer row, else DNS), then, in login
+ * mode, a bearer token (POST /v1/login) unless the one kept from an earlier
+ * cycle is still good. Then a small state machine, one transfer at a time,
+ * driven by step():
  *
- *   OLD_ACKS  ack what an earlier run delivered but could not ack
+ *   OLD_ACKS  ack what an earlier run delivered (or quarantined) but could
+ *             not ack
  *   POLL      POST /v1/poll with the next chunk of at most batch_max pairs
  *   ITEMS     for each listed (id, from, to):
  *               already in table received → ack only
- *               else fetch → deliver → INSERT received → ack → UPDATE acked_at
+ *               else fetch → verify → deliver → INSERT received → ack →
+ *               UPDATE acked_at; or, when it does not verify, quarantine →
+ *               INSERT received (quarantined) → ack as rejected
  *             then poll the same chunk again if the answer said "more" and
  *             something was acked, else go on with the next chunk
  *   DONE
  *
- * One log line per message outcome. A transport error, 401 or 5xx from the
- * outbox ends the domain's work for this cycle (retried next cycle); a
- * problem with one message skips that message. */
+ * Around any request: 429 waits for Retry-After and sends it again (a long
+ * wait moves the domain to a later cycle); a 401 that says the token is bad
+ * or expired logs in again once and sends it again.
+ *
+ * One log line per message outcome. A transport error, another 401 or a 5xx
+ * from the outbox ends the domain's work for this cycle (retried next
+ * cycle); a problem with one message skips that message. */
 #define _GNU_SOURCE 1   /* O_TMPFILE, mkostemp */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -31,22 +42,83 @@
 
 #include <jansson.h>
 
+#include "sm_discover.h"
 #include "sm_log.h"
 #include "pd.h"
 
 #define PD_POLL_BODY_MAX (64u * 1024 * 1024)   /* a poll answer */
-#define PD_SMALL_BODY_MAX (64u * 1024)          /* ack answers, error bodies */
+#define PD_SMALL_BODY_MAX (64u * 1024)          /* ack and login answers, error bodies */
 #define PD_MAX_POLLS 1000       /* polls of one chunk per cycle ("more": true) */
+#define PD_TOKEN_MARGIN 60      /* seconds: log in again this long before expiry */
+#define PD_WAIT_MAX 60          /* seconds of Retry-After waited within a cycle */
+#define PD_WAITS_MAX 20         /* 429s of one domain in one cycle */
 
 static void step(pd_domain *d);
+static void resume(pd_domain *d, pd_xkind kind);
+
+/* ---- helpers shared with the other files ------------------------------ */
+
+long long pd_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+pd_session *pd_session_get(pd_ctx *ctx, const char *domain)
+{
+    pd_session *s;
+
+    for (s = ctx->sessions; s; s = s->next)
+        if (!strcmp(s->domain, domain))
+            return s;
+    if (strlen(domain) > SM_DOMAIN_MAX || !(s = calloc(1, sizeof(*s)))) {
+        sm_err("%s: out of memory for its session", domain);
+        return NULL;
+    }
+    strcpy(s->domain, domain);
+    s->next = ctx->sessions;
+    ctx->sessions = s;
+    return s;
+}
+
+void pd_sessions_free(pd_ctx *ctx)
+{
+    pd_session *s;
+
+    while ((s = ctx->sessions)) {
+        ctx->sessions = s->next;
+        free(s);
+    }
+}
+
+int pd_spool_tmpfile(const char *dir)
+{
+    char path[4096];
+    int fd;
+
+#ifdef O_TMPFILE
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+#endif
+    if (snprintf(path, sizeof(path), "%s/fetch-XXXXXX", dir) >= (int)sizeof(path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if ((fd = mkostemp(path, O_CLOEXEC)) < 0)
+        return -1;
+    unlink(path);
+    return fd;
+}
 
 /* ---- building the domain list ---------------------------------------- */
 
-pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *url,
+pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *peer_url,
                          const char *secret)
 {
     pd_domain *d, **pp;
-    size_t l;
 
     for (pp = &ctx->domains; (d = *pp); pp = &d->next)
         if (!strcmp(d->name, name))
@@ -56,13 +128,11 @@ pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *url,
     d->ctx = ctx;
     d->fd = -1;
     d->state = PD_D_QUEUED;
-    if (!(d->name = strdup(name)) || !(d->url = strdup(url)) || !(d->secret = strdup(secret))) {
+    if (!(d->name = strdup(name)) || (peer_url && !(d->peer_url = strdup(peer_url)))
+        || (secret && !(d->secret = strdup(secret)))) {
         pd_domain_free(d);
         goto nomem;
     }
-    l = strlen(d->url);
-    while (l > 0 && d->url[l - 1] == '/')
-        d->url[--l] = '\0';
     *pp = d;
     return d;
 nomem:
@@ -104,11 +174,13 @@ int pd_domain_add_pair(pd_domain *d, const char *contact, const char *owner)
     return 0;
 }
 
-int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from)
+int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,
+                      const char *reason)
 {
     pd_old *n;
 
-    if (!sm_id_valid(id) || strlen(to) > SM_ADDR_MAX || strlen(from) > SM_ADDR_MAX) {
+    if (!sm_id_valid(id) || strlen(to) > SM_ADDR_MAX || strlen(from) > SM_ADDR_MAX
+        || strlen(reason) > SM_ACK_REASON_MAX) {
         sm_warn("%s: received row (%s, %s) is malformed, skipped", d->name, id, to);
         return -1;
     }
@@ -125,6 +197,7 @@ int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *
     snprintf(n->id, sizeof(n->id), "%s", id);
     snprintf(n->to, sizeof(n->to), "%s", to);
     snprintf(n->from, sizeof(n->from), "%s", from);
+    snprintf(n->reason, sizeof(n->reason), "%s", reason);
     return 0;
 }
 
@@ -165,6 +238,9 @@ static void drop_file(pd_domain *d)
         close(d->fd);
     d->fd = -1;
     d->fd_id[0] = '\0';
+    d->fd_size = 0;
+    d->fd_verified = 0;
+    d->fd_reject[0] = '\0';
 }
 
 static void free_items(pd_domain *d)
@@ -186,6 +262,7 @@ static void finish(pd_domain *d)
     }
     drop_file(d);
     free_items(d);
+    d->wake_ms = 0;
     if (d->locked)
         pd_db_unlock(ctx, d->name);
     d->locked = 0;
@@ -214,28 +291,6 @@ static int domain_wide(const pd_xfer *x)
     return x->status == 401 || x->status >= 500 || x->status < 200;
 }
 
-/* A fresh, already unlinked file in spool_dir for one fetched body: a
- * crash or a kill leaves nothing behind. */
-static int open_spool_file(const char *dir)
-{
-    char path[4096];
-    int fd;
-
-#ifdef O_TMPFILE
-    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return fd;
-#endif
-    if (snprintf(path, sizeof(path), "%s/fetch-XXXXXX", dir) >= (int)sizeof(path)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    if ((fd = mkostemp(path, O_CLOEXEC)) < 0)
-        return -1;
-    unlink(path);
-    return fd;
-}
-
 static int start(pd_domain *d, pd_xfer *x)
 {
     if (pd_xfer_start(x) != 0) {
@@ -248,6 +303,47 @@ static int start(pd_domain *d, pd_xfer *x)
 
 /* ---- starting transfers ----------------------------------------------- */
 
+/* Login mode without a token we can still use for this outbox: a token is
+ * dropped PD_TOKEN_MARGIN seconds before it expires, so that a request does
+ * not carry one that runs out on the way. */
+static int login_due(const pd_domain *d)
+{
+    const pd_session *s = d->sess;
+
+    return d->ctx->conf.login
+           && (!s->token[0] || strcmp(s->url, d->url) != 0
+               || time(NULL) + PD_TOKEN_MARGIN >= s->token_expires);
+}
+
+/* POST /v1/login; after it, start `after` (PD_X_NONE: go on with step()). */
+static int start_login(pd_domain *d, pd_xkind after)
+{
+    char url[4096], why[512];
+    char *body;
+    pd_xfer *x = NULL;
+    int rc = -1;
+
+    d->sess->token[0] = '\0';
+    if (!(body = pd_login_body(d->ctx, d->name, why, sizeof(why)))) {
+        sm_err("%s: cannot make the login request: %s; retry next cycle", d->name, why);
+        goto leave;
+    }
+    snprintf(url, sizeof(url), "%s/v1/login", d->url);
+    if (!(x = pd_xfer_new(d->ctx, d, PD_X_LOGIN)) || pd_xfer_http(x, url, body, PD_SMALL_BODY_MAX) != 0) {
+        sm_err("%s: cannot start the login (out of memory?)", d->name);
+        pd_xfer_free(x);
+        goto leave;
+    }
+    if (start(d, x) != 0)
+        goto leave;
+    d->after_login = after;
+    sm_debug("%s: logging in at %s", d->name, url);
+    rc = 0;
+leave:
+    free(body);
+    return rc;
+}
+
 static int start_poll(pd_domain *d)
 {
     pd_ctx *ctx = d->ctx;
@@ -256,6 +352,8 @@ static int start_poll(pd_domain *d)
     pd_xfer *x;
     int rc = -1;
 
+    if (login_due(d))
+        return start_login(d, PD_X_POLL);
     d->chunk_len = d->npairs - d->chunk;
     if (d->chunk_len > (size_t)ctx->conf.batch_max)
         d->chunk_len = (size_t)ctx->conf.batch_max;
@@ -283,19 +381,17 @@ leave:
     return rc;
 }
 
-static int start_ack(pd_domain *d, const char *id, const char *to)
+/* Ack (id, to): delivered, or rejected for reason when reason is not "". */
+static int start_ack(pd_domain *d, const char *id, const char *to, const char *reason)
 {
     char url[4096];
     char *body = NULL;
-    json_t *j;
     pd_xfer *x = NULL;
     int rc = -1;
 
-    if (!(j = json_pack("{s:s}", "to", to)))
-        goto leave;
-    body = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!body)
+    if (login_due(d))
+        return start_login(d, PD_X_ACK);
+    if (!(body = sm_ack_request_encode(to, reason[0] ? reason : NULL)))
         goto leave;
     snprintf(url, sizeof(url), "%s/v1/message/%s/ack", d->url, id);
     if (!(x = pd_xfer_new(d->ctx, d, PD_X_ACK)))
@@ -320,8 +416,10 @@ static int start_fetch(pd_domain *d)
     char url[4096];
     pd_xfer *x;
 
+    if (login_due(d))
+        return start_login(d, PD_X_FETCH);
     drop_file(d);
-    if ((d->fd = open_spool_file(d->ctx->conf.spool_dir)) < 0) {
+    if ((d->fd = pd_spool_tmpfile(d->ctx->conf.spool_dir)) < 0) {
         outcome(d, it, LOG_ERR, "failed: cannot create a file in %s: %s; retry next cycle",
                 d->ctx->conf.spool_dir, strerror(errno));
         return -1;
@@ -344,22 +442,45 @@ nomem:
     return -1;
 }
 
+/* The headers pollerd puts above the message: for a verified one the
+ * Authentication-Results of docs/PROTOCOL.md (folded: addresses are up to
+ * 320 octets), then the Received trace header. Any Authentication-Results
+ * in the message that claims to be ours is left out, verified or not. */
 static int start_deliver(pd_domain *d)
 {
     sm_listing *it = cur(d);
-    char prefix[1024], date[64];
+    char prefix[2048], date[64], why[256];
     struct tm tm;
     time_t now = time(NULL);
-    pd_xfer *x;
+    pd_xfer *x = NULL;
+    sm_range *skips = NULL;
+    size_t nskips = 0;
+    int n = 0;
+
+    if (pd_forged_results(d->fd, d->ctx->conf.domain, &skips, &nskips, why, sizeof(why)) != 0) {
+        outcome(d, it, LOG_ERR, "failed: %s; retry next cycle", why);
+        return -1;
+    }
+    if (nskips)
+        outcome(d, it, LOG_WARNING, "%zu Authentication-Results header%s claiming to be "
+                "ours removed", nskips, nskips == 1 ? "" : "s");
 
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    snprintf(prefix, sizeof(prefix),
+    if (d->fd_verified)
+        n = snprintf(prefix, sizeof(prefix),
+                     "Authentication-Results: %s; stubmail=pass\r\n"
+                     "\tsmtp.mailfrom=%s header.d=%s\r\n"
+                     "\t(key %s)\r\n", d->ctx->conf.domain, it->from, d->name, d->fpr);
+    snprintf(prefix + n, sizeof(prefix) - (size_t)n,
              "Received: from %s (stubmail outbox) by %s (stubmail-pollerd)\r\n"
              "\twith HTTP id %s for <%s>;\r\n"
              "\t%s\r\n", d->name, d->ctx->conf.domain, it->id, it->to, date);
-    if (!(x = pd_xfer_new(d->ctx, d, PD_X_DELIVER))
-        || pd_xfer_smtp(x, it->from, it->to, prefix, d->fd, it->size) != 0) {
+    if (!(x = pd_xfer_new(d->ctx, d, PD_X_DELIVER))) {
+        free(skips);
+        goto fail;
+    }
+    if (pd_xfer_smtp(x, it->from, it->to, prefix, d->fd, d->fd_size, skips, nskips) != 0) {
         pd_xfer_free(x);
         goto fail;
     }
@@ -388,6 +509,18 @@ static int pair_polled(pd_domain *d, const sm_listing *it)
     return bsearch(&key, base, d->chunk_len, sizeof(*base), pair_cmp) != NULL;
 }
 
+/* start_deliver, counting a failure to start as a failed message. */
+static int deliver(pd_domain *d)
+{
+    if (start_deliver(d) == 0)
+        return 0;
+    d->ctx->n_failed++;
+    d->failed = 1;
+    return -1;
+}
+
+static int reject(pd_domain *d, const char *reason, const char *detail);
+
 /* Start the work on the current item; -1 if it is finished already (the
  * outcome is logged). */
 static int item_begin(pd_domain *d)
@@ -398,13 +531,14 @@ static int item_begin(pd_domain *d)
 
     d->recorded = 0;
     d->delivered_reply[0] = '\0';
+    d->item_reason[0] = '\0';
     if (!pair_polled(d, it)) {
         outcome(d, it, LOG_ERR, "refused: the outbox listed a pair we did not poll for");
         ctx->n_failed++;
         d->failed = 1;
         return -1;
     }
-    r = pd_db_received(ctx, d->name, it->id, it->to);
+    r = pd_db_received(ctx, d->name, it->id, it->to, d->item_reason);
     if (r < 0) {
         outcome(d, it, LOG_WARNING, "failed: cannot check table received; retry next cycle");
         ctx->n_failed++;
@@ -412,11 +546,13 @@ static int item_begin(pd_domain *d)
         return -1;
     }
     if (r > 0) {
-        /* delivered before: never again, only (re-)ack */
+        /* delivered or quarantined before: never again, only (re-)ack */
         d->recorded = 1;
         snprintf(d->delivered_reply, sizeof(d->delivered_reply), "earlier");
-        return start_ack(d, it->id, it->to);
+        return start_ack(d, it->id, it->to, d->item_reason);
     }
+    if (d->fd >= 0 && !strcmp(d->fd_id, it->id) && d->fd_reject[0])
+        return reject(d, d->fd_reject, "as for the recipient before");
     if (ctx->mta_down) {
         outcome(d, it, LOG_WARNING, "failed: the MTA is unreachable this cycle; retry next cycle");
         ctx->n_failed++;
@@ -424,7 +560,7 @@ static int item_begin(pd_domain *d)
         return -1;
     }
     if (d->fd >= 0 && !strcmp(d->fd_id, it->id))
-        return start_deliver(d);      /* same message, another recipient */
+        return deliver(d);            /* same message, another recipient */
     if (start_fetch(d) != 0) {
         ctx->n_failed++;
         d->failed = 1;
@@ -441,11 +577,91 @@ static void item_next(pd_domain *d)
     step(d);
 }
 
+/* Never deliver it: keep the body in quarantine_dir, record it, then ack it
+ * as rejected so that the sender's ISP and the sender see it. -1 if the
+ * item is finished (outcome logged). */
+static int reject(pd_domain *d, const char *reason, const char *detail)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = cur(d);
+    char why[512];
+
+    snprintf(d->fd_reject, sizeof(d->fd_reject), "%s", reason);
+    snprintf(d->item_reason, sizeof(d->item_reason), "%s", reason);
+    if (pd_quarantine(ctx, d->name, it->id, d->fd, why, sizeof(why)) != 0) {
+        outcome(d, it, LOG_ERR, "failed: not delivered (%s: %s) and cannot be quarantined: "
+                "%s; retry next cycle", reason, detail, why);
+        goto failed;
+    }
+    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, reason) != 0) {
+        outcome(d, it, LOG_ERR, "failed: quarantined (%s: %s) but not recorded in the "
+                "database; retry next cycle", reason, detail);
+        goto failed;
+    }
+    d->recorded = 1;
+    ctx->n_quarantined++;
+    outcome(d, it, LOG_WARNING, "quarantined as %s/%s-%s, not delivered: %s (%s)",
+            ctx->conf.quarantine_dir, d->name, it->id, reason, detail);
+    return start_ack(d, it->id, it->to, reason);
+failed:
+    ctx->n_failed++;
+    d->failed = 1;
+    return -1;
+}
+
+/* The body of the current item is complete in d->fd: verify it where it
+ * must be, then deliver or quarantine it. 0 when a transfer started; -1 if
+ * the item is finished (outcome logged); -2 if the domain gave up. */
+static int fetched(pd_domain *d, int openpgp)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = cur(d);
+    char reason[SM_ACK_REASON_MAX + 1], detail[512];
+    int r;
+
+    snprintf(d->fd_id, sizeof(d->fd_id), "%s", it->id);
+    d->fd_size = it->size;
+    if (!openpgp && !ctx->conf.login)
+        return deliver(d);
+    if (!openpgp)
+        return reject(d, "unsigned", "a plain message, but we take only signed and encrypted ones");
+    if (!ctx->conf.login) {
+        outcome(d, it, LOG_ERR, "failed: an OpenPGP message, but gnupg_home and domain_key "
+                "are not set; retry next cycle");
+        goto failed;
+    }
+    /* the key stays in the keyring: this is a fetch only the first time */
+    if (!d->key_ok && sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https,
+                                  detail, sizeof(detail)) != 0) {
+        outcome(d, it, LOG_ERR, "failed: no domain key %s of %s to verify with: %s; retry "
+                "next cycle", d->fpr, d->name, detail);
+        ctx->n_failed++;
+        drop_file(d);
+        give_up(d);
+        return -2;
+    }
+    d->key_ok = 1;
+    r = pd_verify(ctx, d->fpr, &d->fd, &d->fd_size, reason, detail, sizeof(detail));
+    if (r == SM_PGP_OK) {
+        d->fd_verified = 1;
+        return deliver(d);
+    }
+    if (r == SM_PGP_REJECT)
+        return reject(d, reason, detail);
+    outcome(d, it, LOG_ERR, "failed: cannot verify it here: %s; retry next cycle", detail);
+failed:
+    ctx->n_failed++;
+    d->failed = 1;
+    drop_file(d);
+    return -1;
+}
+
 static void fetch_done(pd_domain *d, pd_xfer *x)
 {
     sm_listing *it = cur(d);
     curl_off_t cl = -1;
     char why[512];
+    int openpgp = x->openpgp;
 
     if (x->result == CURLE_OK && x->status == 200) {
         curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
@@ -453,13 +669,9 @@ static void fetch_done(pd_domain *d, pd_xfer *x)
         if (cl != (curl_off_t)it->size || x->got != it->size)
             x->length_mismatch = 1;
         else {
-            snprintf(d->fd_id, sizeof(d->fd_id), "%s", it->id);
             pd_xfer_free(x);
-            if (start_deliver(d) != 0) {
-                d->ctx->n_failed++;
-                d->failed = 1;
+            if (fetched(d, openpgp) == -1)
                 item_next(d);
-            }
             return;
         }
     }
@@ -490,7 +702,7 @@ static void deliver_done(pd_domain *d, pd_xfer *x)
         ctx->n_delivered++;
         /* record before the ack: a crash after this point acks, never
          * delivers again */
-        if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0) == 0) {
+        if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) == 0) {
             d->recorded = 1;
         } else if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) == 0) {
             sm_err("%s %s: to=<%s>: delivered but not recorded in the database; kept in "
@@ -504,7 +716,7 @@ static void deliver_done(pd_domain *d, pd_xfer *x)
             finish(d);
             return;
         }
-        if (start_ack(d, it->id, it->to) != 0) {
+        if (start_ack(d, it->id, it->to, "") != 0) {
             outcome(d, it, LOG_WARNING, "delivered (%s), ack next cycle", d->delivered_reply);
             item_next(d);
         }
@@ -544,7 +756,8 @@ static void ack_done(pd_domain *d, pd_xfer *x)
     int gone = x->result == CURLE_OK && x->status == 404
                && !strcmp(pd_xfer_error_code(x), "not_found");
     int wide = !ok && !gone && domain_wide(x);
-    char why[512];
+    char why[512] = "", what[SM_ACK_REASON_MAX + 300];
+    const char *from, *to, *reason;
 
     if (!ok)
         pd_xfer_describe(x, why, sizeof(why));
@@ -556,60 +769,50 @@ static void ack_done(pd_domain *d, pd_xfer *x)
                     "acked again next cycle", d->name, x->ack_id, x->ack_to);
     }
 
+    /* what happened to the message before this ack, for the outcome line */
     if (d->state == PD_D_OLD_ACKS) {
         pd_old *o = &d->old[d->old_idx];
-        if (ok) {
-            ctx->n_acked++;
-            sm_info("%s %s: from=<%s> to=<%s>: acked (delivered earlier)", d->name, o->id,
-                    o->from, o->to);
-        } else if (gone) {
-            sm_warn("%s %s: from=<%s> to=<%s>: delivered earlier; the outbox no longer "
-                    "knows it (%s): not acked, given up", d->name, o->id, o->from, o->to, why);
-        } else {
-            ctx->n_failed++;
-            d->failed = 1;
-            sm_warn("%s %s: from=<%s> to=<%s>: delivered earlier, ack failed: %s; retry "
-                    "next cycle", d->name, o->id, o->from, o->to, why);
-        }
-        pd_xfer_free(x);
-        d->old_idx++;
-        if (wide)
-            give_up(d);
-        else
-            step(d);
-        return;
-    }
-
-    /* PD_D_ITEMS */
-    {
-        sm_listing *it = cur(d);
+        from = o->from;
+        to = o->to;
+        reason = o->reason;
+        snprintf(what, sizeof(what), "%s earlier%s%s%s", reason[0] ? "quarantined" : "delivered",
+                 reason[0] ? " (" : "", reason, reason[0] ? ")" : "");
+    } else {
         int earlier = !strcmp(d->delivered_reply, "earlier");
-
-        if (ok) {
-            ctx->n_acked++;
-            d->progress++;
-            if (earlier)
-                outcome(d, it, LOG_INFO, "delivered earlier, acked");
-            else
-                outcome(d, it, LOG_INFO, "delivered (%s), acked", d->delivered_reply);
-        } else if (gone) {
-            d->progress++;
-            outcome(d, it, LOG_WARNING, "delivered%s%s%s, but the ack says %s: given up",
-                    earlier ? " earlier" : " (", earlier ? "" : d->delivered_reply,
-                    earlier ? "" : ")", why);
-        } else {
-            ctx->n_failed++;
-            d->failed = 1;
-            outcome(d, it, LOG_WARNING, "delivered%s%s%s, ack failed: %s; ack next cycle",
-                    earlier ? " earlier" : " (", earlier ? "" : d->delivered_reply,
-                    earlier ? "" : ")", why);
-        }
-        pd_xfer_free(x);
-        if (wide)
-            give_up(d);
+        from = cur(d)->from;
+        to = cur(d)->to;
+        reason = d->item_reason;
+        if (reason[0])
+            snprintf(what, sizeof(what), "quarantined%s (%s), rejected", earlier ? " earlier" : "",
+                     reason);
+        else if (earlier)
+            snprintf(what, sizeof(what), "delivered earlier");
         else
-            item_next(d);
+            snprintf(what, sizeof(what), "delivered (%s)", d->delivered_reply);
     }
+    if (ok) {
+        ctx->n_acked++;
+        sm_info("%s %s: from=<%s> to=<%s>: %s, acked", d->name, x->ack_id, from, to, what);
+    } else if (gone) {
+        sm_warn("%s %s: from=<%s> to=<%s>: %s, but the ack says %s: given up", d->name,
+                x->ack_id, from, to, what, why);
+    } else {
+        ctx->n_failed++;
+        d->failed = 1;
+        sm_warn("%s %s: from=<%s> to=<%s>: %s, ack failed: %s; ack next cycle", d->name,
+                x->ack_id, from, to, what, why);
+    }
+    pd_xfer_free(x);
+    if (d->state == PD_D_OLD_ACKS)
+        d->old_idx++;
+    else if (ok || gone)
+        d->progress++;
+    if (wide)
+        give_up(d);
+    else if (d->state == PD_D_OLD_ACKS)
+        step(d);
+    else
+        item_next(d);
 }
 
 static void poll_done(pd_domain *d, pd_xfer *x)
@@ -644,6 +847,31 @@ static void poll_done(pd_domain *d, pd_xfer *x)
     step(d);
 }
 
+static void login_done(pd_domain *d, pd_xfer *x)
+{
+    char why[512];
+
+    if (x->result != CURLE_OK || x->status != 200) {
+        pd_xfer_describe(x, why, sizeof(why));
+        sm_err("%s: login at %s/v1/login failed: %s; retry next cycle", d->name, d->url, why);
+        pd_xfer_free(x);
+        give_up(d);
+        return;
+    }
+    if (pd_login_answer(d->sess, x->body.data ? x->body.data : "", x->body.len, why,
+                        sizeof(why)) != 0) {
+        sm_err("%s: login answer refused: %s; retry next cycle", d->name, why);
+        pd_xfer_free(x);
+        give_up(d);
+        return;
+    }
+    pd_xfer_free(x);
+    snprintf(d->sess->url, sizeof(d->sess->url), "%s", d->url);
+    sm_info("%s: logged in, token good for %lds", d->name,
+            (long)(d->sess->token_expires - time(NULL)));
+    resume(d, d->after_login);
+}
+
 /* ---- the state machine ------------------------------------------------ */
 
 static void step(pd_domain *d)
@@ -658,7 +886,8 @@ static void step(pd_domain *d)
         switch (d->state) {
         case PD_D_OLD_ACKS:
             if (d->old_idx < d->nold) {
-                if (start_ack(d, d->old[d->old_idx].id, d->old[d->old_idx].to) == 0)
+                pd_old *o = &d->old[d->old_idx];
+                if (start_ack(d, o->id, o->to, o->reason) == 0)
                     return;
                 d->failed = 1;
                 d->old_idx++;
@@ -706,6 +935,102 @@ static void step(pd_domain *d)
     }
 }
 
+/* Start the request `kind` again (after a login or a wait). */
+static void resume(pd_domain *d, pd_xkind kind)
+{
+    int rc = 0;
+
+    switch (kind) {
+    case PD_X_NONE:
+        step(d);
+        return;
+    case PD_X_LOGIN:
+        rc = start_login(d, d->after_login);
+        break;
+    case PD_X_POLL:
+        if (d->polls > 0)
+            d->polls--;         /* the same poll once more, not another one */
+        rc = start_poll(d);
+        break;
+    case PD_X_FETCH:
+        rc = start_fetch(d);
+        break;
+    case PD_X_ACK:
+        if (d->state == PD_D_OLD_ACKS)
+            rc = start_ack(d, d->old[d->old_idx].id, d->old[d->old_idx].to,
+                           d->old[d->old_idx].reason);
+        else
+            rc = start_ack(d, cur(d)->id, cur(d)->to, d->item_reason);
+        break;
+    case PD_X_DELIVER:
+        break;                  /* never repeated: see deliver_done */
+    }
+    if (rc != 0) {
+        d->failed = 1;
+        finish(d);
+    }
+}
+
+/* Where the outbox is (and, in login mode, which key signs its mail).
+ * 0, or -1 when the domain is skipped this cycle (logged; d->failed set
+ * when that is a failure rather than "nothing to do"). */
+static int discover(pd_domain *d)
+{
+    const pd_conf *c = &d->ctx->conf;
+    sm_peer_info peer;
+    char why[512];
+    const char *url;
+    size_t l;
+
+    if (!c->login && !d->secret) {
+        /* most contact domains are not peers: not worth more than debug */
+        sm_debug("%s: no peer secret for HTTP Basic auth (and no domain_key to log in "
+                 "with): skipped", d->name);
+        return -1;
+    }
+    if (!c->login && d->peer_url && d->peer_url[0]) {
+        /* the transitional Basic path: the admin's URL as it always was */
+        url = d->peer_url;
+    } else {
+        if (sm_discover(d->ctx->db, c->resolver, d->name, &peer, why, sizeof(why)) != 0
+            || peer.status == SM_DNS_TEMPFAIL) {
+            sm_warn("%s: discovery failed: %s; skipped this cycle", d->name, why);
+            d->failed = 1;
+            return -1;
+        }
+        if (!peer.outbox[0]) {
+            /* most contact domains take no part: worth a warning only when
+             * the admin named it or its record is broken */
+            sm_log(peer.from_peer_table || peer.status == SM_DNS_INVALID ? LOG_WARNING
+                   : LOG_DEBUG, "%s: nowhere to poll: no outbox in table peer or DNS "
+                   "(%s%s%s); skipped", d->name, sm_dns_status_name(peer.status),
+                   why[0] ? ": " : "", why);
+            return -1;
+        }
+        if (c->login && !peer.fpr[0]) {
+            sm_warn("%s: no domain key fingerprint in table peer or DNS: its mail "
+                    "cannot be verified; skipped", d->name);
+            return -1;
+        }
+        if (sm_url_allowed(peer.outbox, &c->https, why, sizeof(why)) != 0) {
+            sm_warn("%s: outbox refused: %s; skipped", d->name, why);
+            return -1;
+        }
+        url = peer.outbox;
+        snprintf(d->fpr, sizeof(d->fpr), "%s", peer.fpr);
+    }
+    free(d->url);
+    if (!(d->url = strdup(url))) {
+        sm_err("%s: out of memory", d->name);
+        d->failed = 1;
+        return -1;
+    }
+    l = strlen(d->url);
+    while (l > 0 && d->url[l - 1] == '/')
+        d->url[--l] = '\0';
+    return 0;
+}
+
 void pd_domain_begin(pd_domain *d)
 {
     pd_ctx *ctx = d->ctx;
@@ -713,6 +1038,17 @@ void pd_domain_begin(pd_domain *d)
 
     ctx->active++;
     d->state = PD_D_OLD_ACKS;
+    if (!(d->sess = pd_session_get(ctx, d->name))) {
+        d->failed = 1;
+        finish(d);
+        return;
+    }
+    if (d->sess->not_before_ms > pd_now_ms()) {
+        sm_info("%s: the outbox asked us to wait another %llds: skipped", d->name,
+                (d->sess->not_before_ms - pd_now_ms() + 999) / 1000);
+        finish(d);
+        return;
+    }
     r = pd_db_lock(ctx, d->name);
     if (r <= 0) {
         if (r == 0)
@@ -723,11 +1059,67 @@ void pd_domain_begin(pd_domain *d)
         return;
     }
     d->locked = 1;
+    if (discover(d) != 0) {
+        finish(d);
+        return;
+    }
     if (d->npairs)
         qsort(d->pairs, d->npairs, sizeof(*d->pairs), pair_cmp);
-    sm_debug("%s: %zu pairs, %zu unacked deliveries, outbox %s", d->name, d->npairs,
-             d->nold, d->url);
+    sm_debug("%s: %zu pairs, %zu unacked deliveries, outbox %s%s%s", d->name, d->npairs,
+             d->nold, d->url, d->fpr[0] ? ", key " : "", d->fpr);
+    if (login_due(d)) {
+        if (start_login(d, PD_X_NONE) != 0)
+            give_up(d);
+        return;
+    }
     step(d);
+}
+
+/* 429: wait as long as Retry-After says and send it again; a long wait (or
+ * too many) ends the domain's cycle, and the next cycle does not poll it
+ * before the time has come. Not a failure. */
+static void too_soon(pd_domain *d, pd_xfer *x)
+{
+    curl_off_t wait = 0;
+    pd_xkind kind = x->kind;
+
+    curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &wait);
+    pd_xfer_free(x);
+    if (wait < 1)
+        wait = 1;
+    d->sess->not_before_ms = pd_now_ms() + (long long)wait * 1000;
+    if (wait > PD_WAIT_MAX || ++d->waits > PD_WAITS_MAX) {
+        sm_info("%s: the outbox says too soon (Retry-After %llds, %u times this cycle): "
+                "next cycle", d->name, (long long)wait, d->waits);
+        finish(d);
+        return;
+    }
+    sm_debug("%s: too soon, sending it again in %llds", d->name, (long long)wait);
+    d->redo = kind;
+    d->wake_ms = d->sess->not_before_ms;
+}
+
+/* A 401 that a new token may cure: log in again, once per request. */
+static int relogin_wanted(pd_domain *d, const pd_xfer *x)
+{
+    const char *code;
+
+    if (!d->ctx->conf.login || x->kind == PD_X_LOGIN || x->status != 401 || d->relogged)
+        return 0;
+    code = pd_xfer_error_code(x);
+    return !strcmp(code, "bad_token") || !strcmp(code, "token_expired")
+           || !strcmp(code, "token_required");
+}
+
+long long pd_domain_wake(pd_domain *d, long long now_ms)
+{
+    if (!d->wake_ms || d->state == PD_D_DONE || d->state == PD_D_QUEUED)
+        return 0;
+    if (now_ms < d->wake_ms)
+        return d->wake_ms;
+    d->wake_ms = 0;
+    resume(d, d->redo);
+    return 0;
 }
 
 void pd_domain_xfer_done(pd_xfer *x, CURLcode result)
@@ -740,7 +1132,25 @@ void pd_domain_xfer_done(pd_xfer *x, CURLcode result)
     x->in_multi = 0;
     curl_multi_remove_handle(x->ctx->multi, x->easy);
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    if (x->kind != PD_X_DELIVER && result == CURLE_OK) {
+        if (x->status == 429) {
+            too_soon(d, x);
+            return;
+        }
+        if (relogin_wanted(d, x)) {
+            sm_info("%s: the outbox says %s: logging in again", d->name, pd_xfer_error_code(x));
+            d->relogged = 1;
+            if (start_login(d, x->kind) != 0)
+                give_up(d);
+            pd_xfer_free(x);
+            return;
+        }
+        if (x->kind != PD_X_LOGIN && x->status >= 200 && x->status < 300)
+            d->relogged = 0;
+    }
     switch (x->kind) {
+    case PD_X_NONE:    break;
+    case PD_X_LOGIN:   login_done(d, x); break;
     case PD_X_POLL:    poll_done(d, x); break;
     case PD_X_FETCH:   fetch_done(d, x); break;
     case PD_X_DELIVER: deliver_done(d, x); break;
@@ -754,12 +1164,13 @@ static void interrupted(pd_domain *d)
     pd_xfer *x = d->x;
     const char *earlier;
 
-    if (!x || x->kind == PD_X_POLL)
+    if (!x || x->kind == PD_X_POLL || x->kind == PD_X_LOGIN)
         return;
     if (d->state == PD_D_OLD_ACKS) {
         pd_old *o = &d->old[d->old_idx];
-        sm_info("%s %s: from=<%s> to=<%s>: delivered earlier, ack interrupted by the stop; "
-                "acked at next start", d->name, o->id, o->from, o->to);
+        sm_info("%s %s: from=<%s> to=<%s>: %s earlier, ack interrupted by the stop; "
+                "acked at next start", d->name, o->id, o->from, o->to,
+                o->reason[0] ? "quarantined" : "delivered");
         return;
     }
     if (d->state != PD_D_ITEMS || d->idx >= d->nitems)
@@ -770,9 +1181,13 @@ static void interrupted(pd_domain *d)
         outcome(d, cur(d), LOG_INFO, "fetch interrupted by the stop; retry at next start");
         break;
     case PD_X_ACK:
-        outcome(d, cur(d), LOG_INFO, "delivered %s%s%s, ack interrupted by the stop; "
-                "acked at next start", earlier ? earlier : "(",
-                earlier ? "" : d->delivered_reply, earlier ? "" : ")");
+        if (d->item_reason[0])
+            outcome(d, cur(d), LOG_INFO, "quarantined (%s), ack interrupted by the stop; "
+                    "acked at next start", d->item_reason);
+        else
+            outcome(d, cur(d), LOG_INFO, "delivered %s%s%s, ack interrupted by the stop; "
+                    "acked at next start", earlier ? earlier : "(",
+                    earlier ? "" : d->delivered_reply, earlier ? "" : ")");
         break;
     default:
         break;
@@ -812,6 +1227,7 @@ void pd_domain_free(pd_domain *d)
     free(d->pairs);
     free(d->old);
     free(d->name);
+    free(d->peer_url);
     free(d->url);
     free(d->secret);
     free(d);

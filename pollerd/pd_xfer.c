@@ -94,6 +94,7 @@ void pd_xfer_free(pd_xfer *x)
     curl_slist_free_all(x->rcpt);
     free(x->post);
     free(x->prefix);
+    free(x->skips);
     pd_buf_free(&x->body);
     free(x);                /* x->fd belongs to the domain */
 }
@@ -142,12 +143,45 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
     return len;
 }
 
-/* SMTP: keep the last reply line of the MTA (libcurl passes SMTP replies to
- * the header callback). */
+/* 1 if the header line data (len octets, with its CRLF) is "name: value"
+ * with value equal to want, or starting with want and a ';' (parameters),
+ * ignoring case and blanks around the value. */
+static int header_is(const char *data, size_t len, const char *name, const char *want)
+{
+    size_t n = strlen(name), w = strlen(want);
+
+    if (len <= n || strncasecmp(data, name, n) != 0 || data[n] != ':')
+        return 0;
+    data += n + 1;
+    len -= n + 1;
+    while (len && (*data == ' ' || *data == '\t')) {
+        data++;
+        len--;
+    }
+    while (len && (data[len - 1] == '\r' || data[len - 1] == '\n' || data[len - 1] == ' '
+                   || data[len - 1] == '\t'))
+        len--;
+    return len >= w && strncasecmp(data, want, w) == 0 && (len == w || data[w] == ';'
+                                                            || data[w] == ' ');
+}
+
+/* HTTP: whether the answer is an OpenPGP message (docs/PROTOCOL.md, "Stored
+ * messages are signed and encrypted"); a new status line (after a 100
+ * Continue) starts over. SMTP: keep the last reply line of the MTA (libcurl
+ * passes SMTP replies to the header callback). */
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
 {
     pd_xfer *x = baton;
     size_t len = size * nmemb, i, o = 0;
+
+    if (x->kind != PD_X_DELIVER) {
+        if (len >= 5 && !strncmp(data, "HTTP/", 5))
+            x->openpgp = 0;
+        else if (header_is(data, len, "Stubmail-Format", "openpgp")
+                 || header_is(data, len, "Content-Type", "application/pgp-encrypted"))
+            x->openpgp = 1;
+        return len;
+    }
 
     /* skip 221, the answer to the QUIT libcurl sends after a failure */
     if (x->kind == PD_X_DELIVER && len >= 3 && strncmp(data, "221", 3) != 0) {
@@ -162,7 +196,7 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
     return len;
 }
 
-/* SMTP DATA: the prefix, then the file from its start. */
+/* SMTP DATA: the prefix, then the file from its start, less the skips. */
 static size_t read_cb(char *buf, size_t size, size_t nmemb, void *baton)
 {
     pd_xfer *x = baton;
@@ -177,6 +211,14 @@ static size_t read_cb(char *buf, size_t size, size_t nmemb, void *baton)
         x->prefix_off += n;
         return n;
     }
+    /* step over the ranges left out, and never read into the next one */
+    while (x->skip_idx < x->nskips && x->file_off >= x->skips[x->skip_idx].from) {
+        if (x->file_off < x->skips[x->skip_idx].to)
+            x->file_off = x->skips[x->skip_idx].to;
+        x->skip_idx++;
+    }
+    if (x->skip_idx < x->nskips && (off_t)want > x->skips[x->skip_idx].from - x->file_off)
+        want = (size_t)(x->skips[x->skip_idx].from - x->file_off);
     for (;;) {
         r = pread(x->fd, buf, want, x->file_off);
         if (r >= 0)
@@ -273,8 +315,10 @@ static void common_opts(pd_xfer *x)
 
 int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody)
 {
+    const pd_conf *c = &x->ctx->conf;
     CURL *e = x->easy;
     struct curl_slist *h;
+    char auth[SM_TOKEN_MAX + 32];
 
     common_opts(x);
     if (maxbody)
@@ -287,30 +331,49 @@ int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody)
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-pollerd/" PACKAGE_VERSION);
-    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-    curl_easy_setopt(e, CURLOPT_USERNAME, x->ctx->conf.domain);
-    curl_easy_setopt(e, CURLOPT_PASSWORD, x->dom->secret);
+    if (c->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    if (x->kind == PD_X_LOGIN) {
+        /* the login is its own credential */
+    } else if (c->login) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", x->dom->sess->token);
+        if (!(h = curl_slist_append(x->hdrs, auth)))
+            return -1;
+        x->hdrs = h;
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(e, CURLOPT_USERNAME, c->domain);
+        curl_easy_setopt(e, CURLOPT_PASSWORD, x->dom->secret);
+    }
     if (post) {
         if (!(x->post = strdup(post)))
             return -1;
-        if (!(h = curl_slist_append(NULL, "Content-Type: application/json")))
+        if (!(h = curl_slist_append(x->hdrs, "Content-Type: application/json")))
             return -1;
         x->hdrs = h;
         if (!(h = curl_slist_append(x->hdrs, "Expect:")))
             return -1;
         x->hdrs = h;
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->post);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(x->post));
     }
+    if (x->hdrs)
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
     return 0;
 }
 
 int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefix,
-                 int fd, long long size)
+                 int fd, long long size, sm_range *skips, size_t nskips)
 {
     CURL *e = x->easy;
     char buf[SM_ADDR_MAX + 3];
+    long long left_out = 0;
+    size_t i;
+
+    x->skips = skips;
+    x->nskips = nskips;
+    for (i = 0; i < nskips; i++)
+        left_out += (long long)(skips[i].to - skips[i].from);
 
     common_opts(x);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -337,7 +400,8 @@ int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefi
     curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
     curl_easy_setopt(e, CURLOPT_READDATA, x);
-    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->prefix_len + size));
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+                     (curl_off_t)((long long)x->prefix_len + size - left_out));
     curl_easy_setopt(e, CURLOPT_CRLF, 0L);
     /* libcurl waits for the answer to the final "." in a blocking loop
      * (smtp_done): bound that wait by `timeout` too */

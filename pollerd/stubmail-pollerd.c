@@ -8,12 +8,17 @@
  * DESCRIPTION
  *	Every `interval`, stubmail-pollerd reads the pairs (remote sender or
  *	*@domain, local recipient) of the local users' address books from
- *	PostgreSQL, groups them by remote domain, and for every domain whose
- *	peer row has an outbox_url: polls the outbox (POST /v1/poll, batches of
+ *	PostgreSQL, groups them by remote domain, and for every domain that
+ *	has an outbox (peer row, else its _stubmail DNS record): logs in with
+ *	our OpenPGP domain key for a bearer token (or uses HTTP Basic with the
+ *	peer secret, transitional), polls the outbox (POST /v1/poll, batches of
  *	batch_max pairs), fetches each listed message into an unlinked file in
- *	spool_dir, hands it to the local MTA by SMTP with the original envelope
- *	and a Received: trace header, records the delivery in table received,
- *	and acks it to the outbox. docs/PROTOCOL.md is the wire contract.
+ *	spool_dir, decrypts and verifies it against the sender domain's key,
+ *	hands it to the local MTA by SMTP with the original envelope, an
+ *	Authentication-Results and a Received: trace header, records the
+ *	delivery in table received, and acks it to the outbox; a message that
+ *	does not verify is quarantined, recorded and acked as rejected.
+ *	docs/PROTOCOL.md is the wire contract.
  *
  *	All transfers of all domains run in one libcurl multi handle; up to
  *	`concurrency` domains are worked on at once, each one transfer at a
@@ -56,12 +61,14 @@
 #include "sm_log.h"
 #include "pd.h"
 
+#define PD_KEYFETCH_TIMEOUT 20L     /* seconds the loop may block on a key fetch */
+
 static pd_ctx ctx;
 
 /* The one key table: defaults, and the text of -h and the man page. */
 static const sm_conf_key keys[] = {
     { "domain", SM_CONF_STRING, &ctx.conf.domain, NULL,
-      "our own domain: the user name in HTTP Basic auth (required)" },
+      "our own domain: who logs in (required)" },
     { "database", SM_CONF_STRING, &ctx.conf.database, NULL,
       "libpq conninfo of the stubmail database (required)" },
     { "deliver_to", SM_CONF_STRING, &ctx.conf.deliver_to, "smtp://127.0.0.1:10026",
@@ -76,6 +83,19 @@ static const sm_conf_key keys[] = {
       "pairs per poll request (more: several requests)" },
     { "spool_dir", SM_CONF_STRING, &ctx.conf.spool_dir, "/var/spool/stubmail-pollerd",
       "where fetched bodies stay until delivered (absolute path)" },
+    { "resolver", SM_CONF_STRING, &ctx.conf.resolver, NULL,
+      "DNS server for _stubmail records, IP:PORT (default: the system's)" },
+    { "gnupg_home", SM_CONF_STRING, &ctx.conf.gnupg_home, NULL,
+      "GnuPG home with our domain key (with domain_key: login mode)" },
+    { "domain_key", SM_CONF_STRING, &ctx.conf.domain_key, NULL,
+      "fingerprint of our domain key (with gnupg_home: login mode)" },
+    { "ca_file", SM_CONF_STRING, &ctx.conf.ca_file, NULL,
+      "CA certificates for outbox HTTPS (default: the system's)" },
+    { "allow_http", SM_CONF_BOOL, &ctx.conf.allow_http, "no",
+      "accept http:// outboxes at loopback addresses" },
+    { "quarantine_dir", SM_CONF_STRING, &ctx.conf.quarantine_dir,
+      "/var/spool/stubmail-pollerd/quarantine",
+      "where messages that do not verify are kept (login mode)" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -94,16 +114,87 @@ static void usage(FILE *fp)
             "  -d       debug logging\n"
             "configuration keys:\n");
     for (k = keys; k->name; k++)
-        fprintf(fp, "  %-12s %-28s %s\n", k->name, k->dflt ? k->dflt : "", k->help);
+        fprintf(fp, "  %-14s %-28s %s\n", k->name, k->dflt ? k->dflt : "", k->help);
 }
 
 /* Checks beyond syntax; builds conf.smtp_url (deliver_to with our domain as
  * the EHLO name when it names none). */
+/* A directory pollerd can write into. */
+static int writable_dir(const char *key, const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (dir[0] != '/') {
+        snprintf(err, errlen, "%s: \"%s\" is not an absolute path", key, dir);
+        return -1;
+    }
+    errno = 0;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "%s: %s is not a writable directory%s%s", key, dir,
+                 errno ? ": " : "", errno ? strerror(errno) : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* The OpenPGP settings: gnupg_home and domain_key together switch on login
+ * mode; then the quarantine directory must be there (made if missing) and
+ * our public key is exported once, to go with every login. */
+static int check_pgp(pd_conf *c, char *err, size_t errlen)
+{
+    char why[SM_PGP_WHY_MAX];
+    size_t len, i;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    const char *rwhy = "";
+
+    if (c->resolver && sm_dns_resolver_parse(c->resolver, &ss, &sslen, &rwhy) != 0) {
+        snprintf(err, errlen, "resolver: \"%s\": %s", c->resolver, rwhy);
+        return -1;
+    }
+    if (c->ca_file && access(c->ca_file, R_OK) != 0) {
+        snprintf(err, errlen, "ca_file: %s: %s", c->ca_file, strerror(errno));
+        return -1;
+    }
+    c->https.ca_file = c->ca_file;
+    c->https.allow_http = c->allow_http;
+    c->https.timeout = c->timeout < PD_KEYFETCH_TIMEOUT ? c->timeout : PD_KEYFETCH_TIMEOUT;
+    if (!c->gnupg_home != !c->domain_key) {
+        snprintf(err, errlen, "gnupg_home and domain_key go together (login mode), or neither");
+        return -1;
+    }
+    if (!c->gnupg_home)
+        return 0;
+    c->login = 1;
+    if (!sm_pgp_fpr_valid(c->domain_key)) {
+        snprintf(err, errlen, "domain_key: \"%s\" is not a fingerprint (40 or 64 hex digits)",
+                 c->domain_key);
+        return -1;
+    }
+    for (i = 0; c->domain_key[i]; i++)
+        c->domain_key[i] = (char)toupper((unsigned char)c->domain_key[i]);
+    if (c->quarantine_dir[0] == '/' && mkdir(c->quarantine_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "quarantine_dir: cannot create %s: %s", c->quarantine_dir,
+                 strerror(errno));
+        return -1;
+    }
+    if (writable_dir("quarantine_dir", c->quarantine_dir, err, errlen) != 0)
+        return -1;
+    free(c->pubkey);
+    c->pubkey = NULL;
+    if (sm_pgp_export_public(c->gnupg_home, c->domain_key, &c->pubkey, &len, why,
+                             sizeof(why)) != SM_PGP_OK) {
+        snprintf(err, errlen, "domain_key %s in gnupg_home %s: %s", c->domain_key,
+                 c->gnupg_home, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_conf(pd_conf *c, char *err, size_t errlen)
 {
     CURLU *u = NULL;
     char *scheme = NULL, *host = NULL, *path = NULL, *url = NULL, *p;
-    struct stat st;
     int rc = -1;
 
     if (sm_conf_require(keys, "domain", err, errlen) != 0
@@ -127,17 +218,9 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "batch_max must be at least 1");
         return -1;
     }
-    if (c->spool_dir[0] != '/') {
-        snprintf(err, errlen, "spool_dir: \"%s\" is not an absolute path", c->spool_dir);
+    if (writable_dir("spool_dir", c->spool_dir, err, errlen) != 0
+        || check_pgp(c, err, errlen) != 0)
         return -1;
-    }
-    errno = 0;
-    if (stat(c->spool_dir, &st) != 0 || !S_ISDIR(st.st_mode)
-        || access(c->spool_dir, W_OK | X_OK) != 0) {
-        snprintf(err, errlen, "spool_dir: %s is not a writable directory%s%s", c->spool_dir,
-                 errno ? ": " : "", errno ? strerror(errno) : "");
-        return -1;
-    }
 
     if (!(u = curl_url()) || curl_url_set(u, CURLUPART_URL, c->deliver_to, 0) != CURLUE_OK
         || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
@@ -173,6 +256,24 @@ leave:
     curl_free(url);
     curl_url_cleanup(u);
     return rc;
+}
+
+/* Sign once at start (this starts the home's gpg-agent): a domain key
+ * without its secret half would otherwise fail every login, every cycle. -n
+ * does not do this, so that a check leaves no agent running. */
+static int can_sign(const pd_conf *c)
+{
+    static const char probe[] = "stubmail-pollerd start\n";
+    char why[SM_PGP_WHY_MAX], *sig = NULL;
+    size_t siglen;
+    int rc = sm_pgp_sign_detached(c->gnupg_home, c->domain_key, probe, sizeof(probe) - 1, &sig,
+                                  &siglen, why, sizeof(why));
+
+    free(sig);
+    if (rc != SM_PGP_OK)
+        sm_err("domain_key %s in gnupg_home %s cannot sign: %s", c->domain_key, c->gnupg_home,
+               why);
+    return rc == SM_PGP_OK ? 0 : -1;
 }
 
 static void on_signal(int sig)
@@ -212,14 +313,6 @@ static int setup_signals(void)
     return 0;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the cycle -------------------------------------------------------- */
 
 static long long cycle_t0;
@@ -243,8 +336,8 @@ static void cycle_start(void)
     ctx.cycle_running = 1;
     ctx.mta_down = 0;
     ctx.n_domains = ctx.n_failed_domains = 0;
-    ctx.n_delivered = ctx.n_acked = ctx.n_failed = 0;
-    cycle_t0 = now_ms();
+    ctx.n_delivered = ctx.n_acked = ctx.n_failed = ctx.n_quarantined = 0;
+    cycle_t0 = pd_now_ms();
     cycle_db_failed = 0;
 
     if (pd_db_connect(&ctx) != 0) {
@@ -282,15 +375,16 @@ static void pump(void)
 /* 1 if the cycle had failures. */
 static int cycle_end(void)
 {
-    double secs = (double)(now_ms() - cycle_t0) / 1000.0;
+    double secs = (double)(pd_now_ms() - cycle_t0) / 1000.0;
     int failed = cycle_db_failed || ctx.n_failed_domains > 0 || ctx.stopping;
-    int prio = (ctx.n_delivered || ctx.n_acked || ctx.n_failed || ctx.n_failed_domains)
-               ? LOG_INFO : LOG_DEBUG;
+    int prio = (ctx.n_delivered || ctx.n_acked || ctx.n_failed || ctx.n_failed_domains
+                || ctx.n_quarantined) ? LOG_INFO : LOG_DEBUG;
 
     if (!cycle_db_failed)
-        sm_log(prio, "cycle%s: %u domains (%u failed), %u delivered, %u acked, "
-               "%u failed, %.1fs", ctx.stopping ? " stopped" : "", ctx.n_domains,
-               ctx.n_failed_domains, ctx.n_delivered, ctx.n_acked, ctx.n_failed, secs);
+        sm_log(prio, "cycle%s: %u domains (%u failed), %u delivered, %u quarantined, "
+               "%u acked, %u failed, %.1fs", ctx.stopping ? " stopped" : "", ctx.n_domains,
+               ctx.n_failed_domains, ctx.n_delivered, ctx.n_quarantined, ctx.n_acked,
+               ctx.n_failed, secs);
     free_domains();
     if (ctx.unrecorded && ctx.db && pd_db_flush_unrecorded(&ctx) != 0)
         sm_warn("deliveries still not recorded in the database; remembered in memory");
@@ -306,11 +400,24 @@ static void each_domain(void (*fn)(pd_domain *))
         fn(d);
 }
 
+/* Start what waited for a Retry-After; returns the next time one is due
+ * (0: none waits). */
+static long long wake_domains(void)
+{
+    long long now = pd_now_ms(), next = 0, t;
+    pd_domain *d;
+
+    for (d = ctx.domains; d; d = d->next)
+        if ((t = pd_domain_wake(d, now)) && (!next || t < next))
+            next = t;
+    return next;
+}
+
 static int run(int once)
 {
     struct curl_waitfd wfd;
     struct CURLMsg *m;
-    long long next = now_ms(), t;
+    long long next = pd_now_ms(), t, wake;
     int handled_term = 0, running, left, poll_again = 0, rc = 0, failed;
     char drain[64];
     pd_xfer *x;
@@ -340,14 +447,15 @@ static int run(int once)
             if (ctx.cycle_running)
                 poll_again = 1;
             else
-                next = now_ms();
+                next = pd_now_ms();
         }
         if (ctx.stopping && !ctx.cycle_running)
             break;
-        if (!ctx.cycle_running && !ctx.stopping && now_ms() >= next)
+        if (!ctx.cycle_running && !ctx.stopping && pd_now_ms() >= next)
             cycle_start();
         if (ctx.cycle_running)
             pump();
+        wake = ctx.cycle_running ? wake_domains() : 0;
 
         curl_multi_perform(ctx.multi, &running);
         while ((m = curl_multi_info_read(ctx.multi, &left))) {
@@ -369,16 +477,17 @@ static int run(int once)
             }
             if (ctx.stopping)
                 break;
-            next = poll_again ? now_ms() : now_ms() + ctx.conf.interval * 1000LL;
+            next = poll_again ? pd_now_ms() : pd_now_ms() + ctx.conf.interval * 1000LL;
             poll_again = 0;
             continue;
         }
 
         /* curl_multi_poll also wakes for libcurl's own timers */
         if (ctx.cycle_running) {
-            timeout = 1000;
+            t = wake ? wake - pd_now_ms() : 1000;
+            timeout = t < 0 ? 0 : t > 1000 ? 1000 : (int)t;
         } else {
-            t = next - now_ms();
+            t = next - pd_now_ms();
             timeout = t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
         }
         curl_multi_poll(ctx.multi, &wfd, 1, timeout, NULL);
@@ -443,9 +552,14 @@ int main(int argc, char **argv)
         rc = EX_OSERR;
         goto leave;
     }
-    sm_info("starting: domain %s, deliver to %s, every %lds, %ld domains at once%s",
+    if (ctx.conf.login && can_sign(&ctx.conf) != 0) {
+        rc = EX_CONFIG;
+        goto leave;
+    }
+    sm_info("starting: domain %s, deliver to %s, every %lds, %ld domains at once, %s%s%s",
             ctx.conf.domain, ctx.conf.deliver_to, ctx.conf.interval, ctx.conf.concurrency,
-            once ? ", one cycle" : "");
+            ctx.conf.login ? "login with domain key " : "HTTP Basic auth with peer secrets",
+            ctx.conf.login ? ctx.conf.domain_key : "", once ? ", one cycle" : "");
     rc = run(once);
     sm_info("stopped");
 
@@ -464,7 +578,9 @@ leave:
     if (ctx.multi)
         curl_multi_cleanup(ctx.multi);
     pd_db_close(&ctx);
+    pd_sessions_free(&ctx);
     free(ctx.conf.smtp_url);
+    free(ctx.conf.pubkey);
     sm_conf_free(keys);
     curl_global_cleanup();
     if (sig_pipe[0] >= 0) {

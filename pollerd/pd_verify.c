@@ -1,0 +1,298 @@
+/* pd_verify.c — the OpenPGP side of stubmail-pollerd: the login request
+ * signed with our domain key, the token it earns, and the check of a fetched
+ * body before anything of it reaches the MTA.
+ *
+ * It also finds the Authentication-Results fields a sender forged in our
+ * name (sm_authres), which delivery leaves out.
+ *
+ * Everything here blocks the event loop while gpg works: signing a login
+ * (once per token lifetime and domain) and decrypting a fetched body (at
+ * gpg's speed, ~200 MB/s here). See BUGS in stubmail-pollerd(8). */
+#define _GNU_SOURCE 1   /* linkat via /proc */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "sm_authres.h"
+#include "pd.h"
+
+static void __attribute__((format(printf, 3, 4)))
+say(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen)
+{
+    const pd_conf *c = &ctx->conf;
+    char now[SM_TIME_LEN + 1], nonce[SM_NONCE_LEN + 1], statement[SM_LOGIN_STATEMENT_MAX];
+    char pgp_why[SM_PGP_WHY_MAX];
+    char *sig = NULL, *body = NULL;
+    size_t siglen = 0;
+    int n;
+
+    if (sm_time_format(time(NULL), now, sizeof(now)) != 0) {
+        say(why, whylen, "the clock is not set");
+        goto leave;
+    }
+    if (sm_random_hex(nonce, sizeof(nonce), SM_NONCE_LEN / 2) != 0) {
+        say(why, whylen, "no random numbers for the nonce");
+        goto leave;
+    }
+    if ((n = sm_login_statement(server, c->domain, now, nonce, statement,
+                                sizeof(statement))) < 0) {
+        say(why, whylen, "cannot build the statement for server %s", server);
+        goto leave;
+    }
+    if (sm_pgp_sign_detached(c->gnupg_home, c->domain_key, statement, (size_t)n, &sig, &siglen,
+                             pgp_why, sizeof(pgp_why)) != SM_PGP_OK) {
+        say(why, whylen, "signing with %s in %s: %s", c->domain_key, c->gnupg_home, pgp_why);
+        goto leave;
+    }
+    if (!(body = sm_login_request_encode(c->domain, server, now, nonce, c->pubkey, sig)))
+        say(why, whylen, "out of memory");
+leave:
+    free(sig);
+    return body;
+}
+
+/* A token goes into an HTTP header as it came: base64url parts and dots. */
+static int token_chars_ok(const char *t)
+{
+    for (; *t; t++)
+        if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9')
+              || *t == '-' || *t == '_' || *t == '.'))
+            return 0;
+    return 1;
+}
+
+int pd_login_answer(pd_session *sess, const char *body, size_t len, char *why, size_t whylen)
+{
+    json_t *root = json_loadb(body, len, 0, NULL), *token, *expires;
+    time_t when;
+    int rc = -1;
+
+    if (!json_is_object(root)) {
+        say(why, whylen, "not a JSON object");
+        goto leave;
+    }
+    token = json_object_get(root, "token");
+    expires = json_object_get(root, "expires");
+    if (!json_is_string(token) || json_string_length(token) == 0
+        || json_string_length(token) > SM_TOKEN_MAX || !token_chars_ok(json_string_value(token))) {
+        say(why, whylen, "\"token\" missing, too long or not base64url and dots");
+        goto leave;
+    }
+    if (!json_is_string(expires) || sm_time_parse(json_string_value(expires), &when) != 0) {
+        say(why, whylen, "\"expires\" missing or not a time like 2026-11-26T20:04:05Z");
+        goto leave;
+    }
+    if (when <= time(NULL)) {
+        say(why, whylen, "the token expired already (%s): are the clocks right?",
+            json_string_value(expires));
+        goto leave;
+    }
+    strcpy(sess->token, json_string_value(token));
+    sess->token_expires = when;
+    rc = 0;
+leave:
+    json_decref(root);
+    return rc;
+}
+
+/* The reason a rejection ack gives (docs/PROTOCOL.md, "Fail"). */
+static const char *reject_reason(const sm_pgp_result *res)
+{
+    if (!res->decrypted)
+        return "cannot decrypt";
+    switch (res->sig) {
+    case SM_PGP_SIG_BAD:          return "bad signature";
+    case SM_PGP_SIG_MISSING:      return "no signature";
+    case SM_PGP_SIG_WRONG_SIGNER:
+    case SM_PGP_SIG_NO_KEY:       return "wrong signer";
+    default:                      return "invalid signature";
+    }
+}
+
+int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
+              char *reason, char *detail, size_t detaillen)
+{
+    const pd_conf *c = &ctx->conf;
+    sm_pgp_result res;
+    struct stat st;
+    int out = -1, rc = SM_PGP_ERROR;
+
+    reason[0] = '\0';
+    detail[0] = '\0';
+    if (lseek(*fd, 0, SEEK_SET) != 0) {
+        say(detail, detaillen, "rewinding the fetched body: %s", strerror(errno));
+        goto leave;
+    }
+    /* gpg writes plaintext before it knows whether it is authentic: into a
+     * file of its own, used only after a pass */
+    if ((out = pd_spool_tmpfile(c->spool_dir)) < 0) {
+        say(detail, detaillen, "cannot create a file in %s: %s", c->spool_dir, strerror(errno));
+        goto leave;
+    }
+    rc = sm_pgp_decrypt_verify_fd(c->gnupg_home, *fd, out, signer_fpr, &res, detail, detaillen);
+    if (rc == SM_PGP_REJECT)
+        snprintf(reason, SM_ACK_REASON_MAX + 1, "%s", reject_reason(&res));
+    if (rc != SM_PGP_OK)
+        goto leave;
+    if (fstat(out, &st) != 0) {
+        say(detail, detaillen, "fstat of the decrypted text: %s", strerror(errno));
+        rc = SM_PGP_ERROR;
+        goto leave;
+    }
+    close(*fd);
+    *fd = out;
+    out = -1;
+    *size = (long long)st.st_size;
+leave:
+    if (out >= 0)
+        close(out);
+    return rc;
+}
+
+int pd_forged_results(int fd, const char *authserv_id, sm_range **skips, size_t *nskips,
+                      char *why, size_t whylen)
+{
+    char buf[65536];
+    sm_authres_scan scan;
+    long long off = 0;
+    ssize_t got;
+    int r = 0, rc = -1;
+
+    sm_authres_init(&scan, authserv_id);
+    /* beyond this, MTAs take the rest as body anyway (Postfix: 100 kB) */
+    while (r == 0 && off < PD_HEADER_SCAN_MAX) {
+        if ((got = pread(fd, buf, sizeof(buf), off)) < 0) {
+            if (errno == EINTR)
+                continue;
+            say(why, whylen, "reading the message headers: %s", strerror(errno));
+            goto leave;
+        }
+        if (got == 0) {
+            r = sm_authres_end(&scan);
+            break;
+        }
+        r = sm_authres_feed(&scan, buf, (size_t)got);
+        off += got;
+    }
+    if (r < 0) {
+        say(why, whylen, "out of memory");
+        goto leave;
+    }
+    *skips = scan.ranges;
+    *nskips = scan.n;
+    scan.ranges = NULL;
+    rc = 0;
+leave:
+    sm_authres_free(&scan);
+    return rc;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Copy fd from its start into a new file path (another file system). */
+static int copy_to(int fd, const char *path, char *why, size_t whylen)
+{
+    char buf[65536];
+    off_t off = 0;
+    ssize_t n, w, done;
+    int out, rc = -1;
+
+    if ((out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+        if (errno == EEXIST)
+            return 0;           /* kept already, for another recipient */
+        say(why, whylen, "creating %s: %s", path, strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        n = pread(fd, buf, sizeof(buf), off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (done = 0; done < n; done += w) {
+            if ((w = write(out, buf + done, (size_t)(n - done))) < 0) {
+                if (errno == EINTR) {
+                    w = 0;
+                    continue;
+                }
+                say(why, whylen, "writing %s: %s", path, strerror(errno));
+                goto leave;
+            }
+        }
+        off += n;
+    }
+    if (n < 0) {
+        say(why, whylen, "reading the fetched body: %s", strerror(errno));
+        goto leave;
+    }
+    if (fsync(out) != 0) {
+        say(why, whylen, "fsync %s: %s", path, strerror(errno));
+        goto leave;
+    }
+    rc = 0;
+leave:
+    close(out);
+    if (rc != 0)
+        unlink(path);
+    return rc;
+}
+
+int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
+                  char *why, size_t whylen)
+{
+    const char *dir = ctx->conf.quarantine_dir;
+    char path[PATH_MAX], self[64];
+    int n;
+
+    n = snprintf(path, sizeof(path), "%s/%s-%s", dir, domain, id);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        say(why, whylen, "quarantine path too long");
+        return -1;
+    }
+    /* the evidence must outlive a crash once the rejection is acked */
+    if (fsync(fd) != 0) {
+        say(why, whylen, "fsync of the fetched body: %s", strerror(errno));
+        return -1;
+    }
+    /* the fetched file is unlinked: give it a name (same file system), else copy */
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0 && errno != EEXIST
+        && copy_to(fd, path, why, whylen) != 0)
+        return -1;
+    if (fsync_dir(dir) != 0) {
+        say(why, whylen, "fsync %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
