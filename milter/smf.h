@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "sm_addr.h"
+#include "sm_discover.h"
 #include "sm_id.h"
 
 /* ---- smf_net.c ------------------------------------------------------- */
@@ -39,16 +40,21 @@ int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa);
 /* Outcome of every database call: OK, or a temporary failure (database
  * unreachable, query failed) with a reason in the caller's buffer.
  * SMF_DB_UNKNOWN: the connection broke during COMMIT, which may or may not
- * have committed (smf_db_store only). */
-typedef enum { SMF_DB_OK = 0, SMF_DB_TEMPFAIL = -1, SMF_DB_UNKNOWN = -2 } smf_db_status;
+ * have committed (smf_db_store only). SMF_DB_DNSFAIL: the database answered
+ * but DNS failed temporarily (smf_db_discover only). */
+typedef enum {
+    SMF_DB_OK = 0, SMF_DB_TEMPFAIL = -1, SMF_DB_UNKNOWN = -2, SMF_DB_DNSFAIL = -3
+} smf_db_status;
 
 /* Set up a pool of size connections to conninfo; connections are opened
  * lazily and reopened after they break. */
 int smf_db_init(const char *conninfo, long size);
 void smf_db_shutdown(void);
 
-/* Is domain (lowercase) a pulling peer? *pulling = 1/0. */
-smf_db_status smf_db_is_pulling(const char *domain, int *pulling, char *why, size_t whylen);
+/* Who domain (lowercase) is: sm_discover on a pooled connection (the peer
+ * row, then _stubmail through dns_cache; resolver NULL = the system's). */
+smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_info *info,
+                              char *why, size_t whylen);
 
 /* One recipient of a stored message. */
 typedef struct smf_db_rcpt {
@@ -57,9 +63,10 @@ typedef struct smf_db_rcpt {
 } smf_db_rcpt;
 
 /* One transaction: the message row, an outbox row per pulling recipient,
- * an address-book row (owner = sender) per contact. */
+ * an address-book row (owner = sender) per contact. format is how the body
+ * is stored: "rfc822" or "openpgp". */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
-                           const char *spool_name,
+                           const char *spool_name, const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            char *why, size_t whylen);

@@ -1,5 +1,6 @@
 /* smf_db — stubmail-milter's PostgreSQL: a small pool of connections and
- * every statement the milter runs.
+ * every statement the milter runs (discovery's are sm_discover's, run on a
+ * connection from this pool).
  *
  * The pool holds db_connections slots. A thread takes a free slot (waiting
  * up to SMF_DB_WAIT seconds when all are busy), opens or resets its
@@ -211,25 +212,26 @@ static PGresult *run(long slot, const char *what, const char *sql, int n,
     return NULL;
 }
 
-smf_db_status smf_db_is_pulling(const char *domain, int *pulling, char *why, size_t whylen)
+smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_info *info,
+                              char *why, size_t whylen)
 {
-    const char *vals[1] = { domain };
-    PGresult *r;
-    int attempt, gone = 0;
+    int attempt, gone, rc;
     long slot;
 
+    /* The slot stays taken during a DNS lookup (about 2 s at worst per name
+     * server): sm_discover reads the cache, asks DNS and writes the cache on
+     * one connection. */
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             return SMF_DB_TEMPFAIL;
-        r = run(slot, "peer lookup", "SELECT 1 FROM peer WHERE domain = $1 AND pulling",
-                1, vals, PGRES_TUPLES_OK, &gone, why, whylen);
-        if (r) {
-            *pulling = PQntuples(r) > 0;
-            PQclear(r);
-            release(slot);
-            return SMF_DB_OK;
-        }
+        rc = sm_discover(pool.conns[slot], resolver, domain, info, why, whylen);
+        gone = PQstatus(pool.conns[slot]) != CONNECTION_OK;
         release(slot);
+        if (rc == 0)
+            return SMF_DB_OK;
+        /* sm_discover says DNS through the status of its DNS part */
+        if (info->status == SM_DNS_TEMPFAIL)
+            return SMF_DB_DNSFAIL;
         if (!gone)
             break;
     }
@@ -268,7 +270,8 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
 }
 
 static const char sql_message[] =
-    "INSERT INTO message (id, sender, size, spool_name) VALUES ($1, $2, $3::bigint, $4)";
+    "INSERT INTO message (id, sender, size, spool_name, format)"
+    " VALUES ($1, $2, $3::bigint, $4, $5)";
 static const char sql_outbox[] =
     "INSERT INTO outbox (message_id, recipient, recipient_domain)"
     " SELECT $1, r, d FROM unnest($2::text[], $3::text[]) AS t(r, d)"
@@ -280,13 +283,13 @@ static const char sql_learn[] =
     " ON CONFLICT DO NOTHING";
 
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
-                           const char *spool_name,
+                           const char *spool_name, const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            char *why, size_t whylen)
 {
     char sizebuf[24], *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
-    const char *mvals[4], *ovals[3], *avals[3];
+    const char *mvals[5], *ovals[3], *avals[3];
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
@@ -302,6 +305,7 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
         goto leave;
     }
     mvals[0] = id; mvals[1] = sender; mvals[2] = sizebuf; mvals[3] = spool_name;
+    mvals[4] = format;
     ovals[0] = id; ovals[1] = ob_addr; ovals[2] = ob_dom;
     avals[0] = sender; avals[1] = ab_addr; avals[2] = ab_dom;
 
@@ -312,7 +316,7 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
         if ((r = run(slot, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, &gone, why, whylen)) == NULL)
             goto retry;
         PQclear(r);
-        if ((r = run(slot, "INSERT message", sql_message, 4, mvals, PGRES_COMMAND_OK, &gone,
+        if ((r = run(slot, "INSERT message", sql_message, 5, mvals, PGRES_COMMAND_OK, &gone,
                      why, whylen)) == NULL)
             goto retry;
         PQclear(r);

@@ -8,10 +8,14 @@
  * DESCRIPTION
  *	A libmilter filter beside Postfix or Sendmail. For outbound mail (from
  *	a submission listener whose {daemon_name} is originating_daemon, an
- *	authenticated client, or a client inside trusted_networks) it looks up
- *	each recipient's domain in the peer table. When some recipients are at
- *	pulling domains, the message streams into a spool file while it
- *	arrives; at end of message the file is committed, then one transaction
+ *	authenticated client, or a client inside trusted_networks) it decides
+ *	each recipient's domain once per message with sm_discover: the peer
+ *	row, else the _stubmail DNS record through dns_cache. When some
+ *	recipients are at pulling domains, the message streams into a spool
+ *	file while it arrives; at end of message the file is committed (or,
+ *	with gnupg_home and domain_key, signed and encrypted by gpg into a
+ *	second spool file that is committed instead, after the recipient
+ *	domains' keys were made sure of at DATA), then one transaction
  *	stores the message row, one outbox row per pulling recipient and the
  *	sender's learned address-book entries. Only after COMMIT are the
  *	pulling recipients removed from the envelope (smfi_delrcpt); when none
@@ -25,9 +29,12 @@
  *	smf_msg_get(). Both are freed on every exit path: a new MAIL FROM,
  *	abort, close, and every callback that ends the message.
  * DIAGNOSTICS
- *	Database or spool trouble is a temporary failure (SMTP 451 4.3.0):
- *	the MTA keeps the message and retries, nothing is lost. Every such
- *	failure is logged with the queue id, the sender and the reason.
+ *	Database, spool or gpg trouble is a temporary failure (SMTP 451
+ *	4.3.0), so is DNS that cannot answer at RCPT (451 4.4.3, that
+ *	recipient) and a recipient domain's key that cannot be fetched (451
+ *	4.7.5 at DATA): the MTA keeps the message and retries, nothing is
+ *	lost. Every such failure is logged with the queue id, the sender and
+ *	the reason. An invalid _stubmail record is pushed with a warning.
  *	Configuration errors: exit status 1.
  * SEE ALSO
  *	docs/stubmail-milter.8, docs/HACKING.md, smf_db.c, smf_net.c
@@ -42,16 +49,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
 #include <libpq-fe.h>
 
+#include <curl/curl.h>
+
 #include "sm_addr.h"
 #include "sm_conf.h"
+#include "sm_dns.h"
 #include "sm_id.h"
+#include "sm_keyfetch.h"
 #include "sm_log.h"
+#include "sm_pgp.h"
 #include "sm_spool.h"
 #include "smf.h"
 
@@ -68,6 +81,12 @@ static struct {
     char *originating_daemon;
     char *trusted_networks;
     long db_connections;
+    char *resolver;
+    char *gnupg_home;
+    char *domain_key;
+    char *ca_file;
+    int allow_http;
+    long key_timeout;
 } cfg;
 
 static const sm_conf_key smf_keys[] = {
@@ -82,8 +101,29 @@ static const sm_conf_key smf_keys[] = {
       "clients whose mail is outbound (CIDR list, IPv4 and IPv6)" },
     { "db_connections", SM_CONF_INT, &cfg.db_connections, "8",
       "PostgreSQL connections kept open" },
+    { "resolver", SM_CONF_STRING, &cfg.resolver, NULL,
+      "DNS server for _stubmail lookups, IP:PORT or [IPv6]:PORT; unset: /etc/resolv.conf" },
+    { "gnupg_home", SM_CONF_STRING, &cfg.gnupg_home, NULL,
+      "GnuPG home with our domain key; with domain_key: store mail signed and encrypted" },
+    { "domain_key", SM_CONF_STRING, &cfg.domain_key, NULL,
+      "fingerprint of our domain key in gnupg_home (the fpr= we publish)" },
+    { "ca_file", SM_CONF_STRING, &cfg.ca_file, NULL,
+      "CA certificates for fetching peers' keys over HTTPS; unset: the system's" },
+    { "allow_http", SM_CONF_BOOL, &cfg.allow_http, "no",
+      "fetch peers' keys over plain http:// from loopback addresses" },
+    { "key_timeout", SM_CONF_SECONDS, &cfg.key_timeout, "10s",
+      "longest fetch of one peer's domain key" },
     { NULL, 0, NULL, NULL, NULL }
 };
+
+#define SMF_HOME_MAX      80    /* gpg-agent's sockets live in gnupg_home */
+#define SMF_KEY_TIMEOUT_MAX 300
+
+/* Sign and encrypt stored mail: gnupg_home and domain_key are both set. */
+static int sealing(void)
+{
+    return cfg.gnupg_home != NULL;
+}
 
 static smf_netlist trusted;
 
@@ -100,6 +140,87 @@ static int socket_spec_ok(const char *s)
     if (!strncmp(s, "inet:", 5) || !strncmp(s, "inet6:", 6))
         return colon[1] >= '0' && colon[1] <= '9';
     return 0;
+}
+
+/* The keys of discovery and sealing; the key itself is checked by
+ * smf_key_check. Returns 0, or -1 with err. */
+static int smf_config_check_discovery(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    const char *bad;
+    struct stat st;
+
+    if (cfg.resolver && sm_dns_resolver_parse(cfg.resolver, &addr, &addrlen, &bad) != 0) {
+        snprintf(err, errlen, "%s: resolver: \"%s\": %s", path, cfg.resolver, bad);
+        return -1;
+    }
+    if ((cfg.gnupg_home == NULL) != (cfg.domain_key == NULL)) {
+        snprintf(err, errlen, "%s: %s is set but %s is not: sealing mail needs both", path,
+                 cfg.gnupg_home ? "gnupg_home" : "domain_key",
+                 cfg.gnupg_home ? "domain_key" : "gnupg_home");
+        return -1;
+    }
+    if (cfg.domain_key && !sm_pgp_fpr_valid(cfg.domain_key)) {
+        snprintf(err, errlen, "%s: domain_key: \"%s\" is not a fingerprint (40 or 64 hex "
+                 "digits)", path, cfg.domain_key);
+        return -1;
+    }
+    if (cfg.gnupg_home && (cfg.gnupg_home[0] != '/' || strlen(cfg.gnupg_home) > SMF_HOME_MAX)) {
+        snprintf(err, errlen, "%s: gnupg_home: \"%s\" is not an absolute path of at most %d "
+                 "characters (gpg-agent's socket lives in it)", path, cfg.gnupg_home,
+                 SMF_HOME_MAX);
+        return -1;
+    }
+    if (cfg.gnupg_home && stat(cfg.gnupg_home, &st) != 0) {
+        snprintf(err, errlen, "%s: gnupg_home: %s: %s", path, cfg.gnupg_home, strerror(errno));
+        return -1;
+    }
+    if (cfg.gnupg_home && !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: gnupg_home: %s: not a directory", path, cfg.gnupg_home);
+        return -1;
+    }
+    if (cfg.ca_file && access(cfg.ca_file, R_OK) != 0) {
+        snprintf(err, errlen, "%s: ca_file: %s: %s", path, cfg.ca_file, strerror(errno));
+        return -1;
+    }
+    if (cfg.key_timeout < 1 || cfg.key_timeout > SMF_KEY_TIMEOUT_MAX) {
+        snprintf(err, errlen, "%s: key_timeout: %lds is not between 1s and %ds", path,
+                 cfg.key_timeout, SMF_KEY_TIMEOUT_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Our domain key is in gnupg_home; with probe_secret, it also signs (which
+ * starts gpg-agent): the daemon fails at start, not at the first message. */
+static int smf_key_check(int probe_secret, char *err, size_t errlen)
+{
+    char why[SM_PGP_WHY_MAX], *sig = NULL;
+    size_t siglen;
+    int rc = -1;
+
+    if (!sealing())
+        return 0;
+    if (sm_pgp_init() != SM_PGP_OK) {
+        snprintf(err, errlen, "gpgme or gpg is missing or too old");
+        goto leave;
+    }
+    if (sm_pgp_have_key(cfg.gnupg_home, cfg.domain_key, why, sizeof why) != SM_PGP_OK) {
+        snprintf(err, errlen, "domain_key %s in gnupg_home %s: %s", cfg.domain_key,
+                 cfg.gnupg_home, why);
+        goto leave;
+    }
+    if (probe_secret && sm_pgp_sign_detached(cfg.gnupg_home, cfg.domain_key, "probe", 5, &sig,
+                                             &siglen, why, sizeof why) != SM_PGP_OK) {
+        snprintf(err, errlen, "domain_key %s in gnupg_home %s cannot sign: %s", cfg.domain_key,
+                 cfg.gnupg_home, why);
+        goto leave;
+    }
+    rc = 0;
+leave:
+    free(sig);
+    return rc;
 }
 
 /* Load and check the whole configuration. Returns 0, or -1 with err. */
@@ -161,7 +282,7 @@ static int smf_config_load(const char *path, char *err, size_t errlen)
                  strerror(errno));
         return -1;
     }
-    return 0;
+    return smf_config_check_discovery(path, err, errlen);
 }
 
 /* ---- per-connection and per-message state ---------------------------- */
@@ -172,17 +293,30 @@ typedef struct smf_rcpt {
     int pulling;
 } smf_rcpt;
 
+/* A recipient domain of the message: discovered once per message. */
+typedef struct smf_domain {
+    char name[SM_DOMAIN_MAX + 1];
+    int pulling;
+    char outbox[SM_TXT_URL_MAX + 1];    /* where its key is, when pulling */
+    char fpr[SM_TXT_FPR_MAX + 1];       /* its domain key, when pulling and sealing */
+} smf_domain;
+
 typedef struct smf_msg {
     char sender[SM_ADDR_MAX + 1];   /* normalised envelope sender */
     smf_rcpt *rcpts;
     size_t nrcpts, cap, npulling;
+    smf_domain *domains;
+    size_t ndomains, domcap;
     int learned;                /* address book done (push-only mail) */
     int spool_open;             /* spool holds a file that is not ours to keep */
     int saw_eoh;
-    sm_spool_file spool;
+    sm_spool_file spool;        /* the message as received (plaintext) */
     char *buf;                  /* write buffer in front of the spool file */
     size_t buflen;
     long long size;             /* octets written to the spool file */
+    int keys_ready;             /* every pulling domain's key is in gnupg_home */
+    int sealed_open;            /* like spool_open, for sealed */
+    sm_spool_file sealed;       /* the stored OpenPGP form, when sealing */
 } smf_msg;
 
 typedef struct smf_conn {
@@ -234,11 +368,14 @@ static void smf_msg_free(SMFICTX *ctx)
         return;
     if (msg->spool_open)
         sm_spool_abort(&msg->spool);
+    if (msg->sealed_open)
+        sm_spool_abort(&msg->sealed);
     for (i = 0; i < msg->nrcpts; i++) {
         free(msg->rcpts[i].raw);
         free(msg->rcpts[i].addr);
     }
     free(msg->rcpts);
+    free(msg->domains);
     free(msg->buf);
     free(msg);
     conn->msg = NULL;
@@ -262,12 +399,35 @@ static const char *smf_qid(SMFICTX *ctx)
     return qid && *qid ? qid : "NOQUEUE";
 }
 
-/* End the message with a temporary failure the client sees and a log line
- * that says which message and why. */
-static sfsistat smf_tempfail(SMFICTX *ctx, const char *reply, const char *fmt, ...)
+/* Reply text for smfi_setreply: printable ASCII only ("%" would be taken
+ * as a format, CR or LF would make the call fail), at most SMF_REPLY_MAX. */
+#define SMF_REPLY_MAX 400
+
+static void smf_setreply(SMFICTX *ctx, const char *dsn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static sfsistat smf_tempfail(SMFICTX *ctx, const char *reply, const char *fmt, ...)
+static void smf_setreply(SMFICTX *ctx, const char *dsn, const char *fmt, ...)
+{
+    char text[SMF_REPLY_MAX + 1], *p;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    for (p = text; *p; p++)
+        if (*p < 0x20 || *p > 0x7e || *p == '%')
+            *p = '?';
+    smfi_setreply(ctx, "451", (char *)dsn, text);
+}
+
+/* End the message with a temporary failure (451 dsn reply) the client sees
+ * and a log line that says which message and why. */
+static sfsistat smf_tempfail(SMFICTX *ctx, const char *dsn, const char *reply,
+                             const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static sfsistat smf_tempfail(SMFICTX *ctx, const char *dsn, const char *reply,
+                             const char *fmt, ...)
 {
     smf_msg *msg = smf_msg_get(ctx);
     char why[1024];
@@ -276,13 +436,16 @@ static sfsistat smf_tempfail(SMFICTX *ctx, const char *reply, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    sm_err("%s: from=<%s>: %s; answered 451 4.3.0", smf_qid(ctx),
-           msg ? msg->sender : "?", why);
-    smfi_setreply(ctx, "451", "4.3.0", (char *)reply);
+    sm_err("%s: from=<%s>: %s; answered 451 %s", smf_qid(ctx), msg ? msg->sender : "?", why,
+           dsn);
+    smf_setreply(ctx, dsn, "%s", reply);
     smf_msg_free(ctx);
     return SMFIS_TEMPFAIL;
 }
 
+#define DSN_LOCAL   "4.3.0"     /* our database or spool */
+#define DSN_DNS     "4.4.3"     /* directory server (DNS) failure */
+#define DSN_KEY     "4.7.5"     /* a key needed for encryption is not available */
 #define REPLY_DB    "stubmail: database unavailable, try again later"
 #define REPLY_STORE "stubmail: cannot store message, try again later"
 
@@ -421,6 +584,102 @@ static void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen)
     }
 }
 
+/* ---- sealing: signed by us, encrypted to the pulling domains ------------ */
+
+/* Every pulling domain's key into gnupg_home: sm_keyfetch looks in the
+ * keyring and fetches {outbox}/v1/key only when the fingerprint is not
+ * there. Returns SMFIS_CONTINUE, or ends the message with 451 4.7.5. */
+static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
+{
+    const sm_https_opts opts = { cfg.ca_file, cfg.allow_http, cfg.key_timeout };
+    char why[768], reply[SM_DOMAIN_MAX + 80];
+    const smf_domain *d;
+    size_t i;
+
+    for (i = 0; i < msg->ndomains; i++) {
+        d = &msg->domains[i];
+        if (!d->pulling
+            || sm_keyfetch(cfg.gnupg_home, d->outbox, d->fpr, &opts, why, sizeof why) == 0)
+            continue;
+        snprintf(reply, sizeof reply, "stubmail: cannot get the domain key of %s, try again "
+                 "later", d->name);
+        return smf_tempfail(ctx, DSN_KEY, reply, "message not stored: no domain key %s of %s: %s",
+                            d->fpr, d->name, why);
+    }
+    msg->keys_ready = 1;
+    return SMFIS_CONTINUE;
+}
+
+/* The stored form: the plaintext spool file, signed with our domain key and
+ * encrypted to the key of every pulling domain, streamed by gpg into a
+ * second spool file (memory stays flat) that is committed in its place.
+ * The plaintext is removed. Returns SMFIS_CONTINUE with msg->sealed
+ * committed (its size set), or ends the message with 451 4.3.0. */
+static sfsistat smf_seal(SMFICTX *ctx, smf_msg *msg)
+{
+    char id[SM_ID_LEN + 1], why[SM_PGP_WHY_MAX];
+    const char **fprs;
+    struct stat st;
+    size_t i, j, n = 0;
+    int in_fd = -1;
+    sfsistat rc = SMFIS_CONTINUE;
+
+    if ((fprs = calloc(msg->ndomains + 1, sizeof *fprs)) == NULL) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "out of memory");
+        goto leave;
+    }
+    for (i = 0; i < msg->ndomains; i++) {
+        if (!msg->domains[i].pulling)
+            continue;
+        /* domains that share a key (hosted alike) name it once */
+        for (j = 0; j < n && strcasecmp(fprs[j], msg->domains[i].fpr) != 0; j++)
+            ;
+        if (j == n)
+            fprs[n++] = msg->domains[i].fpr;
+    }
+    if ((in_fd = open(msg->spool.tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot read spool file %s back: %s",
+                          msg->spool.tmp_path, strerror(errno));
+        goto leave;
+    }
+    if (sm_id_new(id) != 0) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "no random message id: %s",
+                          strerror(errno));
+        goto leave;
+    }
+    msg->sealed_open = 1;               /* from here smf_msg_free removes it */
+    if (sm_spool_create(&msg->sealed, cfg.spool_dir, id) != 0) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot create spool file in %s: %s",
+                          cfg.spool_dir, strerror(errno));
+        goto leave;
+    }
+    if (sm_pgp_encrypt_sign_fd(cfg.gnupg_home, cfg.domain_key, fprs, in_fd, msg->sealed.fd,
+                               why, sizeof why) != SM_PGP_OK) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot sign and encrypt message id %s "
+                          "(%zu key%s): %s", id, n, n == 1 ? "" : "s", why);
+        goto leave;
+    }
+    /* gpg wrote to the descriptor, not through sm_spool_write */
+    if (fstat(msg->sealed.fd, &st) != 0) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot stat spool file %s: %s",
+                          msg->sealed.tmp_path, strerror(errno));
+        goto leave;
+    }
+    msg->sealed.size = (long long)st.st_size;
+    if (sm_spool_commit(&msg->sealed) != 0) {
+        rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot commit spool file %s/%s: %s",
+                          cfg.spool_dir, id, strerror(errno));
+        goto leave;
+    }
+    sm_spool_abort(&msg->spool);        /* the plaintext is not kept */
+    msg->spool_open = 0;
+leave:
+    if (in_fd >= 0)
+        close(in_fd);
+    free(fprs);
+    return rc;
+}
+
 /* ---- libmilter callbacks ----------------------------------------------- */
 
 static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
@@ -511,15 +770,90 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
     return SMFIS_CONTINUE;
 }
 
+/* Is domain pulled or pushed? Decided once per message: an earlier
+ * recipient's verdict, else sm_discover (the peer row, then _stubmail through
+ * dns_cache) appended to msg->domains. Returns SMFIS_CONTINUE with *pulling,
+ * or SMFIS_TEMPFAIL after setting this recipient's 451 reply: nothing is
+ * decided while DNS or the database cannot answer. */
+static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
+                                   const char *domain, int *pulling)
+{
+    char why[768];
+    const char *reason;
+    sm_peer_info info;
+    smf_domain *d, *grown;
+    smf_db_status st;
+    size_t i, n;
+
+    for (i = 0; i < msg->ndomains; i++) {
+        if (strcmp(msg->domains[i].name, domain) == 0) {
+            *pulling = msg->domains[i].pulling;
+            return SMFIS_CONTINUE;
+        }
+    }
+    if (msg->ndomains == msg->domcap) {
+        n = msg->domcap ? 2 * msg->domcap : 4;
+        if ((grown = realloc(msg->domains, n * sizeof *grown)) == NULL) {
+            sm_err("%s: from=<%s> to=%s: out of memory", smf_qid(ctx), msg->sender, rcpt);
+            smf_setreply(ctx, DSN_LOCAL, "stubmail: out of memory, try again later");
+            return SMFIS_TEMPFAIL;
+        }
+        msg->domains = grown;
+        msg->domcap = n;
+    }
+
+    st = smf_db_discover(cfg.resolver, domain, &info, why, sizeof why);
+    if (st == SMF_DB_DNSFAIL) {
+        sm_err("%s: from=<%s> to=%s: cannot tell whether %s pulls its mail: %s; "
+               "answered 451 %s", smf_qid(ctx), msg->sender, rcpt, domain, why, DSN_DNS);
+        /* "b.example: DNS temporary failure: ..." without the repeated name */
+        n = strlen(domain);
+        reason = strncmp(why, domain, n) == 0 && strncmp(why + n, ": ", 2) == 0 ? why + n + 2 : why;
+        smf_setreply(ctx, DSN_DNS, "stubmail: cannot tell whether %s pulls its mail (%s); "
+                     "try again later", domain, reason);
+        return SMFIS_TEMPFAIL;
+    }
+    if (st != SMF_DB_OK) {
+        sm_err("%s: from=<%s> to=%s: %s; answered 451 %s", smf_qid(ctx), msg->sender, rcpt,
+               why, DSN_LOCAL);
+        smf_setreply(ctx, DSN_LOCAL, "%s", REPLY_DB);
+        return SMFIS_TEMPFAIL;
+    }
+
+    d = &msg->domains[msg->ndomains++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", domain);
+    d->pulling = info.pulling;
+    if (info.pulling && sealing() && info.fpr[0] == '\0') {
+        /* it could never log in to fetch it, nor read it: push instead */
+        sm_warn("%s: from=<%s> to=%s: %s pulls its mail (peer table) but no domain key is "
+                "known for it (neither peer.fpr nor a _stubmail record: %s); pushed by SMTP",
+                smf_qid(ctx), msg->sender, rcpt, domain, why[0] ? why : "none");
+        d->pulling = 0;
+    } else if (!info.pulling && info.status == SM_DNS_INVALID) {
+        sm_warn("%s: from=<%s> to=%s: %s has an invalid _stubmail record (%s); pushed by SMTP",
+                smf_qid(ctx), msg->sender, rcpt, domain, why);
+    }
+    if (d->pulling) {
+        memcpy(d->outbox, info.outbox, sizeof d->outbox);
+        memcpy(d->fpr, info.fpr, sizeof d->fpr);
+    }
+    sm_debug("%s: %s: %s (%s%s%s)", smf_qid(ctx), domain, d->pulling ? "pulled" : "pushed",
+             info.from_peer_table ? "peer table, " : "", sm_dns_status_name(info.status),
+             info.fpr[0] ? ", key on record" : "");
+    *pulling = d->pulling;
+    return SMFIS_CONTINUE;
+}
+
 static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
 {
     smf_conn *conn = smf_conn_get(ctx);
     smf_msg *msg = smf_msg_get(ctx);
-    char addr[SM_ADDR_MAX + 1], why[512];
-    const char *bad = NULL, *domain;
+    char addr[SM_ADDR_MAX + 1];
+    const char *bad = NULL;
     smf_rcpt *grown, *r;
-    int pulling = 0, known = 0;
-    size_t i;
+    int pulling = 0;
+    sfsistat rc;
 
     if (msg == NULL)
         return SMFIS_CONTINUE;
@@ -532,28 +866,21 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
     }
     r = &msg->rcpts[msg->nrcpts];
     memset(r, 0, sizeof *r);
-    if (sm_addr_normalize(argv[0], addr, sizeof addr, &bad) != 0) {
+    if (sm_addr_normalize(argv[0], addr, sizeof addr, &bad) != 0)
         /* not a plain address (say <postmaster>): pushed, never pulled */
         sm_debug("%s: to=%s: not divertible: %s", smf_qid(ctx), argv[0], bad);
-    } else if (conn->can_delrcpt) {
-        domain = sm_addr_domain(addr);
-        for (i = 0; i < msg->nrcpts && !known; i++) {
-            if (msg->rcpts[i].addr && !strcmp(sm_addr_domain(msg->rcpts[i].addr), domain)) {
-                pulling = msg->rcpts[i].pulling;
-                known = 1;
-            }
-        }
-        if (!known && smf_db_is_pulling(domain, &pulling, why, sizeof why) != SMF_DB_OK) {
-            sm_err("%s: from=<%s> to=%s: %s; answered 451 4.3.0", smf_qid(ctx), msg->sender,
-                   argv[0], why);
-            smfi_setreply(ctx, "451", "4.3.0", REPLY_DB);
-            return SMFIS_TEMPFAIL;      /* this recipient only */
-        }
-    }
     if ((r->raw = strdup(argv[0])) == NULL
         || (bad == NULL && (r->addr = strdup(addr)) == NULL)) {
         free(r->raw);
         goto oom;
+    }
+    /* memory first: a domain in msg->domains always has its recipient */
+    if (bad == NULL && conn->can_delrcpt
+        && (rc = smf_domain_verdict(ctx, msg, argv[0], sm_addr_domain(addr), &pulling))
+           != SMFIS_CONTINUE) {
+        free(r->raw);
+        free(r->addr);
+        return rc;                      /* this recipient only */
     }
     r->pulling = bad == NULL && pulling;
     msg->nrcpts++;
@@ -562,7 +889,7 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
     return SMFIS_CONTINUE;
 oom:
     sm_err("%s: from=<%s> to=%s: out of memory", smf_qid(ctx), msg->sender, argv[0]);
-    smfi_setreply(ctx, "451", "4.3.0", "stubmail: out of memory, try again later");
+    smf_setreply(ctx, DSN_LOCAL, "stubmail: out of memory, try again later");
     return SMFIS_TEMPFAIL;
 }
 
@@ -579,9 +906,10 @@ static sfsistat smf_data(SMFICTX *ctx)
         return SMFIS_ACCEPT;
     }
     if (smf_spool_open(msg) != 0)
-        return smf_tempfail(ctx, REPLY_STORE, "cannot create spool file in %s: %s",
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot create spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
-    return SMFIS_CONTINUE;
+    /* the keys now, before the body comes: a failure costs the client no transfer */
+    return sealing() ? smf_keys_fetch(ctx, msg) : SMFIS_CONTINUE;
 }
 
 static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
@@ -592,7 +920,7 @@ static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
     if (msg == NULL || msg->npulling == 0)
         return SMFIS_CONTINUE;
     if (smf_spool_open(msg) != 0 || smf_out_header(msg, conn->leadspc, name, value) != 0)
-        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot write spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
     return SMFIS_CONTINUE;
 }
@@ -605,7 +933,7 @@ static sfsistat smf_eoh(SMFICTX *ctx)
         return SMFIS_CONTINUE;
     msg->saw_eoh = 1;
     if (smf_spool_open(msg) != 0 || smf_out(msg, "\r\n", 2) != 0)
-        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot write spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
     return SMFIS_CONTINUE;
 }
@@ -617,7 +945,7 @@ static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
     if (msg == NULL || msg->npulling == 0)
         return SMFIS_CONTINUE;
     if (smf_spool_open(msg) != 0 || smf_out(msg, chunk, len) != 0)
-        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot write spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
     return SMFIS_CONTINUE;
 }
@@ -628,6 +956,9 @@ static sfsistat smf_eom(SMFICTX *ctx)
     smf_db_rcpt *outbox = NULL, *contacts = NULL;
     size_t noutbox = 0, ncontacts = 0, i;
     char why[512], why2[512], list[1024];
+    sm_spool_file *body;
+    int *body_open;
+    long long body_size;
     smf_db_status st;
     sfsistat rc;
 
@@ -639,14 +970,28 @@ static sfsistat smf_eom(SMFICTX *ctx)
         return SMFIS_CONTINUE;
     }
 
-    /* 1. the body, durable */
+    /* 1. the body, durable: the plaintext itself, or its sealed form */
     if (smf_spool_open(msg) != 0 || (!msg->saw_eoh && smf_out(msg, "\r\n", 2) != 0)
         || smf_flush(msg) != 0)
-        return smf_tempfail(ctx, REPLY_STORE, "cannot write spool file in %s: %s",
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot write spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
-    if (sm_spool_commit(&msg->spool) != 0)
-        return smf_tempfail(ctx, REPLY_STORE, "cannot commit spool file %s/%s: %s",
-                            cfg.spool_dir, msg->spool.name, strerror(errno));
+    if (sealing()) {
+        /* an MTA that skipped the DATA step gets its keys fetched here */
+        if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
+            return rc;
+        if ((rc = smf_seal(ctx, msg)) != SMFIS_CONTINUE)
+            return rc;
+        body = &msg->sealed;
+        body_open = &msg->sealed_open;
+        body_size = msg->sealed.size;
+    } else {
+        if (sm_spool_commit(&msg->spool) != 0)
+            return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot commit spool file %s/%s: %s",
+                                cfg.spool_dir, msg->spool.name, strerror(errno));
+        body = &msg->spool;
+        body_open = &msg->spool_open;
+        body_size = msg->size;
+    }
 
     /* 2. the rows, one transaction */
     outbox = smf_rcpt_list(msg, 1, &noutbox);
@@ -654,21 +999,22 @@ static sfsistat smf_eom(SMFICTX *ctx)
     if (outbox == NULL || contacts == NULL) {
         free(outbox);
         free(contacts);
-        return smf_tempfail(ctx, REPLY_STORE, "out of memory");
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "out of memory");
     }
-    st = smf_db_store(msg->spool.name, msg->sender, msg->size, msg->spool.name, outbox,
-                      noutbox, contacts, ncontacts, why, sizeof why);
+    st = smf_db_store(body->name, msg->sender, body_size, body->name,
+                      sealing() ? "openpgp" : "rfc822", outbox, noutbox, contacts, ncontacts,
+                      why, sizeof why);
     free(outbox);
     free(contacts);
     if (st == SMF_DB_UNKNOWN) {
         /* maybe committed: keep the body its row may name (the janitor
          * removes it if not); the retry may store a second copy */
-        msg->spool_open = 0;
-        return smf_tempfail(ctx, REPLY_DB, "message id %s may or may not be stored: %s",
-                            msg->spool.name, why);
+        *body_open = 0;
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_DB, "message id %s may or may not be stored: %s",
+                            body->name, why);
     }
     if (st != SMF_DB_OK)
-        return smf_tempfail(ctx, REPLY_DB, "message not stored: %s", why);
+        return smf_tempfail(ctx, DSN_LOCAL, REPLY_DB, "message not stored: %s", why);
 
     /* 3. only now: take the pulling recipients off the push path */
     rc = SMFIS_DISCARD;
@@ -677,20 +1023,21 @@ static sfsistat smf_eom(SMFICTX *ctx)
         for (i = 0; i < msg->nrcpts; i++) {
             if (!msg->rcpts[i].pulling || smfi_delrcpt(ctx, msg->rcpts[i].raw) == MI_SUCCESS)
                 continue;
-            if (smf_db_unstore(msg->spool.name, why2, sizeof why2) != SMF_DB_OK) {
+            if (smf_db_unstore(body->name, why2, sizeof why2) != SMF_DB_OK) {
                 sm_err("%s: message id %s stays in the outbox and will be stored again "
-                       "on retry: %s", smf_qid(ctx), msg->spool.name, why2);
-                msg->spool_open = 0;    /* its row still names the body */
+                       "on retry: %s", smf_qid(ctx), body->name, why2);
+                *body_open = 0;         /* its row still names the body */
             }
-            return smf_tempfail(ctx, REPLY_STORE, "cannot remove recipient %s",
+            return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot remove recipient %s",
                                 msg->rcpts[i].raw);
         }
     }
     smf_pulling_text(msg, list, sizeof list);
-    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld%s",
-            smf_qid(ctx), msg->spool.name, msg->sender, list, msg->npulling, msg->nrcpts,
-            msg->size, rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
-    msg->spool_open = 0;                /* committed: the outbox owns it now */
+    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld format=%s%s",
+            smf_qid(ctx), body->name, msg->sender, list, msg->npulling, msg->nrcpts,
+            body_size, sealing() ? "openpgp" : "rfc822",
+            rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
+    *body_open = 0;                     /* committed: the outbox owns it now */
     smf_msg_free(ctx);
     return rc;
 }
@@ -739,7 +1086,7 @@ static void usage(FILE *fp)
             "configuration keys:\n", SMF_NAME);
     for (k = smf_keys; k->name; k++)
         fprintf(fp, "  %-20s %s (default: %s)\n", k->name, k->help,
-                k->dflt ? k->dflt : "required");
+                k->dflt ? k->dflt : strcmp(k->name, "database") ? "unset" : "required");
 }
 
 static int daemonize(void)
@@ -785,7 +1132,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 64;
     }
-    if (smf_config_load(path, err, sizeof err) != 0) {
+    if (smf_config_load(path, err, sizeof err) != 0
+        || smf_key_check(!check_only, err, sizeof err) != 0) {
         fprintf(stderr, "%s: configuration error: %s\n", SMF_NAME, err);
         goto leave;
     }
@@ -811,17 +1159,29 @@ int main(int argc, char **argv)
         sm_syserr("cannot become a daemon");
         goto leave;
     }
+    /* before any thread: key fetches run in libmilter's threads */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        sm_err("cannot initialise libcurl");
+        goto leave;
+    }
     if (smf_db_init(cfg.database, cfg.db_connections) != 0) {
         sm_err("out of memory");
         goto leave;
     }
     sm_info("listening on %s; spool %s; %ld database connections; outbound = "
-            "{daemon_name} %s, authenticated, or from %s", cfg.socket, cfg.spool_dir,
-            cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks);
+            "{daemon_name} %s, authenticated, or from %s; DNS from %s", cfg.socket,
+            cfg.spool_dir, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
+            cfg.resolver ? cfg.resolver : "/etc/resolv.conf");
+    if (sealing())
+        sm_info("stored mail is signed with domain key %s in %s and encrypted to the "
+                "recipient domains' keys", cfg.domain_key, cfg.gnupg_home);
+    else
+        sm_info("stored mail is plain rfc822 (no gnupg_home)");
     rc = smfi_main() == MI_SUCCESS ? 0 : 1;
     sm_info("stopped%s", rc ? " after a libmilter error" : "");
-    smf_db_shutdown();
 leave:
+    smf_db_shutdown();                  /* both harmless when not set up */
+    curl_global_cleanup();
     smf_netlist_free(&trusted);
     sm_conf_free(smf_keys);
     return rc;

@@ -6,6 +6,7 @@
 --   sender   the envelope sender the script uses (the runner checks the
 --            database rows by it)
 --   dbstop   (t-eomfail.lua only) shell command that stops PostgreSQL
+--   bigfile  (t-big.lua only) the body to send
 
 -- A failed check raises a Lua error; run() turns it into "FAIL: ..." on
 -- stdout and exit status 1 (a bare error() in miltertest exits silently).
