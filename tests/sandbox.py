@@ -3,7 +3,8 @@
 
 NAME
     sandbox.py - start and stop test ISPs: PostgreSQL, Apache httpd with
-    mod_stubmail, Postfix with stubmail-milter, and stubmail-pollerd.
+    mod_ssl and mod_stubmail, Postfix with stubmail-milter, and
+    stubmail-pollerd; and a DNS server (dnsmasq) for all of them.
 
 SYNOPSIS
     python3 tests/sandbox.py demo [--keep]
@@ -13,7 +14,8 @@ SYNOPSIS
     from sandbox import Sandbox
     with Sandbox(["a.example", "b.example"]) as sb:
         a, b = sb["a.example"], sb["b.example"]
-        a.add_peer(b, "s3cret-s3cret-s3cret")
+        b.add_contact("bob@b.example", "alice@a.example")
+        a.send("alice@a.example", "bob@b.example", message)
         ...
 
 DESCRIPTION
@@ -22,7 +24,21 @@ DESCRIPTION
     STUBMAIL_PORT_BASE (default 20000): base+25 inbound SMTP (milter),
     base+26 reinjection SMTP (no milter, pollerd delivers here), base+587
     submission (milter, daemon name ORIGINATING), base+30 the milter,
-    base+80 Apache, base+432 PostgreSQL.
+    base+443 Apache with mod_ssl (secure mode) or base+80 plain http
+    (basic mode), base+432 PostgreSQL.
+
+    Two modes (STUBMAIL_SANDBOX_MODE, or Sandbox(mode=...)):
+
+    secure  (the default; docs/PROTOCOL.md as specified) one dnsmasq for
+            the sandbox on 127.0.0.1:base+53 serves _stubmail.<domain> for
+            every ISP that runs a stubmail part; a throwaway CA (openssl)
+            signs each ISP's server certificate (IP and DNS name); each
+            ISP has a domain key made by stubmail-keygen in RUNDIR/x/g
+            (milter and pollerd), a keyring of Apache's own in RUNDIR/x/w
+            (www-data), and a token key. Peers find each other by DNS;
+            Isp.add_peer still writes admin overrides.
+    basic   (transitional, issue 2; no test uses it) plain http, HTTP
+            Basic with peer secrets: add_peer(other, secret).
 
     Every server runs in the foreground as a child of this Python process,
     in its own session, and is stopped by its PID (then its process group)
@@ -52,6 +68,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -67,20 +84,32 @@ DOMAIN_IPS = {
 
 # Port offsets from the port base; every ISP has its own address, so the
 # same offsets serve every ISP.
-SMTP, REINJECT, MILTER, HTTP, PG, SUBMISSION = 25, 26, 30, 80, 432, 587
+SMTP, REINJECT, MILTER, HTTP, PG, SUBMISSION, HTTPS = 25, 26, 30, 80, 432, 587, 443
+# The sandbox's one DNS server listens on 127.0.0.1:base+DNS.
+DNS = 53
+
+MODES = ("secure", "basic")
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 
 ALL_SERVICES = ("pg", "httpd", "postfix", "milter", "pollerd")
+# An ISP with any of these has a domain key and a _stubmail record (secure
+# mode). "key" alone: a domain that publishes a record and key but runs no
+# server here (a test plays its poller).
+STUBMAIL_SERVICES = ("httpd", "milter", "pollerd", "key")
 
 APACHE_MODULES = "/usr/lib/apache2/modules"
 MODULE_SO = os.path.join(TOP, "mod_stubmail", ".libs", "mod_stubmail.so")
 MILTER_BIN = os.path.join(TOP, "milter", "stubmail-milter")
 POLLERD_BIN = os.path.join(TOP, "pollerd", "stubmail-pollerd")
 MIGRATE = os.path.join(TOP, "sql", "stubmail-migrate")
+KEYGEN = os.path.join(TOP, "lib", "stubmail-keygen")
 
 # Apache error-log lines at these levels fail a test unless expected.
 LOG_LEVEL_RE = re.compile(r"\] \[(?:[\w.]+:)?(warn|error|crit|alert|emerg)\] ")
+# ... except these, which say nothing about stubmail: Debian's mod_ssl, built
+# against a newer libssl3 than the one installed, warns at every start.
+BENIGN_LOG = [re.compile(r"\[ssl:warn\] .*AH01882: ")]
 
 
 class SandboxError(Exception):
@@ -89,6 +118,13 @@ class SandboxError(Exception):
 
 def port_base_default():
     return int(os.environ.get("STUBMAIL_PORT_BASE", "20000"))
+
+
+def mode_default():
+    mode = os.environ.get("STUBMAIL_SANDBOX_MODE", "secure")
+    if mode not in MODES:
+        raise SandboxError("STUBMAIL_SANDBOX_MODE=%s: not one of %s" % (mode, ", ".join(MODES)))
+    return mode
 
 
 def pg_bindir():
@@ -196,7 +232,20 @@ def reap_stale(verbose=True):
                     kill()
                 except (ProcessLookupError, PermissionError):
                     pass
+        kill_gpg_agents(rundir)
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+def kill_gpg_agents(rundir):
+    """Stop the gpg-agents started with a GnuPG home below rundir (by the
+    servers, keygen or a test's gpg): they detach from the process groups
+    the sandbox stops. With no /run/user here, each agent's socket lives in
+    its home."""
+    homes = {os.path.dirname(s) for s in
+             glob.glob(os.path.join(rundir, "**", "S.gpg-agent*"), recursive=True)}
+    for home in sorted(homes):
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
 
 
 def _set_pdeathsig():
@@ -291,12 +340,156 @@ class Proc:
 
 
 # ---------------------------------------------------------------------------
+# Secure mode: certificates, domain keys, DNS.
+
+def _run(argv, what, **kw):
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise SandboxError("%s failed (exit %d): %s\n%s%s"
+                           % (what, r.returncode, " ".join(argv), r.stdout, r.stderr))
+    return r.stdout
+
+
+def make_ca(d):
+    """A throwaway CA in d (P-256, a week): returns the certificate's path."""
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    cert = os.path.join(d, "ca.pem")
+    _run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", os.path.join(d, "ca.key"),
+          "-out", cert, "-days", "7", "-subj", "/CN=stubmail sandbox CA",
+          "-addext", "basicConstraints=critical,CA:TRUE",
+          "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "making the CA")
+    return cert
+
+
+def make_server_cert(ca_dir, d, domain, ip):
+    """Key and certificate for an ISP's Apache, signed by the CA in ca_dir,
+    for its address (the outbox URLs name IPs) and its domain name.
+    Returns (certificate, key)."""
+    os.makedirs(d, exist_ok=True)
+    key, csr, cert = (os.path.join(d, n) for n in ("server.key", "server.csr", "server.pem"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName = IP:%s, DNS:%s\n"
+                "basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature\n"
+                "extendedKeyUsage = serverAuth\n" % (ip, domain))
+    _run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr,
+          "-subj", "/CN=" + domain], "%s: certificate request" % domain)
+    _run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(ca_dir, "ca.pem"),
+          "-CAkey", os.path.join(ca_dir, "ca.key"), "-CAcreateserial", "-days", "7",
+          "-out", cert, "-extfile", ext], "%s: signing the certificate" % domain)
+    return cert, key
+
+
+class DomainKey:
+    """A domain's OpenPGP key as stubmail-keygen makes it: home (GNUPGHOME
+    with the secret key), fpr, public (the exported key file) and record
+    (the _stubmail TXT text keygen says to publish)."""
+
+    def __init__(self, home, domain, public, outbox_url):
+        if len(home) > 60:
+            # gpg-agent's socket path (in the home) must fit sun_path
+            raise SandboxError("GnuPG home %s is too long for the agent socket" % home)
+        if not os.path.exists(KEYGEN):
+            raise SandboxError("%s is not built (run scripts/build)" % KEYGEN)
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        out = _run([KEYGEN, "-g", home, "-d", domain, "-o", public, "-u", outbox_url],
+                   "%s: stubmail-keygen" % domain, timeout=60)
+        fpr = re.search(r"^fingerprint ([0-9A-F]{40}(?:[0-9A-F]{24})?)$", out, re.M)
+        rec = re.search(r'IN TXT "(v=stubmail1;[^"]*)"', out)
+        if not fpr or not rec:
+            raise SandboxError("%s: stubmail-keygen said:\n%s" % (domain, out))
+        self.home, self.domain, self.public = home, domain, public
+        self.fpr, self.record = fpr.group(1), rec.group(1)
+        os.chmod(public, 0o644)
+
+
+class Dns:
+    """The sandbox's DNS server: dnsmasq on 127.0.0.1:port, authoritative
+    for .example (unknown names NXDOMAIN), serving records: owner name ->
+    TXT text. Changing the records restarts it (dnsmasq rereads no
+    command-line records on SIGHUP); that takes a few milliseconds."""
+
+    def __init__(self, port, rundir, registry):
+        self.port, self.rundir, self.registry = port, rundir, registry
+        self.records = {}
+        self.proc = None
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def log(self):
+        return os.path.join(self.rundir, "dnsmasq.log")
+
+    def argv(self):
+        dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        argv = [dnsmasq, "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                "--listen-address=127.0.0.1", "--bind-interfaces",
+                "--port=%d" % self.port, "--local=/example/", "--local-ttl=60",
+                "--pid-file=", "--log-facility=-", "--log-queries"]
+        for name, text in sorted(self.records.items()):
+            # one argv element each, so blanks need no quoting; dnsmasq
+            # splits strings at commas, and our records have none
+            if "," in text:
+                raise SandboxError("TXT record with a comma: %r" % text)
+            argv.append("--txt-record=%s,%s" % (name, text))
+        return argv
+
+    def start(self):
+        if listening("127.0.0.1", self.port):
+            raise SandboxError("127.0.0.1:%d (DNS) is already in use (a stale sandbox? "
+                               "another STUBMAIL_PORT_BASE?)" % self.port)
+        self.proc = Proc("dnsmasq", self.argv(), self.log, registry=self.registry).start()
+        probe = dns_txt_query("ready.example")
+        deadline = time.monotonic() + 10
+        while not self._answers(probe):
+            if not self.proc.alive() or time.monotonic() > deadline:
+                self.stop()
+                raise SandboxError("dnsmasq did not start on %s:\n%s"
+                                   % (self.address, tail(self.log)))
+            time.sleep(0.05)
+
+    def _answers(self, query):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            try:
+                s.sendto(query, ("127.0.0.1", self.port))
+                return len(s.recv(512)) >= 12
+            except OSError:
+                return False
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def running(self):
+        return self.proc is not None and self.proc.alive()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+def dns_txt_query(name, qid=4711):
+    """A DNS query packet: TXT, class IN, recursion desired."""
+    wire = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", 16, 1)
+
+
+# ---------------------------------------------------------------------------
 # One ISP.
 
 class Isp:
     def __init__(self, name, domain, ip, port_base, rundir, services=ALL_SERVICES,
                  routes=None, users=USERS, poll_interval="2s", module=True,
-                 apache_loglevel="info"):
+                 apache_loglevel="info", mode="secure", resolver=None, ca_dir=None,
+                 httpd_extra=()):
         self.name, self.domain, self.ip = name, domain, ip
         self.port_base, self.rundir = port_base, rundir
         self.services = tuple(services)
@@ -304,6 +497,14 @@ class Isp:
         self.poll_interval = poll_interval
         self.module = module
         self.apache_loglevel = apache_loglevel
+        self.mode = mode
+        self.resolver = resolver        # "127.0.0.1:PORT" of the sandbox's DNS
+        self.ca_dir = ca_dir
+        # (directive, value) lines added to httpd.conf, e.g.
+        # ("StubmailTokenLifetime", "3")
+        self.httpd_extra = list(httpd_extra)
+        self.key = None                 # DomainKey, secure mode
+        self.token_keys = []            # [(key id, secret hex)], newest last
         # domain -> ip of every other ISP, for transport_maps
         self.routes = {d: i for d, i in (routes or DOMAIN_IPS).items() if d != domain}
         self.procs = {}
@@ -332,6 +533,37 @@ class Isp:
         return self.port(HTTP)
 
     @property
+    def https_port(self):
+        return self.port(HTTPS)
+
+    @property
+    def secure(self):
+        return self.mode == "secure"
+
+    @property
+    def has_stubmail(self):
+        """Runs a stubmail part (or plays one): has a key and a record."""
+        return any(s in self.services for s in STUBMAIL_SERVICES)
+
+    @property
+    def ca_file(self):
+        return os.path.join(self.ca_dir, "ca.pem") if self.ca_dir else None
+
+    @property
+    def fpr(self):
+        return self.key.fpr if self.key else None
+
+    @property
+    def gnupg_home(self):
+        """The domain key's GnuPG home (milter, pollerd, a test's poller)."""
+        return self.path("g")
+
+    @property
+    def www_gnupg_home(self):
+        """Apache's own keyring (www-data): the keys of domains that logged in."""
+        return self.path("w")
+
+    @property
     def pg_port(self):
         return self.port(PG)
 
@@ -341,6 +573,8 @@ class Isp:
 
     @property
     def outbox_url(self):
+        if self.secure:
+            return "https://%s:%d/stubmail" % (self.ip, self.https_port)
         return "http://%s:%d/stubmail" % (self.ip, self.http_port)
 
     @property
@@ -386,6 +620,23 @@ class Isp:
         return "<Isp %s %s:%d>" % (self.domain, self.ip, self.port_base)
 
     # -- lifecycle -----------------------------------------------------------
+    def make_identity(self):
+        """Secure mode, before anything starts: the domain key (and the TXT
+        record to publish), Apache's keyring, certificate and token key."""
+        os.makedirs(self.rundir, exist_ok=True)
+        os.chmod(self.rundir, 0o755)
+        if not self.has_stubmail:
+            return
+        self.key = DomainKey(self.gnupg_home, self.domain, self.path("pubkey.asc"),
+                             self.outbox_url)
+        self.token_keys = [("k1", os.urandom(32).hex())]
+        if "httpd" in self.services:
+            www = pwd.getpwnam("www-data")
+            os.makedirs(self.www_gnupg_home, mode=0o700, exist_ok=True)
+            os.chown(self.www_gnupg_home, www.pw_uid, www.pw_gid)
+            self.tls_cert, self.tls_key = make_server_cert(
+                self.ca_dir, self.path("tls"), self.domain, self.ip)
+
     def start(self):
         os.makedirs(self.rundir, exist_ok=True)
         os.chmod(self.rundir, 0o755)
@@ -431,7 +682,7 @@ class Isp:
             raise SandboxError("%s: stopping: %s" % (self.domain, "; ".join(errors)))
 
     def _check_ports_free(self):
-        offsets = {"pg": [PG], "httpd": [HTTP], "milter": [MILTER],
+        offsets = {"pg": [PG], "httpd": [HTTPS if self.secure else HTTP], "milter": [MILTER],
                    "postfix": [SMTP, REINJECT, SUBMISSION]}
         for svc, offs in offsets.items():
             if svc not in self.services:
@@ -452,6 +703,8 @@ class Isp:
         return p
 
     def _await(self, name, ready, log, timeout=20.0):
+        """Wait until ready(); on failure, say why with the tail of log (or
+        of each existing log of a list)."""
         p = self.procs[name]
         deadline = time.monotonic() + timeout
         while True:
@@ -460,13 +713,19 @@ class Isp:
                 p.stop()
                 del self.procs[name]
                 raise SandboxError("%s %s exited (status %s) while starting:\n%s"
-                                   % (self.domain, name, rc, tail(log)))
+                                   % (self.domain, name, rc, self._tails(log)))
             if ready():
                 return
             if time.monotonic() > deadline:
                 raise SandboxError("%s %s not ready after %.0fs:\n%s"
-                                   % (self.domain, name, timeout, tail(log)))
+                                   % (self.domain, name, timeout, self._tails(log)))
             time.sleep(0.05)
+
+    @staticmethod
+    def _tails(logs):
+        if isinstance(logs, str):
+            return tail(logs)
+        return "\n".join("--- %s\n%s" % (l, tail(l)) for l in logs if os.path.exists(l))
 
     def _make_spool(self):
         # Shared by the milter (writes, as root) and Apache (reads and deletes,
@@ -562,7 +821,7 @@ class Isp:
         lines = [
             'ServerRoot "%s"' % d,
             "ServerName %s" % self.domain,
-            "Listen %s:%d" % (self.ip, self.http_port),
+            "Listen %s:%d" % (self.ip, self.serving_port),
             'PidFile "%s/httpd.pid"' % d,
             'DefaultRuntimeDir "%s/run"' % d,
             'ErrorLog "%s"' % self.error_log,
@@ -588,10 +847,36 @@ class Isp:
             'DBDParams "%s"' % self.conninfo,
             "DBDMax 8",
         ]
+        if self.secure:
+            lines += [
+                "LoadModule socache_shmcb_module %s/mod_socache_shmcb.so" % APACHE_MODULES,
+                "LoadModule ssl_module %s/mod_ssl.so" % APACHE_MODULES,
+                # its info lines (one per connection) would drown ours
+                "LogLevel %s ssl:warn" % self.apache_loglevel,
+                'SSLSessionCache "shmcb:%s/run/ssl_scache(512000)"' % d,
+                "<VirtualHost %s:%d>" % (self.ip, self.https_port),
+                "    ServerName %s" % self.domain,
+                "    SSLEngine on",
+                '    SSLCertificateFile "%s"' % self.tls_cert,
+                '    SSLCertificateKeyFile "%s"' % self.tls_key,
+                "</VirtualHost>",
+            ]
         if self.module:
             lines += [
                 "LoadModule stubmail_module %s" % MODULE_SO,
                 'StubmailSpoolDir "%s"' % self.spool_dir,
+            ]
+            if self.secure:
+                lines += [
+                    "StubmailDomain %s" % self.domain,
+                    'StubmailPublicKey "%s"' % self.key.public,
+                    'StubmailGnupgHome "%s"' % self.www_gnupg_home,
+                    "StubmailResolver %s" % self.resolver,
+                ] + ["StubmailTokenKey %s %s" % k for k in self.token_keys]
+            else:
+                lines.append("StubmailAllowBasicAuth On")
+            lines += ["%s %s" % kv for kv in self.httpd_extra]
+            lines += [
                 "<Location /stubmail>",
                 "    SetHandler stubmail",
                 "    Require all granted",
@@ -606,7 +891,19 @@ class Isp:
         self._spawn("httpd", ["apache2", "-f", self.httpd_conf, "-DFOREGROUND"],
                     self.path("httpd.out"), env={"PATH": "/usr/sbin:/usr/bin:/bin",
                                                  "LANG": "C"})
-        self._await("httpd", lambda: listening(self.ip, self.http_port), self.error_log)
+        # a configuration error goes to stderr (httpd.out), not the error log
+        self._await("httpd", lambda: listening(self.ip, self.serving_port),
+                    [self.path("httpd.out"), self.error_log])
+
+    @property
+    def serving_port(self):
+        return self.https_port if self.secure else self.http_port
+
+    def restart_httpd(self):
+        """Write httpd.conf again (after a change of httpd_extra) and restart."""
+        self.stop_httpd()
+        self._setup_httpd()
+        self.start_httpd()
 
     def stop_httpd(self):
         p = self.procs.pop("httpd", None)
@@ -636,7 +933,8 @@ class Isp:
             return []
         bad = []
         for line in text.splitlines():
-            if LOG_LEVEL_RE.search(line) and not any(r.search(line) for r in self.expected_log):
+            if LOG_LEVEL_RE.search(line) and not any(
+                    r.search(line) for r in self.expected_log + BENIGN_LOG):
                 bad.append(line)
         return bad
 
@@ -653,6 +951,8 @@ class Isp:
             f.write("originating_daemon ORIGINATING\n")
             f.write("trusted_networks %s/32\n" % self.ip)
             f.write("db_connections 2\n")
+            if self.secure:
+                f.write(self._secure_conf())
 
     def start_milter(self):
         self._spawn("milter", [MILTER_BIN, "-c", self.milter_conf, "-f"], self.milter_log)
@@ -804,8 +1104,9 @@ smtp_connect_timeout = 5s
         if not os.path.exists(POLLERD_BIN):
             raise SandboxError("%s is not built (run scripts/build)" % POLLERD_BIN)
         spool = self.path("pollerd-spool")
-        os.makedirs(spool, exist_ok=True)
-        os.chmod(spool, 0o700)
+        for d in (spool, self.quarantine_dir):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o700)
         self.pollerd_conf = self.path("pollerd.conf")
         with open(self.pollerd_conf, "w") as f:
             f.write("# written by tests/sandbox.py for %s\n" % self.domain)
@@ -816,6 +1117,18 @@ smtp_connect_timeout = 5s
             f.write("concurrency 4\n")
             f.write("timeout 20s\n")
             f.write("spool_dir %s\n" % spool)
+            if self.secure:
+                f.write(self._secure_conf())
+                f.write("quarantine_dir %s\n" % self.quarantine_dir)
+
+    @property
+    def quarantine_dir(self):
+        return self.path("quarantine")
+
+    def _secure_conf(self):
+        """The keys the milter and pollerd share in secure mode."""
+        return ("resolver %s\ngnupg_home %s\ndomain_key %s\nca_file %s\n"
+                % (self.resolver, self.gnupg_home, self.fpr, self.ca_file))
 
     def start_pollerd(self):
         p = self._spawn("pollerd", [POLLERD_BIN, "-c", self.pollerd_conf, "-f"],
@@ -845,17 +1158,25 @@ smtp_connect_timeout = 5s
                  "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
                  % (q(owner), q(contact), q(contact.split("@", 1)[1]), q(source)))
 
-    def add_peer(self, other, secret, pulling=True, both=True):
-        """Peer rows on both sides: here for other (other's outbox URL) and,
-        with both, there for us."""
+    def add_peer(self, other, secret=None, pulling=True, both=True, fpr=None,
+                 outbox_url=None):
+        """Peer rows (admin overrides): here for other and, with both, there
+        for us, sharing secret (basic mode). outbox_url and fpr, if given,
+        go into our row for other (a domain name will do for other then,
+        with both=False); otherwise the row names other's real outbox and
+        no fpr (DNS says). In secure mode DNS finds peers without any row."""
         pairs = [(self, other), (other, self)] if both else [(self, other)]
         for here, there in pairs:
-            here.sql("INSERT INTO peer (domain, outbox_url, secret, pulling) "
-                     "VALUES (%s, %s, %s, %s) ON CONFLICT (domain) DO UPDATE SET "
+            mine = here is self
+            domain = there if isinstance(there, str) else there.domain
+            url = outbox_url if mine and outbox_url else there.outbox_url
+            fpr_ = fpr if mine else None
+            here.sql("INSERT INTO peer (domain, outbox_url, secret, pulling, fpr) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (domain) DO UPDATE SET "
                      "outbox_url = EXCLUDED.outbox_url, secret = EXCLUDED.secret, "
-                     "pulling = EXCLUDED.pulling"
-                     % (q(there.domain), q(there.outbox_url), q(secret),
-                        "true" if pulling else "false"))
+                     "pulling = EXCLUDED.pulling, fpr = EXCLUDED.fpr"
+                     % (q(domain), q(url), q(secret) if secret else "NULL",
+                        "true" if pulling else "false", q(fpr_) if fpr_ else "NULL"))
 
     def maildir_messages(self, user):
         """[(path, bytes)] of the messages in user's Maildir (new and cur),
@@ -964,17 +1285,34 @@ atexit.register(_stop_all_live)
 class Sandbox:
     """The ISPs of one test run. services maps a domain to the services it
     runs (default: all five); e.g. {"c.example": ("postfix",)} makes
-    c.example a plain Postfix that only receives."""
+    c.example a plain Postfix that only receives, {"b.example": ("key",)} a
+    domain with a published key and record but no servers. mode: "secure"
+    or "basic" (default: mode_default()). httpd_extra: (directive, value)
+    lines for every ISP's httpd.conf."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
-                 rundir=None, services=None, poll_interval="2s", keep=None):
+                 rundir=None, services=None, poll_interval="2s", keep=None,
+                 mode=None, httpd_extra=()):
         self.domains = list(domains)
         self.port_base = port_base if port_base is not None else port_base_default()
         self.services = services or {}
         self.poll_interval = poll_interval
         self.keep = keep if keep is not None else bool(os.environ.get("STUBMAIL_KEEP"))
         self.rundir = rundir
+        self.mode = mode or mode_default()
+        if self.mode not in MODES:
+            raise SandboxError("mode %r: not one of %s" % (self.mode, ", ".join(MODES)))
+        self.httpd_extra = list(httpd_extra)
         self.isps = {}
+        self.dns = None
+
+    @property
+    def secure(self):
+        return self.mode == "secure"
+
+    @property
+    def ca_file(self):
+        return os.path.join(self.rundir, "ca", "ca.pem") if self.secure else None
 
     def start(self):
         if os.geteuid() != 0:
@@ -987,15 +1325,30 @@ class Sandbox:
         with open(os.path.join(self.rundir, "owner.pid"), "w") as f:
             f.write("%d %s\n" % (os.getpid(), _starttime(os.getpid())))
         _live.append(self)
+        registry = os.path.join(self.rundir, "pids")
         try:
+            ca_dir = None
+            if self.secure:
+                ca_dir = os.path.join(self.rundir, "ca")
+                make_ca(ca_dir)
+            self.dns = Dns(self.port_base + DNS, self.rundir, registry)
             for dom in self.domains:
                 name = dom.split(".")[0]
                 isp = Isp(name, dom, DOMAIN_IPS[dom], self.port_base,
                           os.path.join(self.rundir, name),
                           services=self.services.get(dom, ALL_SERVICES),
-                          poll_interval=self.poll_interval)
-                isp.registry = os.path.join(self.rundir, "pids")
+                          poll_interval=self.poll_interval, mode=self.mode,
+                          resolver=self.dns.address, ca_dir=ca_dir,
+                          httpd_extra=self.httpd_extra)
+                isp.registry = registry
                 self.isps[dom] = isp
+                if self.secure:
+                    isp.make_identity()
+                    if isp.key:
+                        self.dns.records["_stubmail." + dom] = isp.key.record
+            if self.secure:
+                self.dns.start()
+            for isp in self.isps.values():
                 isp.start()
         except BaseException:
             self.stop()
@@ -1004,7 +1357,8 @@ class Sandbox:
 
     def stop(self):
         """Stop every ISP (pollers first, databases last, each stage across
-        all ISPs at once) and remove the run directory."""
+        all ISPs at once), the DNS server and the gpg-agents, and remove the
+        run directory."""
         errors = []
         for stage in Isp.STOP_ORDER:
             procs = []
@@ -1020,6 +1374,16 @@ class Sandbox:
                     p.finish_stop()
                 except Exception as e:
                     errors.append("%s %s: %s" % (isp.domain, name, e))
+        if self.dns is not None:
+            try:
+                self.dns.stop()
+            except Exception as e:
+                errors.append("dnsmasq: %s" % e)
+        if self.rundir and os.path.isdir(self.rundir):
+            try:
+                kill_gpg_agents(self.rundir)
+            except Exception as e:
+                errors.append("gpg-agents: %s" % e)
         if self in _live:
             _live.remove(self)
         if self.rundir and os.path.isdir(self.rundir):
@@ -1044,7 +1408,38 @@ class Sandbox:
         return False
 
     def logs_tail(self, n=25):
-        return "\n".join(isp.logs_tail(n) for isp in self)
+        parts = [isp.logs_tail(n) for isp in self]
+        if self.dns is not None and os.path.exists(self.dns.log):
+            parts.append("--- dnsmasq (%s)\n%s" % (self.dns.log, tail(self.dns.log, n)))
+        return "\n".join(parts)
+
+    # -- DNS ------------------------------------------------------------------
+    def set_txt(self, domain, text):
+        """Publish text as _stubmail.<domain> (None: no record), restart the
+        DNS server and forget cached answers about domain everywhere."""
+        name = "_stubmail." + domain
+        if text is None:
+            self.dns.records.pop(name, None)
+        else:
+            self.dns.records[name] = text
+        self.dns.restart()
+        self.forget_dns(domain)
+
+    def forget_dns(self, domain=None):
+        """Empty the dns_cache rows (for domain, or all) of every running
+        database, so the next lookup asks the DNS server."""
+        where = "domain = %s" % q(domain) if domain else "true"
+        for isp in self:
+            if isp.db_running():
+                isp.sql("DELETE FROM dns_cache WHERE " + where)
+
+    def dns_down(self):
+        """Stop the DNS server (lookups fail temporarily: the port is closed)."""
+        self.dns.stop()
+
+    def dns_up(self):
+        if not self.dns.running():
+            self.dns.start()
 
     def unexpected_log_lines(self):
         return [l for isp in self for l in isp.unexpected_log_lines()]
@@ -1080,16 +1475,23 @@ def demo(keep=False):
     install_signal_handlers()
     sb = Sandbox(["a.example", "b.example"], keep=False)
     _say("== starting a.example (127.0.0.2) and b.example (127.0.0.3): PostgreSQL, "
-         "Apache + mod_stubmail, Postfix + stubmail-milter, stubmail-pollerd")
+         "Apache + mod_stubmail%s, Postfix + stubmail-milter, stubmail-pollerd"
+         % (" + mod_ssl" if sb.secure else ""))
     sb.start()
     supervisor_ok = False
     try:
         a, b = sb["a.example"], sb["b.example"]
         _say("   run directory %s, ports from %d" % (sb.rundir, sb.port_base))
-        secret = os.urandom(16).hex()
-        a.add_peer(b, secret)
-        _say("== peered: a.example and b.example share a secret; each knows the "
-             "other's outbox (%s, %s)" % (a.outbox_url, b.outbox_url))
+        if sb.secure:
+            _say("== each has a domain key (stubmail-keygen) and a certificate from a "
+                 "throwaway CA; dnsmasq on %s publishes:" % sb.dns.address)
+            for name, text in sorted(sb.dns.records.items()):
+                _say('   %s. IN TXT "%s"' % (name, text))
+        else:
+            secret = os.urandom(16).hex()
+            a.add_peer(b, secret)
+            _say("== peered: a.example and b.example share a secret; each knows the "
+                 "other's outbox (%s, %s)" % (a.outbox_url, b.outbox_url))
         b.add_contact("bob@b.example", "alice@a.example")
         _say("== bob@b.example has alice@a.example in his address book")
 
@@ -1109,6 +1511,16 @@ def demo(keep=False):
         mid = row[0]
         _say("== stored in a.example's outbox (SQL on a.example):")
         _say("   id %s  from %s  to %s  %s bytes  at %s" % tuple(row))
+        if sb.secure:
+            fmt, spool_name = a.sql("SELECT format, spool_name FROM message WHERE id = %s"
+                                    % q(mid))[0]
+            try:
+                with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
+                    head = f.read(64)
+            except OSError:         # already pulled and deleted
+                head = b""
+            _say("   stored as %s: signed by a.example, encrypted to b.example's key "
+                 "(first bytes %s)" % (fmt, head[:16].hex() or "gone"))
 
         def grep(path, regex):
             try:
@@ -1126,6 +1538,11 @@ def demo(keep=False):
             for lines in found:
                 _say("   " + lines[-1].strip())
 
+        if sb.secure:
+            step("b.example logged in at a.example with its domain key (a.example's "
+                 "Apache checked the key against b.example's DNS record)",
+                 [(a.access_log, r"POST /stubmail/v1/login .* 200 "),
+                  (a.error_log, r"domain=b\.example .*login")])
         step("listed by b.example's poll (a.example's Apache)",
              [(a.access_log, r" b\.example .*POST /stubmail/v1/poll .* 200 "),
               (a.error_log, r"domain=b\.example .*poll: \d+ pairs, [1-9]\d* listed")])
@@ -1278,10 +1695,12 @@ def main(argv):
         try:
             sb.start()
             for isp in sb:
-                print("%s: %s http %s smtp %d submission %d reinject %d pg '%s' logs %s"
+                print("%s: %s outbox %s smtp %d submission %d reinject %d pg '%s' logs %s"
                       % (isp.domain, isp.ip, isp.outbox_url, isp.smtp_port,
                          isp.submission_port, isp.reinject_port, isp.conninfo,
                          isp.rundir), flush=True)
+            if sb.secure:
+                print("DNS %s, CA %s" % (sb.dns.address, sb.ca_file), flush=True)
             print("running; Ctrl-C stops", flush=True)
             while True:
                 signal.pause()

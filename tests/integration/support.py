@@ -1,25 +1,27 @@
 """support — what the integration tests share: a sandbox per test class,
-message builders, curl for the HTTP API, and the Apache error-log check.
+message builders, curl for the HTTP API, a poller's login done by hand
+(gpg signs the statement), and the Apache error-log check.
 
 Each test class starts its own ISPs (setUpClass) and stops them
 (tearDownClass); each test fails on an unexpected [warn]/[error] line in an
 Apache error log (see Isp.expect_log)."""
 
+import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sandbox import Sandbox, wait_for, q, SandboxError  # noqa: E402,F401
-
-SECRET_AB = "ab-" + "5e" * 16
-SECRET_AC = "ac-" + "c4" * 16
+from sandbox import Sandbox, wait_for, q, SandboxError, DomainKey, TOP  # noqa: E402,F401
 
 
 def make_message(sender, to, subject, body=None, extra_headers=()):
@@ -91,14 +93,23 @@ class Http:
                                     self.body[:300])
 
 
+# The CA that signed the running sandbox's certificates (set by
+# SandboxTest.setUpClass): curl trusts it for https:// URLs.
+ca_file = None
+
+
 def curl(url, method="GET", user=None, data=None, data_file=None, headers=(),
-         content_type="application/json", extra=(), timeout=30):
+         content_type="application/json", extra=(), timeout=30, bearer=None, cacert=None):
     """Run curl (a real HTTP client) and return an Http. data (bytes/str) or
-    data_file is sent as the body."""
+    data_file is sent as the body; bearer: a token for Authorization."""
     argv = ["curl", "-sS", "-i", "--http1.1", "-X", method, "--max-time", str(timeout),
             "-H", "Expect:"]
+    if url.startswith("https:") and (cacert or ca_file):
+        argv += ["--cacert", cacert or ca_file]
     if user is not None:
         argv += ["-u", user]
+    if bearer is not None:
+        argv += ["-H", "Authorization: Bearer " + bearer]
     if data is not None or data_file is not None:
         if content_type:
             argv += ["-H", "Content-Type: " + content_type]
@@ -132,19 +143,94 @@ def curl(url, method="GET", user=None, data=None, data_file=None, headers=(),
     return Http(status, hdrs, rest)
 
 
+# -- the poller's side of docs/PROTOCOL.md, by hand -----------------------------
+
+def rfc3339(t=None):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+def login_statement(server, domain, when, nonce):
+    """The octets a login signature covers (PROTOCOL.md, POST /v1/login)."""
+    return ("stubmail-login-v1\nserver:%s\ndomain:%s\ntime:%s\nnonce:%s\n"
+            % (server, domain, when, nonce)).encode()
+
+
+def gpg_sign(home, fpr, data):
+    """An ASCII-armored detached signature over data by key fpr in home."""
+    r = subprocess.run(["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback",
+                        "--passphrase", "", "--local-user", fpr, "--detach-sign", "--armor",
+                        "-o", "-"], input=data, capture_output=True, timeout=30)
+    if r.returncode != 0:
+        raise AssertionError("gpg --detach-sign in %s failed: %s" % (home, r.stderr.decode()))
+    return r.stdout.decode()
+
+
+def login_body(key, server, domain=None, when=None, nonce=None, key_text=None,
+               statement=None):
+    """A login request as a dict, signed with key (a sandbox DomainKey);
+    every member can be overridden to make it wrong."""
+    domain = domain or key.domain
+    when = when or rfc3339()
+    nonce = nonce or os.urandom(16).hex()
+    if key_text is None:
+        with open(key.public) as f:
+            key_text = f.read()
+    signed = statement if statement is not None else login_statement(server, domain, when, nonce)
+    return {"domain": domain, "server": server, "time": when, "nonce": nonce,
+            "key": key_text, "signature": gpg_sign(key.home, key.fpr, signed)}
+
+
+def login(server_isp, body):
+    """POST /v1/login to server_isp with body (a dict or raw text)."""
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return curl(server_isp.outbox_url + "/v1/login", "POST", data=data)
+
+
+def get_token(server_isp, client_isp):
+    """Log client_isp in at server_isp; return the token (fails the test
+    unless the login is answered 200)."""
+    r = login(server_isp, login_body(client_isp.key, server_isp.domain))
+    if r.status != 200:
+        raise AssertionError("login of %s at %s: %r" % (client_isp.domain, server_isp.domain, r))
+    return r.json()["token"]
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint_token(server_isp, domain, expiry, key_id=None, secret_hex=None):
+    """A token as server_isp's mod_stubmail would issue it (PROTOCOL.md,
+    Token), made with its secret: for expired tokens without waiting."""
+    if key_id is None or secret_hex is None:
+        key_id, secret_hex = server_isp.token_keys[-1]
+    payload = b64url(("%s|%d|%s" % (domain, expiry, key_id)).encode())
+    mac = hmac.new(bytes.fromhex(secret_hex), ("v1." + payload).encode(), hashlib.sha256)
+    return "v1.%s.%s" % (payload, b64url(mac.digest()))
+
+
 class SandboxTest(unittest.TestCase):
     """Base class: ISPs started once per class; log checks per test."""
 
     DOMAINS = ("a.example", "b.example")
     SERVICES = {}
     POLL_INTERVAL = "2s"
+    MODE = None             # sandbox mode; None: the default
+    HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
     sb = None
 
     @classmethod
     def setUpClass(cls):
+        global ca_file
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
-                         poll_interval=cls.POLL_INTERVAL)
+                         poll_interval=cls.POLL_INTERVAL, mode=cls.MODE,
+                         httpd_extra=cls.HTTPD_EXTRA)
         cls.sb.start()
+        ca_file = cls.sb.ca_file
         try:
             for isp in cls.sb:
                 setattr(cls, isp.name, isp)
@@ -195,27 +281,14 @@ class SandboxTest(unittest.TestCase):
     def in_maildir(self, isp, user, tag):
         return [(p, d) for p, d in isp.maildir_messages(user) if tag.encode() in d]
 
-    def outbox_rows(self, isp, tag=None, message_id=None):
+    def outbox_rows(self, isp, message_id=None):
         """Rows (id, sender, recipient, retrieved_at, body_deleted_at, spool_name)
-        of isp's outbox, for the message whose Message-ID holds tag."""
-        where = "true"
-        if message_id:
-            where = "m.id = %s" % q(message_id)
-        rows = isp.sql(
+        of isp's outbox, of one message or all."""
+        where = "m.id = %s" % q(message_id) if message_id else "true"
+        return isp.sql(
             "SELECT m.id, m.sender, o.recipient, o.retrieved_at, m.body_deleted_at, "
             "m.spool_name FROM message m JOIN outbox o ON o.message_id = m.id "
             "WHERE %s ORDER BY m.created_at, o.recipient" % where)
-        if tag:
-            rows = [r for r in rows if self._spool_has(isp, r, tag)]
-        return rows
-
-    def _spool_has(self, isp, row, tag):
-        path = os.path.join(isp.spool_dir, row[5])
-        try:
-            with open(path, "rb") as f:
-                return tag.encode() in f.read()
-        except OSError:
-            return False
 
     def send_stored(self, isp, sender, to, data, timeout=15):
         """Send with swaks (must succeed), then wait for the message in

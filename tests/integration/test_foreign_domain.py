@@ -1,27 +1,26 @@
-"""Issue 2, test 5: c.example's poller, with its own valid secret on
-a.example, can neither list, fetch nor ack mail addressed to b.example
-(curl, 403/404), and its attempts change nothing: bob still gets the mail."""
+"""Issue 2, test 5 (issue 3: with tokens): c.example's poller, logged in
+at a.example with its own domain key, can neither list, fetch nor ack mail
+addressed to b.example (curl, 403/404), nor pass its token off as
+b.example's; its attempts change nothing: bob still gets the mail."""
 
 import json
 
-from support import SandboxTest, SECRET_AB, SECRET_AC, make_message, curl, q
+from support import SandboxTest, make_message, curl, q, get_token, b64url, b64url_decode
 
 
 class ForeignDomainTest(SandboxTest):
-    # c.example needs no servers: it only holds credentials on a.example
-    DOMAINS = ("a.example", "b.example")
+    # c.example runs no servers: it publishes a key and a record, and this
+    # test logs in with its key
+    DOMAINS = ("a.example", "b.example", "c.example")
+    SERVICES = {"c.example": ("key",)}
 
     @classmethod
     def setUpWorld(cls):
-        cls.a.add_peer(cls.b, SECRET_AB)
-        cls.a.sql("INSERT INTO peer (domain, outbox_url, secret, pulling) VALUES "
-                  "('c.example', 'http://127.0.0.4:%d/stubmail', %s, true)"
-                  % (cls.a.http_port, q(SECRET_AC)))
+        cls.token_c = get_token(cls.a, cls.c)
 
     def c_curl(self, path, method="GET", body=None):
         data = json.dumps(body) if body is not None else None
-        return curl(self.a.outbox_url + path, method=method, data=data,
-                    user="c.example:" + SECRET_AC)
+        return curl(self.a.outbox_url + path, method=method, data=data, bearer=self.token_c)
 
     def assertError(self, r, status, code):
         self.assertEqual(r.status, status, r)
@@ -54,7 +53,7 @@ class ForeignDomainTest(SandboxTest):
         r = self.c_curl("/v1/message/" + mid)
         self.assertError(r, 404, "not_found")
         self.assertNotIn(tag.encode(), r.body)
-        r = curl(a.outbox_url + "/v1/message/" + mid, user="c.example:" + SECRET_AC,
+        r = curl(a.outbox_url + "/v1/message/" + mid, bearer=self.token_c,
                  headers=["Range: bytes=0-99"])
         self.assertError(r, 404, "not_found")
         # ack it, for bob or for its own user
@@ -62,9 +61,11 @@ class ForeignDomainTest(SandboxTest):
         self.assertError(r, 403, "foreign_recipient")
         r = self.c_curl("/v1/message/%s/ack" % mid, "POST", {"to": "carol@c.example"})
         self.assertError(r, 404, "not_found")
-        # c's secret under b's name
-        r = curl(a.outbox_url + "/v1/message/" + mid, user="b.example:" + SECRET_AC)
-        self.assertError(r, 401, "auth_failed")
+        # c's token with b's name in it
+        head, payload, mac = self.token_c.split(".")
+        payload_b = b64url(b64url_decode(payload).replace(b"c.example|", b"b.example|"))
+        r = curl(a.outbox_url + "/v1/message/" + mid, bearer="%s.%s.%s" % (head, payload_b, mac))
+        self.assertError(r, 401, "bad_token")
 
         self.assertEqual(a.table_counts(), before)
         self.assertEqual(a.sql("SELECT retrieved_at FROM outbox WHERE message_id = %s"

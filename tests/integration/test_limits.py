@@ -1,0 +1,81 @@
+"""Issue 3, limits (docs/PROTOCOL.md, Limits) set in httpd.conf: at most
+StubmailMaxPairs pairs (413 too_many_pairs), StubmailMaxRequestBody octets
+(413 too_large), a poll per domain every StubmailMinPollInterval seconds
+(429 too_soon with Retry-After; other domains unaffected), and tokens that
+expire after StubmailTokenLifetime seconds (401 token_expired, then a new
+login works)."""
+
+import calendar
+import json
+import time
+
+from support import SandboxTest, curl, get_token, login, login_body
+
+INTERVAL = 30
+LIFETIME = 3
+
+
+class LimitsTest(SandboxTest):
+    DOMAINS = ("a.example", "b.example", "c.example")
+    SERVICES = {"a.example": ("pg", "httpd"), "b.example": ("key",), "c.example": ("key",)}
+    HTTPD_EXTRA = (("StubmailMaxPairs", "5"), ("StubmailMaxRequestBody", "2000"),
+                   ("StubmailMinPollInterval", str(INTERVAL)),
+                   ("StubmailTokenLifetime", str(LIFETIME)))
+
+    def poll(self, token, n=1, pad=0):
+        body = {"pairs": [{"from": "u%d@a.example" % i, "to": "bob@b.example"}
+                          for i in range(n)]}
+        if pad:
+            body["pad"] = "x" * pad
+        return curl(self.a.outbox_url + "/v1/poll", "POST", data=json.dumps(body), bearer=token)
+
+    def assertError(self, r, status, code):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.json()["error"], code, r)
+
+    def test_1_max_pairs_and_body(self):
+        token = get_token(self.a, self.c)
+        c_poll = lambda n, pad=0: curl(   # noqa: E731
+            self.a.outbox_url + "/v1/poll", "POST", bearer=token, data=json.dumps(
+                {"pairs": [{"from": "u%d@a.example" % i, "to": "carol@c.example"}
+                           for i in range(n)], "pad": "x" * pad}))
+        self.assertError(c_poll(6), 413, "too_many_pairs")
+        self.assertError(c_poll(1, pad=2000), 413, "too_large")
+        r = curl(self.a.outbox_url + "/v1/login", "POST", data="x" * 2001)
+        self.assertError(r, 413, "too_large")
+
+    def test_2_min_poll_interval_per_domain(self):
+        token_b = get_token(self.a, self.b)
+        token_c = get_token(self.a, self.c)
+        self.assertEqual(self.poll(token_b).status, 200)
+        r = self.poll(token_b)
+        self.assertError(r, 429, "too_soon")
+        retry = int(r.header("retry-after"))
+        self.assertTrue(1 <= retry <= INTERVAL, r)
+        # a refused poll does not restart the clock, and other domains poll
+        r = curl(self.a.outbox_url + "/v1/poll", "POST", bearer=token_c, data=json.dumps(
+            {"pairs": [{"from": "*@a.example", "to": "carol@c.example"}]}))
+        self.assertEqual(r.status, 200, r)
+        r = self.poll(token_b)
+        self.assertError(r, 429, "too_soon")
+        self.assertLessEqual(int(r.header("retry-after")), retry)
+
+    def test_3_token_lifetime(self):
+        r = login(self.a, login_body(self.b.key, self.a.domain))
+        self.assertEqual(r.status, 200, r)
+        expires = calendar.timegm(time.strptime(r.json()["expires"], "%Y-%m-%dT%H:%M:%SZ"))
+        self.assertLessEqual(abs(expires - (time.time() + LIFETIME)), 2, r.json())
+        token = r.json()["token"]
+        time.sleep(max(0, expires - time.time()) + 1.1)
+        r = curl(self.a.outbox_url + "/v1/message/0123456789abcdef0123456789abcdef",
+                 bearer=token)
+        self.assertError(r, 401, "token_expired")
+        fresh = get_token(self.a, self.b)
+        r = curl(self.a.outbox_url + "/v1/message/0123456789abcdef0123456789abcdef",
+                 bearer=fresh)
+        self.assertError(r, 404, "not_found")
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
