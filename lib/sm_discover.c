@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sm_log.h"
 #include "sm_addr.h"
 #include "sm_discover.h"
 
@@ -19,18 +20,6 @@ static const char SQL_CACHE_GET[] =
     "SELECT status, outbox, udp, fpr, policy, why FROM dns_cache_get($1)";
 static const char SQL_CACHE_PUT[] =
     "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8)";
-
-static void __attribute__((format(printf, 3, 4)))
-say(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!why || whylen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
 
 /* Copy a column into a fixed buffer; NULL and overlong values become "" (an
  * overlong one cannot come from a parsed record or the peer CHECKs). */
@@ -57,7 +46,7 @@ static int peer_row(PGconn *db, const char *domain, sm_peer_info *out, char *why
     int rc = -1;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        say(why, whylen, "%s: reading peer: %s", domain, PQerrorMessage(db));
+        sm_why(why, whylen, "%s: reading peer: %s", domain, PQerrorMessage(db));
         goto leave;
     }
     rc = PQntuples(res) > 0;
@@ -83,7 +72,7 @@ static int cache_get(PGconn *db, const char *domain, sm_dns_status *status, sm_t
     int rc = -1;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        say(why, whylen, "%s: reading dns_cache: %s", domain, PQerrorMessage(db));
+        sm_why(why, whylen, "%s: reading dns_cache: %s", domain, PQerrorMessage(db));
         goto leave;
     }
     rc = 0;
@@ -100,7 +89,7 @@ static int cache_get(PGconn *db, const char *domain, sm_dns_status *status, sm_t
     } else {
         /* the table's CHECK allows only found, none, invalid */
         *status = strcmp(st, "none") == 0 ? SM_DNS_NONE : SM_DNS_INVALID;
-        say(why, whylen, "%s (cached)", PQgetisnull(res, 0, 5) ? st : PQgetvalue(res, 0, 5));
+        sm_why(why, whylen, "%s (cached)", PQgetisnull(res, 0, 5) ? st : PQgetvalue(res, 0, 5));
     }
 leave:
     PQclear(res);
@@ -129,7 +118,7 @@ static int cache_put(PGconn *db, const char *domain, sm_dns_status status,
     params[7] = ttl_text;
     res = PQexecParams(db, SQL_CACHE_PUT, 8, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        say(why, whylen, "%s: writing dns_cache: %s", domain, PQerrorMessage(db));
+        sm_why(why, whylen, "%s: writing dns_cache: %s", domain, PQerrorMessage(db));
         goto leave;
     }
     rc = 0;
@@ -156,7 +145,7 @@ int sm_discover(PGconn *db, const char *resolver, const char *domain,
     if (n == 0 || n > SM_DOMAIN_MAX || !sm_domain_valid(domain)) {
         /* nothing to look up, nothing worth caching */
         out->status = SM_DNS_INVALID;
-        say(why, whylen, "not a domain name");
+        sm_why(why, whylen, "not a domain name");
         rc = 0;
         goto leave;
     }
@@ -172,14 +161,14 @@ int sm_discover(PGconn *db, const char *resolver, const char *domain,
     }
 
     if ((hit = cache_get(db, name, &status, &rec, dns_why, sizeof dns_why)) < 0) {
-        say(why, whylen, "%s", dns_why);
+        sm_why(why, whylen, "%s", dns_why);
         goto leave;
     }
     if (!hit) {
         status = sm_dns_lookup(resolver, name, &rec, &ttl, dns_why, sizeof dns_why);
         if (status == SM_DNS_TEMPFAIL) {
             out->status = SM_DNS_TEMPFAIL;
-            say(why, whylen, "%s: DNS temporary failure: %s", name, dns_why);
+            sm_why(why, whylen, "%s: DNS temporary failure: %s", name, dns_why);
             if (out->from_peer_table && !out->pulling)
                 rc = 0;     /* opted out: the milter needs nothing more */
             goto leave;
@@ -199,7 +188,7 @@ int sm_discover(PGconn *db, const char *resolver, const char *domain,
         strcpy(out->udp, rec.udp);
         strcpy(out->policy, rec.policy);
     } else {
-        say(why, whylen, "%s", dns_why);
+        sm_why(why, whylen, "%s", dns_why);
     }
     rc = 0;
 leave:

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sm_log.h"
 #include "sm_addr.h"
 #include "sm_dns.h"
 
@@ -496,20 +497,6 @@ const char *sm_dns_status_name(sm_dns_status st)
 
 /* ---- the answer ------------------------------------------------------- */
 
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (why == NULL || whylen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
-
 /* RFC 2181 8: a TTL with the top bit set means 0. */
 static unsigned rr_ttl(const ns_rr *rr)
 {
@@ -559,13 +546,13 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
 
     memset(rec, 0, sizeof *rec);
     *ttl = 0;
-    say(why, whylen, "%s", "");
+    sm_why(why, whylen, "%s", "");
     if (len > ANSWER_MAX || ns_initparse(msg, (int)len, &h) != 0) {
-        say(why, whylen, "%s: malformed DNS answer", qname);
+        sm_why(why, whylen, "%s: malformed DNS answer", qname);
         goto leave;
     }
     if (!ns_msg_getflag(h, ns_f_qr) || ns_msg_getflag(h, ns_f_opcode) != ns_o_query) {
-        say(why, whylen, "%s: DNS message is not an answer to a query", qname);
+        sm_why(why, whylen, "%s: DNS message is not an answer to a query", qname);
         goto leave;
     }
     /* before anything else: a FORMERR or SERVFAIL may carry no question */
@@ -574,25 +561,25 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
         static const char *names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
                                        "NOTIMP", "REFUSED" };
         if (rcode < (int)(sizeof names / sizeof names[0]))
-            say(why, whylen, "%s: resolver answered %s", qname, names[rcode]);
+            sm_why(why, whylen, "%s: resolver answered %s", qname, names[rcode]);
         else
-            say(why, whylen, "%s: resolver answered rcode %d", qname, rcode);
+            sm_why(why, whylen, "%s: resolver answered rcode %d", qname, rcode);
         goto leave;
     }
     if (ns_msg_getflag(h, ns_f_tc)) {
-        say(why, whylen, "%s: DNS answer truncated", qname);
+        sm_why(why, whylen, "%s: DNS answer truncated", qname);
         goto leave;
     }
     if (ns_msg_count(h, ns_s_qd) != 1 || ns_parserr(&h, ns_s_qd, 0, &rr) != 0
         || ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in
         || strcasecmp(ns_rr_name(rr), qname) != 0) {
-        say(why, whylen, "%s: DNS answer does not match the question", qname);
+        sm_why(why, whylen, "%s: DNS answer does not match the question", qname);
         goto leave;
     }
     if (rcode == ns_r_nxdomain) {
         st = SM_DNS_NONE;
         *ttl = negative_ttl(&h);
-        say(why, whylen, "%s: no such name (NXDOMAIN)", qname);
+        sm_why(why, whylen, "%s: no such name (NXDOMAIN)", qname);
         goto leave;
     }
 
@@ -604,7 +591,7 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
         int moved = 0;
         for (i = 0; i < n && !moved; i++) {
             if (ns_parserr(&h, ns_s_an, i, &rr) != 0) {
-                say(why, whylen, "%s: malformed DNS answer", qname);
+                sm_why(why, whylen, "%s: malformed DNS answer", qname);
                 goto leave;
             }
             if (ns_rr_type(rr) != ns_t_cname || ns_rr_class(rr) != ns_c_in
@@ -612,7 +599,7 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
                 continue;
             if (ns_name_uncompress(ns_msg_base(h), ns_msg_end(h), ns_rr_rdata(rr),
                                    target, sizeof target) < 0) {
-                say(why, whylen, "%s: malformed CNAME in DNS answer", qname);
+                sm_why(why, whylen, "%s: malformed CNAME in DNS answer", qname);
                 goto leave;
             }
             if (rr_ttl(&rr) < minttl)
@@ -623,13 +610,13 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
         if (!moved)
             break;
         if (hop == CNAME_HOPS) {
-            say(why, whylen, "%s: CNAME chain longer than %d", qname, CNAME_HOPS);
+            sm_why(why, whylen, "%s: CNAME chain longer than %d", qname, CNAME_HOPS);
             goto leave;
         }
     }
 
     if ((text = malloc(ANSWER_MAX)) == NULL) {
-        say(why, whylen, "%s: out of memory", qname);
+        sm_why(why, whylen, "%s: out of memory", qname);
         goto leave;
     }
     for (i = 0; i < n; i++) {
@@ -637,7 +624,7 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
         size_t tlen = 0;
 
         if (ns_parserr(&h, ns_s_an, i, &rr) != 0) {
-            say(why, whylen, "%s: malformed DNS answer", qname);
+            sm_why(why, whylen, "%s: malformed DNS answer", qname);
             goto leave;
         }
         if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in
@@ -646,7 +633,7 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
         /* the strings of one record, concatenated (RFC 7208 3.3) */
         for (p = ns_rr_rdata(rr), end = p + ns_rr_rdlen(rr); p < end; p += *p + 1) {
             if (*p >= end - p) {
-                say(why, whylen, "%s: malformed TXT record in DNS answer", qname);
+                sm_why(why, whylen, "%s: malformed TXT record in DNS answer", qname);
                 goto leave;
             }
             memcpy(text + tlen, p + 1, *p);
@@ -663,20 +650,20 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
     if (ntxt == 0) {
         st = SM_DNS_NONE;
         *ttl = negative_ttl(&h);
-        say(why, whylen, "%s: no TXT record (NODATA)", qname);
+        sm_why(why, whylen, "%s: no TXT record (NODATA)", qname);
     } else if (nstub == 0) {
         st = SM_DNS_NONE;
         *ttl = minttl;
-        say(why, whylen, "%s: no v=stubmail1 record among %d TXT record%s", qname, ntxt,
+        sm_why(why, whylen, "%s: no v=stubmail1 record among %d TXT record%s", qname, ntxt,
             ntxt == 1 ? "" : "s");
     } else if (nstub > 1) {
         st = SM_DNS_INVALID;
         *ttl = minttl;
-        say(why, whylen, "%s: %d v=stubmail1 records (ambiguous)", qname, nstub);
+        sm_why(why, whylen, "%s: %d v=stubmail1 records (ambiguous)", qname, nstub);
     } else if (parsed != 0) {
         st = SM_DNS_INVALID;
         *ttl = minttl;
-        say(why, whylen, "%s: invalid record: %s", qname, bad);
+        sm_why(why, whylen, "%s: invalid record: %s", qname, bad);
     } else {
         st = SM_DNS_FOUND;
         *ttl = minttl;
@@ -732,10 +719,10 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
 
     memset(rec, 0, sizeof *rec);
     *ttl = 0;
-    say(why, whylen, "%s", "");
+    sm_why(why, whylen, "%s", "");
     if (!sm_domain_valid(domain)) {
         st = SM_DNS_INVALID;
-        say(why, whylen, "\"%.64s\" is not a valid domain name", domain);
+        sm_why(why, whylen, "\"%.64s\" is not a valid domain name", domain);
         goto leave;
     }
     snprintf(qname, sizeof qname, "%s%s", QNAME_PREFIX, domain);
@@ -743,20 +730,20 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
         /* no such name can exist, so no record either */
         st = SM_DNS_NONE;
         *ttl = SM_DNS_NEG_TTL;
-        say(why, whylen, "%s: name longer than 253 octets", qname);
+        sm_why(why, whylen, "%s: name longer than 253 octets", qname);
         goto leave;
     }
     if (resolver != NULL && sm_dns_resolver_parse(resolver, &server, &serverlen, &bad) != 0) {
-        say(why, whylen, "resolver \"%.64s\": %s", resolver, bad);
+        sm_why(why, whylen, "resolver \"%.64s\": %s", resolver, bad);
         goto leave;
     }
     if ((answer = malloc(ANSWER_MAX)) == NULL) {
-        say(why, whylen, "%s: out of memory", qname);
+        sm_why(why, whylen, "%s: out of memory", qname);
         goto leave;
     }
     memset(&rs, 0, sizeof rs);
     if (res_ninit(&rs) != 0) {
-        say(why, whylen, "%s: cannot initialise the resolver", qname);
+        sm_why(why, whylen, "%s: cannot initialise the resolver", qname);
         goto leave;
     }
     rs_open = 1;
@@ -765,14 +752,14 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
     rs.retrans = SM_DNS_TIMEOUT;
     rs.retry = SM_DNS_TRIES;
     if (resolver != NULL && use_server(&rs, &server) != 0) {
-        say(why, whylen, "%s: out of memory", qname);
+        sm_why(why, whylen, "%s: out of memory", qname);
         goto leave;
     }
     /* room for the 11-octet EDNS0 OPT record appended below */
     qlen = res_nmkquery(&rs, ns_o_query, qname, ns_c_in, ns_t_txt, NULL, 0, NULL, query,
                         (int)sizeof query - 11);
     if (qlen < NS_HFIXEDSZ) {
-        say(why, whylen, "%s: cannot build the DNS query", qname);
+        sm_why(why, whylen, "%s: cannot build the DNS query", qname);
         goto leave;
     }
     /* EDNS0 (RFC 6891): a 1024-octet record and its neighbours fit in one
@@ -790,7 +777,7 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
     if (alen < 0) {
         /* glibc retries SERVFAIL, NOTIMP and REFUSED on the next server and
          * then gives up as if timed out: all of it is temporary. */
-        say(why, whylen, "%s: no usable answer from %s (%s)", qname,
+        sm_why(why, whylen, "%s: no usable answer from %s (%s)", qname,
             resolver ? resolver : "the system resolver",
             errno == ECONNREFUSED ? "connection refused"
             : errno == ETIMEDOUT ? "timeout, SERVFAIL or REFUSED" : strerror(errno));

@@ -16,6 +16,7 @@
 
 #include <curl/curl.h>
 
+#include "sm_log.h"
 #include "sm_keyfetch.h"
 #include "sm_pgp.h"
 
@@ -31,18 +32,6 @@ static CURLcode curl_init_rc = CURLE_FAILED_INIT;
 static void curl_init(void)
 {
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void __attribute__((format(printf, 3, 4)))
-say(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!why || whylen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
 }
 
 /* An IP literal in 127.0.0.0/8 or ::1 (curl gives IPv6 hosts in brackets).
@@ -73,18 +62,18 @@ int sm_url_allowed(const char *url, const sm_https_opts *opts, char *why, size_t
     if (why && whylen)
         why[0] = '\0';
     if (!url || !*url) {
-        say(why, whylen, "no URL");
+        sm_why(why, whylen, "no URL");
         goto leave;
     }
     if (curl_url_set(u = curl_url(), CURLUPART_URL, url, 0) != CURLUE_OK
         || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        say(why, whylen, "not an absolute URL: %.200s", url);
+        sm_why(why, whylen, "not an absolute URL: %.200s", url);
         goto leave;
     }
     /* credentials or a fragment in an outbox URL are a mistake or a trick */
     if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK
         || curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK) {
-        say(why, whylen, "URL with user info or fragment: %.200s", url);
+        sm_why(why, whylen, "URL with user info or fragment: %.200s", url);
         goto leave;
     }
     /* the scheme as written: curl lowercases it, the record grammar does not */
@@ -92,13 +81,13 @@ int sm_url_allowed(const char *url, const sm_https_opts *opts, char *why, size_t
         rc = 0;
     } else if (strncmp(url, "http://", 7) == 0) {
         if (!opts || !opts->allow_http)
-            say(why, whylen, "plain http is not allowed: %.200s", url);
+            sm_why(why, whylen, "plain http is not allowed: %.200s", url);
         else if (!host_is_loopback(host))
-            say(why, whylen, "plain http only to a loopback address: %.200s", url);
+            sm_why(why, whylen, "plain http only to a loopback address: %.200s", url);
         else
             rc = 0;
     } else {
-        say(why, whylen, "scheme is neither https:// nor http:// (lowercase): %.200s", url);
+        sm_why(why, whylen, "scheme is neither https:// nor http:// (lowercase): %.200s", url);
     }
 leave:
     curl_free(host);
@@ -146,7 +135,7 @@ static int http_get(const char *url, const sm_https_opts *opts, key_buf *b,
 
     if (pthread_once(&curl_once, curl_init) != 0 || curl_init_rc != CURLE_OK
         || !(e = curl_easy_init())) {
-        say(why, whylen, "libcurl initialisation failed");
+        sm_why(why, whylen, "libcurl initialisation failed");
         goto leave;
     }
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -172,17 +161,17 @@ static int http_get(const char *url, const sm_https_opts *opts, key_buf *b,
     cc = curl_easy_perform(e);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     if (b->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-        say(why, whylen, "GET %s: key larger than %d bytes", url, KEY_MAX);
+        sm_why(why, whylen, "GET %s: key larger than %d bytes", url, KEY_MAX);
         rc = -1;
         goto leave;
     }
     if (cc != CURLE_OK) {
         /* network, TLS and certificate trouble: maybe fixed by the next try */
-        say(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        sm_why(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
         goto leave;
     }
     if (status != 200) {
-        say(why, whylen, "GET %s: HTTP %ld", url, status);
+        sm_why(why, whylen, "GET %s: HTTP %ld", url, status);
         rc = status >= 500 || status == 429 ? -2 : -1;
         goto leave;
     }
@@ -204,7 +193,7 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
     if (why && whylen)
         why[0] = '\0';
     if (!sm_pgp_fpr_valid(fpr)) {
-        say(why, whylen, "not a fingerprint: %.80s", fpr ? fpr : "(null)");
+        sm_why(why, whylen, "not a fingerprint: %.80s", fpr ? fpr : "(null)");
         goto leave;
     }
     if ((have = sm_pgp_have_key(home, fpr, pgp_why, sizeof pgp_why)) == SM_PGP_OK) {
@@ -212,7 +201,7 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
         goto leave;
     }
     if (have == SM_PGP_ERROR) {
-        say(why, whylen, "looking for key %s: %s", fpr, pgp_why);
+        sm_why(why, whylen, "looking for key %s: %s", fpr, pgp_why);
         rc = -2;
         goto leave;
     }
@@ -222,7 +211,7 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
     while (n > 0 && outbox_url[n - 1] == '/')
         n--;
     if (n + sizeof "/v1/key" > sizeof url) {
-        say(why, whylen, "outbox URL too long");
+        sm_why(why, whylen, "outbox URL too long");
         goto leave;
     }
     snprintf(url, sizeof url, "%.*s/v1/key", (int)n, outbox_url);
@@ -230,7 +219,7 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
         goto leave;
     rc = sm_pgp_import_public(home, b.data, b.len, fpr, pgp_why, sizeof pgp_why);
     if (rc != SM_PGP_OK) {
-        say(why, whylen, "key from %s: %s", url, pgp_why);
+        sm_why(why, whylen, "key from %s: %s", url, pgp_why);
         rc = rc == SM_PGP_ERROR ? -2 : -1;
         goto leave;
     }

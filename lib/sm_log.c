@@ -77,3 +77,14 @@ void sm_syserr(const char *fmt, ...)
     vlog(LOG_ERR, fmt, ap, reason);
     va_end(ap);
 }
+
+void sm_why(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (why == NULL || whylen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}

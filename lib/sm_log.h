@@ -3,6 +3,7 @@
 #ifndef SM_LOG_H
 #define SM_LOG_H
 
+#include <stddef.h>
 #include <syslog.h>
 
 /* ident names the program; to_stderr = 1 writes "time ident[pid]: level: msg"
@@ -16,5 +17,10 @@ void sm_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 #define sm_warn(...)  sm_log(LOG_WARNING, __VA_ARGS__)
 #define sm_err(...)   sm_log(LOG_ERR, __VA_ARGS__)
 void sm_syserr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Put a reason into a caller's "why" buffer; nothing if why is NULL or
+ * whylen 0. The lib's functions say why they failed this way, not by logging:
+ * the caller knows the context (domain, message id) the log line needs. */
+void sm_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <gpgme.h>
 
+#include "sm_log.h"
 #include "sm_addr.h"
 #include "sm_pgp.h"
 
@@ -63,18 +64,6 @@ int sm_pgp_init(void)
     return init_rc;
 }
 
-static void __attribute__((format(printf, 3, 4)))
-say(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!why || whylen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
-
 /* why is empty after a success. */
 static void clear(char *why, size_t whylen)
 {
@@ -110,7 +99,7 @@ static int is_local(gpgme_error_t err)
 
 static int fail(char *why, size_t whylen, const char *what, gpgme_error_t err)
 {
-    say(why, whylen, "%s: %s", what, gpgme_strerror(err));
+    sm_why(why, whylen, "%s: %s", what, gpgme_strerror(err));
     return is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
 }
 
@@ -173,21 +162,21 @@ static int ctx_open(const char *home, int armor, gpgme_ctx_t *out, char *why, si
 
     *out = NULL;
     if (sm_pgp_init() != SM_PGP_OK) {
-        say(why, whylen, "%s", init_why[0] ? init_why : "gpgme initialisation failed");
+        sm_why(why, whylen, "%s", init_why[0] ? init_why : "gpgme initialisation failed");
         goto leave;
     }
     if (!home || !*home) {
-        say(why, whylen, "no GnuPG home directory given");
+        sm_why(why, whylen, "no GnuPG home directory given");
         goto leave;
     }
     if ((err = gpgme_new(&ctx)) != 0) {
-        say(why, whylen, "gpgme_new: %s", gpgme_strerror(err));
+        sm_why(why, whylen, "gpgme_new: %s", gpgme_strerror(err));
         goto leave;
     }
     if ((err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP)) != 0
         || (err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, NULL, home)) != 0
         || (err = gpgme_set_pinentry_mode(ctx, GPGME_PINENTRY_MODE_LOOPBACK)) != 0) {
-        say(why, whylen, "gpgme context for %s: %s", home, gpgme_strerror(err));
+        sm_why(why, whylen, "gpgme context for %s: %s", home, gpgme_strerror(err));
         goto leave;
     }
     gpgme_set_armor(ctx, armor);
@@ -216,7 +205,7 @@ static int take_mem(gpgme_data_t *data, char **out, size_t *outlen, char *why, s
     }
     if ((*out = malloc(n + 1)) == NULL) {
         gpgme_free(mem);
-        say(why, whylen, "out of memory");
+        sm_why(why, whylen, "out of memory");
         return SM_PGP_ERROR;
     }
     memcpy(*out, mem, n);
@@ -239,7 +228,7 @@ int sm_pgp_create_domain_key(const char *home, const char *domain,
     clear(why, whylen);
     fpr_out[0] = '\0';
     if (!domain || !sm_domain_valid(domain)) {
-        say(why, whylen, "not a domain name: %s", domain ? domain : "(null)");
+        sm_why(why, whylen, "not a domain name: %s", domain ? domain : "(null)");
         rc = SM_PGP_REJECT;
         goto leave;
     }
@@ -248,7 +237,7 @@ int sm_pgp_create_domain_key(const char *home, const char *domain,
         uid[i] = (char)tolower((unsigned char)uid[i]);
     snprintf(pattern, sizeof pattern, "=%s", uid);      /* exact user id match */
     if (home && *home && mkdir(home, 0700) != 0 && errno != EEXIST) {
-        say(why, whylen, "mkdir %s: %s", home, strerror(errno));
+        sm_why(why, whylen, "mkdir %s: %s", home, strerror(errno));
         goto leave;
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
@@ -288,7 +277,7 @@ int sm_pgp_create_domain_key(const char *home, const char *domain,
     }
     gr = gpgme_op_genkey_result(ctx);
     if (!gr || !gr->fpr || fpr_norm(gr->fpr, fpr_out) != 0) {
-        say(why, whylen, "gpgme_op_createkey: no fingerprint in the result");
+        sm_why(why, whylen, "gpgme_op_createkey: no fingerprint in the result");
         rc = SM_PGP_ERROR;
         goto leave;
     }
@@ -319,7 +308,7 @@ int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *
     *outlen = 0;
     /* a fingerprint only: a free pattern could export the whole keyring */
     if (fpr_norm(fpr, want) != 0) {
-        say(why, whylen, "not a fingerprint: %s", fpr ? fpr : "(null)");
+        sm_why(why, whylen, "not a fingerprint: %s", fpr ? fpr : "(null)");
         goto leave;
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
@@ -333,7 +322,7 @@ int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *
         goto leave;
     }
     if ((rc = take_mem(&data, out, outlen, why, whylen)) == SM_PGP_REJECT)
-        say(why, whylen, "gpgme_op_export: no public key %s in %s", want, home);
+        sm_why(why, whylen, "gpgme_op_export: no public key %s in %s", want, home);
 leave:
     if (data)
         gpgme_data_release(data);
@@ -356,11 +345,11 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
 
     clear(why, whylen);
     if (fpr_norm(expected_fpr, want) != 0) {
-        say(why, whylen, "expected fingerprint is not 40 or 64 hex digits");
+        sm_why(why, whylen, "expected fingerprint is not 40 or 64 hex digits");
         goto leave;
     }
     if (!key || len == 0 || len > KEY_BLOB_MAX) {
-        say(why, whylen, "key data empty or larger than %d bytes", KEY_BLOB_MAX);
+        sm_why(why, whylen, "key data empty or larger than %d bytes", KEY_BLOB_MAX);
         goto leave;
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
@@ -381,11 +370,11 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
     while ((err = gpgme_op_keylist_next(ctx, &k)) == 0) {
         count++;
         if (k->secret) {
-            say(why, whylen, "key data holds secret key material");
+            sm_why(why, whylen, "key data holds secret key material");
             goto leave;
         }
         if (!fpr_eq(k->fpr, want)) {
-            say(why, whylen, "key data holds key %s, expected only %s", k->fpr ? k->fpr : "?", want);
+            sm_why(why, whylen, "key data holds key %s, expected only %s", k->fpr ? k->fpr : "?", want);
             goto leave;
         }
         gpgme_key_unref(k);
@@ -397,12 +386,12 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
         goto leave;
     }
     if (count == 0) {
-        say(why, whylen, "no OpenPGP key in the data");
+        sm_why(why, whylen, "no OpenPGP key in the data");
         goto leave;
     }
 
     if (gpgme_data_seek(data, 0, SEEK_SET) != 0) {
-        say(why, whylen, "gpgme_data_seek: %s", strerror(errno));
+        sm_why(why, whylen, "gpgme_data_seek: %s", strerror(errno));
         rc = SM_PGP_ERROR;
         goto leave;
     }
@@ -414,7 +403,7 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
     for (st = ir ? ir->imports : NULL; st; st = st->next) {
         if (!fpr_eq(st->fpr, want)) {
             /* cannot happen after the listing above; refuse if it does */
-            say(why, whylen, "gpgme_op_import: unexpected key %s", st->fpr ? st->fpr : "?");
+            sm_why(why, whylen, "gpgme_op_import: unexpected key %s", st->fpr ? st->fpr : "?");
             goto leave;
         }
         if (st->result == 0)
@@ -425,9 +414,9 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
     if (!imported) {
         /* gpg drops a key without a valid self-signature */
         if (import_err)
-            say(why, whylen, "gpgme_op_import: %s", gpgme_strerror(import_err));
+            sm_why(why, whylen, "gpgme_op_import: %s", gpgme_strerror(import_err));
         else
-            say(why, whylen, "gpgme_op_import: key %s not imported", want);
+            sm_why(why, whylen, "gpgme_op_import: key %s not imported", want);
         goto leave;
     }
     if ((err = gpgme_get_key(ctx, want, &k, 0)) != 0) {
@@ -435,7 +424,7 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
         goto leave;
     }
     if (!fpr_eq(k->fpr, want) || !key_usable(k) || !k->can_sign) {
-        say(why, whylen, "key %s is %s", want,
+        sm_why(why, whylen, "key %s is %s", want,
             k->revoked ? "revoked" : k->expired ? "expired" : k->disabled ? "disabled"
             : !fpr_eq(k->fpr, want) ? "a subkey of another key" : "not usable for signing");
         goto leave;
@@ -463,19 +452,19 @@ int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen)
 
     clear(why, whylen);
     if (fpr_norm(fpr, want) != 0) {
-        say(why, whylen, "not a fingerprint: %s", fpr ? fpr : "(null)");
+        sm_why(why, whylen, "not a fingerprint: %s", fpr ? fpr : "(null)");
         goto leave;
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
         goto leave;
     if ((err = gpgme_get_key(ctx, want, &key, 0)) != 0) {
-        say(why, whylen, "public key %s: %s", want, key_strerror(err));
+        sm_why(why, whylen, "public key %s: %s", want, key_strerror(err));
         rc = is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
         goto leave;
     }
     /* a fingerprint pattern also matches a subkey: DNS names the primary */
     if (!fpr_eq(key->fpr, want) || !key_usable(key)) {
-        say(why, whylen, "public key %s is %s", want,
+        sm_why(why, whylen, "public key %s is %s", want,
             !fpr_eq(key->fpr, want) ? "a subkey of another key" : "not usable");
         rc = SM_PGP_REJECT;
         goto leave;
@@ -500,20 +489,20 @@ static int signer_add(gpgme_ctx_t ctx, const char *fpr, char *why, size_t whylen
     int rc = SM_PGP_REJECT;
 
     if (fpr_norm(fpr, want) != 0) {
-        say(why, whylen, "signer is not a fingerprint: %s", fpr ? fpr : "(null)");
+        sm_why(why, whylen, "signer is not a fingerprint: %s", fpr ? fpr : "(null)");
         goto leave;
     }
     rc = SM_PGP_ERROR;
     if ((err = gpgme_get_key(ctx, want, &key, 1)) != 0) {
-        say(why, whylen, "secret key %s: %s", want, key_strerror(err));
+        sm_why(why, whylen, "secret key %s: %s", want, key_strerror(err));
         goto leave;
     }
     if (!fpr_eq(key->fpr, want) || !key_usable(key) || !key->can_sign) {
-        say(why, whylen, "secret key %s cannot sign", want);
+        sm_why(why, whylen, "secret key %s cannot sign", want);
         goto leave;
     }
     if ((err = gpgme_signers_add(ctx, key)) != 0) {
-        say(why, whylen, "gpgme_signers_add: %s", gpgme_strerror(err));
+        sm_why(why, whylen, "gpgme_signers_add: %s", gpgme_strerror(err));
         goto leave;
     }
     rc = SM_PGP_OK;
@@ -569,13 +558,13 @@ int sm_pgp_sign_detached(const char *home, const char *signer_fpr, const void *d
     }
     sr = gpgme_op_sign_result(ctx);
     if (!sr || sr->invalid_signers || !sr->signatures) {
-        say(why, whylen, "gpgme_op_sign: %s",
+        sm_why(why, whylen, "gpgme_op_sign: %s",
             sr && sr->invalid_signers ? gpgme_strerror(sr->invalid_signers->reason) : "no signature made");
         rc = SM_PGP_ERROR;
         goto leave;
     }
     if ((rc = take_mem(&out, sig, siglen, why, whylen)) == SM_PGP_REJECT) {
-        say(why, whylen, "gpgme_op_sign: empty signature");
+        sm_why(why, whylen, "gpgme_op_sign: empty signature");
         rc = SM_PGP_ERROR;
     }
 leave:
@@ -605,13 +594,13 @@ static int check_signatures(gpgme_ctx_t ctx, gpgme_verify_result_t vr, const cha
     *status = SM_PGP_SIG_INVALID;
     if (!s) {
         *status = SM_PGP_SIG_MISSING;
-        say(why, whylen, "no signature");
+        sm_why(why, whylen, "no signature");
         goto leave;
     }
     for (t = s; t; t = t->next)
         n++;
     if (n > 1) {
-        say(why, whylen, "%d signatures, exactly one expected", n);
+        sm_why(why, whylen, "%d signatures, exactly one expected", n);
         goto leave;
     }
     if (s->fpr && strlen(s->fpr) <= SM_PGP_FPR_MAX)
@@ -621,20 +610,20 @@ static int check_signatures(gpgme_ctx_t ctx, gpgme_verify_result_t vr, const cha
         break;
     case GPG_ERR_BAD_SIGNATURE:
         *status = SM_PGP_SIG_BAD;
-        say(why, whylen, "gpgme_op_verify: %s", gpgme_strerror(s->status));
+        sm_why(why, whylen, "gpgme_op_verify: %s", gpgme_strerror(s->status));
         goto leave;
     case GPG_ERR_NO_PUBKEY:
         *status = SM_PGP_SIG_NO_KEY;
-        say(why, whylen, "gpgme_op_verify: signed by unknown key %s", s->fpr ? s->fpr : "?");
+        sm_why(why, whylen, "gpgme_op_verify: signed by unknown key %s", s->fpr ? s->fpr : "?");
         goto leave;
     default:   /* expired or revoked key, expired signature, unsupported... */
-        say(why, whylen, "gpgme_op_verify: %s", gpgme_strerror(s->status));
+        sm_why(why, whylen, "gpgme_op_verify: %s", gpgme_strerror(s->status));
         goto leave;
     }
     if (s->wrong_key_usage
         || (s->summary & (GPGME_SIGSUM_RED | GPGME_SIGSUM_KEY_REVOKED | GPGME_SIGSUM_KEY_EXPIRED
                           | GPGME_SIGSUM_SIG_EXPIRED | GPGME_SIGSUM_KEY_MISSING))) {
-        say(why, whylen, "gpgme_op_verify: signature by an unusable key (summary 0x%x)",
+        sm_why(why, whylen, "gpgme_op_verify: signature by an unusable key (summary 0x%x)",
             (unsigned)s->summary);
         goto leave;
     }
@@ -644,13 +633,13 @@ static int check_signatures(gpgme_ctx_t ctx, gpgme_verify_result_t vr, const cha
         goto leave;
     }
     if (!key->fpr || strlen(key->fpr) > SM_PGP_FPR_MAX || !key_usable(key)) {
-        say(why, whylen, "signer key %s is not usable", s->fpr);
+        sm_why(why, whylen, "signer key %s is not usable", s->fpr);
         goto leave;
     }
     strcpy(signer, key->fpr);
     if (!fpr_eq(key->fpr, want)) {
         *status = SM_PGP_SIG_WRONG_SIGNER;
-        say(why, whylen, "signed by %s, expected %s", key->fpr, want);
+        sm_why(why, whylen, "signed by %s, expected %s", key->fpr, want);
         goto leave;
     }
     *status = SM_PGP_SIG_VALID;
@@ -673,11 +662,11 @@ int sm_pgp_verify_detached(const char *home, const void *data, size_t len, const
 
     clear(why, whylen);
     if (fpr_norm(expected_fpr, want) != 0) {
-        say(why, whylen, "expected fingerprint is not 40 or 64 hex digits");
+        sm_why(why, whylen, "expected fingerprint is not 40 or 64 hex digits");
         goto leave;
     }
     if (!sig || siglen == 0) {
-        say(why, whylen, "no signature");
+        sm_why(why, whylen, "no signature");
         goto leave;
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
@@ -719,7 +708,7 @@ int sm_pgp_encrypt_sign_fd(const char *home, const char *signer_fpr,
     while (recipient_fprs && recipient_fprs[n] && n <= RECIPIENTS_MAX)
         n++;
     if (n == 0 || n > RECIPIENTS_MAX) {
-        say(why, whylen, "1 to %d recipients needed", RECIPIENTS_MAX);
+        sm_why(why, whylen, "1 to %d recipients needed", RECIPIENTS_MAX);
         goto leave;
     }
     if ((rc = ctx_open(home, 0, &ctx, why, whylen)) != SM_PGP_OK)
@@ -727,23 +716,23 @@ int sm_pgp_encrypt_sign_fd(const char *home, const char *signer_fpr,
     if ((rc = signer_add(ctx, signer_fpr, why, whylen)) != SM_PGP_OK)
         goto leave;
     if ((keys = calloc((size_t)n + 1, sizeof *keys)) == NULL) {
-        say(why, whylen, "out of memory");
+        sm_why(why, whylen, "out of memory");
         rc = SM_PGP_ERROR;
         goto leave;
     }
     rc = SM_PGP_REJECT;
     for (i = 0; i < n; i++) {
         if (fpr_norm(recipient_fprs[i], want) != 0) {
-            say(why, whylen, "recipient is not a fingerprint: %s", recipient_fprs[i]);
+            sm_why(why, whylen, "recipient is not a fingerprint: %s", recipient_fprs[i]);
             goto leave;
         }
         if ((err = gpgme_get_key(ctx, want, &keys[i], 0)) != 0) {
-            say(why, whylen, "recipient key %s: %s", want, key_strerror(err));
+            sm_why(why, whylen, "recipient key %s: %s", want, key_strerror(err));
             rc = is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
             goto leave;
         }
         if (!fpr_eq(keys[i]->fpr, want) || !key_usable(keys[i]) || !keys[i]->can_encrypt) {
-            say(why, whylen, "recipient key %s cannot encrypt", want);
+            sm_why(why, whylen, "recipient key %s cannot encrypt", want);
             goto leave;
         }
     }
@@ -765,14 +754,14 @@ int sm_pgp_encrypt_sign_fd(const char *home, const char *signer_fpr,
     er = gpgme_op_encrypt_result(ctx);
     sr = gpgme_op_sign_result(ctx);
     if (er && er->invalid_recipients) {
-        say(why, whylen, "gpgme_op_encrypt_sign: recipient %s: %s",
+        sm_why(why, whylen, "gpgme_op_encrypt_sign: recipient %s: %s",
             er->invalid_recipients->fpr ? er->invalid_recipients->fpr : "?",
             gpgme_strerror(er->invalid_recipients->reason));
         rc = SM_PGP_REJECT;
         goto leave;
     }
     if (!sr || sr->invalid_signers || !sr->signatures) {
-        say(why, whylen, "gpgme_op_encrypt_sign: not signed");
+        sm_why(why, whylen, "gpgme_op_encrypt_sign: not signed");
         rc = SM_PGP_ERROR;
         goto leave;
     }
@@ -807,7 +796,7 @@ int sm_pgp_decrypt_verify_fd(const char *home, int in_fd, int out_fd,
     clear(why, whylen);
     memset(res, 0, sizeof *res);
     if (fpr_norm(expected_signer_fpr, want) != 0) {
-        say(why, whylen, "expected signer is not 40 or 64 hex digits");
+        sm_why(why, whylen, "expected signer is not 40 or 64 hex digits");
         goto leave;
     }
     if ((rc = ctx_open(home, 0, &ctx, why, whylen)) != SM_PGP_OK)
@@ -824,14 +813,14 @@ int sm_pgp_decrypt_verify_fd(const char *home, int in_fd, int out_fd,
          * encrypted at all, or garbage — unless it was our own trouble */
         rc = fail(why, whylen, "gpgme_op_decrypt_verify", err);
         if (gpg_err_code(err) == GPG_ERR_NO_SECKEY && !any_secret_key(ctx)) {
-            say(why, whylen, "gpgme_op_decrypt_verify: no secret key usable in %s"
+            sm_why(why, whylen, "gpgme_op_decrypt_verify: no secret key usable in %s"
                 " (gpg-agent not running? home path too long?)", home);
             rc = SM_PGP_ERROR;
         }
         goto leave;
     }
     if (!dr || dr->unsupported_algorithm || dr->legacy_cipher_nomdc) {
-        say(why, whylen, "gpgme_op_decrypt_verify: %s",
+        sm_why(why, whylen, "gpgme_op_decrypt_verify: %s",
             !dr ? "no result" : dr->unsupported_algorithm ? "unsupported algorithm"
             : "no integrity protection");
         rc = SM_PGP_REJECT;
@@ -861,11 +850,11 @@ int sm_pgp_stop_agent(const char *home, char *why, size_t whylen)
 
     clear(why, whylen);
     if (sm_pgp_init() != SM_PGP_OK) {
-        say(why, whylen, "%s", init_why[0] ? init_why : "gpgme initialisation failed");
+        sm_why(why, whylen, "%s", init_why[0] ? init_why : "gpgme initialisation failed");
         goto leave;
     }
     if (!home || !*home) {
-        say(why, whylen, "no GnuPG home directory given");
+        sm_why(why, whylen, "no GnuPG home directory given");
         goto leave;
     }
     if (gpgme_get_engine_info(&info) == 0)
@@ -873,7 +862,7 @@ int sm_pgp_stop_agent(const char *home, char *why, size_t whylen)
             if (info->protocol == GPGME_PROTOCOL_GPGCONF)
                 gpgconf = info->file_name;
     if (!gpgconf) {
-        say(why, whylen, "gpgconf not found");
+        sm_why(why, whylen, "gpgconf not found");
         goto leave;
     }
     if ((e = posix_spawn_file_actions_init(&fa)) == 0) {
@@ -884,17 +873,17 @@ int sm_pgp_stop_agent(const char *home, char *why, size_t whylen)
             e = posix_spawn(&pid, gpgconf, &fa, NULL, argv, environ);
     }
     if (e != 0) {
-        say(why, whylen, "spawning %s: %s", gpgconf, strerror(e));
+        sm_why(why, whylen, "spawning %s: %s", gpgconf, strerror(e));
         goto leave;
     }
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) {
-            say(why, whylen, "waitpid gpgconf: %s", strerror(errno));
+            sm_why(why, whylen, "waitpid gpgconf: %s", strerror(errno));
             goto leave;
         }
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        say(why, whylen, "gpgconf --kill all failed for %s", home);
+        sm_why(why, whylen, "gpgconf --kill all failed for %s", home);
         goto leave;
     }
     rc = SM_PGP_OK;
