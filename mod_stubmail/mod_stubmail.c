@@ -17,8 +17,7 @@
  *	v1/message/ID/ack. A polling domain logs in by signing a statement with
  *	its OpenPGP domain key (checked against the fingerprint its peer row or
  *	_stubmail DNS record names) and gets an HMAC bearer token that names it
- *	on the other endpoints; HTTP Basic with the peer secret is accepted
- *	only with StubmailAllowBasicAuth On (transitional). The database comes
+ *	on the other endpoints. The database comes
  *	from mod_dbd: statements are prepared at configuration time under
  *	stubmail_* labels, a connection is acquired per request. Bodies are
  *	streamed from the spool directory through a file bucket (sendfile; the
@@ -98,7 +97,6 @@ typedef struct stubmail_srv_conf {
     apr_int64_t token_lifetime; /* seconds; STUBMAIL_UNSET = unset */
     apr_int64_t login_max_skew;
     apr_int64_t min_poll_interval;      /* 0 = no limit */
-    int allow_basic;            /* STUBMAIL_UNSET, 0 or 1 */
 } stubmail_srv_conf;
 
 static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -112,7 +110,6 @@ static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->token_lifetime = STUBMAIL_UNSET;
     c->login_max_skew = STUBMAIL_UNSET;
     c->min_poll_interval = STUBMAIL_UNSET;
-    c->allow_basic = STUBMAIL_UNSET;
     return c;               /* the pointers start NULL: unset */
 }
 
@@ -139,7 +136,6 @@ static void *stubmail_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(token_lifetime);
     MERGE_NUM(login_max_skew);
     MERGE_NUM(min_poll_interval);
-    MERGE_NUM(allow_basic);
     return c;               /* public_key: read later, from the merged file name */
 }
 
@@ -162,8 +158,6 @@ static void stubmail_srv_conf_defaults(stubmail_srv_conf *c)
         c->login_max_skew = STUBMAIL_DEFAULT_LOGIN_SKEW;
     if (c->min_poll_interval == STUBMAIL_UNSET)
         c->min_poll_interval = STUBMAIL_DEFAULT_MIN_POLL;
-    if (c->allow_basic == STUBMAIL_UNSET)
-        c->allow_basic = 0;
 }
 
 static stubmail_srv_conf *stubmail_cmd_conf(cmd_parms *cmd)
@@ -242,13 +236,6 @@ static const char *stubmail_add_token_key(cmd_parms *cmd, void *dconf,
     return NULL;
 }
 
-static const char *stubmail_set_allow_basic(cmd_parms *cmd, void *dconf, int on)
-{
-    (void)dconf;
-    stubmail_cmd_conf(cmd)->allow_basic = on ? 1 : 0;
-    return NULL;
-}
-
 /* Numeric directives: cmd->info indexes this table. */
 enum { STUBMAIL_MAX_BODY, STUBMAIL_MAX_PAIRS, STUBMAIL_POLL_LIMIT,
        STUBMAIL_TOKEN_LIFETIME, STUBMAIL_LOGIN_SKEW, STUBMAIL_MIN_POLL };
@@ -320,8 +307,6 @@ static const command_rec stubmail_cmds[] = {
     STUBMAIL_NUMBER("StubmailMinPollInterval", STUBMAIL_MIN_POLL,
                     "seconds between two polls of one domain; sooner gets 429 "
                     "(default 1, 0 = no limit)"),
-    AP_INIT_FLAG("StubmailAllowBasicAuth", stubmail_set_allow_basic, NULL, RSRC_CONF,
-                 "also accept HTTP Basic with the peer secret (default Off)"),
     { NULL }
 };
 
@@ -338,7 +323,6 @@ typedef struct stubmail_stmt {
     const char *sql;
 } stubmail_stmt;
 
-#define STMT_AUTH      "stubmail_auth"
 #define STMT_POLL      "stubmail_poll"
 #define STMT_FETCH     "stubmail_fetch"
 #define STMT_ACK_MARK  "stubmail_ack_mark"
@@ -351,8 +335,6 @@ typedef struct stubmail_stmt {
 #define STMT_POLL_GATE "stubmail_poll_gate"
 
 static const stubmail_stmt stubmail_stmts[] = {
-    /* $1 domain */
-    { STMT_AUTH, "SELECT secret FROM peer WHERE domain = %s" },
     /* $1 pairs as JSON, $2 polling domain, $3 limit + 1.
      * The pairs are grouped by recipient, and each recipient is looked up
      * on its own (LATERAL; OFFSET 0 keeps the planner from flattening it)
@@ -475,8 +457,6 @@ static const struct {
     { "wrong_key",              HTTP_UNAUTHORIZED },
     { "bad_signature",          HTTP_UNAUTHORIZED },
     { "replayed_login",         HTTP_UNAUTHORIZED },
-    { "auth_required",          HTTP_UNAUTHORIZED },
-    { "auth_failed",            HTTP_UNAUTHORIZED },
     { "foreign_recipient",      HTTP_FORBIDDEN },
     { "not_found",              HTTP_NOT_FOUND },
     { "no_such_endpoint",       HTTP_NOT_FOUND },
@@ -557,14 +537,9 @@ static int stubmail_fail(stubmail_req *q, const char *code,
 
     switch (status) {
     case HTTP_UNAUTHORIZED:
-        /* Every 401 but a refused Basic password offers a token; missing
-         * credentials where Basic is still allowed offer both. */
-        if (strcmp(code, "auth_failed") != 0)
-            apr_table_addn(r->err_headers_out, "WWW-Authenticate",
-                           "Bearer realm=\"stubmail\"");
-        if (strncmp(code, "auth_", 5) == 0)
-            apr_table_addn(r->err_headers_out, "WWW-Authenticate",
-                           "Basic realm=\"stubmail\"");
+        /* every 401 offers a token: log in */
+        apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                       "Bearer realm=\"stubmail\"");
         break;
     case HTTP_METHOD_NOT_ALLOWED:
         apr_table_setn(r->err_headers_out, "Allow", q->allow ? q->allow : "");
@@ -709,8 +684,7 @@ static const char *stubmail_col(stubmail_req *q, apr_dbd_row_t *row, int n)
 }
 
 /* ------------------------------------------------------------------------
- * Authentication: a bearer token from POST v1/login; transitionally HTTP
- * Basic, user = polling domain, password = peer.secret
+ * Authentication: a bearer token from POST v1/login
  * ---------------------------------------------------------------------- */
 
 /* A database connection for this request (acquired once). 1, or 0 when
@@ -722,64 +696,6 @@ static int stubmail_db(stubmail_req *q)
     if (q->dbd == NULL)
         return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
                                "no database connection from mod_dbd");
-    return 1;
-}
-
-/* Constant time in the stored secret; depends only on the given length. */
-static int stubmail_secret_equal(const char *given, const char *stored)
-{
-    size_t gl = strlen(given), sl = strlen(stored), i;
-    volatile unsigned int diff = (unsigned int)(gl ^ sl);
-
-    for (i = 0; i < gl; i++)
-        diff |= (unsigned char)given[i]
-                ^ (unsigned char)stored[sl ? i % sl : 0];
-    return diff == 0 && sl > 0;
-}
-
-/* HTTP Basic (StubmailAllowBasicAuth On). 1 with q->domain set, or 0. */
-static int stubmail_auth_basic(stubmail_req *q)
-{
-    request_rec *r = q->r;
-    const char *user = NULL, *pass = NULL, *secret = NULL;
-    char *domain;
-    apr_dbd_results_t *res;
-    apr_dbd_row_t *row = NULL;
-    const char *args[1];
-
-    if (ap_get_basic_auth_components(r, &user, &pass) != APR_SUCCESS)
-        return stubmail_fail_0(q, "auth_failed", "bad credentials",
-                               "malformed Basic credentials");
-    domain = apr_pstrdup(r->pool, user);
-    ap_str_tolower(domain);
-    if (strlen(domain) > SM_DOMAIN_MAX || !sm_domain_valid(domain))
-        return stubmail_fail_0(q, "auth_failed", "bad credentials",
-                               apr_psprintf(r->pool, "user '%s' is not a domain",
-                                            ap_escape_logitem(r->pool, user)));
-    if (!stubmail_db(q))
-        return 0;
-
-    args[0] = domain;
-    if (stubmail_select(q, STMT_AUTH, &res, 1, args) != 0)
-        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
-                               "looking up the peer failed");
-    while (stubmail_next_row(q, res, &row)) {
-        if (secret == NULL)
-            secret = stubmail_col(q, row, 0);
-    }
-    /* a peer without a secret (NULL: token login only) has no password */
-    if (secret != NULL && *secret == '\0')
-        secret = NULL;
-
-    /* Compare against a dummy for an unknown domain too: same work. */
-    if (!stubmail_secret_equal(pass, secret ? secret : "-unknown-peer-secret-")
-        || secret == NULL)
-        return stubmail_fail_0(q, "auth_failed", "bad credentials",
-                               apr_psprintf(r->pool, "%s for '%s'",
-                                            secret ? "wrong secret" : "no peer secret",
-                                            domain));
-    q->domain = domain;
-    r->user = domain;
     return 1;
 }
 
@@ -818,16 +734,9 @@ static int stubmail_authenticate(stubmail_req *q)
 
     if (strcasecmp(scheme, "Bearer") == 0)
         return stubmail_auth_bearer(q, auth);
-    if (q->conf->allow_basic) {
-        if (strcasecmp(scheme, "Basic") == 0)
-            return stubmail_auth_basic(q);
-        return stubmail_fail_0(q, "auth_required",
-                               "a bearer token (or HTTP Basic credentials) is required",
-                               "no credentials");
-    }
     return stubmail_fail_0(q, "token_required", "a bearer token is required: log in",
                            *scheme ? apr_psprintf(r->pool, "Authorization scheme '%s' "
-                                                  "not accepted (StubmailAllowBasicAuth Off)",
+                                                  "not accepted",
                                                   ap_escape_logitem(r->pool, scheme))
                                    : "no Authorization header");
 }
@@ -1291,7 +1200,7 @@ static int stubmail_ack(stubmail_req *q)
 
 /* 1 if StubmailDomain is set here (post_config then made sure of the
  * public key, the GnuPG home and a token key), else 0 after a 404: without
- * it this server has no key and takes no logins (Basic only), which is a
+ * it this server has no key and takes no logins, which is a
  * lasting answer, not a failure to retry. */
 static int stubmail_login_configured(stubmail_req *q)
 {

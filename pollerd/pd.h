@@ -50,9 +50,7 @@ typedef struct pd_conf {
     char *quarantine_dir;
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
-    int login;              /* gnupg_home and domain_key set: OpenPGP login,
-                             * bearer tokens, only signed+encrypted mail */
-    char *pubkey;           /* our armored public key (login mode) */
+    char *pubkey;           /* our armored public key, sent with every login */
     sm_https_opts https;    /* ca_file, allow_http, timeout for key fetches */
 } pd_conf;
 
@@ -131,8 +129,6 @@ typedef struct pd_domain {
     struct pd_ctx *ctx;
     struct pd_domain *next;
     char *name;                     /* remote domain */
-    char *peer_url;                 /* peer.outbox_url, or NULL */
-    char *secret;                   /* peer.secret (Basic auth), or NULL */
     char *url;                      /* outbox base URL, no trailing slash;
                                      * NULL until discovered */
     char fpr[SM_PGP_FPR_MAX + 1];   /* its domain key, "" if unknown */
@@ -220,10 +216,8 @@ void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen);
 const char *pd_xfer_error_code(const pd_xfer *x);
 
 /* pd_domain.c */
-/* The domain named name in ctx->domains, added if new; peer_url and secret
- * from its peer row (NULL if none). */
-pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *peer_url,
-                         const char *secret);
+/* The domain named name in ctx->domains, added if new. */
+pd_domain *pd_domain_get(pd_ctx *ctx, const char *name);
 int pd_domain_add_pair(pd_domain *d, const char *from, const char *to);
 /* reason: why it was quarantined, or "" if it was delivered. */
 int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,

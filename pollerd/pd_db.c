@@ -20,19 +20,19 @@
  * several pollerd instances on one database never work on a domain at once. */
 #define PD_LOCK_CLASS 7239032
 
-/* Every remote contact domain of our users, with its peer row if it has
- * one: where its outbox is comes from discovery (pd_domain.c). */
+/* Every remote contact domain of our users: where its outbox is comes
+ * from discovery (pd_domain.c: peer row, else DNS). */
 static const char SQL_PAIRS[] =
-    "SELECT a.contact_domain, p.outbox_url, p.secret, a.contact, a.owner"
-    "  FROM address_book a LEFT JOIN peer p ON p.domain = a.contact_domain"
+    "SELECT a.contact_domain, a.contact, a.owner"
+    "  FROM address_book a"
     " WHERE split_part(a.owner, '@', 2) = $1 AND a.contact_domain <> $1"
     " ORDER BY a.contact_domain";
 
 static const char SQL_UNACKED[] =
-    "SELECT r.remote_domain, p.outbox_url, p.secret, r.message_id, r.recipient, r.sender,"
+    "SELECT r.remote_domain, r.message_id, r.recipient, r.sender,"
     "       CASE WHEN r.status = 'quarantined' THEN coalesce(r.reason, 'rejected')"
     "            ELSE '' END"
-    "  FROM received r LEFT JOIN peer p ON p.domain = r.remote_domain"
+    "  FROM received r"
     " WHERE r.acked_at IS NULL"
     " ORDER BY r.remote_domain, r.delivered_at";
 
@@ -142,11 +142,6 @@ void pd_db_close(pd_ctx *ctx)
     ctx->db = NULL;
 }
 
-/* A column that may be NULL. */
-static const char *value(const PGresult *res, int row, int col)
-{
-    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
-}
 
 int pd_db_load(pd_ctx *ctx)
 {
@@ -162,10 +157,10 @@ int pd_db_load(pd_ctx *ctx)
     for (i = 0; i < n; i++) {
         const char *dom = PQgetvalue(res, i, 0);
         if (!d || strcmp(d->name, dom) != 0) {
-            if (!(d = pd_domain_get(ctx, dom, value(res, i, 1), value(res, i, 2))))
+            if (!(d = pd_domain_get(ctx, dom)))
                 goto leave;
         }
-        if (pd_domain_add_pair(d, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4)) == 0)
+        if (pd_domain_add_pair(d, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2)) == 0)
             npairs++;
     }
     PQclear(res);
@@ -176,11 +171,11 @@ int pd_db_load(pd_ctx *ctx)
     for (i = 0, d = NULL; i < n; i++) {
         const char *dom = PQgetvalue(res, i, 0);
         if (!d || strcmp(d->name, dom) != 0) {
-            if (!(d = pd_domain_get(ctx, dom, value(res, i, 1), value(res, i, 2))))
+            if (!(d = pd_domain_get(ctx, dom)))
                 goto leave;
         }
-        if (pd_domain_add_old(d, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
-                              PQgetvalue(res, i, 5), PQgetvalue(res, i, 6)) == 0)
+        if (pd_domain_add_old(d, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                              PQgetvalue(res, i, 3), PQgetvalue(res, i, 4)) == 0)
             nold++;
     }
     sm_debug("database: %u pairs, %u unacked deliveries", npairs, nold);

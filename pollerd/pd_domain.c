@@ -1,8 +1,8 @@
 /* pd_domain.c — the work of one cycle for one remote domain.
  *
  * First, in pd_domain_begin: the advisory lock, then where the outbox is and
- * which key signs its mail (sm_discover: peer row, else DNS), then, in login
- * mode, a bearer token (POST /v1/login) unless the one kept from an earlier
+ * which key signs its mail (sm_discover: peer row, else DNS), then a bearer
+ * token (POST /v1/login) unless the one kept from an earlier
  * cycle is still good. Then a small state machine, one transfer at a time,
  * driven by step():
  *
@@ -115,8 +115,7 @@ int pd_spool_tmpfile(const char *dir)
 
 /* ---- building the domain list ---------------------------------------- */
 
-pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *peer_url,
-                         const char *secret)
+pd_domain *pd_domain_get(pd_ctx *ctx, const char *name)
 {
     pd_domain *d, **pp;
 
@@ -128,8 +127,7 @@ pd_domain *pd_domain_get(pd_ctx *ctx, const char *name, const char *peer_url,
     d->ctx = ctx;
     d->fd = -1;
     d->state = PD_D_QUEUED;
-    if (!(d->name = strdup(name)) || (peer_url && !(d->peer_url = strdup(peer_url)))
-        || (secret && !(d->secret = strdup(secret)))) {
+    if (!(d->name = strdup(name))) {
         pd_domain_free(d);
         goto nomem;
     }
@@ -283,7 +281,7 @@ static void give_up(pd_domain *d)
 }
 
 /* Whether a failed HTTP transfer says something about the whole domain
- * (unreachable, wrong secret, server trouble) rather than one message. */
+ * (unreachable, login refused, server trouble) rather than one message. */
 static int domain_wide(const pd_xfer *x)
 {
     if (x->result != CURLE_OK)
@@ -303,16 +301,15 @@ static int start(pd_domain *d, pd_xfer *x)
 
 /* ---- starting transfers ----------------------------------------------- */
 
-/* Login mode without a token we can still use for this outbox: a token is
+/* No token we can still use for this outbox: a token is
  * dropped PD_TOKEN_MARGIN seconds before it expires, so that a request does
  * not carry one that runs out on the way. */
 static int login_due(const pd_domain *d)
 {
     const pd_session *s = d->sess;
 
-    return d->ctx->conf.login
-           && (!s->token[0] || strcmp(s->url, d->url) != 0
-               || time(NULL) + PD_TOKEN_MARGIN >= s->token_expires);
+    return !s->token[0] || strcmp(s->url, d->url) != 0
+           || time(NULL) + PD_TOKEN_MARGIN >= s->token_expires;
 }
 
 /* POST /v1/login; after it, start `after` (PD_X_NONE: go on with step()). */
@@ -621,15 +618,8 @@ static int fetched(pd_domain *d, int openpgp)
 
     snprintf(d->fd_id, sizeof(d->fd_id), "%s", it->id);
     d->fd_size = it->size;
-    if (!openpgp && !ctx->conf.login)
-        return deliver(d);
     if (!openpgp)
         return reject(d, "unsigned", "a plain message, but we take only signed and encrypted ones");
-    if (!ctx->conf.login) {
-        outcome(d, it, LOG_ERR, "failed: an OpenPGP message, but gnupg_home and domain_key "
-                "are not set; retry next cycle");
-        goto failed;
-    }
     /* the key stays in the keyring: this is a fetch only the first time */
     if (!d->key_ok && sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https,
                                   detail, sizeof(detail)) != 0) {
@@ -649,7 +639,6 @@ static int fetched(pd_domain *d, int openpgp)
     if (r == SM_PGP_REJECT)
         return reject(d, reason, detail);
     outcome(d, it, LOG_ERR, "failed: cannot verify it here: %s; retry next cycle", detail);
-failed:
     ctx->n_failed++;
     d->failed = 1;
     drop_file(d);
@@ -971,7 +960,7 @@ static void resume(pd_domain *d, pd_xkind kind)
     }
 }
 
-/* Where the outbox is (and, in login mode, which key signs its mail).
+/* Where the outbox is and which key signs its mail.
  * 0, or -1 when the domain is skipped this cycle (logged; d->failed set
  * when that is a failure rather than "nothing to do"). */
 static int discover(pd_domain *d)
@@ -979,48 +968,35 @@ static int discover(pd_domain *d)
     const pd_conf *c = &d->ctx->conf;
     sm_peer_info peer;
     char why[512];
-    const char *url;
     size_t l;
 
-    if (!c->login && !d->secret) {
-        /* most contact domains are not peers: not worth more than debug */
-        sm_debug("%s: no peer secret for HTTP Basic auth (and no domain_key to log in "
-                 "with): skipped", d->name);
+    if (sm_discover(d->ctx->db, c->resolver, d->name, &peer, why, sizeof(why)) != 0
+        || peer.status == SM_DNS_TEMPFAIL) {
+        sm_warn("%s: discovery failed: %s; skipped this cycle", d->name, why);
+        d->failed = 1;
         return -1;
     }
-    if (!c->login && d->peer_url && d->peer_url[0]) {
-        /* the transitional Basic path: the admin's URL as it always was */
-        url = d->peer_url;
-    } else {
-        if (sm_discover(d->ctx->db, c->resolver, d->name, &peer, why, sizeof(why)) != 0
-            || peer.status == SM_DNS_TEMPFAIL) {
-            sm_warn("%s: discovery failed: %s; skipped this cycle", d->name, why);
-            d->failed = 1;
-            return -1;
-        }
-        if (!peer.outbox[0]) {
-            /* most contact domains take no part: worth a warning only when
-             * the admin named it or its record is broken */
-            sm_log(peer.from_peer_table || peer.status == SM_DNS_INVALID ? LOG_WARNING
-                   : LOG_DEBUG, "%s: nowhere to poll: no outbox in table peer or DNS "
-                   "(%s%s%s); skipped", d->name, sm_dns_status_name(peer.status),
-                   why[0] ? ": " : "", why);
-            return -1;
-        }
-        if (c->login && !peer.fpr[0]) {
-            sm_warn("%s: no domain key fingerprint in table peer or DNS: its mail "
-                    "cannot be verified; skipped", d->name);
-            return -1;
-        }
-        if (sm_url_allowed(peer.outbox, &c->https, why, sizeof(why)) != 0) {
-            sm_warn("%s: outbox refused: %s; skipped", d->name, why);
-            return -1;
-        }
-        url = peer.outbox;
-        snprintf(d->fpr, sizeof(d->fpr), "%s", peer.fpr);
+    if (!peer.outbox[0]) {
+        /* most contact domains take no part: worth a warning only when
+         * the admin named it or its record is broken */
+        sm_log(peer.from_peer_table || peer.status == SM_DNS_INVALID ? LOG_WARNING
+               : LOG_DEBUG, "%s: nowhere to poll: no outbox in table peer or DNS "
+               "(%s%s%s); skipped", d->name, sm_dns_status_name(peer.status),
+               why[0] ? ": " : "", why);
+        return -1;
     }
+    if (!peer.fpr[0]) {
+        sm_warn("%s: no domain key fingerprint in table peer or DNS: its mail "
+                "cannot be verified; skipped", d->name);
+        return -1;
+    }
+    if (sm_url_allowed(peer.outbox, &c->https, why, sizeof(why)) != 0) {
+        sm_warn("%s: outbox refused: %s; skipped", d->name, why);
+        return -1;
+    }
+    snprintf(d->fpr, sizeof(d->fpr), "%s", peer.fpr);
     free(d->url);
-    if (!(d->url = strdup(url))) {
+    if (!(d->url = strdup(peer.outbox))) {
         sm_err("%s: out of memory", d->name);
         d->failed = 1;
         return -1;
@@ -1104,7 +1080,7 @@ static int relogin_wanted(pd_domain *d, const pd_xfer *x)
 {
     const char *code;
 
-    if (!d->ctx->conf.login || x->kind == PD_X_LOGIN || x->status != 401 || d->relogged)
+    if (x->kind == PD_X_LOGIN || x->status != 401 || d->relogged)
         return 0;
     code = pd_xfer_error_code(x);
     return !strcmp(code, "bad_token") || !strcmp(code, "token_expired")
@@ -1227,8 +1203,6 @@ void pd_domain_free(pd_domain *d)
     free(d->pairs);
     free(d->old);
     free(d->name);
-    free(d->peer_url);
     free(d->url);
-    free(d->secret);
     free(d);
 }

@@ -27,17 +27,8 @@
 #include <jansson.h>
 
 #include "sm_authres.h"
+#include "sm_log.h"
 #include "pd.h"
-
-static void __attribute__((format(printf, 3, 4)))
-say(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
 
 char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen)
 {
@@ -49,25 +40,25 @@ char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen)
     int n;
 
     if (sm_time_format(time(NULL), now, sizeof(now)) != 0) {
-        say(why, whylen, "the clock is not set");
+        sm_why(why, whylen, "the clock is not set");
         goto leave;
     }
     if (sm_random_hex(nonce, sizeof(nonce), SM_NONCE_LEN / 2) != 0) {
-        say(why, whylen, "no random numbers for the nonce");
+        sm_why(why, whylen, "no random numbers for the nonce");
         goto leave;
     }
     if ((n = sm_login_statement(server, c->domain, now, nonce, statement,
                                 sizeof(statement))) < 0) {
-        say(why, whylen, "cannot build the statement for server %s", server);
+        sm_why(why, whylen, "cannot build the statement for server %s", server);
         goto leave;
     }
     if (sm_pgp_sign_detached(c->gnupg_home, c->domain_key, statement, (size_t)n, &sig, &siglen,
                              pgp_why, sizeof(pgp_why)) != SM_PGP_OK) {
-        say(why, whylen, "signing with %s in %s: %s", c->domain_key, c->gnupg_home, pgp_why);
+        sm_why(why, whylen, "signing with %s in %s: %s", c->domain_key, c->gnupg_home, pgp_why);
         goto leave;
     }
     if (!(body = sm_login_request_encode(c->domain, server, now, nonce, c->pubkey, sig)))
-        say(why, whylen, "out of memory");
+        sm_why(why, whylen, "out of memory");
 leave:
     free(sig);
     return body;
@@ -90,22 +81,22 @@ int pd_login_answer(pd_session *sess, const char *body, size_t len, char *why, s
     int rc = -1;
 
     if (!json_is_object(root)) {
-        say(why, whylen, "not a JSON object");
+        sm_why(why, whylen, "not a JSON object");
         goto leave;
     }
     token = json_object_get(root, "token");
     expires = json_object_get(root, "expires");
     if (!json_is_string(token) || json_string_length(token) == 0
         || json_string_length(token) > SM_TOKEN_MAX || !token_chars_ok(json_string_value(token))) {
-        say(why, whylen, "\"token\" missing, too long or not base64url and dots");
+        sm_why(why, whylen, "\"token\" missing, too long or not base64url and dots");
         goto leave;
     }
     if (!json_is_string(expires) || sm_time_parse(json_string_value(expires), &when) != 0) {
-        say(why, whylen, "\"expires\" missing or not a time like 2026-11-26T20:04:05Z");
+        sm_why(why, whylen, "\"expires\" missing or not a time like 2026-11-26T20:04:05Z");
         goto leave;
     }
     if (when <= time(NULL)) {
-        say(why, whylen, "the token expired already (%s): are the clocks right?",
+        sm_why(why, whylen, "the token expired already (%s): are the clocks right?",
             json_string_value(expires));
         goto leave;
     }
@@ -142,13 +133,13 @@ int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
     reason[0] = '\0';
     detail[0] = '\0';
     if (lseek(*fd, 0, SEEK_SET) != 0) {
-        say(detail, detaillen, "rewinding the fetched body: %s", strerror(errno));
+        sm_why(detail, detaillen, "rewinding the fetched body: %s", strerror(errno));
         goto leave;
     }
     /* gpg writes plaintext before it knows whether it is authentic: into a
      * file of its own, used only after a pass */
     if ((out = pd_spool_tmpfile(c->spool_dir)) < 0) {
-        say(detail, detaillen, "cannot create a file in %s: %s", c->spool_dir, strerror(errno));
+        sm_why(detail, detaillen, "cannot create a file in %s: %s", c->spool_dir, strerror(errno));
         goto leave;
     }
     rc = sm_pgp_decrypt_verify_fd(c->gnupg_home, *fd, out, signer_fpr, &res, detail, detaillen);
@@ -157,7 +148,7 @@ int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
     if (rc != SM_PGP_OK)
         goto leave;
     if (fstat(out, &st) != 0) {
-        say(detail, detaillen, "fstat of the decrypted text: %s", strerror(errno));
+        sm_why(detail, detaillen, "fstat of the decrypted text: %s", strerror(errno));
         rc = SM_PGP_ERROR;
         goto leave;
     }
@@ -186,7 +177,7 @@ int pd_forged_results(int fd, const char *authserv_id, sm_range **skips, size_t 
         if ((got = pread(fd, buf, sizeof(buf), off)) < 0) {
             if (errno == EINTR)
                 continue;
-            say(why, whylen, "reading the message headers: %s", strerror(errno));
+            sm_why(why, whylen, "reading the message headers: %s", strerror(errno));
             goto leave;
         }
         if (got == 0) {
@@ -197,7 +188,7 @@ int pd_forged_results(int fd, const char *authserv_id, sm_range **skips, size_t 
         off += got;
     }
     if (r < 0) {
-        say(why, whylen, "out of memory");
+        sm_why(why, whylen, "out of memory");
         goto leave;
     }
     *skips = scan.ranges;
@@ -231,7 +222,7 @@ static int copy_to(int fd, const char *path, char *why, size_t whylen)
     if ((out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
         if (errno == EEXIST)
             return 0;           /* kept already, for another recipient */
-        say(why, whylen, "creating %s: %s", path, strerror(errno));
+        sm_why(why, whylen, "creating %s: %s", path, strerror(errno));
         return -1;
     }
     for (;;) {
@@ -246,18 +237,18 @@ static int copy_to(int fd, const char *path, char *why, size_t whylen)
                     w = 0;
                     continue;
                 }
-                say(why, whylen, "writing %s: %s", path, strerror(errno));
+                sm_why(why, whylen, "writing %s: %s", path, strerror(errno));
                 goto leave;
             }
         }
         off += n;
     }
     if (n < 0) {
-        say(why, whylen, "reading the fetched body: %s", strerror(errno));
+        sm_why(why, whylen, "reading the fetched body: %s", strerror(errno));
         goto leave;
     }
     if (fsync(out) != 0) {
-        say(why, whylen, "fsync %s: %s", path, strerror(errno));
+        sm_why(why, whylen, "fsync %s: %s", path, strerror(errno));
         goto leave;
     }
     rc = 0;
@@ -277,12 +268,12 @@ int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
 
     n = snprintf(path, sizeof(path), "%s/%s-%s", dir, domain, id);
     if (n < 0 || (size_t)n >= sizeof(path)) {
-        say(why, whylen, "quarantine path too long");
+        sm_why(why, whylen, "quarantine path too long");
         return -1;
     }
     /* the evidence must outlive a crash once the rejection is acked */
     if (fsync(fd) != 0) {
-        say(why, whylen, "fsync of the fetched body: %s", strerror(errno));
+        sm_why(why, whylen, "fsync of the fetched body: %s", strerror(errno));
         return -1;
     }
     /* the fetched file is unlinked: give it a name (same file system), else copy */
@@ -291,7 +282,7 @@ int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
         && copy_to(fd, path, why, whylen) != 0)
         return -1;
     if (fsync_dir(dir) != 0) {
-        say(why, whylen, "fsync %s: %s", dir, strerror(errno));
+        sm_why(why, whylen, "fsync %s: %s", dir, strerror(errno));
         return -1;
     }
     return 0;

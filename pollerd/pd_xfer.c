@@ -333,17 +333,11 @@ int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody)
     curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-pollerd/" PACKAGE_VERSION);
     if (c->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
-    if (x->kind == PD_X_LOGIN) {
-        /* the login is its own credential */
-    } else if (c->login) {
+    if (x->kind != PD_X_LOGIN) {    /* the login is its own credential */
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", x->dom->sess->token);
         if (!(h = curl_slist_append(x->hdrs, auth)))
             return -1;
         x->hdrs = h;
-    } else {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, c->domain);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, x->dom->secret);
     }
     if (post) {
         if (!(x->post = strdup(post)))

@@ -10,9 +10,9 @@
  *	*@domain, local recipient) of the local users' address books from
  *	PostgreSQL, groups them by remote domain, and for every domain that
  *	has an outbox (peer row, else its _stubmail DNS record): logs in with
- *	our OpenPGP domain key for a bearer token (or uses HTTP Basic with the
- *	peer secret, transitional), polls the outbox (POST /v1/poll, batches of
- *	batch_max pairs), fetches each listed message into an unlinked file in
+ *	our OpenPGP domain key for a bearer token, polls the outbox (POST
+ *	/v1/poll, batches of batch_max pairs), fetches each listed message
+ *	into an unlinked file in
  *	spool_dir, decrypts and verifies it against the sender domain's key,
  *	hands it to the local MTA by SMTP with the original envelope, an
  *	Authentication-Results and a Received: trace header, records the
@@ -86,16 +86,16 @@ static const sm_conf_key keys[] = {
     { "resolver", SM_CONF_STRING, &ctx.conf.resolver, NULL,
       "DNS server for _stubmail records, IP:PORT (default: the system's)" },
     { "gnupg_home", SM_CONF_STRING, &ctx.conf.gnupg_home, NULL,
-      "GnuPG home with our domain key (with domain_key: login mode)" },
+      "GnuPG home with our domain key (required)" },
     { "domain_key", SM_CONF_STRING, &ctx.conf.domain_key, NULL,
-      "fingerprint of our domain key (with gnupg_home: login mode)" },
+      "fingerprint of our domain key (required)" },
     { "ca_file", SM_CONF_STRING, &ctx.conf.ca_file, NULL,
       "CA certificates for outbox HTTPS (default: the system's)" },
     { "allow_http", SM_CONF_BOOL, &ctx.conf.allow_http, "no",
       "accept http:// outboxes at loopback addresses" },
     { "quarantine_dir", SM_CONF_STRING, &ctx.conf.quarantine_dir,
       "/var/spool/stubmail-pollerd/quarantine",
-      "where messages that do not verify are kept (login mode)" },
+      "where messages that do not verify are kept" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -137,9 +137,9 @@ static int writable_dir(const char *key, const char *dir, char *err, size_t errl
     return 0;
 }
 
-/* The OpenPGP settings: gnupg_home and domain_key together switch on login
- * mode; then the quarantine directory must be there (made if missing) and
- * our public key is exported once, to go with every login. */
+/* The OpenPGP settings: gnupg_home and domain_key are required; the
+ * quarantine directory must be there (made if missing) and our public key
+ * is exported once, to go with every login. */
 static int check_pgp(pd_conf *c, char *err, size_t errlen)
 {
     char why[SM_PGP_WHY_MAX];
@@ -159,13 +159,13 @@ static int check_pgp(pd_conf *c, char *err, size_t errlen)
     c->https.ca_file = c->ca_file;
     c->https.allow_http = c->allow_http;
     c->https.timeout = c->timeout < PD_KEYFETCH_TIMEOUT ? c->timeout : PD_KEYFETCH_TIMEOUT;
-    if (!c->gnupg_home != !c->domain_key) {
-        snprintf(err, errlen, "gnupg_home and domain_key go together (login mode), or neither");
+    if (!c->gnupg_home || !c->domain_key) {
+        snprintf(err, errlen, "gnupg_home and domain_key are required (missing: %s): the "
+                 "GnuPG home and fingerprint of our domain key, see stubmail-keygen",
+                 !c->gnupg_home && !c->domain_key ? "both"
+                 : !c->gnupg_home ? "gnupg_home" : "domain_key");
         return -1;
     }
-    if (!c->gnupg_home)
-        return 0;
-    c->login = 1;
     if (!sm_pgp_fpr_valid(c->domain_key)) {
         snprintf(err, errlen, "domain_key: \"%s\" is not a fingerprint (40 or 64 hex digits)",
                  c->domain_key);
@@ -552,14 +552,14 @@ int main(int argc, char **argv)
         rc = EX_OSERR;
         goto leave;
     }
-    if (ctx.conf.login && can_sign(&ctx.conf) != 0) {
+    if (can_sign(&ctx.conf) != 0) {
         rc = EX_CONFIG;
         goto leave;
     }
-    sm_info("starting: domain %s, deliver to %s, every %lds, %ld domains at once, %s%s%s",
-            ctx.conf.domain, ctx.conf.deliver_to, ctx.conf.interval, ctx.conf.concurrency,
-            ctx.conf.login ? "login with domain key " : "HTTP Basic auth with peer secrets",
-            ctx.conf.login ? ctx.conf.domain_key : "", once ? ", one cycle" : "");
+    sm_info("starting: domain %s, deliver to %s, every %lds, %ld domains at once, "
+            "login with domain key %s%s", ctx.conf.domain, ctx.conf.deliver_to,
+            ctx.conf.interval, ctx.conf.concurrency, ctx.conf.domain_key,
+            once ? ", one cycle" : "");
     rc = run(once);
     sm_info("stopped");
 

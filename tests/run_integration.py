@@ -8,8 +8,7 @@ of a failure follow as '#' lines, with the tails of the servers' logs), then
 "# N passed, N failed". Exit status 0 only if nothing failed.
 
 Environment: STUBMAIL_PORT_BASE (default 20000), STUBMAIL_KEEP=1 keeps the
-run directories (/tmp/smt-*) for a look at the logs, STUBMAIL_SANDBOX_MODE
-(default secure; see tests/sandbox.py)."""
+run directories (/tmp/smt-*) for a look at the logs."""
 
 import argparse
 import glob

@@ -24,21 +24,15 @@ DESCRIPTION
     STUBMAIL_PORT_BASE (default 20000): base+25 inbound SMTP (milter),
     base+26 reinjection SMTP (no milter, pollerd delivers here), base+587
     submission (milter, daemon name ORIGINATING), base+30 the milter,
-    base+443 Apache with mod_ssl (secure mode) or base+80 plain http
-    (basic mode), base+432 PostgreSQL.
+    base+443 Apache with mod_ssl, base+432 PostgreSQL.
 
-    Two modes (STUBMAIL_SANDBOX_MODE, or Sandbox(mode=...)):
-
-    secure  (the default; docs/PROTOCOL.md as specified) one dnsmasq for
-            the sandbox on 127.0.0.1:base+53 serves _stubmail.<domain> for
-            every ISP that runs a stubmail part; a throwaway CA (openssl)
-            signs each ISP's server certificate (IP and DNS name); each
-            ISP has a domain key made by stubmail-keygen in RUNDIR/x/g
-            (milter and pollerd), a keyring of Apache's own in RUNDIR/x/w
-            (www-data), and a token key. Peers find each other by DNS;
-            Isp.add_peer still writes admin overrides.
-    basic   (transitional, issue 2; no test uses it) plain http, HTTP
-            Basic with peer secrets: add_peer(other, secret).
+    What docs/PROTOCOL.md specifies: one dnsmasq for the sandbox on
+    127.0.0.1:base+53 serves _stubmail.<domain> for every ISP that runs a
+    stubmail part; a throwaway CA (openssl) signs each ISP's server
+    certificate (IP and DNS name); each ISP has a domain key made by
+    stubmail-keygen in RUNDIR/x/g (milter and pollerd), a keyring of
+    Apache's own in RUNDIR/x/w (www-data), and a token key. Peers find each
+    other by DNS; Isp.add_peer writes admin overrides.
 
     Every server runs in the foreground as a child of this Python process,
     in its own session, and is stopped by its PID (then its process group)
@@ -84,17 +78,14 @@ DOMAIN_IPS = {
 
 # Port offsets from the port base; every ISP has its own address, so the
 # same offsets serve every ISP.
-SMTP, REINJECT, MILTER, HTTP, PG, SUBMISSION, HTTPS = 25, 26, 30, 80, 432, 587, 443
+SMTP, REINJECT, MILTER, PG, SUBMISSION, HTTPS = 25, 26, 30, 432, 587, 443
 # The sandbox's one DNS server listens on 127.0.0.1:base+DNS.
 DNS = 53
-
-MODES = ("secure", "basic")
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 
 ALL_SERVICES = ("pg", "httpd", "postfix", "milter", "pollerd")
-# An ISP with any of these has a domain key and a _stubmail record (secure
-# mode). "key" alone: a domain that publishes a record and key but runs no
+# An ISP with any of these has a domain key and a _stubmail record. "key" alone: a domain that publishes a record and key but runs no
 # server here (a test plays its poller).
 STUBMAIL_SERVICES = ("httpd", "milter", "pollerd", "key")
 
@@ -118,13 +109,6 @@ class SandboxError(Exception):
 
 def port_base_default():
     return int(os.environ.get("STUBMAIL_PORT_BASE", "20000"))
-
-
-def mode_default():
-    mode = os.environ.get("STUBMAIL_SANDBOX_MODE", "secure")
-    if mode not in MODES:
-        raise SandboxError("STUBMAIL_SANDBOX_MODE=%s: not one of %s" % (mode, ", ".join(MODES)))
-    return mode
 
 
 def pg_bindir():
@@ -340,7 +324,7 @@ class Proc:
 
 
 # ---------------------------------------------------------------------------
-# Secure mode: certificates, domain keys, DNS.
+# Certificates, domain keys, DNS.
 
 def _run(argv, what, **kw):
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
@@ -488,7 +472,7 @@ def dns_txt_query(name, qid=4711):
 class Isp:
     def __init__(self, name, domain, ip, port_base, rundir, services=ALL_SERVICES,
                  routes=None, users=USERS, poll_interval="2s", module=True,
-                 apache_loglevel="info", mode="secure", resolver=None, ca_dir=None,
+                 apache_loglevel="info", resolver=None, ca_dir=None,
                  httpd_extra=()):
         self.name, self.domain, self.ip = name, domain, ip
         self.port_base, self.rundir = port_base, rundir
@@ -497,13 +481,12 @@ class Isp:
         self.poll_interval = poll_interval
         self.module = module
         self.apache_loglevel = apache_loglevel
-        self.mode = mode
         self.resolver = resolver        # "127.0.0.1:PORT" of the sandbox's DNS
         self.ca_dir = ca_dir
         # (directive, value) lines added to httpd.conf, e.g.
         # ("StubmailTokenLifetime", "3")
         self.httpd_extra = list(httpd_extra)
-        self.key = None                 # DomainKey, secure mode
+        self.key = None                 # DomainKey
         self.token_keys = []            # [(key id, secret hex)], newest last
         # domain -> ip of every other ISP, for transport_maps
         self.routes = {d: i for d, i in (routes or DOMAIN_IPS).items() if d != domain}
@@ -529,16 +512,8 @@ class Isp:
         return self.port(REINJECT)
 
     @property
-    def http_port(self):
-        return self.port(HTTP)
-
-    @property
     def https_port(self):
         return self.port(HTTPS)
-
-    @property
-    def secure(self):
-        return self.mode == "secure"
 
     @property
     def has_stubmail(self):
@@ -573,9 +548,7 @@ class Isp:
 
     @property
     def outbox_url(self):
-        if self.secure:
-            return "https://%s:%d/stubmail" % (self.ip, self.https_port)
-        return "http://%s:%d/stubmail" % (self.ip, self.http_port)
+        return "https://%s:%d/stubmail" % (self.ip, self.https_port)
 
     @property
     def conninfo(self):
@@ -621,7 +594,7 @@ class Isp:
 
     # -- lifecycle -----------------------------------------------------------
     def make_identity(self):
-        """Secure mode, before anything starts: the domain key (and the TXT
+        """Before anything starts: the domain key (and the TXT
         record to publish), Apache's keyring, certificate and token key."""
         os.makedirs(self.rundir, exist_ok=True)
         os.chmod(self.rundir, 0o755)
@@ -682,7 +655,7 @@ class Isp:
             raise SandboxError("%s: stopping: %s" % (self.domain, "; ".join(errors)))
 
     def _check_ports_free(self):
-        offsets = {"pg": [PG], "httpd": [HTTPS if self.secure else HTTP], "milter": [MILTER],
+        offsets = {"pg": [PG], "httpd": [HTTPS], "milter": [MILTER],
                    "postfix": [SMTP, REINJECT, SUBMISSION]}
         for svc, offs in offsets.items():
             if svc not in self.services:
@@ -821,7 +794,7 @@ class Isp:
         lines = [
             'ServerRoot "%s"' % d,
             "ServerName %s" % self.domain,
-            "Listen %s:%d" % (self.ip, self.serving_port),
+            "Listen %s:%d" % (self.ip, self.https_port),
             'PidFile "%s/httpd.pid"' % d,
             'DefaultRuntimeDir "%s/run"' % d,
             'ErrorLog "%s"' % self.error_log,
@@ -846,35 +819,27 @@ class Isp:
             "DBDriver pgsql",
             'DBDParams "%s"' % self.conninfo,
             "DBDMax 8",
+            "LoadModule socache_shmcb_module %s/mod_socache_shmcb.so" % APACHE_MODULES,
+            "LoadModule ssl_module %s/mod_ssl.so" % APACHE_MODULES,
+            # its info lines (one per connection) would drown ours
+            "LogLevel %s ssl:warn" % self.apache_loglevel,
+            'SSLSessionCache "shmcb:%s/run/ssl_scache(512000)"' % d,
+            "<VirtualHost %s:%d>" % (self.ip, self.https_port),
+            "    ServerName %s" % self.domain,
+            "    SSLEngine on",
+            '    SSLCertificateFile "%s"' % self.tls_cert,
+            '    SSLCertificateKeyFile "%s"' % self.tls_key,
+            "</VirtualHost>",
         ]
-        if self.secure:
-            lines += [
-                "LoadModule socache_shmcb_module %s/mod_socache_shmcb.so" % APACHE_MODULES,
-                "LoadModule ssl_module %s/mod_ssl.so" % APACHE_MODULES,
-                # its info lines (one per connection) would drown ours
-                "LogLevel %s ssl:warn" % self.apache_loglevel,
-                'SSLSessionCache "shmcb:%s/run/ssl_scache(512000)"' % d,
-                "<VirtualHost %s:%d>" % (self.ip, self.https_port),
-                "    ServerName %s" % self.domain,
-                "    SSLEngine on",
-                '    SSLCertificateFile "%s"' % self.tls_cert,
-                '    SSLCertificateKeyFile "%s"' % self.tls_key,
-                "</VirtualHost>",
-            ]
         if self.module:
             lines += [
                 "LoadModule stubmail_module %s" % MODULE_SO,
                 'StubmailSpoolDir "%s"' % self.spool_dir,
-            ]
-            if self.secure:
-                lines += [
-                    "StubmailDomain %s" % self.domain,
-                    'StubmailPublicKey "%s"' % self.key.public,
-                    'StubmailGnupgHome "%s"' % self.www_gnupg_home,
-                    "StubmailResolver %s" % self.resolver,
-                ] + ["StubmailTokenKey %s %s" % k for k in self.token_keys]
-            else:
-                lines.append("StubmailAllowBasicAuth On")
+                "StubmailDomain %s" % self.domain,
+                'StubmailPublicKey "%s"' % self.key.public,
+                'StubmailGnupgHome "%s"' % self.www_gnupg_home,
+                "StubmailResolver %s" % self.resolver,
+            ] + ["StubmailTokenKey %s %s" % k for k in self.token_keys]
             lines += ["%s %s" % kv for kv in self.httpd_extra]
             lines += [
                 "<Location /stubmail>",
@@ -892,12 +857,8 @@ class Isp:
                     self.path("httpd.out"), env={"PATH": "/usr/sbin:/usr/bin:/bin",
                                                  "LANG": "C"})
         # a configuration error goes to stderr (httpd.out), not the error log
-        self._await("httpd", lambda: listening(self.ip, self.serving_port),
+        self._await("httpd", lambda: listening(self.ip, self.https_port),
                     [self.path("httpd.out"), self.error_log])
-
-    @property
-    def serving_port(self):
-        return self.https_port if self.secure else self.http_port
 
     def restart_httpd(self):
         """Write httpd.conf again (after a change of httpd_extra) and restart."""
@@ -951,8 +912,7 @@ class Isp:
             f.write("originating_daemon ORIGINATING\n")
             f.write("trusted_networks %s/32\n" % self.ip)
             f.write("db_connections 2\n")
-            if self.secure:
-                f.write(self._secure_conf())
+            f.write(self._pgp_conf())
 
     def start_milter(self):
         self._spawn("milter", [MILTER_BIN, "-c", self.milter_conf, "-f"], self.milter_log)
@@ -1117,16 +1077,15 @@ smtp_connect_timeout = 5s
             f.write("concurrency 4\n")
             f.write("timeout 20s\n")
             f.write("spool_dir %s\n" % spool)
-            if self.secure:
-                f.write(self._secure_conf())
-                f.write("quarantine_dir %s\n" % self.quarantine_dir)
+            f.write(self._pgp_conf())
+            f.write("quarantine_dir %s\n" % self.quarantine_dir)
 
     @property
     def quarantine_dir(self):
         return self.path("quarantine")
 
-    def _secure_conf(self):
-        """The keys the milter and pollerd share in secure mode."""
+    def _pgp_conf(self):
+        """The keys the milter and pollerd share."""
         return ("resolver %s\ngnupg_home %s\ndomain_key %s\nca_file %s\n"
                 % (self.resolver, self.gnupg_home, self.fpr, self.ca_file))
 
@@ -1158,24 +1117,23 @@ smtp_connect_timeout = 5s
                  "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
                  % (q(owner), q(contact), q(contact.split("@", 1)[1]), q(source)))
 
-    def add_peer(self, other, secret=None, pulling=True, both=True, fpr=None,
-                 outbox_url=None):
+    def add_peer(self, other, pulling=True, both=True, fpr=None, outbox_url=None):
         """Peer rows (admin overrides): here for other and, with both, there
-        for us, sharing secret (basic mode). outbox_url and fpr, if given,
-        go into our row for other (a domain name will do for other then,
-        with both=False); otherwise the row names other's real outbox and
-        no fpr (DNS says). In secure mode DNS finds peers without any row."""
+        for us. outbox_url and fpr, if given, go into our row for other (a
+        domain name will do for other then, with both=False); otherwise the
+        row names other's real outbox and no fpr (DNS says). DNS finds peers
+        without any row."""
         pairs = [(self, other), (other, self)] if both else [(self, other)]
         for here, there in pairs:
             mine = here is self
             domain = there if isinstance(there, str) else there.domain
             url = outbox_url if mine and outbox_url else there.outbox_url
             fpr_ = fpr if mine else None
-            here.sql("INSERT INTO peer (domain, outbox_url, secret, pulling, fpr) "
-                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (domain) DO UPDATE SET "
-                     "outbox_url = EXCLUDED.outbox_url, secret = EXCLUDED.secret, "
+            here.sql("INSERT INTO peer (domain, outbox_url, pulling, fpr) "
+                     "VALUES (%s, %s, %s, %s) ON CONFLICT (domain) DO UPDATE SET "
+                     "outbox_url = EXCLUDED.outbox_url, "
                      "pulling = EXCLUDED.pulling, fpr = EXCLUDED.fpr"
-                     % (q(domain), q(url), q(secret) if secret else "NULL",
+                     % (q(domain), q(url),
                         "true" if pulling else "false", q(fpr_) if fpr_ else "NULL"))
 
     def maildir_messages(self, user):
@@ -1286,33 +1244,25 @@ class Sandbox:
     """The ISPs of one test run. services maps a domain to the services it
     runs (default: all five); e.g. {"c.example": ("postfix",)} makes
     c.example a plain Postfix that only receives, {"b.example": ("key",)} a
-    domain with a published key and record but no servers. mode: "secure"
-    or "basic" (default: mode_default()). httpd_extra: (directive, value)
-    lines for every ISP's httpd.conf."""
+    domain with a published key and record but no servers. httpd_extra:
+    (directive, value) lines for every ISP's httpd.conf."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
-                 mode=None, httpd_extra=()):
+                 httpd_extra=()):
         self.domains = list(domains)
         self.port_base = port_base if port_base is not None else port_base_default()
         self.services = services or {}
         self.poll_interval = poll_interval
         self.keep = keep if keep is not None else bool(os.environ.get("STUBMAIL_KEEP"))
         self.rundir = rundir
-        self.mode = mode or mode_default()
-        if self.mode not in MODES:
-            raise SandboxError("mode %r: not one of %s" % (self.mode, ", ".join(MODES)))
         self.httpd_extra = list(httpd_extra)
         self.isps = {}
         self.dns = None
 
     @property
-    def secure(self):
-        return self.mode == "secure"
-
-    @property
     def ca_file(self):
-        return os.path.join(self.rundir, "ca", "ca.pem") if self.secure else None
+        return os.path.join(self.rundir, "ca", "ca.pem")
 
     def start(self):
         if os.geteuid() != 0:
@@ -1327,27 +1277,23 @@ class Sandbox:
         _live.append(self)
         registry = os.path.join(self.rundir, "pids")
         try:
-            ca_dir = None
-            if self.secure:
-                ca_dir = os.path.join(self.rundir, "ca")
-                make_ca(ca_dir)
+            ca_dir = os.path.join(self.rundir, "ca")
+            make_ca(ca_dir)
             self.dns = Dns(self.port_base + DNS, self.rundir, registry)
             for dom in self.domains:
                 name = dom.split(".")[0]
                 isp = Isp(name, dom, DOMAIN_IPS[dom], self.port_base,
                           os.path.join(self.rundir, name),
                           services=self.services.get(dom, ALL_SERVICES),
-                          poll_interval=self.poll_interval, mode=self.mode,
+                          poll_interval=self.poll_interval,
                           resolver=self.dns.address, ca_dir=ca_dir,
                           httpd_extra=self.httpd_extra)
                 isp.registry = registry
                 self.isps[dom] = isp
-                if self.secure:
-                    isp.make_identity()
-                    if isp.key:
-                        self.dns.records["_stubmail." + dom] = isp.key.record
-            if self.secure:
-                self.dns.start()
+                isp.make_identity()
+                if isp.key:
+                    self.dns.records["_stubmail." + dom] = isp.key.record
+            self.dns.start()
             for isp in self.isps.values():
                 isp.start()
         except BaseException:
@@ -1475,23 +1421,16 @@ def demo(keep=False):
     install_signal_handlers()
     sb = Sandbox(["a.example", "b.example"], keep=False)
     _say("== starting a.example (127.0.0.2) and b.example (127.0.0.3): PostgreSQL, "
-         "Apache + mod_stubmail%s, Postfix + stubmail-milter, stubmail-pollerd"
-         % (" + mod_ssl" if sb.secure else ""))
+         "Apache + mod_stubmail + mod_ssl, Postfix + stubmail-milter, stubmail-pollerd")
     sb.start()
     supervisor_ok = False
     try:
         a, b = sb["a.example"], sb["b.example"]
         _say("   run directory %s, ports from %d" % (sb.rundir, sb.port_base))
-        if sb.secure:
-            _say("== each has a domain key (stubmail-keygen) and a certificate from a "
-                 "throwaway CA; dnsmasq on %s publishes:" % sb.dns.address)
-            for name, text in sorted(sb.dns.records.items()):
-                _say('   %s. IN TXT "%s"' % (name, text))
-        else:
-            secret = os.urandom(16).hex()
-            a.add_peer(b, secret)
-            _say("== peered: a.example and b.example share a secret; each knows the "
-                 "other's outbox (%s, %s)" % (a.outbox_url, b.outbox_url))
+        _say("== each has a domain key (stubmail-keygen) and a certificate from a "
+             "throwaway CA; dnsmasq on %s publishes:" % sb.dns.address)
+        for name, text in sorted(sb.dns.records.items()):
+            _say('   %s. IN TXT "%s"' % (name, text))
         b.add_contact("bob@b.example", "alice@a.example")
         _say("== bob@b.example has alice@a.example in his address book")
 
@@ -1511,16 +1450,15 @@ def demo(keep=False):
         mid = row[0]
         _say("== stored in a.example's outbox (SQL on a.example):")
         _say("   id %s  from %s  to %s  %s bytes  at %s" % tuple(row))
-        if sb.secure:
-            fmt, spool_name = a.sql("SELECT format, spool_name FROM message WHERE id = %s"
-                                    % q(mid))[0]
-            try:
-                with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
-                    head = f.read(64)
-            except OSError:         # already pulled and deleted
-                head = b""
-            _say("   stored as %s: signed by a.example, encrypted to b.example's key "
-                 "(first bytes %s)" % (fmt, head[:16].hex() or "gone"))
+        fmt, spool_name = a.sql("SELECT format, spool_name FROM message WHERE id = %s"
+                                % q(mid))[0]
+        try:
+            with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
+                head = f.read(64)
+        except OSError:         # already pulled and deleted
+            head = b""
+        _say("   stored as %s: signed by a.example, encrypted to b.example's key "
+             "(first bytes %s)" % (fmt, head[:16].hex() or "gone"))
 
         def grep(path, regex):
             try:
@@ -1538,11 +1476,10 @@ def demo(keep=False):
             for lines in found:
                 _say("   " + lines[-1].strip())
 
-        if sb.secure:
-            step("b.example logged in at a.example with its domain key (a.example's "
-                 "Apache checked the key against b.example's DNS record)",
-                 [(a.access_log, r"POST /stubmail/v1/login .* 200 "),
-                  (a.error_log, r"domain=b\.example .*login")])
+        step("b.example logged in at a.example with its domain key (a.example's "
+             "Apache checked the key against b.example's DNS record)",
+             [(a.access_log, r"POST /stubmail/v1/login .* 200 "),
+              (a.error_log, r"domain=b\.example .*login")])
         step("listed by b.example's poll (a.example's Apache)",
              [(a.access_log, r" b\.example .*POST /stubmail/v1/poll .* 200 "),
               (a.error_log, r"domain=b\.example .*poll: \d+ pairs, [1-9]\d* listed")])
@@ -1699,8 +1636,7 @@ def main(argv):
                       % (isp.domain, isp.ip, isp.outbox_url, isp.smtp_port,
                          isp.submission_port, isp.reinject_port, isp.conninfo,
                          isp.rundir), flush=True)
-            if sb.secure:
-                print("DNS %s, CA %s" % (sb.dns.address, sb.ca_file), flush=True)
+            print("DNS %s, CA %s" % (sb.dns.address, sb.ca_file), flush=True)
             print("running; Ctrl-C stops", flush=True)
             while True:
                 signal.pause()

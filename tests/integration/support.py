@@ -219,7 +219,6 @@ class SandboxTest(unittest.TestCase):
     DOMAINS = ("a.example", "b.example")
     SERVICES = {}
     POLL_INTERVAL = "2s"
-    MODE = None             # sandbox mode; None: the default
     HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
     sb = None
 
@@ -227,7 +226,7 @@ class SandboxTest(unittest.TestCase):
     def setUpClass(cls):
         global ca_file
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
-                         poll_interval=cls.POLL_INTERVAL, mode=cls.MODE,
+                         poll_interval=cls.POLL_INTERVAL,
                          httpd_extra=cls.HTTPD_EXTRA)
         cls.sb.start()
         ca_file = cls.sb.ca_file

@@ -204,7 +204,7 @@ CASES = [
     # -- tokens -------------------------------------------------------------------
     ("poll_without_token", lambda t: t.poll(json.dumps(POLL_BOB), token=None), 401,
      "token_required"),
-    ("poll_with_basic_credentials", lambda t: t.req(
+    ("poll_basic_credentials_refused", lambda t: t.req(
         "POST", "/v1/poll", data=json.dumps(POLL_BOB), user="b.example:secret"), 401,
      "token_required"),
     ("poll_garbage_token", lambda t: t.poll(json.dumps(POLL_BOB), token="abc"), 401,
@@ -223,7 +223,7 @@ CASES = [
         t.a, "b.example", int(time.time()) - 5)), 401, "token_expired"),
     ("poll_token_unknown_key_id", lambda t: t.poll(json.dumps(POLL_BOB), token=mint_token(
         t.a, "b.example", int(time.time()) + 600, "k9", "11" * 32)), 401, "bad_token"),
-    ("poll_token_wrong_secret", lambda t: t.poll(json.dumps(POLL_BOB), token=mint_token(
+    ("poll_token_wrong_mac_key", lambda t: t.poll(json.dumps(POLL_BOB), token=mint_token(
         t.a, "b.example", int(time.time()) + 600, "k1", "22" * 32)), 401, "bad_token"),
     ("poll_token_from_another_server", lambda t: t.req(
         "POST", "/v1/poll", token=t.token_c_from_b,

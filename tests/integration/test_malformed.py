@@ -78,8 +78,12 @@ class MalformedRequestTest(SandboxTest):
         self.assertEqual(r.header("www-authenticate"), 'Bearer realm="stubmail"')
         r = curl(self.url("/v1/message/" + self.mid))
         self.assertError(r, 401, "token_required")
+        # HTTP Basic is no credential at all: only a token is offered
+        r = curl(self.url("/v1/message/" + self.mid), user="b.example:whatever-it-was")
+        self.assertError(r, 401, "token_required")
+        self.assertEqual(r.header("www-authenticate"), 'Bearer realm="stubmail"')
 
-    def test_6_auth_wrong_secret(self):
+    def test_6_auth_forged_token(self):
         r = self.poll(POLL_OK, bearer=self.forged())
         self.assertError(r, 401, "bad_token")
         self.assertEqual(r.header("www-authenticate"), 'Bearer realm="stubmail"')
@@ -99,7 +103,7 @@ class MalformedRequestTest(SandboxTest):
         self.assertEqual(r.status, 401, r)
         self.assertIn(r.json()["error"], ("bad_token", "token_required"))
 
-    def test_6_auth_wrong_secret_cannot_ack(self):
+    def test_6_auth_forged_token_cannot_ack(self):
         r = curl(self.url("/v1/message/%s/ack" % self.mid), "POST",
                  bearer=self.forged(), data=json.dumps({"to": "bob@b.example"}))
         self.assertError(r, 401, "bad_token")
