@@ -64,7 +64,7 @@ typedef struct smf_db_rcpt {
 
 /* One transaction: the message row, an outbox row per pulling recipient,
  * an address-book row (owner = sender) per contact. format is how the body
- * is stored: "rfc822" or "openpgp". */
+ * is stored: "openpgp" (signed and encrypted). */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,

@@ -12,10 +12,10 @@
  *	each recipient's domain once per message with sm_discover: the peer
  *	row, else the _stubmail DNS record through dns_cache. When some
  *	recipients are at pulling domains, the message streams into a spool
- *	file while it arrives; at end of message the file is committed (or,
- *	with gnupg_home and domain_key, signed and encrypted by gpg into a
- *	second spool file that is committed instead, after the recipient
- *	domains' keys were made sure of at DATA), then one transaction
+ *	file while it arrives; at end of message it is signed with our domain
+ *	key and encrypted to the recipient domains' keys (made sure of at
+ *	DATA) by gpg into a second spool file that is committed instead, then
+ *	one transaction
  *	stores the message row, one outbox row per pulling recipient and the
  *	sender's learned address-book entries. Only after COMMIT are the
  *	pulling recipients removed from the envelope (smfi_delrcpt); when none
@@ -35,7 +35,8 @@
  *	4.7.5 at DATA): the MTA keeps the message and retries, nothing is
  *	lost. Every such failure is logged with the queue id, the sender and
  *	the reason. An invalid _stubmail record is pushed with a warning.
- *	Configuration errors: exit status 1.
+ *	Configuration errors (gnupg_home and domain_key are required): exit
+ *	status 78 (EX_CONFIG).
  * SEE ALSO
  *	docs/stubmail-milter.8, docs/HACKING.md, smf_db.c, smf_net.c
  *--*/
@@ -51,6 +52,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
@@ -104,7 +106,7 @@ static const sm_conf_key smf_keys[] = {
     { "resolver", SM_CONF_STRING, &cfg.resolver, NULL,
       "DNS server for _stubmail lookups, IP:PORT or [IPv6]:PORT; unset: /etc/resolv.conf" },
     { "gnupg_home", SM_CONF_STRING, &cfg.gnupg_home, NULL,
-      "GnuPG home with our domain key; with domain_key: store mail signed and encrypted" },
+      "GnuPG home with our domain key: stored mail is signed and encrypted" },
     { "domain_key", SM_CONF_STRING, &cfg.domain_key, NULL,
       "fingerprint of our domain key in gnupg_home (the fpr= we publish)" },
     { "ca_file", SM_CONF_STRING, &cfg.ca_file, NULL,
@@ -118,12 +120,6 @@ static const sm_conf_key smf_keys[] = {
 
 #define SMF_HOME_MAX      80    /* gpg-agent's sockets live in gnupg_home */
 #define SMF_KEY_TIMEOUT_MAX 300
-
-/* Sign and encrypt stored mail: gnupg_home and domain_key are both set. */
-static int sealing(void)
-{
-    return cfg.gnupg_home != NULL;
-}
 
 static smf_netlist trusted;
 
@@ -155,28 +151,29 @@ static int smf_config_check_discovery(const char *path, char *err, size_t errlen
         snprintf(err, errlen, "%s: resolver: \"%s\": %s", path, cfg.resolver, bad);
         return -1;
     }
-    if ((cfg.gnupg_home == NULL) != (cfg.domain_key == NULL)) {
-        snprintf(err, errlen, "%s: %s is set but %s is not: sealing mail needs both", path,
-                 cfg.gnupg_home ? "gnupg_home" : "domain_key",
-                 cfg.gnupg_home ? "domain_key" : "gnupg_home");
+    if (!cfg.gnupg_home || !cfg.domain_key) {
+        snprintf(err, errlen, "%s: gnupg_home and domain_key are required (missing: %s): the "
+                 "GnuPG home and fingerprint of our domain key, see stubmail-keygen", path,
+                 !cfg.gnupg_home && !cfg.domain_key ? "both"
+                 : !cfg.gnupg_home ? "gnupg_home" : "domain_key");
         return -1;
     }
-    if (cfg.domain_key && !sm_pgp_fpr_valid(cfg.domain_key)) {
+    if (!sm_pgp_fpr_valid(cfg.domain_key)) {
         snprintf(err, errlen, "%s: domain_key: \"%s\" is not a fingerprint (40 or 64 hex "
                  "digits)", path, cfg.domain_key);
         return -1;
     }
-    if (cfg.gnupg_home && (cfg.gnupg_home[0] != '/' || strlen(cfg.gnupg_home) > SMF_HOME_MAX)) {
+    if (cfg.gnupg_home[0] != '/' || strlen(cfg.gnupg_home) > SMF_HOME_MAX) {
         snprintf(err, errlen, "%s: gnupg_home: \"%s\" is not an absolute path of at most %d "
                  "characters (gpg-agent's socket lives in it)", path, cfg.gnupg_home,
                  SMF_HOME_MAX);
         return -1;
     }
-    if (cfg.gnupg_home && stat(cfg.gnupg_home, &st) != 0) {
+    if (stat(cfg.gnupg_home, &st) != 0) {
         snprintf(err, errlen, "%s: gnupg_home: %s: %s", path, cfg.gnupg_home, strerror(errno));
         return -1;
     }
-    if (cfg.gnupg_home && !S_ISDIR(st.st_mode)) {
+    if (!S_ISDIR(st.st_mode)) {
         snprintf(err, errlen, "%s: gnupg_home: %s: not a directory", path, cfg.gnupg_home);
         return -1;
     }
@@ -200,8 +197,6 @@ static int smf_key_check(int probe_secret, char *err, size_t errlen)
     size_t siglen;
     int rc = -1;
 
-    if (!sealing())
-        return 0;
     if (sm_pgp_init() != SM_PGP_OK) {
         snprintf(err, errlen, "gpgme or gpg is missing or too old");
         goto leave;
@@ -298,7 +293,7 @@ typedef struct smf_domain {
     char name[SM_DOMAIN_MAX + 1];
     int pulling;
     char outbox[SM_TXT_URL_MAX + 1];    /* where its key is, when pulling */
-    char fpr[SM_TXT_FPR_MAX + 1];       /* its domain key, when pulling and sealing */
+    char fpr[SM_TXT_FPR_MAX + 1];       /* its domain key, when pulling */
 } smf_domain;
 
 typedef struct smf_msg {
@@ -313,10 +308,9 @@ typedef struct smf_msg {
     sm_spool_file spool;        /* the message as received (plaintext) */
     char *buf;                  /* write buffer in front of the spool file */
     size_t buflen;
-    long long size;             /* octets written to the spool file */
     int keys_ready;             /* every pulling domain's key is in gnupg_home */
     int sealed_open;            /* like spool_open, for sealed */
-    sm_spool_file sealed;       /* the stored OpenPGP form, when sealing */
+    sm_spool_file sealed;       /* the stored OpenPGP form */
 } smf_msg;
 
 typedef struct smf_conn {
@@ -466,16 +460,11 @@ static int smf_out(smf_msg *msg, const void *p, size_t len)
     if (msg->buflen + len > SMF_BUFSZ) {
         if (smf_flush(msg) != 0)
             return -1;
-        if (len >= SMF_BUFSZ) {
-            if (sm_spool_write(&msg->spool, p, len) != 0)
-                return -1;
-            msg->size += (long long)len;
-            return 0;
-        }
+        if (len >= SMF_BUFSZ)
+            return sm_spool_write(&msg->spool, p, len) != 0 ? -1 : 0;
     }
     memcpy(msg->buf + msg->buflen, p, len);
     msg->buflen += len;
-    msg->size += (long long)len;
     return 0;
 }
 
@@ -824,7 +813,7 @@ static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
     memset(d, 0, sizeof *d);
     snprintf(d->name, sizeof d->name, "%s", domain);
     d->pulling = info.pulling;
-    if (info.pulling && sealing() && info.fpr[0] == '\0') {
+    if (info.pulling && info.fpr[0] == '\0') {
         /* it could never log in to fetch it, nor read it: push instead */
         sm_warn("%s: from=<%s> to=%s: %s pulls its mail (peer table) but no domain key is "
                 "known for it (neither peer.fpr nor a _stubmail record: %s); pushed by SMTP",
@@ -909,7 +898,7 @@ static sfsistat smf_data(SMFICTX *ctx)
         return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot create spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
     /* the keys now, before the body comes: a failure costs the client no transfer */
-    return sealing() ? smf_keys_fetch(ctx, msg) : SMFIS_CONTINUE;
+    return smf_keys_fetch(ctx, msg);
 }
 
 static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
@@ -956,9 +945,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
     smf_db_rcpt *outbox = NULL, *contacts = NULL;
     size_t noutbox = 0, ncontacts = 0, i;
     char why[512], why2[512], list[1024];
-    sm_spool_file *body;
-    int *body_open;
-    long long body_size;
+    sm_spool_file *body = &msg->sealed;
     smf_db_status st;
     sfsistat rc;
 
@@ -970,28 +957,16 @@ static sfsistat smf_eom(SMFICTX *ctx)
         return SMFIS_CONTINUE;
     }
 
-    /* 1. the body, durable: the plaintext itself, or its sealed form */
+    /* 1. the body, durable: its sealed form */
     if (smf_spool_open(msg) != 0 || (!msg->saw_eoh && smf_out(msg, "\r\n", 2) != 0)
         || smf_flush(msg) != 0)
         return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot write spool file in %s: %s",
                             cfg.spool_dir, strerror(errno));
-    if (sealing()) {
-        /* an MTA that skipped the DATA step gets its keys fetched here */
-        if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
-            return rc;
-        if ((rc = smf_seal(ctx, msg)) != SMFIS_CONTINUE)
-            return rc;
-        body = &msg->sealed;
-        body_open = &msg->sealed_open;
-        body_size = msg->sealed.size;
-    } else {
-        if (sm_spool_commit(&msg->spool) != 0)
-            return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot commit spool file %s/%s: %s",
-                                cfg.spool_dir, msg->spool.name, strerror(errno));
-        body = &msg->spool;
-        body_open = &msg->spool_open;
-        body_size = msg->size;
-    }
+    /* an MTA that skipped the DATA step gets its keys fetched here */
+    if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
+        return rc;
+    if ((rc = smf_seal(ctx, msg)) != SMFIS_CONTINUE)
+        return rc;
 
     /* 2. the rows, one transaction */
     outbox = smf_rcpt_list(msg, 1, &noutbox);
@@ -1001,15 +976,14 @@ static sfsistat smf_eom(SMFICTX *ctx)
         free(contacts);
         return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "out of memory");
     }
-    st = smf_db_store(body->name, msg->sender, body_size, body->name,
-                      sealing() ? "openpgp" : "rfc822", outbox, noutbox, contacts, ncontacts,
-                      why, sizeof why);
+    st = smf_db_store(body->name, msg->sender, body->size, body->name, "openpgp", outbox,
+                      noutbox, contacts, ncontacts, why, sizeof why);
     free(outbox);
     free(contacts);
     if (st == SMF_DB_UNKNOWN) {
         /* maybe committed: keep the body its row may name (the janitor
          * removes it if not); the retry may store a second copy */
-        *body_open = 0;
+        msg->sealed_open = 0;
         return smf_tempfail(ctx, DSN_LOCAL, REPLY_DB, "message id %s may or may not be stored: %s",
                             body->name, why);
     }
@@ -1026,7 +1000,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
             if (smf_db_unstore(body->name, why2, sizeof why2) != SMF_DB_OK) {
                 sm_err("%s: message id %s stays in the outbox and will be stored again "
                        "on retry: %s", smf_qid(ctx), body->name, why2);
-                *body_open = 0;         /* its row still names the body */
+                msg->sealed_open = 0;   /* its row still names the body */
             }
             return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot remove recipient %s",
                                 msg->rcpts[i].raw);
@@ -1035,9 +1009,9 @@ static sfsistat smf_eom(SMFICTX *ctx)
     smf_pulling_text(msg, list, sizeof list);
     sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld format=%s%s",
             smf_qid(ctx), body->name, msg->sender, list, msg->npulling, msg->nrcpts,
-            body_size, sealing() ? "openpgp" : "rfc822",
+            body->size, "openpgp",
             rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
-    *body_open = 0;                     /* committed: the outbox owns it now */
+    msg->sealed_open = 0;               /* committed: the outbox owns it now */
     smf_msg_free(ctx);
     return rc;
 }
@@ -1075,6 +1049,12 @@ static struct smfiDesc smf_desc = {
 
 /* ---- main ------------------------------------------------------------ */
 
+static int smf_required(const char *name)
+{
+    return !strcmp(name, "database") || !strcmp(name, "gnupg_home")
+        || !strcmp(name, "domain_key");
+}
+
 static void usage(FILE *fp)
 {
     const sm_conf_key *k;
@@ -1086,7 +1066,7 @@ static void usage(FILE *fp)
             "configuration keys:\n", SMF_NAME);
     for (k = smf_keys; k->name; k++)
         fprintf(fp, "  %-20s %s (default: %s)\n", k->name, k->help,
-                k->dflt ? k->dflt : strcmp(k->name, "database") ? "unset" : "required");
+                k->dflt ? k->dflt : smf_required(k->name) ? "required" : "unset");
 }
 
 static int daemonize(void)
@@ -1135,6 +1115,7 @@ int main(int argc, char **argv)
     if (smf_config_load(path, err, sizeof err) != 0
         || smf_key_check(!check_only, err, sizeof err) != 0) {
         fprintf(stderr, "%s: configuration error: %s\n", SMF_NAME, err);
+        rc = EX_CONFIG;
         goto leave;
     }
     if (check_only) {
@@ -1172,11 +1153,8 @@ int main(int argc, char **argv)
             "{daemon_name} %s, authenticated, or from %s; DNS from %s", cfg.socket,
             cfg.spool_dir, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
             cfg.resolver ? cfg.resolver : "/etc/resolv.conf");
-    if (sealing())
-        sm_info("stored mail is signed with domain key %s in %s and encrypted to the "
-                "recipient domains' keys", cfg.domain_key, cfg.gnupg_home);
-    else
-        sm_info("stored mail is plain rfc822 (no gnupg_home)");
+    sm_info("stored mail is signed with domain key %s in %s and encrypted to the "
+            "recipient domains' keys", cfg.domain_key, cfg.gnupg_home);
     rc = smfi_main() == MI_SUCCESS ? 0 : 1;
     sm_info("stopped%s", rc ? " after a libmilter error" : "");
 leave:
