@@ -20,6 +20,19 @@ static int fail(sm_parse_error *err, const char *code, const char *fmt, ...)
     return -1;
 }
 
+/* Serialise root compactly and release it; NULL in, NULL out, so a failed
+ * json_pack needs no check of its own. */
+static char *dump_compact(json_t *root)
+{
+    char *text;
+
+    if (root == NULL)
+        return NULL;
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
 static json_t *load_object(const char *body, size_t len, sm_parse_error *err)
 {
     json_error_t jerr;
@@ -198,16 +211,9 @@ int sm_ack_request_parse(const char *body, size_t len, const char *own_domain,
 
 char *sm_ack_request_encode(const char *to, const char *reason)
 {
-    json_t *root = reason ? json_pack("{s:s, s:s, s:s}", "to", to, "status", "rejected",
-                                      "reason", reason)
-                          : json_pack("{s:s}", "to", to);
-    char *text;
-
-    if (root == NULL)
-        return NULL;
-    text = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    return text;
+    return dump_compact(reason ? json_pack("{s:s, s:s, s:s}", "to", to, "status", "rejected",
+                                           "reason", reason)
+                               : json_pack("{s:s}", "to", to));
 }
 
 /* ---- time on the wire -------------------------------------------------- */
@@ -381,39 +387,29 @@ int sm_login_statement(const char *server, const char *domain, const char *time,
 char *sm_login_request_encode(const char *domain, const char *server, const char *time,
                               const char *nonce, const char *key, const char *signature)
 {
-    json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "domain", domain,
-                             "server", server, "time", time, "nonce", nonce,
-                             "key", key, "signature", signature);
-    char *text;
-
-    if (root == NULL)
-        return NULL;
-    text = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    return text;
+    return dump_compact(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "domain", domain,
+                                  "server", server, "time", time, "nonce", nonce,
+                                  "key", key, "signature", signature));
 }
 
 static char *encode_pairs(const sm_pair *pairs, size_t npairs, const char *from_key,
                           const char *to_key, int wrap)
 {
-    json_t *list = json_array(), *root = list;
-    char *text = NULL;
+    json_t *list = json_array(), *root;
     size_t i;
 
     if (list == NULL)
         return NULL;
     for (i = 0; i < npairs; i++)
         if (json_array_append_new(list, json_pack("{s:s, s:s}", from_key, pairs[i].from,
-                                                  to_key, pairs[i].to)) != 0)
-            goto leave;
-    if (wrap && (root = json_pack("{s:o}", "pairs", list)) == NULL) {
-        root = list;
-        goto leave;
-    }
-    text = json_dumps(root, JSON_COMPACT);
-leave:
-    json_decref(root);
-    return text;
+                                                  to_key, pairs[i].to)) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    /* "O" takes its own reference, so list is ours to release either way */
+    root = wrap ? json_pack("{s:O}", "pairs", list) : json_incref(list);
+    json_decref(list);
+    return dump_compact(root);
 }
 
 char *sm_pairs_sql_json(const sm_pair *pairs, size_t npairs)
@@ -489,12 +485,5 @@ leave:
 
 char *sm_error_body(const char *code, const char *message)
 {
-    json_t *root = json_pack("{s:s, s:s}", "error", code, "message", message);
-    char *text;
-
-    if (root == NULL)
-        return NULL;
-    text = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    return text;
+    return dump_compact(json_pack("{s:s, s:s}", "error", code, "message", message));
 }
