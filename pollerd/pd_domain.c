@@ -574,16 +574,15 @@ static void item_next(pd_domain *d)
     step(d);
 }
 
-/* Never deliver it: keep the body in quarantine_dir, record it, then ack it
- * as rejected so that the sender's ISP and the sender see it. -1 if the
- * item is finished (outcome logged). */
-static int reject(pd_domain *d, const char *reason, const char *detail)
+/* Never deliver it to this recipient: keep the body in quarantine_dir,
+ * record it, then ack it as rejected so that the sender's ISP and the sender
+ * see it. -1 if the item is finished (outcome logged). */
+static int reject_recipient(pd_domain *d, const char *reason, const char *detail)
 {
     pd_ctx *ctx = d->ctx;
     sm_listing *it = cur(d);
     char why[512];
 
-    snprintf(d->fd_reject, sizeof(d->fd_reject), "%s", reason);
     snprintf(d->item_reason, sizeof(d->item_reason), "%s", reason);
     if (pd_quarantine(ctx, d->name, it->id, d->fd, why, sizeof(why)) != 0) {
         outcome(d, it, LOG_ERR, "failed: not delivered (%s: %s) and cannot be quarantined: "
@@ -604,6 +603,15 @@ failed:
     ctx->n_failed++;
     d->failed = 1;
     return -1;
+}
+
+/* The body itself is bad (it does not verify): every recipient of it is
+ * rejected for the same reason. */
+static int reject(pd_domain *d, const char *reason, const char *detail)
+{
+    if (reason != d->fd_reject)
+        snprintf(d->fd_reject, sizeof(d->fd_reject), "%s", reason);
+    return reject_recipient(d, reason, detail);
 }
 
 /* The body of the current item is complete in d->fd: verify it where it
@@ -713,12 +721,27 @@ static void deliver_done(pd_domain *d, pd_xfer *x)
     }
 
     pd_xfer_describe(x, why, sizeof(why));
+    if (x->status >= 500 && x->status < 600) {
+        /* Retrying cannot change a permanent refusal: tell the sender's ISP
+         * as for a message that does not verify, for this recipient only. */
+        char reason[SM_ACK_REASON_MAX + 1];
+
+        /* a long reply is cut to what the ack can carry */
+        if (snprintf(reason, sizeof(reason), "refused by %s: %s", ctx->conf.domain,
+                     x->reply) < 0)
+            snprintf(reason, sizeof(reason), "refused by %s", ctx->conf.domain);
+        pd_xfer_free(x);
+        if (ctx->stopping) {
+            finish(d);
+            return;
+        }
+        if (reject_recipient(d, reason, why) != 0)
+            item_next(d);
+        return;
+    }
     ctx->n_failed++;
     d->failed = 1;
-    if (x->status >= 500 && x->status < 600) {
-        outcome(d, it, LOG_ERR, "failed permanently: delivery refused: %s; left unacked "
-                "at the outbox (tried again each cycle)", why);
-    } else if (x->status >= 400 && x->status < 500) {
+    if (x->status >= 400 && x->status < 500) {
         outcome(d, it, LOG_WARNING, "deferred: %s; retry next cycle", why);
     } else {
         outcome(d, it, LOG_WARNING, "failed: delivery: %s; retry next cycle", why);

@@ -205,6 +205,38 @@ class SecureTest(SandboxTest):
         self.assertEqual(results[1], forged[1])
         self.assertNotIn(b"ceo@bank.example", got)
 
+    def test_9_refused_recipient_rejected_to_the_sender(self):
+        """b.example's MTA refuses one recipient permanently (no such user):
+        that recipient's copy is rejected back to a.example with the MTA's
+        reason, the other recipient of the same message gets it once."""
+        a, b = self.a, self.b
+        for user in ("dave@b.example", "ghost@b.example"):
+            b.add_contact(user, "erin@a.example")
+        delivered_before = len(b.maildir_messages("dave"))
+        msg, tag = make_message("erin@a.example", "dave@b.example", "two of us")
+        self.send_ok(a, "erin@a.example", ["dave@b.example", "ghost@b.example"], msg)
+        mid = a.sql_value("SELECT o.message_id FROM outbox o JOIN message m ON m.id = "
+                          "o.message_id WHERE m.sender = 'erin@a.example' "
+                          "AND o.recipient = 'ghost@b.example'")
+        a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: ghost@b\.example rejected the message"
+                     % mid)
+        reason = wait_for(lambda: a.sql_value("SELECT rejected_reason FROM outbox WHERE "
+                                              "message_id = %s AND recipient = "
+                                              "'ghost@b.example'" % q(mid)),
+                          timeout=40, what="a.example's outbox to show ghost's refusal")
+        self.assertRegex(reason, r"^refused by b\.example: 5\d\d ")
+        self.wait_maildir(b, "dave", tag, timeout=40)
+        self.assertFalse(a.sql_value("SELECT rejected_reason FROM outbox WHERE message_id = "
+                                     "%s AND recipient = 'dave@b.example'" % q(mid)),
+                         "dave's copy was delivered, not rejected")
+        self._wait_polls(2)
+        self.assertEqual(len(self.in_maildir(b, "dave", tag)), 1, "dave got it exactly once")
+        self.assertEqual(len(b.maildir_messages("dave")), delivered_before + 1)
+        status = b.sql("SELECT recipient, status FROM received WHERE message_id = %s "
+                       "ORDER BY recipient" % q(mid))
+        self.assertEqual([tuple(r) for r in status],
+                         [("dave@b.example", "delivered"), ("ghost@b.example", "quarantined")])
+
     def _wait_polls_of_b_failing(self, n):
         """b.example's pollerd tries to log in n more times (refused)."""
         start = len(self.logins(401))
