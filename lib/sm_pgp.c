@@ -892,3 +892,46 @@ leave:
         posix_spawn_file_actions_destroy(&fa);
     return rc;
 }
+
+int sm_pgp_own_key_settings(const char *home, const char *fpr, char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (!home || !fpr) {
+        sm_why(err, errlen, "gnupg_home and domain_key are required (missing: %s): the GnuPG "
+               "home and fingerprint of our domain key, see stubmail-keygen",
+               !home && !fpr ? "both" : !home ? "gnupg_home" : "domain_key");
+        return -1;
+    }
+    if (!sm_pgp_fpr_valid(fpr)) {
+        sm_why(err, errlen, "domain_key: \"%s\" is not a fingerprint (40 or 64 hex digits)",
+               fpr);
+        return -1;
+    }
+    if (home[0] != '/' || strlen(home) > SM_PGP_HOME_MAX) {
+        sm_why(err, errlen, "gnupg_home: \"%s\" is not an absolute path of at most %d "
+               "characters (gpg-agent's socket lives in it)", home, SM_PGP_HOME_MAX);
+        return -1;
+    }
+    if (stat(home, &st) != 0) {
+        sm_why(err, errlen, "gnupg_home: %s: %s", home, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        sm_why(err, errlen, "gnupg_home: %s: not a directory", home);
+        return -1;
+    }
+    return 0;
+}
+
+int sm_pgp_probe_sign(const char *home, const char *fpr, char *why, size_t whylen)
+{
+    static const char probe[] = "stubmail start\n";
+    char *sig = NULL;
+    size_t siglen;
+    int rc = sm_pgp_sign_detached(home, fpr, probe, sizeof probe - 1, &sig, &siglen, why,
+                                  whylen);
+
+    free(sig);
+    return rc;
+}

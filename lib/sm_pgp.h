@@ -125,4 +125,16 @@ int sm_pgp_decrypt_verify_fd(const char *home, int in_fd, int out_fd,
  * `gpgconf --homedir HOME --kill all`. Returns SM_PGP_OK or SM_PGP_ERROR. */
 int sm_pgp_stop_agent(const char *home, char *why, size_t whylen);
 
+/* The two settings that name our own domain key, as stubmail-milter and
+ * stubmail-pollerd take them (gnupg_home, domain_key): both present, fpr a
+ * fingerprint, home an absolute directory short enough for gpg-agent's
+ * socket (SM_PGP_HOME_MAX). 0, or -1 with a reason naming the setting. */
+#define SM_PGP_HOME_MAX 80
+int sm_pgp_own_key_settings(const char *home, const char *fpr, char *err, size_t errlen);
+
+/* Make one throwaway signature with fpr (this starts the home's gpg-agent),
+ * so that a daemon whose key lacks its secret half fails at start, not at
+ * its first message. SM_PGP_OK or an error with why. */
+int sm_pgp_probe_sign(const char *home, const char *fpr, char *why, size_t whylen);
+
 #endif

@@ -118,7 +118,6 @@ static const sm_conf_key smf_keys[] = {
     { NULL, 0, NULL, NULL, NULL }
 };
 
-#define SMF_HOME_MAX      80    /* gpg-agent's sockets live in gnupg_home */
 #define SMF_KEY_TIMEOUT_MAX 300
 
 static smf_netlist trusted;
@@ -145,36 +144,14 @@ static int smf_config_check_discovery(const char *path, char *err, size_t errlen
     struct sockaddr_storage addr;
     socklen_t addrlen;
     const char *bad;
-    struct stat st;
+    char sub[512];
 
     if (cfg.resolver && sm_dns_resolver_parse(cfg.resolver, &addr, &addrlen, &bad) != 0) {
         snprintf(err, errlen, "%s: resolver: \"%s\": %s", path, cfg.resolver, bad);
         return -1;
     }
-    if (!cfg.gnupg_home || !cfg.domain_key) {
-        snprintf(err, errlen, "%s: gnupg_home and domain_key are required (missing: %s): the "
-                 "GnuPG home and fingerprint of our domain key, see stubmail-keygen", path,
-                 !cfg.gnupg_home && !cfg.domain_key ? "both"
-                 : !cfg.gnupg_home ? "gnupg_home" : "domain_key");
-        return -1;
-    }
-    if (!sm_pgp_fpr_valid(cfg.domain_key)) {
-        snprintf(err, errlen, "%s: domain_key: \"%s\" is not a fingerprint (40 or 64 hex "
-                 "digits)", path, cfg.domain_key);
-        return -1;
-    }
-    if (cfg.gnupg_home[0] != '/' || strlen(cfg.gnupg_home) > SMF_HOME_MAX) {
-        snprintf(err, errlen, "%s: gnupg_home: \"%s\" is not an absolute path of at most %d "
-                 "characters (gpg-agent's socket lives in it)", path, cfg.gnupg_home,
-                 SMF_HOME_MAX);
-        return -1;
-    }
-    if (stat(cfg.gnupg_home, &st) != 0) {
-        snprintf(err, errlen, "%s: gnupg_home: %s: %s", path, cfg.gnupg_home, strerror(errno));
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "%s: gnupg_home: %s: not a directory", path, cfg.gnupg_home);
+    if (sm_pgp_own_key_settings(cfg.gnupg_home, cfg.domain_key, sub, sizeof sub) != 0) {
+        snprintf(err, errlen, "%s: %s", path, sub);
         return -1;
     }
     if (cfg.ca_file && access(cfg.ca_file, R_OK) != 0) {
@@ -193,8 +170,7 @@ static int smf_config_check_discovery(const char *path, char *err, size_t errlen
  * starts gpg-agent): the daemon fails at start, not at the first message. */
 static int smf_key_check(int probe_secret, char *err, size_t errlen)
 {
-    char why[SM_PGP_WHY_MAX], *sig = NULL;
-    size_t siglen;
+    char why[SM_PGP_WHY_MAX];
     int rc = -1;
 
     if (sm_pgp_init() != SM_PGP_OK) {
@@ -206,15 +182,14 @@ static int smf_key_check(int probe_secret, char *err, size_t errlen)
                  cfg.gnupg_home, why);
         goto leave;
     }
-    if (probe_secret && sm_pgp_sign_detached(cfg.gnupg_home, cfg.domain_key, "probe", 5, &sig,
-                                             &siglen, why, sizeof why) != SM_PGP_OK) {
+    if (probe_secret && sm_pgp_probe_sign(cfg.gnupg_home, cfg.domain_key, why, sizeof why)
+                        != SM_PGP_OK) {
         snprintf(err, errlen, "domain_key %s in gnupg_home %s cannot sign: %s", cfg.domain_key,
                  cfg.gnupg_home, why);
         goto leave;
     }
     rc = 0;
 leave:
-    free(sig);
     return rc;
 }
 

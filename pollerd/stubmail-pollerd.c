@@ -159,18 +159,8 @@ static int check_pgp(pd_conf *c, char *err, size_t errlen)
     c->https.ca_file = c->ca_file;
     c->https.allow_http = c->allow_http;
     c->https.timeout = c->timeout < PD_KEYFETCH_TIMEOUT ? c->timeout : PD_KEYFETCH_TIMEOUT;
-    if (!c->gnupg_home || !c->domain_key) {
-        snprintf(err, errlen, "gnupg_home and domain_key are required (missing: %s): the "
-                 "GnuPG home and fingerprint of our domain key, see stubmail-keygen",
-                 !c->gnupg_home && !c->domain_key ? "both"
-                 : !c->gnupg_home ? "gnupg_home" : "domain_key");
+    if (sm_pgp_own_key_settings(c->gnupg_home, c->domain_key, err, errlen) != 0)
         return -1;
-    }
-    if (!sm_pgp_fpr_valid(c->domain_key)) {
-        snprintf(err, errlen, "domain_key: \"%s\" is not a fingerprint (40 or 64 hex digits)",
-                 c->domain_key);
-        return -1;
-    }
     for (i = 0; c->domain_key[i]; i++)
         c->domain_key[i] = (char)toupper((unsigned char)c->domain_key[i]);
     if (c->quarantine_dir[0] == '/' && mkdir(c->quarantine_dir, 0700) != 0 && errno != EEXIST) {
@@ -263,17 +253,12 @@ leave:
  * does not do this, so that a check leaves no agent running. */
 static int can_sign(const pd_conf *c)
 {
-    static const char probe[] = "stubmail-pollerd start\n";
-    char why[SM_PGP_WHY_MAX], *sig = NULL;
-    size_t siglen;
-    int rc = sm_pgp_sign_detached(c->gnupg_home, c->domain_key, probe, sizeof(probe) - 1, &sig,
-                                  &siglen, why, sizeof(why));
+    char why[SM_PGP_WHY_MAX];
 
-    free(sig);
-    if (rc != SM_PGP_OK)
-        sm_err("domain_key %s in gnupg_home %s cannot sign: %s", c->domain_key, c->gnupg_home,
-               why);
-    return rc == SM_PGP_OK ? 0 : -1;
+    if (sm_pgp_probe_sign(c->gnupg_home, c->domain_key, why, sizeof(why)) == SM_PGP_OK)
+        return 0;
+    sm_err("domain_key %s in gnupg_home %s cannot sign: %s", c->domain_key, c->gnupg_home, why);
+    return -1;
 }
 
 static void on_signal(int sig)
