@@ -9,7 +9,7 @@
 
 #include "sm_spool.h"
 
-static int fsync_dir(const char *dir)
+int sm_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc, saved;
 
@@ -104,7 +104,7 @@ int sm_spool_commit(sm_spool_file *f)
     if (rename(f->tmp_path, final) != 0)
         return -1;
     f->tmp_path[0] = '\0';
-    return fsync_dir(f->dir);
+    return sm_fsync_dir(f->dir);
 }
 
 void sm_spool_abort(sm_spool_file *f)

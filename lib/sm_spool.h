@@ -29,5 +29,8 @@ int sm_spool_commit(sm_spool_file *f);
 void sm_spool_abort(sm_spool_file *f);
 /* Path of a committed body: DIR/NAME into out; -1 if NAME is not an id. */
 int sm_spool_path(const char *dir, const char *name, char *out, size_t outlen);
+/* fsync a directory, so that a rename or link into it survives a crash.
+ * -1 with errno. */
+int sm_fsync_dir(const char *dir);
 
 #endif

@@ -28,6 +28,7 @@
 
 #include "sm_authres.h"
 #include "sm_log.h"
+#include "sm_spool.h"
 #include "pd.h"
 
 char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen)
@@ -200,17 +201,6 @@ leave:
     return rc;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Copy fd from its start into a new file path (another file system). */
 static int copy_to(int fd, const char *path, char *why, size_t whylen)
 {
@@ -281,7 +271,7 @@ int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
     if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0 && errno != EEXIST
         && copy_to(fd, path, why, whylen) != 0)
         return -1;
-    if (fsync_dir(dir) != 0) {
+    if (sm_fsync_dir(dir) != 0) {
         sm_why(why, whylen, "fsync %s: %s", dir, strerror(errno));
         return -1;
     }
