@@ -487,3 +487,160 @@ char *sm_error_body(const char *code, const char *message)
 {
     return dump_compact(json_pack("{s:s, s:s}", "error", code, "message", message));
 }
+
+/* ---- subscriptions ------------------------------------------------------ */
+
+/* Parse member name of root (absent: none) as a pair list into a malloc'd
+ * array. *total counts the pairs of every list so far, against max_pairs. */
+static int get_pairs(json_t *root, const char *name, const char *own_domain,
+                     size_t max_pairs, size_t *total, sm_pair **pairs, size_t *npairs,
+                     sm_parse_error *err)
+{
+    json_t *list = json_object_get(root, name), *item;
+    char where[48];
+    size_t i, n;
+
+    *pairs = NULL;
+    *npairs = 0;
+    if (list == NULL)
+        return 0;
+    if (!json_is_array(list))
+        return fail(err, "bad_request", "member \"%s\" is not an array", name);
+    n = json_array_size(list);
+    if (n > max_pairs - *total)
+        return fail(err, "too_many_pairs", "more than %zu pairs in one change", max_pairs);
+    *total += n;
+    if (n == 0)
+        return 0;
+    if ((*pairs = calloc(n, sizeof **pairs)) == NULL)
+        return fail(err, "internal", "out of memory for %zu pairs", n);
+    json_array_foreach(list, i, item) {
+        snprintf(where, sizeof where, "%s[%zu]", name, i);
+        if (!json_is_object(item))
+            return fail(err, "bad_request", "%s is not an object", where);
+        if (get_address(item, "from", 1, (*pairs)[i].from, sizeof (*pairs)[i].from, where,
+                        err) != 0
+            || get_address(item, "to", 0, (*pairs)[i].to, sizeof (*pairs)[i].to, where,
+                           err) != 0
+            || check_own_domain((*pairs)[i].to, own_domain, where, err) != 0)
+            return -1;
+    }
+    *npairs = n;
+    return 0;
+}
+
+/* A JSON integer from 0 to 2^53 - 1 (exact in every JSON implementation). */
+static int get_version(json_t *root, const char *name, long long *out, sm_parse_error *err)
+{
+    json_t *v = json_object_get(root, name);
+
+    if (!json_is_integer(v) || json_integer_value(v) < 0
+        || json_integer_value(v) > 9007199254740991LL)
+        return fail(err, "bad_request", "member \"%s\" missing or not a non-negative integer",
+                    name);
+    *out = (long long)json_integer_value(v);
+    return 0;
+}
+
+int sm_subscription_request_parse(const char *body, size_t len, const char *own_domain,
+                                  size_t max_pairs, sm_subscription_request *req,
+                                  sm_parse_error *err)
+{
+    json_t *root, *reset;
+    size_t total = 0;
+    int rc = -1;
+
+    memset(req, 0, sizeof *req);
+    req->base = -1;
+    if ((root = load_object(body, len, err)) == NULL)
+        return -1;
+    reset = json_object_get(root, "reset");
+    if (reset != NULL && !json_is_boolean(reset)) {
+        fail(err, "bad_request", "member \"reset\" is not a boolean");
+        goto leave;
+    }
+    req->reset = json_is_true(reset);
+    if (req->reset) {
+        if (json_object_get(root, "remove") != NULL) {
+            fail(err, "bad_request", "\"remove\" does not go with \"reset\"");
+            goto leave;
+        }
+        /* a base alongside a reset is checked for its form, then ignored */
+        if (json_object_get(root, "base") != NULL
+            && get_version(root, "base", &req->base, err) != 0)
+            goto leave;
+        req->base = -1;
+    } else if (get_version(root, "base", &req->base, err) != 0) {
+        goto leave;
+    }
+    if (get_pairs(root, "add", own_domain, max_pairs, &total, &req->add, &req->nadd, err) != 0
+        || get_pairs(root, "remove", own_domain, max_pairs, &total, &req->remove,
+                     &req->nremove, err) != 0)
+        goto leave;
+    rc = 0;
+leave:
+    if (rc != 0)
+        sm_subscription_request_free(req);
+    json_decref(root);
+    return rc;
+}
+
+void sm_subscription_request_free(sm_subscription_request *req)
+{
+    free(req->add);
+    free(req->remove);
+    memset(req, 0, sizeof *req);
+    req->base = -1;
+}
+
+static json_t *pair_list(const sm_pair *pairs, size_t npairs)
+{
+    json_t *list = json_array();
+    size_t i;
+
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < npairs; i++)
+        if (json_array_append_new(list, json_pack("{s:s, s:s}", "from", pairs[i].from,
+                                                  "to", pairs[i].to)) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    return list;
+}
+
+char *sm_subscription_request_encode(int reset, long long base, const sm_pair *add,
+                                     size_t nadd, const sm_pair *remove, size_t nremove)
+{
+    json_t *a = pair_list(add, nadd), *r = reset ? NULL : pair_list(remove, nremove);
+    json_t *root = NULL;
+
+    /* "o" takes the references, also when json_pack fails */
+    if (reset && a)
+        root = json_pack("{s:b, s:o}", "reset", 1, "add", a);
+    else if (!reset && a && r)
+        root = json_pack("{s:I, s:o, s:o}", "base", (json_int_t)base, "add", a, "remove", r);
+    else {
+        json_decref(a);
+        json_decref(r);
+    }
+    return dump_compact(root);
+}
+
+int sm_version_parse(const char *body, size_t len, long long *version, sm_parse_error *err)
+{
+    json_t *root;
+    int rc;
+
+    if ((root = load_object(body, len, err)) == NULL)
+        return -1;
+    rc = get_version(root, "version", version, err);
+    json_decref(root);
+    return rc;
+}
+
+char *sm_error_body_version(const char *code, const char *message, long long version)
+{
+    return dump_compact(json_pack("{s:s, s:s, s:I}", "error", code, "message", message,
+                                  "version", (json_int_t)version));
+}

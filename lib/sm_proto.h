@@ -130,4 +130,41 @@ int sm_poll_response_parse(const char *body, size_t len, sm_listing **items,
 /* Encode {"error":code,"message":message}. malloc'd. */
 char *sm_error_body(const char *code, const char *message);
 
+/* POST /v1/subscription (docs/PROTOCOL.md): {"base": V, "add": [pairs],
+ * "remove": [pairs]}, or {"reset": true, "add": [pairs]} which replaces the
+ * whole subscription. Pairs are {"from", "to"} as in a poll. */
+typedef struct sm_subscription_request {
+    int reset;                    /* 1: "reset": true */
+    long long base;               /* the version the change applies to; -1 with reset */
+    sm_pair *add;                 /* malloc'd, nadd entries (NULL if none) */
+    size_t nadd;
+    sm_pair *remove;              /* malloc'd, nremove entries (NULL if none) */
+    size_t nremove;
+} sm_subscription_request;
+
+/* Parse a subscription change. Every "to" must be at own_domain; add and
+ * remove together hold at most max_pairs pairs. "base" (a non-negative
+ * integer) is required unless "reset" is true; "remove" goes only without
+ * "reset"; "add" and "remove" may be absent or empty. Errors: bad_json,
+ * bad_request, foreign_recipient, too_many_pairs (or "internal"). On success
+ * free with sm_subscription_request_free; on failure nothing is left. */
+int sm_subscription_request_parse(const char *body, size_t len, const char *own_domain,
+                                  size_t max_pairs, sm_subscription_request *req,
+                                  sm_parse_error *err);
+void sm_subscription_request_free(sm_subscription_request *req);
+
+/* Encode a subscription change (pollerd): reset → {"reset":true,"add":[...]},
+ * else {"base":base,"add":[...],"remove":[...]}. malloc'd; NULL on ENOMEM. */
+char *sm_subscription_request_encode(int reset, long long base, const sm_pair *add,
+                                     size_t nadd, const sm_pair *remove, size_t nremove);
+
+/* The "version" member (a non-negative integer) of a JSON object: the
+ * answer of POST /v1/subscription, of GET /v1/poll, or the error body of
+ * 409 subscription_changed. 0, or -1 with err. */
+int sm_version_parse(const char *body, size_t len, long long *version, sm_parse_error *err);
+
+/* Encode {"error":code,"message":message,"version":version} (409
+ * subscription_changed). malloc'd. */
+char *sm_error_body_version(const char *code, const char *message, long long version);
+
 #endif

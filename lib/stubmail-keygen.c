@@ -3,13 +3,15 @@
  *
  * SYNOPSIS
  *   stubmail-keygen -g GNUPGHOME -d DOMAIN [-o PUBLIC_KEY_FILE] [-u OUTBOX_URL]
+ *                   [-U UDP_ADDRESS]
  *
  * DESCRIPTION
  *   Makes the domain key stubmail@DOMAIN in GNUPGHOME (ed25519/cv25519, no
  *   passphrase) unless one exists, writes its ASCII-armored public key to
  *   PUBLIC_KEY_FILE (what mod_stubmail serves at /v1/key), and prints the
  *   fingerprint and the _stubmail TXT record to publish. Running it again
- *   changes nothing and prints the same.
+ *   changes nothing and prints the same. With -U IP:PORT (or [IPv6]:PORT:
+ *   pollerd's udp_listen) the record gets udp=, where senders' UDP stubs go.
  *
  * DIAGNOSTICS
  *   Exit 0 on success, 64 on bad usage, 1 when gpg failed (the reason is
@@ -24,12 +26,13 @@
 #include <unistd.h>
 
 #include "sm_addr.h"
+#include "sm_dns.h"
 #include "sm_pgp.h"
 
 static void usage(void)
 {
     fprintf(stderr, "usage: stubmail-keygen -g GNUPGHOME -d DOMAIN [-o PUBLIC_KEY_FILE] "
-                    "[-u OUTBOX_URL]\n");
+                    "[-u OUTBOX_URL] [-U UDP_IP:PORT]\n");
     exit(64);
 }
 
@@ -59,18 +62,22 @@ static int write_file(const char *path, const char *data, size_t len)
 
 int main(int argc, char **argv)
 {
-    const char *home = NULL, *domain = NULL, *outfile = NULL, *url = NULL;
-    char fpr[SM_PGP_FPR_MAX + 1], why[512], policy[32];
+    const char *home = NULL, *domain = NULL, *outfile = NULL, *url = NULL, *udp = NULL;
+    const char *bad = "";
+    char fpr[SM_PGP_FPR_MAX + 1], why[512], policy[32], udptag[SM_TXT_UDP_MAX + 8] = "";
+    struct sockaddr_storage ss;
+    socklen_t sslen;
     char *key = NULL;
     size_t keylen;
     int c, rc = 1;
 
-    while ((c = getopt(argc, argv, "g:d:o:u:")) != -1) {
+    while ((c = getopt(argc, argv, "g:d:o:u:U:")) != -1) {
         switch (c) {
         case 'g': home = optarg; break;
         case 'd': domain = optarg; break;
         case 'o': outfile = optarg; break;
         case 'u': url = optarg; break;
+        case 'U': udp = optarg; break;
         default: usage();
         }
     }
@@ -79,6 +86,14 @@ int main(int argc, char **argv)
     if (!sm_domain_valid(domain)) {
         fprintf(stderr, "stubmail-keygen: \"%s\" is not a domain name\n", domain);
         return 64;
+    }
+    if (udp) {
+        /* the rules of udp= itself: what does not parse here, peers refuse */
+        if (strlen(udp) > SM_TXT_UDP_MAX || sm_dns_resolver_parse(udp, &ss, &sslen, &bad) != 0) {
+            fprintf(stderr, "stubmail-keygen: -U \"%s\": %s\n", udp, bad[0] ? bad : "too long");
+            return 64;
+        }
+        snprintf(udptag, sizeof udptag, "udp=%s; ", udp);
     }
     if (sm_pgp_create_domain_key(home, domain, fpr, why, sizeof why) != 0) {
         fprintf(stderr, "stubmail-keygen: %s: domain key for %s: %s\n", home, domain, why);
@@ -99,11 +114,11 @@ int main(int argc, char **argv)
     strftime(policy, sizeof policy, "%Y%m%d01", gmtime(&(time_t){ time(NULL) }));
     printf("fingerprint %s\n", fpr);
     if (url)
-        printf("publish     _stubmail.%s. IN TXT \"v=stubmail1; outbox=%s; fpr=%s; policy=%s\"\n",
-               domain, url, fpr, policy);
+        printf("publish     _stubmail.%s. IN TXT \"v=stubmail1; outbox=%s; %sfpr=%s; policy=%s\"\n",
+               domain, url, udptag, fpr, policy);
     else
         printf("publish     _stubmail.%s. IN TXT \"v=stubmail1; outbox=https://stubmail.%s/stubmail; "
-               "fpr=%s; policy=%s\"\n", domain, domain, fpr, policy);
+               "%sfpr=%s; policy=%s\"\n", domain, domain, udptag, fpr, policy);
     rc = 0;
 leave:
     free(key);

@@ -295,6 +295,58 @@ static void test_ack_status(void)
     free(text);
 }
 
+static const char *sub_code(const char *body, size_t max_pairs)
+{
+    static char code[64];
+    sm_parse_error err = { 0 };
+    sm_subscription_request req;
+
+    if (sm_subscription_request_parse(body, strlen(body), "b.example", max_pairs, &req,
+                                      &err) == 0) {
+        sm_subscription_request_free(&req);
+        return "ok";
+    }
+    snprintf(code, sizeof code, "%s", err.code);
+    return code;
+}
+
+#define P(f, t) "{\"from\":\"" f "\",\"to\":\"" t "\"}"
+static const struct {
+    const char *body;
+    const char *code;
+} sub_cases[] = {
+    { "{\"base\":0}", "ok" },
+    { "{\"base\":7,\"add\":[" P("alice@a.example", "bob@b.example") "],\"remove\":[]}", "ok" },
+    { "{\"reset\":true}", "ok" },
+    { "{\"reset\":true,\"base\":3,\"add\":[" P("*@a.example", "Bob@B.example") "]}", "ok" },
+    { "{\"reset\":false,\"base\":1,\"x\":[]}", "ok" },
+    { "{\"base\":9007199254740991}", "ok" },
+    { "", "bad_json" },
+    { "[]", "bad_json" },
+    { "{\"base\":1,\"base\":1}", "bad_json" },
+    { "{\"base\":18446744073709551616}", "bad_json" },
+    { "{}", "bad_request" },
+    { "{\"reset\":false}", "bad_request" },
+    { "{\"base\":-1}", "bad_request" },
+    { "{\"base\":1.5}", "bad_request" },
+    { "{\"base\":\"1\"}", "bad_request" },
+    { "{\"base\":9007199254740992}", "bad_request" },
+    { "{\"reset\":1}", "bad_request" },
+    { "{\"reset\":true,\"base\":-1}", "bad_request" },
+    { "{\"reset\":true,\"remove\":[]}", "bad_request" },
+    { "{\"base\":1,\"add\":{}}", "bad_request" },
+    { "{\"base\":1,\"add\":[1]}", "bad_request" },
+    { "{\"base\":1,\"add\":[{\"from\":\"a@a.example\"}]}", "bad_request" },
+    { "{\"base\":1,\"remove\":[" P("a@a.example", "<bob@b.example>") "]}", "bad_request" },
+    { "{\"base\":1,\"add\":[" P("a@a.example", "*@b.example") "]}", "bad_request" },
+    { "{\"base\":1,\"add\":[" P("a@a.example", "bob@c.example") "]}", "foreign_recipient" },
+    { "{\"base\":1,\"remove\":[" P("a@a.example", "bob@c.example") "]}", "foreign_recipient" },
+    { "{\"base\":1,\"add\":[" P("a@a.example", "b@b.example") "," P("c@a.example", "d@b.example")
+      "," P("e@a.example", "f@b.example") "]}", "too_many_pairs" },
+    { "{\"base\":1,\"add\":[" P("a@a.example", "b@b.example") "," P("c@a.example", "d@b.example")
+      "],\"remove\":[" P("e@a.example", "f@b.example") "]}", "too_many_pairs" },
+};
+
 int main(void)
 {
     sm_pair pairs[2] = { { "alice@a.example", "bob@b.example" }, { "*@a.example", "dave@b.example" } };
@@ -351,6 +403,52 @@ int main(void)
     text = "{\"messages\":[]}";
     ok(sm_poll_response_parse(text, strlen(text), &items, &n, &more, &err) == 0 && n == 0 && !more,
        "empty answer parses");
+
+    for (i = 0; i < sizeof sub_cases / sizeof sub_cases[0]; i++)
+        is_str(sub_code(sub_cases[i].body, 2), sub_cases[i].code, "subscription case %zu", i);
+    {
+        sm_subscription_request req;
+        long long version;
+
+        text = sm_subscription_request_encode(0, 7, pairs, 1, pairs + 1, 1);
+        is_str(text, "{\"base\":7,\"add\":[" P("alice@a.example", "bob@b.example")
+               "],\"remove\":[" P("*@a.example", "dave@b.example") "]}", "change encoded");
+        ok(sm_subscription_request_parse(text, strlen(text), "b.example", 2, &req, &err) == 0
+           && !req.reset && req.base == 7 && req.nadd == 1 && req.nremove == 1
+           && strcmp(req.remove[0].from, "*@a.example") == 0, "change parses back");
+        sm_subscription_request_free(&req);
+        free(text);
+        text = sm_subscription_request_encode(1, 7, pairs, 2, NULL, 0);
+        is_str(text, "{\"reset\":true,\"add\":[" P("alice@a.example", "bob@b.example") ","
+               P("*@a.example", "dave@b.example") "]}", "reset encoded");
+        ok(sm_subscription_request_parse(text, strlen(text), "b.example", 2, &req, &err) == 0
+           && req.reset && req.base == -1 && req.nadd == 2 && req.nremove == 0, "reset parses back");
+        sm_subscription_request_free(&req);
+        free(text);
+        text = sm_subscription_request_encode(1, 0, NULL, 0, NULL, 0);
+        is_str(text, "{\"reset\":true,\"add\":[]}", "empty reset encoded");
+        free(text);
+        text = "{\"base\":1,\"add\":[" P("A@A.example", "BOB@b.example") "]}";
+        ok(sm_subscription_request_parse(text, strlen(text), "b.example", 2, &req, &err) == 0
+           && strcmp(req.add[0].to, "bob@b.example") == 0
+           && strcmp(req.add[0].from, "a@a.example") == 0, "subscribed pair normalised");
+        sm_subscription_request_free(&req);
+
+        ok(sm_version_parse("{\"version\":8}", 13, &version, &err) == 0 && version == 8,
+           "version parses");
+        text = "{\"messages\":[],\"more\":false,\"version\":0}";
+        ok(sm_version_parse(text, strlen(text), &version, &err) == 0 && version == 0,
+           "version of a poll answer");
+        ok(sm_version_parse("{\"version\":-1}", 14, &version, &err) == -1, "negative version refused");
+        ok(sm_version_parse("{\"version\":\"8\"}", 15, &version, &err) == -1, "string version refused");
+        ok(sm_version_parse("{}", 2, &version, &err) == -1, "missing version refused");
+        text = sm_error_body_version("subscription_changed", "at 9", 9);
+        is_str(text, "{\"error\":\"subscription_changed\",\"message\":\"at 9\",\"version\":9}",
+               "409 body");
+        ok(sm_version_parse(text, strlen(text), &version, &err) == 0 && version == 9,
+           "409 body's version");
+        free(text);
+    }
 
     text = sm_error_body("bad_json", "body is not \"JSON\"");
     is_str(text, "{\"error\":\"bad_json\",\"message\":\"body is not \\\"JSON\\\"\"}", "error body");

@@ -1,0 +1,511 @@
+/* sm_wkd — recipients' own keys from a Web Key Directory on the outbox
+ * origin (see sm_wkd.h).
+ *
+ * Unlike a domain key, a user key comes with no fingerprint from DNS: what
+ * makes it this recipient's is that the recipient's own domain serves it
+ * (the origin its _stubmail record names, over verified TLS) and that it
+ * says so itself (a user id with the address). So the blob is looked at
+ * before anything is imported, and refused whole unless it is one public key
+ * fit for encrypting to that address; the keyring it goes into is the
+ * milter's, which also holds the domain keys our stored mail relies on. */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <gpgme.h>
+#include <openssl/evp.h>
+
+#include "sm_addr.h"
+#include "sm_log.h"
+#include "sm_wkd.h"
+
+#define DEFAULT_TIMEOUT 10L
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_FAILED_INIT;
+
+/* curl_global_init is not thread-safe before libcurl 7.84: once, for
+ * callers that did not do it at startup (it counts, so theirs is harmless). */
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+const char *sm_wkd_status_name(int status)
+{
+    switch (status) {
+    case SM_WKD_FOUND:   return "found";
+    case SM_WKD_NONE:    return "none";
+    case SM_WKD_REFUSED: return "refused";
+    default:             return "error";
+    }
+}
+
+int sm_wkd_hash(const char *local, size_t len, char out[SM_WKD_HASH_LEN + 1])
+{
+    static const char zb32[] = "ybndrfg8ejkmcpqxot1uwisza345h769";
+    unsigned char md[EVP_MAX_MD_SIZE], *low = NULL;
+    unsigned int mdlen = 0, bits = 0, acc = 0;
+    size_t i, n = 0;
+    int rc = -1;
+
+    out[0] = '\0';
+    if (!local || len == 0 || (low = malloc(len)) == NULL)
+        goto leave;
+    /* the draft maps only A-Z: other octets (UTF-8) are hashed as they are */
+    for (i = 0; i < len; i++)
+        low[i] = (unsigned char)(local[i] >= 'A' && local[i] <= 'Z' ? local[i] - 'A' + 'a'
+                                                                    : local[i]);
+    if (!EVP_Digest(low, len, md, &mdlen, EVP_sha1(), NULL) || mdlen != 20)
+        goto leave;
+    for (i = 0; i < mdlen; i++) {
+        acc = (acc << 8) | md[i];
+        bits += 8;
+        while (bits >= 5) {
+            out[n++] = zb32[(acc >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    out[n] = '\0';              /* 160 bits: 32 characters, nothing left over */
+    rc = n == SM_WKD_HASH_LEN ? 0 : -1;
+leave:
+    free(low);
+    return rc;
+}
+
+/* RFC 3986 unreserved characters stay, everything else is %XX. */
+static int pct_encode(const char *in, size_t len, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i, o = 0;
+    unsigned char c;
+
+    for (i = 0; i < len; i++) {
+        c = (unsigned char)in[i];
+        if (isascii(c) && (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')) {
+            if (o + 1 >= outlen)
+                return -1;
+            out[o++] = (char)c;
+        } else {
+            if (o + 3 >= outlen)
+                return -1;
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int sm_wkd_url(const char *outbox_url, const char *addr, const sm_https_opts *opts,
+               char *out, size_t outlen, char *why, size_t whylen)
+{
+    char hash[SM_WKD_HASH_LEN + 1], domain[SM_DOMAIN_MAX + 1], local_enc[3 * SM_ADDR_MAX + 1];
+    const char *at;
+    CURLU *u = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    size_t i, dlen;
+    int rc = -1, n;
+
+    if (why && whylen)
+        why[0] = '\0';
+    if (outlen)
+        out[0] = '\0';
+    at = addr ? strrchr(addr, '@') : NULL;
+    if (!at || at == addr || strlen(addr) > SM_ADDR_MAX || (dlen = strlen(at + 1)) == 0
+        || dlen > SM_DOMAIN_MAX) {
+        sm_why(why, whylen, "not an address: %.200s", addr ? addr : "(null)");
+        goto leave;
+    }
+    for (i = 0; i <= dlen; i++)
+        domain[i] = (char)tolower((unsigned char)at[1 + i]);
+    if (!sm_domain_valid(domain)) {
+        sm_why(why, whylen, "not a domain: %.200s", domain);
+        goto leave;
+    }
+    if (sm_wkd_hash(addr, (size_t)(at - addr), hash) != 0
+        || pct_encode(addr, (size_t)(at - addr), local_enc, sizeof local_enc) != 0) {
+        sm_why(why, whylen, "cannot hash the local part of %.200s", addr);
+        goto leave;
+    }
+    if (sm_url_allowed(outbox_url, opts, why, whylen) != 0)
+        goto leave;
+    /* the outbox URL's scheme, host and port; its own path and query go */
+    if ((u = curl_url()) == NULL
+        || curl_url_set(u, CURLUPART_URL, outbox_url, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        sm_why(why, whylen, "cannot take the origin of %.200s", outbox_url);
+        goto leave;
+    }
+    if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+        port = NULL;                    /* none given: the scheme's default */
+    n = snprintf(out, outlen, "%s://%s%s%s/.well-known/openpgpkey/%s/hu/%s?l=%s", scheme, host,
+                 port ? ":" : "", port ? port : "", domain, hash, local_enc);
+    if (n < 0 || (size_t)n >= outlen) {
+        if (outlen)
+            out[0] = '\0';
+        sm_why(why, whylen, "WKD URL too long");
+        goto leave;
+    }
+    rc = 0;
+leave:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* ---- the key ---------------------------------------------------------- */
+
+static int ctx_open(const char *home, gpgme_ctx_t *out, char *why, size_t whylen)
+{
+    gpgme_ctx_t ctx = NULL;
+    gpgme_error_t err;
+
+    *out = NULL;
+    if (sm_pgp_init() != SM_PGP_OK) {
+        sm_why(why, whylen, "gpgme or gpg is missing or too old");
+        return SM_WKD_ERROR;
+    }
+    if (!home || !*home) {
+        sm_why(why, whylen, "no GnuPG home directory given");
+        return SM_WKD_ERROR;
+    }
+    if ((err = gpgme_new(&ctx)) != 0
+        || (err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP)) != 0
+        || (err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, NULL, home)) != 0
+        || (err = gpgme_set_pinentry_mode(ctx, GPGME_PINENTRY_MODE_LOOPBACK)) != 0) {
+        sm_why(why, whylen, "gpgme context for %s: %s", home, gpgme_strerror(err));
+        if (ctx)
+            gpgme_release(ctx);
+        return SM_WKD_ERROR;
+    }
+    *out = ctx;
+    return SM_WKD_FOUND;
+}
+
+/* Local trouble (retry later) rather than an answer about the blob. */
+static int is_local(gpgme_error_t err)
+{
+    gpg_err_code_t code = gpg_err_code(err);
+
+    if (gpgme_err_code_to_errno(code) != 0)
+        return code != GPG_ERR_EPIPE;
+    return code == GPG_ERR_NO_AGENT || code == GPG_ERR_AGENT || code == GPG_ERR_INV_ENGINE
+        || code == GPG_ERR_ENGINE_TOO_OLD || code == GPG_ERR_NOT_OPERATIONAL;
+}
+
+static int gpg_fail(char *why, size_t whylen, const char *what, gpgme_error_t err)
+{
+    sm_why(why, whylen, "%s: %s", what, gpgme_strerror(err));
+    return is_local(err) ? SM_WKD_ERROR : SM_WKD_REFUSED;
+}
+
+/* The rules a user key must meet, for a listed blob and for the key as the
+ * keyring has it after the import. want is the normalised address. */
+static int key_ok(gpgme_key_t k, const char *want, char *why, size_t whylen)
+{
+    char norm[SM_ADDR_MAX + 1];
+    const char *bad;
+    gpgme_subkey_t sk;
+    gpgme_user_id_t uid;
+    int enc = 0, named = 0;
+
+    if (!k->fpr || !sm_pgp_fpr_valid(k->fpr)) {
+        sm_why(why, whylen, "key without a usable fingerprint");
+        return -1;
+    }
+    if (k->secret) {
+        sm_why(why, whylen, "key %s comes with secret key material", k->fpr);
+        return -1;
+    }
+    if (k->revoked || k->expired || k->disabled || k->invalid) {
+        sm_why(why, whylen, "key %s is %s", k->fpr, k->revoked ? "revoked"
+               : k->expired ? "expired" : k->disabled ? "disabled" : "invalid");
+        return -1;
+    }
+    for (sk = k->subkeys; sk; sk = sk->next)
+        if (sk->can_encrypt && !sk->revoked && !sk->expired && !sk->disabled && !sk->invalid)
+            enc = 1;
+    if (!enc || !k->can_encrypt) {
+        sm_why(why, whylen, "key %s has no usable encryption subkey", k->fpr);
+        return -1;
+    }
+    for (uid = k->uids; uid && !named; uid = uid->next)
+        named = !uid->revoked && !uid->invalid && uid->address
+                && sm_addr_normalize(uid->address, norm, sizeof norm, &bad) == 0
+                && strcmp(norm, want) == 0;
+    if (!named) {
+        sm_why(why, whylen, "key %s has no user id with the address %s", k->fpr, want);
+        return -1;
+    }
+    return 0;
+}
+
+int sm_wkd_import(const char *home, const char *addr, const void *blob, size_t len,
+                  char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen)
+{
+    char want[SM_ADDR_MAX + 1], fpr[SM_PGP_FPR_MAX + 1] = "";
+    const char *bad;
+    gpgme_ctx_t ctx = NULL;
+    gpgme_data_t data = NULL;
+    gpgme_key_t k = NULL;
+    gpgme_import_result_t ir;
+    gpgme_import_status_t st;
+    gpgme_error_t err;
+    int rc = SM_WKD_REFUSED, listing = 0, count = 0, added = 0, imported = 0;
+
+    if (why && whylen)
+        why[0] = '\0';
+    fpr_out[0] = '\0';
+    if (!addr || sm_addr_normalize(addr, want, sizeof want, &bad) != 0) {
+        sm_why(why, whylen, "not an address: %.200s", addr ? addr : "(null)");
+        goto leave;
+    }
+    if (!blob || len == 0 || len > SM_WKD_KEY_MAX) {
+        sm_why(why, whylen, "key data empty or larger than %d bytes", SM_WKD_KEY_MAX);
+        goto leave;
+    }
+    if ((rc = ctx_open(home, &ctx, why, whylen)) != SM_WKD_FOUND)
+        goto leave;
+    rc = SM_WKD_REFUSED;
+    if ((err = gpgme_data_new_from_mem(&data, blob, len, 0)) != 0) {
+        rc = gpg_fail(why, whylen, "gpgme_data_new_from_mem", err);
+        goto leave;
+    }
+
+    /* Look first: one key, public, fit for this address; else nothing of
+     * the blob gets into the keyring. */
+    if ((err = gpgme_op_keylist_from_data_start(ctx, data, 0)) != 0) {
+        rc = gpg_fail(why, whylen, "gpgme_op_keylist_from_data_start", err);
+        goto leave;
+    }
+    listing = 1;
+    while ((err = gpgme_op_keylist_next(ctx, &k)) == 0) {
+        if (++count > 1) {
+            sm_why(why, whylen, "the answer holds more than one key (%s and %s)", fpr,
+                   k->fpr ? k->fpr : "?");
+            goto leave;
+        }
+        if (key_ok(k, want, why, whylen) != 0)
+            goto leave;
+        snprintf(fpr, sizeof fpr, "%s", k->fpr);
+        gpgme_key_unref(k);
+        k = NULL;
+    }
+    gpgme_op_keylist_end(ctx);
+    listing = 0;
+    if (gpg_err_code(err) != GPG_ERR_EOF) {
+        rc = gpg_fail(why, whylen, "gpgme_op_keylist_next", err);
+        goto leave;
+    }
+    if (count == 0) {
+        sm_why(why, whylen, "no OpenPGP key in the answer");
+        goto leave;
+    }
+
+    if (gpgme_data_seek(data, 0, SEEK_SET) != 0) {
+        sm_why(why, whylen, "gpgme_data_seek: %s", strerror(errno));
+        rc = SM_WKD_ERROR;
+        goto leave;
+    }
+    if ((err = gpgme_op_import(ctx, data)) != 0) {
+        rc = gpg_fail(why, whylen, "gpgme_op_import", err);
+        goto leave;
+    }
+    ir = gpgme_op_import_result(ctx);
+    if (ir && (ir->secret_read || ir->secret_imported)) {
+        /* cannot happen after the listing above; say so loudly if it does */
+        sm_why(why, whylen, "gpgme_op_import: secret key material read");
+        goto leave;
+    }
+    for (st = ir ? ir->imports : NULL; st; st = st->next) {
+        if (!st->fpr || strcasecmp(st->fpr, fpr) != 0) {
+            sm_why(why, whylen, "gpgme_op_import: unexpected key %s", st->fpr ? st->fpr : "?");
+            goto leave;
+        }
+        if (st->result == 0) {
+            imported = 1;
+            added |= (st->status & GPGME_IMPORT_NEW) != 0;
+        }
+    }
+    if (!imported) {
+        sm_why(why, whylen, "gpgme_op_import: key %s not imported", fpr);
+        goto leave;
+    }
+    /* the keyring's view, after merging with what it had: still good? */
+    if ((err = gpgme_get_key(ctx, fpr, &k, 0)) != 0) {
+        rc = gpg_fail(why, whylen, "gpgme_get_key", err);
+        goto leave;
+    }
+    if (strcasecmp(k->fpr, fpr) != 0 || key_ok(k, want, why, whylen) != 0) {
+        if (strcasecmp(k->fpr, fpr) != 0)
+            sm_why(why, whylen, "key %s is a subkey of %s", fpr, k->fpr);
+        if (added && gpgme_op_delete_ext(ctx, k, GPGME_DELETE_FORCE) != 0)
+            sm_warn("WKD key %s for %s refused but not deleted from %s", fpr, want, home);
+        goto leave;
+    }
+    snprintf(fpr_out, SM_PGP_FPR_MAX + 1, "%s", k->fpr);
+    rc = SM_WKD_FOUND;
+leave:
+    if (k)
+        gpgme_key_unref(k);
+    if (listing)
+        gpgme_op_keylist_end(ctx);
+    if (data)
+        gpgme_data_release(data);
+    if (ctx)
+        gpgme_release(ctx);
+    return rc;
+}
+
+int sm_wkd_key_usable(const char *home, const char *fpr, const char *addr,
+                      char *why, size_t whylen)
+{
+    char want[SM_ADDR_MAX + 1];
+    const char *bad;
+    gpgme_ctx_t ctx = NULL;
+    gpgme_key_t k = NULL;
+    gpgme_error_t err;
+    int rc = SM_PGP_REJECT;
+
+    if (why && whylen)
+        why[0] = '\0';
+    if (!sm_pgp_fpr_valid(fpr) || !addr || sm_addr_normalize(addr, want, sizeof want, &bad) != 0) {
+        sm_why(why, whylen, "bad fingerprint or address");
+        goto leave;
+    }
+    if (ctx_open(home, &ctx, why, whylen) != SM_WKD_FOUND) {
+        rc = SM_PGP_ERROR;
+        goto leave;
+    }
+    if ((err = gpgme_get_key(ctx, fpr, &k, 0)) != 0) {
+        sm_why(why, whylen, "key %s: %s", fpr, gpg_err_code(err) == GPG_ERR_EOF
+               ? "not in the keyring" : gpgme_strerror(err));
+        rc = is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
+        goto leave;
+    }
+    if (strcasecmp(k->fpr, fpr) != 0) {
+        sm_why(why, whylen, "key %s is a subkey of %s", fpr, k->fpr);
+        goto leave;
+    }
+    if (key_ok(k, want, why, whylen) != 0)
+        goto leave;
+    rc = SM_PGP_OK;
+leave:
+    if (k)
+        gpgme_key_unref(k);
+    if (ctx)
+        gpgme_release(ctx);
+    return rc;
+}
+
+/* ---- the fetch -------------------------------------------------------- */
+
+typedef struct wkd_buf {
+    char *data;
+    size_t len;
+    int too_big;
+} wkd_buf;
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
+{
+    wkd_buf *b = baton;
+    size_t len = size * nmemb;
+    char *n;
+
+    if (len > SM_WKD_KEY_MAX - b->len) {
+        b->too_big = 1;
+        return 0;               /* aborts the transfer */
+    }
+    if (!(n = realloc(b->data, b->len + len + 1)))
+        return 0;
+    b->data = n;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return len;
+}
+
+int sm_wkd_fetch(const char *home, const char *outbox_url, const char *addr,
+                 const sm_https_opts *opts, char fpr_out[SM_PGP_FPR_MAX + 1],
+                 char *url_out, size_t url_outlen, char *why, size_t whylen)
+{
+    char url[SM_WKD_URL_MAX], errbuf[CURL_ERROR_SIZE] = "", sub[SM_PGP_WHY_MAX];
+    wkd_buf b = { NULL, 0, 0 };
+    CURL *e = NULL;
+    CURLcode cc;
+    long status = 0, timeout = opts && opts->timeout > 0 ? opts->timeout : DEFAULT_TIMEOUT;
+    int rc = SM_WKD_REFUSED;
+
+    fpr_out[0] = '\0';
+    if (url_out && url_outlen)
+        url_out[0] = '\0';
+    if (sm_wkd_url(outbox_url, addr, opts, url, sizeof url, why, whylen) != 0)
+        goto leave;
+    if (url_out && url_outlen)
+        snprintf(url_out, url_outlen, "%s", url);
+    rc = SM_WKD_ERROR;
+    if (pthread_once(&curl_once, curl_init) != 0 || curl_init_rc != CURLE_OK
+        || !(e = curl_easy_init())) {
+        sm_why(why, whylen, "libcurl initialisation failed");
+        goto leave;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, opts && opts->allow_http ? "http,https" : "https");
+#else
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS,
+                     (long)(opts && opts->allow_http ? CURLPROTO_HTTP | CURLPROTO_HTTPS
+                                                     : CURLPROTO_HTTPS));
+#endif
+    /* a redirect could lead anywhere: the origin DNS named serves the key */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, timeout);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, timeout);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long)SM_WKD_KEY_MAX);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-wkd");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    if (opts && opts->ca_file && *opts->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, opts->ca_file);
+
+    cc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED) {
+        sm_why(why, whylen, "GET %s: answer larger than %d bytes", url, SM_WKD_KEY_MAX);
+        rc = SM_WKD_REFUSED;
+        goto leave;
+    }
+    if (cc != CURLE_OK) {
+        sm_why(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        goto leave;
+    }
+    if (status == 404 || status == 410) {
+        sm_why(why, whylen, "GET %s: HTTP %ld (no key published)", url, status);
+        rc = SM_WKD_NONE;
+        goto leave;
+    }
+    if (status != 200) {
+        sm_why(why, whylen, "GET %s: HTTP %ld", url, status);
+        rc = status >= 500 || status == 429 ? SM_WKD_ERROR : SM_WKD_REFUSED;
+        goto leave;
+    }
+    rc = sm_wkd_import(home, addr, b.data, b.len, fpr_out, sub, sizeof sub);
+    if (rc != SM_WKD_FOUND)
+        sm_why(why, whylen, "key from %s: %s", url, sub);
+leave:
+    if (e)
+        curl_easy_cleanup(e);
+    free(b.data);
+    return rc;
+}
