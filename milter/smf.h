@@ -2,7 +2,7 @@
  *
  * stubmail-milter.c   configuration, libmilter callbacks, main()
  * smf_db.c            the PostgreSQL connection pool and every SQL statement
- * smf_net.c           trusted_networks: CIDR lists, IPv4 and IPv6
+ * smf_net.c           trusted_networks: CIDR lists, IPv4 and IPv6; UDP stubs
  */
 #ifndef SMF_H
 #define SMF_H
@@ -77,5 +77,26 @@ smf_db_status smf_db_unstore(const char *id, char *why, size_t whylen);
 /* Address-book learning alone (push mail). */
 smf_db_status smf_db_learn(const char *owner, const smf_db_rcpt *contacts, size_t ncontacts,
                            char *why, size_t whylen);
+
+/* A recipient's cached WKD answer (sql/006_recipient_key.sql): status gets
+ * "found" (with its fingerprint in fpr), "none", "refused" or "error", or
+ * "" when nothing unexpired is cached. */
+smf_db_status smf_db_rcpt_key_get(const char *addr, char *status, size_t statuslen,
+                                  char *fpr, size_t fprlen, char *why, size_t whylen);
+
+/* Cache an answer; the TTL follows from status (recipient_key_put).
+ * fpr: NULL unless status is "found"; reason: why, or NULL. */
+smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const char *fpr,
+                                  const char *reason, char *why, size_t whylen);
+
+/* ---- smf_net.c: UDP stubs ------------------------------------------ */
+
+/* After the outbox commit: tell each recipient domain that publishes udp=
+ * in its _stubmail record that mail from sender waits (docs/PROTOCOL.md "UDP
+ * stubs"): one datagram per domain (more if its recipients do not fit in
+ * 512 octets). Fire and forget: never blocks on the network, never fails
+ * the message; what was not sent is logged (qid for the log line). */
+void smf_stubs_send(const char *qid, const char *resolver, const char *sender,
+                    const smf_db_rcpt *rcpts, size_t n);
 
 #endif

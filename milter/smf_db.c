@@ -417,3 +417,60 @@ leave:
     free(doms);
     return rc;
 }
+
+/* ---- recipients' own keys (WKD answers), cached ----------------------- */
+
+smf_db_status smf_db_rcpt_key_get(const char *addr, char *status, size_t statuslen,
+                                  char *fpr, size_t fprlen, char *why, size_t whylen)
+{
+    const char *vals[1] = { addr };
+    PGresult *r;
+    int attempt, gone = 0;
+    long slot;
+
+    status[0] = '\0';
+    fpr[0] = '\0';
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((slot = acquire(why, whylen)) < 0)
+            return SMF_DB_TEMPFAIL;
+        r = run(slot, "recipient_key_get",
+                "SELECT status, coalesce(fpr, '') FROM recipient_key_get($1)", 1, vals,
+                PGRES_TUPLES_OK, &gone, why, whylen);
+        release(slot);
+        if (r) {
+            if (PQntuples(r) == 1) {
+                snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));
+                snprintf(fpr, fprlen, "%s", PQgetvalue(r, 0, 1));
+            }
+            PQclear(r);
+            return SMF_DB_OK;
+        }
+        if (!gone)
+            break;
+    }
+    return SMF_DB_TEMPFAIL;
+}
+
+smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const char *fpr,
+                                  const char *reason, char *why, size_t whylen)
+{
+    const char *vals[4] = { addr, status, fpr, reason };
+    PGresult *r;
+    int attempt, gone = 0;
+    long slot;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((slot = acquire(why, whylen)) < 0)
+            return SMF_DB_TEMPFAIL;
+        r = run(slot, "recipient_key_put", "SELECT recipient_key_put($1, $2, $3, $4)", 4, vals,
+                PGRES_TUPLES_OK, &gone, why, whylen);
+        release(slot);
+        if (r) {
+            PQclear(r);
+            return SMF_DB_OK;
+        }
+        if (!gone)
+            break;
+    }
+    return SMF_DB_TEMPFAIL;
+}

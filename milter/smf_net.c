@@ -1,4 +1,5 @@
-/* smf_net — the trusted_networks list: clients inside it send outbound mail.
+/* smf_net — the trusted_networks list: clients inside it send outbound mail;
+ * and the UDP stubs the milter sends after storing mail (at the end).
  *
  * A list is "ADDR[/PREFIX]" items separated by blanks or commas, IPv4 and
  * IPv6 mixed ("127.0.0.1/32 ::1/128 192.0.2.0/24"). An item without a prefix
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sm_log.h"
+#include "sm_stub.h"
 #include "smf.h"
 
 static void mask_host_bits(unsigned char *addr, size_t len, unsigned prefix)
@@ -146,4 +149,74 @@ int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa)
             && prefix_equal(addr, list->nets[i].addr, list->nets[i].prefix))
             return 1;
     return 0;
+}
+
+/* ---- UDP stubs -------------------------------------------------------- */
+
+/* The recipients of one domain, in order, and the stubs for them. A stub is
+ * a hint: any failure here is logged and forgotten, the recipient domain
+ * polls at its next interval anyway. Discovery answers from dns_cache (the
+ * domain was looked up at RCPT moments ago), so this costs one query per
+ * recipient domain, and sendto() on a non-blocking socket never waits. */
+static void stub_domain(const char *qid, const char *resolver, const char *sender,
+                        const char *domain, const char **to, size_t nto)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    sm_peer_info info;
+    const char *bad = "";
+    char why[512];
+    int sent;
+
+    if (smf_db_discover(resolver, domain, &info, why, sizeof why) != SMF_DB_OK) {
+        sm_info("%s: no stub to %s: %s", qid, domain, why);
+        return;
+    }
+    if (info.udp[0] == '\0') {
+        sm_debug("%s: no stub to %s: it publishes no udp=", qid, domain);
+        return;
+    }
+    if (sm_dns_resolver_parse(info.udp, &ss, &sslen, &bad) != 0) {
+        sm_info("%s: no stub to %s: udp=%s: %s", qid, domain, info.udp, bad);
+        return;
+    }
+    if ((sent = sm_stub_send((struct sockaddr *)&ss, sslen, sender, to, nto, why,
+                             sizeof why)) < 0) {
+        sm_info("%s: stub to %s at %s not sent: %s", qid, domain, info.udp, why);
+        return;
+    }
+    sm_debug("%s: stub to %s at %s: from=<%s>, %zu recipients, %d datagrams", qid, domain,
+             info.udp, sender, nto, sent);
+}
+
+void smf_stubs_send(const char *qid, const char *resolver, const char *sender,
+                    const smf_db_rcpt *rcpts, size_t n)
+{
+    const char **to;
+    size_t i, j, k, nto;
+
+    if (n == 0)
+        return;
+    if ((to = calloc(n, sizeof *to)) == NULL) {
+        sm_info("%s: no stubs sent: out of memory", qid);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        /* each domain once, at its first recipient */
+        for (j = 0; j < i && strcmp(rcpts[j].domain, rcpts[i].domain) != 0; j++)
+            ;
+        if (j < i)
+            continue;
+        for (nto = 0, j = i; j < n; j++) {
+            if (strcmp(rcpts[j].domain, rcpts[i].domain) != 0)
+                continue;
+            /* the parser refuses a recipient named twice */
+            for (k = 0; k < nto && strcmp(to[k], rcpts[j].addr) != 0; k++)
+                ;
+            if (k == nto)
+                to[nto++] = rcpts[j].addr;
+        }
+        stub_domain(qid, resolver, sender, rcpts[i].domain, to, nto);
+    }
+    free(to);
 }

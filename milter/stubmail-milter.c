@@ -14,7 +14,10 @@
  *	recipients are at pulling domains, the message streams into a spool
  *	file while it arrives; at end of message it is signed with our domain
  *	key and encrypted to the recipient domains' keys (made sure of at
- *	DATA) by gpg into a second spool file that is committed instead, then
+ *	DATA), and to each recipient's own key where its domain publishes one
+ *	by WKD on its outbox origin (recipient_keys; looked up at DATA, cached
+ *	in recipient_key; no key or a refused one is never a failure), by gpg
+ *	into a second spool file that is committed instead, then
  *	one transaction
  *	stores the message row, one outbox row per pulling recipient and the
  *	sender's learned address-book entries. Only after COMMIT are the
@@ -68,6 +71,7 @@
 #include "sm_log.h"
 #include "sm_pgp.h"
 #include "sm_spool.h"
+#include "sm_wkd.h"
 #include "smf.h"
 
 #define SMF_NAME    "stubmail-milter"
@@ -89,6 +93,8 @@ static struct {
     char *ca_file;
     int allow_http;
     long key_timeout;
+    int recipient_keys;
+    long recipient_key_timeout;
 } cfg;
 
 static const sm_conf_key smf_keys[] = {
@@ -115,10 +121,15 @@ static const sm_conf_key smf_keys[] = {
       "fetch peers' keys over plain http:// from loopback addresses" },
     { "key_timeout", SM_CONF_SECONDS, &cfg.key_timeout, "10s",
       "longest fetch of one peer's domain key" },
+    { "recipient_keys", SM_CONF_BOOL, &cfg.recipient_keys, "yes",
+      "also encrypt to a recipient's own key published by WKD on its outbox origin" },
+    { "recipient_key_timeout", SM_CONF_SECONDS, &cfg.recipient_key_timeout, "5s",
+      "longest WKD lookup of one recipient's key (no key this time when exceeded)" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
 #define SMF_KEY_TIMEOUT_MAX 300
+#define SMF_SEAL_KEYS_MAX   64      /* recipients sm_pgp_encrypt_sign_fd takes */
 
 static smf_netlist trusted;
 
@@ -161,6 +172,11 @@ static int smf_config_check_discovery(const char *path, char *err, size_t errlen
     if (cfg.key_timeout < 1 || cfg.key_timeout > SMF_KEY_TIMEOUT_MAX) {
         snprintf(err, errlen, "%s: key_timeout: %lds is not between 1s and %ds", path,
                  cfg.key_timeout, SMF_KEY_TIMEOUT_MAX);
+        return -1;
+    }
+    if (cfg.recipient_key_timeout < 1 || cfg.recipient_key_timeout > SMF_KEY_TIMEOUT_MAX) {
+        snprintf(err, errlen, "%s: recipient_key_timeout: %lds is not between 1s and %ds",
+                 path, cfg.recipient_key_timeout, SMF_KEY_TIMEOUT_MAX);
         return -1;
     }
     return 0;
@@ -261,6 +277,7 @@ typedef struct smf_rcpt {
     char *raw;                  /* as received, with <>: what smfi_delrcpt needs */
     char *addr;                 /* normalised; NULL if not a plain address */
     int pulling;
+    char keyfpr[SM_PGP_FPR_MAX + 1];    /* its own key (WKD), "" if none */
 } smf_rcpt;
 
 /* A recipient domain of the message: discovered once per message. */
@@ -550,6 +567,86 @@ static void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen)
 
 /* ---- sealing: signed by us, encrypted to the pulling domains ------------ */
 
+/* The pulling recipients' own keys, where their domain publishes one (WKD
+ * on its outbox origin, sm_wkd): the recipient_key cache, else a lookup
+ * whose answer (a key, none, refused, trouble) is cached. A cached key is
+ * rechecked in the keyring before each use. Never fails the message: the
+ * domain key is always there, so a recipient without a usable key of its
+ * own gets the stored copy encrypted to the domain key alone. */
+static void smf_rcpt_keys(SMFICTX *ctx, smf_msg *msg)
+{
+    const sm_https_opts opts = { cfg.ca_file, cfg.allow_http, cfg.recipient_key_timeout };
+    char status[16], fpr[SM_PGP_FPR_MAX + 1], why[768], why2[512], url[SM_WKD_URL_MAX];
+    const smf_domain *d;
+    smf_rcpt *r;
+    size_t i, j;
+    int rc;
+
+    for (i = 0; i < msg->nrcpts; i++)
+        msg->rcpts[i].keyfpr[0] = '\0';
+    if (!cfg.recipient_keys)
+        return;
+    for (i = 0; i < msg->nrcpts; i++) {
+        r = &msg->rcpts[i];
+        if (!r->pulling || r->addr == NULL)
+            continue;
+        /* a recipient named twice is looked up once */
+        for (j = 0; j < i; j++)
+            if (msg->rcpts[j].addr && strcmp(msg->rcpts[j].addr, r->addr) == 0)
+                break;
+        if (j < i) {
+            memcpy(r->keyfpr, msg->rcpts[j].keyfpr, sizeof r->keyfpr);
+            continue;
+        }
+        if (smf_db_rcpt_key_get(r->addr, status, sizeof status, fpr, sizeof fpr, why,
+                                sizeof why) != SMF_DB_OK) {
+            sm_warn("%s: from=<%s> to=%s: recipient key cache unreadable, encrypted to the "
+                    "domain key only: %s", smf_qid(ctx), msg->sender, r->addr, why);
+            continue;
+        }
+        if (strcmp(status, "found") == 0) {
+            if (sm_wkd_key_usable(cfg.gnupg_home, fpr, r->addr, why, sizeof why) == SM_PGP_OK) {
+                memcpy(r->keyfpr, fpr, sizeof r->keyfpr);
+                continue;
+            }
+            sm_info("%s: to=%s: cached recipient key %s no longer usable (%s); looking again",
+                    smf_qid(ctx), r->addr, fpr, why);
+        } else if (status[0] != '\0') {
+            continue;                   /* cached: none, refused or error */
+        }
+        for (j = 0; j < msg->ndomains; j++)
+            if (strcmp(msg->domains[j].name, sm_addr_domain(r->addr)) == 0)
+                break;
+        if (j == msg->ndomains || !msg->domains[j].pulling)
+            continue;
+        d = &msg->domains[j];
+        rc = sm_wkd_fetch(cfg.gnupg_home, d->outbox, r->addr, &opts, fpr, url, sizeof url, why,
+                          sizeof why);
+        switch (rc) {
+        case SM_WKD_FOUND:
+            sm_info("%s: to=%s: recipient key %s from %s", smf_qid(ctx), r->addr, fpr, url);
+            memcpy(r->keyfpr, fpr, sizeof r->keyfpr);
+            break;
+        case SM_WKD_NONE:
+            sm_info("%s: to=%s: no recipient key published: %s", smf_qid(ctx), r->addr, why);
+            break;
+        case SM_WKD_REFUSED:
+            sm_warn("%s: to=%s: recipient key refused, encrypted to the domain key only: %s",
+                    smf_qid(ctx), r->addr, why);
+            break;
+        default:
+            sm_warn("%s: to=%s: recipient key lookup failed, encrypted to the domain key "
+                    "only: %s", smf_qid(ctx), r->addr, why);
+            break;
+        }
+        if (smf_db_rcpt_key_put(r->addr, sm_wkd_status_name(rc),
+                                rc == SM_WKD_FOUND ? fpr : NULL, rc == SM_WKD_FOUND ? url : why,
+                                why2, sizeof why2) != SMF_DB_OK)
+            sm_warn("%s: to=%s: recipient key answer not cached: %s", smf_qid(ctx), r->addr,
+                    why2);
+    }
+}
+
 /* Every pulling domain's key into gnupg_home: sm_keyfetch looks in the
  * keyring and fetches {outbox}/v1/key only when the fingerprint is not
  * there. Returns SMFIS_CONTINUE, or ends the message with 451 4.7.5. */
@@ -570,6 +667,7 @@ static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
         return smf_tempfail(ctx, DSN_KEY, reply, "message not stored: no domain key %s of %s: %s",
                             d->fpr, d->name, why);
     }
+    smf_rcpt_keys(ctx, msg);
     msg->keys_ready = 1;
     return SMFIS_CONTINUE;
 }
@@ -581,14 +679,14 @@ static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
  * committed (its size set), or ends the message with 451 4.3.0. */
 static sfsistat smf_seal(SMFICTX *ctx, smf_msg *msg)
 {
-    char id[SM_ID_LEN + 1], why[SM_PGP_WHY_MAX];
+    char id[SM_ID_LEN + 1], why[SM_PGP_WHY_MAX], why2[SM_PGP_WHY_MAX];
     const char **fprs;
     struct stat st;
-    size_t i, j, n = 0;
-    int in_fd = -1;
+    size_t i, j, n = 0, ndom, skipped = 0;
+    int in_fd = -1, pgp;
     sfsistat rc = SMFIS_CONTINUE;
 
-    if ((fprs = calloc(msg->ndomains + 1, sizeof *fprs)) == NULL) {
+    if ((fprs = calloc(msg->ndomains + msg->nrcpts + 1, sizeof *fprs)) == NULL) {
         rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "out of memory");
         goto leave;
     }
@@ -601,6 +699,23 @@ static sfsistat smf_seal(SMFICTX *ctx, smf_msg *msg)
         if (j == n)
             fprs[n++] = msg->domains[i].fpr;
     }
+    ndom = n;
+    /* then the recipients' own keys (smf_rcpt_keys), as many as gpgme takes */
+    for (i = 0; i < msg->nrcpts; i++) {
+        if (msg->rcpts[i].keyfpr[0] == '\0')
+            continue;
+        for (j = 0; j < n && strcasecmp(fprs[j], msg->rcpts[i].keyfpr) != 0; j++)
+            ;
+        if (j < n)
+            continue;
+        if (n < SMF_SEAL_KEYS_MAX)
+            fprs[n++] = msg->rcpts[i].keyfpr;
+        else
+            skipped++;
+    }
+    if (skipped)
+        sm_warn("%s: from=<%s>: %zu recipient keys left out: at most %d keys per message",
+                smf_qid(ctx), msg->sender, skipped, SMF_SEAL_KEYS_MAX);
     if ((in_fd = open(msg->spool.tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
         rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot read spool file %s back: %s",
                           msg->spool.tmp_path, strerror(errno));
@@ -617,12 +732,34 @@ static sfsistat smf_seal(SMFICTX *ctx, smf_msg *msg)
                           cfg.spool_dir, strerror(errno));
         goto leave;
     }
-    if (sm_pgp_encrypt_sign_fd(cfg.gnupg_home, cfg.domain_key, fprs, in_fd, msg->sealed.fd,
-                               why, sizeof why) != SM_PGP_OK) {
+    pgp = sm_pgp_encrypt_sign_fd(cfg.gnupg_home, cfg.domain_key, fprs, in_fd, msg->sealed.fd,
+                                 why, sizeof why);
+    if (pgp == SM_PGP_REJECT && n > ndom) {
+        /* a recipient key went bad since smf_rcpt_keys checked it: the
+         * domain keys alone still deliver, so do not hold the mail back */
+        sm_warn("%s: from=<%s>: cannot encrypt id %s to the recipient keys (%s); encrypted "
+                "to the domain key%s only", smf_qid(ctx), msg->sender, id, why,
+                ndom == 1 ? "" : "s");
+        fprs[ndom] = NULL;
+        n = ndom;
+        if (lseek(in_fd, 0, SEEK_SET) != 0 || lseek(msg->sealed.fd, 0, SEEK_SET) != 0
+            || ftruncate(msg->sealed.fd, 0) != 0) {
+            snprintf(why2, sizeof why2, "%s", strerror(errno));
+            rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot rewind spool files of "
+                              "message id %s: %s", id, why2);
+            goto leave;
+        }
+        pgp = sm_pgp_encrypt_sign_fd(cfg.gnupg_home, cfg.domain_key, fprs, in_fd,
+                                     msg->sealed.fd, why, sizeof why);
+    }
+    if (pgp != SM_PGP_OK) {
         rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot sign and encrypt message id %s "
                           "(%zu key%s): %s", id, n, n == 1 ? "" : "s", why);
         goto leave;
     }
+    if (n > ndom)
+        sm_info("%s: id=%s encrypted to %zu domain key%s and %zu recipient key%s",
+                smf_qid(ctx), id, ndom, ndom == 1 ? "" : "s", n - ndom, n - ndom == 1 ? "" : "s");
     /* gpg wrote to the descriptor, not through sm_spool_write */
     if (fstat(msg->sealed.fd, &st) != 0) {
         rc = smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot stat spool file %s: %s",
@@ -987,6 +1124,11 @@ static sfsistat smf_eom(SMFICTX *ctx)
             body->size, "openpgp",
             rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
     msg->sealed_open = 0;               /* committed: the outbox owns it now */
+    /* 4. the hint: recipient domains that publish udp= poll us now */
+    if ((outbox = smf_rcpt_list(msg, 1, &noutbox)) != NULL) {
+        smf_stubs_send(smf_qid(ctx), cfg.resolver, msg->sender, outbox, noutbox);
+        free(outbox);
+    }
     smf_msg_free(ctx);
     return rc;
 }
@@ -1129,7 +1271,8 @@ int main(int argc, char **argv)
             cfg.spool_dir, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
             cfg.resolver ? cfg.resolver : "/etc/resolv.conf");
     sm_info("stored mail is signed with domain key %s in %s and encrypted to the "
-            "recipient domains' keys", cfg.domain_key, cfg.gnupg_home);
+            "recipient domains' keys%s", cfg.domain_key, cfg.gnupg_home,
+            cfg.recipient_keys ? " and to recipients' own keys published by WKD" : "");
     rc = smfi_main() == MI_SUCCESS ? 0 : 1;
     sm_info("stopped%s", rc ? " after a libmilter error" : "");
 leave:
