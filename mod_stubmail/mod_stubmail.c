@@ -13,15 +13,19 @@
  *
  * DESCRIPTION
  *	Serves the HTTP side of docs/PROTOCOL.md below the <Location> prefix:
- *	GET v1/key, POST v1/login, POST v1/poll, GET v1/message/ID, POST
- *	v1/message/ID/ack. A polling domain logs in by signing a statement with
+ *	GET v1/key, POST v1/login, POST v1/poll, POST v1/subscription, GET
+ *	v1/poll?version=V (from pending_match, with ETag/304), GET
+ *	v1/message/ID, POST v1/message/ID/ack. A polling domain logs in by
+ *	signing a statement with
  *	its OpenPGP domain key (checked against the fingerprint its peer row or
  *	_stubmail DNS record names) and gets an HMAC bearer token that names it
  *	on the other endpoints. The database comes
  *	from mod_dbd: statements are prepared at configuration time under
  *	stubmail_* labels, a connection is acquired per request. Bodies are
  *	streamed from the spool directory through a file bucket (sendfile; the
- *	core byterange filter does Range). Directives: docs/mod_stubmail.md.
+ *	core byterange filter does Range). With StubmailUDPResponder, a helper
+ *	process answers UDP polls (stubmail_udp.c) and login answers name it.
+ *	Directives: docs/mod_stubmail.md.
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -56,6 +60,7 @@
 #include "mod_dbd.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "sm_addr.h"
 #include "sm_dns.h"
@@ -64,6 +69,8 @@
 #include "sm_proto.h"
 #include "sm_spool.h"
 #include "sm_token.h"
+#include "sm_udppoll.h"
+#include "stubmail_udp.h"
 
 module AP_MODULE_DECLARE_DATA stubmail_module;
 APLOG_USE_MODULE(stubmail);
@@ -97,6 +104,8 @@ typedef struct stubmail_srv_conf {
     apr_int64_t token_lifetime; /* seconds; STUBMAIL_UNSET = unset */
     apr_int64_t login_max_skew;
     apr_int64_t min_poll_interval;      /* 0 = no limit */
+    stubmail_udp_conf udp;      /* the UDP poll responder (main server only);
+                                 * listen NULL = off, rate STUBMAIL_UNSET = unset */
 } stubmail_srv_conf;
 
 static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -110,6 +119,7 @@ static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->token_lifetime = STUBMAIL_UNSET;
     c->login_max_skew = STUBMAIL_UNSET;
     c->min_poll_interval = STUBMAIL_UNSET;
+    c->udp.rate = STUBMAIL_UNSET;
     return c;               /* the pointers start NULL: unset */
 }
 
@@ -136,6 +146,10 @@ static void *stubmail_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(token_lifetime);
     MERGE_NUM(login_max_skew);
     MERGE_NUM(min_poll_interval);
+    MERGE_PTR(udp.listen);
+    MERGE_PTR(udp.advertise);
+    MERGE_PTR(udp.database);
+    MERGE_NUM(udp.rate);
     return c;               /* public_key: read later, from the merged file name */
 }
 
@@ -158,6 +172,10 @@ static void stubmail_srv_conf_defaults(stubmail_srv_conf *c)
         c->login_max_skew = STUBMAIL_DEFAULT_LOGIN_SKEW;
     if (c->min_poll_interval == STUBMAIL_UNSET)
         c->min_poll_interval = STUBMAIL_DEFAULT_MIN_POLL;
+    if (c->udp.rate == STUBMAIL_UNSET)
+        c->udp.rate = STUBMAIL_UDP_DEFAULT_RATE;
+    if (c->udp.advertise == NULL)
+        c->udp.advertise = c->udp.listen;
 }
 
 static stubmail_srv_conf *stubmail_cmd_conf(cmd_parms *cmd)
@@ -236,9 +254,47 @@ static const char *stubmail_add_token_key(cmd_parms *cmd, void *dconf,
     return NULL;
 }
 
+/* StubmailUDPResponder IP:PORT [ADVERTISED-IP:PORT]: where the responder
+ * binds, and what the login answer tells pollers when that differs (a
+ * wildcard or NATed address). Main server only: there is one responder. */
+static const char *stubmail_set_udp(cmd_parms *cmd, void *dconf, const char *listen,
+                                    const char *advertise)
+{
+    stubmail_srv_conf *c = stubmail_cmd_conf(cmd);
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    const char *why, *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    int i;
+
+    (void)dconf;
+    if (err)
+        return err;
+    for (i = 0; i < 2; i++) {
+        const char *a = i == 0 ? listen : advertise;
+        if (a && sm_dns_resolver_parse(a, &addr, &addrlen, &why) != 0)
+            return apr_psprintf(cmd->pool, "%s: '%s': %s (expected IPv4:PORT or "
+                                "[IPv6]:PORT)", cmd->cmd->name, a, why);
+    }
+    c->udp.listen = apr_pstrdup(cmd->pool, listen);
+    c->udp.advertise = advertise ? apr_pstrdup(cmd->pool, advertise) : NULL;
+    return NULL;
+}
+
+static const char *stubmail_set_udp_database(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dconf;
+    if (err)
+        return err;
+    stubmail_cmd_conf(cmd)->udp.database = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
 /* Numeric directives: cmd->info indexes this table. */
 enum { STUBMAIL_MAX_BODY, STUBMAIL_MAX_PAIRS, STUBMAIL_POLL_LIMIT,
-       STUBMAIL_TOKEN_LIFETIME, STUBMAIL_LOGIN_SKEW, STUBMAIL_MIN_POLL };
+       STUBMAIL_TOKEN_LIFETIME, STUBMAIL_LOGIN_SKEW, STUBMAIL_MIN_POLL,
+       STUBMAIL_UDP_RATE };
 
 static const struct {
     apr_size_t offset;
@@ -252,6 +308,7 @@ static const struct {
     [STUBMAIL_TOKEN_LIFETIME] = { APR_OFFSETOF(stubmail_srv_conf, token_lifetime), 1, 604800 },
     [STUBMAIL_LOGIN_SKEW] = { APR_OFFSETOF(stubmail_srv_conf, login_max_skew), 1, 86400 },
     [STUBMAIL_MIN_POLL] = { APR_OFFSETOF(stubmail_srv_conf, min_poll_interval), 0, 86400 },
+    [STUBMAIL_UDP_RATE] = { APR_OFFSETOF(stubmail_srv_conf, udp.rate), 1, 1000000 },
 };
 
 static const char *stubmail_set_number(cmd_parms *cmd, void *dconf,
@@ -307,6 +364,14 @@ static const command_rec stubmail_cmds[] = {
     STUBMAIL_NUMBER("StubmailMinPollInterval", STUBMAIL_MIN_POLL,
                     "seconds between two polls of one domain; sooner gets 429 "
                     "(default 1, 0 = no limit)"),
+    AP_INIT_TAKE12("StubmailUDPResponder", stubmail_set_udp, NULL, RSRC_CONF,
+                   "IP:PORT [ADVERTISED-IP:PORT]: run the UDP poll responder there "
+                   "(main server only)"),
+    AP_INIT_TAKE1("StubmailUDPDatabase", stubmail_set_udp_database, NULL, RSRC_CONF,
+                  "libpq conninfo of the UDP poll responder's own connection"),
+    STUBMAIL_NUMBER("StubmailUDPRateLimit", STUBMAIL_UDP_RATE,
+                    "UDP poll datagrams per second per source address; burst twice "
+                    "that (default 20)"),
     { NULL }
 };
 
@@ -333,6 +398,9 @@ typedef struct stubmail_stmt {
 #define STMT_DNS_PUT   "stubmail_dns_put"
 #define STMT_NONCE     "stubmail_nonce"
 #define STMT_POLL_GATE "stubmail_poll_gate"
+#define STMT_SUB_CHANGE "stubmail_sub_change"
+#define STMT_POLL_STATE "stubmail_poll_state"
+#define STMT_POLL_PENDING "stubmail_poll_pending"
 
 static const stubmail_stmt stubmail_stmts[] = {
     /* $1 pairs as JSON, $2 polling domain, $3 limit + 1.
@@ -414,9 +482,31 @@ static const stubmail_stmt stubmail_stmts[] = {
       " RETURNING last_poll_at = now(),"
       "   CAST(ceil(extract(epoch FROM last_poll_at - now())) AS bigint)"
       "   + CAST(%s AS integer)" },
+    /* $1 domain, $2 reset ('t'/'f'), $3 base ('' with reset), $4 pairs to
+     * add and $5 to remove as JSON. One statement, so all or nothing;
+     * sql/004_subscription.sql keeps pending_match in step by triggers. */
+    { STMT_SUB_CHANGE,
+      "SELECT ok, version FROM subscription_change(%s, CAST(%s AS boolean),"
+      " CAST(NULLIF(%s, '') AS bigint), CAST(%s AS jsonb), CAST(%s AS jsonb))" },
+    /* $1 and $2 domain: the ETag and the subscription version, from one
+     * snapshot */
+    { STMT_POLL_STATE,
+      "SELECT poll_etag(%s), coalesce((SELECT version FROM subscription_state"
+      " WHERE domain = %s), 0)" },
+    /* $1 domain, $2 limit + 1: what is pending for the domain's
+     * subscription, in the order it became pending (pending_match_by_domain) */
+    { STMT_POLL_PENDING,
+      "SELECT m.id, m.sender, p.recipient, m.size, " SQL_RFC3339("m.created_at")
+      " FROM pending_match p JOIN message m ON m.id = p.message_id"
+      " WHERE p.domain = %s AND m.body_deleted_at IS NULL"
+      " ORDER BY p.seq LIMIT CAST(%s AS integer)" },
 };
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;
+/* The keys of the UDP poll responder's sessions (the main server's), or
+ * NULL when there is none: a login answer names the responder only when
+ * its token was made with these keys. */
+static const sm_token_keyring *stubmail_udp_keyring;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *stubmail_dbd_acquire;
 
 /* ------------------------------------------------------------------------
@@ -431,6 +521,8 @@ typedef struct stubmail_req {
     const char *id;             /* message id from the path, or NULL */
     const char *allow;          /* Allow header for 405 */
     const char *retry_after;    /* Retry-After for 429 and 503 (NULL: default) */
+    const char *version;        /* 409 subscription_changed: the current
+                                 * version, put into the error body */
     int ret;                    /* handler result once an answer was sent */
 } stubmail_req;
 
@@ -458,6 +550,7 @@ static const struct {
     { "bad_signature",          HTTP_UNAUTHORIZED },
     { "replayed_login",         HTTP_UNAUTHORIZED },
     { "foreign_recipient",      HTTP_FORBIDDEN },
+    { "subscription_changed",   HTTP_CONFLICT },
     { "not_found",              HTTP_NOT_FOUND },
     { "no_such_endpoint",       HTTP_NOT_FOUND },
     { "method_not_allowed",     HTTP_METHOD_NOT_ALLOWED },
@@ -551,7 +644,8 @@ static int stubmail_fail(stubmail_req *q, const char *code,
         break;
     }
 
-    body = sm_error_body(code, message);
+    body = q->version ? sm_error_body_version(code, message, apr_atoi64(q->version))
+                      : sm_error_body(code, message);
     if (body == NULL) {
         SMLOG(q, APLOG_ERR, APR_ENOMEM, "out of memory encoding an error");
         return q->ret = status;
@@ -973,6 +1067,238 @@ leave:
     json_decref(root);
     free(pairs_json);
     free(pairs);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * POST v1/subscription and GET v1/poll?version=V
+ * ---------------------------------------------------------------------- */
+
+/* Change the domain's subscription: all of it or nothing (one statement),
+ * then {"version": V}; a base that is not the current version gets 409
+ * with the current one, so the poller knows to reset. */
+static int stubmail_subscription(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    char *body, *add_json = NULL, *remove_json = NULL;
+    apr_size_t len;
+    sm_subscription_request req;
+    sm_parse_error perr;
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    const char *args[5], *ok = NULL, *version = NULL;
+    int ret;
+
+    memset(&req, 0, sizeof(req));
+    if (!stubmail_read_body(q, &body, &len))
+        return q->ret;
+    memset(&perr, 0, sizeof(perr));
+    if (sm_subscription_request_parse(body, len, q->domain, (size_t)q->conf->max_pairs,
+                                      &req, &perr) != 0) {
+        ret = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
+                            apr_pstrcat(r->pool, "subscription change refused: ",
+                                        perr.message, NULL));
+        goto leave;
+    }
+    add_json = sm_pairs_sql_json(req.add, req.nadd);
+    remove_json = sm_pairs_sql_json(req.remove, req.nremove);
+    if (add_json == NULL || remove_json == NULL) {
+        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
+                            "out of memory");
+        goto leave;
+    }
+    args[0] = q->domain;
+    args[1] = req.reset ? "t" : "f";
+    args[2] = req.reset ? "" : apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                                            (apr_int64_t)req.base);
+    args[3] = add_json;
+    args[4] = remove_json;
+    if (stubmail_select(q, STMT_SUB_CHANGE, &res, 5, args) != 0) {
+        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                            "subscription change failed");
+        goto leave;
+    }
+    while (stubmail_next_row(q, res, &row)) {
+        if (ok == NULL) {
+            ok = stubmail_col(q, row, 0);
+            version = stubmail_col(q, row, 1);
+        }
+    }
+    if (ok == NULL) {
+        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                            "subscription change returned no row");
+        goto leave;
+    }
+    if (strcmp(ok, "t") != 0) {
+        q->version = version;
+        ret = stubmail_fail(q, "subscription_changed",
+                            apr_psprintf(r->pool, "the subscription is at version %s, "
+                                         "not %" APR_INT64_T_FMT ": reset it", version,
+                                         (apr_int64_t)req.base),
+                            apr_psprintf(r->pool, "subscription change with base %"
+                                         APR_INT64_T_FMT ", current version %s",
+                                         (apr_int64_t)req.base, version));
+        goto leave;
+    }
+    SMLOG(q, APLOG_INFO, 0, "subscription: %s%lu added, %lu removed, now version %s",
+          req.reset ? "reset, " : "", (unsigned long)req.nadd,
+          (unsigned long)req.nremove, version);
+    ret = stubmail_send_json(q, json_pack("{s:I}", "version",
+                                          (json_int_t)apr_atoi64(version)));
+leave:
+    free(add_json);
+    free(remove_json);
+    sm_subscription_request_free(&req);
+    return ret;
+}
+
+/* The version=V of the query string (other parameters are ignored): 1 with
+ * *version, or 0 after a 400. */
+static int stubmail_query_version(stubmail_req *q, apr_int64_t *version)
+{
+    request_rec *r = q->r;
+    const char *rest = r->args ? r->args : "", *value = NULL;
+    size_t n;
+
+    while (*rest) {
+        n = strcspn(rest, "&");
+        if (n >= 8 && strncmp(rest, "version=", 8) == 0) {
+            if (value != NULL)
+                return stubmail_fail_0(q, "bad_request", "version given twice",
+                                       "query string names version twice");
+            value = apr_pstrmemdup(r->pool, rest + 8, n - 8);
+        }
+        rest += n;
+        if (*rest == '&')
+            rest++;
+    }
+    /* at most 15 digits: below 2^53, exact in every JSON number */
+    if (value == NULL || *value == '\0' || strlen(value) > 15
+        || strspn(value, "0123456789") != strlen(value))
+        return stubmail_fail_0(q, "bad_request",
+                               "version=V (the subscription version) is required",
+                               apr_psprintf(r->pool, "query string '%s'",
+                                            ap_escape_logitem(r->pool, r->args ? r->args
+                                                                      : "")));
+    *version = apr_atoi64(value);
+    return 1;
+}
+
+/* 304: no body; the ETag (already in headers_out) goes along. */
+static int stubmail_not_modified(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_status_t rv;
+
+    r->status = HTTP_NOT_MODIFIED;
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
+    rv = ap_pass_brigade(r->output_filters, bb);
+    if (rv != APR_SUCCESS)
+        SMLOG(q, APLOG_DEBUG, rv, "sending the answer failed");
+    return OK;
+}
+
+/* What is pending for the domain's subscription, from pending_match only.
+ * The ETag is read before the listing: whatever it covers is listed (or
+ * was acked meanwhile), so a poller never gets 304 for a match it did not
+ * see. An answer cut short (more: true) carries no ETag: the rest must be
+ * polled for. */
+static int stubmail_poll_get(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    const char *args[2], *etag = NULL, *version = NULL;
+    apr_int64_t want, n = 0;
+    json_t *root = NULL, *messages = NULL;
+    ap_condition_e cond;
+    int more = 0, ret;
+
+    if (!stubmail_query_version(q, &want))
+        return q->ret;
+    args[0] = args[1] = q->domain;
+    if (stubmail_select(q, STMT_POLL_STATE, &res, 2, args) != 0)
+        return stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                             "poll state query failed");
+    while (stubmail_next_row(q, res, &row)) {
+        if (etag == NULL) {
+            etag = stubmail_col(q, row, 0);
+            version = stubmail_col(q, row, 1);
+        }
+    }
+    if (etag == NULL || *etag == '\0')
+        return stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                             "poll state query returned no row");
+    if (apr_atoi64(version) != want) {
+        q->version = version;
+        return stubmail_fail(q, "subscription_changed",
+                             apr_psprintf(r->pool, "the subscription is at version %s, "
+                                          "not %" APR_INT64_T_FMT ": reset it", version,
+                                          want),
+                             apr_psprintf(r->pool, "poll for version %" APR_INT64_T_FMT
+                                          ", current version %s", want, version));
+    }
+    /* a 304 is a poll too */
+    if (!stubmail_poll_gate(q))
+        return q->ret;
+    apr_table_setn(r->headers_out, "ETag", etag);
+    cond = ap_condition_if_none_match(r, r->headers_out);
+    if (cond == AP_CONDITION_WEAK || cond == AP_CONDITION_STRONG) {
+        SMLOG(q, APLOG_DEBUG, 0, "poll: not modified, %s", etag);
+        return stubmail_not_modified(q);
+    }
+
+    root = json_object();
+    messages = json_array();
+    if (root == NULL || messages == NULL) {
+        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
+                            "out of memory");
+        goto leave;
+    }
+    args[1] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, q->conf->poll_limit + 1);
+    row = NULL;
+    if (stubmail_select(q, STMT_POLL_PENDING, &res, 2, args) != 0) {
+        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
+                            "poll query failed");
+        goto leave;
+    }
+    while (stubmail_next_row(q, res, &row)) {
+        json_t *m;
+
+        if (n++ >= q->conf->poll_limit) {
+            more = 1;
+            continue;           /* read every row */
+        }
+        m = json_pack("{s:s, s:s, s:s, s:I, s:s}",
+                      "id", apr_dbd_get_entry(q->dbd->driver, row, 0),
+                      "from", apr_dbd_get_entry(q->dbd->driver, row, 1),
+                      "to", apr_dbd_get_entry(q->dbd->driver, row, 2),
+                      "size", (json_int_t)apr_atoi64(
+                          apr_dbd_get_entry(q->dbd->driver, row, 3)),
+                      "time", apr_dbd_get_entry(q->dbd->driver, row, 4));
+        if (m == NULL || json_array_append_new(messages, m) != 0)
+            more = -1;          /* out of memory; keep draining */
+    }
+    if (more < 0 || json_object_set_new(root, "messages", messages) != 0) {
+        if (more >= 0)
+            messages = NULL;    /* set_new took it */
+        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
+                            "out of memory building the answer");
+        goto leave;
+    }
+    messages = NULL;
+    json_object_set_new(root, "more", json_boolean(more));
+    json_object_set_new(root, "version", json_integer((json_int_t)want));
+    if (more)
+        apr_table_unset(r->headers_out, "ETag");
+    SMLOG(q, APLOG_INFO, 0, "poll: version %" APR_INT64_T_FMT ", %" APR_INT64_T_FMT
+          " listed%s", want, more ? q->conf->poll_limit : n, more ? ", more" : "");
+    ret = stubmail_send_json(q, root);
+    root = NULL;
+leave:
+    json_decref(messages);
+    json_decref(root);
     return ret;
 }
 
@@ -1527,6 +1853,24 @@ static int stubmail_login(stubmail_req *q)
     r->user = (char *)q->domain;
     SMLOG(q, APLOG_INFO, 0, "login: key %s (from %s) verified, token until %s", fpr,
           source, expires);
+    if (stubmail_udp_keyring != NULL && c->tokens == stubmail_udp_keyring) {
+        /* the UDP poll's session is the token's payload; its key is derived
+         * from the same secret, so the responder needs no state */
+        char session[SM_UDPPOLL_SESSION_MAX + 1], secret[SM_UDPPOLL_B64_LEN + 1];
+
+        if (sm_udppoll_session_of_token(token, session, sizeof(session)) != 0
+            || sm_udppoll_secret(c->tokens, session, secret, sizeof(secret), &why) != 0) {
+            ret = stubmail_fail(q, "internal_error", "could not issue a token, retry later",
+                                "deriving the UDP poll secret failed");
+            goto leave;
+        }
+        ret = stubmail_send_json(q, json_pack("{s:s, s:s, s:{s:s, s:s, s:s}}", "token", token,
+                                              "expires", expires, "udp", "address",
+                                              c->udp.advertise, "session", session,
+                                              "secret", secret));
+        OPENSSL_cleanse(secret, sizeof(secret));
+        goto leave;
+    }
     ret = stubmail_send_json(q, json_pack("{s:s, s:s}", "token", token, "expires", expires));
 leave:
     sm_login_request_free(&req);
@@ -1537,7 +1881,8 @@ leave:
  * Routing
  * ---------------------------------------------------------------------- */
 
-enum { ROUTE_NONE, ROUTE_KEY, ROUTE_LOGIN, ROUTE_POLL, ROUTE_FETCH, ROUTE_ACK };
+enum { ROUTE_NONE, ROUTE_KEY, ROUTE_LOGIN, ROUTE_POLL, ROUTE_FETCH, ROUTE_ACK,
+       ROUTE_SUBSCRIPTION };
 
 /* Map the path below the <Location> prefix to an endpoint; *id points at
  * the id segment (copied into the pool) for message endpoints. */
@@ -1553,6 +1898,8 @@ static int stubmail_route(request_rec *r, const char *rest, const char **id)
         return ROUTE_LOGIN;
     if (strcmp(rest, "/v1/poll") == 0)
         return ROUTE_POLL;
+    if (strcmp(rest, "/v1/subscription") == 0)
+        return ROUTE_SUBSCRIPTION;
     if (strncmp(rest, msg, sizeof(msg) - 1) != 0)
         return ROUTE_NONE;
     seg = rest + sizeof(msg) - 1;
@@ -1616,8 +1963,15 @@ static int stubmail_handler(request_rec *r)
 
     route = stubmail_route(r, rest, &id);
     switch (route) {
-    case ROUTE_LOGIN:
     case ROUTE_POLL:
+        /* POST: the stateless poll with pairs; GET: the subscription's */
+        q.allow = "GET, HEAD, POST";
+        if (r->method_number != M_POST && r->method_number != M_GET)
+            return stubmail_fail(&q, "method_not_allowed", "use GET or POST",
+                                 "wrong method");
+        break;
+    case ROUTE_LOGIN:
+    case ROUTE_SUBSCRIPTION:
     case ROUTE_ACK:
         q.allow = "POST";
         if (r->method_number != M_POST)
@@ -1657,7 +2011,9 @@ static int stubmail_handler(request_rec *r)
 
     switch (route) {
     case ROUTE_POLL:
-        return stubmail_poll(&q);
+        return r->method_number == M_GET ? stubmail_poll_get(&q) : stubmail_poll(&q);
+    case ROUTE_SUBSCRIPTION:
+        return stubmail_subscription(&q);
     case ROUTE_FETCH:
         return stubmail_fetch(&q);
     default:
@@ -1825,6 +2181,29 @@ static int stubmail_check_login(server_rec *s, stubmail_srv_conf *c, apr_pool_t 
     return OK;
 }
 
+/* The UDP poll responder, when the main server names one. Its sessions
+ * are the payloads of this server's tokens, so it needs login and the
+ * token keys; and a database connection of its own. */
+static int stubmail_check_udp(apr_pool_t *pconf, server_rec *s)
+{
+    stubmail_srv_conf *c = ap_get_module_config(s->module_config, &stubmail_module);
+    const char *missing = c->domain == NULL ? "StubmailDomain"
+                          : c->tokens == NULL ? "StubmailTokenKey"
+                          : c->udp.database == NULL ? "StubmailUDPDatabase" : NULL;
+
+    stubmail_udp_keyring = NULL;
+    if (c->udp.listen == NULL)
+        return OK;
+    if (missing) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailUDPResponder %s "
+                     "needs %s too (docs/mod_stubmail.md)", c->udp.listen, missing);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    c->udp.tokens = c->tokens;
+    stubmail_udp_keyring = c->tokens;
+    return stubmail_udp_start(pconf, s, &c->udp);
+}
+
 /* Runs before mod_dbd's post_config: apply defaults, check the spool
  * directory, and register the statements for every server so that mod_dbd
  * prepares them on each connection. A virtual host without DBD directives
@@ -1876,7 +2255,7 @@ static int stubmail_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             stubmail_dbd_prepare(sp, stubmail_stmts[i].sql,
                                  stubmail_stmts[i].label);
     }
-    return OK;
+    return stubmail_check_udp(pconf, s);
 }
 
 /* Each child: gpgme once (it spawns gpg for every login) and the lock of

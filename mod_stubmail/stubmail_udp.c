@@ -1,0 +1,629 @@
+/*
+ * NAME
+ *	stubmail_udp - mod_stubmail's UDP poll responder process
+ *
+ * SYNOPSIS
+ *	StubmailUDPResponder 127.0.0.2:20444 [ADVERTISED-IP:PORT]
+ *	StubmailUDPDatabase "host=... dbname=... user=..."
+ *	StubmailUDPRateLimit 20
+ *
+ * DESCRIPTION
+ *	Answers "stubmail1 poll" datagrams (docs/PROTOCOL.md, "UDP poll"):
+ *	"idle" when the poller's cursor is the current poll_etag() of its
+ *	domain, "poll" otherwise. Everything else (malformed, unauthenticated,
+ *	stale, replayed, over the per-source rate, or while the database is
+ *	down) is dropped without a reply and counted; a reply is never larger
+ *	than the datagram it answers.
+ *
+ *	The process is forked by Apache's parent in post_config (not in the
+ *	first, configuration-only pass), registered as an "other child" so
+ *	that the parent restarts it when it dies, and noted as a subprocess
+ *	of pconf so that every restart (graceful too) and stop ends it before
+ *	the next generation binds the port. It binds as root, then drops to
+ *	Apache's User/Group like the MPM children, and keeps no Apache
+ *	listener open. PR_SET_PDEATHSIG ends it if the parent is killed.
+ *
+ *	It is not an MPM child, so mod_dbd's pool is not available: it holds
+ *	one libpq connection of its own (StubmailUDPDatabase), LISTENs on
+ *	'stubmail_poll' and caches each domain's ETag until a notification
+ *	for that domain (or STUBMAIL_UDP_CACHE_MAX_AGE) makes it ask again.
+ *
+ * DIAGNOSTICS
+ *	"stubmail: udp responder ..." lines: start and stop at info, trouble
+ *	with the database or the socket at error, once per minute a debug
+ *	summary of what was dropped and why (never a line per datagram).
+ */
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "ap_listen.h"
+#include "ap_mpm.h"
+#include "mpm_common.h"
+#include "apr_strings.h"
+#include "apr_thread_proc.h"
+
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+
+#include "sm_dns.h"
+#include "sm_udppoll.h"
+#include "stubmail_udp.h"
+
+APLOG_USE_MODULE(stubmail);
+
+#define STUBMAIL_UDP_STARTUP_ERROR 254  /* exit code: do not restart, the cause stays */
+#define STUBMAIL_UDP_QUICK_DEATH   10   /* seconds: died sooner counts as a crash loop */
+#define STUBMAIL_UDP_QUICK_MAX     5    /* crash-loop deaths in a row before giving up */
+#define STUBMAIL_UDP_BUCKETS       4096 /* per-source rate limit slots */
+#define STUBMAIL_UDP_PROBE         4    /* slots looked at per source */
+#define STUBMAIL_UDP_SESSIONS      4096 /* last accepted time per session */
+#define STUBMAIL_UDP_CACHE         1024 /* cached ETags */
+#define STUBMAIL_UDP_CACHE_MAX_AGE 10   /* seconds: a lost notification costs at most this */
+#define STUBMAIL_UDP_RECONNECT     2    /* seconds between database connection attempts */
+#define STUBMAIL_UDP_BATCH         64   /* datagrams read per wakeup */
+#define STUBMAIL_UDP_STATS         60   /* seconds between debug summaries */
+
+/* ------------------------------------------------------------------------
+ * The parent's side: start, restart, stop
+ * ---------------------------------------------------------------------- */
+
+static server_rec *udp_server;
+static apr_pool_t *udp_pconf;
+static const stubmail_udp_conf *udp_conf;
+static apr_time_t udp_started;
+static int udp_quick_deaths;
+
+/* One started responder. proc is also on pconf's subprocess list, which
+ * kills and reaps what is left of it at a restart or stop: its pid must
+ * stay what it was (a pid of -1 there would make that cleanup signal every
+ * process), so death is a flag of its own. */
+typedef struct udp_child {
+    apr_proc_t proc;
+    int dead;                   /* reaped by the MPM: never signal the pid */
+} udp_child;
+
+static int udp_fork(void);
+
+static void udp_maint(int reason, void *data, apr_wait_t status)
+{
+    udp_child *child = data;
+    int mpm_state = AP_MPMQ_STOPPING;
+    int quick;
+
+    switch (reason) {
+    case APR_OC_REASON_DEATH:
+        /* the pid is gone: keep the unregister callback from signalling it */
+        child->dead = 1;
+        apr_proc_other_child_unregister(data);
+        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) != APR_SUCCESS
+            || mpm_state == AP_MPMQ_STOPPING)
+            break;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == STUBMAIL_UDP_STARTUP_ERROR) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder "
+                         "could not start (see above); not restarted until Apache restarts");
+            break;
+        }
+        quick = apr_time_now() - udp_started < apr_time_from_sec(STUBMAIL_UDP_QUICK_DEATH);
+        udp_quick_deaths = quick ? udp_quick_deaths + 1 : 0;
+        if (udp_quick_deaths >= STUBMAIL_UDP_QUICK_MAX) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder "
+                         "died %d times within %d s of its start; not restarted until "
+                         "Apache restarts", udp_quick_deaths, STUBMAIL_UDP_QUICK_DEATH);
+            break;
+        }
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder died "
+                     "(%s %d); restarting it", WIFSIGNALED(status) ? "signal" : "exit",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        udp_fork();
+        break;
+    case APR_OC_REASON_RESTART:
+        /* Apache restarts or stops: pconf's cleanup ends the process */
+        apr_proc_other_child_unregister(data);
+        break;
+    case APR_OC_REASON_LOST:
+        child->dead = 1;
+        apr_proc_other_child_unregister(data);
+        udp_fork();
+        break;
+    case APR_OC_REASON_UNREGISTER:
+        if (!child->dead && child->proc.pid > 1)
+            kill(child->proc.pid, SIGTERM);
+        break;
+    }
+}
+
+static int udp_main(pid_t parent);
+
+/* Fork the responder; the parent registers it. 0, or -1 (logged). */
+static int udp_fork(void)
+{
+    udp_child *child = apr_pcalloc(udp_pconf, sizeof(*child));
+    pid_t parent = getpid(), pid;
+
+    if ((pid = fork()) < 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, errno, udp_server, "stubmail: cannot fork "
+                     "the udp responder");
+        return -1;
+    }
+    if (pid == 0)
+        _exit(udp_main(parent));
+    child->proc.pid = pid;
+    udp_started = apr_time_now();
+    /* a new record per start: pconf's subprocess list keeps the old ones,
+     * which must not name the new pid */
+    apr_pool_note_subprocess(udp_pconf, &child->proc, APR_KILL_AFTER_TIMEOUT);
+    apr_proc_other_child_register(&child->proc, udp_maint, child, NULL, udp_pconf);
+    return 0;
+}
+
+int stubmail_udp_start(apr_pool_t *pconf, server_rec *s, const stubmail_udp_conf *conf)
+{
+    /* the first pass only checks the configuration; the real start follows */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+    udp_server = s;
+    udp_pconf = pconf;
+    udp_conf = conf;
+    udp_quick_deaths = 0;
+    return udp_fork() == 0 ? OK : HTTP_INTERNAL_SERVER_ERROR;
+}
+
+/* ------------------------------------------------------------------------
+ * The responder process
+ * ---------------------------------------------------------------------- */
+
+typedef struct udp_bucket {
+    struct sockaddr_storage addr;   /* address only; port zeroed */
+    socklen_t len;
+    double tokens;
+    apr_time_t last;
+} udp_bucket;
+
+typedef struct udp_seen {
+    unsigned char id[16];           /* first octets of the session's K */
+    long long time;                 /* last accepted request time */
+} udp_seen;
+
+typedef struct udp_etag {
+    char domain[SM_DOMAIN_MAX + 1];
+    char etag[SM_UDPPOLL_CURSOR_MAX + 1];   /* "" = not cached */
+    time_t at;
+} udp_etag;
+
+typedef struct udp_state {
+    int fd;
+    PGconn *db;
+    time_t db_tried;
+    double rate, burst;
+    udp_bucket buckets[STUBMAIL_UDP_BUCKETS];
+    udp_seen seen[STUBMAIL_UDP_SESSIONS];
+    udp_etag cache[STUBMAIL_UDP_CACHE];
+    /* what happened since the last summary */
+    unsigned long n_idle, n_poll, n_malformed, n_unauth, n_stale, n_replayed, n_rate,
+                  n_db, n_oversized;
+} udp_state;
+
+static volatile sig_atomic_t udp_stop;
+
+static void udp_on_signal(int sig)
+{
+    (void)sig;
+    udp_stop = 1;
+}
+
+/* FNV-1a: spreads addresses, sessions and domains over the tables. */
+static unsigned long udp_hash(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    unsigned long h = 2166136261UL;
+
+    while (n--)
+        h = (h ^ *c++) * 16777619UL;
+    return h;
+}
+
+/* The source address without its port (rate limits are per host). */
+static void udp_source_key(const struct sockaddr_storage *from, struct sockaddr_storage *key,
+                           socklen_t *len)
+{
+    memset(key, 0, sizeof(*key));
+    key->ss_family = from->ss_family;
+    if (from->ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)key)->sin6_addr = ((const struct sockaddr_in6 *)from)->sin6_addr;
+        *len = sizeof(struct sockaddr_in6);
+    } else {
+        ((struct sockaddr_in *)key)->sin_addr = ((const struct sockaddr_in *)from)->sin_addr;
+        *len = sizeof(struct sockaddr_in);
+    }
+}
+
+/* Token bucket per source: 1 if this datagram may be looked at. A source
+ * not in the table takes the least recently used of its probe slots, so a
+ * flood of spoofed sources can evict others but never grant itself more
+ * than one burst per slot. */
+static int udp_rate_ok(udp_state *st, const struct sockaddr_storage *from)
+{
+    struct sockaddr_storage key;
+    socklen_t len;
+    apr_time_t now = apr_time_now();
+    unsigned long h;
+    udp_bucket *b = NULL, *oldest = NULL;
+    int i;
+
+    udp_source_key(from, &key, &len);
+    h = udp_hash(&key, len);
+    for (i = 0; i < STUBMAIL_UDP_PROBE && !b; i++) {
+        udp_bucket *c = &st->buckets[(h + (unsigned long)i) % STUBMAIL_UDP_BUCKETS];
+        if (c->len == len && memcmp(&c->addr, &key, len) == 0)
+            b = c;
+        else if (!oldest || c->last < oldest->last)
+            oldest = c;
+    }
+    if (!b) {
+        b = oldest;
+        b->addr = key;
+        b->len = len;
+        b->tokens = st->burst;
+        b->last = now;
+    }
+    b->tokens += (double)(now - b->last) / APR_USEC_PER_SEC * st->rate;
+    if (b->tokens > st->burst)
+        b->tokens = st->burst;
+    b->last = now;
+    if (b->tokens < 1.0)
+        return 0;
+    b->tokens -= 1.0;
+    return 1;
+}
+
+/* Refuse a request older than the last one accepted for its session. */
+static int udp_fresh(udp_state *st, const unsigned char *key, long long t)
+{
+    udp_seen *s = &st->seen[udp_hash(key, 16) % STUBMAIL_UDP_SESSIONS];
+
+    if (memcmp(s->id, key, 16) == 0) {
+        if (t < s->time)
+            return 0;
+    } else {
+        memcpy(s->id, key, 16);
+    }
+    s->time = t;
+    return 1;
+}
+
+static udp_etag *udp_cache_slot(udp_state *st, const char *domain)
+{
+    return &st->cache[udp_hash(domain, strlen(domain)) % STUBMAIL_UDP_CACHE];
+}
+
+/* Without the connection no notification arrives, so nothing cached can
+ * be trusted: until it is back, every datagram goes unanswered (pollers
+ * use HTTP, which answers 503 or works). */
+static void udp_db_drop(udp_state *st, const char *why)
+{
+    memset(st->cache, 0, sizeof(st->cache));
+    if (st->db) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
+                     "database connection lost (%s); datagrams go unanswered until it "
+                     "is back", why);
+        PQfinish(st->db);
+        st->db = NULL;
+    }
+}
+
+/* Notifications: the payload names a domain whose pending set or version
+ * changed. */
+static void udp_db_notifications(udp_state *st)
+{
+    PGnotify *n;
+
+    if (!st->db)
+        return;
+    if (!PQconsumeInput(st->db) || PQstatus(st->db) != CONNECTION_OK) {
+        udp_db_drop(st, PQerrorMessage(st->db));
+        return;
+    }
+    while ((n = PQnotifies(st->db))) {
+        udp_etag *e = udp_cache_slot(st, n->extra);
+        if (strcmp(e->domain, n->extra) == 0)
+            e->etag[0] = '\0';
+        PQfreemem(n);
+    }
+}
+
+/* (Re)connect, at most every STUBMAIL_UDP_RECONNECT seconds: 0 if there is
+ * a connection. Blocking, bounded by connect_timeout: 2 s unless the
+ * conninfo says otherwise (its own parameters come later and win). */
+static int udp_db_ready(udp_state *st)
+{
+    static const char *const keys[] = { "connect_timeout", "dbname", NULL };
+    const char *values[] = { "2", udp_conf->database, NULL };
+    PGresult *res;
+    time_t now = time(NULL);
+    int ok;
+
+    if (st->db && PQstatus(st->db) == CONNECTION_OK)
+        return 0;
+    udp_db_drop(st, "bad status");
+    if (now - st->db_tried < STUBMAIL_UDP_RECONNECT)
+        return -1;
+    st->db_tried = now;
+    st->db = PQconnectdbParams(keys, values, 1);
+    if (PQstatus(st->db) != CONNECTION_OK) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
+                     "cannot connect to StubmailUDPDatabase: %s", PQerrorMessage(st->db));
+        PQfinish(st->db);
+        st->db = NULL;
+        return -1;
+    }
+    /* a stuck query must not stall the responder: pollers fall back to HTTP */
+    res = PQexec(st->db, "SET statement_timeout = 2000; LISTEN stubmail_poll");
+    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (ok) {
+        res = PQprepare(st->db, "stubmail_udp_etag", "SELECT poll_etag($1)", 1, NULL);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok)
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
+                         "preparing SELECT poll_etag($1) failed (is sql/004 applied?): %s",
+                         PQresultErrorMessage(res));
+        PQclear(res);
+    } else {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
+                     "LISTEN stubmail_poll failed: %s", PQerrorMessage(st->db));
+    }
+    if (!ok) {
+        PQfinish(st->db);
+        st->db = NULL;
+        return -1;
+    }
+    /* notifications were missed while there was no connection */
+    memset(st->cache, 0, sizeof(st->cache));
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder: "
+                 "connected to the database");
+    return 0;
+}
+
+/* The current ETag of domain into etag; 0, or -1 when the database cannot
+ * say (no reply then). */
+static int udp_etag_of(udp_state *st, const char *domain, char *etag, size_t len)
+{
+    udp_etag *e = udp_cache_slot(st, domain);
+    time_t now = time(NULL);
+    const char *params[1] = { domain };
+    PGresult *res;
+    const char *v;
+    int rc = -1;
+
+    udp_db_notifications(st);
+    if (e->etag[0] && strcmp(e->domain, domain) == 0 && now - e->at < STUBMAIL_UDP_CACHE_MAX_AGE
+        && now >= e->at) {
+        apr_cpystrn(etag, e->etag, len);
+        return 0;
+    }
+    if (udp_db_ready(st) != 0)
+        return -1;
+    res = PQexecPrepared(st->db, "stubmail_udp_etag", 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
+                     "SELECT poll_etag('%s') failed: %s", domain, PQresultErrorMessage(res));
+        if (PQstatus(st->db) != CONNECTION_OK)
+            udp_db_drop(st, PQerrorMessage(st->db));
+        goto leave;
+    }
+    /* NULL (no such domain) matches no cursor: the answer is "poll" */
+    v = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+    apr_cpystrn(etag, v, len);
+    if (v[0] && strlen(v) <= SM_UDPPOLL_CURSOR_MAX) {
+        apr_cpystrn(e->domain, domain, sizeof(e->domain));
+        apr_cpystrn(e->etag, v, sizeof(e->etag));
+        e->at = now;
+    }
+    rc = 0;
+leave:
+    PQclear(res);
+    return rc;
+}
+
+static void udp_datagram(udp_state *st, const unsigned char *pkt, size_t len,
+                         const struct sockaddr_storage *from, socklen_t fromlen)
+{
+    sm_udppoll_request req;
+    sm_udppoll_session info;
+    unsigned char key[SM_UDPPOLL_KEY_LEN];
+    char etag[SM_UDPPOLL_CURSOR_MAX + 2], reply[SM_UDPPOLL_REPLY_LEN + 1];
+    const char *why = NULL;
+    sm_udppoll_status status;
+    long n;
+
+    if (!udp_rate_ok(st, from)) {
+        st->n_rate++;
+        return;
+    }
+    if (sm_udppoll_request_verify(udp_conf->tokens, pkt, len, time(NULL), &req, &info, key,
+                                  &why) != 0) {
+        if (!strcmp(why, "bad mac") || !strcmp(why, "unknown key id"))
+            st->n_unauth++;
+        else if (!strcmp(why, "stale time") || !strcmp(why, "future time")
+                 || !strcmp(why, "session expired"))
+            st->n_stale++;
+        else
+            st->n_malformed++;
+        goto leave;
+    }
+    if (!udp_fresh(st, key, req.time)) {
+        st->n_replayed++;
+        goto leave;
+    }
+    if (udp_etag_of(st, info.domain, etag, sizeof(etag)) != 0) {
+        st->n_db++;
+        goto leave;
+    }
+    status = strcmp(etag, req.cursor) == 0 ? SM_UDPPOLL_IDLE : SM_UDPPOLL_POLL;
+    n = sm_udppoll_reply_encode(key, status, req.mac, reply, sizeof(reply));
+    /* never answer with more octets than were sent: no amplification */
+    if (n < 0 || (size_t)n > len) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
+                     "reply of %ld octets to a request of %lu not sent (bug)", n,
+                     (unsigned long)len);
+        goto leave;
+    }
+    if (sendto(st->fd, reply, (size_t)n, 0, (const struct sockaddr *)from, fromlen) < 0)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, errno, udp_server, "stubmail: udp "
+                     "responder: sendto failed");
+    if (status == SM_UDPPOLL_IDLE)
+        st->n_idle++;
+    else
+        st->n_poll++;
+leave:
+    OPENSSL_cleanse(key, sizeof(key));
+}
+
+static void udp_stats(udp_state *st)
+{
+    if (st->n_idle || st->n_poll || st->n_malformed || st->n_unauth || st->n_stale
+        || st->n_replayed || st->n_rate || st->n_db || st->n_oversized)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, udp_server, "stubmail: udp responder: "
+                     "answered %lu idle, %lu poll; dropped %lu malformed, %lu oversized, "
+                     "%lu unauthenticated, %lu stale, %lu replayed, %lu over the rate, "
+                     "%lu for want of the database", st->n_idle, st->n_poll,
+                     st->n_malformed, st->n_oversized, st->n_unauth, st->n_stale,
+                     st->n_replayed, st->n_rate, st->n_db);
+    st->n_idle = st->n_poll = st->n_malformed = st->n_unauth = st->n_stale = 0;
+    st->n_replayed = st->n_rate = st->n_db = st->n_oversized = 0;
+}
+
+/* Signals: stop on TERM/HUP/INT (pconf's cleanup, the other-child
+ * unregister, or the parent's death); whatever the parent had set up for
+ * itself does not apply here. */
+static void udp_signals(void)
+{
+    struct sigaction sa;
+    sigset_t all;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = udp_on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGWINCH, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+static int udp_main(pid_t parent)
+{
+    struct sockaddr_storage addr, from;
+    socklen_t addrlen, fromlen;
+    unsigned char buf[SM_UDPPOLL_REQUEST_MAX + 1];
+    struct pollfd pfd[2];
+    apr_pool_t *pool;
+    udp_state *st;
+    const char *why = NULL;
+    time_t last_stats = time(NULL);
+    ssize_t got;
+    int one = 1, i, n;
+
+    udp_signals();
+    udp_stop = 0;
+#ifdef PR_SET_PDEATHSIG
+    /* the parent may die without running pconf's cleanup (SIGKILL); the
+     * getppid() check of the loop covers other systems within a second */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+    if (getppid() != parent)
+        return 0;
+    ap_close_listeners();
+
+    if (sm_dns_resolver_parse(udp_conf->listen, &addr, &addrlen, &why) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
+                     "StubmailUDPResponder %s: %s", udp_conf->listen, why);
+        return STUBMAIL_UDP_STARTUP_ERROR;
+    }
+    if (!(st = calloc(1, sizeof(*st)))) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
+                     "out of memory");
+        return STUBMAIL_UDP_STARTUP_ERROR;
+    }
+    st->rate = (double)udp_conf->rate;
+    st->burst = 2.0 * (double)udp_conf->rate;
+    st->fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (st->fd < 0 || setsockopt(st->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0
+        || bind(st->fd, (struct sockaddr *)&addr, addrlen) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, errno, udp_server, "stubmail: udp responder: "
+                     "cannot bind UDP %s", udp_conf->listen);
+        return STUBMAIL_UDP_STARTUP_ERROR;
+    }
+    /* bound as root (a port below 1024 works), now the Apache user */
+    if (apr_pool_create(&pool, NULL) != APR_SUCCESS
+        || ap_run_drop_privileges(pool, udp_server) != OK) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
+                     "cannot drop privileges");
+        return STUBMAIL_UDP_STARTUP_ERROR;
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder pid %ld "
+                 "on %s, %" APR_INT64_T_FMT " datagrams/s per source", (long)getpid(),
+                 udp_conf->listen, udp_conf->rate);
+    udp_db_ready(st);
+
+    while (!udp_stop) {
+        pfd[0].fd = st->fd;
+        pfd[0].events = POLLIN;
+        pfd[1].fd = st->db ? PQsocket(st->db) : -1;
+        pfd[1].events = POLLIN;
+        n = poll(pfd, 2, 1000);
+        if (udp_stop || getppid() != parent)
+            break;
+        if (n < 0 && errno != EINTR) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, udp_server, "stubmail: udp "
+                         "responder: poll failed");
+            break;
+        }
+        if (n > 0 && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)))
+            udp_db_notifications(st);
+        for (i = 0; n > 0 && i < STUBMAIL_UDP_BATCH && (pfd[0].revents & POLLIN); i++) {
+            fromlen = sizeof(from);
+            /* MSG_TRUNC: the real length, so that an oversized datagram is
+             * recognised, not parsed cut short */
+            got = recvfrom(st->fd, buf, sizeof(buf), MSG_TRUNC, (struct sockaddr *)&from,
+                           &fromlen);
+            if (got < 0)
+                break;
+            if ((size_t)got > SM_UDPPOLL_REQUEST_MAX) {
+                st->n_oversized++;
+                continue;
+            }
+            udp_datagram(st, buf, (size_t)got, &from, fromlen);
+        }
+        if (time(NULL) - last_stats >= STUBMAIL_UDP_STATS) {
+            udp_stats(st);
+            last_stats = time(NULL);
+        }
+    }
+    udp_stats(st);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder pid %ld "
+                 "stopping", (long)getpid());
+    if (st->db)
+        PQfinish(st->db);
+    close(st->fd);
+    return 0;
+}
