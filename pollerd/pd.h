@@ -11,6 +11,8 @@
  *                      Authentication-Results
  * pd_xfer.c            one libcurl transfer (HTTP poll/fetch/ack, SMTP)
  * pd_db.c              everything said to PostgreSQL
+ * pd_stub.c            UDP stubs: listener, coalescing, rate limits,
+ *                      introductions and the `intro` command
  *
  * Every transfer runs in the one curl multi handle of pd_ctx; the event loop
  * calls pd_domain_xfer_done() when one finishes. Database calls are short
@@ -19,7 +21,9 @@
 #define PD_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <curl/curl.h>
 #include <libpq-fe.h>
@@ -32,6 +36,7 @@
 #include "sm_pgp.h"
 #include "sm_proto.h"
 #include "sm_token.h"
+#include "sm_udppoll.h"
 
 typedef struct pd_conf {
     char *domain;           /* own domain, lowercase */
@@ -48,6 +53,13 @@ typedef struct pd_conf {
     char *ca_file;          /* NULL: the system CA store */
     int allow_http;         /* http:// outboxes on loopback addresses */
     char *quarantine_dir;
+    char *udp_listen;       /* "IP:PORT" for UDP stubs, NULL: off (pd_stub.c) */
+    long stub_interval;     /* seconds between stub-made polls of one domain */
+    long stub_rate;         /* stub-made polls per second, all domains */
+    int introductions;      /* record stubs from unknown senders */
+    long introductions_max; /* introductions kept per recipient */
+    int udp_poll;           /* ask by UDP before an HTTP poll (pd_udp.c) */
+    long udp_timeout;       /* seconds to wait for the UDP answer */
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */
@@ -62,7 +74,12 @@ typedef struct pd_buf {
     int overflow;
 } pd_buf;
 
-typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_ACK } pd_xkind;
+typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_ACK,
+               PD_X_SUBSCRIBE } pd_xkind;
+
+/* An HTTP entity tag as the outbox sends it, quotes included
+ * (sql/004_subscription.sql makes them far shorter). */
+#define PD_ETAG_MAX 128
 
 struct pd_domain;
 struct pd_ctx;
@@ -101,6 +118,8 @@ typedef struct pd_xfer {
     /* ack: what is being acked */
     char ack_id[SM_ID_LEN + 1];
     char ack_to[SM_ADDR_MAX + 1];
+    /* GET /v1/poll: the answer's ETag, "" if none (or too long to keep) */
+    char etag[PD_ETAG_MAX + 1];
 } pd_xfer;
 
 typedef struct pd_old {             /* delivered or quarantined earlier, not yet acked */
@@ -119,10 +138,30 @@ typedef struct pd_session {
     char token[SM_TOKEN_MAX + 1];   /* "" if none */
     time_t token_expires;
     long long not_before_ms;        /* monotonic: no request before this */
+    /* The subscription (POST /v1/subscription) as the outbox confirmed it.
+     * Unknown after a start, a failed change or a 409: the next change is
+     * a reset. */
+    int sub_known;
+    long long sub_version;          /* for GET /v1/poll?version= */
+    sm_pair *sub_pairs;             /* sorted by (to, from), no duplicates */
+    size_t sub_npairs;
+    char etag[PD_ETAG_MAX + 1];     /* ETag of the last poll answer that listed
+                                     * nothing, for If-None-Match; "" if none */
+    int legacy;                     /* the outbox has no subscriptions (404):
+                                     * POST /v1/poll with pairs */
+    /* The UDP poll responder the last login answer named (pd_udp.c). */
+    int udp_ok;                     /* 0: none, poll by HTTP only */
+    struct sockaddr_storage udp_addr;
+    socklen_t udp_addrlen;
+    char udp_session[SM_UDPPOLL_SESSION_MAX + 1];
+    unsigned char udp_key[SM_UDPPOLL_KEY_LEN];
 } pd_session;
 
+/* pd_domain.udp_state: the UDP poll of this cycle */
+enum { PD_UDP_UNTRIED, PD_UDP_WAITING, PD_UDP_DONE };
+
 typedef enum {
-    PD_D_QUEUED, PD_D_OLD_ACKS, PD_D_POLL, PD_D_ITEMS, PD_D_DONE
+    PD_D_QUEUED, PD_D_OLD_ACKS, PD_D_SUBSCRIBE, PD_D_POLL, PD_D_ITEMS, PD_D_DONE
 } pd_dstate;
 
 typedef struct pd_domain {
@@ -154,6 +193,16 @@ typedef struct pd_domain {
     size_t nitems, idx;
     int more;
     size_t progress;                /* items acked since the last poll */
+    /* the subscription change of this cycle: what the outbox lacks and
+     * what it has too much, sent in chunks of at most batch_max pairs */
+    int sub_reset;                  /* the first chunk replaces everything */
+    sm_pair *sub_add, *sub_remove;  /* malloc'd */
+    size_t sub_nadd, sub_nremove;
+    size_t sub_add_idx, sub_remove_idx;     /* sent and confirmed */
+    size_t sub_sent_add, sub_sent_remove;   /* in the request under way */
+    unsigned sub_resets;            /* 409s this cycle */
+    int udp_state;                  /* PD_UDP_*: the UDP poll before the HTTP one */
+    char udp_mac[SM_UDPPOLL_B64_LEN + 1];   /* of the request waiting for its answer */
     int fd;                         /* fetched body, reused for the next */
     char fd_id[SM_ID_LEN + 1];      /* recipient of the same id */
     long long fd_size;              /* what fd holds: the listed size, or the
@@ -190,6 +239,10 @@ typedef struct pd_ctx {
     int mta_down;                   /* the MTA was unreachable this cycle */
     pd_unrecorded *unrecorded;
     pd_session *sessions;
+    struct pd_stubs *stubs;         /* UDP stub listener (pd_stub.c), or NULL */
+    struct pd_udp *udp;             /* UDP poll sockets (pd_udp.c), or NULL: off */
+    char *only;                     /* this cycle polls only these domains (a
+                                     * PostgreSQL text[] literal), NULL: all */
     /* per-cycle counters */
     unsigned n_domains, n_failed_domains;
     unsigned n_delivered, n_acked, n_failed, n_quarantined;
@@ -209,6 +262,8 @@ int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefi
                  int fd, long long size, sm_range *skips, size_t nskips);
 int pd_xfer_start(pd_xfer *x);
 void pd_xfer_free(pd_xfer *x);
+/* Add a request header line ("Name: value") to an HTTP transfer. */
+int pd_xfer_header(pd_xfer *x, const char *line);
 /* "HTTP 404 not_found: no such message" or the transport error. */
 void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen);
 /* The JSON error code of an HTTP error body, or "" (points into a static
@@ -261,6 +316,63 @@ pd_session *pd_session_get(pd_ctx *ctx, const char *domain);
 void pd_sessions_free(pd_ctx *ctx);
 /* A fresh, already unlinked file in dir: a crash leaves nothing behind. */
 int pd_spool_tmpfile(const char *dir);
+
+/* pd_stub.c: UDP stubs and introductions (docs/PROTOCOL.md "UDP stubs") */
+/* Check udp_listen and the stub keys. 0, or -1 with err. */
+int pd_stub_check_conf(pd_conf *c, char *err, size_t errlen);
+/* Bind udp_listen (when set). 0, or -1 with why. */
+int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen);
+void pd_stub_close(pd_ctx *ctx);
+/* The socket to wait on, or -1. */
+int pd_stub_fd(const pd_ctx *ctx);
+/* Read and act on what arrived (never blocks). */
+void pd_stub_read(pd_ctx *ctx);
+/* A full cycle is starting: it polls every domain, so nothing waits. */
+void pd_stub_cycle_all(pd_ctx *ctx);
+/* The domains whose stub poll is due now, as a text[] literal for
+ * ctx->only (malloc'd; the caller frees), or NULL. */
+char *pd_stub_due(pd_ctx *ctx, long long now_ms);
+/* When the next stub poll becomes due (monotonic ms), or 0: none waits. */
+long long pd_stub_next_ms(const pd_ctx *ctx);
+/* `stubmail-pollerd -c FILE intro ...`: list, accept or drop introductions.
+ * Returns an exit status. */
+int pd_intro_main(pd_ctx *ctx, int argc, char **argv);
+
+/* pd_db.c: stubs and introductions */
+/* Who of the stub's recipients (at our domain) knows its sender: *known = 1
+ * if some local address book holds the sender (address or *@domain); with
+ * record, an introduction is recorded or refreshed for each recipient that
+ * has an address book but not the sender in it (*added: how many are new).
+ * 0, or -1 (logged). */
+int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
+               int record, int *known, size_t *added);
+/* Print the introductions (of recipient, or all when NULL) as tab-separated
+ * lines: recipient, sender, first seen, last seen, stubs. Their number, or -1. */
+int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out);
+/* 1 accepted (*added: the address book got the sender; 0: it had it), 0 no
+ * such introduction, -1 error. */
+int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added);
+/* 1 dropped, 0 no such introduction, -1 error. */
+int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender);
+
+/* pd_udp.c: the UDP lightweight poll (docs/PROTOCOL.md "UDP poll") */
+/* ctx->udp when udp_poll is on. 0, or -1 (logged). */
+int pd_udp_open(pd_ctx *ctx);
+void pd_udp_close(pd_ctx *ctx);
+/* The sockets to wait on (at most max, 2 is enough); how many. */
+size_t pd_udp_fds(const pd_ctx *ctx, int *fds, size_t max);
+/* Read the answers that arrived (never blocks). */
+void pd_udp_read(pd_ctx *ctx);
+/* Keep the "udp" member of a login answer in s (udp_ok = 0 if none). */
+void pd_udp_login_answer(pd_session *s, const char *body, size_t len);
+/* Before the HTTP poll of d: 0 if a UDP poll was sent and the domain now
+ * waits for its answer (pd_domain_udp_idle, or the HTTP poll again through
+ * wake_ms); -1 if not (no responder, no ETag, tried already): poll by HTTP. */
+int pd_udp_poll_start(pd_domain *d);
+/* Debug summary of the cycle. */
+void pd_udp_cycle_end(pd_ctx *ctx);
+/* pd_domain.c: the UDP poll said nothing is new; the domain is done. */
+void pd_domain_udp_idle(pd_domain *d);
 
 /* pd_verify.c */
 /* The JSON body of POST /v1/login to server, signed with our domain key.

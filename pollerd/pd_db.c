@@ -21,11 +21,13 @@
 #define PD_LOCK_CLASS 7239032
 
 /* Every remote contact domain of our users: where its outbox is comes
- * from discovery (pd_domain.c: peer row, else DNS). */
+ * from discovery (pd_domain.c: peer row, else DNS). $2: a cycle made by UDP
+ * stubs reads only the domains they named (ctx->only), NULL: all. */
 static const char SQL_PAIRS[] =
     "SELECT a.contact_domain, a.contact, a.owner"
     "  FROM address_book a"
     " WHERE split_part(a.owner, '@', 2) = $1 AND a.contact_domain <> $1"
+    "   AND ($2::text[] IS NULL OR a.contact_domain = ANY ($2::text[]))"
     " ORDER BY a.contact_domain";
 
 static const char SQL_UNACKED[] =
@@ -34,6 +36,7 @@ static const char SQL_UNACKED[] =
     "            ELSE '' END"
     "  FROM received r"
     " WHERE r.acked_at IS NULL"
+    "   AND ($1::text[] IS NULL OR r.remote_domain = ANY ($1::text[]))"
     " ORDER BY r.remote_domain, r.delivered_at";
 
 static const char SQL_RECEIVED[] =
@@ -145,13 +148,13 @@ void pd_db_close(pd_ctx *ctx)
 
 int pd_db_load(pd_ctx *ctx)
 {
-    const char *p[1] = { ctx->conf.domain };
+    const char *p[2] = { ctx->conf.domain, ctx->only };
     PGresult *res;
     pd_domain *d = NULL;
     int i, n, rc = -1;
     unsigned npairs = 0, nold = 0;
 
-    if (!(res = exec(ctx, "reading address books", SQL_PAIRS, 1, p, PGRES_TUPLES_OK)))
+    if (!(res = exec(ctx, "reading address books", SQL_PAIRS, 2, p, PGRES_TUPLES_OK)))
         return -1;
     n = PQntuples(res);
     for (i = 0; i < n; i++) {
@@ -165,7 +168,8 @@ int pd_db_load(pd_ctx *ctx)
     }
     PQclear(res);
 
-    if (!(res = exec(ctx, "reading unacked deliveries", SQL_UNACKED, 0, NULL, PGRES_TUPLES_OK)))
+    if (!(res = exec(ctx, "reading unacked deliveries", SQL_UNACKED, 1, p + 1,
+                     PGRES_TUPLES_OK)))
         return -1;
     n = PQntuples(res);
     for (i = 0, d = NULL; i < n; i++) {
@@ -306,4 +310,125 @@ int pd_db_flush_unrecorded(pd_ctx *ctx)
         free(u);
     }
     return 0;
+}
+
+/* ---- UDP stubs and introductions (pd_stub.c) ------------------------- */
+
+/* $1 sender, $2 its domain, $3 our domain */
+static const char SQL_STUB_KNOWN[] =
+    "SELECT EXISTS (SELECT 1 FROM address_book a"
+    "                WHERE a.contact_domain = $2 AND a.contact IN ($1, '*@' || $2)"
+    "                  AND split_part(a.owner, '@', 2) = $3)";
+
+/* $1 recipient, $2 sender, $3 its domain, $4 introductions_max. Only a
+ * recipient that has an address book (a real local user has sent mail, or
+ * the admin made one) gets introductions, and only while it has fewer than
+ * $4: a flood of forged stubs updates rows, it never adds without bound. */
+static const char SQL_INTRO[] =
+    "WITH seen AS ("
+    "  UPDATE introduction SET last_seen = now(), stubs = stubs + 1"
+    "   WHERE recipient = $1 AND sender = $2 RETURNING 1)"
+    " INSERT INTO introduction (recipient, sender, sender_domain)"
+    " SELECT $1, $2, $3"
+    "  WHERE NOT EXISTS (SELECT 1 FROM seen)"
+    "    AND EXISTS (SELECT 1 FROM address_book WHERE owner = $1)"
+    "    AND NOT EXISTS (SELECT 1 FROM address_book"
+    "                     WHERE owner = $1 AND contact IN ($2, '*@' || $3))"
+    "    AND (SELECT count(*) FROM introduction WHERE recipient = $1) < $4::bigint"
+    " ON CONFLICT (recipient, sender) DO NOTHING";
+
+static const char SQL_INTRO_LIST[] =
+    "SELECT recipient, sender,"
+    "       to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+    "       to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), stubs"
+    "  FROM introduction"
+    " WHERE $1::text IS NULL OR recipient = $1"
+    " ORDER BY recipient, last_seen DESC, sender";
+
+/* Accepting moves the introduction into the address book in one statement:
+ * either both happen or neither. */
+static const char SQL_INTRO_ACCEPT[] =
+    "WITH gone AS ("
+    "  DELETE FROM introduction WHERE recipient = $1 AND sender = $2"
+    "  RETURNING recipient, sender, sender_domain),"
+    " added AS ("
+    "  INSERT INTO address_book (owner, contact, contact_domain, source)"
+    "  SELECT recipient, sender, sender_domain, 'user' FROM gone"
+    "  ON CONFLICT (owner, contact) DO NOTHING RETURNING 1)"
+    " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM added)";
+
+static const char SQL_INTRO_DROP[] =
+    "DELETE FROM introduction WHERE recipient = $1 AND sender = $2";
+
+int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
+               int record, int *known, size_t *added)
+{
+    const char *dom = sm_addr_domain(sender);
+    const char *p[4] = { sender, dom, ctx->conf.domain, NULL };
+    char max[32];
+    PGresult *res;
+    size_t i;
+
+    *known = 0;
+    *added = 0;
+    if (!(res = exec(ctx, "looking up a stub's sender", SQL_STUB_KNOWN, 3, p, PGRES_TUPLES_OK)))
+        return -1;
+    *known = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    if (!record)
+        return 0;
+    snprintf(max, sizeof(max), "%ld", ctx->conf.introductions_max);
+    for (i = 0; i < n; i++) {
+        const char *q[4] = { rcpts[i], sender, dom, max };
+        if (!(res = exec(ctx, "recording an introduction", SQL_INTRO, 4, q, PGRES_COMMAND_OK)))
+            return -1;
+        if (strcmp(PQcmdTuples(res), "0") != 0)
+            (*added)++;
+        PQclear(res);
+    }
+    return 0;
+}
+
+int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out)
+{
+    const char *p[1] = { recipient };
+    PGresult *res;
+    int i, n;
+
+    if (!(res = exec(ctx, "listing introductions", SQL_INTRO_LIST, 1, p, PGRES_TUPLES_OK)))
+        return -1;
+    n = PQntuples(res);
+    for (i = 0; i < n; i++)
+        fprintf(out, "%s\t%s\t%s\t%s\t%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
+    PQclear(res);
+    return n;
+}
+
+int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added)
+{
+    const char *p[2] = { recipient, sender };
+    PGresult *res;
+    int found;
+
+    *added = 0;
+    if (!(res = exec(ctx, "accepting an introduction", SQL_INTRO_ACCEPT, 2, p, PGRES_TUPLES_OK)))
+        return -1;
+    found = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+    *added = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
+    PQclear(res);
+    return found;
+}
+
+int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender)
+{
+    const char *p[2] = { recipient, sender };
+    PGresult *res;
+    int found;
+
+    if (!(res = exec(ctx, "dropping an introduction", SQL_INTRO_DROP, 2, p, PGRES_COMMAND_OK)))
+        return -1;
+    found = strcmp(PQcmdTuples(res), "0") != 0;
+    PQclear(res);
+    return found;
 }

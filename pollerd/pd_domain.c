@@ -8,7 +8,14 @@
  *
  *   OLD_ACKS  ack what an earlier run delivered (or quarantined) but could
  *             not ack
- *   POLL      POST /v1/poll with the next chunk of at most batch_max pairs
+ *   SUBSCRIBE bring the outbox's subscription in step with the address
+ *             book: POST /v1/subscription with only what changed since the
+ *             last confirmed version (chunks of batch_max pairs); a reset
+ *             when we know nothing (start, failure) or it answers 409
+ *   POLL      GET /v1/poll?version=V, with If-None-Match when the last
+ *             answer listed nothing: 304 ends the domain's cycle. An outbox
+ *             without subscriptions (404) gets POST /v1/poll with the next
+ *             chunk of at most batch_max pairs instead
  *   ITEMS     for each listed (id, from, to):
  *               already in table received → ack only
  *               else fetch → verify → deliver → INSERT received → ack →
@@ -89,6 +96,7 @@ void pd_sessions_free(pd_ctx *ctx)
 
     while ((s = ctx->sessions)) {
         ctx->sessions = s->next;
+        free(s->sub_pairs);
         free(s);
     }
 }
@@ -248,6 +256,15 @@ static void free_items(pd_domain *d)
     d->nitems = d->idx = 0;
 }
 
+static void sub_plan_free(pd_domain *d)
+{
+    free(d->sub_add);
+    free(d->sub_remove);
+    d->sub_add = d->sub_remove = NULL;
+    d->sub_nadd = d->sub_nremove = d->sub_add_idx = d->sub_remove_idx = 0;
+    d->sub_sent_add = d->sub_sent_remove = 0;
+}
+
 static void finish(pd_domain *d)
 {
     pd_ctx *ctx = d->ctx;
@@ -260,6 +277,7 @@ static void finish(pd_domain *d)
     }
     drop_file(d);
     free_items(d);
+    sub_plan_free(d);
     d->wake_ms = 0;
     if (d->locked)
         pd_db_unlock(ctx, d->name);
@@ -341,6 +359,36 @@ leave:
     return rc;
 }
 
+/* GET /v1/poll?version=V for everything subscribed, conditional when the
+ * last answer listed nothing. */
+static int start_poll_get(pd_domain *d)
+{
+    pd_session *s = d->sess;
+    char url[4096], inm[PD_ETAG_MAX + 32];
+    pd_xfer *x;
+
+    d->chunk = 0;
+    d->chunk_len = d->npairs;
+    snprintf(url, sizeof(url), "%s/v1/poll?version=%lld", d->url, s->sub_version);
+    if (!(x = pd_xfer_new(d->ctx, d, PD_X_POLL)))
+        goto nomem;
+    if (pd_xfer_http(x, url, NULL, PD_POLL_BODY_MAX) != 0)
+        goto nomem;
+    snprintf(inm, sizeof(inm), "If-None-Match: %s", s->etag);
+    if (s->etag[0] && pd_xfer_header(x, inm) != 0)
+        goto nomem;
+    if (start(d, x) != 0)
+        return -1;
+    d->polls++;
+    sm_debug("%s: polling subscription version %lld%s%s", d->name, s->sub_version,
+             s->etag[0] ? ", if not " : "", s->etag);
+    return 0;
+nomem:
+    pd_xfer_free(x);
+    sm_err("%s: cannot start the poll (out of memory?)", d->name);
+    return -1;
+}
+
 static int start_poll(pd_domain *d)
 {
     pd_ctx *ctx = d->ctx;
@@ -351,6 +399,12 @@ static int start_poll(pd_domain *d)
 
     if (login_due(d))
         return start_login(d, PD_X_POLL);
+    /* a UDP "idle" saves the HTTP poll (pd_udp.c); any other outcome comes
+     * back here */
+    if (pd_udp_poll_start(d) == 0)
+        return 0;
+    if (!d->sess->legacy)
+        return start_poll_get(d);
     d->chunk_len = d->npairs - d->chunk;
     if (d->chunk_len > (size_t)ctx->conf.batch_max)
         d->chunk_len = (size_t)ctx->conf.batch_max;
@@ -374,6 +428,95 @@ static int start_poll(pd_domain *d)
 leave:
     if (rc != 0)
         sm_err("%s: cannot start the poll (out of memory?)", d->name);
+    free(body);
+    return rc;
+}
+
+/* What this cycle's subscription change sends: with the outbox's version
+ * known, the pairs of the address book it lacks and those it has that the
+ * address book no longer does (both lists sorted, so one merge walk);
+ * otherwise a reset to the whole address book. 0, or -1 out of memory. */
+static int sub_plan(pd_domain *d)
+{
+    const pd_session *s = d->sess;
+    size_t i = 0, j = 0;
+    int c;
+
+    sub_plan_free(d);
+    d->sub_reset = !s->sub_known;
+    if (d->npairs && !(d->sub_add = malloc(d->npairs * sizeof(*d->sub_add))))
+        goto nomem;
+    if (d->sub_reset) {
+        if (d->npairs)
+            memcpy(d->sub_add, d->pairs, d->npairs * sizeof(*d->sub_add));
+        d->sub_nadd = d->npairs;
+        return 0;
+    }
+    if (s->sub_npairs && !(d->sub_remove = malloc(s->sub_npairs * sizeof(*d->sub_remove))))
+        goto nomem;
+    while (i < d->npairs || j < s->sub_npairs) {
+        c = i >= d->npairs ? 1 : j >= s->sub_npairs ? -1
+            : pair_cmp(&d->pairs[i], &s->sub_pairs[j]);
+        if (c < 0)
+            d->sub_add[d->sub_nadd++] = d->pairs[i++];
+        else if (c > 0)
+            d->sub_remove[d->sub_nremove++] = s->sub_pairs[j++];
+        else {
+            i++;
+            j++;
+        }
+    }
+    return 0;
+nomem:
+    sm_err("%s: out of memory for the subscription change", d->name);
+    sub_plan_free(d);
+    return -1;
+}
+
+/* POST /v1/subscription with the next chunk of the plan: removals first,
+ * at most batch_max pairs in all. */
+static int start_subscribe(pd_domain *d)
+{
+    pd_session *s = d->sess;
+    size_t room = (size_t)d->ctx->conf.batch_max, nrem, nadd;
+    char url[4096];
+    char *body = NULL;
+    pd_xfer *x = NULL;
+    int rc = -1;
+
+    if (login_due(d))
+        return start_login(d, PD_X_SUBSCRIBE);
+    nrem = d->sub_nremove - d->sub_remove_idx;
+    if (nrem > room)
+        nrem = room;
+    nadd = d->sub_nadd - d->sub_add_idx;
+    if (nadd > room - nrem)
+        nadd = room - nrem;
+    if (!(body = sm_subscription_request_encode(d->sub_reset, s->sub_version,
+                                                d->sub_add + d->sub_add_idx, nadd,
+                                                d->sub_remove + d->sub_remove_idx, nrem)))
+        goto leave;
+    snprintf(url, sizeof(url), "%s/v1/subscription", d->url);
+    if (!(x = pd_xfer_new(d->ctx, d, PD_X_SUBSCRIBE)))
+        goto leave;
+    if (pd_xfer_http(x, url, body, PD_SMALL_BODY_MAX) != 0) {
+        pd_xfer_free(x);
+        goto leave;
+    }
+    if (start(d, x) != 0)
+        goto leave;
+    d->sub_sent_add = nadd;
+    d->sub_sent_remove = nrem;
+    if (d->sub_reset)
+        sm_debug("%s: subscription reset, %zu pairs (%zu..%zu of %zu)", d->name, nadd,
+                 d->sub_add_idx + 1, d->sub_add_idx + nadd, d->sub_nadd);
+    else
+        sm_debug("%s: subscription change from version %lld: %zu added, %zu removed",
+                 d->name, s->sub_version, nadd, nrem);
+    rc = 0;
+leave:
+    if (rc != 0 && !x)
+        sm_err("%s: cannot start the subscription change (out of memory?)", d->name);
     free(body);
     return rc;
 }
@@ -827,11 +970,130 @@ static void ack_done(pd_domain *d, pd_xfer *x)
         item_next(d);
 }
 
+/* Forget what we know of the outbox's subscription: the next change is a
+ * reset. */
+static void sub_forget(pd_session *s)
+{
+    s->sub_known = 0;
+    s->etag[0] = '\0';
+}
+
+/* After a 409: once per cycle, reset the subscription and poll again. */
+static void sub_restart(pd_domain *d, const char *what)
+{
+    sub_forget(d->sess);
+    if (++d->sub_resets > 1) {
+        sm_err("%s: %s: the subscription changed under us again; retry next cycle",
+               d->name, what);
+        give_up(d);
+        return;
+    }
+    sm_info("%s: %s: the outbox's subscription is not the one we know: resetting it",
+            d->name, what);
+    d->state = PD_D_SUBSCRIBE;
+    if (sub_plan(d) != 0) {
+        give_up(d);
+        return;
+    }
+    step(d);
+}
+
+static void subscribe_done(pd_domain *d, pd_xfer *x)
+{
+    pd_session *s = d->sess;
+    sm_parse_error perr;
+    long long version;
+    char why[512];
+    sm_pair *n = NULL;
+
+    if (x->result == CURLE_OK && x->status == 404
+        && !strcmp(pd_xfer_error_code(x), "no_such_endpoint")) {
+        sm_info("%s: the outbox has no subscriptions: polling with pairs", d->name);
+        pd_xfer_free(x);
+        s->legacy = 1;
+        sub_forget(s);
+        sub_plan_free(d);
+        d->state = PD_D_POLL;
+        d->chunk = 0;
+        d->polls = 0;
+        step(d);
+        return;
+    }
+    if (x->result == CURLE_OK && x->status == 409
+        && !strcmp(pd_xfer_error_code(x), "subscription_changed")) {
+        pd_xfer_free(x);
+        sub_restart(d, "subscription change refused (409)");
+        return;
+    }
+    if (x->result != CURLE_OK || x->status != 200) {
+        pd_xfer_describe(x, why, sizeof(why));
+        sm_err("%s: subscription change at %s/v1/subscription failed: %s; retry next "
+               "cycle%s", d->name, d->url, why,
+               x->status == 413 ? " (is batch_max above the outbox's StubmailMaxPairs?)" : "");
+        pd_xfer_free(x);
+        /* it may or may not have been applied: start over next time */
+        sub_forget(s);
+        give_up(d);
+        return;
+    }
+    memset(&perr, 0, sizeof(perr));
+    if (sm_version_parse(x->body.data ? x->body.data : "", x->body.len, &version,
+                         &perr) != 0) {
+        sm_err("%s: subscription answer refused: %s; retry next cycle", d->name,
+               perr.message);
+        pd_xfer_free(x);
+        sub_forget(s);
+        give_up(d);
+        return;
+    }
+    pd_xfer_free(x);
+    s->sub_version = version;
+    s->etag[0] = '\0';
+    d->sub_reset = 0;           /* the next chunks change what this one set */
+    d->sub_add_idx += d->sub_sent_add;
+    d->sub_remove_idx += d->sub_sent_remove;
+    d->sub_sent_add = d->sub_sent_remove = 0;
+    if (d->sub_add_idx < d->sub_nadd || d->sub_remove_idx < d->sub_nremove) {
+        step(d);
+        return;
+    }
+    /* all of it confirmed: the outbox now has exactly the address book */
+    if (d->npairs && !(n = malloc(d->npairs * sizeof(*n)))) {
+        sm_err("%s: out of memory for the subscription", d->name);
+        sub_forget(s);
+        give_up(d);
+        return;
+    }
+    free(s->sub_pairs);
+    s->sub_pairs = d->npairs ? n : NULL;
+    if (d->npairs)
+        memcpy(s->sub_pairs, d->pairs, d->npairs * sizeof(*n));
+    s->sub_npairs = d->npairs;
+    s->sub_known = 1;
+    sm_info("%s: subscription at version %lld, %zu pairs", d->name, version, d->npairs);
+    sub_plan_free(d);
+    step(d);
+}
+
 static void poll_done(pd_domain *d, pd_xfer *x)
 {
     sm_parse_error perr;
     char why[512];
+    long long version;
+    int get = !d->sess->legacy;
 
+    if (get && x->result == CURLE_OK && x->status == 304) {
+        sm_debug("%s: nothing new (%s)", d->name, d->sess->etag);
+        pd_xfer_free(x);
+        finish(d);
+        return;
+    }
+    if (get && x->result == CURLE_OK && x->status == 409
+        && !strcmp(pd_xfer_error_code(x), "subscription_changed")) {
+        pd_xfer_free(x);
+        sub_restart(d, "poll refused (409)");
+        return;
+    }
     if (x->result != CURLE_OK || x->status != 200) {
         pd_xfer_describe(x, why, sizeof(why));
         sm_err("%s: poll %s/v1/poll failed: %s; retry next cycle", d->name, d->url, why);
@@ -848,6 +1110,25 @@ static void poll_done(pd_domain *d, pd_xfer *x)
         pd_xfer_free(x);
         give_up(d);
         return;
+    }
+    if (get) {
+        if (sm_version_parse(x->body.data, x->body.len, &version, &perr) != 0
+            || version != d->sess->sub_version) {
+            sm_err("%s: poll answer refused: not for subscription version %lld; retry "
+                   "next cycle", d->name, d->sess->sub_version);
+            pd_xfer_free(x);
+            sub_forget(d->sess);
+            give_up(d);
+            return;
+        }
+        /* Only an answer that listed nothing makes the next poll
+         * conditional: what is listed now leaves the pending set when it
+         * is acked (a new ETag), and what could not be finished must be
+         * listed again even if nothing changed. */
+        if (d->nitems == 0 && !d->more)
+            snprintf(d->sess->etag, sizeof(d->sess->etag), "%s", x->etag);
+        else
+            d->sess->etag[0] = '\0';
     }
     pd_xfer_free(x);
     sm_debug("%s: %zu listed%s", d->name, d->nitems, d->more ? ", more" : "");
@@ -877,7 +1158,13 @@ static void login_done(pd_domain *d, pd_xfer *x)
         give_up(d);
         return;
     }
+    pd_udp_login_answer(d->sess, x->body.data ? x->body.data : "", x->body.len);
     pd_xfer_free(x);
+    if (strcmp(d->sess->url, d->url) != 0) {
+        /* another outbox: what the old one confirmed says nothing here */
+        sub_forget(d->sess);
+        d->sess->legacy = 0;
+    }
     snprintf(d->sess->url, sizeof(d->sess->url), "%s", d->url);
     sm_info("%s: logged in, token good for %lds", d->name,
             (long)(d->sess->token_expires - time(NULL)));
@@ -885,6 +1172,13 @@ static void login_done(pd_domain *d, pd_xfer *x)
 }
 
 /* ---- the state machine ------------------------------------------------ */
+
+void pd_domain_udp_idle(pd_domain *d)
+{
+    sm_debug("%s: UDP poll says nothing new since %s: no HTTP poll this cycle", d->name,
+             d->sess->etag);
+    finish(d);
+}
 
 static void step(pd_domain *d)
 {
@@ -905,9 +1199,26 @@ static void step(pd_domain *d)
                 d->old_idx++;
                 continue;
             }
-            d->state = PD_D_POLL;
+            d->state = PD_D_SUBSCRIBE;
             d->chunk = 0;
             d->polls = 0;
+            if (d->npairs && !d->sess->legacy && sub_plan(d) != 0) {
+                give_up(d);
+                return;
+            }
+            continue;
+        case PD_D_SUBSCRIBE:
+            if (d->npairs && !d->sess->legacy
+                && (d->sub_reset || d->sub_add_idx < d->sub_nadd
+                    || d->sub_remove_idx < d->sub_nremove)) {
+                if (start_subscribe(d) == 0)
+                    return;
+                sub_forget(d->sess);
+                give_up(d);
+                return;
+            }
+            sub_plan_free(d);
+            d->state = PD_D_POLL;
             continue;
         case PD_D_POLL:
             if (d->chunk >= d->npairs) {
@@ -963,6 +1274,9 @@ static void resume(pd_domain *d, pd_xkind kind)
         if (d->polls > 0)
             d->polls--;         /* the same poll once more, not another one */
         rc = start_poll(d);
+        break;
+    case PD_X_SUBSCRIBE:
+        rc = start_subscribe(d);
         break;
     case PD_X_FETCH:
         rc = start_fetch(d);
@@ -1062,8 +1376,17 @@ void pd_domain_begin(pd_domain *d)
         finish(d);
         return;
     }
-    if (d->npairs)
+    if (d->npairs) {
+        size_t i, n = 1;
+
         qsort(d->pairs, d->npairs, sizeof(*d->pairs), pair_cmp);
+        /* two address book rows can normalise to one pair: the
+         * subscription is a set */
+        for (i = 1; i < d->npairs; i++)
+            if (pair_cmp(&d->pairs[i], &d->pairs[n - 1]) != 0)
+                d->pairs[n++] = d->pairs[i];
+        d->npairs = n;
+    }
     sm_debug("%s: %zu pairs, %zu unacked deliveries, outbox %s%s%s", d->name, d->npairs,
              d->nold, d->url, d->fpr[0] ? ", key " : "", d->fpr);
     if (login_due(d)) {
@@ -1154,6 +1477,7 @@ void pd_domain_xfer_done(pd_xfer *x, CURLcode result)
     case PD_X_FETCH:   fetch_done(d, x); break;
     case PD_X_DELIVER: deliver_done(d, x); break;
     case PD_X_ACK:     ack_done(d, x); break;
+    case PD_X_SUBSCRIBE: subscribe_done(d, x); break;
     }
 }
 
@@ -1163,7 +1487,7 @@ static void interrupted(pd_domain *d)
     pd_xfer *x = d->x;
     const char *earlier;
 
-    if (!x || x->kind == PD_X_POLL || x->kind == PD_X_LOGIN)
+    if (!x || x->kind == PD_X_POLL || x->kind == PD_X_LOGIN || x->kind == PD_X_SUBSCRIBE)
         return;
     if (d->state == PD_D_OLD_ACKS) {
         pd_old *o = &d->old[d->old_idx];
@@ -1222,6 +1546,7 @@ void pd_domain_free(pd_domain *d)
     if (d->x)
         pd_xfer_free(d->x);
     drop_file(d);
+    sub_plan_free(d);
     free(d->items);
     free(d->pairs);
     free(d->old);

@@ -165,18 +165,49 @@ static int header_is(const char *data, size_t len, const char *name, const char 
                                                             || data[w] == ' ');
 }
 
+/* Keep the value of header line data if it is "ETag: value" (blanks
+ * around it and the line end stripped); a value too long, or with other
+ * than visible ASCII, is not kept. */
+static void header_etag(pd_xfer *x, const char *data, size_t len)
+{
+    size_t i;
+
+    if (len <= 5 || strncasecmp(data, "ETag:", 5) != 0)
+        return;
+    data += 5;
+    len -= 5;
+    while (len && (*data == ' ' || *data == '\t')) {
+        data++;
+        len--;
+    }
+    while (len && (data[len - 1] == '\r' || data[len - 1] == '\n' || data[len - 1] == ' '
+                   || data[len - 1] == '\t'))
+        len--;
+    x->etag[0] = '\0';
+    if (len == 0 || len > PD_ETAG_MAX)
+        return;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)data[i] < 0x21 || (unsigned char)data[i] > 0x7e)
+            return;
+    memcpy(x->etag, data, len);
+    x->etag[len] = '\0';
+}
+
 /* HTTP: whether the answer is an OpenPGP message (docs/PROTOCOL.md, "Stored
- * messages are signed and encrypted"); a new status line (after a 100
- * Continue) starts over. SMTP: keep the last reply line of the MTA (libcurl
- * passes SMTP replies to the header callback). */
+ * messages are signed and encrypted"), and its ETag; a new status line
+ * (after a 100 Continue) starts over. SMTP: keep the last reply line of the
+ * MTA (libcurl passes SMTP replies to the header callback). */
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
 {
     pd_xfer *x = baton;
     size_t len = size * nmemb, i, o = 0;
 
     if (x->kind != PD_X_DELIVER) {
-        if (len >= 5 && !strncmp(data, "HTTP/", 5))
+        if (len >= 5 && !strncmp(data, "HTTP/", 5)) {
             x->openpgp = 0;
+            x->etag[0] = '\0';
+        } else if (len > 5 && !strncasecmp(data, "ETag:", 5))
+            header_etag(x, data, len);
         else if (header_is(data, len, "Stubmail-Format", "openpgp")
                  || header_is(data, len, "Content-Type", "application/pgp-encrypted"))
             x->openpgp = 1;
@@ -353,6 +384,17 @@ int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody)
     }
     if (x->hdrs)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+    return 0;
+}
+
+int pd_xfer_header(pd_xfer *x, const char *line)
+{
+    struct curl_slist *h = curl_slist_append(x->hdrs, line);
+
+    if (!h)
+        return -1;
+    x->hdrs = h;
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
     return 0;
 }
 

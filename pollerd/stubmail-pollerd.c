@@ -20,6 +20,12 @@
  *	does not verify is quarantined, recorded and acked as rejected.
  *	docs/PROTOCOL.md is the wire contract.
  *
+ *	With udp_listen set it also listens for UDP stubs (pd_stub.c): a
+ *	stub whose sender a local address book holds makes it poll that
+ *	sender's domain now, in a cycle of that domain only, coalesced and
+ *	rate-limited; `intro list|accept|drop` manages the introductions
+ *	that stubs from unknown senders leave when introductions = yes.
+ *
  *	All transfers of all domains run in one libcurl multi handle; up to
  *	`concurrency` domains are worked on at once, each one transfer at a
  *	time. State lives in PostgreSQL only: a stop or crash at any point
@@ -96,6 +102,20 @@ static const sm_conf_key keys[] = {
     { "quarantine_dir", SM_CONF_STRING, &ctx.conf.quarantine_dir,
       "/var/spool/stubmail-pollerd/quarantine",
       "where messages that do not verify are kept" },
+    { "udp_listen", SM_CONF_STRING, &ctx.conf.udp_listen, NULL,
+      "IP:PORT for UDP stubs (the udp= we publish); unset: off" },
+    { "stub_interval", SM_CONF_SECONDS, &ctx.conf.stub_interval, "5s",
+      "stubs make at most one poll of a domain this often" },
+    { "stub_rate", SM_CONF_INT, &ctx.conf.stub_rate, "10",
+      "stub-made polls per second at most, all domains together" },
+    { "introductions", SM_CONF_BOOL, &ctx.conf.introductions, "no",
+      "record stubs from senders in no address book (first contact)" },
+    { "introductions_max", SM_CONF_INT, &ctx.conf.introductions_max, "100",
+      "introductions kept per recipient" },
+    { "udp_poll", SM_CONF_BOOL, &ctx.conf.udp_poll, "yes",
+      "ask an outbox's UDP responder before an HTTP poll (when its login names one)" },
+    { "udp_timeout", SM_CONF_SECONDS, &ctx.conf.udp_timeout, "1s",
+      "wait this long for the UDP answer, then poll by HTTP" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -107,6 +127,8 @@ static void usage(FILE *fp)
     const sm_conf_key *k;
 
     fprintf(fp, "usage: stubmail-pollerd -c FILE [-f] [-1] [-n] [-d]\n"
+            "       stubmail-pollerd -c FILE intro list [RECIPIENT]\n"
+            "       stubmail-pollerd -c FILE intro accept|drop RECIPIENT SENDER\n"
             "  -c FILE  configuration file\n"
             "  -f       foreground, log to stderr\n"
             "  -1       one cycle, then exit (non-zero if a domain failed)\n"
@@ -206,6 +228,12 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
     }
     if (c->batch_max < 1) {
         snprintf(err, errlen, "batch_max must be at least 1");
+        return -1;
+    }
+    if (pd_stub_check_conf(c, err, errlen) != 0)
+        return -1;
+    if (c->udp_timeout < 1 || c->udp_timeout > 60) {
+        snprintf(err, errlen, "udp_timeout: %lds is not within 1s..60s", c->udp_timeout);
         return -1;
     }
     if (writable_dir("spool_dir", c->spool_dir, err, errlen) != 0
@@ -314,10 +342,15 @@ static void free_domains(void)
     ctx.domains = ctx.queue = NULL;
 }
 
-static void cycle_start(void)
+/* only: the domains UDP stubs asked for (pd_stub_due; taken over), or NULL
+ * for a full cycle of every domain. */
+static void cycle_start(char *only)
 {
     pd_domain *d;
 
+    ctx.only = only;
+    if (!only)
+        pd_stub_cycle_all(&ctx);
     ctx.cycle_running = 1;
     ctx.mta_down = 0;
     ctx.n_domains = ctx.n_failed_domains = 0;
@@ -342,7 +375,7 @@ static void cycle_start(void)
     for (d = ctx.domains; d; d = d->next)
         ctx.n_domains++;
     ctx.queue = ctx.domains;
-    sm_debug("cycle: %u domains", ctx.n_domains);
+    sm_debug("%s: %u domains", ctx.only ? "stub cycle" : "cycle", ctx.n_domains);
 }
 
 /* Start queued domains while there is room. */
@@ -366,11 +399,15 @@ static int cycle_end(void)
                 || ctx.n_quarantined) ? LOG_INFO : LOG_DEBUG;
 
     if (!cycle_db_failed)
-        sm_log(prio, "cycle%s: %u domains (%u failed), %u delivered, %u quarantined, "
-               "%u acked, %u failed, %.1fs", ctx.stopping ? " stopped" : "", ctx.n_domains,
+        sm_log(prio, "%s%s: %u domains (%u failed), %u delivered, %u quarantined, "
+               "%u acked, %u failed, %.1fs", ctx.only ? "stub cycle" : "cycle",
+               ctx.stopping ? " stopped" : "", ctx.n_domains,
                ctx.n_failed_domains, ctx.n_delivered, ctx.n_quarantined, ctx.n_acked,
                ctx.n_failed, secs);
+    pd_udp_cycle_end(&ctx);
     free_domains();
+    free(ctx.only);
+    ctx.only = NULL;
     if (ctx.unrecorded && ctx.db && pd_db_flush_unrecorded(&ctx) != 0)
         sm_warn("deliveries still not recorded in the database; remembered in memory");
     ctx.cycle_running = 0;
@@ -400,17 +437,29 @@ static long long wake_domains(void)
 
 static int run(int once)
 {
-    struct curl_waitfd wfd;
+    struct curl_waitfd wfd[6];      /* the signal pipe, UDP stubs, UDP poll, ... */
+    int ufd[2];
+    size_t i, nufd;
+    unsigned nwfd = 0;
     struct CURLMsg *m;
     long long next = pd_now_ms(), t, wake;
-    int handled_term = 0, running, left, poll_again = 0, rc = 0, failed;
-    char drain[64];
+    int handled_term = 0, running, left, poll_again = 0, rc = 0, failed, partial;
+    char drain[64], *only;
     pd_xfer *x;
     int timeout;
 
-    memset(&wfd, 0, sizeof(wfd));
-    wfd.fd = sig_pipe[0];
-    wfd.events = CURL_WAIT_POLLIN;
+    memset(wfd, 0, sizeof(wfd));
+    wfd[nwfd].fd = sig_pipe[0];
+    wfd[nwfd++].events = CURL_WAIT_POLLIN;
+    if (pd_stub_fd(&ctx) >= 0) {
+        wfd[nwfd].fd = pd_stub_fd(&ctx);
+        wfd[nwfd++].events = CURL_WAIT_POLLIN;
+    }
+    nufd = pd_udp_fds(&ctx, ufd, 2);
+    for (i = 0; i < nufd; i++) {
+        wfd[nwfd].fd = ufd[i];
+        wfd[nwfd++].events = CURL_WAIT_POLLIN;
+    }
 
     for (;;) {
         while (read(sig_pipe[0], drain, sizeof(drain)) > 0)
@@ -436,8 +485,13 @@ static int run(int once)
         }
         if (ctx.stopping && !ctx.cycle_running)
             break;
+        pd_stub_read(&ctx);
+        pd_udp_read(&ctx);
         if (!ctx.cycle_running && !ctx.stopping && pd_now_ms() >= next)
-            cycle_start();
+            cycle_start(NULL);
+        else if (!ctx.cycle_running && !ctx.stopping
+                 && (only = pd_stub_due(&ctx, pd_now_ms())))
+            cycle_start(only);
         if (ctx.cycle_running)
             pump();
         wake = ctx.cycle_running ? wake_domains() : 0;
@@ -455,6 +509,7 @@ static int run(int once)
             pump();
 
         if (ctx.cycle_running && ctx.active == 0 && (!ctx.queue || ctx.stopping)) {
+            partial = ctx.only != NULL;
             failed = cycle_end();
             if (once) {
                 rc = failed ? 1 : 0;
@@ -462,7 +517,11 @@ static int run(int once)
             }
             if (ctx.stopping)
                 break;
-            next = poll_again ? pd_now_ms() : pd_now_ms() + ctx.conf.interval * 1000LL;
+            /* a stub cycle leaves the schedule of full cycles alone */
+            if (poll_again)
+                next = pd_now_ms();
+            else if (!partial)
+                next = pd_now_ms() + ctx.conf.interval * 1000LL;
             poll_again = 0;
             continue;
         }
@@ -473,9 +532,11 @@ static int run(int once)
             timeout = t < 0 ? 0 : t > 1000 ? 1000 : (int)t;
         } else {
             t = next - pd_now_ms();
+            if ((wake = pd_stub_next_ms(&ctx)) && wake - pd_now_ms() < t)
+                t = wake - pd_now_ms();
             timeout = t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
         }
-        curl_multi_poll(ctx.multi, &wfd, 1, timeout, NULL);
+        curl_multi_poll(ctx.multi, wfd, nwfd, timeout, NULL);
     }
     return rc;
 }
@@ -499,7 +560,7 @@ int main(int argc, char **argv)
         default: usage(stderr); return EX_USAGE;
         }
     }
-    if (!conf_path || optind != argc) {
+    if (!conf_path || (optind != argc && strcmp(argv[optind], "intro") != 0)) {
         usage(stderr);
         return EX_USAGE;
     }
@@ -515,6 +576,11 @@ int main(int argc, char **argv)
     }
     if (check_only) {
         printf("stubmail-pollerd: %s: configuration OK\n", conf_path);
+        goto leave;
+    }
+    if (optind != argc) {
+        sm_log_open("stubmail-pollerd", 1);
+        rc = pd_intro_main(&ctx, argc - optind, argv + optind);
         goto leave;
     }
 
@@ -541,6 +607,15 @@ int main(int argc, char **argv)
         rc = EX_CONFIG;
         goto leave;
     }
+    if (!once && pd_stub_open(&ctx, err, sizeof(err)) != 0) {
+        sm_err("%s", err);
+        rc = EX_OSERR;
+        goto leave;
+    }
+    if (pd_udp_open(&ctx) != 0) {
+        rc = EX_OSERR;
+        goto leave;
+    }
     sm_info("starting: domain %s, deliver to %s, every %lds, %ld domains at once, "
             "login with domain key %s%s", ctx.conf.domain, ctx.conf.deliver_to,
             ctx.conf.interval, ctx.conf.concurrency, ctx.conf.domain_key,
@@ -562,6 +637,9 @@ leave:
     }
     if (ctx.multi)
         curl_multi_cleanup(ctx.multi);
+    pd_stub_close(&ctx);
+    pd_udp_close(&ctx);
+    free(ctx.only);
     pd_db_close(&ctx);
     pd_sessions_free(&ctx);
     free(ctx.conf.smtp_url);
