@@ -81,6 +81,11 @@ DOMAIN_IPS = {
 SMTP, REINJECT, MILTER, PG, SUBMISSION, HTTPS = 25, 26, 30, 432, 587, 443
 # The sandbox's one DNS server listens on 127.0.0.1:base+DNS.
 DNS = 53
+# pollerd's udp_listen for UDP stubs (Sandbox(stubs=True)): IP:base+STUBS,
+# published as udp= in the ISP's _stubmail record.
+STUBS = 90
+# mod_stubmail's UDP poll responder (Sandbox(udp_poll=True)): IP:base+UDPPOLL.
+UDPPOLL = 444
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 
@@ -95,6 +100,7 @@ MILTER_BIN = os.path.join(TOP, "milter", "stubmail-milter")
 POLLERD_BIN = os.path.join(TOP, "pollerd", "stubmail-pollerd")
 MIGRATE = os.path.join(TOP, "sql", "stubmail-migrate")
 KEYGEN = os.path.join(TOP, "lib", "stubmail-keygen")
+WKS_CLIENT = "/usr/lib/gnupg/gpg-wks-client"    # Debian's path; not on PATH
 
 # Apache error-log lines at these levels fail a test unless expected.
 LOG_LEVEL_RE = re.compile(r"\] \[(?:[\w.]+:)?(warn|error|crit|alert|emerg)\] ")
@@ -373,14 +379,15 @@ class DomainKey:
     with the secret key), fpr, public (the exported key file) and record
     (the _stubmail TXT text keygen says to publish)."""
 
-    def __init__(self, home, domain, public, outbox_url):
+    def __init__(self, home, domain, public, outbox_url, udp=None):
         if len(home) > 60:
             # gpg-agent's socket path (in the home) must fit sun_path
             raise SandboxError("GnuPG home %s is too long for the agent socket" % home)
         if not os.path.exists(KEYGEN):
             raise SandboxError("%s is not built (run scripts/build)" % KEYGEN)
         os.makedirs(home, mode=0o700, exist_ok=True)
-        out = _run([KEYGEN, "-g", home, "-d", domain, "-o", public, "-u", outbox_url],
+        out = _run([KEYGEN, "-g", home, "-d", domain, "-o", public, "-u", outbox_url]
+                   + (["-U", udp] if udp else []),
                    "%s: stubmail-keygen" % domain, timeout=60)
         fpr = re.search(r"^fingerprint ([0-9A-F]{40}(?:[0-9A-F]{24})?)$", out, re.M)
         rec = re.search(r'IN TXT "(v=stubmail1;[^"]*)"', out)
@@ -473,7 +480,7 @@ class Isp:
     def __init__(self, name, domain, ip, port_base, rundir, services=ALL_SERVICES,
                  routes=None, users=USERS, poll_interval="2s", module=True,
                  apache_loglevel="info", resolver=None, ca_dir=None,
-                 httpd_extra=()):
+                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False):
         self.name, self.domain, self.ip = name, domain, ip
         self.port_base, self.rundir = port_base, rundir
         self.services = tuple(services)
@@ -486,6 +493,12 @@ class Isp:
         # (directive, value) lines added to httpd.conf, e.g.
         # ("StubmailTokenLifetime", "3")
         self.httpd_extra = list(httpd_extra)
+        # UDP stubs: pollerd listens on stub_address, the record says udp=
+        self.stubs = stubs and "pollerd" in self.services
+        # "key value" lines added to pollerd.conf, e.g. "introductions yes"
+        self.pollerd_extra = list(pollerd_extra)
+        # Apache runs the UDP poll responder on udp_poll_address
+        self.udp_poll = udp_poll
         self.key = None                 # DomainKey
         self.token_keys = []            # [(key id, secret hex)], newest last
         # domain -> ip of every other ISP, for transport_maps
@@ -514,6 +527,16 @@ class Isp:
     @property
     def https_port(self):
         return self.port(HTTPS)
+
+    @property
+    def udp_poll_address(self):
+        """mod_stubmail's StubmailUDPResponder, "IP:PORT"."""
+        return "%s:%d" % (self.ip, self.port(UDPPOLL))
+
+    @property
+    def stub_address(self):
+        """pollerd's udp_listen, "IP:PORT" (whether or not stubs are on)."""
+        return "%s:%d" % (self.ip, self.port(STUBS))
 
     @property
     def has_stubmail(self):
@@ -578,6 +601,31 @@ class Isp:
         return self.path("httpd", "access.log")
 
     @property
+    def wkd_dir(self):
+        """The openpgpkey/ directory Apache serves at /.well-known/openpgpkey."""
+        return self.path("wkd", "openpgpkey")
+
+    def wkd_path(self, address):
+        """Where the WKD answer for address lives (hash by gpg-wks-client)."""
+        out = _run([WKS_CLIENT, "--print-wkd-hash", address], "gpg-wks-client")
+        return os.path.join(self.wkd_dir, address.rsplit("@", 1)[1].lower(), "hu",
+                            out.split()[0])
+
+    def wkd_install(self, home, fpr, address):
+        """Publish key fpr of GnuPG home for address the way an admin does:
+        gpg-wks-client --install-key, run in the directory above wkd_dir."""
+        _run([WKS_CLIENT, "--install-key", fpr, address], "gpg-wks-client --install-key",
+             cwd=os.path.dirname(self.wkd_dir), env=dict(os.environ, GNUPGHOME=home))
+
+    def wkd_publish(self, address, data):
+        """Serve data (bytes, whatever a test wants) as address's WKD answer."""
+        p = self.wkd_path(address)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+        os.chmod(p, 0o644)
+
+    @property
     def maillog(self):
         return self.path("postfix", "maillog")
 
@@ -601,7 +649,7 @@ class Isp:
         if not self.has_stubmail:
             return
         self.key = DomainKey(self.gnupg_home, self.domain, self.path("pubkey.asc"),
-                             self.outbox_url)
+                             self.outbox_url, udp=self.stub_address if self.stubs else None)
         self.token_keys = [("k1", os.urandom(32).hex())]
         if "httpd" in self.services:
             www = pwd.getpwnam("www-data")
@@ -840,6 +888,11 @@ class Isp:
                 'StubmailGnupgHome "%s"' % self.www_gnupg_home,
                 "StubmailResolver %s" % self.resolver,
             ] + ["StubmailTokenKey %s %s" % k for k in self.token_keys]
+            if self.udp_poll:
+                lines += [
+                    "StubmailUDPResponder %s" % self.udp_poll_address,
+                    'StubmailUDPDatabase "%s"' % self.conninfo,
+                ]
             lines += ["%s %s" % kv for kv in self.httpd_extra]
             lines += [
                 "<Location /stubmail>",
@@ -847,6 +900,16 @@ class Isp:
                 "    Require all granted",
                 "</Location>",
             ]
+        # users' keys, WKD style on the outbox origin (docs/admin-guide.md):
+        # a plain directory that gpg-wks-client --install-key fills
+        os.makedirs(self.wkd_dir, exist_ok=True)
+        lines += [
+            "LoadModule alias_module %s/mod_alias.so" % APACHE_MODULES,
+            'Alias /.well-known/openpgpkey "%s"' % self.wkd_dir,
+            '<Directory "%s">' % self.wkd_dir,
+            "    Require all granted",
+            "</Directory>",
+        ]
         self.httpd_conf = os.path.join(d, "httpd.conf")
         with open(self.httpd_conf, "w") as f:
             f.write("# written by tests/sandbox.py for %s\n" % self.domain)
@@ -1079,6 +1142,10 @@ smtp_connect_timeout = 5s
             f.write("spool_dir %s\n" % spool)
             f.write(self._pgp_conf())
             f.write("quarantine_dir %s\n" % self.quarantine_dir)
+            if self.stubs:
+                f.write("udp_listen %s\n" % self.stub_address)
+            for line in self.pollerd_extra:
+                f.write(line + "\n")
 
     @property
     def quarantine_dir(self):
@@ -1245,11 +1312,14 @@ class Sandbox:
     runs (default: all five); e.g. {"c.example": ("postfix",)} makes
     c.example a plain Postfix that only receives, {"b.example": ("key",)} a
     domain with a published key and record but no servers. httpd_extra:
-    (directive, value) lines for every ISP's httpd.conf."""
+    (directive, value) lines for every ISP's httpd.conf. stubs: every
+    pollerd listens for UDP stubs on IP:base+90 (Isp.stub_address), which
+    the ISP's record publishes as udp=. pollerd_extra: "key value" lines
+    for every pollerd.conf."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
-                 httpd_extra=()):
+                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False):
         self.domains = list(domains)
         self.port_base = port_base if port_base is not None else port_base_default()
         self.services = services or {}
@@ -1257,6 +1327,9 @@ class Sandbox:
         self.keep = keep if keep is not None else bool(os.environ.get("STUBMAIL_KEEP"))
         self.rundir = rundir
         self.httpd_extra = list(httpd_extra)
+        self.stubs = stubs                  # pollerds listen for UDP stubs
+        self.pollerd_extra = list(pollerd_extra)
+        self.udp_poll = udp_poll            # Apaches run the UDP poll responder
         self.isps = {}
         self.dns = None
 
@@ -1287,7 +1360,8 @@ class Sandbox:
                           services=self.services.get(dom, ALL_SERVICES),
                           poll_interval=self.poll_interval,
                           resolver=self.dns.address, ca_dir=ca_dir,
-                          httpd_extra=self.httpd_extra)
+                          httpd_extra=self.httpd_extra, stubs=self.stubs,
+                          pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll)
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()

@@ -220,6 +220,7 @@ class SandboxTest(unittest.TestCase):
     SERVICES = {}
     POLL_INTERVAL = "2s"
     HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
+    UDP_POLL = False        # Apaches run the UDP poll responder
     sb = None
 
     @classmethod
@@ -227,7 +228,7 @@ class SandboxTest(unittest.TestCase):
         global ca_file
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
                          poll_interval=cls.POLL_INTERVAL,
-                         httpd_extra=cls.HTTPD_EXTRA)
+                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL)
         cls.sb.start()
         ca_file = cls.sb.ca_file
         try:

@@ -34,7 +34,8 @@ class DatabaseDownTest(SandboxTest):
 
         # b.example's poll of a.example (or its login, if it holds no token
         # yet) now gets 503 unavailable
-        wait_for(lambda: self.access_lines(a, r"POST /stubmail/v1/(poll|login) .*\" 503 "),
+        wait_for(lambda: self.access_lines(
+            a, r"(POST|GET) /stubmail/v1/(poll|login|subscription)\S* .*\" 503 "),
                  timeout=15, what="a 503 answer to b.example's poll or login")
 
         a.start_db()
@@ -43,8 +44,9 @@ class DatabaseDownTest(SandboxTest):
         self.assertEqual(len(got), 1)
         self.assertEqual(a.count("outbox"), 1, "stored once")
         # a few polls later still once
-        n = len(self.access_lines(a, r"POST /stubmail/v1/poll .*\" 200 "))
-        wait_for(lambda: len(self.access_lines(a, r"POST /stubmail/v1/poll .*\" 200 ")) >= n + 2,
+        answered = r"(POST|GET) /stubmail/v1/poll\S* .*\" (200|304) "
+        n = len(self.access_lines(a, answered))
+        wait_for(lambda: len(self.access_lines(a, answered)) >= n + 2,
                  timeout=20, what="two more polls")
         self.assertEqual(len(self.in_maildir(b, "bob", tag)), 1)
         self.assertEqual(a.count("outbox", "retrieved_at IS NULL"), 0)

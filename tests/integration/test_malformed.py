@@ -193,8 +193,9 @@ class MalformedRequestTest(SandboxTest):
 
     # -- methods and paths --------------------------------------------------------
     def test_6_wrong_method(self):
-        for method, path, allow in (("GET", "/v1/poll", "POST"),
+        for method, path, allow in (("DELETE", "/v1/poll", "POST"),
                                     ("PUT", "/v1/poll", "POST"),
+                                    ("GET", "/v1/subscription", "POST"),
                                     ("DELETE", "/v1/message/" + self.mid, "GET"),
                                     ("POST", "/v1/message/" + self.mid, "GET"),
                                     ("GET", "/v1/message/%s/ack" % self.mid, "POST")):

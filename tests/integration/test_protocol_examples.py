@@ -14,6 +14,7 @@ checked against what is built, so the document cannot drift from the code:
   a message the real pollerd delivered."""
 
 import calendar
+import hashlib
 import json
 import os
 import re
@@ -289,6 +290,81 @@ class ProtocolExamplesTest(SandboxTest):
         self.assertEqual(a.sql("SELECT rejected_reason, retrieved_at IS NOT NULL FROM outbox "
                                "WHERE message_id = %s" % q(third)),
                          [[rejection["reason"], "t"]])
+
+    # -- Subscriptions and conditional polls ----------------------------------------------
+    # (named to run before test_delivered_headers: until then b.example's
+    # pollerd has no pairs, so it leaves b.example's subscription alone)
+    def test_conditional_poll_examples(self):
+        a = self.a
+        change = example_json(self.doc, "POST /v1/subscription", 0)
+        reset = example_json(self.doc, "POST /v1/subscription", 1)
+        conflict = example_json(self.doc, "POST /v1/subscription", 2)
+        answer = example_json(self.doc, "POST /v1/subscription", 3)
+        listing = example_json(self.doc, "GET /v1/poll", 0)
+        get = [b for b in section(self.doc, "GET /v1/poll")["fenced"] if b.startswith("GET ")]
+        not_modified = block(self.doc, "GET /v1/poll", "HTTP/1.1 304")
+        self.assertEqual(len(get), 1)
+        token = self.token()
+        msg, _ = make_message("alice@a.example", "bob@b.example", "subscribed example")
+        mid = self.send_stored(a, "alice@a.example", "bob@b.example", msg)[0][0]
+
+        # the reset, then the change based on the version it answered
+        r = self.api("POST", "/v1/subscription", reset, token)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sorted(r.json()), sorted(answer))
+        version = r.json()["version"]
+        self.assertIsInstance(version, int)
+        self.assertEqual(a.sql("SELECT recipient, sender FROM subscription WHERE domain = "
+                               "'b.example' ORDER BY 1, 2"),
+                         sorted([p["to"], p["from"]] for p in reset["add"]))
+        r = self.api("POST", "/v1/subscription", dict(change, base=version), token)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(list(r.json()), ["version"])
+        self.assertGreater(r.json()["version"], version)
+        self.assertGreater(answer["version"], change["base"])
+        before, version = version, r.json()["version"]
+        self.assertEqual(a.sql("SELECT recipient, sender FROM subscription WHERE domain = "
+                               "'b.example' ORDER BY 1, 2"),
+                         [["bob@b.example", "alice@a.example"],
+                          ["bob@b.example", "carol@a.example"]])
+        # the same change again, now on a stale base: the documented 409
+        r = self.api("POST", "/v1/subscription", dict(change, base=before), token)
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(sorted(r.json()), sorted(conflict))
+        self.assertEqual((r.json()["error"], r.json()["version"]),
+                         ("subscription_changed", version))
+        self.assertGreater(conflict["version"], change["base"])
+
+        # the GET of the example, its answer, then the 304
+        self.assertRegex(get[0], r"^GET /stubmail/v1/poll\?version=%d HTTP/1\.1\n"
+                         % listing["version"])
+        etag_example = re.search(r'(?m)^If-None-Match: (".*")$', get[0]).group(1)
+        self.assertIn("ETag: " + etag_example, not_modified)
+        r = self.api("GET", "/v1/poll?version=%d" % version, token=token)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sorted(r.json()), sorted(listing))
+        self.assertEqual(r.json()["version"], version)
+        self.assertIn(mid, [m["id"] for m in r.json()["messages"]])
+        for entry in r.json()["messages"]:
+            self.assertEqual(sorted(entry), sorted(listing["messages"][0]))
+        etag = r.header("etag")
+        # the documented make-up of mod_stubmail's tag, for the example and
+        # for the real one
+        seqs = [int(x[0]) for x in a.sql("SELECT seq FROM pending_match WHERE domain = "
+                                         "'b.example' ORDER BY seq")]
+        for tag, v, nums in ((etag, version, seqs), (etag_example, listing["version"], [41])):
+            self.assertEqual(tag, '"%d.%d.%d.%s"' % (
+                v, len(nums), max(nums), hashlib.md5(",".join(map(str, nums)).encode())
+                .hexdigest()[:16]))
+        r = curl(a.outbox_url + "/v1/poll?version=%d" % version, bearer=token,
+                 headers=["If-None-Match: " + etag])
+        self.assertEqual((r.status, r.body, r.header("etag")), (304, b"", etag), r)
+        # leave the later tests an empty outbox and b.example's pollerd a
+        # subscription of its own making
+        self.assertEqual(self.api("POST", "/v1/message/%s/ack" % mid, {"to": "bob@b.example"},
+                                  token).status, 200)
+        self.assertEqual(self.api("POST", "/v1/subscription", {"reset": True}, token).status,
+                         200)
 
     # -- Delivery -------------------------------------------------------------------------
     def test_delivered_headers(self):

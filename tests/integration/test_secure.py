@@ -244,8 +244,8 @@ class SecureTest(SandboxTest):
                  what="%d more refused logins of b.example" % n)
 
     def _wait_polls(self, n):
-        start = len(self.access_lines(self.a, r"POST /stubmail/v1/poll "))
-        wait_for(lambda: len(self.access_lines(self.a, r"POST /stubmail/v1/poll ")) >= start + n,
+        start = len(self.access_lines(self.a, r"(POST|GET) /stubmail/v1/poll\S* "))
+        wait_for(lambda: len(self.access_lines(self.a, r"(POST|GET) /stubmail/v1/poll\S* ")) >= start + n,
                  timeout=30, what="%d more polls from b.example" % n)
 
 

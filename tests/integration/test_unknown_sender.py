@@ -13,7 +13,7 @@ class UnknownSenderTest(SandboxTest):
         cls.b.add_contact("bob@b.example", "alice@a.example")
 
     def polls(self):
-        return len(self.access_lines(self.a, r" b\.example .*POST /stubmail/v1/poll "))
+        return len(self.access_lines(self.a, r" b\.example .*(POST|GET) /stubmail/v1/poll\S* "))
 
     def test_3_stranger_stays_in_outbox(self):
         a, b = self.a, self.b
