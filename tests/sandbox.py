@@ -480,8 +480,10 @@ class Isp:
     def __init__(self, name, domain, ip, port_base, rundir, services=ALL_SERVICES,
                  routes=None, users=USERS, poll_interval="2s", module=True,
                  apache_loglevel="info", resolver=None, ca_dir=None,
-                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False):
+                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
+                 pollerd_debug=False):
         self.name, self.domain, self.ip = name, domain, ip
+        self.pollerd_debug = pollerd_debug  # pollerd -d: stubs, UDP polls in its log
         self.port_base, self.rundir = port_base, rundir
         self.services = tuple(services)
         self.users = list(users)
@@ -1157,8 +1159,8 @@ smtp_connect_timeout = 5s
                 % (self.resolver, self.gnupg_home, self.fpr, self.ca_file))
 
     def start_pollerd(self):
-        p = self._spawn("pollerd", [POLLERD_BIN, "-c", self.pollerd_conf, "-f"],
-                        self.pollerd_log)
+        p = self._spawn("pollerd", [POLLERD_BIN, "-c", self.pollerd_conf, "-f"]
+                        + (["-d"] if self.pollerd_debug else []), self.pollerd_log)
         time.sleep(0.2)
         if not p.alive():
             self._await("pollerd", lambda: False, self.pollerd_log)
@@ -1319,8 +1321,10 @@ class Sandbox:
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
-                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False):
+                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
+                 pollerd_debug=False):
         self.domains = list(domains)
+        self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
         self.services = services or {}
         self.poll_interval = poll_interval
@@ -1361,7 +1365,8 @@ class Sandbox:
                           poll_interval=self.poll_interval,
                           resolver=self.dns.address, ca_dir=ca_dir,
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
-                          pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll)
+                          pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
+                          pollerd_debug=self.pollerd_debug)
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
@@ -1493,9 +1498,14 @@ def _say(*a):
 def demo(keep=False):
     import email.utils
     install_signal_handlers()
-    sb = Sandbox(["a.example", "b.example"], keep=False)
+    # A poll interval of ten minutes: the UDP stub, not the interval, makes
+    # the mail arrive at once; idle checks go by UDP.
+    sb = Sandbox(["a.example", "b.example"], keep=False, poll_interval="10m",
+                 stubs=True, udp_poll=True, pollerd_debug=True)
     _say("== starting a.example (127.0.0.2) and b.example (127.0.0.3): PostgreSQL, "
-         "Apache + mod_stubmail + mod_ssl, Postfix + stubmail-milter, stubmail-pollerd")
+         "Apache + mod_stubmail + mod_ssl (+ its UDP poll responder), Postfix + "
+         "stubmail-milter, stubmail-pollerd (polling every 10 minutes, listening "
+         "for UDP stubs)")
     sb.start()
     supervisor_ok = False
     try:
@@ -1511,6 +1521,7 @@ def demo(keep=False):
         msg = (DEMO_MESSAGE % (email.utils.formatdate(), os.getpid())).encode()
         _say("== swaks: alice@a.example -> bob@b.example, to a.example's submission "
              "port %s:%d" % (a.ip, a.submission_port))
+        t_sent = time.monotonic()
         r = a.send("alice@a.example", "bob@b.example", msg)
         for l in r.replies()[-3:]:
             _say("   " + l.strip())
@@ -1550,19 +1561,25 @@ def demo(keep=False):
             for lines in found:
                 _say("   " + lines[-1].strip())
 
+        step("a.example's milter sent a UDP stub to b.example's published udp= "
+             "address; b.example's pollerd polls a.example now, not in 10 minutes",
+             [(b.pollerd_log, r"stub from .*<alice@a\.example> to <bob@b\.example>.*"
+               r"polling a\.example")], timeout=15)
         step("b.example logged in at a.example with its domain key (a.example's "
              "Apache checked the key against b.example's DNS record)",
              [(a.access_log, r"POST /stubmail/v1/login .* 200 "),
               (a.error_log, r"domain=b\.example .*login")])
-        step("listed by b.example's poll (a.example's Apache)",
-             [(a.access_log, r" b\.example .*POST /stubmail/v1/poll .* 200 "),
-              (a.error_log, r"domain=b\.example .*poll: \d+ pairs, [1-9]\d* listed")])
+        step("b.example subscribed to (alice, bob) and polled (a.example's Apache)",
+             [(a.error_log, r"domain=b\.example .*subscription: .*added"),
+              (a.access_log, r" b\.example .*GET /stubmail/v1/poll\?version=\d+ .* 200 "),
+              (a.error_log, r"domain=b\.example .*poll: .*[1-9]\d* listed")])
         step("fetched by b.example (a.example's Apache)",
              [(a.access_log, r"GET /stubmail/v1/message/%s .* 200 " % mid),
               (a.error_log, r"id=%s: fetch" % mid)])
         step("delivered into bob's Maildir (b.example's pollerd and Postfix)",
              [(b.pollerd_log, mid + r".*delivered"),
               (b.maillog, r"to=<bob@b\.example>, relay=virtual.*status=sent")])
+        _say("   in bob's Maildir %.1f s after swaks sent it" % (time.monotonic() - t_sent))
         step("acked to a.example",
              [(a.access_log, r"POST /stubmail/v1/message/%s/ack .* 200 " % mid),
               (b.pollerd_log, mid + r".*acked")])
@@ -1578,6 +1595,23 @@ def demo(keep=False):
         _say("== bob's Maildir: %s" % path)
         for line in data.decode("utf-8", "replace").splitlines():
             _say("   | " + line)
+        # An idle check: one authenticated datagram each way, no HTTP. The
+        # first cycle after a delivery may poll by HTTP once to learn the idle
+        # ETag (the UDP poll's cursor); the next one asks by UDP only.
+        _say("== idle checks (SIGUSR1 makes b.example's pollerd poll now):")
+        http_re, idle_re = r" b\.example .*/stubmail/v1/poll", r"a\.example: UDP poll says nothing new"
+        for attempt in range(3):
+            polls, idles = len(grep(a.access_log, http_re)), len(grep(b.pollerd_log, idle_re))
+            b.poll_now()
+            time.sleep(3)
+            http = grep(a.access_log, http_re)[polls:]
+            for l in http:
+                _say("   by HTTP: " + l.strip())
+            if grep(b.pollerd_log, idle_re)[idles:]:
+                _say("   by UDP: " + grep(b.pollerd_log, idle_re)[-1].strip())
+                if not http:
+                    _say("   one datagram each way to a.example's responder, no HTTP request")
+                    break
         _say("== done: pulled, not pushed")
         if keep:
             supervisor_ok = True
