@@ -50,13 +50,6 @@ CREATE TABLE pending_match (
 );
 CREATE INDEX pending_match_by_domain ON pending_match (domain, seq);
 
--- 1 if sender (an address) is matched by pattern (an address or *@domain).
--- Both are stored normalised, so this is plain equality.
-CREATE FUNCTION subscription_sender_matches(pattern text, sender text)
-RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT pattern = sender OR pattern = '*@' || split_part(sender, '@', 2)
-$$;
-
 -- New outbox rows: those whose pair is subscribed become pending.
 CREATE FUNCTION pending_match_outbox_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -113,15 +106,32 @@ BEGIN
     PERFORM pg_advisory_xact_lock(7239033, h)
        FROM (SELECT DISTINCT hashtext(domain) AS h FROM new_pairs) d
       ORDER BY h;
+    -- Cost: the unacked outbox rows of the recipients named, once, then
+    -- hash joins on (domain, recipient, sender) for the exact pairs and
+    -- (domain, recipient, *@domain) for the wildcards. A transition table has
+    -- no statistics, so left to itself the planner joined the pairs with
+    -- the outbox by recipient first, pairs x pending rows (a 100k-pair reset
+    -- on a 1M-row outbox took a minute; docs/BENCHMARKS.md); the
+    -- materialized CTE fixes the order.
+    WITH candidate AS MATERIALIZED (
+        SELECT o.recipient_domain AS domain, o.recipient, o.message_id, m.created_at,
+               m.sender, '*@' || split_part(m.sender, '@', 2) AS sender_any
+          FROM outbox o JOIN message m ON m.id = o.message_id
+         WHERE o.retrieved_at IS NULL
+           AND (o.recipient_domain, o.recipient) IN
+               (SELECT DISTINCT domain, recipient FROM new_pairs)
+    )
     INSERT INTO pending_match (domain, message_id, recipient)
-    SELECT n.domain, o.message_id, o.recipient
-      FROM new_pairs n
-      JOIN outbox o ON o.recipient_domain = n.domain AND o.recipient = n.recipient
-                   AND o.retrieved_at IS NULL
-      JOIN message m ON m.id = o.message_id
-     WHERE subscription_sender_matches(n.sender, m.sender)
-     GROUP BY n.domain, o.message_id, o.recipient
-     ORDER BY min(m.created_at), o.message_id, o.recipient
+    SELECT domain, message_id, recipient FROM (
+        SELECT c.domain, c.message_id, c.recipient, c.created_at
+          FROM candidate c JOIN new_pairs n
+            ON n.domain = c.domain AND n.recipient = c.recipient AND n.sender = c.sender
+        UNION
+        SELECT c.domain, c.message_id, c.recipient, c.created_at
+          FROM candidate c JOIN new_pairs n
+            ON n.domain = c.domain AND n.recipient = c.recipient AND n.sender = c.sender_any
+    ) matched
+     ORDER BY created_at, message_id, recipient
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END $$;
