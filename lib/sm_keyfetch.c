@@ -97,19 +97,19 @@ leave:
     return rc;
 }
 
-typedef struct key_buf {
+typedef struct get_buf {
     char *data;
-    size_t len;
+    size_t len, max;
     int too_big;
-} key_buf;
+} get_buf;
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
 {
-    key_buf *b = baton;
+    get_buf *b = baton;
     size_t len = size * nmemb;
     char *n;
 
-    if (len > KEY_MAX - b->len) {
+    if (len > b->max - b->len) {
         b->too_big = 1;
         return 0;               /* aborts the transfer */
     }
@@ -122,17 +122,19 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
     return len;
 }
 
-/* GET url into *b. 0 on 200, -1 for an answer that will not change on retry
- * (4xx, 3xx: redirects are not followed, too big), -2 otherwise. */
-static int http_get(const char *url, const sm_https_opts *opts, key_buf *b,
-                    char *why, size_t whylen)
+int sm_https_get(const char *url, const sm_https_opts *opts, size_t max, const char *agent,
+                 char **body, size_t *len, long *status, char *why, size_t whylen)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
+    get_buf b = { NULL, 0, max, 0 };
     CURL *e = NULL;
     CURLcode cc;
-    long status = 0, timeout = opts && opts->timeout > 0 ? opts->timeout : DEFAULT_TIMEOUT;
+    long timeout = opts && opts->timeout > 0 ? opts->timeout : DEFAULT_TIMEOUT;
     int rc = -2;
 
+    *body = NULL;
+    *len = 0;
+    *status = 0;
     if (pthread_once(&curl_once, curl_init) != 0 || curl_init_rc != CURLE_OK
         || !(e = curl_easy_init())) {
         sm_why(why, whylen, "libcurl initialisation failed");
@@ -146,22 +148,23 @@ static int http_get(const char *url, const sm_https_opts *opts, key_buf *b,
                      (long)(opts && opts->allow_http ? CURLPROTO_HTTP | CURLPROTO_HTTPS
                                                      : CURLPROTO_HTTPS));
 #endif
+    /* a redirect could lead anywhere: the origin DNS named answers */
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);          /* threads: no SIGALRM */
     curl_easy_setopt(e, CURLOPT_TIMEOUT, timeout);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, timeout);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long)KEY_MAX);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long)max);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-keyfetch");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, agent);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     if (opts && opts->ca_file && *opts->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, opts->ca_file);
 
     cc = curl_easy_perform(e);
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (b->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-        sm_why(why, whylen, "GET %s: key larger than %d bytes", url, KEY_MAX);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+    if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED) {
+        sm_why(why, whylen, "GET %s: answer larger than %zu bytes", url, max);
         rc = -1;
         goto leave;
     }
@@ -170,13 +173,12 @@ static int http_get(const char *url, const sm_https_opts *opts, key_buf *b,
         sm_why(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
         goto leave;
     }
-    if (status != 200) {
-        sm_why(why, whylen, "GET %s: HTTP %ld", url, status);
-        rc = status >= 500 || status == 429 ? -2 : -1;
-        goto leave;
-    }
+    *body = b.data;
+    *len = b.len;
+    b.data = NULL;
     rc = 0;
 leave:
+    free(b.data);
     if (e)
         curl_easy_cleanup(e);
     return rc;
@@ -186,7 +188,9 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
                 const sm_https_opts *opts, char *why, size_t whylen)
 {
     char url[KEY_URL_MAX], pgp_why[SM_PGP_WHY_MAX];
-    key_buf b = { NULL, 0, 0 };
+    char *body = NULL;
+    size_t blen = 0;
+    long status = 0;
     size_t n;
     int rc = -1, have;
 
@@ -215,9 +219,15 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
         goto leave;
     }
     snprintf(url, sizeof url, "%.*s/v1/key", (int)n, outbox_url);
-    if ((rc = http_get(url, opts, &b, why, whylen)) != 0)
+    if ((rc = sm_https_get(url, opts, KEY_MAX, "stubmail-keyfetch", &body, &blen, &status,
+                           why, whylen)) != 0)
         goto leave;
-    rc = sm_pgp_import_public(home, b.data, b.len, fpr, pgp_why, sizeof pgp_why);
+    if (status != 200) {
+        sm_why(why, whylen, "GET %s: HTTP %ld", url, status);
+        rc = status >= 500 || status == 429 ? -2 : -1;
+        goto leave;
+    }
+    rc = sm_pgp_import_public(home, body, blen, fpr, pgp_why, sizeof pgp_why);
     if (rc != SM_PGP_OK) {
         sm_why(why, whylen, "key from %s: %s", url, pgp_why);
         rc = rc == SM_PGP_ERROR ? -2 : -1;
@@ -225,6 +235,6 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
     }
     rc = 0;
 leave:
-    free(b.data);
+    free(body);
     return rc;
 }

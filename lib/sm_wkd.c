@@ -10,7 +10,6 @@
  * milter's, which also holds the domain keys our stored mail relies on. */
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,16 +24,6 @@
 #include "sm_wkd.h"
 
 #define DEFAULT_TIMEOUT 10L
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc = CURLE_FAILED_INIT;
-
-/* curl_global_init is not thread-safe before libcurl 7.84: once, for
- * callers that did not do it at startup (it counts, so theirs is harmless). */
-static void curl_init(void)
-{
-    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 const char *sm_wkd_status_name(int status)
 {
@@ -410,39 +399,15 @@ leave:
 
 /* ---- the fetch -------------------------------------------------------- */
 
-typedef struct wkd_buf {
-    char *data;
-    size_t len;
-    int too_big;
-} wkd_buf;
-
-static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
-{
-    wkd_buf *b = baton;
-    size_t len = size * nmemb;
-    char *n;
-
-    if (len > SM_WKD_KEY_MAX - b->len) {
-        b->too_big = 1;
-        return 0;               /* aborts the transfer */
-    }
-    if (!(n = realloc(b->data, b->len + len + 1)))
-        return 0;
-    b->data = n;
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    return len;
-}
-
 int sm_wkd_fetch(const char *home, const char *outbox_url, const char *addr,
                  const sm_https_opts *opts, char fpr_out[SM_PGP_FPR_MAX + 1],
                  char *url_out, size_t url_outlen, char *why, size_t whylen)
 {
-    char url[SM_WKD_URL_MAX], errbuf[CURL_ERROR_SIZE] = "", sub[SM_PGP_WHY_MAX];
-    wkd_buf b = { NULL, 0, 0 };
-    CURL *e = NULL;
-    CURLcode cc;
-    long status = 0, timeout = opts && opts->timeout > 0 ? opts->timeout : DEFAULT_TIMEOUT;
+    char url[SM_WKD_URL_MAX], sub[SM_PGP_WHY_MAX];
+    char *body = NULL;
+    size_t blen = 0;
+    long status = 0;
+    sm_https_opts o = { NULL, 0, DEFAULT_TIMEOUT };
     int rc = SM_WKD_REFUSED;
 
     fpr_out[0] = '\0';
@@ -452,42 +417,19 @@ int sm_wkd_fetch(const char *home, const char *outbox_url, const char *addr,
         goto leave;
     if (url_out && url_outlen)
         snprintf(url_out, url_outlen, "%s", url);
-    rc = SM_WKD_ERROR;
-    if (pthread_once(&curl_once, curl_init) != 0 || curl_init_rc != CURLE_OK
-        || !(e = curl_easy_init())) {
-        sm_why(why, whylen, "libcurl initialisation failed");
+    if (opts)
+        o = *opts;
+    if (o.timeout <= 0)
+        o.timeout = DEFAULT_TIMEOUT;
+    switch (sm_https_get(url, &o, SM_WKD_KEY_MAX, "stubmail-wkd", &body, &blen, &status, why,
+                         whylen)) {
+    case 0:
+        break;
+    case -1:
+        rc = SM_WKD_REFUSED;        /* too big */
         goto leave;
-    }
-    curl_easy_setopt(e, CURLOPT_URL, url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, opts && opts->allow_http ? "http,https" : "https");
-#else
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS,
-                     (long)(opts && opts->allow_http ? CURLPROTO_HTTP | CURLPROTO_HTTPS
-                                                     : CURLPROTO_HTTPS));
-#endif
-    /* a redirect could lead anywhere: the origin DNS named serves the key */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, timeout);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, timeout);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long)SM_WKD_KEY_MAX);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "stubmail-wkd");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    if (opts && opts->ca_file && *opts->ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, opts->ca_file);
-
-    cc = curl_easy_perform(e);
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-        sm_why(why, whylen, "GET %s: answer larger than %d bytes", url, SM_WKD_KEY_MAX);
-        rc = SM_WKD_REFUSED;
-        goto leave;
-    }
-    if (cc != CURLE_OK) {
-        sm_why(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    default:
+        rc = SM_WKD_ERROR;
         goto leave;
     }
     if (status == 404 || status == 410) {
@@ -500,12 +442,10 @@ int sm_wkd_fetch(const char *home, const char *outbox_url, const char *addr,
         rc = status >= 500 || status == 429 ? SM_WKD_ERROR : SM_WKD_REFUSED;
         goto leave;
     }
-    rc = sm_wkd_import(home, addr, b.data, b.len, fpr_out, sub, sizeof sub);
+    rc = sm_wkd_import(home, addr, body, blen, fpr_out, sub, sizeof sub);
     if (rc != SM_WKD_FOUND)
         sm_why(why, whylen, "key from %s: %s", url, sub);
 leave:
-    if (e)
-        curl_easy_cleanup(e);
-    free(b.data);
+    free(body);
     return rc;
 }

@@ -212,6 +212,27 @@ static PGresult *run(long slot, const char *what, const char *sql, int n,
     return NULL;
 }
 
+/* One statement on a slot of its own, sent once more on a fresh
+ * connection when the first one broke (a restarted server): the result,
+ * or NULL with why. */
+static PGresult *run_alone(const char *what, const char *sql, int n, const char *const *vals,
+                           ExecStatusType want, char *why, size_t whylen)
+{
+    PGresult *r = NULL;
+    int attempt, gone = 0;
+    long slot;
+
+    for (attempt = 0; attempt < 2 && !r; attempt++) {
+        if ((slot = acquire(why, whylen)) < 0)
+            return NULL;
+        r = run(slot, what, sql, n, vals, want, &gone, why, whylen);
+        release(slot);
+        if (!r && !gone)
+            break;
+    }
+    return r;
+}
+
 smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_info *info,
                               char *why, size_t whylen)
 {
@@ -359,24 +380,13 @@ leave:
 smf_db_status smf_db_unstore(const char *id, char *why, size_t whylen)
 {
     const char *vals[1] = { id };
-    PGresult *r;
-    int attempt, gone = 0;
-    long slot;
+    PGresult *r = run_alone("DELETE message", "DELETE FROM message WHERE id = $1", 1, vals,
+                            PGRES_COMMAND_OK, why, whylen);
 
-    for (attempt = 0; attempt < 2; attempt++) {
-        if ((slot = acquire(why, whylen)) < 0)
-            return SMF_DB_TEMPFAIL;
-        r = run(slot, "DELETE message", "DELETE FROM message WHERE id = $1", 1, vals,
-                PGRES_COMMAND_OK, &gone, why, whylen);
-        release(slot);
-        if (r) {
-            PQclear(r);
-            return SMF_DB_OK;
-        }
-        if (!gone)
-            break;
-    }
-    return SMF_DB_TEMPFAIL;
+    if (!r)
+        return SMF_DB_TEMPFAIL;
+    PQclear(r);
+    return SMF_DB_OK;
 }
 
 smf_db_status smf_db_learn(const char *owner, const smf_db_rcpt *contacts, size_t ncontacts,
@@ -425,52 +435,30 @@ smf_db_status smf_db_rcpt_key_get(const char *addr, char *status, size_t statusl
 {
     const char *vals[1] = { addr };
     PGresult *r;
-    int attempt, gone = 0;
-    long slot;
 
     status[0] = '\0';
     fpr[0] = '\0';
-    for (attempt = 0; attempt < 2; attempt++) {
-        if ((slot = acquire(why, whylen)) < 0)
-            return SMF_DB_TEMPFAIL;
-        r = run(slot, "recipient_key_get",
-                "SELECT status, coalesce(fpr, '') FROM recipient_key_get($1)", 1, vals,
-                PGRES_TUPLES_OK, &gone, why, whylen);
-        release(slot);
-        if (r) {
-            if (PQntuples(r) == 1) {
-                snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));
-                snprintf(fpr, fprlen, "%s", PQgetvalue(r, 0, 1));
-            }
-            PQclear(r);
-            return SMF_DB_OK;
-        }
-        if (!gone)
-            break;
+    if (!(r = run_alone("recipient_key_get",
+                        "SELECT status, coalesce(fpr, '') FROM recipient_key_get($1)", 1, vals,
+                        PGRES_TUPLES_OK, why, whylen)))
+        return SMF_DB_TEMPFAIL;
+    if (PQntuples(r) == 1) {
+        snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));
+        snprintf(fpr, fprlen, "%s", PQgetvalue(r, 0, 1));
     }
-    return SMF_DB_TEMPFAIL;
+    PQclear(r);
+    return SMF_DB_OK;
 }
 
 smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const char *fpr,
                                   const char *reason, char *why, size_t whylen)
 {
     const char *vals[4] = { addr, status, fpr, reason };
-    PGresult *r;
-    int attempt, gone = 0;
-    long slot;
+    PGresult *r = run_alone("recipient_key_put", "SELECT recipient_key_put($1, $2, $3, $4)", 4,
+                            vals, PGRES_TUPLES_OK, why, whylen);
 
-    for (attempt = 0; attempt < 2; attempt++) {
-        if ((slot = acquire(why, whylen)) < 0)
-            return SMF_DB_TEMPFAIL;
-        r = run(slot, "recipient_key_put", "SELECT recipient_key_put($1, $2, $3, $4)", 4, vals,
-                PGRES_TUPLES_OK, &gone, why, whylen);
-        release(slot);
-        if (r) {
-            PQclear(r);
-            return SMF_DB_OK;
-        }
-        if (!gone)
-            break;
-    }
-    return SMF_DB_TEMPFAIL;
+    if (!r)
+        return SMF_DB_TEMPFAIL;
+    PQclear(r);
+    return SMF_DB_OK;
 }

@@ -56,6 +56,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
@@ -124,7 +125,7 @@ static const sm_conf_key smf_keys[] = {
     { "recipient_keys", SM_CONF_BOOL, &cfg.recipient_keys, "yes",
       "also encrypt to a recipient's own key published by WKD on its outbox origin" },
     { "recipient_key_timeout", SM_CONF_SECONDS, &cfg.recipient_key_timeout, "5s",
-      "longest WKD lookup of one recipient's key (no key this time when exceeded)" },
+      "longest the WKD lookups of one message take together (the rest: no key this time)" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -567,6 +568,14 @@ static void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen)
 
 /* ---- sealing: signed by us, encrypted to the pulling domains ------------ */
 
+static long long smf_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The pulling recipients' own keys, where their domain publishes one (WKD
  * on its outbox origin, sm_wkd): the recipient_key cache, else a lookup
  * whose answer (a key, none, refused, trouble) is cached. A cached key is
@@ -575,11 +584,12 @@ static void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen)
  * own gets the stored copy encrypted to the domain key alone. */
 static void smf_rcpt_keys(SMFICTX *ctx, smf_msg *msg)
 {
-    const sm_https_opts opts = { cfg.ca_file, cfg.allow_http, cfg.recipient_key_timeout };
+    sm_https_opts opts = { cfg.ca_file, cfg.allow_http, cfg.recipient_key_timeout };
     char status[16], fpr[SM_PGP_FPR_MAX + 1], why[768], why2[512], url[SM_WKD_URL_MAX];
     const smf_domain *d;
     smf_rcpt *r;
-    size_t i, j;
+    size_t i, j, late = 0;
+    long long deadline = smf_now_ms() + cfg.recipient_key_timeout * 1000LL, left;
     int rc;
 
     for (i = 0; i < msg->nrcpts; i++)
@@ -620,6 +630,16 @@ static void smf_rcpt_keys(SMFICTX *ctx, smf_msg *msg)
         if (j == msg->ndomains || !msg->domains[j].pulling)
             continue;
         d = &msg->domains[j];
+        /* One budget for the whole message, not one per recipient: the MTA
+         * waits for DATA only so long (Postfix: milter_command_timeout,
+         * 30s), and many recipients at an origin that never answers would
+         * otherwise hold the message past it. What is left out is not
+         * cached, so a later message looks it up. */
+        if ((left = (deadline - smf_now_ms()) / 1000) < 1) {
+            late++;
+            continue;
+        }
+        opts.timeout = left;
         rc = sm_wkd_fetch(cfg.gnupg_home, d->outbox, r->addr, &opts, fpr, url, sizeof url, why,
                           sizeof why);
         switch (rc) {
@@ -645,6 +665,11 @@ static void smf_rcpt_keys(SMFICTX *ctx, smf_msg *msg)
             sm_warn("%s: to=%s: recipient key answer not cached: %s", smf_qid(ctx), r->addr,
                     why2);
     }
+    if (late)
+        sm_warn("%s: from=<%s>: %zu recipient key lookup%s left out, encrypted to the domain "
+                "key only: the lookups of this message took recipient_key_timeout (%lds) "
+                "already", smf_qid(ctx), msg->sender, late, late == 1 ? "" : "s",
+                cfg.recipient_key_timeout);
 }
 
 /* Every pulling domain's key into gnupg_home: sm_keyfetch looks in the

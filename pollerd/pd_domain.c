@@ -256,6 +256,8 @@ static void free_items(pd_domain *d)
     d->nitems = d->idx = 0;
 }
 
+static void sub_forget(pd_session *s);
+
 static void sub_plan_free(pd_domain *d)
 {
     free(d->sub_add);
@@ -277,6 +279,13 @@ static void finish(pd_domain *d)
     }
     drop_file(d);
     free_items(d);
+    /* A change cut off after some chunks were applied (or while one was
+     * under way) leaves the outbox with neither the old set nor the new:
+     * diffing against the old one next cycle could skip a pair it lacks
+     * (removed here, back in the address book since). Reset instead. */
+    if (d->sess && (d->sub_add_idx || d->sub_remove_idx || d->sub_sent_add
+                    || d->sub_sent_remove))
+        sub_forget(d->sess);
     sub_plan_free(d);
     d->wake_ms = 0;
     if (d->locked)

@@ -143,12 +143,13 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
     return len;
 }
 
-/* 1 if the header line data (len octets, with its CRLF) is "name: value"
- * with value equal to want, or starting with want and a ';' (parameters),
- * ignoring case and blanks around the value. */
-static int header_is(const char *data, size_t len, const char *name, const char *want)
+/* If the header line data (len octets, with its CRLF) is "name: value",
+ * 1 with *value and *vlen set to the value without the blanks around it;
+ * else 0. Names are compared ignoring case. */
+static int header_value(const char *data, size_t len, const char *name, const char **value,
+                        size_t *vlen)
 {
-    size_t n = strlen(name), w = strlen(want);
+    size_t n = strlen(name);
 
     if (len <= n || strncasecmp(data, name, n) != 0 || data[n] != ':')
         return 0;
@@ -161,28 +162,32 @@ static int header_is(const char *data, size_t len, const char *name, const char 
     while (len && (data[len - 1] == '\r' || data[len - 1] == '\n' || data[len - 1] == ' '
                    || data[len - 1] == '\t'))
         len--;
+    *value = data;
+    *vlen = len;
+    return 1;
+}
+
+/* 1 if the header line data is "name: value" with value equal to want, or
+ * starting with want and a ';' (parameters), ignoring case. */
+static int header_is(const char *data, size_t len, const char *name, const char *want)
+{
+    size_t w = strlen(want);
+
+    if (!header_value(data, len, name, &data, &len))
+        return 0;
     return len >= w && strncasecmp(data, want, w) == 0 && (len == w || data[w] == ';'
                                                             || data[w] == ' ');
 }
 
-/* Keep the value of header line data if it is "ETag: value" (blanks
- * around it and the line end stripped); a value too long, or with other
- * than visible ASCII, is not kept. */
+/* Keep the value of header line data if it is "ETag: value"; a value too
+ * long, or with other than visible ASCII, is not kept: it could not go
+ * back in If-None-Match or a UDP poll cursor as it came. */
 static void header_etag(pd_xfer *x, const char *data, size_t len)
 {
     size_t i;
 
-    if (len <= 5 || strncasecmp(data, "ETag:", 5) != 0)
+    if (!header_value(data, len, "ETag", &data, &len))
         return;
-    data += 5;
-    len -= 5;
-    while (len && (*data == ' ' || *data == '\t')) {
-        data++;
-        len--;
-    }
-    while (len && (data[len - 1] == '\r' || data[len - 1] == '\n' || data[len - 1] == ' '
-                   || data[len - 1] == '\t'))
-        len--;
     x->etag[0] = '\0';
     if (len == 0 || len > PD_ETAG_MAX)
         return;

@@ -20,8 +20,10 @@
 
 import os
 import re
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.parse
 
 from support import SandboxTest, make_message, split_message, header_lines, q
@@ -248,6 +250,46 @@ class WkdTest(SandboxTest):
         finally:
             a.sql("DELETE FROM peer WHERE domain = 'b.example'")
         self.deliver_verified("carol", msg, tag)
+
+    def test_7_silent_origin_one_budget_per_message(self):
+        """An outbox origin that accepts the connection and then says
+        nothing: the lookups of one message share one recipient_key_timeout,
+        so four fresh recipients cost one timeout, not four (which would
+        keep DATA past Postfix's milter_command_timeout). The first lookup
+        runs out and is cached as an error; the other three are left out,
+        not cached, and the message is stored all the same."""
+        a, b = self.a, self.b
+        silent = socket.socket()
+        silent.bind((b.ip, 0))
+        silent.listen(16)           # the kernel completes handshakes; nobody answers
+        # the domain key is in the keyring already (as after any earlier
+        # message): only the recipient keys are asked of the silent origin
+        gpg(a.gnupg_home, "--import", data=gpg(b.gnupg_home, "--export", b.fpr))
+        a.stop_milter()
+        with open(a.milter_conf, "a") as f:
+            f.write("recipient_key_timeout 2s\n")
+        a.add_peer(b, both=False, fpr=b.fpr,
+                   outbox_url="https://%s:%d/stubmail" % (b.ip, silent.getsockname()[1]))
+        rcpts = ["quiet%d@b.example" % i for i in range(4)]
+        try:
+            a.start_milter()
+            a.sql("DELETE FROM recipient_key")
+            t0 = time.monotonic()
+            msg, tag, mid, ids = self.stored(rcpts, "silent origin")
+            took = time.monotonic() - t0
+            self.assertEqual(ids, self.domain_ids)
+            self.assertEqual(len(self.milter_lines(r"to=quiet\d@b\.example: recipient key "
+                                                   r"lookup failed")), 1)
+            self.assertTrue(self.milter_lines(r"3 recipient key lookups left out, encrypted "
+                                              r"to the domain key only"))
+            self.assertEqual(a.sql("SELECT status FROM recipient_key"), [["error"]])
+            self.assertLess(took, 4 * 2, "the lookups took one timeout each")
+        finally:
+            silent.close()
+            a.sql("DELETE FROM peer WHERE domain = 'b.example'")
+            a.stop_milter()
+            a._setup_milter()
+            a.start_milter()
 
     def test_5_switched_off(self):
         a = self.a
