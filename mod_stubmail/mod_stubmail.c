@@ -87,8 +87,21 @@ APLOG_USE_MODULE(stubmail);
 #define STUBMAIL_DEFAULT_TOKEN_LIFETIME 3600
 #define STUBMAIL_DEFAULT_LOGIN_SKEW 300
 #define STUBMAIL_DEFAULT_MIN_POLL   1
+#define STUBMAIL_DEFAULT_POLL_BURST 5
+/* A poller logs in once per token lifetime; ten tries a minute leaves room
+ * for mistakes and costs at most ten signature checks. One address may
+ * serve several polling domains, hence the larger default there. */
+#define STUBMAIL_DEFAULT_LOGIN_RATE      10
+#define STUBMAIL_DEFAULT_LOGIN_ADDR_RATE 60
+#define STUBMAIL_DEFAULT_LOGIN_RATE_SECS 60
 #define STUBMAIL_RETRY_AFTER        "30"
 #define STUBMAIL_PUBLIC_KEY_MAX     (256 * 1024)   /* octets of StubmailPublicKey */
+
+/* StubmailLoginRate N/SECS: n requests at once, all back after secs;
+ * n 0 = off, STUBMAIL_UNSET = unset. */
+typedef struct stubmail_rate {
+    apr_int64_t n, secs;
+} stubmail_rate;
 
 typedef struct stubmail_srv_conf {
     const char *spool_dir;      /* NULL = unset */
@@ -104,6 +117,9 @@ typedef struct stubmail_srv_conf {
     apr_int64_t token_lifetime; /* seconds; STUBMAIL_UNSET = unset */
     apr_int64_t login_max_skew;
     apr_int64_t min_poll_interval;      /* 0 = no limit */
+    apr_int64_t poll_burst;     /* polls at once before the interval holds */
+    stubmail_rate login_rate;   /* logins per claimed domain */
+    stubmail_rate login_addr_rate;      /* logins per client address */
     stubmail_udp_conf udp;      /* the UDP poll responder (main server only);
                                  * listen NULL = off, rate STUBMAIL_UNSET = unset */
 } stubmail_srv_conf;
@@ -119,12 +135,16 @@ static void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->token_lifetime = STUBMAIL_UNSET;
     c->login_max_skew = STUBMAIL_UNSET;
     c->min_poll_interval = STUBMAIL_UNSET;
+    c->poll_burst = STUBMAIL_UNSET;
+    c->login_rate.n = STUBMAIL_UNSET;
+    c->login_addr_rate.n = STUBMAIL_UNSET;
     c->udp.rate = STUBMAIL_UNSET;
     return c;               /* the pointers start NULL: unset */
 }
 
 #define MERGE_PTR(f) c->f = add->f ? add->f : base->f
 #define MERGE_NUM(f) c->f = add->f != STUBMAIL_UNSET ? add->f : base->f
+#define MERGE_RATE(f) c->f = add->f.n != STUBMAIL_UNSET ? add->f : base->f
 
 /* Merge rule for every field: the virtual host's value if set, else the
  * main server's. StubmailTokenKey is one field: a virtual host that names
@@ -146,6 +166,9 @@ static void *stubmail_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(token_lifetime);
     MERGE_NUM(login_max_skew);
     MERGE_NUM(min_poll_interval);
+    MERGE_NUM(poll_burst);
+    MERGE_RATE(login_rate);
+    MERGE_RATE(login_addr_rate);
     MERGE_PTR(udp.listen);
     MERGE_PTR(udp.advertise);
     MERGE_PTR(udp.database);
@@ -172,6 +195,16 @@ static void stubmail_srv_conf_defaults(stubmail_srv_conf *c)
         c->login_max_skew = STUBMAIL_DEFAULT_LOGIN_SKEW;
     if (c->min_poll_interval == STUBMAIL_UNSET)
         c->min_poll_interval = STUBMAIL_DEFAULT_MIN_POLL;
+    if (c->poll_burst == STUBMAIL_UNSET)
+        c->poll_burst = STUBMAIL_DEFAULT_POLL_BURST;
+    if (c->login_rate.n == STUBMAIL_UNSET) {
+        c->login_rate.n = STUBMAIL_DEFAULT_LOGIN_RATE;
+        c->login_rate.secs = STUBMAIL_DEFAULT_LOGIN_RATE_SECS;
+    }
+    if (c->login_addr_rate.n == STUBMAIL_UNSET) {
+        c->login_addr_rate.n = STUBMAIL_DEFAULT_LOGIN_ADDR_RATE;
+        c->login_addr_rate.secs = STUBMAIL_DEFAULT_LOGIN_RATE_SECS;
+    }
     if (c->udp.rate == STUBMAIL_UNSET)
         c->udp.rate = STUBMAIL_UDP_DEFAULT_RATE;
     if (c->udp.advertise == NULL)
@@ -291,10 +324,42 @@ static const char *stubmail_set_udp_database(cmd_parms *cmd, void *dconf, const 
     return NULL;
 }
 
+/* StubmailLoginRate, StubmailLoginAddressRate: N/SECS or off; cmd->info
+ * is the field's offset. */
+static const char *stubmail_set_rate(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    stubmail_rate *rate = (stubmail_rate *)((char *)stubmail_cmd_conf(cmd)
+                                            + (apr_size_t)cmd->info);
+    apr_int64_t n, secs;
+    char *end;
+
+    (void)dconf;
+    if (strcasecmp(arg, "off") == 0) {
+        rate->n = 0;
+        rate->secs = 1;
+        return NULL;
+    }
+    errno = 0;
+    n = apr_strtoi64(arg, &end, 10);
+    if (errno == 0 && end != arg && *end == '/' && n >= 1 && n <= 1000000) {
+        const char *s = end + 1;
+
+        secs = apr_strtoi64(s, &end, 10);
+        if (errno == 0 && end != s && *end == '\0' && secs >= 1 && secs <= 86400) {
+            rate->n = n;
+            rate->secs = secs;
+            return NULL;
+        }
+    }
+    return apr_psprintf(cmd->pool, "%s: expected N/SECS (N logins from 1 to 1000000 "
+                        "within SECS seconds from 1 to 86400) or off, not '%s'",
+                        cmd->cmd->name, arg);
+}
+
 /* Numeric directives: cmd->info indexes this table. */
 enum { STUBMAIL_MAX_BODY, STUBMAIL_MAX_PAIRS, STUBMAIL_POLL_LIMIT,
        STUBMAIL_TOKEN_LIFETIME, STUBMAIL_LOGIN_SKEW, STUBMAIL_MIN_POLL,
-       STUBMAIL_UDP_RATE };
+       STUBMAIL_UDP_RATE, STUBMAIL_POLL_BURST };
 
 static const struct {
     apr_size_t offset;
@@ -309,6 +374,7 @@ static const struct {
     [STUBMAIL_LOGIN_SKEW] = { APR_OFFSETOF(stubmail_srv_conf, login_max_skew), 1, 86400 },
     [STUBMAIL_MIN_POLL] = { APR_OFFSETOF(stubmail_srv_conf, min_poll_interval), 0, 86400 },
     [STUBMAIL_UDP_RATE] = { APR_OFFSETOF(stubmail_srv_conf, udp.rate), 1, 1000000 },
+    [STUBMAIL_POLL_BURST] = { APR_OFFSETOF(stubmail_srv_conf, poll_burst), 1, 1000 },
 };
 
 static const char *stubmail_set_number(cmd_parms *cmd, void *dconf,
@@ -364,6 +430,17 @@ static const command_rec stubmail_cmds[] = {
     STUBMAIL_NUMBER("StubmailMinPollInterval", STUBMAIL_MIN_POLL,
                     "seconds between two polls of one domain; sooner gets 429 "
                     "(default 1, 0 = no limit)"),
+    STUBMAIL_NUMBER("StubmailPollBurst", STUBMAIL_POLL_BURST,
+                    "polls of one domain that may follow each other at once before "
+                    "StubmailMinPollInterval holds (default 5)"),
+    AP_INIT_TAKE1("StubmailLoginRate", stubmail_set_rate,
+                  (void *)APR_OFFSETOF(stubmail_srv_conf, login_rate), RSRC_CONF,
+                  "N/SECS: logins per claimed domain; more gets 429 (default 10/60, "
+                  "off = no limit)"),
+    AP_INIT_TAKE1("StubmailLoginAddressRate", stubmail_set_rate,
+                  (void *)APR_OFFSETOF(stubmail_srv_conf, login_addr_rate), RSRC_CONF,
+                  "N/SECS: logins per client address; more gets 429 (default 60/60, "
+                  "off = no limit)"),
     AP_INIT_TAKE12("StubmailUDPResponder", stubmail_set_udp, NULL, RSRC_CONF,
                    "IP:PORT [ADVERTISED-IP:PORT]: run the UDP poll responder there "
                    "(main server only)"),
@@ -397,7 +474,8 @@ typedef struct stubmail_stmt {
 #define STMT_DNS_GET   "stubmail_dns_get"
 #define STMT_DNS_PUT   "stubmail_dns_put"
 #define STMT_NONCE     "stubmail_nonce"
-#define STMT_POLL_GATE "stubmail_poll_gate"
+#define STMT_RATE      "stubmail_rate"
+#define STMT_RATE_CLEAN "stubmail_rate_clean"
 #define STMT_SUB_CHANGE "stubmail_sub_change"
 #define STMT_POLL_STATE "stubmail_poll_state"
 #define STMT_POLL_PENDING "stubmail_poll_pending"
@@ -469,19 +547,12 @@ static const stubmail_stmt stubmail_stmts[] = {
       " INSERT INTO login_nonce (domain, nonce, expires_at)"
       " VALUES (%s, %s, now() + make_interval(secs => CAST(%s AS integer)))"
       " ON CONFLICT DO NOTHING RETURNING 1" },
-    /* $1 domain, $2 and $3 the minimum interval in seconds. Takes the slot
-     * if the last poll is old enough, else leaves the row as it was; says
-     * which, and how many seconds remain. One statement, and the row lock
-     * orders two polls of one domain that arrive together. */
-    { STMT_POLL_GATE,
-      "INSERT INTO poll_state AS s (domain, last_poll_at) VALUES (%s, now())"
-      " ON CONFLICT (domain) DO UPDATE SET last_poll_at ="
-      "   CASE WHEN s.last_poll_at"
-      "             <= now() - make_interval(secs => CAST(%s AS integer))"
-      "        THEN now() ELSE s.last_poll_at END"
-      " RETURNING last_poll_at = now(),"
-      "   CAST(ceil(extract(epoch FROM last_poll_at - now())) AS bigint)"
-      "   + CAST(%s AS integer)" },
+    /* $1 kind, $2 key, $3 requests at once, $4 seconds to fill again:
+     * 0 taken, else seconds to wait (sql/007_rate_limit.sql: a token
+     * bucket in one locked row, shared by every child) */
+    { STMT_RATE,
+      "SELECT rate_take(%s, %s, CAST(%s AS integer), CAST(%s AS integer))" },
+    { STMT_RATE_CLEAN, "SELECT rate_clean()" },
     /* $1 domain, $2 reset ('t'/'f'), $3 base ('' with reset), $4 pairs to
      * add and $5 to remove as JSON. One statement, so all or nothing;
      * sql/004_subscription.sql keeps pending_match in step by triggers. */
@@ -931,40 +1002,56 @@ static int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
 }
 
 /* ------------------------------------------------------------------------
- * POST v1/poll
+ * Rate limits: token buckets in the database, shared by every child
  * ---------------------------------------------------------------------- */
 
-/* StubmailMinPollInterval: 1 when this poll may go ahead (and now counts as
- * the domain's last poll), 0 when an error answer went out (429 with
- * Retry-After, or 503). */
+/* Take one request from the bucket of (kind, key) that holds n and fills
+ * again in secs seconds. 1 taken, 0 refused with *wait the seconds until
+ * one is back, -1 database trouble (logged; nothing answered yet). */
+static int stubmail_rate_take(stubmail_req *q, const char *kind, const char *key,
+                              apr_int64_t n, apr_int64_t secs, apr_int64_t *wait)
+{
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    const char *args[4], *v = NULL;
+
+    args[0] = kind;
+    args[1] = key;
+    args[2] = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, n);
+    args[3] = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, secs);
+    if (stubmail_select(q, STMT_RATE, &res, 4, args) != 0)
+        return -1;
+    while (stubmail_next_row(q, res, &row))
+        if (v == NULL)
+            v = stubmail_col(q, row, 0);
+    if (v == NULL || *v == '\0') {
+        SMLOG(q, APLOG_ERR, 0, "rate limit %s %s: no answer from rate_take", kind, key);
+        return -1;
+    }
+    *wait = apr_atoi64(v);
+    return *wait == 0;
+}
+
+/* StubmailMinPollInterval and StubmailPollBurst: a bucket of burst polls
+ * per domain, one back every interval. 1 when this poll may go ahead, 0
+ * when an error answer went out (429 with Retry-After, or 503). */
 static int stubmail_poll_gate(stubmail_req *q)
 {
     request_rec *r = q->r;
-    apr_int64_t interval = q->conf->min_poll_interval, wait = interval;
-    apr_dbd_results_t *res;
-    apr_dbd_row_t *row = NULL;
-    const char *args[3];
-    int seen = 0, allowed = 0;
+    apr_int64_t interval = q->conf->min_poll_interval, burst = q->conf->poll_burst;
+    apr_int64_t wait = interval;
 
     if (interval == 0)
         return 1;
-    args[0] = q->domain;
-    args[1] = args[2] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, interval);
-    if (stubmail_select(q, STMT_POLL_GATE, &res, 3, args) != 0)
+    switch (stubmail_rate_take(q, "poll", q->domain, burst, burst * interval, &wait)) {
+    case 1:
+        return 1;
+    case 0:
+        break;
+    default:
         return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
                                "poll interval check failed");
-    while (stubmail_next_row(q, res, &row)) {
-        if (!seen) {
-            allowed = strcmp(stubmail_col(q, row, 0), "t") == 0;
-            wait = apr_atoi64(stubmail_col(q, row, 1));
-            seen = 1;
-        }
     }
-    if (!seen)
-        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
-                               "poll interval check returned no row");
-    if (allowed)
-        return 1;
     /* a clock that went back could ask for more than one interval */
     if (wait < 1)
         wait = 1;
@@ -972,11 +1059,82 @@ static int stubmail_poll_gate(stubmail_req *q)
         wait = interval;
     q->retry_after = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, wait);
     return stubmail_fail_0(q, "too_soon",
-                           apr_psprintf(r->pool, "polled less than %" APR_INT64_T_FMT
-                                        " s ago: retry after %" APR_INT64_T_FMT " s",
-                                        interval, wait),
-                           "StubmailMinPollInterval");
+                           apr_psprintf(r->pool, "polled %" APR_INT64_T_FMT " times "
+                                        "within %" APR_INT64_T_FMT " s: retry after %"
+                                        APR_INT64_T_FMT " s", burst, burst * interval,
+                                        wait),
+                           apr_psprintf(r->pool, "StubmailMinPollInterval %"
+                                        APR_INT64_T_FMT " with StubmailPollBurst %"
+                                        APR_INT64_T_FMT, interval, burst));
 }
+
+/* StubmailLoginAddressRate, then StubmailLoginRate: checked before any
+ * DNS or GnuPG work, which is what they protect. The address first, so
+ * that one client cannot fill the table with made-up domains. Every login
+ * that gets this far counts, good or bad. 1 to go on, 0 when an error
+ * answer went out (429 with Retry-After, or 503). */
+static int stubmail_login_rate(stubmail_req *q, const char *domain)
+{
+    request_rec *r = q->r;
+    const struct {
+        const char *kind, *key, *directive, *what;
+        const stubmail_rate *rate;
+    } limits[] = {
+        { "login_address", r->useragent_ip, "StubmailLoginAddressRate",
+          "from this address", &q->conf->login_addr_rate },
+        { "login_domain", domain, "StubmailLoginRate", "for this domain",
+          &q->conf->login_rate },
+    };
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    apr_int64_t wait = 0;
+    size_t i;
+
+    if (q->conf->login_rate.n == 0 && q->conf->login_addr_rate.n == 0)
+        return 1;
+    /* logins are rare enough to carry the cleaning of old buckets */
+    if (stubmail_select(q, STMT_RATE_CLEAN, &res, 0, NULL) != 0)
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "cleaning the rate limits failed");
+    while (stubmail_next_row(q, res, &row))
+        ;
+    for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        const stubmail_rate *rate = limits[i].rate;
+
+        if (rate->n == 0)
+            continue;
+        switch (stubmail_rate_take(q, limits[i].kind, limits[i].key, rate->n,
+                                   rate->secs, &wait)) {
+        case 1:
+            continue;
+        case 0:
+            break;
+        default:
+            return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                                   "login rate check failed");
+        }
+        if (wait < 1)
+            wait = 1;
+        if (wait > rate->secs)
+            wait = rate->secs;
+        q->retry_after = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, wait);
+        return stubmail_fail_0(q, "too_soon",
+                               apr_psprintf(r->pool, "more than %" APR_INT64_T_FMT
+                                            " logins %s within %" APR_INT64_T_FMT
+                                            " s: retry after %" APR_INT64_T_FMT " s",
+                                            rate->n, limits[i].what, rate->secs, wait),
+                               apr_psprintf(r->pool, "%s %" APR_INT64_T_FMT "/%"
+                                            APR_INT64_T_FMT " reached by %s %s, login "
+                                            "refused before any key check",
+                                            limits[i].directive, rate->n, rate->secs,
+                                            limits[i].kind, limits[i].key));
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * POST v1/poll
+ * ---------------------------------------------------------------------- */
 
 static int stubmail_poll(stubmail_req *q)
 {
@@ -1792,7 +1950,7 @@ static int stubmail_login(stubmail_req *q)
         goto leave;
     }
 
-    if (!stubmail_db(q)) {
+    if (!stubmail_db(q) || !stubmail_login_rate(q, req.domain)) {
         ret = q->ret;
         goto leave;
     }

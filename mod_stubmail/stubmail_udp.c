@@ -87,9 +87,10 @@ static apr_time_t udp_started;
 static int udp_quick_deaths;
 
 /* One started responder. proc is also on pconf's subprocess list, which
- * kills and reaps what is left of it at a restart or stop: its pid must
- * stay what it was (a pid of -1 there would make that cleanup signal every
- * process), so death is a flag of its own. */
+ * kills and reaps what is left of it at a restart or stop: once it is
+ * dead, its pid becomes our own (never -1 or 0, which that cleanup would
+ * pass to kill() as "every process" or "our group"), and death is a flag
+ * of its own. */
 typedef struct udp_child {
     apr_proc_t proc;
     int dead;                   /* reaped by the MPM: never signal the pid */
@@ -107,6 +108,11 @@ static void udp_maint(int reason, void *data, apr_wait_t status)
     case APR_OC_REASON_DEATH:
         /* the pid is gone: keep the unregister callback from signalling it */
         child->dead = 1;
+        /* pconf's cleanup still holds this record, and would signal (and
+         * wait for) the pid if a later child of ours, an MPM child, got
+         * it: our own pid is never our child, so its waitpid fails and
+         * the cleanup leaves the record alone */
+        child->proc.pid = getpid();
         apr_proc_other_child_unregister(data);
         if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) != APR_SUCCESS
             || mpm_state == AP_MPMQ_STOPPING)
@@ -135,6 +141,7 @@ static void udp_maint(int reason, void *data, apr_wait_t status)
         break;
     case APR_OC_REASON_LOST:
         child->dead = 1;
+        child->proc.pid = getpid();
         apr_proc_other_child_unregister(data);
         udp_fork();
         break;
@@ -541,7 +548,7 @@ static int udp_main(pid_t parent)
     const char *why = NULL;
     time_t last_stats = time(NULL);
     ssize_t got;
-    int one = 1, i, n;
+    int i, n;
 
     udp_signals();
     udp_stop = 0;
@@ -566,9 +573,12 @@ static int udp_main(pid_t parent)
     }
     st->rate = (double)udp_conf->rate;
     st->burst = 2.0 * (double)udp_conf->rate;
+    /* no SO_REUSEADDR: on UDP it would let another socket bind the same
+     * address and take a share of the datagrams; the responder of the
+     * previous generation is gone (pconf's cleanup waits for it) before
+     * this one starts */
     st->fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (st->fd < 0 || setsockopt(st->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0
-        || bind(st->fd, (struct sockaddr *)&addr, addrlen) != 0) {
+    if (st->fd < 0 || bind(st->fd, (struct sockaddr *)&addr, addrlen) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, errno, udp_server, "stubmail: udp responder: "
                      "cannot bind UDP %s", udp_conf->listen);
         return STUBMAIL_UDP_STARTUP_ERROR;

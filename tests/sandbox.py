@@ -895,6 +895,9 @@ class Isp:
                     "StubmailUDPResponder %s" % self.udp_poll_address,
                     'StubmailUDPDatabase "%s"' % self.conninfo,
                 ]
+            # tests log in by hand far more often than pollers do; a test of
+            # the login limits sets its own in httpd_extra (later wins)
+            lines += ["StubmailLoginRate 1000/60", "StubmailLoginAddressRate 1000/60"]
             lines += ["%s %s" % kv for kv in self.httpd_extra]
             lines += [
                 "<Location /stubmail>",

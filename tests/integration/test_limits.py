@@ -1,9 +1,10 @@
 """Issue 3, limits (docs/PROTOCOL.md, Limits) set in httpd.conf: at most
 StubmailMaxPairs pairs (413 too_many_pairs), StubmailMaxRequestBody octets
 (413 too_large), a poll per domain every StubmailMinPollInterval seconds
-(429 too_soon with Retry-After; other domains unaffected), and tokens that
-expire after StubmailTokenLifetime seconds (401 token_expired, then a new
-login works)."""
+after a burst of StubmailPollBurst (429 too_soon with Retry-After; other
+domains unaffected; after Retry-After one poll passes, not a burst), and
+tokens that expire after StubmailTokenLifetime seconds (401 token_expired,
+then a new login works)."""
 
 import calendar
 import json
@@ -11,7 +12,8 @@ import time
 
 from support import SandboxTest, curl, get_token, login, login_body
 
-INTERVAL = 30
+INTERVAL = 4
+BURST = 3
 LIFETIME = 3
 
 
@@ -20,6 +22,7 @@ class LimitsTest(SandboxTest):
     SERVICES = {"a.example": ("pg", "httpd"), "b.example": ("key",), "c.example": ("key",)}
     HTTPD_EXTRA = (("StubmailMaxPairs", "5"), ("StubmailMaxRequestBody", "2000"),
                    ("StubmailMinPollInterval", str(INTERVAL)),
+                   ("StubmailPollBurst", str(BURST)),
                    ("StubmailTokenLifetime", str(LIFETIME)))
 
     def poll(self, token, n=1, pad=0):
@@ -47,7 +50,10 @@ class LimitsTest(SandboxTest):
     def test_2_min_poll_interval_per_domain(self):
         token_b = get_token(self.a, self.b)
         token_c = get_token(self.a, self.c)
-        self.assertEqual(self.poll(token_b).status, 200)
+        # a poller paging through "more": true, or sending its pairs in
+        # chunks, gets BURST polls in a row
+        for i in range(BURST):
+            self.assertEqual(self.poll(token_b).status, 200, "poll %d of the burst" % (i + 1))
         r = self.poll(token_b)
         self.assertError(r, 429, "too_soon")
         retry = int(r.header("retry-after"))
@@ -59,6 +65,19 @@ class LimitsTest(SandboxTest):
         r = self.poll(token_b)
         self.assertError(r, 429, "too_soon")
         self.assertLessEqual(int(r.header("retry-after")), retry)
+        # Retry-After is enough for one poll, and the bucket refills one
+        # poll per interval: a hammering poller gets no new burst (tokens
+        # live LIFETIME seconds: log in again after each wait)
+        time.sleep(int(r.header("retry-after")) + 0.2)
+        token_b = get_token(self.a, self.b)
+        self.assertEqual(self.poll(token_b).status, 200)
+        self.assertError(self.poll(token_b), 429, "too_soon")
+        # an idle domain has its whole burst again after BURST intervals
+        time.sleep(BURST * INTERVAL + 0.2)
+        token_b = get_token(self.a, self.b)
+        for i in range(BURST):
+            self.assertEqual(self.poll(token_b).status, 200, "poll %d after the pause" % (i + 1))
+        self.assertError(self.poll(token_b), 429, "too_soon")
 
     def test_3_token_lifetime(self):
         r = login(self.a, login_body(self.b.key, self.a.domain))

@@ -121,7 +121,7 @@ class ProtocolExamplesTest(SandboxTest):
         Errors table. (test_limits.py sets each directive and checks it.)"""
         limits = re.findall(r"(?m)^\| [^|]+ \| `(Stubmail\w+)` \| [^|]+ \| `(\d{3}) ([a-z_]+)`",
                             section(self.doc, "Limits")["text"])
-        self.assertEqual(len(limits), 3, section(self.doc, "Limits")["text"])
+        self.assertEqual(len(limits), 5, section(self.doc, "Limits")["text"])
         errors = section(self.doc, "Errors")["text"]
         with open(MODULE_C, encoding="utf-8") as f:
             module = f.read()

@@ -50,7 +50,9 @@ class SubscriptionTest(SandboxTest):
     DOMAINS = ("a.example", "b.example", "c.example")
     SERVICES = {"c.example": ("key",)}
     HTTPD_EXTRA = (("StubmailMaxPairs", str(MAX_PAIRS)),
-                   ("StubmailPollLimit", str(POLL_LIMIT)))
+                   ("StubmailPollLimit", str(POLL_LIMIT)),
+                   # one poll a second, no burst: test_7 needs the second 429
+                   ("StubmailPollBurst", "1"))
 
     @classmethod
     def setUpWorld(cls):

@@ -323,6 +323,21 @@ class ResponderTest(SandboxTest):
         time.sleep(1.0)
         self.assertEqual(c.ask(etag), "idle", "answered again once the bucket refilled")
 
+    def test_5b_port_is_not_shared(self):
+        """The responder binds without SO_REUSEADDR: on Linux that option
+        lets a second UDP socket (another user's, another Apache) bind the
+        same address and take a share of the datagrams."""
+        c = self.client()
+        token = self.login()["token"]
+        etag, _ = self.subscribe_and_poll(token)
+        host, port = self.a.udp_poll_address.rsplit(":", 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with self.assertRaises(OSError, msg="a second socket bound the responder's port"):
+            s.bind((host, int(port)))
+        self.assertEqual(c.ask(etag), "idle")
+
     def test_6_killed_responder_is_restarted(self):
         a = self.a
         a.expect_log(r"udp responder died \(signal 9\); restarting it")
