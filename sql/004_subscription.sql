@@ -50,13 +50,22 @@ CREATE TABLE pending_match (
 );
 CREATE INDEX pending_match_by_domain ON pending_match (domain, seq);
 
--- New outbox rows: those whose pair is subscribed become pending.
-CREATE FUNCTION pending_match_outbox_insert() RETURNS trigger
+-- Outbox rows inserted or updated: those unacked whose pair is subscribed
+-- become pending; an ack (retrieved_at set) ends the match, and a row made
+-- unacked again (by hand) is matched again. One function for both
+-- triggers: each names its transition table new_outbox.
+CREATE FUNCTION pending_match_outbox_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(7239033, h)
        FROM (SELECT DISTINCT hashtext(recipient_domain) AS h FROM new_outbox) d
       ORDER BY h;
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM pending_match p
+         USING new_outbox n
+         WHERE n.retrieved_at IS NOT NULL
+           AND p.message_id = n.message_id AND p.recipient = n.recipient;
+    END IF;
     INSERT INTO pending_match (domain, message_id, recipient)
     SELECT o.recipient_domain, o.message_id, o.recipient
       FROM new_outbox o JOIN message m ON m.id = o.message_id
@@ -70,34 +79,10 @@ BEGIN
 END $$;
 CREATE TRIGGER pending_match_outbox_insert AFTER INSERT ON outbox
     REFERENCING NEW TABLE AS new_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION pending_match_outbox_insert();
-
--- An ack (retrieved_at set) ends the match; a row made unacked again (by
--- hand) is matched again.
-CREATE FUNCTION pending_match_outbox_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(7239033, h)
-       FROM (SELECT DISTINCT hashtext(recipient_domain) AS h FROM new_outbox) d
-      ORDER BY h;
-    DELETE FROM pending_match p
-     USING new_outbox n
-     WHERE n.retrieved_at IS NOT NULL
-       AND p.message_id = n.message_id AND p.recipient = n.recipient;
-    INSERT INTO pending_match (domain, message_id, recipient)
-    SELECT o.recipient_domain, o.message_id, o.recipient
-      FROM new_outbox o JOIN message m ON m.id = o.message_id
-     WHERE o.retrieved_at IS NULL
-       AND EXISTS (SELECT 1 FROM subscription s
-                    WHERE s.domain = o.recipient_domain AND s.recipient = o.recipient
-                      AND s.sender IN (m.sender, '*@' || split_part(m.sender, '@', 2)))
-     ORDER BY m.created_at, o.message_id, o.recipient
-    ON CONFLICT DO NOTHING;
-    RETURN NULL;
-END $$;
+    FOR EACH STATEMENT EXECUTE FUNCTION pending_match_outbox_change();
 CREATE TRIGGER pending_match_outbox_update AFTER UPDATE ON outbox
     REFERENCING NEW TABLE AS new_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION pending_match_outbox_update();
+    FOR EACH STATEMENT EXECUTE FUNCTION pending_match_outbox_change();
 
 -- New pairs: backfill from what the outbox already holds for them.
 CREATE FUNCTION pending_match_subscription_insert() RETURNS trigger
