@@ -19,8 +19,8 @@
 #include "sm_log.h"
 #include "sm_keyfetch.h"
 #include "sm_pgp.h"
+#include "sm_pgp.h"
 
-#define KEY_MAX          (256 * 1024)   /* the same cap sm_pgp_import_public has */
 #define DEFAULT_TIMEOUT  30L
 #define KEY_URL_MAX      2048
 
@@ -219,7 +219,7 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
         goto leave;
     }
     snprintf(url, sizeof url, "%.*s/v1/key", (int)n, outbox_url);
-    if ((rc = sm_https_get(url, opts, KEY_MAX, "stubmail-keyfetch", &body, &blen, &status,
+    if ((rc = sm_https_get(url, opts, SM_PGP_KEY_MAX, "stubmail-keyfetch", &body, &blen, &status,
                            why, whylen)) != 0)
         goto leave;
     if (status != 200) {

@@ -1,7 +1,8 @@
 /* sm_pgp — domain keys through gpgme. Each call opens its own context in the
  * home it is given and releases everything it made on every path; the
  * decisions stubmail adds on top of gpgme are all about whose key counts:
- * only the one whose fingerprint DNS publishes (see sm_pgp.h). */
+ * only the one whose fingerprint DNS publishes (see sm_pgp.h), or for a
+ * recipient's own key one that a caller's rule accepts (sm_wkd). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,9 +28,6 @@ extern char **environ;
 
 /* gpgme_op_keylist_from_data_start (list a blob without importing it) */
 #define GPGME_MIN_VERSION "1.14.0"
-/* a minimal export of an ed25519/cv25519 key is ~600 bytes armored; a
- * served key far bigger than this is not a domain key */
-#define KEY_BLOB_MAX (256 * 1024)
 #define RECIPIENTS_MAX 64
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -331,36 +329,35 @@ leave:
     return rc;
 }
 
-int sm_pgp_import_public(const char *home, const char *key, size_t len, const char *expected_fpr,
-                         char *why, size_t whylen)
+int sm_pgp_import_checked(const char *home, const void *blob, size_t len, const char *blob_name,
+                          sm_pgp_key_rule rule, void *arg, char fpr_out[SM_PGP_FPR_MAX + 1],
+                          char *why, size_t whylen)
 {
-    char want[SM_PGP_FPR_MAX + 1];
+    char fpr[SM_PGP_FPR_MAX + 1] = "";
     gpgme_ctx_t ctx = NULL;
     gpgme_data_t data = NULL;
     gpgme_key_t k = NULL;
     gpgme_import_result_t ir;
     gpgme_import_status_t st;
     gpgme_error_t err, import_err = 0;
-    int rc = SM_PGP_REJECT, listing = 0, count = 0, imported = 0;
+    int rc = SM_PGP_REJECT, listing = 0, count = 0, imported = 0, added = 0;
 
     clear(why, whylen);
-    if (fpr_norm(expected_fpr, want) != 0) {
-        sm_why(why, whylen, "expected fingerprint is not 40 or 64 hex digits");
-        goto leave;
-    }
-    if (!key || len == 0 || len > KEY_BLOB_MAX) {
-        sm_why(why, whylen, "key data empty or larger than %d bytes", KEY_BLOB_MAX);
+    fpr_out[0] = '\0';
+    if (!blob || len == 0 || len > SM_PGP_KEY_MAX) {
+        sm_why(why, whylen, "key data empty or larger than %d bytes", SM_PGP_KEY_MAX);
         goto leave;
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
         goto leave;
-    if ((err = gpgme_data_new_from_mem(&data, key, len, 0)) != 0) {
+    if ((err = gpgme_data_new_from_mem(&data, blob, len, 0)) != 0) {
         rc = fail(why, whylen, "gpgme_data_new_from_mem", err);
         goto leave;
     }
 
-    /* Look before importing: the DNS record vouches for one key, so a blob
-     * that carries anything else is refused whole and leaves nothing behind. */
+    /* Look before importing: whoever vouches for the key (DNS, the
+     * recipient's domain) vouches for one key, so a blob that carries
+     * anything else is refused whole and leaves nothing behind. */
     if ((err = gpgme_op_keylist_from_data_start(ctx, data, 0)) != 0) {
         rc = fail(why, whylen, "gpgme_op_keylist_from_data_start", err);
         goto leave;
@@ -368,25 +365,32 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
     listing = 1;
     rc = SM_PGP_REJECT;
     while ((err = gpgme_op_keylist_next(ctx, &k)) == 0) {
-        count++;
+        if (++count > 1) {
+            sm_why(why, whylen, "%s holds more than one key (%s and %s)", blob_name, fpr,
+                   k->fpr ? k->fpr : "?");
+            goto leave;
+        }
         if (k->secret) {
-            sm_why(why, whylen, "key data holds secret key material");
+            sm_why(why, whylen, "%s holds secret key material", blob_name);
             goto leave;
         }
-        if (!fpr_eq(k->fpr, want)) {
-            sm_why(why, whylen, "key data holds key %s, expected only %s", k->fpr ? k->fpr : "?", want);
+        if (fpr_norm(k->fpr, fpr) != 0) {
+            sm_why(why, whylen, "%s holds a key without a usable fingerprint", blob_name);
             goto leave;
         }
+        if (rule(k, 0, arg, why, whylen) != 0)
+            goto leave;
         gpgme_key_unref(k);
         k = NULL;
     }
+    gpgme_op_keylist_end(ctx);
     listing = 0;
     if (gpg_err_code(err) != GPG_ERR_EOF) {
         rc = fail(why, whylen, "gpgme_op_keylist_next", err);
         goto leave;
     }
     if (count == 0) {
-        sm_why(why, whylen, "no OpenPGP key in the data");
+        sm_why(why, whylen, "no OpenPGP key in %s", blob_name);
         goto leave;
     }
 
@@ -400,35 +404,53 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
         goto leave;
     }
     ir = gpgme_op_import_result(ctx);
+    if (ir && (ir->secret_read || ir->secret_imported)) {
+        /* cannot happen after the listing above; refuse loudly if it does */
+        sm_why(why, whylen, "gpgme_op_import: secret key material read");
+        goto leave;
+    }
     for (st = ir ? ir->imports : NULL; st; st = st->next) {
-        if (!fpr_eq(st->fpr, want)) {
+        if (!fpr_eq(st->fpr, fpr)) {
             /* cannot happen after the listing above; refuse if it does */
             sm_why(why, whylen, "gpgme_op_import: unexpected key %s", st->fpr ? st->fpr : "?");
             goto leave;
         }
-        if (st->result == 0)
+        if (st->result == 0) {
             imported = 1;
-        else
+            added |= (st->status & GPGME_IMPORT_NEW) != 0;
+        } else {
             import_err = st->result;
+        }
     }
     if (!imported) {
         /* gpg drops a key without a valid self-signature */
         if (import_err)
             sm_why(why, whylen, "gpgme_op_import: %s", gpgme_strerror(import_err));
         else
-            sm_why(why, whylen, "gpgme_op_import: key %s not imported", want);
+            sm_why(why, whylen, "gpgme_op_import: key %s not imported", fpr);
         goto leave;
     }
-    if ((err = gpgme_get_key(ctx, want, &k, 0)) != 0) {
+    /* the keyring's view, after merging with what it had: still good? */
+    if ((err = gpgme_get_key(ctx, fpr, &k, 0)) != 0) {
         rc = fail(why, whylen, "gpgme_get_key", err);
         goto leave;
     }
-    if (!fpr_eq(k->fpr, want) || !key_usable(k) || !k->can_sign) {
-        sm_why(why, whylen, "key %s is %s", want,
-            k->revoked ? "revoked" : k->expired ? "expired" : k->disabled ? "disabled"
-            : !fpr_eq(k->fpr, want) ? "a subkey of another key" : "not usable for signing");
+    if (!fpr_eq(k->fpr, fpr)) {
+        /* k is another key, one the keyring had: leave it be */
+        sm_why(why, whylen, "key %s is a subkey of %s", fpr, k->fpr ? k->fpr : "?");
         goto leave;
     }
+    if (rule(k, 1, arg, why, whylen) != 0) {
+        if (added && (err = gpgme_op_delete_ext(ctx, k, GPGME_DELETE_FORCE)) != 0) {
+            size_t n = why ? strlen(why) : 0;
+
+            if (why && n + 1 < whylen)
+                sm_why(why + n, whylen - n, "; and it stays in %s: gpgme_op_delete_ext: %s",
+                       home, gpgme_strerror(err));
+        }
+        goto leave;
+    }
+    snprintf(fpr_out, SM_PGP_FPR_MAX + 1, "%s", fpr);
     rc = SM_PGP_OK;
 leave:
     if (k)
@@ -442,7 +464,43 @@ leave:
     return rc;
 }
 
-int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen)
+/* A domain key must be the one DNS names, whose signatures we will check.
+ * Its usability is judged on the keyring's view only: an update of a key we
+ * hold may look expired on its own and be fine merged. */
+static int domain_key_rule(gpgme_key_t k, int in_keyring, void *arg, char *why, size_t whylen)
+{
+    const char *want = arg;
+
+    if (!fpr_eq(k->fpr, want)) {
+        sm_why(why, whylen, "the key data holds key %s, expected only %s", k->fpr ? k->fpr : "?",
+               want);
+        return -1;
+    }
+    if (in_keyring && (!key_usable(k) || !k->can_sign)) {
+        sm_why(why, whylen, "key %s is %s", want,
+            k->revoked ? "revoked" : k->expired ? "expired" : k->disabled ? "disabled"
+            : k->invalid ? "invalid" : "not usable for signing");
+        return -1;
+    }
+    return 0;
+}
+
+int sm_pgp_import_public(const char *home, const char *key, size_t len, const char *expected_fpr,
+                         char *why, size_t whylen)
+{
+    char want[SM_PGP_FPR_MAX + 1], got[SM_PGP_FPR_MAX + 1];
+
+    clear(why, whylen);
+    if (fpr_norm(expected_fpr, want) != 0) {
+        sm_why(why, whylen, "expected fingerprint is not 40 or 64 hex digits");
+        return SM_PGP_REJECT;
+    }
+    return sm_pgp_import_checked(home, key, len, "the key data", domain_key_rule, want, got,
+                                 why, whylen);
+}
+
+int sm_pgp_check_key(const char *home, const char *fpr, sm_pgp_key_rule rule, void *arg,
+                     char *why, size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
     gpgme_ctx_t ctx = NULL;
@@ -457,18 +515,19 @@ int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen)
     }
     if ((rc = ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
         goto leave;
+    rc = SM_PGP_REJECT;
     if ((err = gpgme_get_key(ctx, want, &key, 0)) != 0) {
         sm_why(why, whylen, "public key %s: %s", want, key_strerror(err));
         rc = is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
         goto leave;
     }
     /* a fingerprint pattern also matches a subkey: DNS names the primary */
-    if (!fpr_eq(key->fpr, want) || !key_usable(key)) {
-        sm_why(why, whylen, "public key %s is %s", want,
-            !fpr_eq(key->fpr, want) ? "a subkey of another key" : "not usable");
-        rc = SM_PGP_REJECT;
+    if (!fpr_eq(key->fpr, want)) {
+        sm_why(why, whylen, "public key %s is a subkey of %s", want, key->fpr ? key->fpr : "?");
         goto leave;
     }
+    if (rule(key, 1, arg, why, whylen) != 0)
+        goto leave;
     rc = SM_PGP_OK;
 leave:
     if (key)
@@ -476,6 +535,22 @@ leave:
     if (ctx)
         gpgme_release(ctx);
     return rc;
+}
+
+static int usable_rule(gpgme_key_t k, int in_keyring, void *arg, char *why, size_t whylen)
+{
+    (void)in_keyring;
+    (void)arg;
+    if (!key_usable(k)) {
+        sm_why(why, whylen, "public key %s is not usable", k->fpr);
+        return -1;
+    }
+    return 0;
+}
+
+int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen)
+{
+    return sm_pgp_check_key(home, fpr, usable_rule, NULL, why, whylen);
 }
 
 /* A secret key we sign with: its primary fingerprint must be fpr. Our own

@@ -26,6 +26,9 @@
 
 #define SM_PGP_FPR_MAX 64       /* hex digits; buffers are SM_PGP_FPR_MAX + 1 */
 #define SM_PGP_WHY_MAX 256      /* a why buffer this big is never truncated in practice */
+/* a public key blob larger than this is refused unread: a minimal export
+ * of an ed25519/cv25519 key is ~600 bytes armored */
+#define SM_PGP_KEY_MAX (256 * 1024)
 
 enum { SM_PGP_OK = 0, SM_PGP_REJECT = -1, SM_PGP_ERROR = -2 };
 
@@ -72,11 +75,11 @@ int sm_pgp_create_domain_key(const char *home, const char *domain,
 int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *outlen,
                          char *why, size_t whylen);
 
-/* Import a peer's public key (armored or binary) that must be expected_fpr.
- * The blob is listed first and refused whole unless it holds exactly one
- * public key whose primary fingerprint is expected_fpr, so nothing else gets
- * into the keyring; the imported key must then be usable (not revoked,
- * expired or invalid). Re-importing a known key is fine (updates merge). */
+/* Import a peer's public key (armored or binary) that must be expected_fpr:
+ * sm_pgp_import_checked with the rule that the key is expected_fpr and, as
+ * the keyring has it after the import, usable (not revoked, expired or
+ * invalid) and able to sign. Re-importing a known key is fine (updates
+ * merge). */
 int sm_pgp_import_public(const char *home, const char *key, size_t len, const char *expected_fpr,
                          char *why, size_t whylen);
 
@@ -84,6 +87,33 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
  * fpr, SM_PGP_REJECT if not (absent, revoked, expired, or fpr malformed),
  * SM_PGP_ERROR if gpg could not be asked. Cheap: no network, no agent. */
 int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen);
+
+/* A caller's rule for whose key counts, for the two functions below. key is
+ * a gpgme_key_t (include <gpgme.h> to look inside); in_keyring is 0 for the
+ * key as a blob lists it, before anything is imported, and 1 for the key as
+ * the keyring has it (after an import: merged with what it already held).
+ * 0 if the key will do, else -1 with why. */
+struct _gpgme_key;
+typedef int (*sm_pgp_key_rule)(struct _gpgme_key *key, int in_keyring, void *arg,
+                               char *why, size_t whylen);
+
+/* Import a public key blob (armored or binary, at most SM_PGP_KEY_MAX
+ * bytes) that rule accepts. The blob is listed first and refused whole,
+ * nothing imported, unless it holds exactly one key, with no secret parts,
+ * that rule accepts as listed; after the import the key must pass rule
+ * again as the keyring has it, or it is refused and, if this import added
+ * it, deleted again. blob_name names the blob in reasons ("the answer":
+ * "no OpenPGP key in the answer"). SM_PGP_OK with the key's primary
+ * fingerprint (uppercase) in fpr_out, else an error with why. */
+int sm_pgp_import_checked(const char *home, const void *blob, size_t len, const char *blob_name,
+                          sm_pgp_key_rule rule, void *arg, char fpr_out[SM_PGP_FPR_MAX + 1],
+                          char *why, size_t whylen);
+
+/* SM_PGP_OK if home holds a public key whose primary fingerprint is fpr
+ * (not merely a subkey's) and rule accepts it (in_keyring 1); SM_PGP_REJECT
+ * if not, or fpr is malformed; SM_PGP_ERROR if gpg could not be asked. */
+int sm_pgp_check_key(const char *home, const char *fpr, sm_pgp_key_rule rule, void *arg,
+                     char *why, size_t whylen);
 
 /* Detached ASCII-armored signature over data by signer_fpr's secret key, as
  * a NUL-terminated malloc'd string in *sig (free() it), length in *siglen. */

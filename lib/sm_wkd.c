@@ -9,11 +9,9 @@
  * fit for encrypting to that address; the keyring it goes into is the
  * milter's, which also holds the domain keys our stored mail relies on. */
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <curl/curl.h>
 #include <gpgme.h>
@@ -154,68 +152,18 @@ leave:
 
 /* ---- the key ---------------------------------------------------------- */
 
-static int ctx_open(const char *home, gpgme_ctx_t *out, char *why, size_t whylen)
-{
-    gpgme_ctx_t ctx = NULL;
-    gpgme_error_t err;
-
-    *out = NULL;
-    if (sm_pgp_init() != SM_PGP_OK) {
-        sm_why(why, whylen, "gpgme or gpg is missing or too old");
-        return SM_WKD_ERROR;
-    }
-    if (!home || !*home) {
-        sm_why(why, whylen, "no GnuPG home directory given");
-        return SM_WKD_ERROR;
-    }
-    if ((err = gpgme_new(&ctx)) != 0
-        || (err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP)) != 0
-        || (err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, NULL, home)) != 0
-        || (err = gpgme_set_pinentry_mode(ctx, GPGME_PINENTRY_MODE_LOOPBACK)) != 0) {
-        sm_why(why, whylen, "gpgme context for %s: %s", home, gpgme_strerror(err));
-        if (ctx)
-            gpgme_release(ctx);
-        return SM_WKD_ERROR;
-    }
-    *out = ctx;
-    return SM_WKD_FOUND;
-}
-
-/* Local trouble (retry later) rather than an answer about the blob. */
-static int is_local(gpgme_error_t err)
-{
-    gpg_err_code_t code = gpg_err_code(err);
-
-    if (gpgme_err_code_to_errno(code) != 0)
-        return code != GPG_ERR_EPIPE;
-    return code == GPG_ERR_NO_AGENT || code == GPG_ERR_AGENT || code == GPG_ERR_INV_ENGINE
-        || code == GPG_ERR_ENGINE_TOO_OLD || code == GPG_ERR_NOT_OPERATIONAL;
-}
-
-static int gpg_fail(char *why, size_t whylen, const char *what, gpgme_error_t err)
-{
-    sm_why(why, whylen, "%s: %s", what, gpgme_strerror(err));
-    return is_local(err) ? SM_WKD_ERROR : SM_WKD_REFUSED;
-}
-
 /* The rules a user key must meet, for a listed blob and for the key as the
- * keyring has it after the import. want is the normalised address. */
-static int key_ok(gpgme_key_t k, const char *want, char *why, size_t whylen)
+ * keyring has it after the import (sm_pgp_import_checked, which also sees
+ * to one key, public only). arg is the normalised address. */
+static int key_ok(gpgme_key_t k, int in_keyring, void *arg, char *why, size_t whylen)
 {
     char norm[SM_ADDR_MAX + 1];
-    const char *bad;
+    const char *want = arg, *bad;
     gpgme_subkey_t sk;
     gpgme_user_id_t uid;
     int enc = 0, named = 0;
 
-    if (!k->fpr || !sm_pgp_fpr_valid(k->fpr)) {
-        sm_why(why, whylen, "key without a usable fingerprint");
-        return -1;
-    }
-    if (k->secret) {
-        sm_why(why, whylen, "key %s comes with secret key material", k->fpr);
-        return -1;
-    }
+    (void)in_keyring;
     if (k->revoked || k->expired || k->disabled || k->invalid) {
         sm_why(why, whylen, "key %s is %s", k->fpr, k->revoked ? "revoked"
                : k->expired ? "expired" : k->disabled ? "disabled" : "invalid");
@@ -242,118 +190,22 @@ static int key_ok(gpgme_key_t k, const char *want, char *why, size_t whylen)
 int sm_wkd_import(const char *home, const char *addr, const void *blob, size_t len,
                   char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen)
 {
-    char want[SM_ADDR_MAX + 1], fpr[SM_PGP_FPR_MAX + 1] = "";
+    char want[SM_ADDR_MAX + 1];
     const char *bad;
-    gpgme_ctx_t ctx = NULL;
-    gpgme_data_t data = NULL;
-    gpgme_key_t k = NULL;
-    gpgme_import_result_t ir;
-    gpgme_import_status_t st;
-    gpgme_error_t err;
-    int rc = SM_WKD_REFUSED, listing = 0, count = 0, added = 0, imported = 0;
 
     if (why && whylen)
         why[0] = '\0';
     fpr_out[0] = '\0';
     if (!addr || sm_addr_normalize(addr, want, sizeof want, &bad) != 0) {
         sm_why(why, whylen, "not an address: %.200s", addr ? addr : "(null)");
-        goto leave;
+        return SM_WKD_REFUSED;
     }
-    if (!blob || len == 0 || len > SM_WKD_KEY_MAX) {
-        sm_why(why, whylen, "key data empty or larger than %d bytes", SM_WKD_KEY_MAX);
-        goto leave;
+    switch (sm_pgp_import_checked(home, blob, len, "the answer", key_ok, want, fpr_out, why,
+                                  whylen)) {
+    case SM_PGP_OK:     return SM_WKD_FOUND;
+    case SM_PGP_REJECT: return SM_WKD_REFUSED;
+    default:            return SM_WKD_ERROR;
     }
-    if ((rc = ctx_open(home, &ctx, why, whylen)) != SM_WKD_FOUND)
-        goto leave;
-    rc = SM_WKD_REFUSED;
-    if ((err = gpgme_data_new_from_mem(&data, blob, len, 0)) != 0) {
-        rc = gpg_fail(why, whylen, "gpgme_data_new_from_mem", err);
-        goto leave;
-    }
-
-    /* Look first: one key, public, fit for this address; else nothing of
-     * the blob gets into the keyring. */
-    if ((err = gpgme_op_keylist_from_data_start(ctx, data, 0)) != 0) {
-        rc = gpg_fail(why, whylen, "gpgme_op_keylist_from_data_start", err);
-        goto leave;
-    }
-    listing = 1;
-    while ((err = gpgme_op_keylist_next(ctx, &k)) == 0) {
-        if (++count > 1) {
-            sm_why(why, whylen, "the answer holds more than one key (%s and %s)", fpr,
-                   k->fpr ? k->fpr : "?");
-            goto leave;
-        }
-        if (key_ok(k, want, why, whylen) != 0)
-            goto leave;
-        snprintf(fpr, sizeof fpr, "%s", k->fpr);
-        gpgme_key_unref(k);
-        k = NULL;
-    }
-    gpgme_op_keylist_end(ctx);
-    listing = 0;
-    if (gpg_err_code(err) != GPG_ERR_EOF) {
-        rc = gpg_fail(why, whylen, "gpgme_op_keylist_next", err);
-        goto leave;
-    }
-    if (count == 0) {
-        sm_why(why, whylen, "no OpenPGP key in the answer");
-        goto leave;
-    }
-
-    if (gpgme_data_seek(data, 0, SEEK_SET) != 0) {
-        sm_why(why, whylen, "gpgme_data_seek: %s", strerror(errno));
-        rc = SM_WKD_ERROR;
-        goto leave;
-    }
-    if ((err = gpgme_op_import(ctx, data)) != 0) {
-        rc = gpg_fail(why, whylen, "gpgme_op_import", err);
-        goto leave;
-    }
-    ir = gpgme_op_import_result(ctx);
-    if (ir && (ir->secret_read || ir->secret_imported)) {
-        /* cannot happen after the listing above; say so loudly if it does */
-        sm_why(why, whylen, "gpgme_op_import: secret key material read");
-        goto leave;
-    }
-    for (st = ir ? ir->imports : NULL; st; st = st->next) {
-        if (!st->fpr || strcasecmp(st->fpr, fpr) != 0) {
-            sm_why(why, whylen, "gpgme_op_import: unexpected key %s", st->fpr ? st->fpr : "?");
-            goto leave;
-        }
-        if (st->result == 0) {
-            imported = 1;
-            added |= (st->status & GPGME_IMPORT_NEW) != 0;
-        }
-    }
-    if (!imported) {
-        sm_why(why, whylen, "gpgme_op_import: key %s not imported", fpr);
-        goto leave;
-    }
-    /* the keyring's view, after merging with what it had: still good? */
-    if ((err = gpgme_get_key(ctx, fpr, &k, 0)) != 0) {
-        rc = gpg_fail(why, whylen, "gpgme_get_key", err);
-        goto leave;
-    }
-    if (strcasecmp(k->fpr, fpr) != 0 || key_ok(k, want, why, whylen) != 0) {
-        if (strcasecmp(k->fpr, fpr) != 0)
-            sm_why(why, whylen, "key %s is a subkey of %s", fpr, k->fpr);
-        if (added && gpgme_op_delete_ext(ctx, k, GPGME_DELETE_FORCE) != 0)
-            sm_warn("WKD key %s for %s refused but not deleted from %s", fpr, want, home);
-        goto leave;
-    }
-    snprintf(fpr_out, SM_PGP_FPR_MAX + 1, "%s", k->fpr);
-    rc = SM_WKD_FOUND;
-leave:
-    if (k)
-        gpgme_key_unref(k);
-    if (listing)
-        gpgme_op_keylist_end(ctx);
-    if (data)
-        gpgme_data_release(data);
-    if (ctx)
-        gpgme_release(ctx);
-    return rc;
 }
 
 int sm_wkd_key_usable(const char *home, const char *fpr, const char *addr,
@@ -361,40 +213,14 @@ int sm_wkd_key_usable(const char *home, const char *fpr, const char *addr,
 {
     char want[SM_ADDR_MAX + 1];
     const char *bad;
-    gpgme_ctx_t ctx = NULL;
-    gpgme_key_t k = NULL;
-    gpgme_error_t err;
-    int rc = SM_PGP_REJECT;
 
     if (why && whylen)
         why[0] = '\0';
-    if (!sm_pgp_fpr_valid(fpr) || !addr || sm_addr_normalize(addr, want, sizeof want, &bad) != 0) {
-        sm_why(why, whylen, "bad fingerprint or address");
-        goto leave;
+    if (!addr || sm_addr_normalize(addr, want, sizeof want, &bad) != 0) {
+        sm_why(why, whylen, "not an address: %.200s", addr ? addr : "(null)");
+        return SM_PGP_REJECT;
     }
-    if (ctx_open(home, &ctx, why, whylen) != SM_WKD_FOUND) {
-        rc = SM_PGP_ERROR;
-        goto leave;
-    }
-    if ((err = gpgme_get_key(ctx, fpr, &k, 0)) != 0) {
-        sm_why(why, whylen, "key %s: %s", fpr, gpg_err_code(err) == GPG_ERR_EOF
-               ? "not in the keyring" : gpgme_strerror(err));
-        rc = is_local(err) ? SM_PGP_ERROR : SM_PGP_REJECT;
-        goto leave;
-    }
-    if (strcasecmp(k->fpr, fpr) != 0) {
-        sm_why(why, whylen, "key %s is a subkey of %s", fpr, k->fpr);
-        goto leave;
-    }
-    if (key_ok(k, want, why, whylen) != 0)
-        goto leave;
-    rc = SM_PGP_OK;
-leave:
-    if (k)
-        gpgme_key_unref(k);
-    if (ctx)
-        gpgme_release(ctx);
-    return rc;
+    return sm_pgp_check_key(home, fpr, key_ok, want, why, whylen);
 }
 
 /* ---- the fetch -------------------------------------------------------- */

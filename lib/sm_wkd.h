@@ -26,7 +26,7 @@
 
 #define SM_WKD_HASH_LEN 32              /* z-base-32 of 160 bits */
 #define SM_WKD_URL_MAX  2048
-#define SM_WKD_KEY_MAX  (256 * 1024)    /* a larger answer is refused unread */
+#define SM_WKD_KEY_MAX  SM_PGP_KEY_MAX  /* a larger answer is refused unread */
 
 /* Outcomes of a lookup. NONE and REFUSED are answers about the recipient
  * (cache them); ERROR is trouble that may pass (network, 5xx, local gpg). */

@@ -166,6 +166,52 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
     return remove(p);
 }
 
+/* A fourth domain, d.example, whose key is revoked after its export: the
+ * checks the keyring's view makes after an import (sm_pgp_import_checked). */
+static void revoked_tests(void)
+{
+    char cmd[2048], fd[SM_PGP_FPR_MAX + 1] = "", home_d[64];
+    FILE *p;
+
+    snprintf(home_d, sizeof home_d, "%s/d", base);
+    snprintf(cmd, sizeof cmd,
+        "set -e; mkdir -m 700 %s; cd %s; G='gpg --homedir %s --batch --quiet --pinentry-mode"
+        " loopback --passphrase \"\"';"
+        " $G --quick-gen-key stubmail@d.example future-default default never 2>/dev/null;"
+        " F=$($G --with-colons --list-keys | awk -F: '/^fpr/{print $10; exit}');"
+        " $G --export $F > d.pgp; cat d.pgp d.pgp > dd.pgp;"
+        " $G --export-secret-keys $F > dsec.pgp;"
+        " sed 's/^:-----/-----/' %s/openpgp-revocs.d/$F.rev | $G --import 2>/dev/null;"
+        " $G --export $F > drev.pgp; echo $F > d.fpr",
+        home_d, base, home_d, home_d);
+    if (system(cmd) != 0 || !(p = fopen(path("d.fpr"), "r"))) {
+        ok(0, "making d.example's key with gpg");
+        return;
+    }
+    if (!fgets(fd, sizeof fd, p))
+        fd[0] = '\0';
+    fd[strcspn(fd, "\n")] = '\0';
+    fclose(p);
+    ok(sm_pgp_fpr_valid(fd), "d.example's key made: %s", fd);
+
+    ok(import_from(home_b, path("dsec.pgp"), fd) == SM_PGP_REJECT
+       && strstr(why, "secret key material"), "a blob with the secret key refused: %s", why);
+    ok(import_from(home_b, path("dd.pgp"), fd) == SM_PGP_REJECT
+       && strstr(why, "more than one key"), "the key twice in one blob refused: %s", why);
+    ok(!has_key(home_b, fd), "and nothing of it is in b's keyring");
+    ok(import_from(home_b, path("drev.pgp"), fd) == SM_PGP_REJECT && strstr(why, "revoked"),
+       "a revoked key refused once the keyring has it: %s", why);
+    ok(!has_key(home_b, fd), "and deleted again, since this import added it");
+
+    ok(import_from(home_b, path("d.pgp"), fd) == SM_PGP_OK, "d's key before its revocation (%s)",
+       why);
+    ok(import_from(home_b, path("drev.pgp"), fd) == SM_PGP_REJECT && strstr(why, "revoked"),
+       "its revocation, as an update, refused: %s", why);
+    ok(sm_pgp_have_key(home_b, fd, why, sizeof why) == SM_PGP_REJECT && strstr(why, "not usable"),
+       "the key known before stays, merged and not usable: %s", why);
+    sm_pgp_stop_agent(home_d, why, sizeof why);
+}
+
 static void sign_verify_tests(void)
 {
     static const char msg[] = "POST /stubmail/login domain=a.example time=1700000000 nonce=42";
@@ -433,6 +479,7 @@ int main(void)
        && sm_pgp_fpr_valid("0123456789abcdef0123456789ABCDEF01234567"), "fingerprint syntax");
 
     import_tests();
+    revoked_tests();
     sign_verify_tests();
     message_tests();
 
