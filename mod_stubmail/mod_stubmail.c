@@ -1032,6 +1032,20 @@ static int stubmail_rate_take(stubmail_req *q, const char *kind, const char *key
     return *wait == 0;
 }
 
+/* Retry-After for a request the bucket refused: its wait, from 1 up to
+ * longest (a clock that went back could ask for more). Returns the
+ * seconds, for the error message. */
+static apr_int64_t stubmail_retry_after(stubmail_req *q, apr_int64_t wait,
+                                        apr_int64_t longest)
+{
+    if (wait < 1)
+        wait = 1;
+    if (wait > longest)
+        wait = longest;
+    q->retry_after = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, wait);
+    return wait;
+}
+
 /* StubmailMinPollInterval and StubmailPollBurst: a bucket of burst polls
  * per domain, one back every interval. 1 when this poll may go ahead, 0
  * when an error answer went out (429 with Retry-After, or 503). */
@@ -1052,12 +1066,7 @@ static int stubmail_poll_gate(stubmail_req *q)
         return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
                                "poll interval check failed");
     }
-    /* a clock that went back could ask for more than one interval */
-    if (wait < 1)
-        wait = 1;
-    if (wait > interval)
-        wait = interval;
-    q->retry_after = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, wait);
+    wait = stubmail_retry_after(q, wait, interval);
     return stubmail_fail_0(q, "too_soon",
                            apr_psprintf(r->pool, "polled %" APR_INT64_T_FMT " times "
                                         "within %" APR_INT64_T_FMT " s: retry after %"
@@ -1113,11 +1122,7 @@ static int stubmail_login_rate(stubmail_req *q, const char *domain)
             return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
                                    "login rate check failed");
         }
-        if (wait < 1)
-            wait = 1;
-        if (wait > rate->secs)
-            wait = rate->secs;
-        q->retry_after = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, wait);
+        wait = stubmail_retry_after(q, wait, rate->secs);
         return stubmail_fail_0(q, "too_soon",
                                apr_psprintf(r->pool, "more than %" APR_INT64_T_FMT
                                             " logins %s within %" APR_INT64_T_FMT
@@ -1136,6 +1141,56 @@ static int stubmail_login_rate(stubmail_req *q, const char *domain)
  * POST v1/poll
  * ---------------------------------------------------------------------- */
 
+/* The listing of both polls: the rows of label (id, sender, recipient,
+ * size, time) become root's "messages" and "more". At most poll_limit are
+ * listed, but every row is read, so that the result is released. 1 with
+ * *more and *listed set, or 0 after the error answer (503). */
+static int stubmail_poll_list(stubmail_req *q, const char *label, int nargs,
+                              const char **args, json_t *root, int *more,
+                              apr_int64_t *listed)
+{
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    json_t *messages = json_array();
+    apr_int64_t n = 0;
+
+    *more = 0;
+    if (messages == NULL)
+        return stubmail_fail_0(q, "unavailable", "internal error, retry later",
+                               "out of memory");
+    if (stubmail_select(q, label, &res, nargs, args) != 0) {
+        json_decref(messages);
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "poll query failed");
+    }
+    while (stubmail_next_row(q, res, &row)) {
+        json_t *m;
+
+        if (n++ >= q->conf->poll_limit) {
+            *more = 1;
+            continue;           /* read every row */
+        }
+        m = json_pack("{s:s, s:s, s:s, s:I, s:s}",
+                      "id", apr_dbd_get_entry(q->dbd->driver, row, 0),
+                      "from", apr_dbd_get_entry(q->dbd->driver, row, 1),
+                      "to", apr_dbd_get_entry(q->dbd->driver, row, 2),
+                      "size", (json_int_t)apr_atoi64(
+                          apr_dbd_get_entry(q->dbd->driver, row, 3)),
+                      "time", apr_dbd_get_entry(q->dbd->driver, row, 4));
+        if (m == NULL || json_array_append_new(messages, m) != 0)
+            *more = -1;         /* out of memory; keep draining */
+    }
+    if (*more < 0 || json_object_set_new(root, "messages", messages) != 0) {
+        if (*more < 0)
+            json_decref(messages);      /* else set_new took it */
+        return stubmail_fail_0(q, "unavailable", "internal error, retry later",
+                               "out of memory building the answer");
+    }
+    json_object_set_new(root, "more", json_boolean(*more));
+    *listed = *more ? q->conf->poll_limit : n;
+    return 1;
+}
+
 static int stubmail_poll(stubmail_req *q)
 {
     request_rec *r = q->r;
@@ -1144,12 +1199,10 @@ static int stubmail_poll(stubmail_req *q)
     sm_pair *pairs = NULL;
     size_t npairs = 0;
     sm_parse_error perr;
-    apr_dbd_results_t *res;
-    apr_dbd_row_t *row = NULL;
     const char *args[3];
-    json_t *root = NULL, *messages = NULL;
-    apr_int64_t n = 0;
-    int more = 0, ret;
+    json_t *root = NULL;
+    apr_int64_t listed;
+    int more, ret;
 
     if (!stubmail_read_body(q, &body, &len))
         return q->ret;
@@ -1169,8 +1222,7 @@ static int stubmail_poll(stubmail_req *q)
     }
     pairs_json = sm_pairs_sql_json(pairs, npairs);
     root = json_object();
-    messages = json_array();
-    if (pairs_json == NULL || root == NULL || messages == NULL) {
+    if (pairs_json == NULL || root == NULL) {
         ret = stubmail_fail(q, "unavailable", "internal error, retry later",
                             "out of memory");
         goto leave;
@@ -1179,49 +1231,16 @@ static int stubmail_poll(stubmail_req *q)
     args[0] = pairs_json;
     args[1] = q->domain;
     args[2] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, q->conf->poll_limit + 1);
-    if (stubmail_select(q, STMT_POLL, &res, 3, args) != 0) {
-        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
-                            "poll query failed");
+    if (!stubmail_poll_list(q, STMT_POLL, 3, args, root, &more, &listed)) {
+        ret = q->ret;
         goto leave;
     }
-    while (stubmail_next_row(q, res, &row)) {
-        json_t *m;
-
-        if (n++ >= q->conf->poll_limit) {
-            more = 1;
-            continue;           /* read every row */
-        }
-        m = json_pack("{s:s, s:s, s:s, s:I, s:s}",
-                      "id", apr_dbd_get_entry(q->dbd->driver, row, 0),
-                      "from", apr_dbd_get_entry(q->dbd->driver, row, 1),
-                      "to", apr_dbd_get_entry(q->dbd->driver, row, 2),
-                      "size", (json_int_t)apr_atoi64(
-                          apr_dbd_get_entry(q->dbd->driver, row, 3)),
-                      "time", apr_dbd_get_entry(q->dbd->driver, row, 4));
-        if (m == NULL || json_array_append_new(messages, m) != 0)
-            more = -1;          /* out of memory; keep draining */
-    }
-    if (more < 0) {
-        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
-                            "out of memory building the answer");
-        goto leave;
-    }
-    if (json_object_set_new(root, "messages", messages) != 0) {
-        messages = NULL;
-        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
-                            "out of memory building the answer");
-        goto leave;
-    }
-    messages = NULL;
-    json_object_set_new(root, "more", json_boolean(more));
     SMLOG(q, APLOG_INFO, 0, "poll: %lu pairs, %" APR_INT64_T_FMT " listed%s",
-          (unsigned long)npairs, more ? q->conf->poll_limit : n,
-          more ? ", more" : "");
+          (unsigned long)npairs, listed, more ? ", more" : "");
     ret = stubmail_send_json(q, root);
     root = NULL;
 
 leave:
-    json_decref(messages);
     json_decref(root);
     free(pairs_json);
     free(pairs);
@@ -1231,6 +1250,20 @@ leave:
 /* ------------------------------------------------------------------------
  * POST v1/subscription and GET v1/poll?version=V
  * ---------------------------------------------------------------------- */
+
+/* 409 subscription_changed: the poller works from version asked, which is
+ * not the current one; the body names the current one, so that the poller
+ * can reset. */
+static int stubmail_version_changed(stubmail_req *q, const char *current,
+                                    apr_int64_t asked, const char *why)
+{
+    q->version = current;
+    return stubmail_fail(q, "subscription_changed",
+                         apr_psprintf(q->r->pool, "the subscription is at version %s, "
+                                      "not %" APR_INT64_T_FMT ": reset it", current,
+                                      asked),
+                         why);
+}
 
 /* Change the domain's subscription: all of it or nothing (one statement),
  * then {"version": V}; a base that is not the current version gets 409
@@ -1288,14 +1321,11 @@ static int stubmail_subscription(stubmail_req *q)
         goto leave;
     }
     if (strcmp(ok, "t") != 0) {
-        q->version = version;
-        ret = stubmail_fail(q, "subscription_changed",
-                            apr_psprintf(r->pool, "the subscription is at version %s, "
-                                         "not %" APR_INT64_T_FMT ": reset it", version,
-                                         (apr_int64_t)req.base),
-                            apr_psprintf(r->pool, "subscription change with base %"
-                                         APR_INT64_T_FMT ", current version %s",
-                                         (apr_int64_t)req.base, version));
+        ret = stubmail_version_changed(q, version, (apr_int64_t)req.base,
+                                       apr_psprintf(r->pool, "subscription change with "
+                                                    "base %" APR_INT64_T_FMT ", current "
+                                                    "version %s", (apr_int64_t)req.base,
+                                                    version));
         goto leave;
     }
     SMLOG(q, APLOG_INFO, 0, "subscription: %s%lu added, %lu removed, now version %s",
@@ -1368,10 +1398,10 @@ static int stubmail_poll_get(stubmail_req *q)
     apr_dbd_results_t *res;
     apr_dbd_row_t *row = NULL;
     const char *args[2], *etag = NULL, *version = NULL;
-    apr_int64_t want, n = 0;
-    json_t *root = NULL, *messages = NULL;
+    apr_int64_t want, listed;
+    json_t *root;
     ap_condition_e cond;
-    int more = 0, ret;
+    int more;
 
     if (!stubmail_query_version(q, &want))
         return q->ret;
@@ -1388,15 +1418,11 @@ static int stubmail_poll_get(stubmail_req *q)
     if (etag == NULL || *etag == '\0')
         return stubmail_fail(q, "unavailable", "database unavailable, retry later",
                              "poll state query returned no row");
-    if (apr_atoi64(version) != want) {
-        q->version = version;
-        return stubmail_fail(q, "subscription_changed",
-                             apr_psprintf(r->pool, "the subscription is at version %s, "
-                                          "not %" APR_INT64_T_FMT ": reset it", version,
-                                          want),
-                             apr_psprintf(r->pool, "poll for version %" APR_INT64_T_FMT
-                                          ", current version %s", want, version));
-    }
+    if (apr_atoi64(version) != want)
+        return stubmail_version_changed(q, version, want,
+                                        apr_psprintf(r->pool, "poll for version %"
+                                                     APR_INT64_T_FMT ", current version %s",
+                                                     want, version));
     /* a 304 is a poll too */
     if (!stubmail_poll_gate(q))
         return q->ret;
@@ -1408,56 +1434,20 @@ static int stubmail_poll_get(stubmail_req *q)
     }
 
     root = json_object();
-    messages = json_array();
-    if (root == NULL || messages == NULL) {
-        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
-                            "out of memory");
-        goto leave;
-    }
+    if (root == NULL)
+        return stubmail_fail(q, "unavailable", "internal error, retry later",
+                             "out of memory");
     args[1] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, q->conf->poll_limit + 1);
-    row = NULL;
-    if (stubmail_select(q, STMT_POLL_PENDING, &res, 2, args) != 0) {
-        ret = stubmail_fail(q, "unavailable", "database unavailable, retry later",
-                            "poll query failed");
-        goto leave;
+    if (!stubmail_poll_list(q, STMT_POLL_PENDING, 2, args, root, &more, &listed)) {
+        json_decref(root);
+        return q->ret;
     }
-    while (stubmail_next_row(q, res, &row)) {
-        json_t *m;
-
-        if (n++ >= q->conf->poll_limit) {
-            more = 1;
-            continue;           /* read every row */
-        }
-        m = json_pack("{s:s, s:s, s:s, s:I, s:s}",
-                      "id", apr_dbd_get_entry(q->dbd->driver, row, 0),
-                      "from", apr_dbd_get_entry(q->dbd->driver, row, 1),
-                      "to", apr_dbd_get_entry(q->dbd->driver, row, 2),
-                      "size", (json_int_t)apr_atoi64(
-                          apr_dbd_get_entry(q->dbd->driver, row, 3)),
-                      "time", apr_dbd_get_entry(q->dbd->driver, row, 4));
-        if (m == NULL || json_array_append_new(messages, m) != 0)
-            more = -1;          /* out of memory; keep draining */
-    }
-    if (more < 0 || json_object_set_new(root, "messages", messages) != 0) {
-        if (more >= 0)
-            messages = NULL;    /* set_new took it */
-        ret = stubmail_fail(q, "unavailable", "internal error, retry later",
-                            "out of memory building the answer");
-        goto leave;
-    }
-    messages = NULL;
-    json_object_set_new(root, "more", json_boolean(more));
     json_object_set_new(root, "version", json_integer((json_int_t)want));
     if (more)
         apr_table_unset(r->headers_out, "ETag");
     SMLOG(q, APLOG_INFO, 0, "poll: version %" APR_INT64_T_FMT ", %" APR_INT64_T_FMT
-          " listed%s", want, more ? q->conf->poll_limit : n, more ? ", more" : "");
-    ret = stubmail_send_json(q, root);
-    root = NULL;
-leave:
-    json_decref(messages);
-    json_decref(root);
-    return ret;
+          " listed%s", want, listed, more ? ", more" : "");
+    return stubmail_send_json(q, root);
 }
 
 /* ------------------------------------------------------------------------
