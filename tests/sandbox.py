@@ -1609,9 +1609,9 @@ def demo(keep=False):
             time.sleep(3)
             http = grep(a.access_log, http_re)[polls:]
             for l in http:
-                _say("   by HTTP: " + l.strip())
+                _say("   check %d by HTTP: %s" % (attempt + 1, l.strip()))
             if grep(b.pollerd_log, idle_re)[idles:]:
-                _say("   by UDP: " + grep(b.pollerd_log, idle_re)[-1].strip())
+                _say("   check %d by UDP: %s" % (attempt + 1, grep(b.pollerd_log, idle_re)[-1].strip()))
                 if not http:
                     _say("   one datagram each way to a.example's responder, no HTTP request")
                     break
