@@ -91,12 +91,13 @@ smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const ch
 
 /* ---- smf_net.c: UDP stubs ------------------------------------------ */
 
-/* After the outbox commit: tell each recipient domain that publishes udp=
- * in its _stubmail record that mail from sender waits (docs/PROTOCOL.md "UDP
- * stubs"): one datagram per domain (more if its recipients do not fit in
- * 512 octets). Fire and forget: never blocks on the network, never fails
- * the message; what was not sent is logged (qid for the log line). */
-void smf_stubs_send(const char *qid, const char *resolver, const char *sender,
-                    const smf_db_rcpt *rcpts, size_t n);
+/* After the outbox commit: tell a recipient domain that publishes udp=
+ * (udp, as discovery gave it) in its _stubmail record that mail from sender
+ * waits for its recipients to (docs/PROTOCOL.md "UDP stubs"): one datagram
+ * (more if to does not fit in 512 octets). Fire and forget: never blocks on
+ * the network, never fails the message; what was not sent is logged (qid
+ * for the log line). */
+void smf_stub_send(const char *qid, const char *sender, const char *domain, const char *udp,
+                   const char *const *to, size_t nto);
 
 #endif

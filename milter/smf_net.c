@@ -153,70 +153,29 @@ int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa)
 
 /* ---- UDP stubs -------------------------------------------------------- */
 
-/* The recipients of one domain, in order, and the stubs for them. A stub is
- * a hint: any failure here is logged and forgotten, the recipient domain
- * polls at its next interval anyway. Discovery answers from dns_cache (the
- * domain was looked up at RCPT moments ago), so this costs one query per
- * recipient domain, and sendto() on a non-blocking socket never waits. */
-static void stub_domain(const char *qid, const char *resolver, const char *sender,
-                        const char *domain, const char **to, size_t nto)
+/* A stub is a hint: any failure here is logged and forgotten, the
+ * recipient domain polls at its next interval anyway. The address is the
+ * udp= that discovery gave at RCPT (no second lookup after the commit, when
+ * the MTA waits for our answer), and sendto() on a non-blocking socket
+ * never waits. */
+void smf_stub_send(const char *qid, const char *sender, const char *domain, const char *udp,
+                   const char *const *to, size_t nto)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
-    sm_peer_info info;
     const char *bad = "";
     char why[512];
     int sent;
 
-    if (smf_db_discover(resolver, domain, &info, why, sizeof why) != SMF_DB_OK) {
-        sm_info("%s: no stub to %s: %s", qid, domain, why);
-        return;
-    }
-    if (info.udp[0] == '\0') {
-        sm_debug("%s: no stub to %s: it publishes no udp=", qid, domain);
-        return;
-    }
-    if (sm_dns_resolver_parse(info.udp, &ss, &sslen, &bad) != 0) {
-        sm_info("%s: no stub to %s: udp=%s: %s", qid, domain, info.udp, bad);
+    if (sm_dns_resolver_parse(udp, &ss, &sslen, &bad) != 0) {
+        sm_info("%s: no stub to %s: udp=%s: %s", qid, domain, udp, bad);
         return;
     }
     if ((sent = sm_stub_send((struct sockaddr *)&ss, sslen, sender, to, nto, why,
                              sizeof why)) < 0) {
-        sm_info("%s: stub to %s at %s not sent: %s", qid, domain, info.udp, why);
+        sm_info("%s: stub to %s at %s not sent: %s", qid, domain, udp, why);
         return;
     }
     sm_debug("%s: stub to %s at %s: from=<%s>, %zu recipients, %d datagrams", qid, domain,
-             info.udp, sender, nto, sent);
-}
-
-void smf_stubs_send(const char *qid, const char *resolver, const char *sender,
-                    const smf_db_rcpt *rcpts, size_t n)
-{
-    const char **to;
-    size_t i, j, k, nto;
-
-    if (n == 0)
-        return;
-    if ((to = calloc(n, sizeof *to)) == NULL) {
-        sm_info("%s: no stubs sent: out of memory", qid);
-        return;
-    }
-    for (i = 0; i < n; i++) {
-        /* each domain once, at its first recipient */
-        for (j = 0; j < i && strcmp(rcpts[j].domain, rcpts[i].domain) != 0; j++)
-            ;
-        if (j < i)
-            continue;
-        for (nto = 0, j = i; j < n; j++) {
-            if (strcmp(rcpts[j].domain, rcpts[i].domain) != 0)
-                continue;
-            /* the parser refuses a recipient named twice */
-            for (k = 0; k < nto && strcmp(to[k], rcpts[j].addr) != 0; k++)
-                ;
-            if (k == nto)
-                to[nto++] = rcpts[j].addr;
-        }
-        stub_domain(qid, resolver, sender, rcpts[i].domain, to, nto);
-    }
-    free(to);
+             udp, sender, nto, sent);
 }

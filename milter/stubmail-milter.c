@@ -287,6 +287,7 @@ typedef struct smf_domain {
     int pulling;
     char outbox[SM_TXT_URL_MAX + 1];    /* where its key is, when pulling */
     char fpr[SM_TXT_FPR_MAX + 1];       /* its domain key, when pulling */
+    char udp[SM_TXT_UDP_MAX + 1];       /* its published udp=, "" if none */
 } smf_domain;
 
 typedef struct smf_msg {
@@ -963,6 +964,7 @@ static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
     if (d->pulling) {
         memcpy(d->outbox, info.outbox, sizeof d->outbox);
         memcpy(d->fpr, info.fpr, sizeof d->fpr);
+        memcpy(d->udp, info.udp, sizeof d->udp);
     }
     sm_debug("%s: %s: %s (%s%s%s)", smf_qid(ctx), domain, d->pulling ? "pulled" : "pushed",
              info.from_peer_table ? "peer table, " : "", sm_dns_status_name(info.status),
@@ -1076,6 +1078,43 @@ static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
     return SMFIS_CONTINUE;
 }
 
+/* After the commit: a stub to each pulling domain that publishes udp=, so
+ * that it polls us now (smf_stub_send); outbox is what was stored. */
+static void smf_stubs(SMFICTX *ctx, const smf_msg *msg, const smf_db_rcpt *outbox, size_t n)
+{
+    const smf_domain *d;
+    const char **to;
+    size_t i, j, k, nto;
+
+    if (n == 0)
+        return;
+    if ((to = calloc(n, sizeof *to)) == NULL) {
+        sm_info("%s: no stubs sent: out of memory", smf_qid(ctx));
+        return;
+    }
+    for (i = 0; i < msg->ndomains; i++) {
+        d = &msg->domains[i];
+        if (!d->pulling)
+            continue;
+        if (d->udp[0] == '\0') {
+            sm_debug("%s: no stub to %s: it publishes no udp=", smf_qid(ctx), d->name);
+            continue;
+        }
+        for (nto = 0, j = 0; j < n; j++) {
+            if (strcmp(outbox[j].domain, d->name) != 0)
+                continue;
+            /* the parser refuses a recipient named twice */
+            for (k = 0; k < nto && strcmp(to[k], outbox[j].addr) != 0; k++)
+                ;
+            if (k == nto)
+                to[nto++] = outbox[j].addr;
+        }
+        if (nto)
+            smf_stub_send(smf_qid(ctx), msg->sender, d->name, d->udp, to, nto);
+    }
+    free(to);
+}
+
 static sfsistat smf_eom(SMFICTX *ctx)
 {
     smf_msg *msg = smf_msg_get(ctx);
@@ -1115,17 +1154,19 @@ static sfsistat smf_eom(SMFICTX *ctx)
     }
     st = smf_db_store(body->name, msg->sender, body->size, body->name, "openpgp", outbox,
                       noutbox, contacts, ncontacts, why, sizeof why);
-    free(outbox);
     free(contacts);
     if (st == SMF_DB_UNKNOWN) {
         /* maybe committed: keep the body its row may name (the janitor
          * removes it if not); the retry may store a second copy */
+        free(outbox);
         msg->sealed_open = 0;
         return smf_tempfail(ctx, DSN_LOCAL, REPLY_DB, "message id %s may or may not be stored: %s",
                             body->name, why);
     }
-    if (st != SMF_DB_OK)
+    if (st != SMF_DB_OK) {
+        free(outbox);
         return smf_tempfail(ctx, DSN_LOCAL, REPLY_DB, "message not stored: %s", why);
+    }
 
     /* 3. only now: take the pulling recipients off the push path */
     rc = SMFIS_DISCARD;
@@ -1139,6 +1180,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
                        "on retry: %s", smf_qid(ctx), body->name, why2);
                 msg->sealed_open = 0;   /* its row still names the body */
             }
+            free(outbox);
             return smf_tempfail(ctx, DSN_LOCAL, REPLY_STORE, "cannot remove recipient %s",
                                 msg->rcpts[i].raw);
         }
@@ -1150,10 +1192,8 @@ static sfsistat smf_eom(SMFICTX *ctx)
             rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
     msg->sealed_open = 0;               /* committed: the outbox owns it now */
     /* 4. the hint: recipient domains that publish udp= poll us now */
-    if ((outbox = smf_rcpt_list(msg, 1, &noutbox)) != NULL) {
-        smf_stubs_send(smf_qid(ctx), cfg.resolver, msg->sender, outbox, noutbox);
-        free(outbox);
-    }
+    smf_stubs(ctx, msg, outbox, noutbox);
+    free(outbox);
     smf_msg_free(ctx);
     return rc;
 }

@@ -342,7 +342,8 @@ int pd_intro_main(pd_ctx *ctx, int argc, char **argv);
 /* Who of the stub's recipients (at our domain) knows its sender: *known = 1
  * if some local address book holds the sender (address or *@domain); with
  * record, an introduction is recorded or refreshed for each recipient that
- * has an address book but not the sender in it (*added: how many are new).
+ * has an address book but not the sender in it (*added: how many are new),
+ * in one statement; the rcpts hold no spaces (sm_stub_parse makes sure).
  * 0, or -1 (logged). */
 int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
                int record, int *known, size_t *added);

@@ -320,21 +320,25 @@ static const char SQL_STUB_KNOWN[] =
     "                WHERE a.contact_domain = $2 AND a.contact IN ($1, '*@' || $2)"
     "                  AND split_part(a.owner, '@', 2) = $3)";
 
-/* $1 recipient, $2 sender, $3 its domain, $4 introductions_max. Only a
- * recipient that has an address book (a real local user has sent mail, or
- * the admin made one) gets introductions, and only while it has fewer than
- * $4: a flood of forged stubs updates rows, it never adds without bound. */
+/* $1 the recipients, separated by spaces (a stub's addresses have none),
+ * $2 sender, $3 its domain, $4 introductions_max: one statement for all of
+ * a stub's recipients. Only a recipient that has an address book (a real
+ * local user has sent mail, or the admin made one) gets introductions, and
+ * only while it has fewer than $4: a flood of forged stubs updates rows, it
+ * never adds without bound. */
 static const char SQL_INTRO[] =
-    "WITH seen AS ("
-    "  UPDATE introduction SET last_seen = now(), stubs = stubs + 1"
-    "   WHERE recipient = $1 AND sender = $2 RETURNING 1)"
+    "WITH r AS (SELECT DISTINCT unnest(string_to_array($1, ' ')) AS recipient),"
+    " seen AS ("
+    "  UPDATE introduction i SET last_seen = now(), stubs = i.stubs + 1"
+    "    FROM r WHERE i.recipient = r.recipient AND i.sender = $2 RETURNING i.recipient)"
     " INSERT INTO introduction (recipient, sender, sender_domain)"
-    " SELECT $1, $2, $3"
-    "  WHERE NOT EXISTS (SELECT 1 FROM seen)"
-    "    AND EXISTS (SELECT 1 FROM address_book WHERE owner = $1)"
+    " SELECT r.recipient, $2, $3 FROM r"
+    "  WHERE r.recipient NOT IN (SELECT recipient FROM seen)"
+    "    AND EXISTS (SELECT 1 FROM address_book WHERE owner = r.recipient)"
     "    AND NOT EXISTS (SELECT 1 FROM address_book"
-    "                     WHERE owner = $1 AND contact IN ($2, '*@' || $3))"
-    "    AND (SELECT count(*) FROM introduction WHERE recipient = $1) < $4::bigint"
+    "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
+    "    AND (SELECT count(*) FROM introduction"
+    "          WHERE recipient = r.recipient) < $4::bigint"
     " ON CONFLICT (recipient, sender) DO NOTHING";
 
 static const char SQL_INTRO_LIST[] =
@@ -364,10 +368,10 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
                int record, int *known, size_t *added)
 {
     const char *dom = sm_addr_domain(sender);
-    const char *p[4] = { sender, dom, ctx->conf.domain, NULL };
-    char max[32];
+    const char *p[4] = { sender, dom, ctx->conf.domain, NULL }, *q[4];
+    char max[32], *list;
     PGresult *res;
-    size_t i;
+    size_t i, len, off;
 
     *known = 0;
     *added = 0;
@@ -378,14 +382,25 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
     if (!record)
         return 0;
     snprintf(max, sizeof(max), "%ld", ctx->conf.introductions_max);
-    for (i = 0; i < n; i++) {
-        const char *q[4] = { rcpts[i], sender, dom, max };
-        if (!(res = exec(ctx, "recording an introduction", SQL_INTRO, 4, q, PGRES_COMMAND_OK)))
-            return -1;
-        if (strcmp(PQcmdTuples(res), "0") != 0)
-            (*added)++;
-        PQclear(res);
+    for (i = 0, len = 1; i < n; i++)
+        len += strlen(rcpts[i]) + 1;
+    if (!(list = malloc(len))) {
+        sm_err("recording introductions from <%s>: out of memory", sender);
+        return -1;
     }
+    for (i = 0, off = 0; i < n; i++)
+        off += (size_t)sprintf(list + off, "%s%s", i ? " " : "", rcpts[i]);
+    list[off] = '\0';
+    q[0] = list;
+    q[1] = sender;
+    q[2] = dom;
+    q[3] = max;
+    res = exec(ctx, "recording introductions", SQL_INTRO, 4, q, PGRES_COMMAND_OK);
+    free(list);
+    if (!res)
+        return -1;
+    *added = strtoul(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
     return 0;
 }
 

@@ -448,32 +448,47 @@ leave:
 static int sub_plan(pd_domain *d)
 {
     const pd_session *s = d->sess;
-    size_t i = 0, j = 0;
-    int c;
+    size_t i, j, nadd = 0, nremove = 0;
+    int c, pass;
 
     sub_plan_free(d);
     d->sub_reset = !s->sub_known;
-    if (d->npairs && !(d->sub_add = malloc(d->npairs * sizeof(*d->sub_add))))
-        goto nomem;
     if (d->sub_reset) {
+        if (d->npairs && !(d->sub_add = malloc(d->npairs * sizeof(*d->sub_add))))
+            goto nomem;
         if (d->npairs)
             memcpy(d->sub_add, d->pairs, d->npairs * sizeof(*d->sub_add));
         d->sub_nadd = d->npairs;
         return 0;
     }
-    if (s->sub_npairs && !(d->sub_remove = malloc(s->sub_npairs * sizeof(*d->sub_remove))))
-        goto nomem;
-    while (i < d->npairs || j < s->sub_npairs) {
-        c = i >= d->npairs ? 1 : j >= s->sub_npairs ? -1
-            : pair_cmp(&d->pairs[i], &s->sub_pairs[j]);
-        if (c < 0)
-            d->sub_add[d->sub_nadd++] = d->pairs[i++];
-        else if (c > 0)
-            d->sub_remove[d->sub_nremove++] = s->sub_pairs[j++];
-        else {
-            i++;
-            j++;
+    /* Pass 0 counts, pass 1 copies: a pair is some 640 octets, and most
+     * cycles change nothing, so nothing is allocated for them. */
+    for (pass = 0; pass < 2; pass++) {
+        for (i = j = 0; i < d->npairs || j < s->sub_npairs;) {
+            c = i >= d->npairs ? 1 : j >= s->sub_npairs ? -1
+                : pair_cmp(&d->pairs[i], &s->sub_pairs[j]);
+            if (c < 0) {
+                if (pass)
+                    d->sub_add[d->sub_nadd++] = d->pairs[i];
+                else
+                    nadd++;
+                i++;
+            } else if (c > 0) {
+                if (pass)
+                    d->sub_remove[d->sub_nremove++] = s->sub_pairs[j];
+                else
+                    nremove++;
+                j++;
+            } else {
+                i++;
+                j++;
+            }
         }
+        if (pass || (!nadd && !nremove))
+            break;
+        if ((nadd && !(d->sub_add = malloc(nadd * sizeof(*d->sub_add))))
+            || (nremove && !(d->sub_remove = malloc(nremove * sizeof(*d->sub_remove)))))
+            goto nomem;
     }
     return 0;
 nomem:
@@ -1121,10 +1136,15 @@ static void poll_done(pd_domain *d, pd_xfer *x)
         return;
     }
     if (get) {
-        if (sm_version_parse(x->body.data, x->body.len, &version, &perr) != 0
-            || version != d->sess->sub_version) {
-            sm_err("%s: poll answer refused: not for subscription version %lld; retry "
-                   "next cycle", d->name, d->sess->sub_version);
+        if (sm_version_parse(x->body.data, x->body.len, &version, &perr) != 0)
+            snprintf(why, sizeof(why), "%s", perr.message[0] ? perr.message : "no version");
+        else if (version != d->sess->sub_version)
+            snprintf(why, sizeof(why), "it is for version %lld", version);
+        else
+            why[0] = '\0';
+        if (why[0]) {
+            sm_err("%s: poll answer refused: not for subscription version %lld (%s); retry "
+                   "next cycle", d->name, d->sess->sub_version, why);
             pd_xfer_free(x);
             sub_forget(d->sess);
             give_up(d);
