@@ -111,6 +111,11 @@ class LoginLimitsTest(SandboxTest):
         # pollerd comes from 127.0.0.1; the logins by hand from elsewhere
         lines = self.access_lines(a, r"^127\.0\.0\.1 .*POST /stubmail/v1/login HTTP/1\.1\" 429 ")
         self.assertTrue(lines, "b.example's pollerd was never refused a login")
+        # it waited as long as Retry-After said (rounded up by the outbox, so
+        # enough) before asking again: refused once; a pollerd that asks
+        # again sooner is refused again
+        self.assertEqual(len(lines), 1, "pollerd did not wait out Retry-After: %d logins "
+                         "refused:\n%s" % (len(lines), "".join(lines)))
 
     def test_4_concurrent_logins_share_one_bucket(self):
         a, c = self.a, self.c

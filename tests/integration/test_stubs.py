@@ -178,6 +178,10 @@ class StubTest(StubSandboxTest):
         self.assertEqual(self.polls(), polls, "an unknown sender's stub made pollerd poll")
         self.assertEqual(self.b.count("introduction"), 0)
         self.assertEqual(self.in_maildir(self.b, "bob", tag), [])
+        # and pollerd was listening all along: a known sender's stub polls
+        # at once (without this the test passes with stubs ignored)
+        self.send_stubs([stub("alice@a.example", "bob@b.example")])
+        wait_for(lambda: self.polls() > polls, timeout=5, what="the poll for alice's stub")
 
     def test_6_udp_blocked_next_http_poll(self):
         """udp= names a port pollerd does not listen on (the test's own

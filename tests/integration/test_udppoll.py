@@ -231,6 +231,31 @@ class ResponderTest(SandboxTest):
         new_etag = r.header("etag")
         self.assertNotEqual(new_etag, etag)
         self.assertEqual(c.ask(new_etag), "idle", "the cursor of the poll that listed it")
+        # the ack ends the match: its notification, too, reaches the cache
+        # (cached since the "idle" just above, for up to 10 s without one)
+        m = r.json()["messages"][0]
+        a = curl(self.a.outbox_url + "/v1/message/%s/ack" % m["id"], "POST", bearer=token,
+                 data=json.dumps({"to": m["to"]}))
+        self.assertEqual(a.status, 200, a)
+        r = self.get_poll(version, token, ["If-None-Match: " + new_etag])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["messages"], [])
+        acked_etag = r.header("etag")
+        self.assertNotEqual(acked_etag, new_etag)
+        self.assertEqual(wait_for(lambda: c.ask(acked_etag) == "idle" or None, timeout=2,
+                                  what="UDP answer idle after the ack"), True)
+        # so does a new version of the subscription (nothing pending changes)
+        r = curl(self.a.outbox_url + "/v1/subscription", "POST", bearer=token,
+                 data=json.dumps({"base": version, "add": [{"from": "nobody@a.example",
+                                                            "to": "bob@b.example"}]}))
+        self.assertEqual(r.status, 200, r)
+        version = r.json()["version"]
+        r = self.get_poll(version, token)
+        self.assertEqual((r.status, r.json()["messages"]), (200, []), r)
+        versioned_etag = r.header("etag")
+        self.assertNotEqual(versioned_etag, acked_etag)
+        self.assertEqual(wait_for(lambda: c.ask(versioned_etag) == "idle" or None, timeout=2,
+                                  what="UDP answer idle after the subscription change"), True)
         for n, got in c.replies:
             self.assertLessEqual(len(got), n, "reply longer than its request")
 
@@ -246,8 +271,10 @@ class ResponderTest(SandboxTest):
         def session_of(domain, expiry, kid=key_id):
             return b64url(("%s|%d|%s" % (domain, expiry, kid)).encode())
 
-        # another domain's session, MAC'd with b's key; c's own key for an
-        # expired session of b; an unknown key id
+        # another domain's session, MAC'd with b's key; the right key for an
+        # expired session of b; an unknown key id, MAC'd with the key the
+        # current token secret would give it (what a responder that fell
+        # back to another key than the one named would accept)
         other = session_of("c.example", now + 3600)
         expired = session_of("b.example", now - 10)
         unknown = session_of("b.example", now + 3600, "zz")
@@ -258,9 +285,14 @@ class ResponderTest(SandboxTest):
             "bad mac": good[:-1] + (b"A" if good[-1:] != b"A" else b"B"),
             "other domain's session": request(c.key, other, etag, now)[0],
             "expired session": request(udp_key(secret_hex, expired), expired, etag, now)[0],
-            "unknown key id": request(c.key, unknown, etag, now)[0],
+            "unknown key id": request(udp_key(secret_hex, unknown), unknown, etag, now)[0],
             "old time": request(c.key, c.session, etag, now - 120)[0],
             "future time": request(c.key, c.session, etag, now + 120)[0],
+            # just outside the documented 30 s either way (the corpus takes
+            # some 10 s to send: the old one only gets older, the future one
+            # stays over 30 s ahead)
+            "40 s old": request(c.key, c.session, etag, now - 40)[0],
+            "45 s ahead": request(c.key, c.session, etag, now + 45)[0],
             "huge time": request(c.key, c.session, etag, 999999999999)[0],
             "13-digit time": request(c.key, c.session, etag, 1000000000000)[0],
             "leading zero": good.replace(b" %d " % now, b" 0%d " % now),
@@ -281,8 +313,15 @@ class ResponderTest(SandboxTest):
             "129-octet cursor": request(c.key, c.session, "x" * 129, now)[0],
         }
         self.assertGreaterEqual(len(corpus), 20)
+        log_at = os.path.getsize(a.error_log)
         for name, data in corpus.items():
             self.assertIsNone(c.send_raw(data, wait=0.3), "answered: %s" % name)
+        # dropped silently: anyone can send these, a line each would let
+        # them fill the error log (the responder sums them up, at debug)
+        with open(a.error_log, errors="replace") as f:
+            f.seek(log_at)
+            added = f.readlines()
+        self.assertLess(len(added), 5, "a log line per hostile datagram:\n" + "".join(added[:10]))
         # (sent slower than the rate limit refills: the good one is not
         # refused for the flood of bad ones)
         self.assertEqual(c.ask(etag), "idle", "a good request after the corpus")

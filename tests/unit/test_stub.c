@@ -43,7 +43,7 @@ int main(void)
     static char pkt[2048];
     const char *to[40], *why = "";
     char out[SM_STUB_MAX], addrs[40][32];
-    size_t i, used, len;
+    size_t i, used, len, done, parts;
     int n;
 
     ok(sm_stub_parse((const unsigned char *)GOOD, strlen(GOOD), &st, &why) == 0,
@@ -91,14 +91,47 @@ int main(void)
     ok(n > 0 && n <= SM_STUB_MAX && used > 0 && used < 40, "40 recipients: %zu in the first", used);
     ok(n > 0 && sm_stub_parse((const unsigned char *)out, (size_t)n, &st, &why) == 0
        && st.nto == used, "the first part parses");
+    for (i = 0; i < used && i < st.nto && strcmp(st.to[i], to[i]) == 0; i++)
+        ;
+    ok(i == used, "the first part names the first %zu recipients, in order (differs at %zu)",
+       used, i);
+    /* as full as it can be: one datagram per recipient would be "split"
+     * too, and flood the receiver */
+    ok(n > 0 && used < 40 && (size_t)n + 3 + strlen(to[used]) + 1 > SM_STUB_MAX,
+       "the next recipient would not have fitted (%d octets)", n);
+    /* the rest, part after part, names every recipient exactly once */
+    done = used;
+    parts = 1;
+    while (n > 0 && done < 40 && parts < 40) {
+        n = sm_stub_encode("alice@a.example", to + done, 40 - done, &used, out, sizeof out, &why);
+        if (n <= 0 || used == 0 || sm_stub_parse((const unsigned char *)out, (size_t)n, &st,
+                                                 &why) != 0 || st.nto != used)
+            break;
+        for (i = 0; i < used && strcmp(st.to[i], to[done + i]) == 0; i++)
+            ;
+        if (i != used)
+            break;
+        done += used;
+        parts++;
+    }
+    /* 38 octets of head, 26 per recipient: 18 to a datagram */
+    ok(done == 40 && parts == 3, "40 recipients: all sent, in %zu datagrams", parts);
+    /* each refused for its own reason (why is read after the call: the
+     * order in which ok()'s arguments are evaluated is unspecified) */
     to[0] = "Bob@b.example";
-    ok(sm_stub_encode("alice@a.example", to, 1, &used, out, sizeof out, &why) == -1,
+    why = "";
+    n = sm_stub_encode("alice@a.example", to, 1, &used, out, sizeof out, &why);
+    ok(n == -1 && strstr(why, "recipient is not a normalised"),
        "a recipient not normalised is refused (%s)", why);
     to[0] = "bob@b.example";
     to[1] = "dave@c.example";
-    ok(sm_stub_encode("alice@a.example", to, 2, &used, out, sizeof out, &why) == -1,
-       "recipients at two domains are refused (%s)", why);
-    ok(sm_stub_encode("*@a.example", to, 1, &used, out, sizeof out, &why) == -1,
+    why = "";
+    n = sm_stub_encode("alice@a.example", to, 2, &used, out, sizeof out, &why);
+    ok(n == -1 && strstr(why, "more than one domain"), "recipients at two domains are refused "
+       "(%s)", why);
+    why = "";
+    n = sm_stub_encode("*@a.example", to, 1, &used, out, sizeof out, &why);
+    ok(n == -1 && *why != '\0' && !strstr(why, "recipient"),
        "a pattern as sender is refused (%s)", why);
     return tap_done();
 }
