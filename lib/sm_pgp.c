@@ -131,19 +131,6 @@ static int fpr_eq(const char *a, const char *b)
     return sm_pgp_fpr_valid(a) && sm_pgp_fpr_valid(b) && strcasecmp(a, b) == 0;
 }
 
-const char *sm_pgp_sig_name(sm_pgp_sig sig)
-{
-    switch (sig) {
-    case SM_PGP_SIG_VALID:        return "valid";
-    case SM_PGP_SIG_BAD:          return "bad";
-    case SM_PGP_SIG_MISSING:      return "missing";
-    case SM_PGP_SIG_WRONG_SIGNER: return "wrong-signer";
-    case SM_PGP_SIG_NO_KEY:       return "no-key";
-    case SM_PGP_SIG_INVALID:      return "invalid";
-    default:                      return "none";
-    }
-}
-
 static int key_usable(gpgme_key_t key)
 {
     return key && key->fpr && !key->revoked && !key->expired && !key->disabled && !key->invalid;
