@@ -21,6 +21,7 @@
 #include <rnp/rnp.h>
 #include <rnp/rnp_err.h>
 
+#include "sm_addr.h"
 #include "sm_log.h"
 #include "sm_pgp.h"
 #include "sm_pgp_impl.h"
@@ -259,6 +260,59 @@ static int key_valid(rnp_key_handle_t key)
         && rnp_key_is_expired(key, &expired) == RNP_SUCCESS && !expired;
 }
 
+/* A subkey that may encrypt now. */
+static int can_encrypt(rnp_key_handle_t key)
+{
+    bool usable = false;
+    size_t i, n = 0;
+    int found = 0;
+
+    if (rnp_key_get_subkey_count(key, &n) != RNP_SUCCESS)
+        return 0;
+    for (i = 0; i < n && !found; i++) {
+        rnp_key_handle_t sub = NULL;
+        found = rnp_key_get_subkey_at(key, i, &sub) == RNP_SUCCESS && sub
+                && rnp_key_allows_usage(sub, "encrypt", &usable) == RNP_SUCCESS && usable
+                && key_valid(sub);
+        rnp_key_handle_destroy(sub);
+    }
+    return found;
+}
+
+/* A valid user id whose address ("Name <addr>" or a bare addr) is want. */
+static int has_address(rnp_key_handle_t key, const char *want)
+{
+    char norm[SM_ADDR_MAX + 1], addr[SM_ADDR_MAX + 1];
+    const char *bad, *lt, *gt;
+    size_t i, n = 0;
+    int found = 0;
+
+    if (rnp_key_get_uid_count(key, &n) != RNP_SUCCESS)
+        return 0;
+    for (i = 0; i < n && !found; i++) {
+        rnp_uid_handle_t uid = NULL;
+        bool valid = false, revoked = true;
+        char *text = NULL;
+
+        if (rnp_key_get_uid_handle_at(key, i, &uid) == RNP_SUCCESS && uid
+            && rnp_uid_is_valid(uid, &valid) == RNP_SUCCESS && valid
+            && rnp_uid_is_revoked(uid, &revoked) == RNP_SUCCESS && !revoked
+            && rnp_key_get_uid_at(key, i, &text) == RNP_SUCCESS && text) {
+            lt = strrchr(text, '<');
+            gt = lt ? strchr(lt, '>') : NULL;
+            if (lt && gt && (size_t)(gt - lt - 1) < sizeof addr)
+                snprintf(addr, sizeof addr, "%.*s", (int)(gt - lt - 1), lt + 1);
+            else
+                snprintf(addr, sizeof addr, "%s", text);
+            found = sm_addr_normalize(addr, norm, sizeof norm, &bad) == 0
+                    && strcmp(norm, want) == 0;
+        }
+        rnp_buffer_destroy(text);
+        rnp_uid_handle_destroy(uid);
+    }
+    return found;
+}
+
 /* ---- slots ------------------------------------------------------------ */
 
 static bool no_password(rnp_ffi_t ffi, void *app_ctx, rnp_key_handle_t key, const char *pgp_context,
@@ -407,6 +461,57 @@ void sm_seal_forget(sm_seal *s, const char *fpr)
     }
     s->gen++;
     pthread_mutex_unlock(&s->lock);
+}
+
+int sm_seal_key_check(sm_seal *s, const char *fpr, const char *addr, char *why, size_t whylen)
+{
+    char want[SM_PGP_FPR_MAX + 1], want_addr[SM_ADDR_MAX + 1];
+    rnp_key_handle_t key = NULL;
+    const char *bad;
+    slot *sl = NULL;
+    bool primary = false;
+    int rc = SM_PGP_REJECT;
+
+    pgp_clear(why, whylen);
+    if (pgp_fpr_norm(fpr, want) != 0) {
+        sm_why(why, whylen, "not a fingerprint: %.80s", fpr ? fpr : "(null)");
+        goto leave;
+    }
+    if (addr && sm_addr_normalize(addr, want_addr, sizeof want_addr, &bad) != 0) {
+        sm_why(why, whylen, "not an address: %.200s", addr);
+        goto leave;
+    }
+    rc = SM_PGP_ERROR;
+    if ((sl = slot_take(s, why, whylen)) == NULL)
+        goto leave;
+    if ((rc = slot_key(s, sl, want, 0, &key, why, whylen)) != SM_PGP_OK) {
+        if (rc == SM_PGP_REJECT)
+            sm_why(why, whylen, "public key %s: not in the keyring", want);
+        goto leave;
+    }
+    rc = SM_PGP_REJECT;
+    if (rnp_key_is_primary(key, &primary) != RNP_SUCCESS || !primary) {
+        sm_why(why, whylen, "key %s is a subkey, not a primary key", want);
+        goto leave;
+    }
+    if (!key_valid(key)) {
+        sm_why(why, whylen, "key %s is revoked, expired or invalid", want);
+        goto leave;
+    }
+    if (!can_encrypt(key)) {
+        sm_why(why, whylen, "key %s has no usable encryption subkey", want);
+        goto leave;
+    }
+    if (addr && !has_address(key, want_addr)) {
+        sm_why(why, whylen, "key %s has no user id with the address %s", want, want_addr);
+        goto leave;
+    }
+    rc = SM_PGP_OK;
+leave:
+    rnp_key_handle_destroy(key);
+    if (sl)
+        slot_give(s, sl);
+    return rc;
 }
 
 int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,

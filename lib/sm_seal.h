@@ -62,6 +62,14 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
                               const char *expected_signer_fpr, sm_pgp_result *res,
                               char *why, size_t whylen);
 
+/* SM_PGP_OK if home holds the primary key fpr and it may be encrypted to
+ * now: valid, not revoked or expired, with a usable encryption subkey and,
+ * when addr is not NULL, a valid user id whose address is addr (normalised;
+ * sm_wkd's rule for a recipient's own key). SM_PGP_REJECT with why if not;
+ * SM_PGP_ERROR for local trouble. From memory after the first export: the
+ * per-message check that used to run gpg. */
+int sm_seal_key_check(sm_seal *s, const char *fpr, const char *addr, char *why, size_t whylen);
+
 /* The keyring's copy of fpr changed (imported again, revoked): export it
  * again before its next use. NULL: every key. */
 void sm_seal_forget(sm_seal *s, const char *fpr);

@@ -237,6 +237,18 @@ int main(void)
         return 1;
     }
 
+    /* the per-message key checks */
+    ok(sm_seal_key_check(sa, fb, NULL, why, sizeof why) == SM_PGP_OK, "b's key usable in a (%s)", why);
+    ok(sm_seal_key_check(sa, fb, "Stubmail@B.example", why, sizeof why) == SM_PGP_OK,
+       "b's key has the address stubmail@b.example (%s)", why);
+    ok(sm_seal_key_check(sa, fb, "bob@b.example", why, sizeof why) == SM_PGP_REJECT
+       && strstr(why, "no user id"), "but not bob@b.example: %s", why);
+    ok(sm_seal_key_check(sc, fb, NULL, why, sizeof why) == SM_PGP_OK, "c has b's key too");
+    ok(sm_seal_key_check(sb, "0123456789ABCDEF0123456789ABCDEF01234567", NULL, why, sizeof why)
+       == SM_PGP_REJECT && strstr(why, "not in the keyring"), "an absent key: %s", why);
+    ok(sm_seal_key_check(sb, "12345", NULL, why, sizeof why) == SM_PGP_REJECT,
+       "a malformed fingerprint refused");
+
     /* sealed here, opened by gpg */
     ok(seal_file(SEAL, sa, NULL, NULL, to_b, path("plain1k"), path("s1.pgp")) == SM_PGP_OK,
        "a seals 1 KiB for b (%s)", why);
@@ -306,9 +318,13 @@ int main(void)
           "--import 2>/dev/null%s", home_c, fc, home_a, "") == 0, "c's key revoked in a's keyring");
     ok(seal_file(SEAL, sa, NULL, NULL, to_bc, path("plain1k"), path("x.pgp")) == SM_PGP_OK,
        "until forgotten, the seal still holds the key it loaded");
+    ok(sm_seal_key_check(sa, fc, NULL, why, sizeof why) == SM_PGP_OK,
+       "so does the key check");
     sm_seal_forget(sa, fc);
     ok(seal_file(SEAL, sa, NULL, NULL, to_bc, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
        && strstr(why, fc), "after sm_seal_forget: REJECT (%s)", why);
+    ok(sm_seal_key_check(sa, fc, NULL, why, sizeof why) == SM_PGP_REJECT && strstr(why, "revoked"),
+       "and the key check says revoked: %s", why);
 
     /* threads share the seals */
     for (i = 0; i < THREADS; i++) {
