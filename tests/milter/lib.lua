@@ -300,6 +300,12 @@ function Test:spool_files()
 	return tonumber(n), tonumber(tmp)
 end
 
+-- No spool file, committed or in tmp: nothing was written, or it is gone.
+function Test:spool_empty(name)
+	local files, tmp = self:spool_files()
+	return self:ok(name, files == 0 and tmp == 0, string.format("files %s, tmp %s", files, tmp))
+end
+
 -- GET /DIR/v1/key requests the outboxes answered during this test.
 function Test:key_gets(dir)
 	local _, n = sh_args('tail -n +$(($2 + 1)) "$1" | grep -c "\\"GET /$3/v1/key HTTP/1.1\\" 200"',
