@@ -254,6 +254,14 @@ function Test:start(note, conf)
 	self.pid = self.proc:read("l")
 	-- for the runner, which stops a milter that a failed script left running
 	write_file(self.dir .. "/milter.pid", self.pid .. "\n")
+	-- A Lua error ends the script, and miltertest closes the pipe above,
+	-- which waits for the milter: stop it first. Set after io.popen, this
+	-- finalizer runs before the pipe's own.
+	self.guard = setmetatable({}, { __gc = function()
+		if self.proc ~= nil then
+			os.execute("kill -TERM " .. self.pid)
+		end
+	end })
 	for _ = 1, 300 do
 		if os.execute("test -S " .. q(self.sock_path)) then
 			break
