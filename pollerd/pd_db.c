@@ -127,20 +127,20 @@ int pd_db_connect(pd_ctx *ctx)
     }
     if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK) {
         sm_err("database: cannot connect: %s", pq_why(NULL, ctx->db));
-        pd_db_close(ctx);
-        return -1;
+        goto fail;
     }
     snprintf(ms, sizeof(ms), "%ld", ctx->conf.timeout * 1000);
     p[0] = ms;
     res = exec(ctx, NULL, NULL, "set statement_timeout",
                "SELECT set_config('statement_timeout', $1, false)", 1, p, PGRES_TUPLES_OK);
-    if (!res) {
-        pd_db_close(ctx);
-        return -1;
-    }
+    if (!res)
+        goto fail;
     PQclear(res);
     sm_debug("database: connected");
     return 0;
+fail:
+    pd_db_close(ctx);
+    return -1;
 }
 
 void pd_db_close(pd_ctx *ctx)

@@ -122,8 +122,7 @@ int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen)
     if (st->fd < 0) {
         snprintf(why, whylen, "udp_listen %s: socket: %s", ctx->conf.udp_listen,
                  strerror(errno));
-        free(st);
-        return -1;
+        goto fail;
     }
     if (ss.ss_family == AF_INET6)
         setsockopt(st->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -131,9 +130,7 @@ int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen)
     setsockopt(st->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (bind(st->fd, (struct sockaddr *)&ss, sslen) != 0) {
         snprintf(why, whylen, "udp_listen %s: bind: %s", ctx->conf.udp_listen, strerror(errno));
-        close(st->fd);
-        free(st);
-        return -1;
+        goto fail;
     }
     st->tokens = (double)ctx->conf.stub_rate;
     st->lookups = PD_STUB_LOOKUPS;
@@ -144,6 +141,11 @@ int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen)
             ctx->conf.stub_interval, ctx->conf.stub_rate,
             ctx->conf.introductions ? "on" : "off");
     return 0;
+fail:
+    if (st->fd >= 0)
+        close(st->fd);
+    free(st);
+    return -1;
 }
 
 void pd_stub_close(pd_ctx *ctx)
