@@ -139,7 +139,7 @@ def main():
         print("# interrupted", flush=True)
         result.failed += 1
     finally:
-        sandbox._stop_all_live()
+        sandbox.stop_all_live()
     print("# %d passed, %d failed%s in %.0fs"
           % (result.passed, result.failed,
              ", %d skipped" % result.skipped_n if result.skipped_n else "",
