@@ -127,7 +127,7 @@ class HostileTest(SandboxTest):
             payload = other.split(".")[1]
         return "%s.%s.%s" % (head, payload, mac)
 
-    def test_99_oversize_header_field(self):
+    def test_oversize_header_field(self):
         """A header field above httpd's LimitRequestFieldSize never reaches
         the module: httpd answers 400 itself (with its own HTML body)."""
         r = self.poll(json.dumps(POLL_BOB), headers=["X-Padding: " + "p" * 20000])

@@ -145,7 +145,7 @@ class WkdTest(SandboxTest):
         return {k.encode() for k in enc_subkey_ids(self.b.gnupg_home, self.b.fpr)}
 
     # -- tests ---------------------------------------------------------------
-    def test_0_protocol_example(self):
+    def test_protocol_example(self):
         doc = sections()
         example = block(doc, "Recipient keys", "GET ").strip()
         text = [v for k, v in doc.items() if k.startswith("Recipient keys")][0]["text"]
@@ -157,7 +157,7 @@ class WkdTest(SandboxTest):
         self.assertEqual(example, "GET %s://%s%s?%s" % (o.scheme, o.netloc, w.path, w.query))
         self.assertIn("/hu/iy9q119eutrkn8s1mk4r39qejnbu3n5q?l=joe.doe", example)
 
-    def test_1_encrypted_to_user_and_domain_key(self):
+    def test_encrypted_to_user_and_domain_key(self):
         bob_ids = {k.encode() for k in enc_subkey_ids(self.uhome, self.bob_fpr)}
         msg, tag, mid, ids = self.stored(["bob@b.example"], "to bob's own key")
         self.assertEqual(ids, self.domain_ids | bob_ids,
@@ -176,7 +176,7 @@ class WkdTest(SandboxTest):
         self.assertEqual(len(self.wkd_requests("bob@b.example")), 1, "bob's key fetched twice")
         self.deliver_verified("bob", msg, tag)
 
-    def test_2_no_key_negative_cache(self):
+    def test_no_key_negative_cache(self):
         msg, tag, mid, ids = self.stored(["carol@b.example"], "carol has no key")
         self.assertEqual(ids, self.domain_ids)
         self.assertEqual(len(self.wkd_requests("carol@b.example")), 1)
@@ -194,7 +194,7 @@ class WkdTest(SandboxTest):
         self.deliver_verified("carol", msg, tag)
         self.wait_maildir(self.b, "carol", tag3, timeout=40)
 
-    def test_3_bad_keys_refused_mail_delivered(self):
+    def test_bad_keys_refused_mail_delivered(self):
         users = sorted(self.bad)
         msg, tag, mid, ids = self.stored(users, "bad keys")
         self.assertEqual(ids, self.domain_ids, "encrypted to a refused key")
@@ -213,7 +213,7 @@ class WkdTest(SandboxTest):
         for addr in users:
             self.deliver_verified(addr.split("@")[0], msg, tag)
 
-    def test_4_junk_and_oversized(self):
+    def test_junk_and_oversized(self):
         b = self.b
         b.wkd_publish("dave@b.example", os.urandom(3000))
         b.wkd_publish("erin@b.example", b"\x99" + os.urandom(300 * 1024))
@@ -228,7 +228,7 @@ class WkdTest(SandboxTest):
         self.deliver_verified("dave", msg, tag)
         self.deliver_verified("erin", msg, tag)
 
-    def test_6_unreachable_is_no_failure(self):
+    def test_unreachable_is_no_failure(self):
         """An outbox origin that does not answer (b.example's admin-known
         outbox moved to a closed port; the domain key is in the keyring
         already): the lookup fails, is logged and cached for a short while,
@@ -251,7 +251,7 @@ class WkdTest(SandboxTest):
             a.sql("DELETE FROM peer WHERE domain = 'b.example'")
         self.deliver_verified("carol", msg, tag)
 
-    def test_7_silent_origin_one_budget_per_message(self):
+    def test_silent_origin_one_budget_per_message(self):
         """An outbox origin that accepts the connection and then says
         nothing: the lookups of one message share one recipient_key_timeout,
         so four fresh recipients cost one timeout, not four (which would
@@ -291,7 +291,7 @@ class WkdTest(SandboxTest):
             a._setup_milter()
             a.start_milter()
 
-    def test_5_switched_off(self):
+    def test_switched_off(self):
         a = self.a
         a.stop_milter()
         with open(a.milter_conf, "a") as f:
