@@ -39,6 +39,24 @@ BEGIN
     RETURN class;
 END $$;
 
+-- Takes the "subscription" lock of each of domains (polling domains): shared
+-- for outbox writers, exclusive for subscription changes. In hash order, so
+-- that two writers locking several domains never wait for each other in a
+-- cycle (sql/004's header says why the lock exists).
+CREATE FUNCTION subscription_lock(p_domains text[], p_exclusive boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    h integer;
+BEGIN
+    FOR h IN SELECT DISTINCT hashtext(d) FROM unnest(p_domains) AS d ORDER BY 1 LOOP
+        IF p_exclusive THEN
+            PERFORM pg_advisory_xact_lock(stubmail_lock_class('subscription'), h);
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(stubmail_lock_class('subscription'), h);
+        END IF;
+    END LOOP;
+END $$;
+
 -- The match rule of a subscription pair (docs/PROTOCOL.md): a pair naming
 -- subscribed_sender covers mail from sender when it names that address or
 -- "*@" and the sender's domain. Addresses are stored normalised, so the
@@ -64,14 +82,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT subscribed_sender = ANY (sender_patterns(sender))
 $$;
 
--- sql/004's functions, with the rule and the lock class from above; what
--- each does and why is said in 004.
+-- sql/004's functions, with the rule and the lock from above; what each
+-- does and why is said in 004.
 CREATE OR REPLACE FUNCTION pending_match_outbox_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(stubmail_lock_class('subscription'), h)
-       FROM (SELECT DISTINCT hashtext(recipient_domain) AS h FROM new_outbox) d
-      ORDER BY h;
+    PERFORM subscription_lock(ARRAY(SELECT DISTINCT recipient_domain FROM new_outbox), false);
     IF TG_OP = 'UPDATE' THEN
         DELETE FROM pending_match p
          USING new_outbox n
@@ -93,9 +109,7 @@ END $$;
 CREATE OR REPLACE FUNCTION pending_match_subscription_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(stubmail_lock_class('subscription'), h)
-       FROM (SELECT DISTINCT hashtext(domain) AS h FROM new_pairs) d
-      ORDER BY h;
+    PERFORM subscription_lock(ARRAY(SELECT DISTINCT domain FROM new_pairs), true);
     -- Cost: the unacked outbox rows of the recipients named, once, then
     -- one hash join per pattern of sender_patterns() (the address, then
     -- *@ its domain) on (domain, recipient, pattern): equalities, so the
@@ -133,9 +147,7 @@ END $$;
 CREATE OR REPLACE FUNCTION pending_match_subscription_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(stubmail_lock_class('subscription'), h)
-       FROM (SELECT DISTINCT hashtext(domain) AS h FROM old_pairs) d
-      ORDER BY h;
+    PERFORM subscription_lock(ARRAY(SELECT DISTINCT domain FROM old_pairs), true);
     DELETE FROM pending_match p
      USING message m, (SELECT DISTINCT domain, recipient FROM old_pairs) g
      WHERE p.domain = g.domain AND p.recipient = g.recipient AND m.id = p.message_id
@@ -151,7 +163,7 @@ RETURNS TABLE (ok boolean, version bigint) LANGUAGE plpgsql AS $$
 DECLARE
     cur bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(stubmail_lock_class('subscription'), hashtext(p_domain));
+    PERFORM subscription_lock(ARRAY[p_domain], true);
     INSERT INTO subscription_state AS s (domain, version) VALUES (p_domain, 0)
         ON CONFLICT (domain) DO NOTHING;
     SELECT s.version INTO cur FROM subscription_state s WHERE s.domain = p_domain

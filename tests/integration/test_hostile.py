@@ -342,8 +342,9 @@ def _make(status, code, request):
     return test
 
 
-for _i, (_name, _request, _status, _code) in enumerate(CASES, 1):
-    setattr(HostileTest, "test_%02d_%s" % (_i, _name), _make(_status, _code, _request))
+for _name, _request, _status, _code in CASES:
+    assert not hasattr(HostileTest, "test_" + _name), _name     # one test per name
+    setattr(HostileTest, "test_" + _name, _make(_status, _code, _request))
 
 assert len(CASES) >= 50
 
