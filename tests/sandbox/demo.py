@@ -37,7 +37,128 @@ def _say(*a):
     print(*a, flush=True)
 
 
+def _grep(path, regex):
+    """The lines of the file at path that match regex (none if it is not there)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [l.rstrip("\n") for l in f if re.search(regex, l)]
+    except OSError:
+        return []
+
+
+def _step(title, sources, timeout=60):
+    """Wait until every (path, regex) of sources matches; print them."""
+    found = wait_for(lambda: [_grep(p, r) for p, r in sources]
+                     if all(_grep(p, r) for p, r in sources) else None,
+                     timeout=timeout, what=title)
+    _say("== " + title + ":")
+    for lines in found:
+        _say("   " + lines[-1].strip())
+
+
+def _demo_store(sb, a, b):
+    """What the ISPs publish; alice's message into a.example's outbox.
+    Returns its id and when swaks sent it."""
+    _say("   run directory %s, ports from %d" % (sb.rundir, sb.port_base))
+    _say("== each has a domain key (stubmail-keygen) and a certificate from a "
+         "throwaway CA; dnsmasq on %s publishes:" % sb.dns.address)
+    for name, text in sorted(sb.dns.records.items()):
+        _say('   %s. IN TXT "%s"' % (name, text))
+    b.add_contact("bob@b.example", "alice@a.example")
+    _say("== bob@b.example has alice@a.example in his address book")
+
+    msg = (DEMO_MESSAGE % (email.utils.formatdate(), os.getpid())).encode()
+    _say("== swaks: alice@a.example -> bob@b.example, to a.example's submission "
+         "port %s:%d" % (a.ip, a.submission_port))
+    t_sent = time.monotonic()
+    r = a.send("alice@a.example", "bob@b.example", msg)
+    for l in r.replies()[-3:]:
+        _say("   " + l.strip())
+    if not r.ok:
+        raise SandboxError("swaks failed:\n%s" % r)
+
+    row = wait_for(lambda: a.sql(
+        "SELECT m.id, m.sender, o.recipient, m.size, m.created_at FROM message m "
+        "JOIN outbox o ON o.message_id = m.id ORDER BY m.created_at DESC LIMIT 1"),
+        timeout=15, what="the message in a.example's outbox")[0]
+    mid = row[0]
+    _say("== stored in a.example's outbox (SQL on a.example):")
+    _say("   id %s  from %s  to %s  %s bytes  at %s" % tuple(row))
+    fmt, spool_name = a.sql("SELECT format, spool_name FROM message WHERE id = %s"
+                            % q(mid))[0]
+    try:
+        with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
+            head = f.read(64)
+    except OSError:         # already pulled and deleted
+        head = b""
+    _say("   stored as %s: signed by a.example, encrypted to b.example's key "
+         "(first bytes %s)" % (fmt, head[:16].hex() or "gone"))
+    return mid, t_sent
+
+
+def _demo_pull(a, b, mid, t_sent):
+    """The message's way from the stub to bob's Maildir and the ack, as the
+    servers' logs tell it."""
+    _step("a.example's milter sent a UDP stub to b.example's published udp= "
+          "address; b.example's pollerd polls a.example now, not in 10 minutes",
+          [(b.pollerd_log, r"stub from .*<alice@a\.example> to <bob@b\.example>.*"
+            r"polling a\.example")], timeout=15)
+    _step("b.example logged in at a.example with its domain key (a.example's "
+          "Apache checked the key against b.example's DNS record)",
+          [(a.access_log, r"POST /stubmail/v1/login .* 200 "),
+           (a.error_log, r"domain=b\.example .*login")])
+    _step("b.example subscribed to (alice, bob) and polled (a.example's Apache)",
+          [(a.error_log, r"domain=b\.example .*subscription: .*added"),
+           (a.access_log, r" b\.example .*GET /stubmail/v1/poll\?version=\d+ .* 200 "),
+           (a.error_log, r"domain=b\.example .*poll: .*[1-9]\d* listed")])
+    _step("fetched by b.example (a.example's Apache)",
+          [(a.access_log, r"GET /stubmail/v1/message/%s .* 200 " % mid),
+           (a.error_log, r"id=%s: fetch" % mid)])
+    _step("delivered into bob's Maildir (b.example's pollerd and Postfix)",
+          [(b.pollerd_log, mid + r".*delivered"),
+           (b.maillog, r"to=<bob@b\.example>, relay=virtual.*status=sent")])
+    _say("   in bob's Maildir %.1f s after swaks sent it" % (time.monotonic() - t_sent))
+    _step("acked to a.example",
+          [(a.access_log, r"POST /stubmail/v1/message/%s/ack .* 200 " % mid),
+           (b.pollerd_log, mid + r".*acked")])
+    wait_for(lambda: a.sql_value("SELECT retrieved_at FROM outbox WHERE message_id = %s"
+                                 % q(mid)), timeout=10, what="retrieved_at")
+    _say("== retrieved, as a.example sees it (SQL on a.example):")
+    for row in a.sql("SELECT o.recipient, o.retrieved_at, m.body_deleted_at "
+                     "FROM outbox o JOIN message m ON m.id = o.message_id "
+                     "WHERE o.message_id = %s" % q(mid)):
+        _say("   %s retrieved at %s; body deleted at %s"
+             % (row[0], row[1], row[2] or "(not yet)"))
+    path, data = b.maildir_messages("bob")[-1]
+    _say("== bob's Maildir: %s" % path)
+    for line in data.decode("utf-8", "replace").splitlines():
+        _say("   | " + line)
+
+
+def _demo_idle(a, b):
+    """Idle checks: one authenticated datagram each way, no HTTP. The first
+    cycle after a delivery may poll by HTTP once to learn the idle ETag (the
+    UDP poll's cursor); the next one asks by UDP only."""
+    _say("== idle checks (SIGUSR1 makes b.example's pollerd poll now):")
+    http_re, idle_re = r" b\.example .*/stubmail/v1/poll", r"a\.example: UDP poll says nothing new"
+    for attempt in range(3):
+        polls, idles = len(_grep(a.access_log, http_re)), len(_grep(b.pollerd_log, idle_re))
+        b.poll_now()
+        time.sleep(3)
+        http = _grep(a.access_log, http_re)[polls:]
+        for l in http:
+            _say("   check %d by HTTP: %s" % (attempt + 1, l.strip()))
+        if _grep(b.pollerd_log, idle_re)[idles:]:
+            _say("   check %d by UDP: %s"
+                 % (attempt + 1, _grep(b.pollerd_log, idle_re)[-1].strip()))
+            if not http:
+                _say("   one datagram each way to a.example's responder, no HTTP request")
+                break
+
+
 def demo(keep=False):
+    """alice@a.example -> bob@b.example, by pull, step by step. With keep,
+    return the running Sandbox instead of stopping it."""
     install_signal_handlers()
     # A poll interval of ten minutes: the UDP stub, not the interval, makes
     # the mail arrive at once; idle checks go by UDP.
@@ -51,108 +172,9 @@ def demo(keep=False):
     supervisor_ok = False
     try:
         a, b = sb["a.example"], sb["b.example"]
-        _say("   run directory %s, ports from %d" % (sb.rundir, sb.port_base))
-        _say("== each has a domain key (stubmail-keygen) and a certificate from a "
-             "throwaway CA; dnsmasq on %s publishes:" % sb.dns.address)
-        for name, text in sorted(sb.dns.records.items()):
-            _say('   %s. IN TXT "%s"' % (name, text))
-        b.add_contact("bob@b.example", "alice@a.example")
-        _say("== bob@b.example has alice@a.example in his address book")
-
-        msg = (DEMO_MESSAGE % (email.utils.formatdate(), os.getpid())).encode()
-        _say("== swaks: alice@a.example -> bob@b.example, to a.example's submission "
-             "port %s:%d" % (a.ip, a.submission_port))
-        t_sent = time.monotonic()
-        r = a.send("alice@a.example", "bob@b.example", msg)
-        for l in r.replies()[-3:]:
-            _say("   " + l.strip())
-        if not r.ok:
-            raise SandboxError("swaks failed:\n%s" % r)
-
-        row = wait_for(lambda: a.sql(
-            "SELECT m.id, m.sender, o.recipient, m.size, m.created_at FROM message m "
-            "JOIN outbox o ON o.message_id = m.id ORDER BY m.created_at DESC LIMIT 1"),
-            timeout=15, what="the message in a.example's outbox")[0]
-        mid = row[0]
-        _say("== stored in a.example's outbox (SQL on a.example):")
-        _say("   id %s  from %s  to %s  %s bytes  at %s" % tuple(row))
-        fmt, spool_name = a.sql("SELECT format, spool_name FROM message WHERE id = %s"
-                                % q(mid))[0]
-        try:
-            with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
-                head = f.read(64)
-        except OSError:         # already pulled and deleted
-            head = b""
-        _say("   stored as %s: signed by a.example, encrypted to b.example's key "
-             "(first bytes %s)" % (fmt, head[:16].hex() or "gone"))
-
-        def grep(path, regex):
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    return [l.rstrip("\n") for l in f if re.search(regex, l)]
-            except OSError:
-                return []
-
-        def step(title, sources, timeout=60):
-            """Wait until every (path, regex) of sources matches; print them."""
-            found = wait_for(lambda: [grep(p, r) for p, r in sources]
-                             if all(grep(p, r) for p, r in sources) else None,
-                             timeout=timeout, what=title)
-            _say("== " + title + ":")
-            for lines in found:
-                _say("   " + lines[-1].strip())
-
-        step("a.example's milter sent a UDP stub to b.example's published udp= "
-             "address; b.example's pollerd polls a.example now, not in 10 minutes",
-             [(b.pollerd_log, r"stub from .*<alice@a\.example> to <bob@b\.example>.*"
-               r"polling a\.example")], timeout=15)
-        step("b.example logged in at a.example with its domain key (a.example's "
-             "Apache checked the key against b.example's DNS record)",
-             [(a.access_log, r"POST /stubmail/v1/login .* 200 "),
-              (a.error_log, r"domain=b\.example .*login")])
-        step("b.example subscribed to (alice, bob) and polled (a.example's Apache)",
-             [(a.error_log, r"domain=b\.example .*subscription: .*added"),
-              (a.access_log, r" b\.example .*GET /stubmail/v1/poll\?version=\d+ .* 200 "),
-              (a.error_log, r"domain=b\.example .*poll: .*[1-9]\d* listed")])
-        step("fetched by b.example (a.example's Apache)",
-             [(a.access_log, r"GET /stubmail/v1/message/%s .* 200 " % mid),
-              (a.error_log, r"id=%s: fetch" % mid)])
-        step("delivered into bob's Maildir (b.example's pollerd and Postfix)",
-             [(b.pollerd_log, mid + r".*delivered"),
-              (b.maillog, r"to=<bob@b\.example>, relay=virtual.*status=sent")])
-        _say("   in bob's Maildir %.1f s after swaks sent it" % (time.monotonic() - t_sent))
-        step("acked to a.example",
-             [(a.access_log, r"POST /stubmail/v1/message/%s/ack .* 200 " % mid),
-              (b.pollerd_log, mid + r".*acked")])
-        wait_for(lambda: a.sql_value("SELECT retrieved_at FROM outbox WHERE message_id = %s"
-                                     % q(mid)), timeout=10, what="retrieved_at")
-        _say("== retrieved, as a.example sees it (SQL on a.example):")
-        for row in a.sql("SELECT o.recipient, o.retrieved_at, m.body_deleted_at "
-                         "FROM outbox o JOIN message m ON m.id = o.message_id "
-                         "WHERE o.message_id = %s" % q(mid)):
-            _say("   %s retrieved at %s; body deleted at %s"
-                 % (row[0], row[1], row[2] or "(not yet)"))
-        path, data = b.maildir_messages("bob")[-1]
-        _say("== bob's Maildir: %s" % path)
-        for line in data.decode("utf-8", "replace").splitlines():
-            _say("   | " + line)
-        # An idle check: one authenticated datagram each way, no HTTP. The
-        # first cycle after a delivery may poll by HTTP once to learn the idle
-        # ETag (the UDP poll's cursor); the next one asks by UDP only.
-        _say("== idle checks (SIGUSR1 makes b.example's pollerd poll now):")
-        http_re, idle_re = r" b\.example .*/stubmail/v1/poll", r"a\.example: UDP poll says nothing new"
-        for attempt in range(3):
-            polls, idles = len(grep(a.access_log, http_re)), len(grep(b.pollerd_log, idle_re))
-            b.poll_now()
-            time.sleep(3)
-            http = grep(a.access_log, http_re)[polls:]
-            for l in http:
-                _say("   check %d by HTTP: %s" % (attempt + 1, l.strip()))
-            if grep(b.pollerd_log, idle_re)[idles:]:
-                _say("   check %d by UDP: %s" % (attempt + 1, grep(b.pollerd_log, idle_re)[-1].strip()))
-                if not http:
-                    _say("   one datagram each way to a.example's responder, no HTTP request")
-                    break
+        mid, t_sent = _demo_store(sb, a, b)
+        _demo_pull(a, b, mid, t_sent)
+        _demo_idle(a, b)
         _say("== done: pulled, not pushed")
         if keep:
             supervisor_ok = True
