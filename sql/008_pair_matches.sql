@@ -67,11 +67,11 @@ END $$;
 -- pairs with much mail, it joins on equality with each of them, which the
 -- planner can hash (pending_match_subscription_insert below; a third
 -- pattern would need a third join there). pair_matches is the test for
--- one pair. Both are plain SQL
--- expressions, IMMUTABLE and not STRICT, so the planner inlines them:
--- `pair_matches(s.sender, m.sender)` plans exactly as the
--- `s.sender IN (m.sender, '*@' || split_part(m.sender, '@', 2))` that 004
--- wrote out, an index condition on subscription's primary key.
+-- one pair. Both are plain SQL expressions, IMMUTABLE and not STRICT, so
+-- the planner inlines them: `pair_matches(s.sender, m.sender)` plans
+-- exactly as the `s.sender IN (m.sender, '*@' || split_part(m.sender, '@',
+-- 2))` that 004 wrote out, an index condition on subscription's primary
+-- key (tests/sql/t-pair-matches.sql checks it).
 CREATE FUNCTION sender_patterns(sender text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT ARRAY[sender, '*@' || split_part(sender, '@', 2)]
