@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """run_integration — run tests/integration/test_*.py with the real servers.
 
-usage: python3 tests/run_integration.py [-k SUBSTRING] [-v] [FILE...]
+usage: python3 tests/run_integration.py [-k SUBSTRING] [-v] [--shuffle SEED] [FILE...]
 
 Prints one "ok - NAME" or "not ok - NAME" line per test (TAP-like; details
 of a failure follow as '#' lines, with the tails of the servers' logs), then
 "# N passed, N failed". Exit status 0 only if nothing failed.
+
+No test may depend on what another left behind: --shuffle SEED runs the
+classes, and the tests of each class, in an order drawn from SEED (each
+class still starts its ISPs once), to show that they do not.
 
 Environment: STUBMAIL_PORT_BASE (default 20000), STUBMAIL_KEEP=1 keeps the
 run directories (/tmp/smt-*) for a look at the logs."""
@@ -13,6 +17,7 @@ run directories (/tmp/smt-*) for a look at the logs."""
 import argparse
 import glob
 import os
+import random
 import sys
 import time
 import unittest
@@ -109,6 +114,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", dest="pattern", help="only tests whose name contains this")
     ap.add_argument("-v", action="store_true", help="say which test starts")
+    ap.add_argument("--shuffle", metavar="SEED", type=int,
+                    help="run classes and tests in an order drawn from SEED")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()
 
@@ -131,6 +138,9 @@ def main():
         if args.pattern:
             tests = _filter(tests, args.pattern)
         suite.addTests(tests)
+    if args.shuffle is not None:
+        print("# shuffled with seed %d" % args.shuffle, flush=True)
+        suite = _shuffle(suite, random.Random(args.shuffle))
     result = TapResult(verbose=args.v)
     t0 = time.monotonic()
     try:
@@ -139,12 +149,36 @@ def main():
         print("# interrupted", flush=True)
         result.failed += 1
     finally:
-        sandbox._stop_all_live()
+        sandbox.stop_all_live()
     print("# %d passed, %d failed%s in %.0fs"
           % (result.passed, result.failed,
              ", %d skipped" % result.skipped_n if result.skipped_n else "",
              time.monotonic() - t0), flush=True)
     return 0 if result.failed == 0 else 1
+
+
+def _cases(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _cases(t)
+        else:
+            yield t
+
+
+def _shuffle(suite, rng):
+    """The tests of suite with the classes, and the tests within each
+    class, in a random order; a class's tests stay together, so that its
+    sandbox starts once."""
+    by_class = {}
+    for t in _cases(suite):
+        by_class.setdefault(type(t), []).append(t)
+    classes = list(by_class)
+    rng.shuffle(classes)
+    out = unittest.TestSuite()
+    for c in classes:
+        rng.shuffle(by_class[c])
+        out.addTests(by_class[c])
+    return out
 
 
 def _filter(suite, pattern):

@@ -19,7 +19,7 @@ class DatabaseDownTest(SandboxTest):
             self.a.start_db()
         super().tearDown()
 
-    def test_4_tempfail_then_delivered_once(self):
+    def test_tempfail_then_delivered_once(self):
         a, b = self.a, self.b
         # Apache's polls from b.example fail while the database is gone
         a.expect_log(r"\[(dbd|stubmail):(warn|error)\]")

@@ -28,7 +28,7 @@ class ForeignDomainTest(SandboxTest):
         self.assertEqual(r.json()["error"], code, r)
         self.assertIsInstance(r.json().get("message"), str)
 
-    def test_5_c_cannot_touch_bobs_mail(self):
+    def test_c_cannot_touch_bobs_mail(self):
         a, b = self.a, self.b
         # bob has not got alice in his book yet: the message waits
         msg, tag = make_message("alice@a.example", "bob@b.example", "for bob only")

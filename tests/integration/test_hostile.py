@@ -127,7 +127,7 @@ class HostileTest(SandboxTest):
             payload = other.split(".")[1]
         return "%s.%s.%s" % (head, payload, mac)
 
-    def test_99_oversize_header_field(self):
+    def test_oversize_header_field(self):
         """A header field above httpd's LimitRequestFieldSize never reaches
         the module: httpd answers 400 itself (with its own HTML body)."""
         r = self.poll(json.dumps(POLL_BOB), headers=["X-Padding: " + "p" * 20000])
@@ -342,8 +342,9 @@ def _make(status, code, request):
     return test
 
 
-for _i, (_name, _request, _status, _code) in enumerate(CASES, 1):
-    setattr(HostileTest, "test_%02d_%s" % (_i, _name), _make(_status, _code, _request))
+for _name, _request, _status, _code in CASES:
+    assert not hasattr(HostileTest, "test_" + _name), _name     # one test per name
+    setattr(HostileTest, "test_" + _name, _make(_status, _code, _request))
 
 assert len(CASES) >= 50
 

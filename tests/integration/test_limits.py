@@ -36,7 +36,7 @@ class LimitsTest(SandboxTest):
         self.assertEqual(r.status, status, r)
         self.assertEqual(r.json()["error"], code, r)
 
-    def test_1_max_pairs_and_body(self):
+    def test_max_pairs_and_body(self):
         token = get_token(self.a, self.c)
         c_poll = lambda n, pad=0: curl(   # noqa: E731
             self.a.outbox_url + "/v1/poll", "POST", bearer=token, data=json.dumps(
@@ -47,7 +47,7 @@ class LimitsTest(SandboxTest):
         r = curl(self.a.outbox_url + "/v1/login", "POST", data="x" * 2001)
         self.assertError(r, 413, "too_large")
 
-    def test_2_min_poll_interval_per_domain(self):
+    def test_min_poll_interval_per_domain(self):
         token_b = get_token(self.a, self.b)
         token_c = get_token(self.a, self.c)
         # a poller paging through "more": true, or sending its pairs in
@@ -79,7 +79,7 @@ class LimitsTest(SandboxTest):
             self.assertEqual(self.poll(token_b).status, 200, "poll %d after the pause" % (i + 1))
         self.assertError(self.poll(token_b), 429, "too_soon")
 
-    def test_3_token_lifetime(self):
+    def test_token_lifetime(self):
         r = login(self.a, login_body(self.b.key, self.a.domain))
         self.assertEqual(r.status, 200, r)
         expires = calendar.timegm(time.strptime(r.json()["expires"], "%Y-%m-%dT%H:%M:%SZ"))

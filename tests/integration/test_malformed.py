@@ -72,7 +72,7 @@ class MalformedRequestTest(SandboxTest):
         return mint_token(self.a, domain, int(time.time()) + 600, "k1", "78" * 32)
 
     # -- authentication -------------------------------------------------------
-    def test_6_auth_missing(self):
+    def test_auth_missing(self):
         r = self.poll(POLL_OK, bearer=None)
         self.assertError(r, 401, "token_required")
         self.assertEqual(r.header("www-authenticate"), 'Bearer realm="stubmail"')
@@ -83,7 +83,7 @@ class MalformedRequestTest(SandboxTest):
         self.assertError(r, 401, "token_required")
         self.assertEqual(r.header("www-authenticate"), 'Bearer realm="stubmail"')
 
-    def test_6_auth_forged_token(self):
+    def test_auth_forged_token(self):
         r = self.poll(POLL_OK, bearer=self.forged())
         self.assertError(r, 401, "bad_token")
         self.assertEqual(r.header("www-authenticate"), 'Bearer realm="stubmail"')
@@ -91,10 +91,10 @@ class MalformedRequestTest(SandboxTest):
         r = self.poll(POLL_OK, bearer=self.token[:-1])
         self.assertError(r, 401, "bad_token")
 
-    def test_6_auth_unknown_domain(self):
+    def test_auth_unknown_domain(self):
         self.assertError(self.poll(POLL_OK, bearer=self.forged("z.example")), 401, "bad_token")
 
-    def test_6_auth_garbage_header(self):
+    def test_auth_garbage_header(self):
         r = curl(self.url("/v1/message/" + self.mid),
                  headers=["Authorization: Basic !!!not-base64!!!"])
         self.assertEqual(r.status, 401, r)
@@ -103,13 +103,13 @@ class MalformedRequestTest(SandboxTest):
         self.assertEqual(r.status, 401, r)
         self.assertIn(r.json()["error"], ("bad_token", "token_required"))
 
-    def test_6_auth_forged_token_cannot_ack(self):
+    def test_auth_forged_token_cannot_ack(self):
         r = curl(self.url("/v1/message/%s/ack" % self.mid), "POST",
                  bearer=self.forged(), data=json.dumps({"to": "bob@b.example"}))
         self.assertError(r, 401, "bad_token")
 
     # -- bodies ---------------------------------------------------------------
-    def test_6_bad_json(self):
+    def test_bad_json(self):
         self.assertError(self.poll("{not json"), 400, "bad_json")
         self.assertError(self.poll(""), 400, "bad_json")
         self.assertError(self.poll("[1, 2]"), 400, "bad_json")
@@ -118,7 +118,7 @@ class MalformedRequestTest(SandboxTest):
                  data='{"to": "bob@b.example"')
         self.assertError(r, 400, "bad_json")
 
-    def test_6_bad_request(self):
+    def test_bad_request(self):
         for body in ({}, {"pairs": []}, {"pairs": "x"}, {"pairs": [{}]},
                      {"pairs": [{"from": "alice@a.example"}]},
                      {"pairs": [{"from": 42, "to": "bob@b.example"}]},
@@ -134,11 +134,11 @@ class MalformedRequestTest(SandboxTest):
                          data=json.dumps(body))
                 self.assertError(r, 400, "bad_request")
 
-    def test_6_foreign_recipient(self):
+    def test_foreign_recipient(self):
         r = self.poll(json.dumps({"pairs": [{"from": "*@a.example", "to": "carol@c.example"}]}))
         self.assertError(r, 403, "foreign_recipient")
 
-    def test_6_oversized_body(self):
+    def test_oversized_body(self):
         big = json.dumps({"pairs": [{"from": "alice@a.example", "to": "bob@b.example"}],
                           "pad": "x" * (1024 * 1024 + 10)})
         with tempfile.NamedTemporaryFile(dir=self.a.rundir) as f:
@@ -147,7 +147,7 @@ class MalformedRequestTest(SandboxTest):
             r = curl(self.url("/v1/poll"), "POST", bearer=self.token, data_file=f.name)
         self.assertError(r, 413, "too_large")
 
-    def test_6_too_many_pairs(self):
+    def test_too_many_pairs(self):
         pairs = [{"from": "u%d@a.example" % i, "to": "bob@b.example"} for i in range(10001)]
         body = json.dumps({"pairs": pairs})
         self.assertLess(len(body), 1024 * 1024)
@@ -157,18 +157,18 @@ class MalformedRequestTest(SandboxTest):
             r = curl(self.url("/v1/poll"), "POST", bearer=self.token, data_file=f.name)
         self.assertError(r, 413, "too_many_pairs")
 
-    def test_6_length_required(self):
+    def test_length_required(self):
         r = curl(self.url("/v1/poll"), "POST", bearer=self.token, data=POLL_OK,
                  headers=["Transfer-Encoding: chunked"])
         self.assertError(r, 411, "length_required")
 
-    def test_6_unsupported_media_type(self):
+    def test_unsupported_media_type(self):
         r = curl(self.url("/v1/poll"), "POST", bearer=self.token, data=POLL_OK,
                  content_type="text/plain")
         self.assertError(r, 415, "unsupported_media_type")
 
     # -- ids --------------------------------------------------------------------
-    def test_6_unknown_id(self):
+    def test_unknown_id(self):
         self.assertError(curl(self.url("/v1/message/" + UNKNOWN_ID), bearer=self.token),
                          404, "not_found")
         r = curl(self.url("/v1/message/%s/ack" % UNKNOWN_ID), "POST", bearer=self.token,
@@ -179,7 +179,7 @@ class MalformedRequestTest(SandboxTest):
                  data=json.dumps({"to": "dave@b.example"}))
         self.assertError(r, 404, "not_found")
 
-    def test_6_bad_id(self):
+    def test_bad_id(self):
         # (ids Apache itself turns away or rewrites first, such as "%00" or
         # "%2e%2e", never reach the module)
         for bad in ("XYZ", self.mid.upper(), self.mid[:-1], self.mid + "0",
@@ -192,7 +192,7 @@ class MalformedRequestTest(SandboxTest):
                 self.assertError(r, 400, "bad_id")
 
     # -- methods and paths --------------------------------------------------------
-    def test_6_wrong_method(self):
+    def test_wrong_method(self):
         for method, path, allow in (("DELETE", "/v1/poll", "POST"),
                                     ("PUT", "/v1/poll", "POST"),
                                     ("GET", "/v1/subscription", "POST"),
@@ -204,7 +204,7 @@ class MalformedRequestTest(SandboxTest):
                 self.assertError(r, 405, "method_not_allowed")
                 self.assertIn(allow, r.header("allow") or "", r)
 
-    def test_6_unknown_path(self):
+    def test_unknown_path(self):
         for path in ("", "/", "/v1", "/v1/", "/v2/poll", "/v1/polls", "/v1/message",
                      "/v1/message/", "/v1/message/%s/nack" % self.mid,
                      "/v1/message/%s/ack/more" % self.mid, "/v1/poll/"):

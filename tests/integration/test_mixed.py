@@ -15,7 +15,7 @@ class MixedRecipientsTest(SandboxTest):
     def setUpWorld(cls):
         cls.b.add_contact("bob@b.example", "alice@a.example")
 
-    def test_2_bob_pulled_carol_pushed_once_each(self):
+    def test_bob_pulled_carol_pushed_once_each(self):
         a, b, c = self.a, self.b, self.c
         msg, tag = make_message("alice@a.example", ["bob@b.example", "carol@c.example"],
                                 "to both")
@@ -49,7 +49,7 @@ class MixedRecipientsTest(SandboxTest):
         self.assertEqual(self.in_maildir(c, "bob", tag), [])
         self.assertEqual(a.postqueue(), [], "a.example's queue should be empty")
 
-    def test_2b_inbound_mail_is_not_diverted(self):
+    def test_inbound_mail_is_not_diverted(self):
         """carol@c.example -> bob@b.example arrives at b.example's inbound
         listener (with the milter) from outside: delivered by push, nothing
         stored in b.example's outbox, nothing learned."""
@@ -61,7 +61,7 @@ class MixedRecipientsTest(SandboxTest):
         self.assertEqual(split_message(got[0][1])[1], split_message(msg)[1])
         self.assertEqual(b.table_counts(), before)
 
-    def test_2c_reply_from_b_to_a_member_of_a_non_pulling_domain(self):
+    def test_reply_from_b_to_a_member_of_a_non_pulling_domain(self):
         """bob@b.example -> carol@c.example: c.example does not pull, so
         the message goes by push; bob's book learns carol all the same."""
         b, c = self.b, self.c

@@ -11,7 +11,7 @@ from support import (SandboxTest, make_message, split_message, header_lines, wai
 
 class PullTest(SandboxTest):
 
-    def test_1_learned_address_book_then_pull(self):
+    def test_learned_address_book_then_pull(self):
         a, b = self.a, self.b
         # bob writes to alice: b.example's milter learns alice into bob's
         # book (and, a.example being a pulling peer, keeps the mail in
@@ -73,7 +73,7 @@ class PullTest(SandboxTest):
         self._wait_polls(a, 2)
         self.assertEqual(len(self.in_maildir(b, "bob", tag)), 1)
 
-    def test_1b_large_message_streams_through(self):
+    def test_large_message_streams_through(self):
         """A 3 MB body with long base64 lines arrives byte-identical. (dave
         learns alice only after the stored size was compared with the
         stored body, which the pull removes.)"""

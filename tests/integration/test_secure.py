@@ -31,7 +31,7 @@ class SecureTest(SandboxTest):
     def logins(self, status):
         return self.access_lines(self.a, r"POST /stubmail/v1/login HTTP/1\.1\" %d " % status)
 
-    def test_1_signed_encrypted_verified(self):
+    def test_signed_encrypted_verified(self):
         a, b = self.a, self.b
         # bob does not know alice yet: the message waits, so we can look at it
         msg, tag = make_message("alice@a.example", "bob@b.example", "sealed")
@@ -68,7 +68,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(a.count("peer") + b.count("peer"), 0)
         self.assertTrue(self.logins(200), "b.example never logged in at a.example")
 
-    def test_2_tampered_body_quarantined(self):
+    def test_tampered_body_quarantined(self):
         a, b = self.a, self.b
         delivered_before = len(b.maildir_messages("dave"))
         msg, tag = make_message("alice@a.example", "dave@b.example", "tampered")
@@ -107,7 +107,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(len(b.maildir_messages("dave")), delivered_before)
         self.assertEqual(self.in_maildir(b, "dave", tag), [])
 
-    def test_3_replayed_login(self):
+    def test_replayed_login(self):
         a, b = self.a, self.b
         body = login_body(b.key, a.domain)
         r = login(a, body)
@@ -118,7 +118,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(r.json()["error"], "replayed_login", r)
         self.assertEqual(a.count("login_nonce"), nonces)
 
-    def test_4_wrong_key_by_hand(self):
+    def test_wrong_key_by_hand(self):
         """b.example's name, signed with another key (which is then sent
         along): refused, whatever the signature."""
         a, b = self.a, self.b
@@ -127,7 +127,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(r.status, 401, r)
         self.assertEqual(r.json()["error"], "wrong_key", r)
 
-    def test_5_pinned_fingerprint_refuses_pollerd(self):
+    def test_pinned_fingerprint_refuses_pollerd(self):
         """a.example's admin pins a fingerprint for b.example that is not
         b.example's key: b.example's pollerd cannot log in and gets nothing;
         unpinned, the mail arrives."""
@@ -152,7 +152,7 @@ class SecureTest(SandboxTest):
         b.poll_now()
         self.wait_maildir(b, "erin", tag, timeout=60)
 
-    def test_6_push_to_domain_without_record(self):
+    def test_push_to_domain_without_record(self):
         a, c = self.a, self.c
         before = a.count("outbox")
         msg, tag = make_message("alice@a.example", "carol@c.example", "pushed")
@@ -163,7 +163,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(a.sql_value("SELECT status FROM dns_cache WHERE domain = 'c.example'"),
                          "none")
 
-    def test_7_dns_down_tempfails_at_rcpt(self):
+    def test_dns_down_tempfails_at_rcpt(self):
         a = self.a
         before = a.table_counts()
         # down first: a cached answer would spare the milter the lookup,
@@ -184,7 +184,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(a.postqueue(), [])
         self.assertEqual(self.in_maildir(self.b, "frank", tag), [])
 
-    def test_8_forged_authentication_results_removed(self):
+    def test_forged_authentication_results_removed(self):
         """A sender cannot forge the pass: Authentication-Results naming
         b.example in the stored message are removed before delivery (those
         of other authserv-ids stay)."""
@@ -205,7 +205,7 @@ class SecureTest(SandboxTest):
         self.assertEqual(results[1], forged[1])
         self.assertNotIn(b"ceo@bank.example", got)
 
-    def test_9_refused_recipient_rejected_to_the_sender(self):
+    def test_refused_recipient_rejected_to_the_sender(self):
         """b.example's MTA refuses one recipient permanently (no such user):
         that recipient's copy is rejected back to a.example with the MTA's
         reason, the other recipient of the same message gets it once."""

@@ -98,13 +98,13 @@ class StubTest(StubSandboxTest):
     def setUpWorld(cls):
         cls.b.add_contact("bob@b.example", "alice@a.example")
 
-    def test_1_stub_delivers_within_2s(self):
+    def test_stub_delivers_within_2s(self):
         self.deliver_fast("alice@a.example")
         # a second message, once the per-domain interval has passed
         time.sleep(2.2)
         self.deliver_fast("alice@a.example", subject="again")
 
-    def test_2_forged_stub_one_poll_nothing_else(self):
+    def test_forged_stub_one_poll_nothing_else(self):
         time.sleep(2.2)                     # stub_interval since earlier polls
         before = len(self.a_lines())
         polls = self.polls()
@@ -118,7 +118,7 @@ class StubTest(StubSandboxTest):
         self.assertEqual(others, [], "a forged stub caused more than a poll")
         self.assertEqual(self.b.count("received"), self.b.count("received", "true"))
 
-    def test_3_flood_bounded_polls(self):
+    def test_flood_bounded_polls(self):
         time.sleep(2.2)
         polls = self.polls()
         self.send_stubs([stub("alice@a.example", "bob@b.example")] * 2000)
@@ -131,7 +131,7 @@ class StubTest(StubSandboxTest):
         time.sleep(2.2)
         self.deliver_fast("alice@a.example", subject="after the flood")
 
-    def test_4_malformed_dropped(self):
+    def test_malformed_dropped(self):
         time.sleep(2.2)
         polls = self.polls()
         with open(self.b.pollerd_log) as f:
@@ -167,7 +167,7 @@ class StubTest(StubSandboxTest):
         self.assertLess(len(added), 5, "a log line per malformed stub:\n" + "".join(added[:10]))
         self.deliver_fast("alice@a.example", subject="after the junk")
 
-    def test_5_unknown_sender_no_trace(self):
+    def test_unknown_sender_no_trace(self):
         time.sleep(2.2)
         polls = self.polls()
         mail, tag = make_message("mallory@a.example", "bob@b.example", "stranger")
@@ -183,7 +183,7 @@ class StubTest(StubSandboxTest):
         self.send_stubs([stub("alice@a.example", "bob@b.example")])
         wait_for(lambda: self.polls() > polls, timeout=5, what="the poll for alice's stub")
 
-    def test_6_udp_blocked_next_http_poll(self):
+    def test_udp_blocked_next_http_poll(self):
         """udp= names a port pollerd does not listen on (the test's own
         socket): the milter's stub there is exactly the document's example;
         the mail waits for the next HTTP poll (SIGUSR1 here) and arrives
@@ -222,12 +222,17 @@ class IntroductionTest(StubSandboxTest):
     def setUpWorld(cls):
         cls.b.add_contact("bob@b.example", "alice@a.example")
 
+    def setUp(self):
+        super().setUp()
+        # each test starts with no introductions, whatever ran before it
+        self.b.sql("DELETE FROM introduction")
+
     def intro(self, *args):
         r = subprocess.run([POLLERD_BIN, "-c", self.b.pollerd_conf, "intro"] + list(args),
                            capture_output=True, text=True, timeout=30)
         return r.returncode, r.stdout, r.stderr
 
-    def test_1_listed_then_accepted_and_delivered(self):
+    def test_listed_then_accepted_and_delivered(self):
         a, b = self.a, self.b
         mail, tag = make_message("mallory@a.example", "bob@b.example", "first contact")
         self.send_ok(a, "mallory@a.example", "bob@b.example", mail)
@@ -252,7 +257,7 @@ class IntroductionTest(StubSandboxTest):
         self.assertEqual(rc, 1)
         self.assertIn("no introduction", err)
 
-    def test_2_bounded_per_recipient_and_real_recipients_only(self):
+    def test_bounded_per_recipient_and_real_recipients_only(self):
         b = self.b
         self.send_stubs([stub("s%d@x%d.example" % (i, i), "bob@b.example") for i in range(100)]
                         + [stub("s1@x1.example", "ghost@b.example")] * 5)
@@ -267,7 +272,7 @@ class IntroductionTest(StubSandboxTest):
         self.assertEqual(rc, 0, err)
         self.assertEqual(b.count("introduction", "sender = 's0@x0.example'"), 0)
 
-    def test_3_config_checked(self):
+    def test_config_checked(self):
         """-n refuses what pollerd could not listen on or would misuse."""
         with open(self.b.pollerd_conf) as f:
             conf = [l for l in f if not l.startswith(("udp_listen", "stub_", "introductions"))]

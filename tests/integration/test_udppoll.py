@@ -178,7 +178,7 @@ class ResponderTest(SandboxTest):
         self.addCleanup(c.close)
         return c
 
-    def test_0_protocol_example(self):
+    def test_protocol_example(self):
         """The worked example of PROTOCOL.md "UDP poll", recomputed here
         independently of lib/sm_udppoll.c (whose unit test checks it too)."""
         sec = section(sections(), "UDP poll")
@@ -202,7 +202,7 @@ class ResponderTest(SandboxTest):
         self.assertEqual(login_example["udp"]["secret"], v["secret"])
         self.assertEqual(login_example["token"].split(".")[1], session)
 
-    def test_1_login_names_the_responder(self):
+    def test_login_names_the_responder(self):
         ans = self.login()
         udp = ans["udp"]
         self.assertEqual(udp["address"], self.a.udp_poll_address)
@@ -213,7 +213,7 @@ class ResponderTest(SandboxTest):
         self.assertEqual(len(udp["secret"]), 43)
         self.assertNotIn(token.split(".")[2], json.dumps(udp), "the token's MAC leaked")
 
-    def test_2_idle_then_poll(self):
+    def test_idle_then_poll(self):
         c = self.client()
         token = self.login()["token"]
         etag, version = self.subscribe_and_poll(token)
@@ -259,7 +259,7 @@ class ResponderTest(SandboxTest):
         for n, got in c.replies:
             self.assertLessEqual(len(got), n, "reply longer than its request")
 
-    def test_3_hostile_datagrams_get_no_reply(self):
+    def test_hostile_datagrams_get_no_reply(self):
         a = self.a
         c = self.client()
         token = self.login()["token"]
@@ -328,7 +328,7 @@ class ResponderTest(SandboxTest):
         for n, got in c.replies:
             self.assertLessEqual(len(got), n)
 
-    def test_4_older_time_than_accepted_is_refused(self):
+    def test_older_time_than_accepted_is_refused(self):
         c = self.client()
         token = self.login()["token"]
         etag, _ = self.subscribe_and_poll(token)
@@ -337,7 +337,7 @@ class ResponderTest(SandboxTest):
         self.assertIsNone(c.ask(etag, t=now - 5, wait=0.4), "an older time was answered")
         self.assertEqual(c.ask(etag, t=now), "idle", "the same second again is fine")
 
-    def test_5_flood_is_cut_to_the_rate(self):
+    def test_flood_is_cut_to_the_rate(self):
         c = self.client()
         token = self.login()["token"]
         etag, _ = self.subscribe_and_poll(token)
@@ -362,7 +362,7 @@ class ResponderTest(SandboxTest):
         time.sleep(1.0)
         self.assertEqual(c.ask(etag), "idle", "answered again once the bucket refilled")
 
-    def test_5b_port_is_not_shared(self):
+    def test_port_is_not_shared(self):
         """The responder binds without SO_REUSEADDR: on Linux that option
         lets a second UDP socket (another user's, another Apache) bind the
         same address and take a share of the datagrams."""
@@ -377,7 +377,7 @@ class ResponderTest(SandboxTest):
             s.bind((host, int(port)))
         self.assertEqual(c.ask(etag), "idle")
 
-    def test_6_killed_responder_is_restarted(self):
+    def test_killed_responder_is_restarted(self):
         a = self.a
         a.expect_log(r"udp responder died \(signal 9\); restarting it")
         c = self.client()
@@ -391,7 +391,7 @@ class ResponderTest(SandboxTest):
         self.assertEqual(wait_for(lambda: c.ask(etag) == "idle" or None, timeout=10,
                                   what="the new responder's answer"), True)
 
-    def test_7_graceful_restart_replaces_it(self):
+    def test_graceful_restart_replaces_it(self):
         a = self.a
         c = self.client()
         token = self.login()["token"]
@@ -405,7 +405,7 @@ class ResponderTest(SandboxTest):
         self.assertEqual(wait_for(lambda: c.ask(etag) == "idle" or None, timeout=10,
                                   what="the new responder's answer"), True)
 
-    def test_9_database_down_no_reply(self):
+    def test_database_down_no_reply(self):
         a = self.a
         a.expect_log(r"stubmail: udp responder: (database connection lost|cannot connect)")
         c = self.client()
@@ -422,7 +422,7 @@ class ResponderTest(SandboxTest):
         self.assertEqual(wait_for(lambda: c.ask(etag) == "idle" or None, timeout=15,
                                   what="an answer once the database is back"), True)
 
-    def test_8_stop_leaves_no_orphan(self):
+    def test_stop_leaves_no_orphan(self):
         a = self.a
         (pid,) = responder_pids(a)
         p = a.procs["httpd"]
@@ -457,7 +457,7 @@ class PollerdUdpTest(SandboxTest):
         self.send_ok(self.a, "alice@a.example", "bob@b.example", msg)
         self.wait_maildir(self.b, "bob", tag, timeout=30)
 
-    def test_1_idle_cycles_make_no_http_poll(self):
+    def test_idle_cycles_make_no_http_poll(self):
         self.deliver("first, by HTTP")
         # the next cycle's HTTP poll lists nothing: from then on its ETag is
         # known and the UDP answers for it
@@ -472,7 +472,7 @@ class PollerdUdpTest(SandboxTest):
         self.deliver("second, after idle UDP polls")
         self.assertGreater(self.polls(), before)
 
-    def test_2_lost_udp_falls_back_to_http(self):
+    def test_lost_udp_falls_back_to_http(self):
         a, b = self.a, self.b
         ip, port = a.udp_poll_address.rsplit(":", 1)
         # the login now names a port nobody serves: every UDP poll goes unanswered

@@ -1,0 +1,91 @@
+"""pg — an ISP's PostgreSQL: a throwaway cluster (initdb as postgres,
+trust), the stubmail role and database with every migration applied, and
+psql for the tests (Isp.sql)."""
+
+import csv
+import io
+import os
+import pwd
+import signal
+import subprocess
+
+from .common import MIGRATE, SandboxError, pg_bindir
+
+
+class PgMixin:
+    """Isp's PostgreSQL part (Isp.start runs _setup_pg, start_db, _create_db)."""
+
+    def _setup_pg(self):
+        pw = pwd.getpwnam("postgres")
+        self.pg_data = self.path("pg", "data")
+        self.pg_sock = self.path("pg", "sock")
+        for d in (self.path("pg"), self.pg_data, self.pg_sock):
+            os.makedirs(d, exist_ok=True)
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            os.chmod(d, 0o700 if d == self.pg_data else 0o755)
+        r = subprocess.run(
+            [os.path.join(pg_bindir(), "initdb"), "-D", self.pg_data, "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "-U", "postgres", "--no-sync"],
+            user="postgres", group="postgres", extra_groups=[], cwd="/",
+            capture_output=True, text=True, env=self._pg_env())
+        if r.returncode != 0:
+            raise SandboxError("%s initdb failed:\n%s%s" % (self.domain, r.stdout, r.stderr))
+
+    def _pg_env(self):
+        return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": self.path("pg")}
+
+    def start_db(self):
+        """Start PostgreSQL (again) and wait until it accepts queries."""
+        argv = [os.path.join(pg_bindir(), "postgres"), "-D", self.pg_data,
+                "-c", "listen_addresses=" + self.ip, "-p", str(self.pg_port),
+                "-c", "unix_socket_directories=" + self.pg_sock,
+                "-c", "max_connections=100", "-c", "log_min_messages=warning"]
+        self._spawn("pg", argv, self.path("pg.log"), stop_signal=signal.SIGINT,
+                    stop_timeout=30, user="postgres", group="postgres",
+                    env=self._pg_env(), cwd="/")
+        isready = os.path.join(pg_bindir(), "pg_isready")
+        self._await("pg", lambda: subprocess.run(
+            [isready, "-q", "-h", self.ip, "-p", str(self.pg_port), "-U", "postgres",
+             "-d", "postgres"]).returncode == 0,
+            self.path("pg.log"))
+
+    def stop_db(self):
+        """Fast shutdown of PostgreSQL (clients are disconnected)."""
+        p = self.procs.pop("pg", None)
+        if p is not None:
+            p.stop()
+
+    def db_running(self):
+        p = self.procs.get("pg")
+        return p is not None and p.alive()
+
+    def _create_db(self):
+        su = "host=%s port=%d dbname=postgres user=postgres" % (self.ip, self.pg_port)
+        for q in ("CREATE ROLE stubmail LOGIN", "CREATE DATABASE stubmail OWNER stubmail"):
+            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", su, "-c", q],
+                           check=True, capture_output=True)
+        r = subprocess.run([MIGRATE, self.conninfo], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SandboxError("%s stubmail-migrate failed:\n%s%s"
+                               % (self.domain, r.stdout, r.stderr))
+
+    def sql(self, query, timeout=30):
+        """Run query with psql as the stubmail role; return the rows of the
+        last statement as lists of strings (NULL and '' both read as '')."""
+        r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-t",
+                            "-d", self.conninfo, "-c", query],
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise SandboxError("%s sql failed: %s\n%s" % (self.domain, query, r.stderr.strip()))
+        # a row of one NULL/empty column is an empty line, which csv reads as []
+        return [row or [""] for row in csv.reader(io.StringIO(r.stdout))]
+
+    def sql_value(self, query):
+        rows = self.sql(query)
+        return rows[0][0] if rows and rows[0] else None
+
+    def count(self, table, where="true"):
+        return int(self.sql_value("SELECT count(*) FROM %s WHERE %s" % (table, where)))
+
+    def table_counts(self, tables=("peer", "message", "outbox", "address_book", "received")):
+        return {t: self.count(t) for t in tables}

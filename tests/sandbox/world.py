@@ -1,0 +1,178 @@
+"""world — Sandbox: the ISPs of one test run and their one DNS server,
+started together and stopped together (pollers first, databases last)."""
+
+import os
+import shutil
+import sys
+import tempfile
+
+from .common import ALL_SERVICES, DNS, DOMAIN_IPS, SandboxError, port_base_default, q, tail
+from .dns import Dns
+from .isp import Isp
+from .pki import make_ca
+from .procs import kill_gpg_agents, live, reap_stale, starttime
+
+
+class Sandbox:
+    """The ISPs of one test run. services maps a domain to the services it
+    runs (default: all five); e.g. {"c.example": ("postfix",)} makes
+    c.example a plain Postfix that only receives, {"b.example": ("key",)} a
+    domain with a published key and record but no servers. httpd_extra:
+    (directive, value) lines for every ISP's httpd.conf. stubs: every
+    pollerd listens for UDP stubs on IP:base+90 (Isp.stub_address), which
+    the ISP's record publishes as udp=. pollerd_extra: "key value" lines
+    for every pollerd.conf."""
+
+    def __init__(self, domains=("a.example", "b.example"), port_base=None,
+                 rundir=None, services=None, poll_interval="2s", keep=None,
+                 httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
+                 pollerd_debug=False):
+        self.domains = list(domains)
+        self.pollerd_debug = pollerd_debug
+        self.port_base = port_base if port_base is not None else port_base_default()
+        self.services = services or {}
+        self.poll_interval = poll_interval
+        self.keep = keep if keep is not None else bool(os.environ.get("STUBMAIL_KEEP"))
+        self.rundir = rundir
+        self.httpd_extra = list(httpd_extra)
+        self.stubs = stubs                  # pollerds listen for UDP stubs
+        self.pollerd_extra = list(pollerd_extra)
+        self.udp_poll = udp_poll            # Apaches run the UDP poll responder
+        self.isps = {}
+        self.dns = None
+
+    @property
+    def ca_file(self):
+        return os.path.join(self.rundir, "ca", "ca.pem")
+
+    def start(self):
+        if os.geteuid() != 0:
+            raise SandboxError("the sandbox runs real servers: run it as root")
+        reap_stale()
+        if self.rundir is None:
+            # short: gpg agent sockets later live below it
+            self.rundir = tempfile.mkdtemp(prefix="smt-", dir="/tmp")
+        os.chmod(self.rundir, 0o755)
+        with open(os.path.join(self.rundir, "owner.pid"), "w") as f:
+            f.write("%d %s\n" % (os.getpid(), starttime(os.getpid())))
+        live.append(self)
+        registry = os.path.join(self.rundir, "pids")
+        try:
+            ca_dir = os.path.join(self.rundir, "ca")
+            make_ca(ca_dir)
+            self.dns = Dns(self.port_base + DNS, self.rundir, registry)
+            for dom in self.domains:
+                name = dom.split(".")[0]
+                isp = Isp(name, dom, DOMAIN_IPS[dom], self.port_base,
+                          os.path.join(self.rundir, name),
+                          services=self.services.get(dom, ALL_SERVICES),
+                          poll_interval=self.poll_interval,
+                          resolver=self.dns.address, ca_dir=ca_dir,
+                          httpd_extra=self.httpd_extra, stubs=self.stubs,
+                          pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
+                          pollerd_debug=self.pollerd_debug)
+                isp.registry = registry
+                self.isps[dom] = isp
+                isp.make_identity()
+                if isp.key:
+                    self.dns.records["_stubmail." + dom] = isp.key.record
+            self.dns.start()
+            for isp in self.isps.values():
+                isp.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        """Stop every ISP (pollers first, databases last, each stage across
+        all ISPs at once), the DNS server and the gpg-agents, and remove the
+        run directory."""
+        errors = []
+        for stage in Isp.STOP_ORDER:
+            procs = []
+            for isp in self.isps.values():
+                procs += [(isp, n, isp.procs.pop(n)) for n in stage if n in isp.procs]
+            for isp, name, p in procs:
+                try:
+                    p.begin_stop()
+                except Exception as e:
+                    errors.append("%s %s: %s" % (isp.domain, name, e))
+            for isp, name, p in procs:
+                try:
+                    p.finish_stop()
+                except Exception as e:
+                    errors.append("%s %s: %s" % (isp.domain, name, e))
+        if self.dns is not None:
+            try:
+                self.dns.stop()
+            except Exception as e:
+                errors.append("dnsmasq: %s" % e)
+        if self.rundir and os.path.isdir(self.rundir):
+            try:
+                kill_gpg_agents(self.rundir)
+            except Exception as e:
+                errors.append("gpg-agents: %s" % e)
+        if self in live:
+            live.remove(self)
+        if self.rundir and os.path.isdir(self.rundir):
+            if self.keep:
+                sys.stderr.write("sandbox: kept %s\n" % self.rundir)
+            else:
+                shutil.rmtree(self.rundir, ignore_errors=True)
+        if errors:
+            raise SandboxError("; ".join(errors))
+
+    def __getitem__(self, domain):
+        return self.isps[domain]
+
+    def __iter__(self):
+        return iter(self.isps.values())
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def logs_tail(self, n=25):
+        parts = [isp.logs_tail(n) for isp in self]
+        if self.dns is not None and os.path.exists(self.dns.log):
+            parts.append("--- dnsmasq (%s)\n%s" % (self.dns.log, tail(self.dns.log, n)))
+        return "\n".join(parts)
+
+    # -- DNS ------------------------------------------------------------------
+    def set_txt(self, domain, text):
+        """Publish text as _stubmail.<domain> (None: no record), restart the
+        DNS server and forget cached answers about domain everywhere."""
+        name = "_stubmail." + domain
+        if text is None:
+            self.dns.records.pop(name, None)
+        else:
+            self.dns.records[name] = text
+        self.dns.restart()
+        self.forget_dns(domain)
+
+    def forget_dns(self, domain=None):
+        """Empty the dns_cache rows (for domain, or all) of every running
+        database, so the next lookup asks the DNS server."""
+        where = "domain = %s" % q(domain) if domain else "true"
+        for isp in self:
+            if isp.db_running():
+                isp.sql("DELETE FROM dns_cache WHERE " + where)
+
+    def dns_down(self):
+        """Stop the DNS server (lookups fail temporarily: the port is closed)."""
+        self.dns.stop()
+
+    def dns_up(self):
+        if not self.dns.running():
+            self.dns.start()
+
+    def unexpected_log_lines(self):
+        return [l for isp in self for l in isp.unexpected_log_lines()]
+
+    def log_mark(self):
+        for isp in self:
+            isp.log_mark()
