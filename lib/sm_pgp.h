@@ -58,9 +58,6 @@ int sm_pgp_init(void);
 /* 1 if fpr is 40 or 64 hex digits (either case), else 0. */
 int sm_pgp_fpr_valid(const char *fpr);
 
-/* "valid", "bad", "missing", "wrong-signer", "no-key", "invalid", "none". */
-const char *sm_pgp_sig_name(sm_pgp_sig sig);
-
 /* The domain key of domain in home (created with mode 0700 if missing): the
  * existing secret key with user id "stubmail@DOMAIN" if there is one, else a
  * new one — algorithm "future-default" (ed25519 primary for signing and

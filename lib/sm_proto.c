@@ -196,19 +196,6 @@ leave:
     return rc;
 }
 
-int sm_ack_request_parse(const char *body, size_t len, const char *own_domain,
-                         char *to, size_t tolen, sm_parse_error *err)
-{
-    sm_ack_request ack;
-
-    if (sm_ack_request_parse_status(body, len, own_domain, &ack, err) != 0)
-        return -1;
-    if (strlen(ack.to) >= tolen)
-        return fail(err, "bad_request", "ack: recipient longer than %zu octets", tolen - 1);
-    strcpy(to, ack.to);
-    return 0;
-}
-
 char *sm_ack_request_encode(const char *to, const char *reason)
 {
     return dump_compact(reason ? json_pack("{s:s, s:s, s:s}", "to", to, "status", "rejected",

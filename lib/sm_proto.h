@@ -37,10 +37,6 @@ int sm_poll_request_parse(const char *body, size_t len, const char *own_domain,
                           size_t max_pairs, sm_pair **pairs, size_t *npairs,
                           sm_parse_error *err);
 
-/* Parse an ack request {"to": ...}; to must be at own_domain. */
-int sm_ack_request_parse(const char *body, size_t len, const char *own_domain,
-                         char *to, size_t tolen, sm_parse_error *err);
-
 /* An ack request as a whole: {"to": ...} says the recipient's MTA took the
  * message; with "status": "rejected" and "reason" it says the poller refused
  * it (signature did not verify, could not decrypt). */

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 
 #include "sm_addr.h"
-#include "sm_discover.h"
+#include "sm_discover_pq.h"
 #include "sm_id.h"
 
 /* ---- smf_net.c ------------------------------------------------------- */

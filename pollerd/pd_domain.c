@@ -49,7 +49,7 @@
 
 #include <jansson.h>
 
-#include "sm_discover.h"
+#include "sm_discover_pq.h"
 #include "sm_log.h"
 #include "pd.h"
 

@@ -99,7 +99,7 @@ MODULE_SO = os.path.join(TOP, "mod_stubmail", ".libs", "mod_stubmail.so")
 MILTER_BIN = os.path.join(TOP, "milter", "stubmail-milter")
 POLLERD_BIN = os.path.join(TOP, "pollerd", "stubmail-pollerd")
 MIGRATE = os.path.join(TOP, "sql", "stubmail-migrate")
-KEYGEN = os.path.join(TOP, "lib", "stubmail-keygen")
+KEYGEN = os.path.join(TOP, "admin", "stubmail-keygen")
 WKS_CLIENT = "/usr/lib/gnupg/gpg-wks-client"    # Debian's path; not on PATH
 
 # Apache error-log lines at these levels fail a test unless expected.

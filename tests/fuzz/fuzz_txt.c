@@ -1,5 +1,5 @@
 /* Fuzz the _stubmail TXT record parser: an accepted record has the fields
- * the grammar promises (lib/sm_dns.h), and its canonical form parses back
+ * the grammar promises (lib/sm_txt.h), and its canonical form parses back
  * to the same struct. */
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Unit tests: the _stubmail TXT record (grammar in lib/sm_dns.h). Each
+/* Unit tests: the _stubmail TXT record (grammar in lib/sm_txt.h). Each
  * accepted record is checked through its canonical form, which also shows
  * what was normalised (fpr case, udp address). */
 #include <arpa/inet.h>

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "sm_addr.h"
-#include "sm_dns.h"
+#include "sm_txt.h"
 #include "sm_pgp.h"
 
 static void usage(void)
