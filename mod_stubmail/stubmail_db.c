@@ -90,11 +90,12 @@ static const stubmail_stmt stubmail_stmts[] = {
       " AND NOT EXISTS (SELECT 1 FROM outbox"
       "                 WHERE message_id = %s AND retrieved_at IS NULL)"
       " RETURNING spool_name" },
-    /* $1 domain: the admin's pinned key fingerprint, if any */
-    { STMT_PEER_FPR, "SELECT fpr FROM peer WHERE domain = %s" },
+    /* $1 domain: the admin's row, if any (fpr pins the domain key) */
+    { STMT_PEER, "SELECT outbox_url, fpr, pulling FROM peer WHERE domain = %s" },
     /* $1 domain: the cached _stubmail answer (sql/002 keeps the TTL
      * policy in these two functions, shared with the milter and pollerd) */
-    { STMT_DNS_GET, "SELECT status, fpr, why FROM dns_cache_get(%s)" },
+    { STMT_DNS_GET,
+      "SELECT status, outbox, udp, fpr, policy, why FROM dns_cache_get(%s)" },
     /* $1 domain, $2 status, $3 outbox, $4 udp, $5 fpr, $6 policy, $7 why,
      * $8 ttl; '' stands for NULL */
     { STMT_DNS_PUT,

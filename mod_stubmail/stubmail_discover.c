@@ -1,106 +1,127 @@
 /*
  * NAME
- *	stubmail_discover - a polling domain's published key fingerprint
+ *	stubmail_discover - the discovery store over mod_dbd
  *
  * DESCRIPTION
- *	peer.fpr when the admin pinned one; else the cached _stubmail answer
- *	(dns_cache_get); else a live lookup through StubmailResolver whose
- *	definite answer (found, none, invalid) goes into the cache with its
- *	TTL (dns_cache_put, at most a day). A temporary DNS failure is never
- *	cached. The answer stands even if it cannot be cached: the next login
- *	asks DNS again.
+ *	The three calls of lib's sm_discover_store (sm_discover.h), each one
+ *	prepared statement on the request's pooled connection: the admin's
+ *	peer row, the cached _stubmail verdict (dns_cache_get) and storing a
+ *	new one (dns_cache_put, which keeps the TTL policy shared with the
+ *	milter and pollerd). The libpq store of the milter and pollerd is
+ *	lib/sm_discover_pq.c; precedence, DNS and what gets cached are
+ *	sm_discover_run's, written once.
  *
  * DIAGNOSTICS
- *	A failed cache write at warn; the reasons for no fingerprint go back
- *	to the caller, which logs them with the refused login.
+ *	A failed statement is logged by stubmail_db.c; a failed cache write
+ *	at warn as well, and then not reported as a failure.
  */
 
+#include <ctype.h>
 #include <string.h>
 
 #include "httpd.h"
 #include "http_log.h"
 #include "apr_strings.h"
 
-#include "sm_dns.h"
+#include "sm_log.h"
 #include "stubmail_db.h"
 #include "stubmail_discover.h"
 
 APLOG_USE_MODULE(stubmail);
 
-/* Cache what DNS said about domain (not a temporary failure). */
-static void stubmail_dns_put(stubmail_req *q, const char *domain, sm_dns_status st,
-                             const sm_txt_record *rec, const char *dns_why,
-                             unsigned ttl_s)
+/* A column into a fixed buffer; an overlong value (which neither a parsed
+ * record nor the tables' CHECKs let through) becomes "". */
+static void stubmail_copy_col(char *dst, size_t dstlen, const char *v)
 {
-    const char *args[8];
-    char ttl[16];
-
-    apr_snprintf(ttl, sizeof(ttl), "%u", ttl_s > 86400 ? 86400 : ttl_s);
-    args[0] = domain;
-    args[1] = sm_dns_status_name(st);
-    args[2] = st == SM_DNS_FOUND ? rec->outbox : "";
-    args[3] = st == SM_DNS_FOUND ? rec->udp : "";
-    args[4] = st == SM_DNS_FOUND ? rec->fpr : "";
-    args[5] = st == SM_DNS_FOUND ? rec->policy : "";
-    args[6] = st == SM_DNS_FOUND ? "" : dns_why;
-    args[7] = ttl;
-    if (stubmail_db_first_row(q, STMT_DNS_PUT, 8, args, 0, NULL) < 0)
-        SMLOG(q, APLOG_WARNING, 0, "could not cache the _stubmail answer for %s", domain);
+    apr_cpystrn(dst, strlen(v) < dstlen ? v : "", dstlen);
 }
 
-int stubmail_domain_fpr(stubmail_req *q, const char *domain, char *fpr,
-                        const char **source, const char **why)
+enum { PEER_OUTBOX, PEER_FPR, PEER_PULLING, PEER_NCOLS };
+
+static int stubmail_peer_row(void *baton, const char *domain, sm_peer_info *out,
+                             char *why, size_t whylen)
 {
-    request_rec *r = q->r;
-    const char *args[1], *cols[3];      /* status, fpr, why */
-    char dns_why[256];
-    sm_txt_record rec;
-    sm_dns_status st;
-    unsigned ttl_s = 0;
+    stubmail_req *q = baton;
+    const char *args[1] = { domain }, *cols[PEER_NCOLS];
+    char *c;
+    int rc = stubmail_db_first_row(q, STMT_PEER, 1, args, PEER_NCOLS, cols);
 
+    if (rc < 0) {
+        sm_why(why, whylen, "%s: reading peer failed", domain);
+        return -1;
+    }
+    if (rc == 1) {
+        out->from_peer_table = 1;
+        stubmail_copy_col(out->outbox, sizeof(out->outbox), cols[PEER_OUTBOX]);
+        stubmail_copy_col(out->fpr, sizeof(out->fpr), cols[PEER_FPR]);
+        for (c = out->fpr; *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        out->pulling = strcmp(cols[PEER_PULLING], "t") == 0;
+    }
+    return rc;
+}
+
+enum { CACHE_STATUS, CACHE_OUTBOX, CACHE_UDP, CACHE_FPR, CACHE_POLICY, CACHE_WHY,
+       CACHE_NCOLS };
+
+static int stubmail_cache_get(void *baton, const char *domain, sm_dns_status *status,
+                              sm_txt_record *rec, char *why, size_t whylen)
+{
+    stubmail_req *q = baton;
+    const char *args[1] = { domain }, *cols[CACHE_NCOLS];
+    int rc = stubmail_db_first_row(q, STMT_DNS_GET, 1, args, CACHE_NCOLS, cols);
+
+    if (rc < 0) {
+        sm_why(why, whylen, "%s: reading dns_cache failed", domain);
+        return -1;
+    }
+    if (rc == 0)
+        return 0;
+    if (strcmp(cols[CACHE_STATUS], "found") == 0) {
+        *status = SM_DNS_FOUND;
+        stubmail_copy_col(rec->outbox, sizeof(rec->outbox), cols[CACHE_OUTBOX]);
+        stubmail_copy_col(rec->udp, sizeof(rec->udp), cols[CACHE_UDP]);
+        stubmail_copy_col(rec->fpr, sizeof(rec->fpr), cols[CACHE_FPR]);
+        stubmail_copy_col(rec->policy, sizeof(rec->policy), cols[CACHE_POLICY]);
+    }
+    else {
+        /* the table's CHECK allows only found, none, invalid */
+        *status = strcmp(cols[CACHE_STATUS], "none") == 0 ? SM_DNS_NONE : SM_DNS_INVALID;
+        sm_why(why, whylen, "%s", cols[CACHE_WHY]);
+    }
+    return 1;
+}
+
+static int stubmail_cache_put(void *baton, const char *domain, sm_dns_status status,
+                              const sm_txt_record *rec, const char *dns_why, unsigned ttl,
+                              char *why, size_t whylen)
+{
+    stubmail_req *q = baton;
+    int found = status == SM_DNS_FOUND;
+    const char *args[8];
+    char ttl_text[16];
+
+    (void)why;
+    (void)whylen;
+    /* the SQL function clamps; keep the text a valid integer either way */
+    apr_snprintf(ttl_text, sizeof(ttl_text), "%u", ttl > 86400 ? 86400 : ttl);
     args[0] = domain;
-    switch (stubmail_db_first_row(q, STMT_PEER_FPR, 1, args, 1, cols)) {
-    case 1:
-        if (*cols[0] == '\0')
-            break;
-        apr_cpystrn(fpr, cols[0], SM_PGP_FPR_MAX + 1);
-        *source = "peer.fpr";
-        return STUBMAIL_FPR_FOUND;
-    case 0:
-        break;
-    default:
-        return STUBMAIL_FPR_DB_ERROR;
-    }
+    args[1] = sm_dns_status_name(status);
+    args[2] = found ? rec->outbox : "";         /* '' stands for NULL */
+    args[3] = found ? rec->udp : "";
+    args[4] = found ? rec->fpr : "";
+    args[5] = found ? rec->policy : "";
+    args[6] = found ? "" : dns_why;
+    args[7] = ttl_text;
+    if (stubmail_db_first_row(q, STMT_DNS_PUT, 8, args, 0, NULL) < 0)
+        SMLOG(q, APLOG_WARNING, 0, "could not cache the _stubmail answer for %s", domain);
+    return 0;
+}
 
-    switch (stubmail_db_first_row(q, STMT_DNS_GET, 1, args, 3, cols)) {
-    case 1:
-        if (strcmp(cols[0], "found") == 0 && *cols[1]) {
-            apr_cpystrn(fpr, cols[1], SM_PGP_FPR_MAX + 1);
-            *source = "DNS (cached)";
-            return STUBMAIL_FPR_FOUND;
-        }
-        *why = apr_psprintf(r->pool, "_stubmail record %s (cached): %s", cols[0],
-                            *cols[2] ? cols[2] : "-");
-        return STUBMAIL_FPR_UNKNOWN;
-    case 0:
-        break;
-    default:
-        return STUBMAIL_FPR_DB_ERROR;
-    }
-
-    st = sm_dns_lookup(q->conf->resolver, domain, &rec, &ttl_s, dns_why, sizeof(dns_why));
-    if (st == SM_DNS_TEMPFAIL) {
-        *why = apr_psprintf(r->pool, "DNS lookup of _stubmail.%s failed: %s", domain,
-                            dns_why);
-        return STUBMAIL_FPR_DNS_TEMPFAIL;
-    }
-    stubmail_dns_put(q, domain, st, &rec, dns_why, ttl_s);
-    if (st != SM_DNS_FOUND) {
-        *why = apr_psprintf(r->pool, "_stubmail record %s: %s", sm_dns_status_name(st),
-                            dns_why);
-        return STUBMAIL_FPR_UNKNOWN;
-    }
-    apr_cpystrn(fpr, rec.fpr, SM_PGP_FPR_MAX + 1);
-    *source = "DNS";
-    return STUBMAIL_FPR_FOUND;
+void stubmail_discover_store(stubmail_req *q, sm_discover_store *store)
+{
+    store->baton = q;
+    store->peer = stubmail_peer_row;
+    store->cache_get = stubmail_cache_get;
+    store->cache_put = stubmail_cache_put;
 }

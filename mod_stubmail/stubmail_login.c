@@ -7,10 +7,11 @@
  *	once at startup) and POST v1/login runs the checks of
  *	docs/PROTOCOL.md ("POST /v1/login") in its order: the body, the
  *	server named, the time, the login rate, the domain's published key
- *	fingerprint (stubmail_discover.c), the key and the signature (GnuPG,
- *	in StubmailGnupgHome), the nonce. Then it issues an HMAC token for the
- *	domain, with the UDP poll session when the responder runs on the same
- *	keys.
+ *	fingerprint (lib's sm_discover_run over the store of
+ *	stubmail_discover.c), the key and the signature (GnuPG, in
+ *	StubmailGnupgHome), the nonce. Then it issues an HMAC token for the
+ *	domain, with the UDP poll session when the responder runs on the
+ *	same keys.
  *
  *	Each child remembers the public key blobs it imported, by
  *	fingerprint, so that a domain logging in again with the key it sent
@@ -40,6 +41,8 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include "sm_discover.h"
+#include "sm_dns.h"
 #include "sm_pgp.h"
 #include "sm_proto.h"
 #include "sm_token.h"
@@ -223,24 +226,37 @@ static int stubmail_login_cheap_checks(stubmail_req *q, const sm_login_request *
     return 1;
 }
 
-/* The key the domain publishes, into fpr: 1, or 0 after the error answer. */
+/* The key the domain publishes, into fpr: peer.fpr when the admin pinned
+ * one, else the fpr of its _stubmail record (lib's discovery, over this
+ * request's connection). 1 with *source saying where it came from, or 0
+ * after the error answer. */
 static int stubmail_login_fpr(stubmail_req *q, const char *domain, char *fpr,
                               const char **source)
 {
-    const char *why = NULL;
+    sm_discover_store store;
+    sm_peer_info info;
+    char why[512];
+    int rc;
 
-    switch (stubmail_domain_fpr(q, domain, fpr, source, &why)) {
-    case STUBMAIL_FPR_FOUND:
-        return 1;
-    case STUBMAIL_FPR_UNKNOWN:
-        return stubmail_fail_0(q, "unknown_domain", "the domain publishes no stubmail key",
-                               why);
-    case STUBMAIL_FPR_DNS_TEMPFAIL:
+    stubmail_discover_store(q, &store);
+    rc = sm_discover_run(&store, q->conf->resolver, domain, SM_DISCOVER_FPR_ONLY, &info,
+                         why, sizeof(why));
+    /* nothing cached: the next login asks DNS again */
+    if (info.status == SM_DNS_TEMPFAIL)
         return stubmail_fail_0(q, "unavailable", "DNS lookup failed, retry later", why);
-    default:
+    if (rc != 0)
         return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
                                "looking up the domain's key fingerprint failed");
-    }
+    if (info.status != SM_DNS_FOUND || info.fpr[0] == '\0')
+        return stubmail_fail_0(q, "unknown_domain", "the domain publishes no stubmail key",
+                               apr_psprintf(q->r->pool, "_stubmail record %s%s: %s",
+                                            sm_dns_status_name(info.status),
+                                            info.source == SM_PEER_FROM_CACHE
+                                            ? " (cached)" : "", *why ? why : "-"));
+    apr_cpystrn(fpr, info.fpr, SM_PGP_FPR_MAX + 1);
+    *source = info.source == SM_PEER_FROM_PEER ? "peer.fpr"
+              : sm_peer_source_name(info.source);
+    return 1;
 }
 
 /* Last, so that only a proven login spends its nonce: keep it for twice
