@@ -30,8 +30,8 @@
  *	stubmail_config.c (directives), stubmail_req.c (answers, body, token),
  *	stubmail_db.c (SQL), stubmail_poll.c (polls, subscription, rate gates),
  *	stubmail_message.c (fetch, ack), stubmail_login.c (key, login),
- *	stubmail_discover.c (a domain's key fingerprint), stubmail_udp.c (the
- *	UDP responder).
+ *	stubmail_discover.c (discovery's store), stubmail_route.c (path
+ *	patterns), stubmail_udp.c (the UDP responder).
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -57,6 +57,7 @@
 #include "stubmail_message.h"
 #include "stubmail_poll.h"
 #include "stubmail_req.h"
+#include "stubmail_route.h"
 #include "stubmail_udp.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -89,26 +90,6 @@ static const stubmail_route stubmail_routes[] = {
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))
 
-/* 1 if rest is path; *id gets the {id} segment (in the pool). */
-static int stubmail_path_is(apr_pool_t *p, const char *path, const char *rest,
-                            const char **id)
-{
-    const char *hole = strstr(path, "{id}");
-    size_t before, n;
-
-    if (hole == NULL)
-        return strcmp(path, rest) == 0;
-    before = (size_t)(hole - path);
-    if (strncmp(rest, path, before) != 0)
-        return 0;
-    rest += before;
-    n = strcspn(rest, "/");
-    if (n == 0 || strcmp(rest + n, hole + strlen("{id}")) != 0)
-        return 0;
-    *id = apr_pstrmemdup(p, rest, n);
-    return 1;
-}
-
 /* The route for rest and the request's method, with *id; NULL if there
  * is none, and then *methods has the bit (AP_METHOD_BIT << M_...) of each
  * method the path has a route for. */
@@ -120,9 +101,11 @@ static const stubmail_route *stubmail_route_of(request_rec *r, const char *rest,
     *methods = 0;
     for (i = 0; i < STUBMAIL_NROUTES; i++) {
         const stubmail_route *rt = &stubmail_routes[i];
+        size_t id_off, id_len;
 
-        if (!stubmail_path_is(r->pool, rt->path, rest, id))
+        if (!stubmail_path_match(rt->path, rest, &id_off, &id_len))
             continue;
+        *id = id_len ? apr_pstrmemdup(r->pool, rest + id_off, id_len) : NULL;
         if (rt->method == r->method_number)
             return rt;
         *methods |= AP_METHOD_BIT << rt->method;

@@ -36,6 +36,8 @@
 
 APLOG_USE_MODULE(stubmail);
 
+#define STUBMAIL_RETRY_AFTER "30"   /* seconds, for a 503 */
+
 /* Protocol error codes and their HTTP status (docs/PROTOCOL.md, Errors). */
 static const struct {
     const char *code;

@@ -17,8 +17,6 @@
 #include "sm_proto.h"
 #include "stubmail_config.h"
 
-#define STUBMAIL_RETRY_AFTER "30"   /* seconds, for a 503 */
-
 typedef struct stubmail_req {
     request_rec *r;
     const stubmail_srv_conf *conf;
