@@ -27,7 +27,7 @@
 #include "apr_strings.h"
 
 #include "sm_addr.h"
-#include "sm_dns.h"
+#include "sm_txt.h"
 #include "sm_token.h"
 #include "stubmail_config.h"
 

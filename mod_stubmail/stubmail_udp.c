@@ -58,7 +58,7 @@
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 
-#include "sm_dns.h"
+#include "sm_txt.h"
 #include "sm_udppoll.h"
 #include "stubmail_udp.h"
 
