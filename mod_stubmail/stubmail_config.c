@@ -60,8 +60,9 @@ typedef struct stubmail_directive {
     const char *dflt;
 } stubmail_directive;
 
-/* The directives. args: TAKE1, TAKE2 or TAKE12; min and max: the range of
- * a NUMBER; the help text gets " (default: DFLT)" appended. */
+/* One row per directive: D(name, args, kind, field, min, max, flags,
+ * default, help). args is TAKE1, TAKE2 or TAKE12; min and max are the
+ * range of a NUMBER; the help text gets " (default: DEFAULT)" appended. */
 #define STUBMAIL_DIRECTIVES(D)                                                \
     D("StubmailSpoolDir", TAKE1, PATH, spool_dir, 0, 0, 0,                    \
       "/var/spool/stubmail", "directory holding the message bodies")          \
