@@ -1,18 +1,35 @@
 /* smf — internals shared by the files of stubmail-milter.
  *
- * stubmail-milter.c   configuration, libmilter callbacks, main()
+ * stubmail-milter.c   main(), the configuration keys and their checks
+ * smf_callbacks.c     the libmilter callbacks and the failure policy
+ * smf_ctx.c           per-connection and per-message contexts; the spool file
+ * smf_seal.c          sealing: domain keys, recipients' own keys (WKD), sign
+ *                     and encrypt
  * smf_db.c            the PostgreSQL connection pool and every SQL statement
  * smf_net.c           trusted_networks: CIDR lists, IPv4 and IPv6; UDP stubs
+ *
+ * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
+ * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net; smf_seal ->
+ * smf_db (and reads the message context's fields); smf_ctx, smf_db and
+ * smf_net call no other file of the milter. All but stubmail-milter.c make
+ * libsmf.la, which the program and the unit tests link.
  */
 #ifndef SMF_H
 #define SMF_H
 
 #include <stddef.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
+
+#include <libmilter/mfapi.h>
 
 #include "sm_addr.h"
 #include "sm_discover_pq.h"
+#include "sm_dns.h"
 #include "sm_id.h"
+#include "sm_pgp.h"
+#include "sm_spool.h"
 
 /* ---- smf_net.c ------------------------------------------------------- */
 
@@ -99,5 +116,143 @@ smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const ch
  * for the log line). */
 void smf_stub_send(const char *qid, const char *sender, const char *domain, const char *udp,
                    const char *const *to, size_t nto);
+
+/* ---- the settings (read by stubmail-milter.c) ------------------------ */
+
+/* The configuration keys' values (docs/stubmail-milter.8, CONFIGURATION),
+ * filled and checked by stubmail-milter.c and read-only afterwards. */
+typedef struct smf_settings {
+    char *socket;
+    char *database;
+    char *spool_dir;
+    char *originating_daemon;
+    char *trusted_networks;
+    long db_connections;
+    char *resolver;
+    char *gnupg_home;
+    char *domain_key;
+    char *ca_file;
+    int allow_http;
+    long key_timeout;
+    int recipient_keys;
+    long recipient_key_timeout;
+    smf_netlist trusted;        /* trusted_networks, parsed */
+} smf_settings;
+
+/* ---- smf_ctx.c: per-connection and per-message state ------------------ */
+
+typedef struct smf_rcpt {
+    char *raw;                  /* as received, with <>: what smfi_delrcpt needs */
+    char *addr;                 /* normalised; NULL if not a plain address */
+    int pulling;
+    char keyfpr[SM_PGP_FPR_MAX + 1];    /* its own key (WKD), "" if none */
+} smf_rcpt;
+
+/* A recipient domain of the message: discovered once per message. */
+typedef struct smf_domain {
+    char name[SM_DOMAIN_MAX + 1];
+    int pulling;
+    char outbox[SM_TXT_URL_MAX + 1];    /* where its key is, when pulling */
+    char fpr[SM_TXT_FPR_MAX + 1];       /* its domain key, when pulling */
+    char udp[SM_TXT_UDP_MAX + 1];       /* its published udp=, "" if none */
+} smf_domain;
+
+typedef struct smf_msg {
+    char sender[SM_ADDR_MAX + 1];   /* normalised envelope sender */
+    smf_rcpt *rcpts;
+    size_t nrcpts, cap, npulling;
+    smf_domain *domains;
+    size_t ndomains, domcap;
+    int learned;                /* address book done (push-only mail) */
+    int spool_open;             /* spool holds a file that is not ours to keep */
+    int saw_eoh;
+    sm_spool_file spool;        /* the message as received (plaintext) */
+    char *buf;                  /* write buffer in front of the spool file */
+    size_t buflen;
+    int keys_ready;             /* every pulling domain's key is in gnupg_home */
+    int sealed_open;            /* like spool_open, for sealed */
+    sm_spool_file sealed;       /* the stored OpenPGP form */
+} smf_msg;
+
+typedef struct smf_conn {
+    char client[INET6_ADDRSTRLEN];
+    int originating;            /* {daemon_name} == originating_daemon */
+    int trusted;                /* client inside trusted_networks */
+    int can_delrcpt;            /* the MTA lets us remove recipients */
+    int leadspc;                /* header values keep their leading space */
+    smf_msg *msg;
+} smf_conn;
+
+/* The connection's context (smfi_getpriv), made on first use; NULL on
+ * ENOMEM. smf_conn_get: NULL when there is none. */
+smf_conn *smf_conn_new(SMFICTX *ctx);
+smf_conn *smf_conn_get(SMFICTX *ctx);
+/* A new message from sender (normalised) on the connection, replacing
+ * none (call smf_msg_free first); NULL on ENOMEM. */
+smf_msg *smf_msg_new(SMFICTX *ctx, const char *sender);
+/* The current message, or NULL (none, or mail we do not divert). */
+smf_msg *smf_msg_get(SMFICTX *ctx);
+/* Forget the current message; a spool file not yet handed to the database
+ * is removed. Harmless when there is none. */
+void smf_msg_free(SMFICTX *ctx);
+/* Forget the connection and its message. */
+void smf_conn_free(SMFICTX *ctx);
+/* The MTA's queue id ({i}), or "NOQUEUE": first word of every log line. */
+const char *smf_qid(SMFICTX *ctx);
+
+/* The plaintext spool file in spool_dir, made on first use (0, or -1 with
+ * errno). Writes go through a buffer: smf_spool_flush before reading the
+ * file back. */
+int smf_spool_open(smf_msg *msg, const char *spool_dir);
+int smf_spool_write(smf_msg *msg, const void *p, size_t len);
+int smf_spool_flush(smf_msg *msg);
+/* One header, "Name:value\r\n" exactly as received (leadspc: the MTA kept
+ * the space after the colon). */
+int smf_spool_header(smf_msg *msg, int leadspc, const char *name, const char *value);
+
+/* The recipients with a normalised address; pulling_only selects the outbox
+ * rows. malloc'd, pointing into msg (NULL on ENOMEM). */
+smf_db_rcpt *smf_rcpt_list(const smf_msg *msg, int pulling_only, size_t *n);
+/* "a@x,b@y" of the pulling recipients for the log, cut short with ",...". */
+void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen);
+
+/* ---- smf_seal.c: signed by us, encrypted to the pulling domains -------- */
+
+#define SMF_SEAL_KEYS_MAX   64      /* recipients sm_pgp_encrypt_sign_fd takes */
+
+typedef enum { SMF_SEAL_OK = 0, SMF_SEAL_FAIL = -1 } smf_seal_status;
+
+/* Every pulling domain's key into gnupg_home (sm_keyfetch: fetched from
+ * {outbox}/v1/key only when the keyring lacks it). SMF_SEAL_FAIL names the
+ * domain whose key cannot be had in *bad, and why. */
+smf_seal_status smf_seal_domain_keys(const smf_settings *set, const smf_msg *msg,
+                                     const smf_domain **bad, char *why, size_t whylen);
+
+/* Each pulling recipient's own key, where recipient_keys is on and its
+ * domain publishes one by WKD (cached in recipient_key), into rcpts[].keyfpr.
+ * Never fails the message: what cannot be had is logged (qid). */
+void smf_seal_rcpt_keys(const smf_settings *set, const char *qid, smf_msg *msg);
+
+/* The keys a message is encrypted to, into fprs (room for ndomains +
+ * nrcpts + 1, NULL-terminated by the caller's calloc): every pulling
+ * domain's key once, then the recipients' own keys not already named while
+ * fewer than max_keys are named. *ndomain: how many are domain keys;
+ * *skipped: recipient keys left out. Returns how many were put in fprs. */
+size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys,
+                        size_t *ndomain, size_t *skipped);
+
+/* The stored form: the flushed plaintext spool file, signed with our domain
+ * key and encrypted to smf_seal_keylist's keys, streamed by gpg into
+ * msg->sealed (memory stays flat), which is committed (its size set); the
+ * plaintext is removed. SMF_SEAL_FAIL with why otherwise (the message
+ * context removes what is left when it is freed). */
+smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
+                              char *why, size_t whylen);
+
+/* ---- smf_callbacks.c ------------------------------------------------------ */
+
+/* The filter description for smfi_register; set (kept, not copied) is what
+ * every callback reads. */
+struct smfiDesc *smf_callbacks(const smf_settings *set);
 
 #endif

@@ -293,6 +293,15 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
 static const char sql_message[] =
     "INSERT INTO message (id, sender, size, spool_name, format)"
     " VALUES ($1, $2, $3::bigint, $4, $5)";
+/* Not a plain insert: it fires pending_match_outbox_insert
+ * (sql/004_subscription.sql), which first takes the per-domain advisory
+ * lock pg_advisory_xact_lock_shared(7239033, hashtext(recipient_domain))
+ * for each recipient domain, in hash order, and so waits while a
+ * subscription change of that domain (which holds it exclusively) commits;
+ * then it adds a pending_match row for every recipient whose domain
+ * subscribed to (sender or *@its domain, recipient), and that insert
+ * NOTIFYs stubmail_poll with the domain at COMMIT. The shared lock is held
+ * until COMMIT: nothing slow runs between this statement and COMMIT. */
 static const char sql_outbox[] =
     "INSERT INTO outbox (message_id, recipient, recipient_domain)"
     " SELECT $1, r, d FROM unnest($2::text[], $3::text[]) AS t(r, d)"
@@ -377,6 +386,9 @@ leave:
     return rc;
 }
 
+/* The DELETE cascades to the message's outbox rows and their pending_match
+ * rows, whose delete trigger NOTIFYs stubmail_poll (sql/004); no advisory
+ * lock is taken. */
 smf_db_status smf_db_unstore(const char *id, char *why, size_t whylen)
 {
     const char *vals[1] = { id };

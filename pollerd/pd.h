@@ -1,21 +1,39 @@
 /* pd.h — stubmail-pollerd internals, shared by the pollerd/ sources.
  *
- * stubmail-pollerd.c   options, configuration, signals, the event loop and
- *                      the poll cycle (which domains, how many at once)
- * pd_domain.c          the work for one remote domain, a small state
- *                      machine: discovery → login → old acks → poll → fetch
- *                      → verify → deliver or quarantine → record → ack, one
- *                      transfer at a time
- * pd_verify.c          OpenPGP: login request and answer, decrypt and
- *                      verify a fetched body, quarantine; forged
- *                      Authentication-Results
+ * The files, each calling only the ones listed below it (no file calls
+ * one above it: the lower ones report back by return value or callback):
+ *
+ * stubmail-pollerd.c   main: options, signals, the event loop
+ * pd_intro_cli.c       the `intro` command line (list, accept, drop)
+ * pd_cycle.c           one poll cycle: which domains, how many at once
+ * pd_dispatch.c        the state machine of one remote domain: discovery
+ *                      → login → old acks → subscription → poll → messages,
+ *                      one transfer at a time; it routes every finished
+ *                      transfer and frees it
+ * pd_poll.c            GET /v1/poll (UDP poll first), or POST /v1/poll
+ * pd_message.c         one listed message: fetch → verify → deliver or
+ *                      quarantine → record
+ * pd_ack.c             acks, of this cycle's messages and of earlier ones
+ * pd_subscription.c    planning the subscription change, POST /v1/subscription
+ * pd_login.c           POST /v1/login and the token it earns
+ * pd_domain.c          the record of one remote domain: its pairs, unacked
+ *                      deliveries, spool file, outcome log line
+ * pd_conf.c            the configuration key table and its checks
+ * pd_stub.c            UDP stubs: listener, coalescing, rate limits,
+ *                      introductions
+ * pd_verify.c          OpenPGP: decrypt and verify a fetched body,
+ *                      quarantine; forged Authentication-Results
+ * pd_udp.c             the UDP poll sockets and datagrams
  * pd_xfer.c            one libcurl transfer (HTTP poll/fetch/ack, SMTP)
  * pd_db.c              everything said to PostgreSQL
- * pd_stub.c            UDP stubs: listener, coalescing, rate limits,
- *                      introductions and the `intro` command
+ * pd_session.c         what is kept of a remote domain between cycles
+ * pd_util.c            the monotonic clock, unlinked spool files
+ *
+ * All but stubmail-pollerd.c make libpollerd.la, which the program and the
+ * unit tests (tests/unit/test_pd_*.c) link.
  *
  * Every transfer runs in the one curl multi handle of pd_ctx; the event loop
- * calls pd_domain_xfer_done() when one finishes. Database calls are short
+ * calls pd_dispatch_done() when one finishes. Database calls are short
  * synchronous PQexecParams on one connection, bounded by statement_timeout. */
 #ifndef PD_H
 #define PD_H
@@ -76,6 +94,10 @@ typedef struct pd_buf {
 
 typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_ACK,
                PD_X_SUBSCRIBE } pd_xkind;
+
+/* Most octets kept of an answer to a login, subscription change or ack,
+ * and of an error body. */
+#define PD_SMALL_BODY_MAX (64u * 1024)
 
 /* An HTTP entity tag as the outbox sends it, quotes included
  * (sql/004_subscription.sql makes them far shorter). */
@@ -164,6 +186,17 @@ typedef enum {
     PD_D_QUEUED, PD_D_OLD_ACKS, PD_D_SUBSCRIBE, PD_D_POLL, PD_D_ITEMS, PD_D_DONE
 } pd_dstate;
 
+/* A change of the outbox's subscription (POST /v1/subscription): what it
+ * lacks and what it has too much, sent in chunks of at most batch_max pairs
+ * (pd_subscription.c). */
+typedef struct pd_subchange {
+    int reset;                      /* the first chunk replaces everything */
+    sm_pair *add, *remove;          /* malloc'd, sorted by (to, from) */
+    size_t nadd, nremove;
+    size_t add_idx, remove_idx;     /* sent and confirmed */
+    size_t sent_add, sent_remove;   /* in the request under way */
+} pd_subchange;
+
 typedef struct pd_domain {
     struct pd_ctx *ctx;
     struct pd_domain *next;
@@ -193,13 +226,7 @@ typedef struct pd_domain {
     size_t nitems, idx;
     int more;
     size_t progress;                /* items acked since the last poll */
-    /* the subscription change of this cycle: what the outbox lacks and
-     * what it has too much, sent in chunks of at most batch_max pairs */
-    int sub_reset;                  /* the first chunk replaces everything */
-    sm_pair *sub_add, *sub_remove;  /* malloc'd */
-    size_t sub_nadd, sub_nremove;
-    size_t sub_add_idx, sub_remove_idx;     /* sent and confirmed */
-    size_t sub_sent_add, sub_sent_remove;   /* in the request under way */
+    pd_subchange sub;               /* the subscription change of this cycle */
     unsigned sub_resets;            /* 409s this cycle */
     int udp_state;                  /* PD_UDP_*: the UDP poll before the HTTP one */
     char udp_mac[SM_UDPPOLL_B64_LEN + 1];   /* of the request waiting for its answer */
@@ -243,55 +270,54 @@ typedef struct pd_ctx {
     struct pd_udp *udp;             /* UDP poll sockets (pd_udp.c), or NULL: off */
     char *only;                     /* this cycle polls only these domains (a
                                      * PostgreSQL text[] literal), NULL: all */
+    long long cycle_t0;             /* when the cycle started (pd_now_ms) */
+    int cycle_db_failed;            /* the cycle could not read the database */
     /* per-cycle counters */
     unsigned n_domains, n_failed_domains;
     unsigned n_delivered, n_acked, n_failed, n_quarantined;
 } pd_ctx;
 
-/* pd_buf */
-int pd_buf_append(pd_buf *b, const void *data, size_t len);
-void pd_buf_free(pd_buf *b);
+/* What a step asks of the dispatcher (pd_dispatch.c) once it is done with
+ * a finished transfer; the steps never call the dispatcher themselves. */
+typedef enum {
+    PD_NEXT_WAIT,       /* a transfer (or a timer) runs: wait for it */
+    PD_NEXT_STEP,       /* go on with the state machine */
+    PD_NEXT_ITEM,       /* the listed message is finished: on to the next */
+    PD_NEXT_RESUME,     /* logged in: start d->after_login */
+    PD_NEXT_FINISH,     /* the domain's cycle is over */
+    PD_NEXT_GIVE_UP     /* ... and it failed */
+} pd_next;
 
-/* pd_xfer.c */
-pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind);
-/* Set up an HTTP request to url (POST with a JSON body if post != NULL). */
-int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody);
-/* Set up the SMTP delivery of prefix + the file fd (size bytes) without the
- * nskips ranges in skips (taken over: freed with x). */
-int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefix,
-                 int fd, long long size, sm_range *skips, size_t nskips);
-int pd_xfer_start(pd_xfer *x);
-void pd_xfer_free(pd_xfer *x);
-/* Add a request header line ("Name: value") to an HTTP transfer. */
-int pd_xfer_header(pd_xfer *x, const char *line);
-/* "HTTP 404 not_found: no such message" or the transport error. */
-void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen);
-/* The JSON error code of an HTTP error body, or "" (points into a static
- * buffer of at most 63 chars, valid until the next call). */
-const char *pd_xfer_error_code(const pd_xfer *x);
+/* ---- pd_util.c ----------------------------------------------------------- */
+long long pd_now_ms(void);          /* CLOCK_MONOTONIC */
+/* A fresh, already unlinked file in dir: a crash leaves nothing behind. */
+int pd_spool_tmpfile(const char *dir);
 
-/* pd_domain.c */
-/* The domain named name in ctx->domains, added if new. */
-pd_domain *pd_domain_get(pd_ctx *ctx, const char *name);
-int pd_domain_add_pair(pd_domain *d, const char *from, const char *to);
-/* reason: why it was quarantined, or "" if it was delivered. */
-int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,
-                      const char *reason);
-void pd_domain_begin(pd_domain *d);
-void pd_domain_xfer_done(pd_xfer *x, CURLcode result);
-/* Start what waited for a Retry-After once now_ms has come; returns when the
- * domain wants to be woken next (0: not waiting). */
-long long pd_domain_wake(pd_domain *d, long long now_ms);
-/* SIGTERM: abort what can be aborted; deliveries run to their end. */
-void pd_domain_stop(pd_domain *d);
-/* Second signal: abort everything now. */
-void pd_domain_abort(pd_domain *d);
-void pd_domain_free(pd_domain *d);
+/* ---- pd_session.c -------------------------------------------------------- */
+/* The session of domain, made on first use; NULL when out of memory. */
+pd_session *pd_session_get(pd_ctx *ctx, const char *domain);
+void pd_sessions_free(pd_ctx *ctx);
+/* Forget what we know of the outbox's subscription: the next change is a
+ * reset. */
+void pd_session_forget(pd_session *s);
+/* No token we can still use for the outbox at url. */
+int pd_session_token_due(const pd_session *s, const char *url);
 
-/* pd_db.c */
+/* ---- pd_db.c ------------------------------------------------------------- */
 int pd_db_connect(pd_ctx *ctx);
 void pd_db_close(pd_ctx *ctx);
-int pd_db_load(pd_ctx *ctx);                 /* builds ctx->domains */
+/* What pd_db_load hands over, row by row (rows of one domain come
+ * together). Each returns 1 taken, 0 skipped (logged), -1 stop the load
+ * (out of memory, logged). */
+typedef struct pd_db_loader {
+    void *arg;
+    int (*pair)(void *arg, const char *domain, const char *contact, const char *owner);
+    int (*unacked)(void *arg, const char *domain, const char *id, const char *to,
+                   const char *from, const char *reason);
+} pd_db_loader;
+/* The address book pairs and the unacked deliveries of this cycle's
+ * domains (ctx->only, or all). 0, or -1 (logged). */
+int pd_db_load(pd_ctx *ctx, const pd_db_loader *load);
 int pd_db_lock(pd_ctx *ctx, const char *domain);   /* 1 got, 0 busy, -1 err */
 void pd_db_unlock(pd_ctx *ctx, const char *domain);
 /* 0 not received, 1 received not acked, 2 received and acked, -1 error;
@@ -308,37 +334,6 @@ int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
                       const char *to, const char *from);
 pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
                                   const char *id, const char *to);
-
-/* pd_domain.c: helpers */
-long long pd_now_ms(void);          /* CLOCK_MONOTONIC */
-/* The session of domain, made on first use; NULL when out of memory. */
-pd_session *pd_session_get(pd_ctx *ctx, const char *domain);
-void pd_sessions_free(pd_ctx *ctx);
-/* A fresh, already unlinked file in dir: a crash leaves nothing behind. */
-int pd_spool_tmpfile(const char *dir);
-
-/* pd_stub.c: UDP stubs and introductions (docs/PROTOCOL.md "UDP stubs") */
-/* Check udp_listen and the stub keys. 0, or -1 with err. */
-int pd_stub_check_conf(pd_conf *c, char *err, size_t errlen);
-/* Bind udp_listen (when set). 0, or -1 with why. */
-int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen);
-void pd_stub_close(pd_ctx *ctx);
-/* The socket to wait on, or -1. */
-int pd_stub_fd(const pd_ctx *ctx);
-/* Read and act on what arrived (never blocks). */
-void pd_stub_read(pd_ctx *ctx);
-/* A full cycle is starting: it polls every domain, so nothing waits. */
-void pd_stub_cycle_all(pd_ctx *ctx);
-/* The domains whose stub poll is due now, as a text[] literal for
- * ctx->only (malloc'd; the caller frees), or NULL. */
-char *pd_stub_due(pd_ctx *ctx, long long now_ms);
-/* When the next stub poll becomes due (monotonic ms), or 0: none waits. */
-long long pd_stub_next_ms(const pd_ctx *ctx);
-/* `stubmail-pollerd -c FILE intro ...`: list, accept or drop introductions.
- * Returns an exit status. */
-int pd_intro_main(pd_ctx *ctx, int argc, char **argv);
-
-/* pd_db.c: stubs and introductions */
 /* Who of the stub's recipients (at our domain) knows its sender: *known = 1
  * if some local address book holds the sender (address or *@domain); with
  * record, an introduction is recorded or refreshed for each recipient that
@@ -356,31 +351,30 @@ int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, i
 /* 1 dropped, 0 no such introduction, -1 error. */
 int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender);
 
-/* pd_udp.c: the UDP lightweight poll (docs/PROTOCOL.md "UDP poll") */
-/* ctx->udp when udp_poll is on. 0, or -1 (logged). */
-int pd_udp_open(pd_ctx *ctx);
-void pd_udp_close(pd_ctx *ctx);
-/* The sockets to wait on (at most max, 2 is enough); how many. */
-size_t pd_udp_fds(const pd_ctx *ctx, int *fds, size_t max);
-/* Read the answers that arrived (never blocks). */
-void pd_udp_read(pd_ctx *ctx);
-/* Keep the "udp" member of a login answer in s (udp_ok = 0 if none). */
-void pd_udp_login_answer(pd_session *s, const char *body, size_t len);
-/* Before the HTTP poll of d: 0 if a UDP poll was sent and the domain now
- * waits for its answer (pd_domain_udp_idle, or the HTTP poll again through
- * wake_ms); -1 if not (no responder, no ETag, tried already): poll by HTTP. */
-int pd_udp_poll_start(pd_domain *d);
-/* Debug summary of the cycle. */
-void pd_udp_cycle_end(pd_ctx *ctx);
-/* pd_domain.c: the UDP poll said nothing is new; the domain is done. */
-void pd_domain_udp_idle(pd_domain *d);
+/* ---- pd_xfer.c ----------------------------------------------------------- */
+int pd_buf_append(pd_buf *b, const void *data, size_t len);
+void pd_buf_free(pd_buf *b);
+pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind);
+/* Set up an HTTP request to url (POST with a JSON body if post != NULL). */
+int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody);
+/* Set up the SMTP delivery of prefix + the file fd (size bytes) without the
+ * nskips ranges in skips (taken over: freed with x). */
+int pd_xfer_smtp(pd_xfer *x, const char *from, const char *to, const char *prefix,
+                 int fd, long long size, sm_range *skips, size_t nskips);
+int pd_xfer_start(pd_xfer *x);
+void pd_xfer_free(pd_xfer *x);
+/* Add a request header line ("Name: value") to an HTTP transfer. */
+int pd_xfer_header(pd_xfer *x, const char *line);
+/* "HTTP 404 not_found: no such message" or the transport error. */
+void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen);
+/* The JSON error code of an HTTP error body, or "" (points into a static
+ * buffer of at most 63 chars, valid until the next call). */
+const char *pd_xfer_error_code(const pd_xfer *x);
+/* Whether a failed HTTP transfer says something about the whole domain
+ * (unreachable, login refused, server trouble) rather than one message. */
+int pd_xfer_domain_wide(const pd_xfer *x);
 
-/* pd_verify.c */
-/* The JSON body of POST /v1/login to server, signed with our domain key.
- * malloc'd, or NULL with why. Blocking (gpg-agent signs). */
-char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen);
-/* Parse a login answer into sess. 0, or -1 with why. */
-int pd_login_answer(pd_session *sess, const char *body, size_t len, char *why, size_t whylen);
+/* ---- pd_verify.c --------------------------------------------------------- */
 /* Decrypt and verify the fetched body in *fd (OpenPGP) from the domain
  * whose key is signer_fpr: SM_PGP_OK with *fd replaced by the decrypted text
  * and *size set; SM_PGP_REJECT with reason (SM_ACK_REASON_MAX + 1 bytes, for
@@ -398,5 +392,189 @@ int pd_forged_results(int fd, const char *authserv_id, sm_range **skips, size_t 
 /* Keep the body in fd as quarantine_dir/<domain>-<id>. 0, or -1 with why. */
 int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
                   char *why, size_t whylen);
+
+/* ---- pd_udp.c: the UDP lightweight poll (docs/PROTOCOL.md "UDP poll") ---- */
+/* ctx->udp when udp_poll is on. 0, or -1 (logged). */
+int pd_udp_open(pd_ctx *ctx);
+void pd_udp_close(pd_ctx *ctx);
+/* The sockets to wait on (at most max, 2 is enough); how many. */
+size_t pd_udp_fds(const pd_ctx *ctx, int *fds, size_t max);
+/* Keep the "udp" member of a login answer in s (udp_ok = 0 if none). */
+void pd_udp_login_answer(pd_session *s, const char *body, size_t len);
+/* Ask s's responder whether anything changed since s->etag; mac
+ * (SM_UDPPOLL_B64_LEN + 1 bytes) gets the request's MAC, which its answer
+ * carries. 0 sent, -1 not (told at debug level). */
+int pd_udp_ask(pd_ctx *ctx, const pd_session *s, char *mac);
+/* A question went unanswered in time (counted for the cycle's summary). */
+void pd_udp_unanswered(pd_ctx *ctx);
+/* Whose answer is the datagram pkt: the status it gives (SM_UDPPOLL_IDLE
+ * or _POLL) once acted on, or -1 if it is nobody's. */
+typedef int (*pd_udp_answer_fn)(pd_ctx *ctx, const unsigned char *pkt, size_t len);
+/* Read the answers that arrived (never blocks), each handed to answer. */
+void pd_udp_read(pd_ctx *ctx, pd_udp_answer_fn answer);
+/* Debug summary of the cycle. */
+void pd_udp_cycle_end(pd_ctx *ctx);
+
+/* ---- pd_stub.c: UDP stubs and introductions (docs/PROTOCOL.md "UDP stubs") */
+/* Check udp_listen and the stub keys. 0, or -1 with err. */
+int pd_stub_check_conf(pd_conf *c, char *err, size_t errlen);
+/* Bind udp_listen (when set). 0, or -1 with why. */
+int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen);
+void pd_stub_close(pd_ctx *ctx);
+/* The socket to wait on, or -1. */
+int pd_stub_fd(const pd_ctx *ctx);
+/* Read and act on what arrived (never blocks). */
+void pd_stub_read(pd_ctx *ctx);
+/* A full cycle is starting: it polls every domain, so nothing waits. */
+void pd_stub_cycle_all(pd_ctx *ctx);
+/* The domains whose stub poll is due now, as a text[] literal for
+ * ctx->only (malloc'd; the caller frees), or NULL. */
+char *pd_stub_due(pd_ctx *ctx, long long now_ms);
+/* When the next stub poll becomes due (monotonic ms), or 0: none waits. */
+long long pd_stub_next_ms(const pd_ctx *ctx);
+
+/* ---- pd_conf.c ----------------------------------------------------------- */
+/* Defaults, the file at path, then the checks beyond syntax (which also
+ * derive smtp_url, pubkey and https). 0, or -1 with err. */
+int pd_conf_load(pd_conf *c, const char *path, char *err, size_t errlen);
+/* The "  key  default  help" lines of -h. */
+void pd_conf_print_keys(FILE *fp);
+/* "key<TAB>default" lines, one per key ("" when it has none), for
+ * tests/docs/t-pollerd-keys. */
+void pd_conf_dump_keys(FILE *fp);
+/* Sign once (this starts the home's gpg-agent). 0, or -1 (logged). */
+int pd_conf_can_sign(const pd_conf *c);
+void pd_conf_free(pd_conf *c);
+
+/* ---- pd_domain.c: the record of one remote domain ------------------------ */
+/* The domain named name in ctx->domains, added if new. */
+pd_domain *pd_domain_get(pd_ctx *ctx, const char *name);
+/* 0, or -1 if the pair is skipped (logged). */
+int pd_domain_add_pair(pd_domain *d, const char *contact, const char *owner);
+/* reason: why it was quarantined, or "" if it was delivered. 0, or -1. */
+int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,
+                      const char *reason);
+/* Order of sm_pair by (to, from), for qsort and bsearch. */
+int pd_pair_cmp(const void *a, const void *b);
+/* Sort the pairs and drop duplicates: the subscription is a set. */
+void pd_domain_sort_pairs(pd_domain *d);
+/* Where the outbox is and which key signs its mail. 0, or -1 when the
+ * domain is skipped this cycle (logged; d->failed set when that is a
+ * failure rather than "nothing to do"). */
+int pd_domain_discover(pd_domain *d);
+/* The listed message being worked on. */
+sm_listing *pd_domain_item(pd_domain *d);
+/* The one log line per message outcome. */
+void pd_domain_outcome(pd_domain *d, const sm_listing *it, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void pd_domain_drop_file(pd_domain *d);
+/* Drop the spool file unless it holds the body of the current item. */
+void pd_domain_keep_file_for_item(pd_domain *d);
+void pd_domain_free_items(pd_domain *d);
+/* Start x (taken over: running as d->x, or freed). 0, or -1. */
+int pd_domain_start(pd_domain *d, pd_xfer *x);
+/* No transfer until until_ms; then start kind (pd_dispatch_wake). */
+void pd_domain_wait(pd_domain *d, pd_xkind kind, long long until_ms);
+void pd_domain_free(pd_domain *d);
+
+/* ---- pd_login.c ---------------------------------------------------------- */
+/* The JSON body of POST /v1/login to server, signed with our domain key.
+ * malloc'd, or NULL with why. Blocking (gpg-agent signs). */
+char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen);
+/* Parse a login answer into sess. 0, or -1 with why. */
+int pd_login_answer(pd_session *sess, const char *body, size_t len, char *why, size_t whylen);
+/* No token we can still use for d's outbox: log in before the next request. */
+int pd_login_due(const pd_domain *d);
+/* POST /v1/login; after it, start `after` (PD_X_NONE: go on with the
+ * state machine). 0, or -1 (logged). */
+int pd_login_start(pd_domain *d, pd_xkind after);
+pd_next pd_login_done(pd_domain *d, const pd_xfer *x);
+
+/* ---- pd_subscription.c --------------------------------------------------- */
+/* What a subscription change must send so that the outbox holds exactly
+ * book (nbook pairs sorted by pd_pair_cmp, no duplicates): with s's
+ * subscription known, the pairs it lacks and those it has too many;
+ * otherwise a reset to all of book. 0, or -1 out of memory (logged). */
+int pd_subscription_plan(pd_subchange *plan, const sm_pair *book, size_t nbook,
+                         const pd_session *s);
+void pd_subscription_plan_free(pd_subchange *plan);
+/* Plan this cycle's change of d (nothing for an outbox without
+ * subscriptions). 0, or -1. */
+int pd_subscription_begin(pd_domain *d);
+/* Some of this cycle's change is still to be sent. */
+int pd_subscription_pending(const pd_domain *d);
+/* POST /v1/subscription with the next chunk. 0, or -1 (logged). */
+int pd_subscription_start(pd_domain *d);
+pd_next pd_subscription_done(pd_domain *d, const pd_xfer *x);
+/* After a 409: reset the subscription (once per cycle) and go on. */
+pd_next pd_subscription_restart(pd_domain *d, const char *what);
+
+/* ---- pd_poll.c ----------------------------------------------------------- */
+/* The next poll: a UDP poll first when it can save the HTTP one, then GET
+ * /v1/poll, or POST /v1/poll with the next chunk of pairs for an outbox
+ * without subscriptions. 0, or -1 (logged). */
+int pd_poll_start(pd_domain *d);
+pd_next pd_poll_done(pd_domain *d, const pd_xfer *x);
+/* Every listed message is finished: poll the same chunk again or the
+ * next one (d->state becomes PD_D_POLL). */
+void pd_poll_items_done(pd_domain *d);
+/* The UDP answer pkt, if it is d's: its status (SM_UDPPOLL_POLL: d polls
+ * by HTTP now), else -1. */
+int pd_poll_udp_answer(pd_domain *d, const unsigned char *pkt, size_t len);
+
+/* ---- pd_ack.c ------------------------------------------------------------ */
+/* Ack what d is at: the earlier delivery d->old[d->old_idx] (PD_D_OLD_ACKS),
+ * or the current item, as rejected when d->item_reason says why. 0, or -1
+ * (logged). */
+int pd_ack_start(pd_domain *d);
+pd_next pd_ack_done(pd_domain *d, const pd_xfer *x);
+
+/* ---- pd_message.c -------------------------------------------------------- */
+/* Start the work on the current item: 0 when a transfer started, -1 if it
+ * is finished already (the outcome is logged). */
+int pd_message_begin(pd_domain *d);
+/* Fetch the current item's body into a fresh spool file. 0, or -1. */
+int pd_message_fetch(pd_domain *d);
+/* Also notes in x a body that is not the listed size. */
+pd_next pd_message_fetch_done(pd_domain *d, pd_xfer *x);
+pd_next pd_message_deliver_done(pd_domain *d, const pd_xfer *x);
+/* The outcome line of a message whose transfer a stop cuts short. */
+void pd_message_interrupted(pd_domain *d);
+
+/* ---- pd_dispatch.c ------------------------------------------------------- */
+void pd_dispatch_begin(pd_domain *d);
+/* A transfer finished: route it to its step, free it, act on the answer. */
+void pd_dispatch_done(pd_xfer *x, CURLcode result);
+/* Start what waited for a Retry-After once now_ms has come; returns when the
+ * domain wants to be woken next (0: not waiting). */
+long long pd_dispatch_wake(pd_domain *d, long long now_ms);
+/* SIGTERM: abort what can be aborted; deliveries run to their end. */
+void pd_dispatch_stop(pd_domain *d);
+/* Second signal: abort everything now. */
+void pd_dispatch_abort(pd_domain *d);
+/* pd_udp_answer_fn: the UDP poll answer of a waiting domain. */
+int pd_dispatch_udp_answer(pd_ctx *ctx, const unsigned char *pkt, size_t len);
+
+/* ---- pd_cycle.c ---------------------------------------------------------- */
+/* only: the domains UDP stubs asked for (pd_stub_due; taken over), or NULL
+ * for a full cycle of every domain. */
+void pd_cycle_start(pd_ctx *ctx, char *only);
+/* Start queued domains while there is room. */
+void pd_cycle_pump(pd_ctx *ctx);
+/* Wake what waited; when the next domain wants waking (0: none). */
+long long pd_cycle_wake(pd_ctx *ctx);
+void pd_cycle_stop(pd_ctx *ctx);
+void pd_cycle_abort(pd_ctx *ctx);
+/* Every domain of the running cycle is done. */
+int pd_cycle_over(const pd_ctx *ctx);
+/* The summary line; 1 if the cycle had failures. */
+int pd_cycle_end(pd_ctx *ctx);
+/* Free the cycle's domains. */
+void pd_cycle_free(pd_ctx *ctx);
+
+/* ---- pd_intro_cli.c ------------------------------------------------------ */
+/* `stubmail-pollerd -c FILE intro ...`: list, accept or drop introductions.
+ * argv[0] is "intro". Returns an exit status. */
+int pd_intro_cli_main(pd_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -4,7 +4,8 @@
  * statement is one PQexecParams, bounded by statement_timeout = `timeout`.
  * PostgreSQL down is a temporary failure: the caller logs, skips the work
  * and tries again next cycle; nothing is delivered that could not first be
- * checked against table received. */
+ * checked against table received. Every error line names the remote domain
+ * (and the message id) the statement was for. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -84,23 +85,27 @@ static const char *pq_why(const PGresult *res, const PGconn *db)
     return buf;
 }
 
-/* Run a statement; NULL (and logged) unless it returned `want`. */
-static PGresult *exec(pd_ctx *ctx, const char *what, const char *sql, int n,
-                      const char *const *params, ExecStatusType want)
+/* Run a statement for domain (and message id; either may be NULL); NULL
+ * (and logged, in the words of the domain's other log lines: "domain id:
+ * ...") unless it returned `want`. */
+static PGresult *exec(pd_ctx *ctx, const char *domain, const char *id, const char *what,
+                      const char *sql, int n, const char *const *params, ExecStatusType want)
 {
-    PGresult *res;
+    PGresult *res = NULL;
+    const char *why;
 
     if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK) {
-        sm_err("database: %s: not connected", what);
-        return NULL;
+        why = "not connected";
+    } else {
+        res = PQexecParams(ctx->db, sql, n, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) == want)
+            return res;
+        why = pq_why(res, ctx->db);
     }
-    res = PQexecParams(ctx->db, sql, n, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != want) {
-        sm_err("database: %s: %s", what, pq_why(res, ctx->db));
-        PQclear(res);
-        return NULL;
-    }
-    return res;
+    sm_err("%s%s%s%sdatabase: %s: %s", domain ? domain : "", id ? " " : "", id ? id : "",
+           domain || id ? ": " : "", what, why);
+    PQclear(res);
+    return NULL;
 }
 
 int pd_db_connect(pd_ctx *ctx)
@@ -122,20 +127,20 @@ int pd_db_connect(pd_ctx *ctx)
     }
     if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK) {
         sm_err("database: cannot connect: %s", pq_why(NULL, ctx->db));
-        pd_db_close(ctx);
-        return -1;
+        goto fail;
     }
     snprintf(ms, sizeof(ms), "%ld", ctx->conf.timeout * 1000);
     p[0] = ms;
-    res = exec(ctx, "set statement_timeout",
+    res = exec(ctx, NULL, NULL, "set statement_timeout",
                "SELECT set_config('statement_timeout', $1, false)", 1, p, PGRES_TUPLES_OK);
-    if (!res) {
-        pd_db_close(ctx);
-        return -1;
-    }
+    if (!res)
+        goto fail;
     PQclear(res);
     sm_debug("database: connected");
     return 0;
+fail:
+    pd_db_close(ctx);
+    return -1;
 }
 
 void pd_db_close(pd_ctx *ctx)
@@ -146,41 +151,39 @@ void pd_db_close(pd_ctx *ctx)
 }
 
 
-int pd_db_load(pd_ctx *ctx)
+int pd_db_load(pd_ctx *ctx, const pd_db_loader *load)
 {
     const char *p[2] = { ctx->conf.domain, ctx->only };
-    PGresult *res;
-    pd_domain *d = NULL;
-    int i, n, rc = -1;
+    char which[64];
+    PGresult *res = NULL;
+    int i, n, r, rc = -1;
     unsigned npairs = 0, nold = 0;
 
-    if (!(res = exec(ctx, "reading address books", SQL_PAIRS, 2, p, PGRES_TUPLES_OK)))
-        return -1;
+    /* no domain of its own: a stub cycle names its domains */
+    snprintf(which, sizeof(which), "%s%.40s%s", ctx->only ? "domains " : "every domain",
+             ctx->only ? ctx->only : "", ctx->only && strlen(ctx->only) > 40 ? "..." : "");
+    if (!(res = exec(ctx, which, NULL, "reading address books", SQL_PAIRS, 2, p,
+                     PGRES_TUPLES_OK)))
+        goto leave;
     n = PQntuples(res);
     for (i = 0; i < n; i++) {
-        const char *dom = PQgetvalue(res, i, 0);
-        if (!d || strcmp(d->name, dom) != 0) {
-            if (!(d = pd_domain_get(ctx, dom)))
-                goto leave;
-        }
-        if (pd_domain_add_pair(d, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2)) == 0)
-            npairs++;
+        if ((r = load->pair(load->arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                            PQgetvalue(res, i, 2))) < 0)
+            goto leave;
+        npairs += (unsigned)r;
     }
     PQclear(res);
 
-    if (!(res = exec(ctx, "reading unacked deliveries", SQL_UNACKED, 1, p + 1,
+    if (!(res = exec(ctx, which, NULL, "reading unacked deliveries", SQL_UNACKED, 1, p + 1,
                      PGRES_TUPLES_OK)))
-        return -1;
+        goto leave;
     n = PQntuples(res);
-    for (i = 0, d = NULL; i < n; i++) {
-        const char *dom = PQgetvalue(res, i, 0);
-        if (!d || strcmp(d->name, dom) != 0) {
-            if (!(d = pd_domain_get(ctx, dom)))
-                goto leave;
-        }
-        if (pd_domain_add_old(d, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-                              PQgetvalue(res, i, 3), PQgetvalue(res, i, 4)) == 0)
-            nold++;
+    for (i = 0; i < n; i++) {
+        if ((r = load->unacked(load->arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                               PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+                               PQgetvalue(res, i, 4))) < 0)
+            goto leave;
+        nold += (unsigned)r;
     }
     sm_debug("database: %u pairs, %u unacked deliveries", npairs, nold);
     rc = 0;
@@ -197,7 +200,7 @@ int pd_db_lock(pd_ctx *ctx, const char *domain)
     int got;
 
     snprintf(cls, sizeof(cls), "%d", PD_LOCK_CLASS);
-    if (!(res = exec(ctx, "locking a domain", SQL_LOCK, 2, p, PGRES_TUPLES_OK)))
+    if (!(res = exec(ctx, domain, NULL, "taking its lock", SQL_LOCK, 2, p, PGRES_TUPLES_OK)))
         return -1;
     got = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
@@ -214,7 +217,8 @@ void pd_db_unlock(pd_ctx *ctx, const char *domain)
     /* a lost connection has released the lock already */
     if (!ctx->db || PQstatus(ctx->db) != CONNECTION_OK)
         return;
-    if ((res = exec(ctx, "unlocking a domain", SQL_UNLOCK, 2, p, PGRES_TUPLES_OK)))
+    if ((res = exec(ctx, domain, NULL, "releasing its lock", SQL_UNLOCK, 2, p,
+                    PGRES_TUPLES_OK)))
         PQclear(res);
 }
 
@@ -222,6 +226,7 @@ int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *
                    char *reason)
 {
     const char *p[3] = { domain, id, to };
+    char what[SM_ADDR_MAX + 64];
     PGresult *res;
     pd_unrecorded *u;
     int rc;
@@ -229,7 +234,8 @@ int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *
     reason[0] = '\0';
     if ((u = pd_unrecorded_find(ctx, domain, id, to)))
         return u->acked ? 2 : 1;
-    if (!(res = exec(ctx, "looking up received", SQL_RECEIVED, 3, p, PGRES_TUPLES_OK)))
+    snprintf(what, sizeof(what), "looking up table received (to=<%s>)", to);
+    if (!(res = exec(ctx, domain, id, what, SQL_RECEIVED, 3, p, PGRES_TUPLES_OK)))
         return -1;
     if (PQntuples(res) == 0) {
         rc = 0;
@@ -245,10 +251,12 @@ int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to
                  const char *from, int acked, const char *reason)
 {
     const char *p[6] = { domain, id, to, from, acked ? "true" : "false", reason };
+    char what[SM_ADDR_MAX + 64];
     PGresult *res;
 
-    if (!(res = exec(ctx, reason ? "recording a quarantined message" : "recording a delivery",
-                     SQL_RECORD, 6, p, PGRES_COMMAND_OK)))
+    snprintf(what, sizeof(what), "recording a %s (to=<%s>)",
+             reason ? "quarantined message" : "delivery", to);
+    if (!(res = exec(ctx, domain, id, what, SQL_RECORD, 6, p, PGRES_COMMAND_OK)))
         return -1;
     PQclear(res);
     return 0;
@@ -257,6 +265,7 @@ int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to
 int pd_db_acked(pd_ctx *ctx, const char *domain, const char *id, const char *to)
 {
     const char *p[3] = { domain, id, to };
+    char what[SM_ADDR_MAX + 64];
     PGresult *res;
     pd_unrecorded *u;
 
@@ -264,7 +273,8 @@ int pd_db_acked(pd_ctx *ctx, const char *domain, const char *id, const char *to)
         u->acked = 1;       /* recorded as acked when the database is back */
         return 0;
     }
-    if (!(res = exec(ctx, "recording an ack", SQL_ACKED, 3, p, PGRES_COMMAND_OK)))
+    snprintf(what, sizeof(what), "recording an ack (to=<%s>)", to);
+    if (!(res = exec(ctx, domain, id, what, SQL_ACKED, 3, p, PGRES_COMMAND_OK)))
         return -1;
     PQclear(res);
     return 0;
@@ -375,7 +385,8 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
 
     *known = 0;
     *added = 0;
-    if (!(res = exec(ctx, "looking up a stub's sender", SQL_STUB_KNOWN, 3, p, PGRES_TUPLES_OK)))
+    if (!(res = exec(ctx, dom, NULL, "looking up a stub's sender", SQL_STUB_KNOWN, 3, p,
+                     PGRES_TUPLES_OK)))
         return -1;
     *known = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
@@ -385,7 +396,7 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
     for (i = 0, len = 1; i < n; i++)
         len += strlen(rcpts[i]) + 1;
     if (!(list = malloc(len))) {
-        sm_err("recording introductions from <%s>: out of memory", sender);
+        sm_err("%s: recording introductions from <%s>: out of memory", dom, sender);
         return -1;
     }
     for (i = 0, off = 0; i < n; i++)
@@ -395,7 +406,7 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
     q[1] = sender;
     q[2] = dom;
     q[3] = max;
-    res = exec(ctx, "recording introductions", SQL_INTRO, 4, q, PGRES_COMMAND_OK);
+    res = exec(ctx, dom, NULL, "recording introductions", SQL_INTRO, 4, q, PGRES_COMMAND_OK);
     free(list);
     if (!res)
         return -1;
@@ -410,7 +421,8 @@ int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out)
     PGresult *res;
     int i, n;
 
-    if (!(res = exec(ctx, "listing introductions", SQL_INTRO_LIST, 1, p, PGRES_TUPLES_OK)))
+    if (!(res = exec(ctx, NULL, NULL, "listing introductions", SQL_INTRO_LIST, 1, p,
+                     PGRES_TUPLES_OK)))
         return -1;
     n = PQntuples(res);
     for (i = 0; i < n; i++)
@@ -427,7 +439,8 @@ int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, i
     int found;
 
     *added = 0;
-    if (!(res = exec(ctx, "accepting an introduction", SQL_INTRO_ACCEPT, 2, p, PGRES_TUPLES_OK)))
+    if (!(res = exec(ctx, sm_addr_domain(sender), NULL, "accepting an introduction",
+                     SQL_INTRO_ACCEPT, 2, p, PGRES_TUPLES_OK)))
         return -1;
     found = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
     *added = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
@@ -441,7 +454,8 @@ int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender)
     PGresult *res;
     int found;
 
-    if (!(res = exec(ctx, "dropping an introduction", SQL_INTRO_DROP, 2, p, PGRES_COMMAND_OK)))
+    if (!(res = exec(ctx, sm_addr_domain(sender), NULL, "dropping an introduction",
+                     SQL_INTRO_DROP, 2, p, PGRES_COMMAND_OK)))
         return -1;
     found = strcmp(PQcmdTuples(res), "0") != 0;
     PQclear(res);

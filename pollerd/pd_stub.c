@@ -2,8 +2,7 @@
  * sender some local address book holds makes pollerd poll that sender's
  * domain now instead of at the next interval (docs/PROTOCOL.md "UDP
  * stubs"); stubs from senders nobody knows become introductions when the
- * admin turned them on. Also the `intro` command that lists and accepts
- * them.
+ * admin turned them on (pd_intro_cli.c lists and accepts them).
  *
  * Anyone can send a stub, so a stub is only a hint and costs little:
  * - it never names a URL: the poll goes to the domain's published outbox
@@ -32,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sysexits.h>
 #include <unistd.h>
 
 #include "sm_log.h"
@@ -124,8 +122,7 @@ int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen)
     if (st->fd < 0) {
         snprintf(why, whylen, "udp_listen %s: socket: %s", ctx->conf.udp_listen,
                  strerror(errno));
-        free(st);
-        return -1;
+        goto fail;
     }
     if (ss.ss_family == AF_INET6)
         setsockopt(st->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -133,9 +130,7 @@ int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen)
     setsockopt(st->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (bind(st->fd, (struct sockaddr *)&ss, sslen) != 0) {
         snprintf(why, whylen, "udp_listen %s: bind: %s", ctx->conf.udp_listen, strerror(errno));
-        close(st->fd);
-        free(st);
-        return -1;
+        goto fail;
     }
     st->tokens = (double)ctx->conf.stub_rate;
     st->lookups = PD_STUB_LOOKUPS;
@@ -146,6 +141,11 @@ int pd_stub_open(pd_ctx *ctx, char *why, size_t whylen)
             ctx->conf.stub_interval, ctx->conf.stub_rate,
             ctx->conf.introductions ? "on" : "off");
     return 0;
+fail:
+    if (st->fd >= 0)
+        close(st->fd);
+    free(st);
+    return -1;
 }
 
 void pd_stub_close(pd_ctx *ctx)
@@ -466,99 +466,4 @@ long long pd_stub_next_ms(const pd_ctx *ctx)
             next = tok;
     }
     return next;
-}
-
-/* ---- stubmail-pollerd -c FILE intro ... -------------------------------- */
-
-static int intro_usage(void)
-{
-    fprintf(stderr, "usage: stubmail-pollerd -c FILE intro list [RECIPIENT]\n"
-                    "       stubmail-pollerd -c FILE intro accept RECIPIENT SENDER\n"
-                    "       stubmail-pollerd -c FILE intro drop RECIPIENT SENDER\n");
-    return EX_USAGE;
-}
-
-static int intro_addr(const char *what, const char *in, char *out)
-{
-    const char *why = "";
-
-    if (sm_addr_normalize(in, out, SM_ADDR_MAX + 1, &why) != 0) {
-        fprintf(stderr, "stubmail-pollerd: %s \"%s\": %s\n", what, in, why);
-        return -1;
-    }
-    return 0;
-}
-
-/* After an accept: tell the running pollerd, by a stub of our own to its
- * udp_listen, so that the waiting mail is pulled now. */
-static void intro_poke(pd_ctx *ctx, const char *rcpt, const char *sender)
-{
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    const char *bad = "", *to[1] = { rcpt };
-    char why[256];
-
-    if (!ctx->conf.udp_listen) {
-        printf("pollerd pulls the waiting mail at its next cycle (udp_listen is not set)\n");
-        return;
-    }
-    if (sm_dns_resolver_parse(ctx->conf.udp_listen, &ss, &sslen, &bad) != 0
-        || sm_stub_send((struct sockaddr *)&ss, sslen, sender, to, 1, why, sizeof(why)) != 1) {
-        fprintf(stderr, "stubmail-pollerd: cannot send a stub to %s (%s): the waiting mail "
-                "is pulled at the next cycle\n", ctx->conf.udp_listen, bad[0] ? bad : why);
-        return;
-    }
-    printf("told pollerd at %s: the waiting mail from %s is pulled now\n",
-           ctx->conf.udp_listen, sm_addr_domain(sender));
-}
-
-int pd_intro_main(pd_ctx *ctx, int argc, char **argv)
-{
-    char rcpt[SM_ADDR_MAX + 1], sender[SM_ADDR_MAX + 1];
-    int rc, added = 0;
-
-    if (argc < 2)
-        return intro_usage();
-    if (pd_db_connect(ctx) != 0)
-        return EX_TEMPFAIL;
-    if (!strcmp(argv[1], "list") && argc <= 3) {
-        if (argc == 3 && intro_addr("recipient", argv[2], rcpt) != 0)
-            return EX_USAGE;
-        if ((rc = pd_db_intro_list(ctx, argc == 3 ? rcpt : NULL, stdout)) < 0)
-            return EX_TEMPFAIL;
-        if (!ctx->conf.introductions)
-            fprintf(stderr, "stubmail-pollerd: note: introductions are off "
-                    "(introductions = no): none are recorded\n");
-        return EX_OK;
-    }
-    if ((strcmp(argv[1], "accept") && strcmp(argv[1], "drop")) || argc != 4)
-        return intro_usage();
-    if (intro_addr("recipient", argv[2], rcpt) != 0 || intro_addr("sender", argv[3], sender) != 0)
-        return EX_USAGE;
-    if (strcmp(sm_addr_domain(rcpt), ctx->conf.domain) != 0) {
-        fprintf(stderr, "stubmail-pollerd: recipient <%s> is not at %s\n", rcpt,
-                ctx->conf.domain);
-        return EX_USAGE;
-    }
-    if (!strcmp(argv[1], "drop")) {
-        if ((rc = pd_db_intro_drop(ctx, rcpt, sender)) < 0)
-            return EX_TEMPFAIL;
-        if (rc == 0) {
-            fprintf(stderr, "stubmail-pollerd: no introduction of <%s> to <%s>\n", sender, rcpt);
-            return 1;
-        }
-        printf("dropped the introduction of <%s> to <%s>\n", sender, rcpt);
-        return EX_OK;
-    }
-    if ((rc = pd_db_intro_accept(ctx, rcpt, sender, &added)) < 0)
-        return EX_TEMPFAIL;
-    if (rc == 0) {
-        fprintf(stderr, "stubmail-pollerd: no introduction of <%s> to <%s>\n", sender, rcpt);
-        return 1;
-    }
-    sm_info("introduction accepted: <%s> added to the address book of <%s>%s", sender, rcpt,
-            added ? "" : " (it was there already)");
-    printf("accepted: <%s> is in the address book of <%s>\n", sender, rcpt);
-    intro_poke(ctx, rcpt, sender);
-    return EX_OK;
 }

@@ -1,12 +1,12 @@
 /* pd_udp.c — the UDP lightweight poll, the poller's side (docs/PROTOCOL.md,
- * "UDP poll").
+ * "UDP poll"): the sockets, the "udp" member of a login answer, sending a
+ * question and reading the answers. When to ask and what an answer means
+ * for the domain is pd_poll.c's:
  *
  * A login answer may name the outbox's UDP responder with a session and a
  * secret (kept in pd_session). Before the HTTP poll of a domain whose last
  * HTTP poll listed nothing (its ETag is known), one datagram asks whether
- * anything changed since that ETag. The domain then waits, without a
- * transfer, on the Retry-After timer of pd_domain.c (wake_ms) for at most
- * udp_timeout:
+ * anything changed since that ETag; the domain waits at most udp_timeout:
  *
  *   "idle"            nothing new: the domain is done for this cycle
  *   "poll"            poll by HTTP now
@@ -14,7 +14,8 @@
  *
  * So UDP can only ever save an HTTP request, never lose mail: whatever goes
  * wrong ends in the HTTP poll of today. Replies are matched to the waiting
- * domain by their MAC; anything else is dropped (counted at debug level). */
+ * domain by their MAC (the answer callback); anything else is dropped
+ * (counted at debug level). */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -134,83 +135,58 @@ static int udp_socket(pd_ctx *ctx, int family)
     return family == AF_INET6 ? ctx->udp->fd6 : ctx->udp->fd4;
 }
 
-int pd_udp_poll_start(pd_domain *d)
+int pd_udp_ask(pd_ctx *ctx, const pd_session *s, char *mac)
 {
-    pd_ctx *ctx = d->ctx;
-    pd_session *s = d->sess;
     char pkt[SM_UDPPOLL_REQUEST_MAX + 1];
     long n;
     int fd;
 
-    if (d->udp_state == PD_UDP_WAITING && ctx->udp) {
-        /* the time is up (pd_domain_wake): poll by HTTP */
-        ctx->udp->n_timeout++;
-        sm_debug("%s: no UDP poll answer within %lds: polling by HTTP", d->name,
-                 ctx->conf.udp_timeout);
-    }
-    /* a cycle that UDP stubs asked for (ctx->only) knows there is news:
-     * asking would only add the wait, or race the outbox's notification */
-    if (d->udp_state != PD_UDP_UNTRIED || !ctx->udp || !s->udp_ok || !s->etag[0] || s->legacy
-        || ctx->stopping || ctx->only)
-        goto no;
-    d->udp_state = PD_UDP_DONE;
     n = sm_udppoll_request_encode(s->udp_key, s->udp_session, s->etag, (long long)time(NULL),
-                                  pkt, sizeof(pkt), d->udp_mac);
+                                  pkt, sizeof(pkt), mac);
     if (n < 0) {
-        sm_debug("%s: the ETag %s cannot be a UDP poll cursor: polling by HTTP", d->name,
+        sm_debug("%s: the ETag %s cannot be a UDP poll cursor: polling by HTTP", s->domain,
                  s->etag);
-        goto no;
+        return -1;
     }
     if ((fd = udp_socket(ctx, s->udp_addr.ss_family)) < 0)
-        goto no;
-    if (sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&s->udp_addr, s->udp_addrlen) != n) {
-        sm_debug("%s: sending the UDP poll failed: %s; polling by HTTP", d->name,
+        return -1;
+    if (sendto(fd, pkt, (size_t)n, 0, (const struct sockaddr *)&s->udp_addr,
+               s->udp_addrlen) != n) {
+        sm_debug("%s: sending the UDP poll failed: %s; polling by HTTP", s->domain,
                  strerror(errno));
-        goto no;
+        return -1;
     }
     ctx->udp->n_sent++;
-    d->udp_state = PD_UDP_WAITING;
-    d->redo = PD_X_POLL;
-    d->wake_ms = pd_now_ms() + ctx->conf.udp_timeout * 1000LL;
-    sm_debug("%s: UDP poll since %s", d->name, s->etag);
     return 0;
-no:
-    d->udp_state = PD_UDP_DONE;
-    return -1;
+}
+
+void pd_udp_unanswered(pd_ctx *ctx)
+{
+    if (ctx->udp)
+        ctx->udp->n_timeout++;
 }
 
 /* One datagram: the answer for a waiting domain, or dropped. The MAC
  * alone says whose answer it is (only the responder holds that session's
  * key, and it covers our request's MAC); the source address is not
  * compared, so a responder behind NAT or on a wildcard address works. */
-static void udp_answer(pd_ctx *ctx, const unsigned char *pkt, size_t len)
+static void udp_answer(pd_ctx *ctx, const unsigned char *pkt, size_t len,
+                       pd_udp_answer_fn answer)
 {
-    sm_udppoll_status status;
-    const char *why;
-    pd_domain *d;
-
-    for (d = ctx->domains; d; d = d->next) {
-        if (d->udp_state != PD_UDP_WAITING || d->state == PD_D_DONE
-            || sm_udppoll_reply_parse(d->sess->udp_key, d->udp_mac, pkt, len, &status,
-                                      &why) != 0)
-            continue;
-        d->udp_state = PD_UDP_DONE;
-        if (status == SM_UDPPOLL_IDLE) {
-            ctx->udp->n_idle++;
-            d->wake_ms = 0;
-            pd_domain_udp_idle(d);
-        } else {
-            ctx->udp->n_poll++;
-            sm_debug("%s: UDP poll says there is news: polling by HTTP", d->name);
-            d->wake_ms = pd_now_ms();     /* due now: pd_domain_wake starts it */
-        }
-        return;
+    switch (answer(ctx, pkt, len)) {
+    case SM_UDPPOLL_IDLE:
+        ctx->udp->n_idle++;
+        break;
+    case SM_UDPPOLL_POLL:
+        ctx->udp->n_poll++;
+        break;
+    default:
+        /* late (the domain went on by HTTP), forged, or for nobody */
+        ctx->udp->n_dropped++;
     }
-    /* late (the domain went on by HTTP), forged, or for nobody */
-    ctx->udp->n_dropped++;
 }
 
-void pd_udp_read(pd_ctx *ctx)
+void pd_udp_read(pd_ctx *ctx, pd_udp_answer_fn answer)
 {
     unsigned char buf[SM_UDPPOLL_REPLY_LEN + 1];
     struct sockaddr_storage from;
@@ -241,7 +217,7 @@ void pd_udp_read(pd_ctx *ctx)
                 ctx->udp->n_dropped++;
                 continue;
             }
-            udp_answer(ctx, buf, (size_t)got);
+            udp_answer(ctx, buf, (size_t)got, answer);
         }
     }
 }

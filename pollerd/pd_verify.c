@@ -1,13 +1,13 @@
-/* pd_verify.c — the OpenPGP side of stubmail-pollerd: the login request
- * signed with our domain key, the token it earns, and the check of a fetched
- * body before anything of it reaches the MTA.
+/* pd_verify.c — the OpenPGP side of stubmail-pollerd: the check of a
+ * fetched body before anything of it reaches the MTA, and the quarantine of
+ * one that fails it.
  *
  * It also finds the Authentication-Results fields a sender forged in our
  * name (sm_authres), which delivery leaves out.
  *
- * Everything here blocks the event loop while gpg works: signing a login
- * (once per token lifetime and domain) and decrypting a fetched body (at
- * gpg's speed, ~200 MB/s here). See BUGS in stubmail-pollerd(8). */
+ * Everything here blocks the event loop while gpg works: decrypting a
+ * fetched body runs at gpg's speed, ~200 MB/s here. See BUGS in
+ * stubmail-pollerd(8). */
 #define _GNU_SOURCE 1   /* linkat via /proc */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -16,98 +16,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "sm_authres.h"
 #include "sm_log.h"
 #include "sm_spool.h"
 #include "pd.h"
-
-char *pd_login_body(pd_ctx *ctx, const char *server, char *why, size_t whylen)
-{
-    const pd_conf *c = &ctx->conf;
-    char now[SM_TIME_LEN + 1], nonce[SM_NONCE_LEN + 1], statement[SM_LOGIN_STATEMENT_MAX];
-    char pgp_why[SM_PGP_WHY_MAX];
-    char *sig = NULL, *body = NULL;
-    size_t siglen = 0;
-    int n;
-
-    if (sm_time_format(time(NULL), now, sizeof(now)) != 0) {
-        sm_why(why, whylen, "the clock is not set");
-        goto leave;
-    }
-    if (sm_random_hex(nonce, sizeof(nonce), SM_NONCE_LEN / 2) != 0) {
-        sm_why(why, whylen, "no random numbers for the nonce");
-        goto leave;
-    }
-    if ((n = sm_login_statement(server, c->domain, now, nonce, statement,
-                                sizeof(statement))) < 0) {
-        sm_why(why, whylen, "cannot build the statement for server %s", server);
-        goto leave;
-    }
-    if (sm_pgp_sign_detached(c->gnupg_home, c->domain_key, statement, (size_t)n, &sig, &siglen,
-                             pgp_why, sizeof(pgp_why)) != SM_PGP_OK) {
-        sm_why(why, whylen, "signing with %s in %s: %s", c->domain_key, c->gnupg_home, pgp_why);
-        goto leave;
-    }
-    if (!(body = sm_login_request_encode(c->domain, server, now, nonce, c->pubkey, sig)))
-        sm_why(why, whylen, "out of memory");
-leave:
-    free(sig);
-    return body;
-}
-
-/* A token goes into an HTTP header as it came: base64url parts and dots. */
-static int token_chars_ok(const char *t)
-{
-    for (; *t; t++)
-        if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9')
-              || *t == '-' || *t == '_' || *t == '.'))
-            return 0;
-    return 1;
-}
-
-int pd_login_answer(pd_session *sess, const char *body, size_t len, char *why, size_t whylen)
-{
-    json_t *root = json_loadb(body, len, 0, NULL), *token, *expires;
-    time_t when;
-    int rc = -1;
-
-    if (!json_is_object(root)) {
-        sm_why(why, whylen, "not a JSON object");
-        goto leave;
-    }
-    token = json_object_get(root, "token");
-    expires = json_object_get(root, "expires");
-    if (!json_is_string(token) || json_string_length(token) == 0
-        || json_string_length(token) > SM_TOKEN_MAX || !token_chars_ok(json_string_value(token))) {
-        sm_why(why, whylen, "\"token\" missing, too long or not base64url and dots");
-        goto leave;
-    }
-    if (!json_is_string(expires) || sm_time_parse(json_string_value(expires), &when) != 0) {
-        sm_why(why, whylen, "\"expires\" missing or not a time like 2026-11-26T20:04:05Z");
-        goto leave;
-    }
-    if (when <= time(NULL)) {
-        sm_why(why, whylen, "the token expired already (%s): are the clocks right?",
-            json_string_value(expires));
-        goto leave;
-    }
-    strcpy(sess->token, json_string_value(token));
-    sess->token_expires = when;
-    rc = 0;
-leave:
-    json_decref(root);
-    return rc;
-}
 
 /* The reason a rejection ack gives (docs/PROTOCOL.md, "Fail"). */
 static const char *reject_reason(const sm_pgp_result *res)

@@ -543,3 +543,10 @@ void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen)
             snprintf(out, outlen, "HTTP %ld", x->status);
     }
 }
+
+int pd_xfer_domain_wide(const pd_xfer *x)
+{
+    if (x->result != CURLE_OK)
+        return !(x->kind == PD_X_FETCH && (x->length_mismatch || x->write_errno));
+    return x->status == 401 || x->status >= 500 || x->status < 200;
+}

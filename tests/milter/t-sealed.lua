@@ -1,11 +1,17 @@
 -- t-sealed.lua: the milter signs and encrypts (gnupg_home, domain_key).
 -- d.example and g.example pull (DNS records; their keys come from their
 -- outboxes at DATA), c.example opted out in the peer table, b.example pulls
--- by the peer table but no key is known for it: pushed. The runner decrypts
--- the stored body with d's and with g's key.
+-- by the peer table but no key is known for it here: pushed. d.example and
+-- g.example both decrypt the stored body.
 dofile(testdir .. "/lib.lua")
 
-run(function()
+local t = test("t-sealed")
+local sender = "sealed@a.example"
+local _, updated = t:sql("UPDATE peer SET fpr = NULL WHERE domain = 'b.example'")
+check(updated, "cannot update peer b.example")
+t:start("signing and encrypting")
+
+t:session("DNS-pulled domains removed; opted-out and keyless peer pushed", function()
 	local conn = open("192.0.2.10", "ORIGINATING")
 	check(mt.macro(conn, SMFIC_MAIL, "i", "SEALED01") == nil, "mt.macro(i)")
 	step(conn, mt.mailfrom(conn, "<" .. sender .. ">"), "mail from", SMFIR_CONTINUE)
@@ -29,3 +35,21 @@ run(function()
 	      "<bob@b.example> (pulling, but no key known) removed")
 	mt.disconnect(conn)
 end)
+
+t:expect("outbox rows for d.example and g.example", "bob@d.example\ndora@g.example",
+	[[SELECT o.recipient FROM outbox o JOIN message m ON m.id = o.message_id
+	  WHERE m.sender = 'sealed@a.example' ORDER BY 1]])
+t:expect("format openpgp", "openpgp", "SELECT format FROM message WHERE sender = 'sealed@a.example'")
+t:sh_ok("the stored body holds no plaintext", '! grep -rq "For d and g only" "$1"', t.spool)
+local want = "From: Alice <sealed@a.example>\r\nSubject: sealed\r\n\r\nFor d and g only.\r\n"
+	.. "Signed by a.\r\n"
+t:sealed_is("d.example decrypts exactly the message, good signature by a.example's key",
+	sender, rundir .. "/gd", fpr_a, want)
+t:sealed_is("g.example decrypts it too", sender, rundir .. "/gg", fpr_a, want)
+t:ok("the keys were fetched from the outboxes, once each",
+	t:key_gets("d") == 1 and t:key_gets("g") == 1,
+	string.format("d: %s, g: %s", t:key_gets("d"), t:key_gets("g")))
+t:logged("the pulling peer without a known key is logged and pushed",
+	"warning: SEALED01: from=<sealed@a.example> to=<bob@b.example>: b.example pulls its mail "
+	.. "\\(peer table\\) but no domain key is known")
+t:finish{ diverted = 1 }

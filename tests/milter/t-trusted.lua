@@ -3,7 +3,11 @@
 -- push only; the milter learns the address book at DATA and steps aside.
 dofile(testdir .. "/lib.lua")
 
-run(function()
+local t = test("t-trusted")
+local sender = "erin@a.example"
+t:start()
+
+t:session("trusted IPv6 client diverted; push-only mail accepted at DATA", function()
 	local conn = open("2001:db8::25", nil)
 	step(conn, mt.mailfrom(conn, "<" .. sender .. ">"), "mail from 1", SMFIR_CONTINUE)
 	step(conn, mt.rcptto(conn, "<bob@b.example>"), "rcpt to bob", SMFIR_CONTINUE)
@@ -20,3 +24,11 @@ run(function()
 	step(conn, mt.data(conn), "data 2 (push only)", SMFIR_ACCEPT)
 	mt.disconnect(conn)
 end)
+
+t:expect("one message, outbox bob", "bob@b.example",
+	[[SELECT o.recipient FROM outbox o JOIN message m ON m.id = o.message_id
+	  WHERE m.sender = 'erin@a.example']])
+t:expect("push-only mail still learned (frank), <postmaster> skipped",
+	"bob@b.example\nfrank@c.example",
+	"SELECT contact FROM address_book WHERE owner = 'erin@a.example' ORDER BY 1")
+t:finish{ diverted = 1 }

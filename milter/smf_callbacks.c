@@ -1,0 +1,579 @@
+/* smf_callbacks — stubmail-milter's libmilter callbacks, one SMTP step
+ * each, and the failure policy that turns what went wrong into the answer.
+ *
+ * Outbound mail (submission listener, authenticated client, or a client in
+ * trusted_networks) with a non-empty sender gets a message context at MAIL
+ * FROM; everything else is accepted there and not looked at again. RCPT
+ * decides each recipient's domain once per message (sm_discover). DATA
+ * learns push-only mail and steps aside, or opens the spool file and makes
+ * sure of the keys (smf_seal.c); headers and body stream into the spool
+ * (smf_ctx.c); end of message seals, stores the rows in one transaction
+ * (smf_db.c), and only then removes the pulling recipients (smfi_delrcpt)
+ * and sends the UDP stubs (smf_net.c). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sm_log.h"
+#include "smf.h"
+
+static const smf_settings *settings;   /* smf_callbacks() */
+
+/* ---- the failure policy ------------------------------------------------- */
+
+/* What went wrong. Every kind is a temporary failure (the MTA keeps the
+ * message and retries, nothing is lost); the table says how it is answered. */
+typedef enum {
+    SMF_FAIL_DB,        /* the database cannot answer or store */
+    SMF_FAIL_STORE,     /* spool, gpg, or a step after the commit */
+    SMF_FAIL_NOMEM,
+    SMF_FAIL_DNS,       /* DNS cannot say whether a domain pulls */
+    SMF_FAIL_KEY        /* a recipient domain's key cannot be had */
+} smf_failure;
+
+static const struct {
+    sfsistat action;
+    const char *code, *dsn;
+    const char *reply;  /* NULL: the caller words it (it names the domain) */
+} smf_policy[] = {
+    [SMF_FAIL_DB]    = { SMFIS_TEMPFAIL, "451", "4.3.0",
+                         "stubmail: database unavailable, try again later" },
+    [SMF_FAIL_STORE] = { SMFIS_TEMPFAIL, "451", "4.3.0",
+                         "stubmail: cannot store message, try again later" },
+    [SMF_FAIL_NOMEM] = { SMFIS_TEMPFAIL, "451", "4.3.0",
+                         "stubmail: out of memory, try again later" },
+    [SMF_FAIL_DNS]   = { SMFIS_TEMPFAIL, "451", "4.4.3", NULL },
+    [SMF_FAIL_KEY]   = { SMFIS_TEMPFAIL, "451", "4.7.5", NULL },
+};
+
+/* Reply text for smfi_setreply: printable ASCII only ("%" would be taken
+ * as a format, CR or LF would make the call fail), at most SMF_REPLY_MAX. */
+#define SMF_REPLY_MAX 400
+
+/* The one place a failure becomes an SMTP answer: a log line that says
+ * which message (and recipient) and why, the kind's reply (or reply, when
+ * given), and its SMFIS_* action. rcpt NULL: the whole message fails and
+ * its context is freed; else that recipient only, the message goes on. */
+static sfsistat smf_fail(SMFICTX *ctx, smf_failure what, const char *rcpt, const char *reply,
+                         const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static sfsistat smf_fail(SMFICTX *ctx, smf_failure what, const char *rcpt, const char *reply,
+                         const char *fmt, ...)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+    char why[1024], text[SMF_REPLY_MAX + 1], *p;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    sm_err("%s: from=<%s>%s%s: %s; answered %s %s", smf_qid(ctx), msg ? msg->sender : "?",
+           rcpt ? " to=" : "", rcpt ? rcpt : "", why, smf_policy[what].code,
+           smf_policy[what].dsn);
+    snprintf(text, sizeof text, "%s", reply ? reply : smf_policy[what].reply);
+    for (p = text; *p; p++)
+        if (*p < 0x20 || *p > 0x7e || *p == '%')
+            *p = '?';
+    smfi_setreply(ctx, (char *)smf_policy[what].code, (char *)smf_policy[what].dsn, text);
+    if (rcpt == NULL)
+        smf_msg_free(ctx);
+    return smf_policy[what].action;
+}
+
+/* ---- helpers of the callbacks ------------------------------------------- */
+
+/* Push-only outbound mail: learn, and only warn when that fails. */
+static void smf_learn(SMFICTX *ctx, smf_msg *msg)
+{
+    smf_db_rcpt *contacts;
+    char why[512];
+    size_t n;
+
+    if (msg->learned)
+        return;
+    msg->learned = 1;
+    if ((contacts = smf_rcpt_list(msg, 0, &n)) == NULL) {
+        sm_warn("%s: from=<%s>: address book not updated: out of memory", smf_qid(ctx),
+                msg->sender);
+        return;
+    }
+    if (n > 0 && smf_db_learn(msg->sender, contacts, n, why, sizeof why) != SMF_DB_OK)
+        sm_warn("%s: from=<%s>: address book not updated: %s", smf_qid(ctx), msg->sender, why);
+    free(contacts);
+}
+
+/* A new entry at the end of msg->domains, or NULL on ENOMEM. */
+static smf_domain *smf_domain_add(smf_msg *msg)
+{
+    smf_domain *grown;
+    size_t n;
+
+    if (msg->ndomains == msg->domcap) {
+        n = msg->domcap ? 2 * msg->domcap : 4;
+        if ((grown = realloc(msg->domains, n * sizeof *grown)) == NULL)
+            return NULL;
+        msg->domains = grown;
+        msg->domcap = n;
+    }
+    return &msg->domains[msg->ndomains];
+}
+
+/* Is domain pulled or pushed? Decided once per message: an earlier
+ * recipient's verdict, else sm_discover (the peer row, then _stubmail through
+ * dns_cache) appended to msg->domains. Returns SMFIS_CONTINUE with *pulling,
+ * or this recipient's temporary failure: nothing is decided while DNS or
+ * the database cannot answer. */
+static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
+                                   const char *domain, int *pulling)
+{
+    char why[768], reply[sizeof why + SM_DOMAIN_MAX + 80];
+    const char *reason;
+    sm_peer_info info;
+    smf_domain *d;
+    smf_db_status st;
+    size_t i, n;
+
+    for (i = 0; i < msg->ndomains; i++) {
+        if (strcmp(msg->domains[i].name, domain) == 0) {
+            *pulling = msg->domains[i].pulling;
+            return SMFIS_CONTINUE;
+        }
+    }
+    if ((d = smf_domain_add(msg)) == NULL)
+        return smf_fail(ctx, SMF_FAIL_NOMEM, rcpt, NULL, "out of memory");
+
+    st = smf_db_discover(settings->resolver, domain, &info, why, sizeof why);
+    if (st == SMF_DB_DNSFAIL) {
+        /* "b.example: DNS temporary failure: ..." without the repeated name */
+        n = strlen(domain);
+        reason = strncmp(why, domain, n) == 0 && strncmp(why + n, ": ", 2) == 0 ? why + n + 2 : why;
+        snprintf(reply, sizeof reply, "stubmail: cannot tell whether %s pulls its mail (%s); "
+                 "try again later", domain, reason);
+        return smf_fail(ctx, SMF_FAIL_DNS, rcpt, reply, "cannot tell whether %s pulls its "
+                        "mail: %s", domain, why);
+    }
+    if (st != SMF_DB_OK)
+        return smf_fail(ctx, SMF_FAIL_DB, rcpt, NULL, "%s", why);
+
+    msg->ndomains++;
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", domain);
+    d->pulling = info.pulling;
+    if (info.pulling && info.fpr[0] == '\0') {
+        /* it could never log in to fetch it, nor read it: push instead */
+        sm_warn("%s: from=<%s> to=%s: %s pulls its mail (peer table) but no domain key is "
+                "known for it (neither peer.fpr nor a _stubmail record: %s); pushed by SMTP",
+                smf_qid(ctx), msg->sender, rcpt, domain, why[0] ? why : "none");
+        d->pulling = 0;
+    } else if (!info.pulling && info.status == SM_DNS_INVALID) {
+        sm_warn("%s: from=<%s> to=%s: %s has an invalid _stubmail record (%s); pushed by SMTP",
+                smf_qid(ctx), msg->sender, rcpt, domain, why);
+    }
+    if (d->pulling) {
+        memcpy(d->outbox, info.outbox, sizeof d->outbox);
+        memcpy(d->fpr, info.fpr, sizeof d->fpr);
+        memcpy(d->udp, info.udp, sizeof d->udp);
+    }
+    sm_debug("%s: %s: %s (%s%s%s)", smf_qid(ctx), domain, d->pulling ? "pulled" : "pushed",
+             info.from_peer_table ? "peer table, " : "", sm_dns_status_name(info.status),
+             info.fpr[0] ? ", key on record" : "");
+    *pulling = d->pulling;
+    return SMFIS_CONTINUE;
+}
+
+/* Every pulling domain's key, then the recipients' own keys (smf_seal.c).
+ * Returns SMFIS_CONTINUE, or ends the message with 451 4.7.5. */
+static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
+{
+    char why[768], reply[SM_DOMAIN_MAX + 80];
+    const smf_domain *bad = NULL;
+
+    if (smf_seal_domain_keys(settings, msg, &bad, why, sizeof why) != SMF_SEAL_OK) {
+        snprintf(reply, sizeof reply, "stubmail: cannot get the domain key of %s, try again "
+                 "later", bad->name);
+        return smf_fail(ctx, SMF_FAIL_KEY, NULL, reply, "message not stored: no domain key %s "
+                        "of %s: %s", bad->fpr, bad->name, why);
+    }
+    smf_seal_rcpt_keys(settings, smf_qid(ctx), msg);
+    msg->keys_ready = 1;
+    return SMFIS_CONTINUE;
+}
+
+/* The spool file could not be made or written: the message fails. */
+static sfsistat smf_spool_failed(SMFICTX *ctx, const char *what)
+{
+    return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "cannot %s spool file in %s: %s", what,
+                    settings->spool_dir, strerror(errno));
+}
+
+/* After the commit: a stub to each pulling domain that publishes udp=, so
+ * that it polls us now (smf_stub_send); outbox is what was stored. */
+static void smf_stubs(SMFICTX *ctx, const smf_msg *msg, const smf_db_rcpt *outbox, size_t n)
+{
+    const smf_domain *d;
+    const char **to;
+    size_t i, j, k, nto;
+
+    if (n == 0)
+        return;
+    if ((to = calloc(n, sizeof *to)) == NULL) {
+        sm_info("%s: no stubs sent: out of memory", smf_qid(ctx));
+        return;
+    }
+    for (i = 0; i < msg->ndomains; i++) {
+        d = &msg->domains[i];
+        if (!d->pulling)
+            continue;
+        if (d->udp[0] == '\0') {
+            sm_debug("%s: no stub to %s: it publishes no udp=", smf_qid(ctx), d->name);
+            continue;
+        }
+        for (nto = 0, j = 0; j < n; j++) {
+            if (strcmp(outbox[j].domain, d->name) != 0)
+                continue;
+            /* the parser refuses a recipient named twice */
+            for (k = 0; k < nto && strcmp(to[k], outbox[j].addr) != 0; k++)
+                ;
+            if (k == nto)
+                to[nto++] = outbox[j].addr;
+        }
+        if (nto)
+            smf_stub_send(smf_qid(ctx), msg->sender, d->name, d->udp, to, nto);
+    }
+    free(to);
+}
+
+/* End of message, step 2: the message row, its outbox rows and the learned
+ * contacts in one transaction (smf_db_store). Returns SMFIS_CONTINUE with
+ * *outbox (malloc'd) what was stored, or ends the message. */
+static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
+                              size_t *noutbox)
+{
+    sm_spool_file *body = &msg->sealed;
+    smf_db_rcpt *contacts;
+    size_t ncontacts;
+    char why[512];
+    smf_db_status st;
+
+    *outbox = smf_rcpt_list(msg, 1, noutbox);
+    contacts = smf_rcpt_list(msg, 0, &ncontacts);
+    if (*outbox == NULL || contacts == NULL) {
+        free(*outbox);
+        *outbox = NULL;
+        free(contacts);
+        return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "out of memory");
+    }
+    st = smf_db_store(body->name, msg->sender, body->size, body->name, "openpgp", *outbox,
+                      *noutbox, contacts, ncontacts, why, sizeof why);
+    free(contacts);
+    if (st == SMF_DB_OK)
+        return SMFIS_CONTINUE;
+    free(*outbox);
+    *outbox = NULL;
+    if (st == SMF_DB_UNKNOWN) {
+        /* maybe committed: keep the body its row may name; the retry may
+         * store a second copy */
+        msg->sealed_open = 0;
+        return smf_fail(ctx, SMF_FAIL_DB, NULL, NULL, "message id %s may or may not be stored: "
+                        "%s", body->name, why);
+    }
+    return smf_fail(ctx, SMF_FAIL_DB, NULL, NULL, "message not stored: %s", why);
+}
+
+/* End of message, step 3, only after the commit: the pulling recipients off
+ * the push path. Returns SMFIS_DISCARD when none is left, SMFIS_CONTINUE
+ * when others are, or ends the message (the rows taken back) when the MTA
+ * will not remove one. */
+static sfsistat smf_eom_delrcpts(SMFICTX *ctx, smf_msg *msg)
+{
+    const char *id = msg->sealed.name;
+    char why[512];
+    size_t i;
+
+    if (msg->npulling == msg->nrcpts)
+        return SMFIS_DISCARD;
+    for (i = 0; i < msg->nrcpts; i++) {
+        if (!msg->rcpts[i].pulling || smfi_delrcpt(ctx, msg->rcpts[i].raw) == MI_SUCCESS)
+            continue;
+        if (smf_db_unstore(id, why, sizeof why) != SMF_DB_OK) {
+            sm_err("%s: message id %s stays in the outbox and will be stored again on retry: "
+                   "%s", smf_qid(ctx), id, why);
+            msg->sealed_open = 0;       /* its row still names the body */
+        }
+        return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "cannot remove recipient %s",
+                        msg->rcpts[i].raw);
+    }
+    return SMFIS_CONTINUE;
+}
+
+/* ---- the callbacks ----------------------------------------------------------- */
+
+static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
+                              unsigned long f2, unsigned long f3, unsigned long *pf0,
+                              unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
+{
+    smf_conn *conn = smf_conn_new(ctx);
+
+    if (conn == NULL) {
+        sm_err("out of memory for a new connection");
+        return SMFIS_REJECT;            /* libmilter drops the connection */
+    }
+    *pf0 = f0 & SMFIF_DELRCPT;
+    conn->can_delrcpt = (*pf0 & SMFIF_DELRCPT) != 0;
+    if (!conn->can_delrcpt)
+        sm_warn("the MTA does not let filters remove recipients: "
+                "no mail will be diverted on this connection");
+    /* *pf1 holds the SMFIP_NO* bits for our NULL callbacks; ask only for
+     * what the MTA offers. No NR_* bits: every step gets a reply, and no
+     * NODATA: xxfi_data is real (a NULL one stalls Postfix on TCP). */
+    *pf1 &= f1;
+    if (f1 & SMFIP_HDR_LEADSPC) {
+        *pf1 |= SMFIP_HDR_LEADSPC;
+        conn->leadspc = 1;
+    }
+    *pf2 = 0;
+    *pf3 = 0;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
+{
+    smf_conn *conn = smf_conn_new(ctx);
+    const char *daemon;
+
+    if (conn == NULL) {
+        sm_err("out of memory for a new connection");
+        return SMFIS_TEMPFAIL;
+    }
+    conn->trusted = smf_netlist_match(&settings->trusted, hostaddr);
+    daemon = smfi_getsymval(ctx, "{daemon_name}");
+    conn->originating = daemon != NULL && strcmp(daemon, settings->originating_daemon) == 0;
+    if (hostaddr && hostaddr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)hostaddr)->sin_addr, conn->client,
+                  sizeof conn->client);
+    else if (hostaddr && hostaddr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)hostaddr)->sin6_addr, conn->client,
+                  sizeof conn->client);
+    sm_debug("connect from %s[%s] daemon=%s%s%s", hostname ? hostname : "?", conn->client,
+             daemon ? daemon : "-", conn->originating ? " originating" : "",
+             conn->trusted ? " trusted" : "");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    const char *auth, *why = NULL, *raw = argv[0];
+    char sender[SM_ADDR_MAX + 1];
+    size_t len;
+
+    smf_msg_free(ctx);                  /* a previous message left over */
+    if (conn == NULL)
+        return SMFIS_ACCEPT;
+    auth = smfi_getsymval(ctx, "{auth_authen}");
+    if (!conn->originating && !conn->trusted && !(auth && *auth))
+        return SMFIS_ACCEPT;            /* inbound: not ours to divert */
+
+    /* the empty envelope sender (bounces) is never diverted */
+    raw += strspn(raw, " \t");
+    len = strlen(raw);
+    while (len > 0 && (raw[len - 1] == ' ' || raw[len - 1] == '\t'))
+        len--;
+    if (len == 0 || (len == 2 && raw[0] == '<' && raw[1] == '>'))
+        return SMFIS_ACCEPT;
+    if (sm_addr_normalize(argv[0], sender, sizeof sender, &why) != 0) {
+        sm_info("%s: from=%s: not diverted: sender %s", smf_qid(ctx), argv[0], why);
+        return SMFIS_ACCEPT;
+    }
+    if (smf_msg_new(ctx, sender) == NULL)
+        return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "out of memory for a message from "
+                        "<%s>", sender);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    smf_msg *msg = smf_msg_get(ctx);
+    char addr[SM_ADDR_MAX + 1];
+    const char *bad = NULL;
+    smf_rcpt *grown, *r;
+    int pulling = 0;
+    sfsistat rc;
+
+    if (msg == NULL)
+        return SMFIS_CONTINUE;
+    if (msg->nrcpts == msg->cap) {
+        size_t cap = msg->cap ? 2 * msg->cap : 8;
+        if ((grown = realloc(msg->rcpts, cap * sizeof *grown)) == NULL)
+            return smf_fail(ctx, SMF_FAIL_NOMEM, argv[0], NULL, "out of memory");
+        msg->rcpts = grown;
+        msg->cap = cap;
+    }
+    r = &msg->rcpts[msg->nrcpts];
+    memset(r, 0, sizeof *r);
+    if (sm_addr_normalize(argv[0], addr, sizeof addr, &bad) != 0)
+        /* not a plain address (say <postmaster>): pushed, never pulled */
+        sm_debug("%s: to=%s: not divertible: %s", smf_qid(ctx), argv[0], bad);
+    if ((r->raw = strdup(argv[0])) == NULL
+        || (bad == NULL && (r->addr = strdup(addr)) == NULL)) {
+        rc = smf_fail(ctx, SMF_FAIL_NOMEM, argv[0], NULL, "out of memory");
+        goto forget;
+    }
+    /* memory first: a domain in msg->domains always has its recipient */
+    if (bad == NULL && conn->can_delrcpt
+        && (rc = smf_domain_verdict(ctx, msg, argv[0], sm_addr_domain(addr), &pulling))
+           != SMFIS_CONTINUE)
+        goto forget;                    /* this recipient only */
+    r->pulling = bad == NULL && pulling;
+    msg->nrcpts++;
+    if (r->pulling)
+        msg->npulling++;
+    return SMFIS_CONTINUE;
+forget:
+    free(r->raw);
+    free(r->addr);
+    return rc;
+}
+
+static sfsistat smf_data(SMFICTX *ctx)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL)
+        return SMFIS_CONTINUE;
+    if (msg->npulling == 0) {
+        /* push only: learn now and leave the rest of the message alone */
+        smf_learn(ctx, msg);
+        smf_msg_free(ctx);
+        return SMFIS_ACCEPT;
+    }
+    if (smf_spool_open(msg, settings->spool_dir) != 0)
+        return smf_spool_failed(ctx, "create");
+    /* the keys now, before the body comes: a failure costs the client no transfer */
+    return smf_keys_fetch(ctx, msg);
+}
+
+static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
+{
+    smf_conn *conn = smf_conn_get(ctx);
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL || msg->npulling == 0)
+        return SMFIS_CONTINUE;
+    if (smf_spool_open(msg, settings->spool_dir) != 0
+        || smf_spool_header(msg, conn->leadspc, name, value) != 0)
+        return smf_spool_failed(ctx, "write");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_eoh(SMFICTX *ctx)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL || msg->npulling == 0)
+        return SMFIS_CONTINUE;
+    msg->saw_eoh = 1;
+    if (smf_spool_open(msg, settings->spool_dir) != 0 || smf_spool_write(msg, "\r\n", 2) != 0)
+        return smf_spool_failed(ctx, "write");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+
+    if (msg == NULL || msg->npulling == 0)
+        return SMFIS_CONTINUE;
+    if (smf_spool_open(msg, settings->spool_dir) != 0 || smf_spool_write(msg, chunk, len) != 0)
+        return smf_spool_failed(ctx, "write");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_eom(SMFICTX *ctx)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+    smf_db_rcpt *outbox = NULL;
+    size_t noutbox = 0;
+    char why[1024], list[1024];
+    sfsistat rc;
+
+    if (msg == NULL)
+        return SMFIS_CONTINUE;
+    if (msg->npulling == 0) {
+        smf_learn(ctx, msg);
+        smf_msg_free(ctx);
+        return SMFIS_CONTINUE;
+    }
+
+    /* 1. the body, durable: its sealed form */
+    if (smf_spool_open(msg, settings->spool_dir) != 0
+        || (!msg->saw_eoh && smf_spool_write(msg, "\r\n", 2) != 0)
+        || smf_spool_flush(msg) != 0)
+        return smf_spool_failed(ctx, "write");
+    /* an MTA that skipped the DATA step gets its keys fetched here */
+    if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
+        return rc;
+    if (smf_seal_body(settings, smf_qid(ctx), msg, why, sizeof why) != SMF_SEAL_OK)
+        return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "%s", why);
+
+    /* 2. the rows, one transaction */
+    if ((rc = smf_eom_store(ctx, msg, &outbox, &noutbox)) != SMFIS_CONTINUE)
+        return rc;
+
+    /* 3. only now: take the pulling recipients off the push path */
+    if ((rc = smf_eom_delrcpts(ctx, msg)) != SMFIS_CONTINUE && rc != SMFIS_DISCARD)
+        goto leave;
+    smf_pulling_text(msg, list, sizeof list);
+    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld format=%s%s",
+            smf_qid(ctx), msg->sealed.name, msg->sender, list, msg->npulling, msg->nrcpts,
+            msg->sealed.size, "openpgp",
+            rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
+    msg->sealed_open = 0;               /* committed: the outbox owns it now */
+    /* 4. the hint: recipient domains that publish udp= poll us now */
+    smf_stubs(ctx, msg, outbox, noutbox);
+    smf_msg_free(ctx);
+leave:
+    free(outbox);
+    return rc;
+}
+
+static sfsistat smf_abort(SMFICTX *ctx)
+{
+    smf_msg_free(ctx);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat smf_close(SMFICTX *ctx)
+{
+    smf_conn_free(ctx);
+    return SMFIS_CONTINUE;
+}
+
+static struct smfiDesc smf_desc = {
+    "stubmail-milter",
+    SMFI_VERSION,
+    SMFIF_DELRCPT,
+    smf_connect,
+    NULL,                       /* helo */
+    smf_envfrom,
+    smf_envrcpt,
+    smf_header,
+    smf_eoh,
+    smf_body,
+    smf_eom,
+    smf_abort,
+    smf_close,
+    NULL,                       /* unknown */
+    smf_data,
+    smf_negotiate
+};
+
+struct smfiDesc *smf_callbacks(const smf_settings *set)
+{
+    settings = set;
+    return &smf_desc;
+}

@@ -1,0 +1,380 @@
+/* pd_dispatch.c — the work of one cycle for one remote domain: a small
+ * state machine, one transfer at a time.
+ *
+ * First, in pd_dispatch_begin: the advisory lock, then where the outbox is
+ * and which key signs its mail (pd_domain_discover: peer row, else DNS),
+ * then a bearer token (pd_login.c) unless the one kept from an earlier
+ * cycle is still good. Then step() goes through the states:
+ *
+ *   OLD_ACKS  ack what an earlier run delivered (or quarantined) but could
+ *             not ack (pd_ack.c)
+ *   SUBSCRIBE bring the outbox's subscription in step with the address
+ *             book (pd_subscription.c)
+ *   POLL      ask what is waiting (pd_poll.c): UDP first, then GET
+ *             /v1/poll; POST /v1/poll for an outbox without subscriptions
+ *   ITEMS     each listed message: fetch → verify → deliver → record → ack
+ *             (pd_message.c, pd_ack.c); then poll the same chunk again if
+ *             the answer said "more" and something was acked, else go on
+ *             with the next chunk
+ *   DONE
+ *
+ * The dispatcher owns the transfers: pd_dispatch_done() hands a finished
+ * one to the step that started it, frees it, then does what the step
+ * answered (pd_next). The steps never call back into this file.
+ *
+ * Around any request: 429 waits for Retry-After and sends it again (a long
+ * wait moves the domain to a later cycle); a 401 that says the token is bad
+ * or expired logs in again once and sends it again.
+ *
+ * A transport error, another 401 or a 5xx from the outbox ends the domain's
+ * work for this cycle (retried next cycle); a problem with one message
+ * skips that message. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <string.h>
+
+#include "sm_log.h"
+#include "pd.h"
+
+#define PD_WAIT_MAX 60          /* seconds of Retry-After waited within a cycle */
+#define PD_WAITS_MAX 20         /* 429s of one domain in one cycle */
+
+/* ---- the end of a domain's cycle -------------------------------------- */
+
+static void finish(pd_domain *d)
+{
+    pd_ctx *ctx = d->ctx;
+
+    if (d->state == PD_D_DONE)
+        return;
+    pd_xfer_free(d->x);         /* cut short by a stop */
+    d->x = NULL;
+    pd_domain_drop_file(d);
+    pd_domain_free_items(d);
+    /* A change cut off after some chunks were applied (or while one was
+     * under way) leaves the outbox with neither the old set nor the new:
+     * diffing against the old one next cycle could skip a pair it lacks
+     * (removed here, back in the address book since). Reset instead. */
+    if (d->sess && (d->sub.add_idx || d->sub.remove_idx || d->sub.sent_add
+                    || d->sub.sent_remove))
+        pd_session_forget(d->sess);
+    pd_subscription_plan_free(&d->sub);
+    d->wake_ms = 0;
+    if (d->locked)
+        pd_db_unlock(ctx, d->name);
+    d->locked = 0;
+    if (d->state != PD_D_QUEUED)
+        ctx->active--;
+    d->state = PD_D_DONE;
+    if (d->failed)
+        ctx->n_failed_domains++;
+    sm_debug("%s: done%s", d->name, d->failed ? " (with failures)" : "");
+}
+
+/* The outbox is unreachable or refuses us: nothing more for this domain in
+ * this cycle. */
+static void give_up(pd_domain *d)
+{
+    d->failed = 1;
+    finish(d);
+}
+
+/* ---- the state machine ------------------------------------------------ */
+
+/* The listed message is finished: on to the next. */
+static void next_item(pd_domain *d)
+{
+    d->idx++;
+    pd_domain_keep_file_for_item(d);
+}
+
+static void step(pd_domain *d)
+{
+    for (;;) {
+        if (d->ctx->stopping) {
+            finish(d);
+            return;
+        }
+        switch (d->state) {
+        case PD_D_OLD_ACKS:
+            if (d->old_idx < d->nold) {
+                if (pd_ack_start(d) == 0)
+                    return;
+                d->failed = 1;
+                d->old_idx++;
+                continue;
+            }
+            d->state = PD_D_SUBSCRIBE;
+            d->chunk = 0;
+            d->polls = 0;
+            if (pd_subscription_begin(d) != 0) {
+                give_up(d);
+                return;
+            }
+            continue;
+        case PD_D_SUBSCRIBE:
+            if (pd_subscription_pending(d)) {
+                if (pd_subscription_start(d) == 0)
+                    return;
+                pd_session_forget(d->sess);
+                give_up(d);
+                return;
+            }
+            pd_subscription_plan_free(&d->sub);
+            d->state = PD_D_POLL;
+            continue;
+        case PD_D_POLL:
+            if (d->chunk >= d->npairs) {
+                finish(d);
+                return;
+            }
+            if (pd_poll_start(d) == 0)
+                return;
+            give_up(d);
+            return;
+        case PD_D_ITEMS:
+            if (d->idx >= d->nitems) {
+                pd_poll_items_done(d);
+                continue;
+            }
+            if (pd_message_begin(d) == 0)
+                return;
+            next_item(d);
+            continue;
+        case PD_D_QUEUED:
+        case PD_D_DONE:
+            return;
+        }
+    }
+}
+
+/* Start the request `kind` again (after a login or a wait). */
+static void resume(pd_domain *d, pd_xkind kind)
+{
+    int rc = 0;
+
+    switch (kind) {
+    case PD_X_NONE:
+        step(d);
+        return;
+    case PD_X_LOGIN:
+        rc = pd_login_start(d, d->after_login);
+        break;
+    case PD_X_POLL:
+        if (d->polls > 0)
+            d->polls--;         /* the same poll once more, not another one */
+        rc = pd_poll_start(d);
+        break;
+    case PD_X_SUBSCRIBE:
+        rc = pd_subscription_start(d);
+        break;
+    case PD_X_FETCH:
+        rc = pd_message_fetch(d);
+        break;
+    case PD_X_ACK:
+        rc = pd_ack_start(d);
+        break;
+    case PD_X_DELIVER:
+        break;                  /* never repeated: see pd_message_deliver_done */
+    }
+    if (rc != 0)
+        give_up(d);
+}
+
+/* Do what a step answered. */
+static void act(pd_domain *d, pd_next next)
+{
+    switch (next) {
+    case PD_NEXT_WAIT:
+        break;
+    case PD_NEXT_STEP:
+        step(d);
+        break;
+    case PD_NEXT_ITEM:
+        next_item(d);
+        step(d);
+        break;
+    case PD_NEXT_RESUME:
+        resume(d, d->after_login);
+        break;
+    case PD_NEXT_FINISH:
+        finish(d);
+        break;
+    case PD_NEXT_GIVE_UP:
+        give_up(d);
+        break;
+    }
+}
+
+void pd_dispatch_begin(pd_domain *d)
+{
+    pd_ctx *ctx = d->ctx;
+    int r;
+
+    ctx->active++;
+    d->state = PD_D_OLD_ACKS;
+    if (!(d->sess = pd_session_get(ctx, d->name))) {
+        give_up(d);
+        return;
+    }
+    if (d->sess->not_before_ms > pd_now_ms()) {
+        sm_info("%s: the outbox asked us to wait another %llds: skipped", d->name,
+                (d->sess->not_before_ms - pd_now_ms() + 999) / 1000);
+        finish(d);
+        return;
+    }
+    if ((r = pd_db_lock(ctx, d->name)) <= 0) {
+        if (r == 0)
+            sm_info("%s: another stubmail-pollerd is working on it, skipped", d->name);
+        else
+            d->failed = 1;
+        finish(d);
+        return;
+    }
+    d->locked = 1;
+    if (pd_domain_discover(d) != 0) {
+        finish(d);
+        return;
+    }
+    pd_domain_sort_pairs(d);
+    sm_debug("%s: %zu pairs, %zu unacked deliveries, outbox %s%s%s", d->name, d->npairs,
+             d->nold, d->url, d->fpr[0] ? ", key " : "", d->fpr);
+    if (pd_login_due(d)) {
+        if (pd_login_start(d, PD_X_NONE) != 0)
+            give_up(d);
+        return;
+    }
+    step(d);
+}
+
+/* ---- finished transfers ----------------------------------------------- */
+
+/* 429: wait as long as Retry-After says and send it again; a long wait (or
+ * too many) ends the domain's cycle, and the next cycle does not poll it
+ * before the time has come. Not a failure. */
+static pd_next too_soon(pd_domain *d, const pd_xfer *x)
+{
+    curl_off_t wait = 0;
+
+    curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &wait);
+    if (wait < 1)
+        wait = 1;
+    d->sess->not_before_ms = pd_now_ms() + (long long)wait * 1000;
+    if (wait > PD_WAIT_MAX || ++d->waits > PD_WAITS_MAX) {
+        sm_info("%s: the outbox says too soon (Retry-After %llds, %u times this cycle): "
+                "next cycle", d->name, (long long)wait, d->waits);
+        return PD_NEXT_FINISH;
+    }
+    sm_debug("%s: too soon, sending it again in %llds", d->name, (long long)wait);
+    pd_domain_wait(d, x->kind, d->sess->not_before_ms);
+    return PD_NEXT_WAIT;
+}
+
+/* A 401 that a new token may cure: log in again, once per request. */
+static int relogin_wanted(pd_domain *d, const pd_xfer *x)
+{
+    const char *code;
+
+    if (x->kind == PD_X_LOGIN || x->status != 401 || d->relogged)
+        return 0;
+    code = pd_xfer_error_code(x);
+    return !strcmp(code, "bad_token") || !strcmp(code, "token_expired")
+           || !strcmp(code, "token_required");
+}
+
+/* What the finished transfer x means, as its step sees it. */
+static pd_next route(pd_domain *d, pd_xfer *x)
+{
+    if (x->kind != PD_X_DELIVER && x->result == CURLE_OK) {
+        if (x->status == 429)
+            return too_soon(d, x);
+        if (relogin_wanted(d, x)) {
+            sm_info("%s: the outbox says %s: logging in again", d->name,
+                    pd_xfer_error_code(x));
+            d->relogged = 1;
+            return pd_login_start(d, x->kind) == 0 ? PD_NEXT_WAIT : PD_NEXT_GIVE_UP;
+        }
+        if (x->kind != PD_X_LOGIN && x->status >= 200 && x->status < 300)
+            d->relogged = 0;
+    }
+    switch (x->kind) {
+    case PD_X_LOGIN:     return pd_login_done(d, x);
+    case PD_X_SUBSCRIBE: return pd_subscription_done(d, x);
+    case PD_X_POLL:      return pd_poll_done(d, x);
+    case PD_X_FETCH:     return pd_message_fetch_done(d, x);
+    case PD_X_DELIVER:   return pd_message_deliver_done(d, x);
+    case PD_X_ACK:       return pd_ack_done(d, x);
+    case PD_X_NONE:      break;
+    }
+    return PD_NEXT_WAIT;
+}
+
+void pd_dispatch_done(pd_xfer *x, CURLcode result)
+{
+    pd_domain *d = x->dom;
+    pd_next next;
+
+    x->result = result;
+    d->x = NULL;
+    x->in_multi = 0;
+    curl_multi_remove_handle(x->ctx->multi, x->easy);
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    next = route(d, x);
+    pd_xfer_free(x);
+    act(d, next);
+}
+
+long long pd_dispatch_wake(pd_domain *d, long long now_ms)
+{
+    if (!d->wake_ms || d->state == PD_D_DONE || d->state == PD_D_QUEUED)
+        return 0;
+    if (now_ms < d->wake_ms)
+        return d->wake_ms;
+    d->wake_ms = 0;
+    resume(d, d->redo);
+    return 0;
+}
+
+int pd_dispatch_udp_answer(pd_ctx *ctx, const unsigned char *pkt, size_t len)
+{
+    pd_domain *d;
+    int status;
+
+    for (d = ctx->domains; d; d = d->next) {
+        if ((status = pd_poll_udp_answer(d, pkt, len)) < 0)
+            continue;
+        if (status == SM_UDPPOLL_IDLE) {
+            sm_debug("%s: UDP poll says nothing new since %s: no HTTP poll this cycle",
+                     d->name, d->sess->etag);
+            finish(d);
+        }
+        return status;
+    }
+    return -1;
+}
+
+/* ---- stopping --------------------------------------------------------- */
+
+void pd_dispatch_stop(pd_domain *d)
+{
+    if (d->state == PD_D_DONE || d->state == PD_D_QUEUED)
+        return;
+    if (d->x && d->x->kind == PD_X_DELIVER)
+        return;                 /* let the MTA answer; pd_message_deliver_done finishes */
+    pd_message_interrupted(d);
+    finish(d);
+}
+
+void pd_dispatch_abort(pd_domain *d)
+{
+    if (d->state == PD_D_DONE || d->state == PD_D_QUEUED)
+        return;
+    if (d->x && d->x->kind == PD_X_DELIVER) {
+        d->x->cancel = 1;       /* ends in pd_message_deliver_done, without the "." */
+        return;
+    }
+    pd_message_interrupted(d);
+    finish(d);
+}

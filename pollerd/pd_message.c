@@ -1,0 +1,397 @@
+/* pd_message.c — one listed message, for one recipient:
+ *
+ *   already in table received → ack only (pd_ack.c)
+ *   else fetch (GET /v1/message/<id>, streamed into an unlinked spool
+ *   file) → verify (decrypt, check the sender domain's signature) →
+ *   deliver to the local MTA by SMTP → INSERT received → ack; or, when it
+ *   does not verify (or the MTA refuses it for good), quarantine → INSERT
+ *   received (quarantined) → ack as rejected.
+ *
+ * The recipients of one message are listed one after the other: the body
+ * is fetched and verified once, then delivered to each. One log line per
+ * message outcome (pd_domain_outcome). A problem with one message skips
+ * that message (retried next cycle); one that says the whole outbox is in
+ * trouble ends the domain's cycle. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sm_log.h"
+#include "pd.h"
+
+/* A failed message: counted, the domain marked. */
+static void failed(pd_domain *d)
+{
+    d->ctx->n_failed++;
+    d->failed = 1;
+}
+
+/* ---- starting transfers ----------------------------------------------- */
+
+int pd_message_fetch(pd_domain *d)
+{
+    sm_listing *it = pd_domain_item(d);
+    char url[4096];
+    pd_xfer *x;
+
+    if (pd_login_due(d))
+        return pd_login_start(d, PD_X_FETCH);
+    pd_domain_drop_file(d);
+    if ((d->fd = pd_spool_tmpfile(d->ctx->conf.spool_dir)) < 0) {
+        pd_domain_outcome(d, it, LOG_ERR, "failed: cannot create a file in %s: %s; retry "
+                          "next cycle", d->ctx->conf.spool_dir, strerror(errno));
+        return -1;
+    }
+    snprintf(url, sizeof(url), "%s/v1/message/%s", d->url, it->id);
+    if ((x = pd_xfer_new(d->ctx, d, PD_X_FETCH))) {
+        x->fd = d->fd;
+        x->expect = it->size;
+    }
+    if (!x || pd_xfer_http(x, url, NULL, PD_SMALL_BODY_MAX) != 0) {
+        pd_xfer_free(x);
+        goto fail;
+    }
+    if (pd_domain_start(d, x) != 0)
+        goto fail;
+    return 0;
+fail:
+    pd_domain_outcome(d, it, LOG_ERR, "failed: cannot start the fetch; retry next cycle");
+    pd_domain_drop_file(d);
+    return -1;
+}
+
+/* The headers pollerd puts above the message: for a verified one the
+ * Authentication-Results of docs/PROTOCOL.md (folded: addresses are up to
+ * 320 octets), then the Received trace header. Any Authentication-Results
+ * in the message that claims to be ours is left out, verified or not. */
+static int start_deliver(pd_domain *d)
+{
+    sm_listing *it = pd_domain_item(d);
+    const char *us = d->ctx->conf.domain;
+    char prefix[2048], date[64], why[256];
+    struct tm tm;
+    time_t now = time(NULL);
+    pd_xfer *x = NULL;
+    sm_range *skips = NULL;
+    size_t nskips = 0;
+    int n = 0;
+
+    if (pd_forged_results(d->fd, us, &skips, &nskips, why, sizeof(why)) != 0) {
+        pd_domain_outcome(d, it, LOG_ERR, "failed: %s; retry next cycle", why);
+        return -1;
+    }
+    if (nskips)
+        pd_domain_outcome(d, it, LOG_WARNING, "%zu Authentication-Results header%s claiming "
+                          "to be ours removed", nskips, nskips == 1 ? "" : "s");
+
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    if (d->fd_verified)
+        n = snprintf(prefix, sizeof(prefix),
+                     "Authentication-Results: %s; stubmail=pass\r\n"
+                     "\tsmtp.mailfrom=%s header.d=%s\r\n"
+                     "\t(key %s)\r\n", us, it->from, d->name, d->fpr);
+    snprintf(prefix + n, sizeof(prefix) - (size_t)n,
+             "Received: from %s (stubmail outbox) by %s (stubmail-pollerd)\r\n"
+             "\twith HTTP id %s for <%s>;\r\n"
+             "\t%s\r\n", d->name, us, it->id, it->to, date);
+    if (!(x = pd_xfer_new(d->ctx, d, PD_X_DELIVER))) {
+        free(skips);
+        goto fail;
+    }
+    /* from here on x owns skips */
+    if (pd_xfer_smtp(x, it->from, it->to, prefix, d->fd, d->fd_size, skips, nskips) != 0) {
+        pd_xfer_free(x);
+        goto fail;
+    }
+    if (pd_domain_start(d, x) != 0)
+        goto fail;
+    return 0;
+fail:
+    pd_domain_outcome(d, it, LOG_ERR, "failed: cannot start the delivery; retry next cycle");
+    return -1;
+}
+
+/* start_deliver, counting a failure to start as a failed message. */
+static int deliver(pd_domain *d)
+{
+    if (start_deliver(d) == 0)
+        return 0;
+    failed(d);
+    return -1;
+}
+
+/* ---- rejecting -------------------------------------------------------- */
+
+/* Never deliver it to this recipient: keep the body in quarantine_dir,
+ * record it, then ack it as rejected so that the sender's ISP and the sender
+ * see it. 0 when the ack started; -1 if the item is finished (outcome
+ * logged). */
+static int reject_recipient(pd_domain *d, const char *reason, const char *detail)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = pd_domain_item(d);
+    char why[512];
+
+    snprintf(d->item_reason, sizeof(d->item_reason), "%s", reason);
+    if (pd_quarantine(ctx, d->name, it->id, d->fd, why, sizeof(why)) != 0) {
+        pd_domain_outcome(d, it, LOG_ERR, "failed: not delivered (%s: %s) and cannot be "
+                          "quarantined: %s; retry next cycle", reason, detail, why);
+        failed(d);
+        return -1;
+    }
+    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, reason) != 0) {
+        pd_domain_outcome(d, it, LOG_ERR, "failed: quarantined (%s: %s) but not recorded in "
+                          "the database; retry next cycle", reason, detail);
+        failed(d);
+        return -1;
+    }
+    d->recorded = 1;
+    ctx->n_quarantined++;
+    pd_domain_outcome(d, it, LOG_WARNING, "quarantined as %s/%s-%s, not delivered: %s (%s)",
+                      ctx->conf.quarantine_dir, d->name, it->id, reason, detail);
+    return pd_ack_start(d);
+}
+
+/* The body itself is bad (it does not verify): every recipient of it is
+ * rejected for the same reason. */
+static int reject(pd_domain *d, const char *reason, const char *detail)
+{
+    if (reason != d->fd_reject)
+        snprintf(d->fd_reject, sizeof(d->fd_reject), "%s", reason);
+    return reject_recipient(d, reason, detail);
+}
+
+/* ---- one listed message ----------------------------------------------- */
+
+/* Was (from, to) asked for in the current chunk? The outbox may list only
+ * what we polled for: a sender pattern "*@domain" or the exact address. */
+static int pair_polled(pd_domain *d, const sm_listing *it)
+{
+    sm_pair key;
+    const sm_pair *base = d->pairs + d->chunk;
+
+    snprintf(key.to, sizeof(key.to), "%s", it->to);
+    snprintf(key.from, sizeof(key.from), "%s", it->from);
+    if (bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp))
+        return 1;
+    snprintf(key.from, sizeof(key.from), "*@%s", sm_addr_domain(it->from));
+    return bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp) != NULL;
+}
+
+int pd_message_begin(pd_domain *d)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = pd_domain_item(d);
+    int r;
+
+    d->recorded = 0;
+    d->delivered_reply[0] = '\0';
+    d->item_reason[0] = '\0';
+    if (!pair_polled(d, it)) {
+        pd_domain_outcome(d, it, LOG_ERR, "refused: the outbox listed a pair we did not poll "
+                          "for");
+        failed(d);
+        return -1;
+    }
+    r = pd_db_received(ctx, d->name, it->id, it->to, d->item_reason);
+    if (r < 0) {
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: cannot check table received; retry "
+                          "next cycle");
+        failed(d);
+        return -1;
+    }
+    if (r > 0) {
+        /* delivered or quarantined before: never again, only (re-)ack */
+        d->recorded = 1;
+        snprintf(d->delivered_reply, sizeof(d->delivered_reply), "earlier");
+        return pd_ack_start(d);
+    }
+    if (d->fd >= 0 && !strcmp(d->fd_id, it->id) && d->fd_reject[0])
+        return reject(d, d->fd_reject, "as for the recipient before");
+    if (ctx->mta_down) {
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: the MTA is unreachable this cycle; "
+                          "retry next cycle");
+        failed(d);
+        return -1;
+    }
+    if (d->fd >= 0 && !strcmp(d->fd_id, it->id))
+        return deliver(d);            /* same message, another recipient */
+    if (pd_message_fetch(d) != 0) {
+        failed(d);
+        return -1;
+    }
+    return 0;
+}
+
+/* The body of the current item is complete in d->fd: verify it where it
+ * must be, then deliver or quarantine it. */
+static pd_next fetched(pd_domain *d, int openpgp)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = pd_domain_item(d);
+    char reason[SM_ACK_REASON_MAX + 1], detail[512];
+    int r;
+
+    snprintf(d->fd_id, sizeof(d->fd_id), "%s", it->id);
+    d->fd_size = it->size;
+    if (!openpgp)
+        return reject(d, "unsigned", "a plain message, but we take only signed and encrypted "
+                      "ones") == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    /* the key stays in the keyring: this is a fetch only the first time */
+    if (!d->key_ok && sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https,
+                                  detail, sizeof(detail)) != 0) {
+        pd_domain_outcome(d, it, LOG_ERR, "failed: no domain key %s of %s to verify with: "
+                          "%s; retry next cycle", d->fpr, d->name, detail);
+        ctx->n_failed++;
+        pd_domain_drop_file(d);
+        return PD_NEXT_GIVE_UP;
+    }
+    d->key_ok = 1;
+    r = pd_verify(ctx, d->fpr, &d->fd, &d->fd_size, reason, detail, sizeof(detail));
+    if (r == SM_PGP_OK) {
+        d->fd_verified = 1;
+        return deliver(d) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    }
+    if (r == SM_PGP_REJECT)
+        return reject(d, reason, detail) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    pd_domain_outcome(d, it, LOG_ERR, "failed: cannot verify it here: %s; retry next cycle",
+                      detail);
+    failed(d);
+    pd_domain_drop_file(d);
+    return PD_NEXT_ITEM;
+}
+
+pd_next pd_message_fetch_done(pd_domain *d, pd_xfer *x)
+{
+    sm_listing *it = pd_domain_item(d);
+    curl_off_t cl = -1;
+    char why[512];
+
+    if (x->result == CURLE_OK && x->status == 200) {
+        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        if (cl == (curl_off_t)it->size && x->got == it->size)
+            return fetched(d, x->openpgp);
+        /* for pd_xfer_describe, and not a domain-wide failure */
+        x->content_length = (long long)cl;
+        x->length_mismatch = 1;
+    }
+    pd_xfer_describe(x, why, sizeof(why));
+    pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; retry next cycle", why);
+    failed(d);
+    pd_domain_drop_file(d);
+    return pd_xfer_domain_wide(x) ? PD_NEXT_GIVE_UP : PD_NEXT_ITEM;
+}
+
+/* Delivered: record it, then ack it. */
+static pd_next delivered(pd_domain *d, const pd_xfer *x)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = pd_domain_item(d);
+
+    snprintf(d->delivered_reply, sizeof(d->delivered_reply), "%s",
+             x->reply[0] ? x->reply : "250");
+    ctx->n_delivered++;
+    /* record before the ack: a crash after this point acks, never
+     * delivers again */
+    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) == 0)
+        d->recorded = 1;
+    else if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) == 0)
+        sm_err("%s %s: to=<%s>: delivered but not recorded in the database; kept in "
+               "memory and acked now so it is not listed again", d->name, it->id, it->to);
+    else
+        sm_err("%s %s: to=<%s>: delivered but neither recorded nor remembered; "
+               "acking now", d->name, it->id, it->to);
+    if (ctx->stopping) {
+        pd_domain_outcome(d, it, LOG_INFO, "delivered (%s), ack at next start",
+                          d->delivered_reply);
+        return PD_NEXT_FINISH;
+    }
+    if (pd_ack_start(d) != 0) {
+        pd_domain_outcome(d, it, LOG_WARNING, "delivered (%s), ack next cycle",
+                          d->delivered_reply);
+        return PD_NEXT_ITEM;
+    }
+    return PD_NEXT_WAIT;
+}
+
+pd_next pd_message_deliver_done(pd_domain *d, const pd_xfer *x)
+{
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = pd_domain_item(d);
+    char why[512];
+
+    if (x->result == CURLE_OK)
+        return delivered(d, x);
+    pd_xfer_describe(x, why, sizeof(why));
+    if (x->status >= 500 && x->status < 600) {
+        /* Retrying cannot change a permanent refusal: tell the sender's ISP
+         * as for a message that does not verify, for this recipient only. */
+        char reason[SM_ACK_REASON_MAX + 1];
+
+        /* a long reply is cut to what the ack can carry */
+        if (snprintf(reason, sizeof(reason), "refused by %s: %s", ctx->conf.domain,
+                     x->reply) < 0)
+            snprintf(reason, sizeof(reason), "refused by %s", ctx->conf.domain);
+        if (ctx->stopping)
+            return PD_NEXT_FINISH;
+        return reject_recipient(d, reason, why) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    }
+    failed(d);
+    if (x->status >= 400 && x->status < 500) {
+        pd_domain_outcome(d, it, LOG_WARNING, "deferred: %s; retry next cycle", why);
+    } else {
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: delivery: %s; retry next cycle", why);
+        if (x->result == CURLE_COULDNT_CONNECT || x->result == CURLE_COULDNT_RESOLVE_HOST
+            || x->result == CURLE_OPERATION_TIMEDOUT) {
+            if (!ctx->mta_down)
+                sm_err("MTA %s unreachable: no more deliveries this cycle",
+                       ctx->conf.deliver_to);
+            ctx->mta_down = 1;
+        }
+    }
+    return ctx->stopping ? PD_NEXT_FINISH : PD_NEXT_ITEM;
+}
+
+void pd_message_interrupted(pd_domain *d)
+{
+    pd_xfer *x = d->x;
+    const char *earlier;
+
+    if (!x || x->kind == PD_X_POLL || x->kind == PD_X_LOGIN || x->kind == PD_X_SUBSCRIBE)
+        return;
+    if (d->state == PD_D_OLD_ACKS) {
+        pd_old *o = &d->old[d->old_idx];
+        sm_info("%s %s: from=<%s> to=<%s>: %s earlier, ack interrupted by the stop; "
+                "acked at next start", d->name, o->id, o->from, o->to,
+                o->reason[0] ? "quarantined" : "delivered");
+        return;
+    }
+    if (d->state != PD_D_ITEMS || d->idx >= d->nitems)
+        return;
+    earlier = !strcmp(d->delivered_reply, "earlier") ? "earlier" : NULL;
+    switch (x->kind) {
+    case PD_X_FETCH:
+        pd_domain_outcome(d, pd_domain_item(d), LOG_INFO, "fetch interrupted by the stop; "
+                          "retry at next start");
+        break;
+    case PD_X_ACK:
+        if (d->item_reason[0])
+            pd_domain_outcome(d, pd_domain_item(d), LOG_INFO, "quarantined (%s), ack "
+                              "interrupted by the stop; acked at next start", d->item_reason);
+        else
+            pd_domain_outcome(d, pd_domain_item(d), LOG_INFO, "delivered %s%s%s, ack "
+                              "interrupted by the stop; acked at next start",
+                              earlier ? earlier : "(", earlier ? "" : d->delivered_reply,
+                              earlier ? "" : ")");
+        break;
+    default:
+        break;
+    }
+}
