@@ -60,8 +60,7 @@ static const stubmail_stmt stubmail_stmts[] = {
       "   FROM outbox o JOIN message m ON m.id = o.message_id"
       "   WHERE o.recipient_domain = %s AND o.recipient = p.recipient"
       "   AND o.retrieved_at IS NULL AND m.body_deleted_at IS NULL"
-      "   AND (m.sender = ANY (p.senders)"
-      "        OR '*@' || split_part(m.sender, '@', 2) = ANY (p.senders))"
+      "   AND sender_patterns(m.sender) && p.senders"
       "   OFFSET 0) AS l"
       " ORDER BY l.created_at, l.id, l.recipient"
       " LIMIT CAST(%s AS integer)" },
@@ -72,7 +71,12 @@ static const stubmail_stmt stubmail_stmts[] = {
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
     /* $1 rejection reason ('' = delivered), $2 id, $3 recipient,
-     * $4 polling domain */
+     * $4 polling domain. The UPDATE fires pending_match_outbox_update
+     * (sql/004, as re-created by 008): it takes the polling domain's
+     * "subscription" advisory lock (sql/008's stubmail_lock_class) shared,
+     * so it waits while a subscription change of that domain commits, and
+     * deletes the pending_match row, whose trigger NOTIFYs stubmail_poll
+     * at COMMIT (the UDP responder's cache learns of it that way). */
     { STMT_ACK_MARK,
       "UPDATE outbox SET retrieved_at = now(), rejected_reason = NULLIF(%s, '')"
       " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s"

@@ -185,7 +185,9 @@ static int stubmail_ack_record(stubmail_req *q, const sm_ack_request *ack,
 }
 
 /* Delete the body once no recipient is pending. Failures are logged: the
- * ack itself is recorded, and the next ack finishes the deletion. */
+ * ack itself is recorded, and a repeated ack finishes the deletion; a file
+ * whose unlink failed stays in the spool (nothing removes such leftovers
+ * yet). */
 static void stubmail_ack_remove_body(stubmail_req *q, const char *to)
 {
     const char *args[2], *spool_name;
@@ -205,11 +207,11 @@ static void stubmail_ack_remove_body(stubmail_req *q, const char *to)
         return;
     }
     if (sm_spool_path(q->conf->spool_dir, spool_name, path, sizeof(path)) != 0)
-        SMLOG(q, APLOG_ERR, 0, "bad spool_name '%s': body left for the "
-              "janitor", spool_name);
+        SMLOG(q, APLOG_ERR, 0, "bad spool_name '%s': body file not removed",
+              spool_name);
     else if ((rv = apr_file_remove(path, q->r->pool)) != APR_SUCCESS)
-        SMLOG(q, APLOG_ERR, rv, "cannot remove spool file %s: left for "
-              "the janitor", path);
+        SMLOG(q, APLOG_ERR, rv, "cannot remove spool file %s: it stays in the "
+              "spool, remove it by hand", path);
     else
         SMLOG(q, APLOG_INFO, 0, "all recipients acked, removed %s", path);
 }
