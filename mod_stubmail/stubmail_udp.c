@@ -58,7 +58,7 @@
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 
-#include "sm_dns.h"
+#include "sm_txt.h"
 #include "sm_udppoll.h"
 #include "stubmail_udp.h"
 
@@ -98,51 +98,64 @@ typedef struct udp_child {
 
 static int udp_fork(void);
 
-static void udp_maint(int reason, void *data, apr_wait_t status)
+/* The responder is gone: keep the unregister callback from signalling its
+ * pid, and pconf's cleanup from waiting for it. That cleanup still holds
+ * the record, and would signal (and wait for) the pid if a later child of
+ * ours, an MPM child, got it: our own pid is never our child, so its
+ * waitpid fails and the cleanup leaves the record alone. */
+static void udp_forget(udp_child *child)
 {
-    udp_child *child = data;
+    child->dead = 1;
+    child->proc.pid = getpid();
+    apr_proc_other_child_unregister(child);
+}
+
+/* Whether a responder that died should be started again: not while Apache
+ * stops, not after a start-up failure (the cause stays), not in a crash
+ * loop. */
+static int udp_restartable(apr_wait_t status)
+{
     int mpm_state = AP_MPMQ_STOPPING;
     int quick;
 
+    if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) != APR_SUCCESS
+        || mpm_state == AP_MPMQ_STOPPING)
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == STUBMAIL_UDP_STARTUP_ERROR) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder "
+                     "could not start (see above); not restarted until Apache restarts");
+        return 0;
+    }
+    quick = apr_time_now() - udp_started < apr_time_from_sec(STUBMAIL_UDP_QUICK_DEATH);
+    udp_quick_deaths = quick ? udp_quick_deaths + 1 : 0;
+    if (udp_quick_deaths >= STUBMAIL_UDP_QUICK_MAX) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder "
+                     "died %d times within %d s of its start; not restarted until "
+                     "Apache restarts", udp_quick_deaths, STUBMAIL_UDP_QUICK_DEATH);
+        return 0;
+    }
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder died "
+                 "(%s %d); restarting it", WIFSIGNALED(status) ? "signal" : "exit",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    return 1;
+}
+
+static void udp_maint(int reason, void *data, apr_wait_t status)
+{
+    udp_child *child = data;
+
     switch (reason) {
     case APR_OC_REASON_DEATH:
-        /* the pid is gone: keep the unregister callback from signalling it */
-        child->dead = 1;
-        /* pconf's cleanup still holds this record, and would signal (and
-         * wait for) the pid if a later child of ours, an MPM child, got
-         * it: our own pid is never our child, so its waitpid fails and
-         * the cleanup leaves the record alone */
-        child->proc.pid = getpid();
-        apr_proc_other_child_unregister(data);
-        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) != APR_SUCCESS
-            || mpm_state == AP_MPMQ_STOPPING)
-            break;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == STUBMAIL_UDP_STARTUP_ERROR) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder "
-                         "could not start (see above); not restarted until Apache restarts");
-            break;
-        }
-        quick = apr_time_now() - udp_started < apr_time_from_sec(STUBMAIL_UDP_QUICK_DEATH);
-        udp_quick_deaths = quick ? udp_quick_deaths + 1 : 0;
-        if (udp_quick_deaths >= STUBMAIL_UDP_QUICK_MAX) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder "
-                         "died %d times within %d s of its start; not restarted until "
-                         "Apache restarts", udp_quick_deaths, STUBMAIL_UDP_QUICK_DEATH);
-            break;
-        }
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder died "
-                     "(%s %d); restarting it", WIFSIGNALED(status) ? "signal" : "exit",
-                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-        udp_fork();
+        udp_forget(child);
+        if (udp_restartable(status))
+            udp_fork();
         break;
     case APR_OC_REASON_RESTART:
         /* Apache restarts or stops: pconf's cleanup ends the process */
         apr_proc_other_child_unregister(data);
         break;
     case APR_OC_REASON_LOST:
-        child->dead = 1;
-        child->proc.pid = getpid();
-        apr_proc_other_child_unregister(data);
+        udp_forget(child);
         udp_fork();
         break;
     case APR_OC_REASON_UNREGISTER:
@@ -537,39 +550,25 @@ static void udp_signals(void)
     sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
-static int udp_main(pid_t parent)
+/* Bind the socket (as root: a port below 1024 works), then become the
+ * Apache user: the responder's state, or NULL (logged). */
+static udp_state *udp_open(void)
 {
-    struct sockaddr_storage addr, from;
-    socklen_t addrlen, fromlen;
-    unsigned char buf[SM_UDPPOLL_REQUEST_MAX + 1];
-    struct pollfd pfd[2];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
     apr_pool_t *pool;
-    udp_state *st;
+    udp_state *st = NULL;
     const char *why = NULL;
-    time_t last_stats = time(NULL);
-    ssize_t got;
-    int i, n;
-
-    udp_signals();
-    udp_stop = 0;
-#ifdef PR_SET_PDEATHSIG
-    /* the parent may die without running pconf's cleanup (SIGKILL); the
-     * getppid() check of the loop covers other systems within a second */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-#endif
-    if (getppid() != parent)
-        return 0;
-    ap_close_listeners();
 
     if (sm_dns_resolver_parse(udp_conf->listen, &addr, &addrlen, &why) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
                      "StubmailUDPResponder %s: %s", udp_conf->listen, why);
-        return STUBMAIL_UDP_STARTUP_ERROR;
+        goto fail;
     }
     if (!(st = calloc(1, sizeof(*st)))) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
                      "out of memory");
-        return STUBMAIL_UDP_STARTUP_ERROR;
+        goto fail;
     }
     st->rate = (double)udp_conf->rate;
     st->burst = 2.0 * (double)udp_conf->rate;
@@ -581,19 +580,34 @@ static int udp_main(pid_t parent)
     if (st->fd < 0 || bind(st->fd, (struct sockaddr *)&addr, addrlen) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, errno, udp_server, "stubmail: udp responder: "
                      "cannot bind UDP %s", udp_conf->listen);
-        return STUBMAIL_UDP_STARTUP_ERROR;
+        goto fail;
     }
-    /* bound as root (a port below 1024 works), now the Apache user */
     if (apr_pool_create(&pool, NULL) != APR_SUCCESS
         || ap_run_drop_privileges(pool, udp_server) != OK) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
                      "cannot drop privileges");
-        return STUBMAIL_UDP_STARTUP_ERROR;
+        goto fail;
     }
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder pid %ld "
-                 "on %s, %" APR_INT64_T_FMT " datagrams/s per source", (long)getpid(),
-                 udp_conf->listen, udp_conf->rate);
-    udp_db_ready(st);
+    return st;
+
+fail:
+    if (st && st->fd >= 0)
+        close(st->fd);
+    free(st);
+    return NULL;
+}
+
+/* Answer datagrams and take notifications until told to stop or the
+ * parent is gone. */
+static void udp_serve(udp_state *st, pid_t parent)
+{
+    struct sockaddr_storage from;
+    socklen_t fromlen;
+    unsigned char buf[SM_UDPPOLL_REQUEST_MAX + 1];
+    struct pollfd pfd[2];
+    time_t last_stats = time(NULL);
+    ssize_t got;
+    int i, n;
 
     while (!udp_stop) {
         pfd[0].fd = st->fd;
@@ -629,11 +643,36 @@ static int udp_main(pid_t parent)
             last_stats = time(NULL);
         }
     }
+}
+
+/* The responder process, from the fork to its exit status. */
+static int udp_main(pid_t parent)
+{
+    udp_state *st;
+
+    udp_signals();
+    udp_stop = 0;
+#ifdef PR_SET_PDEATHSIG
+    /* the parent may die without running pconf's cleanup (SIGKILL); the
+     * getppid() check of the loop covers other systems within a second */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+    if (getppid() != parent)
+        return 0;
+    ap_close_listeners();
+    if ((st = udp_open()) == NULL)
+        return STUBMAIL_UDP_STARTUP_ERROR;
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder pid %ld "
+                 "on %s, %" APR_INT64_T_FMT " datagrams/s per source", (long)getpid(),
+                 udp_conf->listen, udp_conf->rate);
+    udp_db_ready(st);
+    udp_serve(st, parent);
     udp_stats(st);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder pid %ld "
                  "stopping", (long)getpid());
     if (st->db)
         PQfinish(st->db);
     close(st->fd);
+    free(st);
     return 0;
 }

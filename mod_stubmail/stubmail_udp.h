@@ -10,13 +10,11 @@
 
 #include "sm_token.h"
 
-#define STUBMAIL_UDP_DEFAULT_RATE 20    /* datagrams per second per source address */
-
 typedef struct stubmail_udp_conf {
     const char *listen;         /* IP:PORT the responder binds */
     const char *advertise;      /* IP:PORT the login answer names (default: listen) */
     const char *database;       /* libpq conninfo */
-    apr_int64_t rate;           /* per source; burst twice that */
+    apr_int64_t rate;           /* datagrams per second per source; burst twice that */
     const sm_token_keyring *tokens;     /* derives every session's key */
 } stubmail_udp_conf;
 

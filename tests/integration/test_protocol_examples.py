@@ -28,7 +28,17 @@ from support import (SandboxTest, TOP, make_message, curl, login, login_body, ge
 
 PROTOCOL_MD = os.path.join(TOP, "docs", "PROTOCOL.md")
 DNS_CHECK = os.path.join(TOP, "tests", "dns", "dns_lookup_check")
-MODULE_C = os.path.join(TOP, "mod_stubmail", "mod_stubmail.c")
+MODULE_DIR = os.path.join(TOP, "mod_stubmail")
+
+
+def module_source():
+    """mod_stubmail's C sources (mod_stubmail/*.[ch]) as one text."""
+    text = []
+    for name in sorted(os.listdir(MODULE_DIR)):
+        if name.endswith((".c", ".h")):
+            with open(os.path.join(MODULE_DIR, name), encoding="utf-8") as f:
+                text.append(f.read())
+    return "\n".join(text)
 
 
 def sections(path=PROTOCOL_MD):
@@ -110,11 +120,10 @@ class ProtocolExamplesTest(SandboxTest):
         codes = set()
         for status, cell in re.findall(r"(?m)^\| (\d{3}) \| (.*?) \|", table):
             codes |= set(re.findall(r"`([a-z_]+)`", cell))
-        with open(MODULE_C, encoding="utf-8") as f:
-            module = f.read()
+        module = module_source()
         missing = sorted(c for c in codes if '"%s"' % c not in module)
-        self.assertEqual(missing, [], "codes in PROTOCOL.md's table that mod_stubmail.c "
-                         "never names")
+        self.assertEqual(missing, [], "codes in PROTOCOL.md's table that mod_stubmail's "
+                         "sources never name")
 
     def test_limits_table(self):
         """Each limit names a directive mod_stubmail has and an answer of the
@@ -123,8 +132,7 @@ class ProtocolExamplesTest(SandboxTest):
                             section(self.doc, "Limits")["text"])
         self.assertEqual(len(limits), 5, section(self.doc, "Limits")["text"])
         errors = section(self.doc, "Errors")["text"]
-        with open(MODULE_C, encoding="utf-8") as f:
-            module = f.read()
+        module = module_source()
         for directive, status, code in limits:
             self.assertIn('"%s"' % directive, module)
             self.assertRegex(errors, r"(?m)^\| %s \| `%s` \|" % (status, code))

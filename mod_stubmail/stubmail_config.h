@@ -1,0 +1,65 @@
+/* stubmail_config — mod_stubmail's server configuration: the fields every
+ * directive sets, and the functions that create, merge and complete them.
+ * The directives themselves, with their defaults and help, are one table in
+ * stubmail_config.c (docs/mod_stubmail.md documents them; a test compares
+ * the two). */
+#ifndef STUBMAIL_CONFIG_H
+#define STUBMAIL_CONFIG_H
+
+#include "httpd.h"
+#include "http_config.h"
+
+#include "sm_token.h"
+#include "stubmail_udp.h"
+
+#define STUBMAIL_UNSET (-1)
+
+/* StubmailLoginRate N/SECS: n requests at once, all back after secs;
+ * n 0 = off, STUBMAIL_UNSET = unset. */
+typedef struct stubmail_rate {
+    apr_int64_t n, secs;
+} stubmail_rate;
+
+typedef struct stubmail_srv_conf {
+    const char *spool_dir;      /* NULL = unset */
+    apr_int64_t max_body;       /* STUBMAIL_UNSET = unset */
+    apr_int64_t max_pairs;
+    apr_int64_t poll_limit;
+    const char *domain;         /* StubmailDomain, lowercase; NULL = unset */
+    const char *public_key_file;        /* NULL = unset */
+    const char *gnupg_home;     /* NULL = unset */
+    const char *resolver;       /* NULL = unset: the system resolver */
+    sm_token_keyring *tokens;   /* NULL = unset */
+    apr_int64_t token_lifetime; /* seconds; STUBMAIL_UNSET = unset */
+    apr_int64_t login_max_skew;
+    apr_int64_t min_poll_interval;      /* 0 = no limit */
+    apr_int64_t poll_burst;     /* polls at once before the interval holds */
+    stubmail_rate login_rate;   /* logins per claimed domain */
+    stubmail_rate login_addr_rate;      /* logins per client address */
+    stubmail_udp_conf udp;      /* the UDP poll responder (main server only);
+                                 * listen NULL = off, rate STUBMAIL_UNSET = unset */
+
+    /* Not directives: filled in by post_config. */
+    const char *public_key;     /* the text of public_key_file */
+    int udp_login;              /* login answers name the UDP responder: it
+                                 * runs, and tokens are its keys */
+} stubmail_srv_conf;
+
+extern module AP_MODULE_DECLARE_DATA stubmail_module;
+
+/* The module's directives, for its module record. */
+extern const command_rec stubmail_cmds[];
+
+void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s);
+
+/* Every field: the virtual host's value if set, else the main server's. */
+void *stubmail_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
+
+/* The one place where defaults are applied (post_config, after merging):
+ * every unset field that has a default gets it. OK, or
+ * HTTP_INTERNAL_SERVER_ERROR (logged) if a default does not parse. */
+int stubmail_conf_defaults(server_rec *s, stubmail_srv_conf *c, apr_pool_t *p);
+
+stubmail_srv_conf *stubmail_conf_of(const server_rec *s);
+
+#endif

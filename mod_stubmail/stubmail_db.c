@@ -1,0 +1,267 @@
+/*
+ * NAME
+ *	stubmail_db - mod_stubmail's prepared statements and how they run
+ *
+ * DESCRIPTION
+ *	Every statement is prepared through mod_dbd at configuration time
+ *	under its label (stubmail_db.h; also the PostgreSQL statement name),
+ *	and a request acquires one pooled connection. %s is apr_dbd's
+ *	placeholder; no literal '%' anywhere in the SQL.
+ *
+ *	When PostgreSQL restarted, a pooled connection is dead until used, and
+ *	apr_dbd_pgsql's connection check then silently PQreset()s it; mod_dbd
+ *	does not prepare its statements again. So after a failure a statement
+ *	checks (and resets) the connection, prepares itself once more on it
+ *	and runs again, once.
+ *
+ * DIAGNOSTICS
+ *	A failed statement is logged at error with its label and PostgreSQL's
+ *	message on one line; a statement prepared again at notice.
+ */
+
+#include <string.h>
+
+#include "httpd.h"
+#include "http_log.h"
+#include "apr_hash.h"
+#include "apr_optional.h"
+#include "apr_strings.h"
+#include "apr_dbd.h"
+#include "mod_dbd.h"
+
+#include "stubmail_db.h"
+
+APLOG_USE_MODULE(stubmail);
+
+#define SQL_RFC3339(col) \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+typedef struct stubmail_stmt {
+    const char *label;
+    const char *sql;
+} stubmail_stmt;
+
+static const stubmail_stmt stubmail_stmts[] = {
+    /* $1 pairs as JSON, $2 polling domain, $3 limit + 1.
+     * The pairs are grouped by recipient, and each recipient is looked up
+     * on its own (LATERAL; OFFSET 0 keeps the planner from flattening it)
+     * through outbox_pending_by_recipient and message_pkey, so the cost
+     * follows the number of pairs and matches, never the size of the
+     * outbox. Grouping also makes every (message, recipient) appear once
+     * (outbox's key), which a DISTINCT over the raw pairs did before. */
+    { STMT_POLL,
+      "SELECT l.id, l.sender, l.recipient, l.size, "
+      SQL_RFC3339("l.created_at")
+      " FROM (SELECT x.recipient, array_agg(DISTINCT x.sender) AS senders"
+      "       FROM jsonb_to_recordset(%s::jsonb) AS x(sender text, recipient text)"
+      "       GROUP BY x.recipient) AS p"
+      " CROSS JOIN LATERAL ("
+      "   SELECT m.id, m.sender, o.recipient, m.size, m.created_at"
+      "   FROM outbox o JOIN message m ON m.id = o.message_id"
+      "   WHERE o.recipient_domain = %s AND o.recipient = p.recipient"
+      "   AND o.retrieved_at IS NULL AND m.body_deleted_at IS NULL"
+      "   AND sender_patterns(m.sender) && p.senders"
+      "   OFFSET 0) AS l"
+      " ORDER BY l.created_at, l.id, l.recipient"
+      " LIMIT CAST(%s AS integer)" },
+    /* $1 id, $2 polling domain */
+    { STMT_FETCH,
+      "SELECT m.spool_name, m.size, m.sender, m.format FROM message m"
+      " WHERE m.id = %s AND m.body_deleted_at IS NULL"
+      " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
+      "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
+    /* $1 rejection reason ('' = delivered), $2 id, $3 recipient,
+     * $4 polling domain. The UPDATE fires pending_match_outbox_update
+     * (sql/004, as re-created by 008): it takes the polling domain's
+     * "subscription" advisory lock (sql/008's stubmail_lock_class) shared,
+     * so it waits while a subscription change of that domain commits, and
+     * deletes the pending_match row, whose trigger NOTIFYs stubmail_poll
+     * at COMMIT (the UDP responder's cache learns of it that way). */
+    { STMT_ACK_MARK,
+      "UPDATE outbox SET retrieved_at = now(), rejected_reason = NULLIF(%s, '')"
+      " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s"
+      " AND retrieved_at IS NULL RETURNING " SQL_RFC3339("retrieved_at") ","
+      " rejected_reason IS NOT NULL" },
+    /* $1 id, $2 recipient, $3 polling domain */
+    { STMT_ACK_SEEN,
+      "SELECT " SQL_RFC3339("retrieved_at") ", rejected_reason IS NOT NULL"
+      " FROM outbox"
+      " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s" },
+    /* $1 id, $2 id */
+    { STMT_ACK_DONE,
+      "UPDATE message SET body_deleted_at = now()"
+      " WHERE id = %s AND body_deleted_at IS NULL"
+      " AND NOT EXISTS (SELECT 1 FROM outbox"
+      "                 WHERE message_id = %s AND retrieved_at IS NULL)"
+      " RETURNING spool_name" },
+    /* $1 domain: the admin's row, if any (fpr pins the domain key) */
+    { STMT_PEER, "SELECT outbox_url, fpr, pulling FROM peer WHERE domain = %s" },
+    /* $1 domain: the cached _stubmail answer (sql/002 keeps the TTL
+     * policy in these two functions, shared with the milter and pollerd) */
+    { STMT_DNS_GET,
+      "SELECT status, outbox, udp, fpr, policy, why FROM dns_cache_get(%s)" },
+    /* $1 domain, $2 status, $3 outbox, $4 udp, $5 fpr, $6 policy, $7 why,
+     * $8 ttl; '' stands for NULL */
+    { STMT_DNS_PUT,
+      "SELECT dns_cache_put(%s, %s, NULLIF(%s, ''), NULLIF(%s, ''), NULLIF(%s, ''),"
+      " NULLIF(%s, ''), NULLIF(%s, ''), CAST(%s AS integer))" },
+    /* $1 domain, $2 nonce, $3 seconds to keep it. No row back: used
+     * before. Expired nonces go on the way (the table only holds the
+     * logins of the last few minutes, so the scan is short). */
+    { STMT_NONCE,
+      "WITH expired AS (DELETE FROM login_nonce WHERE expires_at <= now())"
+      " INSERT INTO login_nonce (domain, nonce, expires_at)"
+      " VALUES (%s, %s, now() + make_interval(secs => CAST(%s AS integer)))"
+      " ON CONFLICT DO NOTHING RETURNING 1" },
+    /* $1 kind, $2 key, $3 requests at once, $4 seconds to fill again:
+     * 0 taken, else seconds to wait (sql/007_rate_limit.sql: a token
+     * bucket in one locked row, shared by every child) */
+    { STMT_RATE,
+      "SELECT rate_take(%s, %s, CAST(%s AS integer), CAST(%s AS integer))" },
+    { STMT_RATE_CLEAN, "SELECT rate_clean()" },
+    /* $1 domain, $2 reset ('t'/'f'), $3 base ('' with reset), $4 pairs to
+     * add and $5 to remove as JSON. One statement, so all or nothing;
+     * sql/004_subscription.sql keeps pending_match in step by triggers. */
+    { STMT_SUB_CHANGE,
+      "SELECT ok, version FROM subscription_change(%s, CAST(%s AS boolean),"
+      " CAST(NULLIF(%s, '') AS bigint), CAST(%s AS jsonb), CAST(%s AS jsonb))" },
+    /* $1 and $2 domain: the ETag and the subscription version, from one
+     * snapshot */
+    { STMT_POLL_STATE,
+      "SELECT poll_etag(%s), coalesce((SELECT version FROM subscription_state"
+      " WHERE domain = %s), 0)" },
+    /* $1 domain, $2 limit + 1: what is pending for the domain's
+     * subscription, in the order it became pending (pending_match_by_domain) */
+    { STMT_POLL_PENDING,
+      "SELECT m.id, m.sender, p.recipient, m.size, " SQL_RFC3339("m.created_at")
+      " FROM pending_match p JOIN message m ON m.id = p.message_id"
+      " WHERE p.domain = %s AND m.body_deleted_at IS NULL"
+      " ORDER BY p.seq LIMIT CAST(%s AS integer)" },
+};
+
+static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *stubmail_dbd_acquire;
+
+int stubmail_db_init(server_rec *s)
+{
+    stubmail_dbd_prepare = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
+    stubmail_dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
+    if (stubmail_dbd_prepare == NULL || stubmail_dbd_acquire == NULL) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: mod_dbd is not "
+                     "loaded: add 'LoadModule dbd_module .../mod_dbd.so' and "
+                     "configure DBDriver/DBDParams");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
+void stubmail_db_prepare_all(server_rec *s)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(stubmail_stmts) / sizeof(stubmail_stmts[0]); i++)
+        stubmail_dbd_prepare(s, stubmail_stmts[i].sql, stubmail_stmts[i].label);
+}
+
+int stubmail_db(stubmail_req *q)
+{
+    if (q->dbd == NULL && stubmail_dbd_acquire)
+        q->dbd = stubmail_dbd_acquire(q->r);
+    if (q->dbd == NULL)
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "no database connection from mod_dbd");
+    return 1;
+}
+
+static const char *stubmail_sql_of(const char *label)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(stubmail_stmts) / sizeof(stubmail_stmts[0]); i++)
+        if (strcmp(stubmail_stmts[i].label, label) == 0)
+            return stubmail_stmts[i].sql;
+    return NULL;
+}
+
+/* PostgreSQL's message on one line. */
+static const char *stubmail_db_error(stubmail_req *q, int rc)
+{
+    const char *err = apr_dbd_error(q->dbd->driver, q->dbd->handle, rc);
+    char *e = apr_pstrdup(q->r->pool, err ? err : "unknown error"), *c;
+    size_t n;
+
+    for (c = e; *c; c++)        /* libpq's messages span lines */
+        if (*c == '\n' || *c == '\r' || *c == '\t')
+            *c = ' ';
+    n = strlen(e);
+    while (n > 0 && e[n - 1] == ' ')
+        e[--n] = '\0';
+    return e;
+}
+
+/* Random access: libpq reads the whole result, so an SQL error shows
+ * here, not as an empty result. After a failure, prepare the statement
+ * again (into the same apr_dbd_prepared_t that mod_dbd's hash holds) and
+ * retry once; if the statement still existed, that PREPARE fails and the
+ * first error stands. */
+int stubmail_db_select(stubmail_req *q, const char *label, apr_dbd_results_t **res,
+                       int nargs, const char **args)
+{
+    apr_dbd_prepared_t *st;
+    const char *first;
+    int rc;
+
+    *res = NULL;
+    st = apr_hash_get(q->dbd->prepared, label, APR_HASH_KEY_STRING);
+    if (st == NULL) {
+        SMLOG(q, APLOG_ERR, 0, "prepared statement %s is missing", label);
+        return -1;
+    }
+    rc = apr_dbd_pselect(q->dbd->driver, q->r->pool, q->dbd->handle, res, st,
+                         1, nargs, args);
+    if (rc == 0)
+        return 0;
+    first = stubmail_db_error(q, rc);
+    *res = NULL;
+    if (apr_dbd_check_conn(q->dbd->driver, q->r->pool, q->dbd->handle)
+            == APR_SUCCESS
+        && apr_dbd_prepare(q->dbd->driver, q->dbd->pool, q->dbd->handle,
+                           stubmail_sql_of(label), label, &st) == 0) {
+        SMLOG(q, APLOG_NOTICE, 0, "prepared %s again on a reset database "
+              "connection", label);
+        rc = apr_dbd_pselect(q->dbd->driver, q->r->pool, q->dbd->handle, res,
+                             st, 1, nargs, args);
+        if (rc == 0)
+            return 0;
+        first = stubmail_db_error(q, rc);
+        *res = NULL;
+    }
+    SMLOG(q, APLOG_ERR, 0, "%s failed: %s", label, first);
+    return -1;
+}
+
+int stubmail_db_next_row(stubmail_req *q, apr_dbd_results_t *res, apr_dbd_row_t **row)
+{
+    return apr_dbd_get_row(q->dbd->driver, q->r->pool, res, row, -1) == 0;
+}
+
+int stubmail_db_first_row(stubmail_req *q, const char *label, int nargs,
+                          const char **args, int ncols, const char **cols)
+{
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    int found = 0, i;
+
+    if (stubmail_db_select(q, label, &res, nargs, args) != 0)
+        return -1;
+    while (stubmail_db_next_row(q, res, &row)) {
+        if (found++)
+            continue;           /* read every row */
+        for (i = 0; i < ncols; i++) {
+            const char *v = apr_dbd_get_entry(q->dbd->driver, row, i);
+
+            cols[i] = v ? apr_pstrdup(q->r->pool, v) : "";
+        }
+    }
+    return found > 0;
+}

@@ -1,0 +1,26 @@
+/* stubmail_login — who is polling: GET v1/key (this domain's public key),
+ * POST v1/login (a polling domain proves itself with its OpenPGP key and
+ * gets a bearer token), and what they need at startup (the key file, the
+ * GnuPG home) and in each child (gpgme, the memory of imported keys). */
+#ifndef STUBMAIL_LOGIN_H
+#define STUBMAIL_LOGIN_H
+
+#include "httpd.h"
+
+#include "stubmail_config.h"
+#include "stubmail_req.h"
+
+int stubmail_key(stubmail_req *q);
+int stubmail_login(stubmail_req *q);
+
+/* post_config, per server: with StubmailDomain set, check the directives
+ * login needs, read StubmailPublicKey into c->public_key (pconf) and check
+ * StubmailGnupgHome. OK, or HTTP_INTERNAL_SERVER_ERROR (logged). */
+int stubmail_login_post_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
+                               apr_pool_t *ptemp);
+
+/* child_init: gpgme and the imported-key memory, if any server takes
+ * logins. */
+void stubmail_login_child_init(apr_pool_t *pchild, server_rec *s);
+
+#endif

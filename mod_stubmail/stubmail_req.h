@@ -1,0 +1,70 @@
+/* stubmail_req — one request to mod_stubmail: its state, its log lines, the
+ * answers every endpoint gives (errors, JSON, 304) and what every endpoint
+ * reads (the JSON body, the bearer token).
+ *
+ * Helpers that may answer return 1 to go on, or 0 once an error answer went
+ * out; the handler's return value is then in q->ret. */
+#ifndef STUBMAIL_REQ_H
+#define STUBMAIL_REQ_H
+
+#include "httpd.h"
+#include "http_log.h"
+#include "apr_dbd.h"
+#include "mod_dbd.h"
+
+#include <jansson.h>
+
+#include "sm_proto.h"
+#include "stubmail_config.h"
+
+typedef struct stubmail_req {
+    request_rec *r;
+    const stubmail_srv_conf *conf;
+    ap_dbd_t *dbd;
+    const char *domain;         /* authenticated polling domain, or NULL */
+    const char *id;             /* message id from the path, or NULL */
+    const char *allow;          /* Allow header for 405 */
+    const char *retry_after;    /* Retry-After for 429 and 503 (NULL: default) */
+    const char *version;        /* 409 subscription_changed: the current
+                                 * version, put into the error body */
+    int ret;                    /* handler result once an answer was sent */
+} stubmail_req;
+
+/* Every request's log line names the polling domain and message id. */
+#define SMLOG(q, level, rv, fmt, ...)                                        \
+    ap_log_rerror(APLOG_MARK, (level), (rv), (q)->r,                         \
+                  "stubmail: domain=%s id=%s: " fmt,                         \
+                  (q)->domain ? (q)->domain : "-",                           \
+                  (q)->id ? (q)->id : "-", ##__VA_ARGS__)
+
+/* The one way out with an error: code (docs/PROTOCOL.md, Errors) decides
+ * the status; message goes to the client, why (or message) to the log.
+ * Returns the handler's result (also in q->ret). */
+int stubmail_fail(stubmail_req *q, const char *code, const char *message,
+                  const char *why);
+
+/* stubmail_fail for helpers that return 1 = go on, 0 = answered. */
+int stubmail_fail_0(stubmail_req *q, const char *code, const char *message,
+                    const char *why);
+
+/* The protocol code for a request body lib's parser refused. */
+const char *stubmail_parse_code(const sm_parse_error *perr);
+
+/* text (copied) as the whole answer, with status. OK. */
+int stubmail_send(stubmail_req *q, int status, const char *ctype, const char *text);
+
+/* root as a 200 answer; takes the reference (NULL: out of memory, 503). */
+int stubmail_send_json(stubmail_req *q, json_t *root);
+
+/* 304, no body; the headers already set go along. OK. */
+int stubmail_not_modified(stubmail_req *q);
+
+/* The whole JSON body (at most StubmailMaxRequestBody, NUL-terminated, in
+ * r->pool). 1, or 0 after the error answer. */
+int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len);
+
+/* Authorization: Bearer TOKEN: 1 with q->domain set (no database needed:
+ * the MAC proves the token), or 0 after the 401. */
+int stubmail_authenticate(stubmail_req *q);
+
+#endif
