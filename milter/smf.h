@@ -29,6 +29,7 @@
 #include "sm_dns.h"
 #include "sm_id.h"
 #include "sm_pgp.h"
+#include "sm_seal.h"
 #include "sm_spool.h"
 
 /* ---- smf_net.c ------------------------------------------------------- */
@@ -137,6 +138,8 @@ typedef struct smf_settings {
     int recipient_keys;
     long recipient_key_timeout;
     smf_netlist trusted;        /* trusted_networks, parsed */
+    sm_seal *seal;              /* the in-process OpenPGP engine over
+                                   gnupg_home's keys (sm_seal.h), made at start */
 } smf_settings;
 
 /* ---- smf_ctx.c: per-connection and per-message state ------------------ */
@@ -218,7 +221,8 @@ void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen);
 
 /* ---- smf_seal.c: signed by us, encrypted to the pulling domains -------- */
 
-#define SMF_SEAL_KEYS_MAX   64      /* recipients sm_pgp_encrypt_sign_fd takes */
+#define SMF_SEAL_KEYS_MAX   64      /* recipients sm_seal_encrypt_sign_fd takes */
+#define SMF_SEAL_SLOTS      8       /* messages sealed at once; more wait their turn */
 
 typedef enum { SMF_SEAL_OK = 0, SMF_SEAL_FAIL = -1 } smf_seal_status;
 

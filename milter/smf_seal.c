@@ -6,8 +6,12 @@
  * cannot be fetched fails the message, 451 4.7.5), and to each pulling
  * recipient's own key where its domain publishes one by WKD on its outbox
  * origin (which never fails the message: the domain key alone still
- * delivers). gpg streams the plaintext spool file into a second spool file,
- * so memory stays flat whatever the size.
+ * delivers). The seal (lib/sm_seal.c, in process, no gpg per message)
+ * streams the plaintext spool file into a second spool file, so memory
+ * stays flat whatever the size; it checks the keys from memory too, so a
+ * message whose keys are all known runs no gpg at all. gpg runs when a key
+ * is missing (sm_keyfetch, sm_wkd_fetch import it), and the seal is told to
+ * forget what it held of a key that was imported again.
  *
  * Nothing here knows libmilter: the callbacks turn SMF_SEAL_FAIL into the
  * SMTP answer (smf_callbacks.c, the failure policy). */
@@ -32,14 +36,18 @@ smf_seal_status smf_seal_domain_keys(const smf_settings *set, const smf_msg *msg
                                      const smf_domain **bad, char *why, size_t whylen)
 {
     const sm_https_opts opts = { set->ca_file, set->allow_http, set->key_timeout };
+    const smf_domain *d;
     size_t i;
 
     for (i = 0; i < msg->ndomains; i++) {
-        if (!msg->domains[i].pulling
-            || sm_keyfetch(set->gnupg_home, msg->domains[i].outbox, msg->domains[i].fpr, &opts,
-                           why, whylen) == 0)
+        d = &msg->domains[i];
+        if (!d->pulling || sm_seal_key_check(set->seal, d->fpr, NULL, why, whylen) == SM_PGP_OK)
             continue;
-        *bad = &msg->domains[i];
+        if (sm_keyfetch(set->gnupg_home, d->outbox, d->fpr, &opts, why, whylen) == 0) {
+            sm_seal_forget(set->seal, d->fpr);
+            continue;
+        }
+        *bad = d;
         return SMF_SEAL_FAIL;
     }
     return SMF_SEAL_OK;
@@ -79,6 +87,7 @@ static void smf_rcpt_key_fetch(const smf_settings *set, const char *qid, const s
     case SM_WKD_FOUND:
         sm_info("%s: to=%s: recipient key %s from %s", qid, r->addr, fpr, url);
         memcpy(r->keyfpr, fpr, sizeof r->keyfpr);
+        sm_seal_forget(set->seal, fpr);     /* imported again: maybe changed */
         break;
     case SM_WKD_NONE:
         sm_info("%s: to=%s: no recipient key published: %s", qid, r->addr, why);
@@ -112,7 +121,7 @@ static int smf_rcpt_key_cached(const smf_settings *set, const char *qid, const s
         return 1;
     }
     if (strcmp(status, "found") == 0) {
-        if (sm_wkd_key_usable(set->gnupg_home, fpr, r->addr, why, sizeof why) == SM_PGP_OK) {
+        if (sm_seal_key_check(set->seal, fpr, r->addr, why, sizeof why) == SM_PGP_OK) {
             memcpy(r->keyfpr, fpr, sizeof r->keyfpr);
             return 1;
         }
@@ -201,7 +210,7 @@ size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys, 
 
 /* ---- sign and encrypt ------------------------------------------------------ */
 
-/* gpg from in_fd into msg->sealed, to the n keys of fprs (ndom of them
+/* The seal from in_fd into msg->sealed, to the n keys of fprs (ndom of them
  * domain keys). A recipient key that went bad since smf_seal_rcpt_keys
  * checked it gets a second try with the domain keys alone: they still
  * deliver, so the mail is not held back. */
@@ -212,8 +221,8 @@ static smf_seal_status smf_seal_encrypt(const smf_settings *set, const char *qid
     char pgpwhy[SM_PGP_WHY_MAX];
     int pgp;
 
-    pgp = sm_pgp_encrypt_sign_fd(set->gnupg_home, set->domain_key, fprs, in_fd,
-                                 msg->sealed.fd, pgpwhy, sizeof pgpwhy);
+    pgp = sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy,
+                                  sizeof pgpwhy);
     if (pgp == SM_PGP_REJECT && n > ndom) {
         sm_warn("%s: from=<%s>: cannot encrypt id %s to the recipient keys (%s); encrypted "
                 "to the domain key%s only", qid, msg->sender, id, pgpwhy, ndom == 1 ? "" : "s");
@@ -225,8 +234,8 @@ static smf_seal_status smf_seal_encrypt(const smf_settings *set, const char *qid
                      strerror(errno));
             return SMF_SEAL_FAIL;
         }
-        pgp = sm_pgp_encrypt_sign_fd(set->gnupg_home, set->domain_key, fprs, in_fd,
-                                     msg->sealed.fd, pgpwhy, sizeof pgpwhy);
+        pgp = sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy,
+                                      sizeof pgpwhy);
     }
     if (pgp != SM_PGP_OK) {
         snprintf(why, whylen, "cannot sign and encrypt message id %s (%zu key%s): %s", id, n,
@@ -274,7 +283,7 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
     }
     if (smf_seal_encrypt(set, qid, msg, id, fprs, n, ndom, in_fd, why, whylen) != SMF_SEAL_OK)
         goto leave;
-    /* gpg wrote to the descriptor, not through sm_spool_write */
+    /* the seal wrote to the descriptor, not through sm_spool_write */
     if (fstat(msg->sealed.fd, &st) != 0) {
         snprintf(why, whylen, "cannot stat spool file %s: %s", msg->sealed.tmp_path,
                  strerror(errno));

@@ -345,6 +345,13 @@ int main(int argc, char **argv)
         sm_err("out of memory");
         goto leave;
     }
+    /* after daemonize: the seal's contexts are this process's */
+    if (sm_seal_new(cfg.gnupg_home, cfg.domain_key, SMF_SEAL_SLOTS, &cfg.seal, err,
+                    sizeof err) != SM_PGP_OK) {
+        sm_err("domain_key %s in gnupg_home %s: cannot load it for sealing: %s",
+               cfg.domain_key, cfg.gnupg_home, err);
+        goto leave;
+    }
     sm_info("listening on %s; spool %s; %ld database connections; outbound = "
             "{daemon_name} %s, authenticated, or from %s; DNS from %s", cfg.socket,
             cfg.spool_dir, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
@@ -355,7 +362,8 @@ int main(int argc, char **argv)
     rc = smfi_main() == MI_SUCCESS ? 0 : 1;
     sm_info("stopped%s", rc ? " after a libmilter error" : "");
 leave:
-    smf_db_shutdown();                  /* both harmless when not set up */
+    smf_db_shutdown();                  /* all harmless when not set up */
+    sm_seal_free(cfg.seal);
     curl_global_cleanup();
     smf_netlist_free(&cfg.trusted);
     sm_conf_free(smf_keys);

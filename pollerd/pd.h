@@ -53,6 +53,7 @@
 #include "sm_keyfetch.h"
 #include "sm_pgp.h"
 #include "sm_proto.h"
+#include "sm_seal.h"
 #include "sm_token.h"
 #include "sm_udppoll.h"
 
@@ -258,6 +259,8 @@ typedef struct pd_ctx {
     int debug;
     CURLM *multi;
     PGconn *db;
+    sm_seal *seal;                  /* opens fetched bodies in process, over
+                                     * gnupg_home's keys (sm_seal.h) */
     pd_domain *domains;             /* this cycle's, in order */
     pd_domain *queue;               /* next one to start */
     long active;                    /* domains started, not yet done */

@@ -230,6 +230,19 @@ int pd_message_begin(pd_domain *d)
     return 0;
 }
 
+
+/* The sender domain's key in the seal: checked from memory, else fetched
+ * into the keyring (and the seal told to load it again). 0, or -1 with why. */
+static int pd_message_signer_key(pd_ctx *ctx, pd_domain *d, char *why, size_t whylen)
+{
+    if (sm_seal_key_check(ctx->seal, d->fpr, NULL, why, whylen) == SM_PGP_OK)
+        return 0;
+    if (sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why, whylen) != 0)
+        return -1;
+    sm_seal_forget(ctx->seal, d->fpr);
+    return 0;
+}
+
 /* The body of the current item is complete in d->fd: verify it where it
  * must be, then deliver or quarantine it. */
 static pd_next fetched(pd_domain *d, int openpgp)
@@ -244,9 +257,9 @@ static pd_next fetched(pd_domain *d, int openpgp)
     if (!openpgp)
         return reject(d, "unsigned", "a plain message, but we take only signed and encrypted "
                       "ones") == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
-    /* the key stays in the keyring: this is a fetch only the first time */
-    if (!d->key_ok && sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https,
-                                  detail, sizeof(detail)) != 0) {
+    /* the key stays in the keyring and in the seal: a fetch only the first
+     * time, and a gpg process only when the seal lacks the key */
+    if (!d->key_ok && pd_message_signer_key(ctx, d, detail, sizeof(detail)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: no domain key %s of %s to verify with: "
                           "%s; retry next cycle", d->fpr, d->name, detail);
         ctx->n_failed++;

@@ -5,9 +5,9 @@
  * It also finds the Authentication-Results fields a sender forged in our
  * name (sm_authres), which delivery leaves out.
  *
- * Everything here blocks the event loop while gpg works: decrypting a
- * fetched body runs at gpg's speed, ~200 MB/s here. See BUGS in
- * stubmail-pollerd(8). */
+ * The body is opened in process (sm_seal, librnp), but still blocks the
+ * event loop while it decrypts: a big body holds the other domains back.
+ * See BUGS in stubmail-pollerd(8). */
 #define _GNU_SOURCE 1   /* linkat via /proc */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -55,13 +55,13 @@ int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
         sm_why(detail, detaillen, "rewinding the fetched body: %s", strerror(errno));
         goto leave;
     }
-    /* gpg writes plaintext before it knows whether it is authentic: into a
-     * file of its own, used only after a pass */
+    /* plaintext comes out before it is known to be authentic: into a file
+     * of its own, used only after a pass */
     if ((out = pd_spool_tmpfile(c->spool_dir)) < 0) {
         sm_why(detail, detaillen, "cannot create a file in %s: %s", c->spool_dir, strerror(errno));
         goto leave;
     }
-    rc = sm_pgp_decrypt_verify_fd(c->gnupg_home, *fd, out, signer_fpr, &res, detail, detaillen);
+    rc = sm_seal_decrypt_verify_fd(ctx->seal, *fd, out, signer_fpr, &res, detail, detaillen);
     if (rc == SM_PGP_REJECT)
         snprintf(reason, SM_ACK_REASON_MAX + 1, "%s", reject_reason(&res));
     if (rc != SM_PGP_OK)

@@ -331,6 +331,13 @@ static int setup(int foreground, int once, int debug)
     }
     if (pd_conf_can_sign(&ctx.conf) != 0)
         return EX_CONFIG;
+    /* one slot: the event loop opens one body at a time */
+    if (sm_seal_new(ctx.conf.gnupg_home, ctx.conf.domain_key, 1, &ctx.seal, err,
+                    sizeof(err)) != SM_PGP_OK) {
+        sm_err("domain_key %s in gnupg_home %s: cannot load it to decrypt with: %s",
+               ctx.conf.domain_key, ctx.conf.gnupg_home, err);
+        return EX_CONFIG;
+    }
     if (!once && pd_stub_open(&ctx, err, sizeof(err)) != 0) {
         sm_err("%s", err);
         return EX_OSERR;
@@ -367,6 +374,7 @@ static int cleanup(int rc)
     free(ctx.only);
     pd_db_close(&ctx);
     pd_sessions_free(&ctx);
+    sm_seal_free(ctx.seal);
     pd_conf_free(&ctx.conf);
     curl_global_cleanup();
     if (sig_pipe[0] >= 0) {

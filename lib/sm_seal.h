@@ -1,0 +1,77 @@
+/* sm_seal — the per-message OpenPGP work in process (librnp): seal a body
+ * (sign with our domain key, encrypt to the recipients' keys) in the milter,
+ * open one (decrypt, check the signature) in pollerd.
+ *
+ * gpgme runs a gpg process per operation and more to look keys up: ~10 ms a
+ * message and 20 forks. Here the keys come out of the GnuPG home once
+ * (gpgme's export; rnp 0.16 cannot read the extended key format gpg 2.2
+ * keeps in private-keys-v1.d, but reads an exported transferable key), and
+ * stay in memory; an operation is then the crypto itself. The GnuPG home
+ * stays the one place keys are managed (generation, import, WKD and
+ * domain-key checks are sm_pgp); the stored format stays standard OpenPGP
+ * (SEIPD with MDC, no compression, binary), which gpg 2.2 reads.
+ *
+ * Thread-safe: an rnp context (ffi) is not, so a seal keeps a few of them
+ * (slots) and an operation takes a free one for its whole run; a big body
+ * holds one slot, not the others. Key material is exported once and shared
+ * by the slots. A key cached longer than SM_SEAL_KEY_TTL seconds, or one
+ * named to sm_seal_forget(), is exported again before its next use, so a
+ * revocation or new subkey in the keyring reaches the seal.
+ *
+ * librnp writes a line to stderr for input it refuses (there is no switch
+ * for it in 0.16); the verdict and why come back here as well.
+ *
+ * Results and why as in sm_pgp.h: SM_PGP_OK, SM_PGP_REJECT (the input or a
+ * key is not acceptable: permanent), SM_PGP_ERROR (local trouble: retry). */
+#ifndef SM_SEAL_H
+#define SM_SEAL_H
+
+#include <stddef.h>
+
+#include "sm_pgp.h"
+
+#define SM_SEAL_KEY_TTL    600   /* seconds a key stays without a fresh export */
+#define SM_SEAL_SLOTS_MAX  64
+
+typedef struct sm_seal sm_seal;
+
+/* A seal over home, our domain key own_fpr (its secret half must be in
+ * home, without a passphrase), with slots rnp contexts (1 to
+ * SM_SEAL_SLOTS_MAX; the number of operations that may run at once).
+ * Exports and loads our key now, so a missing secret key fails here. */
+int sm_seal_new(const char *home, const char *own_fpr, unsigned slots, sm_seal **out,
+                char *why, size_t whylen);
+void sm_seal_free(sm_seal *s);
+
+/* As sm_pgp_encrypt_sign_fd: sign in_fd with our key and encrypt it to
+ * every fingerprint in recipient_fprs (NULL-terminated, 1 to 64), into
+ * out_fd; a recipient key must be in home and able to encrypt. */
+int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
+                            int out_fd, char *why, size_t whylen);
+
+/* As sm_pgp_decrypt_verify_fd: decrypt in_fd with our key into out_fd and
+ * check that exactly one good signature by expected_signer_fpr's primary
+ * key is inside; *res says what was found. A signature by a key other than
+ * expected_signer_fpr's is SM_PGP_SIG_WRONG_SIGNER when this seal happens to
+ * hold that key, else SM_PGP_SIG_NO_KEY (only the expected key is loaded
+ * for the purpose), with its fingerprint or key id in res->signer_fpr:
+ * either is a refusal.
+ * CAUTION: plaintext is written before integrity and signature are known:
+ * use out_fd only after SM_PGP_OK. */
+int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
+                              const char *expected_signer_fpr, sm_pgp_result *res,
+                              char *why, size_t whylen);
+
+/* SM_PGP_OK if home holds the primary key fpr and it may be encrypted to
+ * now: valid, not revoked or expired, with a usable encryption subkey and,
+ * when addr is not NULL, a valid user id whose address is addr (normalised;
+ * sm_wkd's rule for a recipient's own key). SM_PGP_REJECT with why if not;
+ * SM_PGP_ERROR for local trouble. From memory after the first export: the
+ * per-message check that used to run gpg. */
+int sm_seal_key_check(sm_seal *s, const char *fpr, const char *addr, char *why, size_t whylen);
+
+/* The keyring's copy of fpr changed (imported again, revoked): export it
+ * again before its next use. NULL: every key. */
+void sm_seal_forget(sm_seal *s, const char *fpr);
+
+#endif
