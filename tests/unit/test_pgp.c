@@ -23,80 +23,10 @@
 #define BIG (5 * 1024 * 1024)
 
 static char base[] = "/tmp/smpgXXXXXX";
+#include "testfiles.h"
 static char home_a[64], home_b[64], home_c[64];
 static char fa[SM_PGP_FPR_MAX + 1], fb[SM_PGP_FPR_MAX + 1], fc[SM_PGP_FPR_MAX + 1];
 static char why[SM_PGP_WHY_MAX];
-
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static const char *path(const char *name)
-{
-    static char buf[8][128];
-    static int i;
-
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", base, name);
-    return buf[i];
-}
-
-static int write_file(const char *p, const void *data, size_t len)
-{
-    FILE *f = fopen(p, "wb");
-    int rc = -1;
-
-    if (f && fwrite(data, 1, len, f) == len)
-        rc = 0;
-    if (f && fclose(f) != 0)
-        rc = -1;
-    return rc;
-}
-
-/* Whole small file into a malloc'd NUL-terminated buffer. */
-static char *read_file(const char *p, size_t *len)
-{
-    FILE *f = fopen(p, "rb");
-    char *buf = NULL;
-    long n;
-
-    *len = 0;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
-        && (buf = malloc((size_t)n + 1)) != NULL) {
-        *len = fread(buf, 1, (size_t)n, f);
-        buf[*len] = '\0';
-    }
-    fclose(f);
-    return buf;
-}
-
-static int same_files(const char *p, const char *q)
-{
-    FILE *f = fopen(p, "rb"), *g = fopen(q, "rb");
-    char b1[65536], b2[65536];
-    size_t n1, n2;
-    int same = f && g;
-
-    while (same) {
-        n1 = fread(b1, 1, sizeof b1, f);
-        n2 = fread(b2, 1, sizeof b2, g);
-        if (n1 != n2 || memcmp(b1, b2, n1) != 0)
-            same = 0;
-        if (n1 == 0)
-            break;
-    }
-    if (f)
-        fclose(f);
-    if (g)
-        fclose(g);
-    return same;
-}
 
 static int encrypt(const char *home, const char *signer, const char *to, const char *in,
                    const char *out)

@@ -15,36 +15,9 @@
 #include "tap.h"
 
 static char base[] = "/tmp/smwkXXXXXX";
+#include "testfiles.h"
 static char pub_home[64], mil_home[64];
 static char why[512];
-
-static const char *path(const char *name)
-{
-    static char buf[8][128];
-    static int i;
-
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", base, name);
-    return buf[i];
-}
-
-static char *read_file(const char *p, size_t *len)
-{
-    FILE *f = fopen(p, "rb");
-    char *buf = NULL;
-    long n;
-
-    *len = 0;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
-        && (buf = malloc((size_t)n + 1)) != NULL) {
-        *len = fread(buf, 1, (size_t)n, f);
-        buf[*len] = '\0';
-    }
-    fclose(f);
-    return buf;
-}
 
 /* gpg in the publisher's home; 0 on success. */
 static int gpg(const char *args)
