@@ -11,10 +11,12 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -260,6 +262,45 @@ int main(void)
     }
     ok(open_file(SEAL, sb, NULL, path("s1.pgp"), "/dev/full", fa, &res) == SM_PGP_ERROR,
        "output that cannot be written: ERROR (retry), not a verdict: %s", why);
+    ok(seal_file(SEAL, sa, NULL, NULL, to_b, path("plain1k"), "/dev/full") == SM_PGP_ERROR,
+       "sealing into a full disk: ERROR: %s", why);
+    {
+        /* the disk fills during librnp's last write, after it has encrypted
+         * everything: the file-size limit just below the sealed size */
+        struct rlimit old, lim;
+        struct stat st;
+        int rc = -1;
+
+        signal(SIGXFSZ, SIG_IGN);
+        if (stat(path("s2.pgp"), &st) == 0 && getrlimit(RLIMIT_FSIZE, &old) == 0) {
+            lim = old;
+            lim.rlim_cur = (rlim_t)st.st_size - 100;
+            if (setrlimit(RLIMIT_FSIZE, &lim) == 0) {
+                rc = seal_file(SEAL, sa, NULL, NULL, to_bc, path("big"), path("late.pgp"));
+                setrlimit(RLIMIT_FSIZE, &old);
+            }
+        }
+        ok(rc == SM_PGP_ERROR, "a write that fails at the very end: ERROR, not a short body: %s",
+           why);
+    }
+    {
+        char sub_fpr[SM_PGP_FPR_MAX + 2] = "";
+        const char *to_sub[] = { sub_fpr, NULL };
+        FILE *p;
+        char cmd[256];
+
+        snprintf(cmd, sizeof cmd, "gpg --homedir %s --batch --with-colons --list-keys %s "
+                 "| awk -F: '/^sub/{s=1} s && /^fpr/{print $10; exit}'", home_a, fb);
+        if ((p = popen(cmd, "r")) != NULL) {
+            if (!fgets(sub_fpr, sizeof sub_fpr, p))
+                sub_fpr[0] = '\0';
+            sub_fpr[strcspn(sub_fpr, "\n")] = '\0';
+            pclose(p);
+        }
+        ok(sub_fpr[0] && seal_file(SEAL, sa, NULL, NULL, to_sub, path("plain1k"), path("x.pgp"))
+                         == SM_PGP_REJECT && strstr(why, "subkey"),
+           "a recipient named by its subkey's fingerprint: REJECT (%s)", why);
+    }
 
     /* c's key revoked in a's keyring: after sm_seal_forget, a no longer
      * encrypts to it */
