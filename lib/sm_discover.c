@@ -59,6 +59,8 @@ int sm_discover_run(const sm_discover_store *store, const char *resolver, const 
 
     if (store->peer(store->baton, name, out, why, whylen) < 0)
         goto leave;
+    for (i = 0; out->fpr[i]; i++)       /* gpgme's spelling, whatever the admin typed */
+        out->fpr[i] = (char)toupper((unsigned char)out->fpr[i]);
     if (peer_is_enough(out, flags)) {
         out->status = SM_DNS_FOUND;
         out->source = SM_PEER_FROM_PEER;
@@ -72,6 +74,13 @@ int sm_discover_run(const sm_discover_store *store, const char *resolver, const 
         sm_why(why, whylen, "%s", dns_why);
         goto leave;
     }
+    if (hit && status != SM_DNS_FOUND) {
+        char cached[sizeof dns_why];
+
+        snprintf(cached, sizeof cached, "%s (cached)",
+                 dns_why[0] ? dns_why : sm_dns_status_name(status));
+        strcpy(dns_why, cached);
+    }
     if (!hit) {
         out->source = SM_PEER_FROM_DNS;
         status = sm_dns_lookup(resolver, name, &rec, &ttl, dns_why, sizeof dns_why);
@@ -82,6 +91,8 @@ int sm_discover_run(const sm_discover_store *store, const char *resolver, const 
                 rc = 0;     /* opted out: the milter needs nothing more */
             goto leave;
         }
+        if (ttl > SM_DISCOVER_TTL_MAX)
+            ttl = SM_DISCOVER_TTL_MAX;
         if (store->cache_put(store->baton, name, status, &rec, dns_why, ttl, why, whylen) != 0)
             goto leave;
     }

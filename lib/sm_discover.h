@@ -43,15 +43,16 @@ typedef struct sm_peer_info {
  * error. */
 typedef struct sm_discover_store {
     void *baton;
-    /* The admin's row: 1 found (sets from_peer_table, outbox, fpr
-     * (uppercase), pulling; NULL columns as ""), 0 none. */
+    /* The admin's row: 1 found (sets from_peer_table, outbox, fpr,
+     * pulling; NULL columns as ""), 0 none. */
     int (*peer)(void *baton, const char *domain, sm_peer_info *out,
                 char *why, size_t whylen);
     /* The cached verdict: 1 hit (*status; rec filled for FOUND; for NONE
-     * and INVALID why gets the stored reason), 0 miss. */
+     * and INVALID why gets the stored reason, "" if none), 0 miss. */
     int (*cache_get)(void *baton, const char *domain, sm_dns_status *status,
                      sm_txt_record *rec, char *why, size_t whylen);
-    /* Store a verdict (never TEMPFAIL) for ttl seconds; dns_why is the
+    /* Store a verdict (never TEMPFAIL) for ttl seconds (at most
+     * SM_DISCOVER_TTL_MAX); dns_why is the
      * reason of a NONE or INVALID. 0 when stored. A store may report a
      * failed write as 0 (after logging it) when the answer should stand
      * anyway: the next caller asks DNS again. */
@@ -61,6 +62,8 @@ typedef struct sm_discover_store {
 } sm_discover_store;
 
 #define SM_DISCOVER_FPR_ONLY  1u   /* the caller needs the fpr alone (a login) */
+#define SM_DISCOVER_TTL_MAX   86400u   /* a verdict is cached a day at most (the
+                                          SQL function clamps as well) */
 
 /* resolver as for sm_dns_lookup (NULL: system). domain in any case (it is
  * lowercased). Returns 0 with *out filled, or -1 with why when the answer is

@@ -2,7 +2,6 @@
  * peer table and the dns_cache functions of sql/002. The dns_cache_put
  * INSERT runs in the connection's current transaction: a failure there
  * aborts it, and the caller sees -1. */
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,12 +27,6 @@ static void copy_col(const PGresult *res, int col, char *dst, size_t dstlen)
     strcpy(dst, v);
 }
 
-static void upcase(char *s)
-{
-    for (; *s; s++)
-        *s = (char)toupper((unsigned char)*s);
-}
-
 /* The admin's row: 1 found, 0 none, -1 database error. */
 static int peer_row(void *baton, const char *domain, sm_peer_info *out, char *why, size_t whylen)
 {
@@ -51,7 +44,6 @@ static int peer_row(void *baton, const char *domain, sm_peer_info *out, char *wh
         out->from_peer_table = 1;
         copy_col(res, 0, out->outbox, sizeof out->outbox);
         copy_col(res, 1, out->fpr, sizeof out->fpr);
-        upcase(out->fpr);
         out->pulling = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
     }
 leave:
@@ -87,7 +79,7 @@ static int cache_get(void *baton, const char *domain, sm_dns_status *status, sm_
     } else {
         /* the table's CHECK allows only found, none, invalid */
         *status = strcmp(st, "none") == 0 ? SM_DNS_NONE : SM_DNS_INVALID;
-        sm_why(why, whylen, "%s (cached)", PQgetisnull(res, 0, 5) ? st : PQgetvalue(res, 0, 5));
+        sm_why(why, whylen, "%s", PQgetisnull(res, 0, 5) ? "" : PQgetvalue(res, 0, 5));
     }
 leave:
     PQclear(res);
@@ -105,8 +97,7 @@ static int cache_put(void *baton, const char *domain, sm_dns_status status,
     PGresult *res;
     int rc = -1;
 
-    /* the SQL function clamps; keep the text a valid integer either way */
-    snprintf(ttl_text, sizeof ttl_text, "%u", ttl > 86400u ? 86400u : ttl);
+    snprintf(ttl_text, sizeof ttl_text, "%u", ttl);
     params[0] = domain;
     params[1] = sm_dns_status_name(status);
     params[2] = found ? rec->outbox : NULL;

@@ -16,7 +16,6 @@
  *	at warn as well, and then not reported as a failure.
  */
 
-#include <ctype.h>
 #include <string.h>
 
 #include "httpd.h"
@@ -43,7 +42,6 @@ static int stubmail_peer_row(void *baton, const char *domain, sm_peer_info *out,
 {
     stubmail_req *q = baton;
     const char *args[1] = { domain }, *cols[PEER_NCOLS];
-    char *c;
     int rc = stubmail_db_first_row(q, STMT_PEER, 1, args, PEER_NCOLS, cols);
 
     if (rc < 0) {
@@ -54,8 +52,6 @@ static int stubmail_peer_row(void *baton, const char *domain, sm_peer_info *out,
         out->from_peer_table = 1;
         stubmail_copy_col(out->outbox, sizeof(out->outbox), cols[PEER_OUTBOX]);
         stubmail_copy_col(out->fpr, sizeof(out->fpr), cols[PEER_FPR]);
-        for (c = out->fpr; *c; c++)
-            *c = (char)toupper((unsigned char)*c);
         out->pulling = strcmp(cols[PEER_PULLING], "t") == 0;
     }
     return rc;
@@ -103,8 +99,7 @@ static int stubmail_cache_put(void *baton, const char *domain, sm_dns_status sta
 
     (void)why;
     (void)whylen;
-    /* the SQL function clamps; keep the text a valid integer either way */
-    apr_snprintf(ttl_text, sizeof(ttl_text), "%u", ttl > 86400 ? 86400 : ttl);
+    apr_snprintf(ttl_text, sizeof(ttl_text), "%u", ttl);
     args[0] = domain;
     args[1] = sm_dns_status_name(status);
     args[2] = found ? rec->outbox : "";         /* '' stands for NULL */

@@ -55,7 +55,7 @@ static int t_cache_get(void *baton, const char *domain, sm_dns_status *status,
                 strcpy(rec->fpr, c->fpr);
                 strcpy(rec->policy, "p1");
             } else {
-                sm_why(why, whylen, "%s (cached)", c->why);
+                sm_why(why, whylen, "%s", c->why);
             }
             return 1;
         }
@@ -78,7 +78,7 @@ static const sm_discover_store store = { NULL, t_peer, t_cache_get, t_cache_put 
 
 static const struct peer_row peer_rows[] = {
     { "full.example", "https://peer.full.example/s", FA, 1 },
-    { "fpronly.example", "", FA, 1 },
+    { "fpronly.example", "", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 1 },
     { "optout.example", "", "", 0 },
     { "override.example", "https://admin.override.example/s", "", 1 },
     { NULL, NULL, NULL, 0 }
