@@ -213,10 +213,11 @@ int seal_key_valid(rnp_key_handle_t key)
         && rnp_key_is_expired(key, &expired) == RNP_SUCCESS && !expired;
 }
 
-/* A subkey that may encrypt now. */
-static int can_encrypt(rnp_key_handle_t key)
+/* A subkey that may encrypt now, and with secret, whose secret part is here
+ * (so that we can decrypt). */
+static int encryption_subkey(rnp_key_handle_t key, int secret)
 {
-    bool usable = false;
+    bool usable = false, have = !secret;
     size_t i, n = 0;
     int found = 0;
 
@@ -226,26 +227,7 @@ static int can_encrypt(rnp_key_handle_t key)
         rnp_key_handle_t sub = NULL;
         found = rnp_key_get_subkey_at(key, i, &sub) == RNP_SUCCESS && sub
                 && rnp_key_allows_usage(sub, "encrypt", &usable) == RNP_SUCCESS && usable
-                && seal_key_valid(sub);
-        rnp_key_handle_destroy(sub);
-    }
-    return found;
-}
-
-/* A subkey that may encrypt now and whose secret part is here. */
-static int can_decrypt(rnp_key_handle_t key)
-{
-    bool usable = false, secret = false;
-    size_t i, n = 0;
-    int found = 0;
-
-    if (rnp_key_get_subkey_count(key, &n) != RNP_SUCCESS)
-        return 0;
-    for (i = 0; i < n && !found; i++) {
-        rnp_key_handle_t sub = NULL;
-        found = rnp_key_get_subkey_at(key, i, &sub) == RNP_SUCCESS && sub
-                && rnp_key_allows_usage(sub, "encrypt", &usable) == RNP_SUCCESS && usable
-                && rnp_key_have_secret(sub, &secret) == RNP_SUCCESS && secret
+                && (!secret || (rnp_key_have_secret(sub, &have) == RNP_SUCCESS && have))
                 && seal_key_valid(sub);
         rnp_key_handle_destroy(sub);
     }
@@ -386,7 +368,7 @@ int sm_seal_new(const char *home, const char *own_fpr, unsigned slots, sm_seal *
         goto leave;
     }
     /* without it every body would look undecryptable, a permanent refusal */
-    if (!can_decrypt(key)) {
+    if (!encryption_subkey(key, 1)) {
         sm_why(why, whylen, "key %s has no usable encryption subkey with its secret part",
                s->own);
         rc = SM_PGP_ERROR;
@@ -475,7 +457,7 @@ int sm_seal_key_check(sm_seal *s, const char *fpr, const char *addr, char *why, 
         sm_why(why, whylen, "key %s is revoked, expired or invalid", want);
         goto leave;
     }
-    if (!can_encrypt(key)) {
+    if (!encryption_subkey(key, 0)) {
         sm_why(why, whylen, "key %s has no usable encryption subkey", want);
         goto leave;
     }
