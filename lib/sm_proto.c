@@ -145,52 +145,50 @@ static int printable(const char *s, size_t len)
     return 1;
 }
 
+/* The members of one ack (an ack body, or an item of a batch) in obj. */
+static int parse_ack(json_t *obj, const char *own_domain, const char *where,
+                     sm_ack_request *ack, sm_parse_error *err)
+{
+    json_t *status, *reason;
+    size_t n;
+
+    if (get_address(obj, "to", 0, ack->to, sizeof ack->to, where, err) != 0
+        || check_own_domain(ack->to, own_domain, where, err) != 0)
+        return -1;
+    status = json_object_get(obj, "status");
+    reason = json_object_get(obj, "reason");
+    if (status != NULL && !json_is_string(status))
+        return fail(err, "bad_request", "%s: \"status\" is not a string", where);
+    if (status == NULL || strcmp(json_string_value(status), "delivered") == 0) {
+        if (reason != NULL)
+            return fail(err, "bad_request", "%s: \"reason\" only goes with \"status\": "
+                        "\"rejected\"", where);
+        return 0;
+    }
+    if (strcmp(json_string_value(status), "rejected") != 0)
+        return fail(err, "bad_request", "%s: \"status\" is neither \"delivered\" nor "
+                    "\"rejected\"", where);
+    if (!json_is_string(reason))
+        return fail(err, "bad_request", "%s: a rejection needs a string \"reason\"", where);
+    n = json_string_length(reason);
+    if (n == 0 || n > SM_ACK_REASON_MAX || !printable(json_string_value(reason), n))
+        return fail(err, "bad_request", "%s: \"reason\" must be 1 to %d printable ASCII "
+                    "characters", where, SM_ACK_REASON_MAX);
+    ack->rejected = 1;
+    memcpy(ack->reason, json_string_value(reason), n + 1);
+    return 0;
+}
+
 int sm_ack_request_parse_status(const char *body, size_t len, const char *own_domain,
                                 sm_ack_request *ack, sm_parse_error *err)
 {
-    json_t *root, *status, *reason;
-    size_t n;
-    int rc = -1;
+    json_t *root;
+    int rc;
 
     memset(ack, 0, sizeof *ack);
     if ((root = load_object(body, len, err)) == NULL)
         return -1;
-    if (get_address(root, "to", 0, ack->to, sizeof ack->to, "ack", err) != 0
-        || check_own_domain(ack->to, own_domain, "ack", err) != 0)
-        goto leave;
-    status = json_object_get(root, "status");
-    reason = json_object_get(root, "reason");
-    if (status != NULL && !json_is_string(status)) {
-        fail(err, "bad_request", "ack: \"status\" is not a string");
-        goto leave;
-    }
-    if (status == NULL || strcmp(json_string_value(status), "delivered") == 0) {
-        if (reason != NULL) {
-            fail(err, "bad_request", "ack: \"reason\" only goes with \"status\": \"rejected\"");
-            goto leave;
-        }
-        rc = 0;
-        goto leave;
-    }
-    if (strcmp(json_string_value(status), "rejected") != 0) {
-        fail(err, "bad_request", "ack: \"status\" is neither \"delivered\" nor \"rejected\"");
-        goto leave;
-    }
-    if (!json_is_string(reason)) {
-        fail(err, "bad_request", "ack: a rejection needs a string \"reason\"");
-        goto leave;
-    }
-    n = json_string_length(reason);
-    if (n == 0 || n > SM_ACK_REASON_MAX || !printable(json_string_value(reason), n)) {
-        fail(err, "bad_request", "ack: \"reason\" must be 1 to %d printable ASCII characters",
-             SM_ACK_REASON_MAX);
-        goto leave;
-    }
-    ack->rejected = 1;
-    memcpy(ack->reason, json_string_value(reason), n + 1);
-    rc = 0;
-leave:
-    if (rc != 0)
+    if ((rc = parse_ack(root, own_domain, "ack", ack, err)) != 0)
         memset(ack, 0, sizeof *ack);
     json_decref(root);
     return rc;
@@ -201,6 +199,136 @@ char *sm_ack_request_encode(const char *to, const char *reason)
     return dump_compact(reason ? json_pack("{s:s, s:s, s:s}", "to", to, "status", "rejected",
                                            "reason", reason)
                                : json_pack("{s:s}", "to", to));
+}
+
+/* ---- acks in a batch (POST /v1/ack) ------------------------------------ */
+
+int sm_acks_request_parse(const char *body, size_t len, const char *own_domain,
+                          sm_ack_item **items, size_t *nitems, sm_parse_error *err)
+{
+    json_t *root, *list, *item, *id;
+    sm_ack_item *out = NULL;
+    size_t i, n;
+    char where[48];
+    int rc = -1;
+
+    *items = NULL;
+    *nitems = 0;
+    if ((root = load_object(body, len, err)) == NULL)
+        return -1;
+    list = json_object_get(root, "acks");
+    if (!json_is_array(list)) {
+        fail(err, "bad_request", "member \"acks\" missing or not an array");
+        goto leave;
+    }
+    if ((n = json_array_size(list)) == 0) {
+        fail(err, "bad_request", "\"acks\" is empty");
+        goto leave;
+    }
+    if (n > SM_ACKS_MAX) {
+        fail(err, "too_many_acks", "%zu acks, the limit is %d", n, SM_ACKS_MAX);
+        goto leave;
+    }
+    if ((out = calloc(n, sizeof *out)) == NULL) {
+        fail(err, "internal", "out of memory for %zu acks", n);
+        goto leave;
+    }
+    json_array_foreach(list, i, item) {
+        snprintf(where, sizeof where, "acks[%zu]", i);
+        if (!json_is_object(item)) {
+            fail(err, "bad_request", "%s is not an object", where);
+            goto leave;
+        }
+        id = json_object_get(item, "id");
+        if (!json_is_string(id) || !sm_id_valid(json_string_value(id))) {
+            fail(err, "bad_request", "%s: \"id\" missing or not 32 lowercase hex digits",
+                 where);
+            goto leave;
+        }
+        memcpy(out[i].id, json_string_value(id), SM_ID_LEN + 1);
+        if (parse_ack(item, own_domain, where, &out[i].ack, err) != 0)
+            goto leave;
+    }
+    *items = out;
+    *nitems = n;
+    out = NULL;
+    rc = 0;
+leave:
+    free(out);
+    json_decref(root);
+    return rc;
+}
+
+char *sm_acks_request_encode(const sm_ack_item *items, size_t nitems)
+{
+    json_t *list = json_array(), *one;
+    size_t i;
+
+    for (i = 0; list && i < nitems; i++) {
+        one = items[i].ack.rejected
+              ? json_pack("{s:s, s:s, s:s, s:s}", "id", items[i].id, "to", items[i].ack.to,
+                          "status", "rejected", "reason", items[i].ack.reason)
+              : json_pack("{s:s, s:s}", "id", items[i].id, "to", items[i].ack.to);
+        if (json_array_append_new(list, one) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return dump_compact(list ? json_pack("{s:o}", "acks", list) : NULL);
+}
+
+int sm_acks_response_parse(const char *body, size_t len, const sm_ack_item *sent,
+                           size_t nsent, int *acked, sm_parse_error *err)
+{
+    json_t *root, *list, *item, *v;
+    const char *error;
+    char to[SM_ADDR_MAX + 1], where[48];
+    size_t i;
+    int rc = -1;
+
+    if ((root = load_object(body, len, err)) == NULL)
+        return -1;
+    list = json_object_get(root, "acks");
+    if (!json_is_array(list) || json_array_size(list) != nsent) {
+        fail(err, "bad_response", "\"acks\" is not an array of %zu answers", nsent);
+        goto leave;
+    }
+    json_array_foreach(list, i, item) {
+        snprintf(where, sizeof where, "acks[%zu]", i);
+        if (!json_is_object(item)) {
+            fail(err, "bad_response", "%s is not an object", where);
+            goto leave;
+        }
+        v = json_object_get(item, "id");
+        if (!json_is_string(v) || strcmp(json_string_value(v), sent[i].id) != 0
+            || get_address(item, "to", 0, to, sizeof to, where, err) != 0
+            || strcmp(to, sent[i].ack.to) != 0) {
+            fail(err, "bad_response", "%s is not the answer to the ack of %s for %s", where,
+                 sent[i].id, sent[i].ack.to);
+            goto leave;
+        }
+        v = json_object_get(item, "error");
+        error = json_is_string(v) ? json_string_value(v) : NULL;
+        if (v != NULL && !error) {
+            fail(err, "bad_response", "%s: \"error\" is not a string", where);
+            goto leave;
+        }
+        if (error && strcmp(error, "not_found") != 0) {
+            fail(err, "bad_response", "%s: unknown error \"%.40s\"", where, error);
+            goto leave;
+        }
+        v = json_object_get(item, "status");
+        if (!error && !(json_is_string(v) && (!strcmp(json_string_value(v), "delivered")
+                                               || !strcmp(json_string_value(v), "rejected")))) {
+            fail(err, "bad_response", "%s: no \"status\" and no \"error\"", where);
+            goto leave;
+        }
+        acked[i] = error == NULL;
+    }
+    rc = 0;
+leave:
+    json_decref(root);
+    return rc;
 }
 
 /* ---- time on the wire -------------------------------------------------- */

@@ -57,6 +57,25 @@ int sm_ack_request_parse_status(const char *body, size_t len, const char *own_do
  * {"to":to,"status":"rejected","reason":reason}. malloc'd; NULL on ENOMEM. */
 char *sm_ack_request_encode(const char *to, const char *reason);
 
+/* Acks in a batch (POST /v1/ack): {"acks": [ITEM, ...]}, each ITEM an ack
+ * body as above with the message's "id" added; 1 to SM_ACKS_MAX of them,
+ * all at own_domain. On success *items is malloc'd (caller frees). */
+#define SM_ACKS_MAX 1000
+typedef struct sm_ack_item {
+    char id[SM_ID_LEN + 1];
+    sm_ack_request ack;
+} sm_ack_item;
+int sm_acks_request_parse(const char *body, size_t len, const char *own_domain,
+                          sm_ack_item **items, size_t *nitems, sm_parse_error *err);
+/* Encode a batch (pollerd). malloc'd; NULL on ENOMEM. */
+char *sm_acks_request_encode(const sm_ack_item *items, size_t nitems);
+/* Read the answer to a batch of nsent acks (pollerd): one answer per ack,
+ * in order, each naming the same id and recipient; acked[i] is 1 for
+ * "status" delivered or rejected, 0 for "error": "not_found". 0, or -1
+ * (code "bad_response") when the answer is not that. */
+int sm_acks_response_parse(const char *body, size_t len, const sm_ack_item *sent,
+                           size_t nsent, int *acked, sm_parse_error *err);
+
 /* Time on the wire: RFC 3339 in UTC with whole seconds, exactly
  * "YYYY-MM-DDTHH:MM:SSZ" (seconds 00-59, years 1970-9999), one spelling per
  * instant. */

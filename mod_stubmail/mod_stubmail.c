@@ -15,7 +15,8 @@
  *	Serves the HTTP side of docs/PROTOCOL.md below the <Location> prefix:
  *	GET v1/key, POST v1/login, POST v1/poll, POST v1/subscription, GET
  *	v1/poll?version=V (from pending_match, with ETag/304), GET
- *	v1/message/ID, POST v1/message/ID/ack. A polling domain logs in by
+ *	v1/message/ID, POST v1/message/ID/ack, POST v1/ack (acks in a
+ *	batch). A polling domain logs in by
  *	signing a statement with its OpenPGP domain key (checked against the
  *	fingerprint its peer row or _stubmail DNS record names) and gets an
  *	HMAC bearer token that names it on the other endpoints. The database
@@ -29,7 +30,8 @@
  *	This file holds the hooks, the route table and the handler. The rest:
  *	stubmail_config.c (directives), stubmail_req.c (answers, body, token),
  *	stubmail_db.c (SQL), stubmail_poll.c (polls, subscription, rate gates),
- *	stubmail_message.c (fetch, ack), stubmail_login.c (key, login),
+ *	stubmail_message.c (fetch), stubmail_ack.c (acks, one or a batch),
+ *	stubmail_login.c (key, login),
  *	stubmail_discover.c (discovery's store), stubmail_route.c (path
  *	patterns), stubmail_udp.c (the UDP responder).
  *
@@ -55,6 +57,7 @@
 #include "stubmail_db.h"
 #include "stubmail_login.h"
 #include "stubmail_message.h"
+#include "stubmail_ack.h"
 #include "stubmail_poll.h"
 #include "stubmail_req.h"
 #include "stubmail_route.h"
@@ -86,6 +89,7 @@ static const stubmail_route stubmail_routes[] = {
     { "/v1/subscription",     M_POST, 1, stubmail_subscription },
     { "/v1/message/{id}",     M_GET,  1, stubmail_fetch },
     { "/v1/message/{id}/ack", M_POST, 1, stubmail_ack },
+    { "/v1/ack",              M_POST, 1, stubmail_acks },
 };
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))

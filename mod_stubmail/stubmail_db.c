@@ -94,6 +94,39 @@ static const stubmail_stmt stubmail_stmts[] = {
       " AND NOT EXISTS (SELECT 1 FROM outbox"
       "                 WHERE message_id = %s AND retrieved_at IS NULL)"
       " RETURNING spool_name" },
+    /* $1 the acks as a JSON array of {"id", "to", "reason"} ("" =
+     * delivered), $2 and $3 the polling domain. One row per ack, in the
+     * order given: the time of the (first) ack, whether it rejected, and
+     * whether this statement recorded it; no time when there is no such
+     * recipient. The UPDATE fires the same trigger as STMT_ACK_MARK, once
+     * per row; the statement commits once for the whole batch. The final
+     * SELECT reads the outbox as it was before the UPDATE, so a row that
+     * this statement marked shows up through `marked`. */
+    { STMT_ACKS_MARK,
+      "WITH a AS (SELECT t.i, t.x->>'id' AS id, t.x->>'to' AS rcpt,"
+      "                  NULLIF(t.x->>'reason', '') AS reason"
+      "           FROM json_array_elements(%s::json) WITH ORDINALITY AS t(x, i)),"
+      " marked AS (UPDATE outbox o SET retrieved_at = now(), rejected_reason = a.reason"
+      "            FROM a WHERE o.message_id = a.id AND o.recipient = a.rcpt"
+      "            AND o.recipient_domain = %s AND o.retrieved_at IS NULL"
+      "            RETURNING o.message_id, o.recipient, o.retrieved_at,"
+      "                      o.rejected_reason IS NOT NULL AS rejected)"
+      " SELECT " SQL_RFC3339("coalesce(m.retrieved_at, o.retrieved_at)") ","
+      "        coalesce(m.rejected, o.rejected_reason IS NOT NULL),"
+      "        m.message_id IS NOT NULL, o.message_id IS NOT NULL"
+      " FROM a LEFT JOIN marked m ON m.message_id = a.id AND m.recipient = a.rcpt"
+      " LEFT JOIN outbox o ON o.message_id = a.id AND o.recipient = a.rcpt"
+      "                   AND o.recipient_domain = %s"
+      " ORDER BY a.i" },
+    /* $1 message ids as a JSON array: as STMT_ACK_DONE for each, one
+     * commit. */
+    { STMT_ACKS_DONE,
+      "UPDATE message m SET body_deleted_at = now()"
+      " WHERE m.id IN (SELECT json_array_elements_text(%s::json))"
+      " AND m.body_deleted_at IS NULL"
+      " AND NOT EXISTS (SELECT 1 FROM outbox o"
+      "                 WHERE o.message_id = m.id AND o.retrieved_at IS NULL)"
+      " RETURNING m.id, m.spool_name" },
     /* $1 domain: the admin's row, if any (fpr pins the domain key) */
     { STMT_PEER, "SELECT outbox_url, fpr, pulling FROM peer WHERE domain = %s" },
     /* $1 domain: the cached _stubmail answer (sql/002 keeps the TTL

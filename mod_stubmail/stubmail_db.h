@@ -20,6 +20,8 @@
 #define STMT_ACK_MARK     "stubmail_ack_mark"
 #define STMT_ACK_SEEN     "stubmail_ack_seen"
 #define STMT_ACK_DONE     "stubmail_ack_done"
+#define STMT_ACKS_MARK    "stubmail_acks_mark"
+#define STMT_ACKS_DONE    "stubmail_acks_done"
 #define STMT_PEER         "stubmail_peer"
 #define STMT_DNS_GET      "stubmail_dns_get"
 #define STMT_DNS_PUT      "stubmail_dns_put"

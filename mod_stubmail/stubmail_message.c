@@ -1,22 +1,16 @@
 /*
  * NAME
- *	stubmail_message - fetch and ack of one message
+ *	stubmail_message - the body of one message
  *
  * DESCRIPTION
  *	GET v1/message/ID answers the spool file of a message that has an
  *	unacked recipient at the polling domain, as a file bucket: never read
  *	into memory, sent by sendfile, Range answered by httpd's byterange
  *	filter (the ETag is the id: the bytes behind an id never change).
- *
- *	POST v1/message/ID/ack records that one recipient retrieved (or
- *	rejected) the message; a repeated ack answers what the first recorded.
- *	Once no recipient is pending, the body is marked deleted and its file
- *	removed, also on a repeated ack, so that a retry completes what an
- *	interrupted ack left undone.
+
  *
  * DIAGNOSTICS
- *	Each fetch and ack at info; a rejecting ack at warn (the receiver
- *	could not verify or decrypt what we stored); spool trouble at error.
+ *	Each fetch at info; spool trouble at error.
  */
 
 #include <limits.h>
@@ -29,8 +23,6 @@
 #include "apr_buckets.h"
 #include "apr_file_io.h"
 #include "apr_strings.h"
-
-#include <jansson.h>
 
 #include "sm_proto.h"
 #include "sm_spool.h"
@@ -142,112 +134,4 @@ int stubmail_fetch(stubmail_req *q)
     if (rv != APR_SUCCESS)
         SMLOG(q, APLOG_DEBUG, rv, "fetch: sending the body failed");
     return OK;
-}
-
-/* ------------------------------------------------------------------------
- * POST v1/message/{id}/ack
- * ---------------------------------------------------------------------- */
-
-enum { ACK_RETRIEVED, ACK_REJECTED, ACK_NCOLS };
-
-/* Mark the recipient retrieved, or find the first ack's record (an ack is
- * idempotent: a repeated one answers the first one's time and status).
- * 1 with cols and *first, or 0 after the error answer. */
-static int stubmail_ack_record(stubmail_req *q, const sm_ack_request *ack,
-                               const char *to, const char **cols, int *first)
-{
-    const char *args[4];
-    int rc;
-
-    args[0] = ack->reason;      /* "" unless rejected */
-    args[1] = q->id;
-    args[2] = to;
-    args[3] = q->domain;
-    rc = stubmail_db_first_row(q, STMT_ACK_MARK, 4, args, ACK_NCOLS, cols);
-    if (rc < 0)
-        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
-                               "marking retrieved failed");
-    *first = rc == 1;
-    if (*first)
-        return 1;
-    /* Already acked, or no such recipient. */
-    rc = stubmail_db_first_row(q, STMT_ACK_SEEN, 3, args + 1, ACK_NCOLS, cols);
-    if (rc < 0)
-        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
-                               "looking up the ack failed");
-    if (rc == 0)
-        return stubmail_fail_0(q, "not_found", "no such message",
-                               apr_psprintf(q->r->pool, "no recipient %s", to));
-    if (*cols[ACK_RETRIEVED] == '\0')
-        return stubmail_fail_0(q, "unavailable", "retry later",
-                               "recipient row changed under the ack");
-    return 1;
-}
-
-/* Delete the body once no recipient is pending. Failures are logged: the
- * ack itself is recorded, and a repeated ack finishes the deletion; a file
- * whose unlink failed stays in the spool (nothing removes such leftovers
- * yet). */
-static void stubmail_ack_remove_body(stubmail_req *q, const char *to)
-{
-    const char *args[2], *spool_name;
-    char path[PATH_MAX];
-    apr_status_t rv;
-
-    args[0] = q->id;
-    args[1] = q->id;
-    switch (stubmail_db_first_row(q, STMT_ACK_DONE, 2, args, 1, &spool_name)) {
-    case 1:
-        break;
-    case 0:
-        return;                 /* a recipient is still pending */
-    default:
-        SMLOG(q, APLOG_ERR, 0, "ack of %s recorded, but marking the body "
-              "deleted failed", to);
-        return;
-    }
-    if (sm_spool_path(q->conf->spool_dir, spool_name, path, sizeof(path)) != 0)
-        SMLOG(q, APLOG_ERR, 0, "bad spool_name '%s': body file not removed",
-              spool_name);
-    else if ((rv = apr_file_remove(path, q->r->pool)) != APR_SUCCESS)
-        SMLOG(q, APLOG_ERR, rv, "cannot remove spool file %s: it stays in the "
-              "spool, remove it by hand", path);
-    else
-        SMLOG(q, APLOG_INFO, 0, "all recipients acked, removed %s", path);
-}
-
-int stubmail_ack(stubmail_req *q)
-{
-    request_rec *r = q->r;
-    char *body;
-    apr_size_t len;
-    sm_ack_request ack;
-    sm_parse_error perr;
-    const char *to, *cols[ACK_NCOLS];
-    int first;
-
-    if (!stubmail_read_body(q, &body, &len))
-        return q->ret;
-    memset(&perr, 0, sizeof(perr));
-    if (sm_ack_request_parse_status(body, len, q->domain, &ack, &perr) != 0)
-        return stubmail_fail(q, stubmail_parse_code(&perr),
-                             perr.message, apr_pstrcat(r->pool, "ack refused: ",
-                                                       perr.message, NULL));
-    to = apr_pstrdup(r->pool, ack.to);
-    if (!stubmail_ack_record(q, &ack, to, cols, &first))
-        return q->ret;
-    stubmail_ack_remove_body(q, to);
-
-    if (first && ack.rejected)
-        /* The receiver could not verify or decrypt what we stored: worth
-         * the sender admin's attention (storage tampering, key mix-up). */
-        SMLOG(q, APLOG_WARNING, 0, "ack: %s rejected the message at %s: %s", to,
-              cols[ACK_RETRIEVED], ap_escape_logitem(r->pool, ack.reason));
-    else
-        SMLOG(q, APLOG_INFO, 0, "ack: %s retrieved %s%s", to, cols[ACK_RETRIEVED],
-              first ? "" : " (repeated)");
-    return stubmail_send_json(q, json_pack("{s:s, s:s, s:s, s:s}", "id", q->id, "to", to,
-                                           "retrieved", cols[ACK_RETRIEVED], "status",
-                                           strcmp(cols[ACK_REJECTED], "t") == 0
-                                           ? "rejected" : "delivered"));
 }

@@ -1,5 +1,5 @@
 /* stubmail_message — one message of the outbox, by its id (q->id): its body
- * (GET v1/message/ID) and its acknowledgement (POST v1/message/ID/ack). */
+ * (GET v1/message/ID). */
 #ifndef STUBMAIL_MESSAGE_H
 #define STUBMAIL_MESSAGE_H
 
@@ -7,8 +7,5 @@
 
 /* The body, streamed from the spool (sendfile; Range by httpd). */
 int stubmail_fetch(stubmail_req *q);
-
-/* Record a recipient's retrieval; delete the body after the last. */
-int stubmail_ack(stubmail_req *q);
 
 #endif

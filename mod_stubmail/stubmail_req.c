@@ -63,6 +63,7 @@ static const struct {
     { "length_required",        HTTP_LENGTH_REQUIRED },
     { "too_large",              HTTP_REQUEST_ENTITY_TOO_LARGE },
     { "too_many_pairs",         HTTP_REQUEST_ENTITY_TOO_LARGE },
+    { "too_many_acks",          HTTP_REQUEST_ENTITY_TOO_LARGE },
     { "unsupported_media_type", HTTP_UNSUPPORTED_MEDIA_TYPE },
     { "too_soon",               HTTP_TOO_MANY_REQUESTS },
     { "internal_error",         HTTP_INTERNAL_SERVER_ERROR },

@@ -8,12 +8,14 @@
  * pd_cycle.c           one poll cycle: which domains, how many at once
  * pd_dispatch.c        the state machine of one remote domain: discovery
  *                      → login → old acks → subscription → poll → messages,
- *                      one transfer at a time; it routes every finished
- *                      transfer and frees it
+ *                      one request to the outbox at a time, and the listed
+ *                      messages on up to `parallel` lanes at once; it routes
+ *                      every finished transfer and frees it
  * pd_poll.c            GET /v1/poll (UDP poll first), or POST /v1/poll
- * pd_message.c         one listed message: fetch → verify → deliver or
- *                      quarantine → record
- * pd_ack.c             acks, of this cycle's messages and of earlier ones
+ * pd_message.c         one listed message on a lane: fetch → verify →
+ *                      deliver or quarantine → record → queue its ack
+ * pd_ack.c             the queue of acks, sent in batches (POST /v1/ack),
+ *                      of this cycle's messages and of earlier ones
  * pd_subscription.c    planning the subscription change, POST /v1/subscription
  * pd_login.c           POST /v1/login and the token it earns
  * pd_domain.c          the record of one remote domain: its pairs, unacked
@@ -32,8 +34,9 @@
  * All but stubmail-pollerd.c make libpollerd.la, which the program and the
  * unit tests (tests/unit/test_pd_*.c) link.
  *
- * Every transfer runs in the one curl multi handle of pd_ctx; the event loop
- * calls pd_dispatch_done() when one finishes. Database calls are short
+ * Every transfer runs in the one curl multi handle of pd_ctx (which keeps
+ * the connections to an outbox and to the MTA open for the next transfer);
+ * the event loop calls pd_dispatch_done() when one finishes. Database calls are short
  * synchronous PQexecParams on one connection, bounded by statement_timeout. */
 #ifndef PD_H
 #define PD_H
@@ -66,6 +69,7 @@ typedef struct pd_conf {
     long timeout;           /* seconds */
     long concurrency;
     long batch_max;
+    long parallel;          /* lanes: messages of one domain in flight */
     char *resolver;         /* "IP:PORT" or NULL: the system resolver */
     char *gnupg_home;       /* our domain key lives here ... */
     char *domain_key;       /* ... with this fingerprint (uppercased) */
@@ -106,12 +110,15 @@ typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_
 
 struct pd_domain;
 struct pd_ctx;
+struct pd_lane;
 
 
 typedef struct pd_xfer {
     pd_xkind kind;
     struct pd_ctx *ctx;
     struct pd_domain *dom;
+    struct pd_lane *lane;           /* fetch and deliver: the lane it works
+                                     * for; NULL: the domain's own request */
     CURL *easy;
     int in_multi;
     struct curl_slist *hdrs;
@@ -138,9 +145,8 @@ typedef struct pd_xfer {
     int read_errno;
     int cancel;                     /* abort via the progress callback */
     char reply[256];                /* last SMTP reply line */
-    /* ack: what is being acked */
-    char ack_id[SM_ID_LEN + 1];
-    char ack_to[SM_ADDR_MAX + 1];
+    /* ack: how many of the queue's first acks it carries */
+    size_t nacks;
     /* GET /v1/poll: the answer's ETag, "" if none (or too long to keep) */
     char etag[PD_ETAG_MAX + 1];
 } pd_xfer;
@@ -172,6 +178,8 @@ typedef struct pd_session {
                                      * nothing, for If-None-Match; "" if none */
     int legacy;                     /* the outbox has no subscriptions (404):
                                      * POST /v1/poll with pairs */
+    int single_acks;                /* the outbox has no POST /v1/ack (404):
+                                     * one POST /v1/message/ID/ack each */
     /* The UDP poll responder the last login answer named (pd_udp.c). */
     int udp_ok;                     /* 0: none, poll by HTTP only */
     struct sockaddr_storage udp_addr;
@@ -198,6 +206,37 @@ typedef struct pd_subchange {
     size_t sent_add, sent_remove;   /* in the request under way */
 } pd_subchange;
 
+/* A lane works on listed messages one after the other: the recipients of
+ * one message (listed together) are all its own, so the body is fetched
+ * and verified once. A domain runs up to `parallel` lanes at once. */
+typedef struct pd_lane {
+    struct pd_domain *d;
+    size_t idx, end;                /* items [idx, end) of d->items are this
+                                     * lane's; idx == end: idle */
+    pd_xfer *x;                     /* its fetch or delivery, or NULL */
+    int again;                      /* begin idx anew once logged in again */
+    int fd;                         /* fetched body, reused for the next
+                                     * recipient of the same message */
+    char fd_id[SM_ID_LEN + 1];
+    long long fd_size;              /* what fd holds: the listed size, or the
+                                     * size of the decrypted text */
+    int fd_verified;                /* fd is decrypted text, signature good */
+    char fd_reject[SM_ACK_REASON_MAX + 1];  /* fd is quarantined: why */
+    char item_reason[SM_ACK_REASON_MAX + 1]; /* current item is rejected: why */
+    char delivered_reply[256];      /* MTA answer for the current item */
+} pd_lane;
+
+#define PD_LANES_MAX 32             /* most `parallel` may say */
+
+/* An ack waiting to be sent, with what the log line says of it. */
+typedef struct pd_ack {
+    sm_ack_item item;               /* id, to, rejected with its reason */
+    char from[SM_ADDR_MAX + 1];
+    char what[SM_ACK_REASON_MAX + 300];     /* "delivered (250 ...)", ... */
+    int earlier;                    /* from table received, not this cycle's
+                                     * listing */
+} pd_ack;
+
 typedef struct pd_domain {
     struct pd_ctx *ctx;
     struct pd_domain *next;
@@ -216,7 +255,7 @@ typedef struct pd_domain {
     sm_pair *pairs;                 /* sorted by (to, from) */
     size_t npairs, pairs_cap;
     pd_old *old;
-    size_t nold, old_cap, old_idx;
+    size_t nold, old_cap;
     pd_dstate state;
     int locked;                     /* holds the advisory lock */
     int failed;
@@ -224,23 +263,21 @@ typedef struct pd_domain {
     size_t chunk_len;
     unsigned polls;                 /* polls of the current chunk (more: true) */
     sm_listing *items;
-    size_t nitems, idx;
+    size_t nitems;
+    size_t untaken;                 /* first item no lane has taken */
     int more;
     size_t progress;                /* items acked since the last poll */
+    int found;                      /* a poll of this cycle listed mail */
+    pd_lane lanes[PD_LANES_MAX];    /* `parallel` of them in use */
+    int want_login;                 /* a lane's request needs a new token */
+    pd_ack *acks;                   /* to be sent, oldest first */
+    size_t nacks, acks_cap;
     pd_subchange sub;               /* the subscription change of this cycle */
     unsigned sub_resets;            /* 409s this cycle */
     int udp_state;                  /* PD_UDP_*: the UDP poll before the HTTP one */
     char udp_mac[SM_UDPPOLL_B64_LEN + 1];   /* of the request waiting for its answer */
-    int fd;                         /* fetched body, reused for the next */
-    char fd_id[SM_ID_LEN + 1];      /* recipient of the same id */
-    long long fd_size;              /* what fd holds: the listed size, or the
-                                     * size of the decrypted text */
-    int fd_verified;                /* fd is decrypted text, signature good */
-    char fd_reject[SM_ACK_REASON_MAX + 1];  /* fd is quarantined: why */
-    char item_reason[SM_ACK_REASON_MAX + 1]; /* current item is rejected: why */
-    char delivered_reply[256];      /* MTA answer for the current item */
-    int recorded;                   /* current item is in table received */
-    pd_xfer *x;                     /* running transfer, or NULL */
+    pd_xfer *x;                     /* the domain's own request (login,
+                                     * subscription, poll, ack), or NULL */
 } pd_domain;
 
 /* Delivered to the MTA but not yet in table received (database trouble):
@@ -330,7 +367,9 @@ int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *
 /* reason NULL: delivered; else quarantined for that reason. */
 int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
                  const char *from, int acked, const char *reason);
-int pd_db_acked(pd_ctx *ctx, const char *domain, const char *id, const char *to);
+/* The n acks went through (or found nothing left to ack): acked_at for
+ * them all in one statement. 0, or -1 (logged). */
+int pd_db_acked(pd_ctx *ctx, const char *domain, const pd_ack *acks, size_t n);
 /* Insert what could not be recorded earlier; 0 when nothing is left. */
 int pd_db_flush_unrecorded(pd_ctx *ctx);
 int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
@@ -357,7 +396,8 @@ int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender);
 /* ---- pd_xfer.c ----------------------------------------------------------- */
 int pd_buf_append(pd_buf *b, const void *data, size_t len);
 void pd_buf_free(pd_buf *b);
-pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind);
+/* A transfer for d (a lane's when lane is not NULL). */
+pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_lane *lane, pd_xkind kind);
 /* Set up an HTTP request to url (POST with a JSON body if post != NULL). */
 int pd_xfer_http(pd_xfer *x, const char *url, const char *post, size_t maxbody);
 /* Set up the SMTP delivery of prefix + the file fd (size bytes) without the
@@ -433,6 +473,8 @@ void pd_stub_cycle_all(pd_ctx *ctx);
 /* The domains whose stub poll is due now, as a text[] literal for
  * ctx->only (malloc'd; the caller frees), or NULL. */
 char *pd_stub_due(pd_ctx *ctx, long long now_ms);
+/* A poll of domain found mail: its next stub need not wait stub_interval. */
+void pd_stub_found(pd_ctx *ctx, const char *domain);
 /* When the next stub poll becomes due (monotonic ms), or 0: none waits. */
 long long pd_stub_next_ms(const pd_ctx *ctx);
 
@@ -465,16 +507,19 @@ void pd_domain_sort_pairs(pd_domain *d);
  * domain is skipped this cycle (logged; d->failed set when that is a
  * failure rather than "nothing to do"). */
 int pd_domain_discover(pd_domain *d);
-/* The listed message being worked on. */
-sm_listing *pd_domain_item(pd_domain *d);
+/* The listed message lane l is working on. */
+sm_listing *pd_lane_item(const pd_lane *l);
 /* The one log line per message outcome. */
 void pd_domain_outcome(pd_domain *d, const sm_listing *it, int prio, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void pd_domain_drop_file(pd_domain *d);
-/* Drop the spool file unless it holds the body of the current item. */
-void pd_domain_keep_file_for_item(pd_domain *d);
+void pd_lane_drop_file(pd_lane *l);
+/* Drop the lane's spool file unless it holds the body of its item. */
+void pd_lane_keep_file_for_item(pd_lane *l);
+/* A lane has a transfer running. */
+int pd_domain_lanes_busy(const pd_domain *d);
 void pd_domain_free_items(pd_domain *d);
-/* Start x (taken over: running as d->x, or freed). 0, or -1. */
+/* Start x (taken over: running as d->x, or as its lane's x, or freed).
+ * 0, or -1. */
 int pd_domain_start(pd_domain *d, pd_xfer *x);
 /* No transfer until until_ms; then start kind (pd_dispatch_wake). */
 void pd_domain_wait(pd_domain *d, pd_xkind kind, long long until_ms);
@@ -526,23 +571,34 @@ void pd_poll_items_done(pd_domain *d);
 int pd_poll_udp_answer(pd_domain *d, const unsigned char *pkt, size_t len);
 
 /* ---- pd_ack.c ------------------------------------------------------------ */
-/* Ack what d is at: the earlier delivery d->old[d->old_idx] (PD_D_OLD_ACKS),
- * or the current item, as rejected when d->item_reason says why. 0, or -1
- * (logged). */
+/* Queue the ack of (id, to): delivered, or rejected when reason is not
+ * NULL; what and earlier are for its log line. 0, or -1 out of memory
+ * (logged: it is acked next cycle, from table received). */
+int pd_ack_queue(pd_domain *d, const char *id, const char *to, const char *from,
+                 const char *reason, const char *what, int earlier);
+/* Queue the acks an earlier run could not send (d->old). */
+void pd_ack_queue_old(pd_domain *d);
+/* Acks are waiting and should go now: a batch is full, or all is
+ * (everything listed is finished). */
+int pd_ack_due(const pd_domain *d, int all);
+/* POST /v1/ack with the first PD_ACK_BATCH queued acks (POST
+ * /v1/message/ID/ack with the first one, for an outbox without batches).
+ * 0, or -1 (logged; the acks stay queued). */
 int pd_ack_start(pd_domain *d);
 pd_next pd_ack_done(pd_domain *d, const pd_xfer *x);
+/* The cycle ends: say of each queued ack that it waits for the next one. */
+void pd_ack_drop_queue(pd_domain *d, const char *why);
 
 /* ---- pd_message.c -------------------------------------------------------- */
-/* Start the work on the current item: 0 when a transfer started, -1 if it
- * is finished already (the outcome is logged). */
-int pd_message_begin(pd_domain *d);
-/* Fetch the current item's body into a fresh spool file. 0, or -1. */
-int pd_message_fetch(pd_domain *d);
+/* Start the work on lane l's item: 0 when a transfer started (or the lane
+ * waits for a new token), -1 if the item is finished already (its outcome
+ * logged, its ack queued). */
+int pd_message_begin(pd_lane *l);
 /* Also notes in x a body that is not the listed size. */
-pd_next pd_message_fetch_done(pd_domain *d, pd_xfer *x);
-pd_next pd_message_deliver_done(pd_domain *d, const pd_xfer *x);
+pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x);
+pd_next pd_message_deliver_done(pd_lane *l, const pd_xfer *x);
 /* The outcome line of a message whose transfer a stop cuts short. */
-void pd_message_interrupted(pd_domain *d);
+void pd_message_interrupted(pd_lane *l);
 
 /* ---- pd_dispatch.c ------------------------------------------------------- */
 void pd_dispatch_begin(pd_domain *d);

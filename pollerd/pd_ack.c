@@ -1,10 +1,15 @@
-/* pd_ack.c — telling the outbox we have a message (POST
- * /v1/message/<id>/ack, docs/PROTOCOL.md "Ack"): delivered, or rejected
- * with the reason it was quarantined. An ack comes only after the delivery
- * (or quarantine) is recorded in table received, so a crash in between
- * acks at the next cycle and never delivers twice; what an earlier run
- * could not ack (d->old) is acked first thing in a cycle. An ack that
- * succeeds (or finds the message gone: 404 not_found) sets acked_at. */
+/* pd_ack.c — telling the outbox we have its messages (docs/PROTOCOL.md
+ * "Ack"): delivered, or rejected with the reason it was quarantined.
+ *
+ * A message's ack is queued once its delivery (or quarantine) is recorded
+ * in table received, and the queue goes out in batches: POST /v1/ack with
+ * up to PD_ACK_BATCH acks, one request and one commit on the outbox for
+ * them all; an outbox without batches (404 no_such_endpoint) gets POST
+ * /v1/message/<id>/ack, one at a time. Because the record comes first, a
+ * crash or a failed ack loses no ack: table received still has them
+ * unacked, and the next cycle queues them first thing (d->old). An ack
+ * that succeeds (or finds the message gone: not_found) sets acked_at,
+ * for the whole batch in one statement. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -16,9 +21,88 @@
 #include "sm_log.h"
 #include "pd.h"
 
+/* Acks per POST /v1/ack: the outbox commits them at once, and a cycle of
+ * many messages sends few requests. */
+#define PD_ACK_BATCH 100
+
+int pd_ack_queue(pd_domain *d, const char *id, const char *to, const char *from,
+                 const char *reason, const char *what, int earlier)
+{
+    pd_ack *a;
+
+    if (d->nacks == d->acks_cap) {
+        size_t cap = d->acks_cap ? d->acks_cap * 2 : 64;
+        if (!(a = realloc(d->acks, cap * sizeof(*a)))) {
+            sm_err("%s %s: from=<%s> to=<%s>: %s, but out of memory for its ack: acked "
+                   "next cycle", d->name, id, from, to, what);
+            return -1;
+        }
+        d->acks = a;
+        d->acks_cap = cap;
+    }
+    a = &d->acks[d->nacks++];
+    memset(a, 0, sizeof(*a));
+    snprintf(a->item.id, sizeof(a->item.id), "%s", id);
+    snprintf(a->item.ack.to, sizeof(a->item.ack.to), "%s", to);
+    if (reason && reason[0]) {
+        a->item.ack.rejected = 1;
+        snprintf(a->item.ack.reason, sizeof(a->item.ack.reason), "%s", reason);
+    }
+    snprintf(a->from, sizeof(a->from), "%s", from);
+    snprintf(a->what, sizeof(a->what), "%s", what);
+    a->earlier = earlier;
+    return 0;
+}
+
+void pd_ack_queue_old(pd_domain *d)
+{
+    char what[SM_ACK_REASON_MAX + 40];
+    size_t i;
+
+    for (i = 0; i < d->nold; i++) {
+        const pd_old *o = &d->old[i];
+        snprintf(what, sizeof(what), "%s earlier%s%s%s",
+                 o->reason[0] ? "quarantined" : "delivered", o->reason[0] ? " (" : "",
+                 o->reason, o->reason[0] ? ")" : "");
+        if (pd_ack_queue(d, o->id, o->to, o->from, o->reason, what, 1) != 0) {
+            d->failed = 1;
+            return;
+        }
+    }
+}
+
+int pd_ack_due(const pd_domain *d, int all)
+{
+    return d->nacks >= (all ? 1 : (d->sess && d->sess->single_acks ? 1 : PD_ACK_BATCH));
+}
+
+/* The first n queued acks are done with (sent, or given up). */
+static void unqueue(pd_domain *d, size_t n)
+{
+    memmove(d->acks, d->acks + n, (d->nacks - n) * sizeof(*d->acks));
+    d->nacks -= n;
+}
+
+/* The body of POST /v1/ack for the first n queued acks; NULL on ENOMEM. */
+static char *encode_batch(const pd_domain *d, size_t n)
+{
+    sm_ack_item *items = malloc(n * sizeof(*items));
+    char *body;
+    size_t i;
+
+    if (!items)
+        return NULL;
+    for (i = 0; i < n; i++)
+        items[i] = d->acks[i].item;
+    body = sm_acks_request_encode(items, n);
+    free(items);
+    return body;
+}
+
 int pd_ack_start(pd_domain *d)
 {
-    const char *id, *to, *reason;
+    const sm_ack_item *first = &d->acks[0].item;
+    size_t n = d->nacks < PD_ACK_BATCH ? d->nacks : PD_ACK_BATCH;
     char url[4096];
     char *body = NULL;
     pd_xfer *x = NULL;
@@ -26,97 +110,123 @@ int pd_ack_start(pd_domain *d)
 
     if (pd_login_due(d))
         return pd_login_start(d, PD_X_ACK);
-    if (d->state == PD_D_OLD_ACKS) {
-        id = d->old[d->old_idx].id;
-        to = d->old[d->old_idx].to;
-        reason = d->old[d->old_idx].reason;
+    if (d->sess->single_acks) {
+        n = 1;
+        snprintf(url, sizeof(url), "%s/v1/message/%s/ack", d->url, first->id);
+        body = sm_ack_request_encode(first->ack.to,
+                                     first->ack.rejected ? first->ack.reason : NULL);
     } else {
-        id = pd_domain_item(d)->id;
-        to = pd_domain_item(d)->to;
-        reason = d->item_reason;
+        snprintf(url, sizeof(url), "%s/v1/ack", d->url);
+        body = encode_batch(d, n);
     }
-    snprintf(url, sizeof(url), "%s/v1/message/%s/ack", d->url, id);
-    if (!(body = sm_ack_request_encode(to, reason[0] ? reason : NULL))
-        || !(x = pd_xfer_new(d->ctx, d, PD_X_ACK))
+    if (!body || !(x = pd_xfer_new(d->ctx, d, NULL, PD_X_ACK))
         || pd_xfer_http(x, url, body, PD_SMALL_BODY_MAX) != 0) {
-        sm_err("%s %s: to=<%s>: cannot start the ack (out of memory?)", d->name, id, to);
+        sm_err("%s: cannot start the ack of %zu message%s (out of memory?)", d->name, n,
+               n == 1 ? "" : "s");
         pd_xfer_free(x);
         goto leave;
     }
-    snprintf(x->ack_id, sizeof(x->ack_id), "%s", id);
-    snprintf(x->ack_to, sizeof(x->ack_to), "%s", to);
+    x->nacks = n;
     rc = pd_domain_start(d, x);
 leave:
     free(body);
     return rc;
 }
 
-/* What happened to the acked message before, for the outcome line: from,
- * to and "delivered (250 ...)", "quarantined (reason), rejected", ... */
-static void acked_what(pd_domain *d, const char **from, const char **to, char *what,
-                       size_t whatlen)
+/* The answer says, for each of the n acks sent, whether it is acked (1) or
+ * the outbox no longer has it (0). 0, or -1 with why. */
+static int answers(pd_domain *d, const pd_xfer *x, int *acked, char *why, size_t whylen)
 {
-    const char *reason;
+    sm_parse_error perr;
+    sm_ack_item *items;
+    size_t i;
+    int rc;
 
-    if (d->state == PD_D_OLD_ACKS) {
-        pd_old *o = &d->old[d->old_idx];
-        *from = o->from;
-        *to = o->to;
-        reason = o->reason;
-        snprintf(what, whatlen, "%s earlier%s%s%s", reason[0] ? "quarantined" : "delivered",
-                 reason[0] ? " (" : "", reason, reason[0] ? ")" : "");
-    } else {
-        int earlier = !strcmp(d->delivered_reply, "earlier");
-        *from = pd_domain_item(d)->from;
-        *to = pd_domain_item(d)->to;
-        reason = d->item_reason;
-        if (reason[0])
-            snprintf(what, whatlen, "quarantined%s (%s), rejected", earlier ? " earlier" : "",
-                     reason);
-        else if (earlier)
-            snprintf(what, whatlen, "delivered earlier");
-        else
-            snprintf(what, whatlen, "delivered (%s)", d->delivered_reply);
+    if (d->sess->single_acks) {
+        acked[0] = x->status == 200;
+        return 0;
     }
+    if (!(items = malloc(x->nacks * sizeof(*items)))) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (i = 0; i < x->nacks; i++)
+        items[i] = d->acks[i].item;
+    memset(&perr, 0, sizeof(perr));
+    rc = sm_acks_response_parse(x->body.data ? x->body.data : "", x->body.len, items,
+                                x->nacks, acked, &perr);
+    free(items);
+    if (rc != 0)
+        snprintf(why, whylen, "answer refused: %s", perr.message);
+    return rc;
 }
 
 pd_next pd_ack_done(pd_domain *d, const pd_xfer *x)
 {
     pd_ctx *ctx = d->ctx;
+    size_t i, n = x->nacks;
     int ok = x->result == CURLE_OK && x->status == 200;
     int gone = x->result == CURLE_OK && x->status == 404
                && !strcmp(pd_xfer_error_code(x), "not_found");
-    int wide = !ok && !gone && pd_xfer_domain_wide(x);
-    char why[512] = "", what[SM_ACK_REASON_MAX + 300];
-    const char *from, *to;
+    int *acked = NULL;
+    char why[512] = "";
 
-    if (!ok)
+    if (x->result == CURLE_OK && x->status == 404 && !d->sess->single_acks
+        && !strcmp(pd_xfer_error_code(x), "no_such_endpoint")) {
+        sm_info("%s: the outbox takes no acks in batches: one request per ack", d->name);
+        d->sess->single_acks = 1;
+        return PD_NEXT_STEP;    /* the same acks again, one by one */
+    }
+    if (!(acked = calloc(n, sizeof(*acked)))) {
+        ok = gone = 0;
+        snprintf(why, sizeof(why), "out of memory");
+    } else if (!ok && !gone) {
         pd_xfer_describe(x, why, sizeof(why));
+    } else if (answers(d, x, acked, why, sizeof(why)) != 0) {
+        ok = gone = 0;
+    }
     if (ok || gone) {
         /* not_found: the outbox no longer has that recipient (expired or
          * purged); there is nothing left to ack, ever */
-        if (pd_db_acked(ctx, d->name, x->ack_id, x->ack_to) != 0)
-            sm_warn("%s %s: to=<%s>: acked, but the database did not take it: "
-                    "acked again next cycle", d->name, x->ack_id, x->ack_to);
-    }
-    acked_what(d, &from, &to, what, sizeof(what));
-    if (ok) {
-        ctx->n_acked++;
-        sm_info("%s %s: from=<%s> to=<%s>: %s, acked", d->name, x->ack_id, from, to, what);
-    } else if (gone) {
-        sm_warn("%s %s: from=<%s> to=<%s>: %s, but the ack says %s: given up", d->name,
-                x->ack_id, from, to, what, why);
+        if (pd_db_acked(ctx, d->name, d->acks, n) != 0)
+            sm_warn("%s: %zu ack%s sent, but the database did not take them: acked "
+                    "again next cycle", d->name, n, n == 1 ? "" : "s");
+        for (i = 0; i < n; i++) {
+            const pd_ack *a = &d->acks[i];
+            if (acked[i]) {
+                ctx->n_acked++;
+                if (!a->earlier)
+                    d->progress++;
+                sm_info("%s %s: from=<%s> to=<%s>: %s, acked", d->name, a->item.id, a->from,
+                        a->item.ack.to, a->what);
+            } else {
+                if (!a->earlier)
+                    d->progress++;
+                sm_warn("%s %s: from=<%s> to=<%s>: %s, but the ack says HTTP 404 not_found: "
+                        "given up", d->name, a->item.id, a->from, a->item.ack.to, a->what);
+            }
+        }
     } else {
-        ctx->n_failed++;
+        ctx->n_failed += (unsigned)n;
         d->failed = 1;
-        sm_warn("%s %s: from=<%s> to=<%s>: %s, ack failed: %s; ack next cycle", d->name,
-                x->ack_id, from, to, what, why);
+        for (i = 0; i < n; i++)
+            sm_warn("%s %s: from=<%s> to=<%s>: %s, ack failed: %s; ack next cycle", d->name,
+                    d->acks[i].item.id, d->acks[i].from, d->acks[i].item.ack.to,
+                    d->acks[i].what, why);
     }
-    if (d->state == PD_D_OLD_ACKS)
-        d->old_idx++;
-    else if (ok || gone)
-        d->progress++;
-    if (wide)
+    free(acked);
+    unqueue(d, n);
+    if (!ok && !gone && pd_xfer_domain_wide(x))
         return PD_NEXT_GIVE_UP;
-    return d->state == PD_D_OLD_ACKS ? PD_NEXT_STEP : PD_NEXT_ITEM;
+    return PD_NEXT_STEP;
+}
+
+void pd_ack_drop_queue(pd_domain *d, const char *why)
+{
+    size_t i;
+
+    for (i = 0; i < d->nacks; i++)
+        sm_info("%s %s: from=<%s> to=<%s>: %s, %s", d->name, d->acks[i].item.id,
+                d->acks[i].from, d->acks[i].item.ack.to, d->acks[i].what, why);
+    d->nacks = 0;
 }

@@ -45,6 +45,8 @@ static const pd_conf_key keys[] = {
       "time between poll cycles" },
     { "concurrency", SM_CONF_INT, offsetof(pd_conf, concurrency), "4",
       "remote domains worked on at once" },
+    { "parallel", SM_CONF_INT, offsetof(pd_conf, parallel), "4",
+      "messages of one remote domain fetched and delivered at once" },
     { "timeout", SM_CONF_SECONDS, offsetof(pd_conf, timeout), "60s",
       "a connect or a transfer stalled longer fails (retried next cycle)" },
     { "batch_max", SM_CONF_INT, offsetof(pd_conf, batch_max), "1000",
@@ -199,6 +201,10 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
     }
     if (c->interval < 1 || c->timeout < 1) {
         snprintf(err, errlen, "interval and timeout must be at least 1s");
+        return -1;
+    }
+    if (c->parallel < 1 || c->parallel > PD_LANES_MAX) {
+        snprintf(err, errlen, "parallel: %ld is not within 1..%d", c->parallel, PD_LANES_MAX);
         return -1;
     }
     if (c->concurrency < 1 || c->concurrency > 1000) {

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "sm_log.h"
 #include "pd.h"
 
@@ -56,10 +58,12 @@ static const char SQL_RECORD[] =
     "         CASE WHEN $6::text IS NULL THEN 'delivered' ELSE 'quarantined' END, $6)"
     " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
 
+/* $2: the acks as a JSON array of {"id", "to"} */
 static const char SQL_ACKED[] =
     "UPDATE received SET acked_at = now()"
-    " WHERE remote_domain = $1 AND message_id = $2 AND recipient = $3"
-    "   AND acked_at IS NULL";
+    " WHERE remote_domain = $1 AND acked_at IS NULL"
+    "   AND (message_id, recipient) IN (SELECT a->>'id', a->>'to'"
+    "                                   FROM json_array_elements($2::json) AS a)";
 
 static const char SQL_LOCK[] =
     "SELECT pg_try_advisory_lock($1::integer, hashtext($2))";
@@ -264,22 +268,41 @@ int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to
     return 0;
 }
 
-int pd_db_acked(pd_ctx *ctx, const char *domain, const char *id, const char *to)
+int pd_db_acked(pd_ctx *ctx, const char *domain, const pd_ack *acks, size_t n)
 {
-    const char *p[3] = { domain, id, to };
-    char what[SM_ADDR_MAX + 64];
+    json_t *list = json_array();
+    const char *p[2] = { domain, NULL };
+    char *text = NULL;
     PGresult *res;
     pd_unrecorded *u;
+    size_t i, left = 0;
+    int rc = -1;
 
-    if ((u = pd_unrecorded_find(ctx, domain, id, to))) {
-        u->acked = 1;       /* recorded as acked when the database is back */
-        return 0;
+    for (i = 0; list && i < n; i++) {
+        if ((u = pd_unrecorded_find(ctx, domain, acks[i].item.id, acks[i].item.ack.to))) {
+            u->acked = 1;       /* recorded as acked when the database is back */
+            continue;
+        }
+        if (json_array_append_new(list, json_pack("{s:s, s:s}", "id", acks[i].item.id,
+                                                  "to", acks[i].item.ack.to)) != 0)
+            goto leave;
+        left++;
     }
-    snprintf(what, sizeof(what), "recording an ack (to=<%s>)", to);
-    if (!(res = exec(ctx, domain, id, what, SQL_ACKED, 3, p, PGRES_COMMAND_OK)))
-        return -1;
-    PQclear(res);
-    return 0;
+    if (!list || !(text = json_dumps(list, JSON_COMPACT))) {
+        sm_err("%s: database: recording %zu acks: out of memory", domain, n);
+        goto leave;
+    }
+    p[1] = text;
+    if (left && !(res = exec(ctx, domain, NULL, "recording acks", SQL_ACKED, 2, p,
+                             PGRES_COMMAND_OK)))
+        goto leave;
+    if (left)
+        PQclear(res);
+    rc = 0;
+leave:
+    free(text);
+    json_decref(list);
+    return rc;
 }
 
 int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,

@@ -1,5 +1,6 @@
 /* pd_dispatch.c — the work of one cycle for one remote domain: a small
- * state machine, one transfer at a time.
+ * state machine with one request of its own to the outbox at a time, and
+ * in the ITEMS state up to `parallel` lanes working on listed messages.
  *
  * First, in pd_dispatch_begin: the advisory lock, then where the outbox is
  * and which key signs its mail (pd_domain_discover: peer row, else DNS),
@@ -7,20 +8,26 @@
  * cycle is still good. Then step() goes through the states:
  *
  *   OLD_ACKS  ack what an earlier run delivered (or quarantined) but could
- *             not ack (pd_ack.c)
+ *             not ack (pd_ack.c: queued, sent in batches)
  *   SUBSCRIBE bring the outbox's subscription in step with the address
  *             book (pd_subscription.c)
  *   POLL      ask what is waiting (pd_poll.c): UDP first, then GET
  *             /v1/poll; POST /v1/poll for an outbox without subscriptions
- *   ITEMS     each listed message: fetch → verify → deliver → record → ack
- *             (pd_message.c, pd_ack.c); then poll the same chunk again if
- *             the answer said "more" and something was acked, else go on
- *             with the next chunk
+ *   ITEMS     the listed messages, handed out to the lanes a message (all
+ *             its recipients) at a time: fetch → verify → deliver →
+ *             record → queue the ack (pd_message.c); a full batch of acks
+ *             goes out while the lanes work (pd_ack.c), the rest once all
+ *             is finished; then poll the same chunk again if the answer
+ *             said "more" and something was acked, else go on with the
+ *             next chunk
  *   DONE
  *
  * The dispatcher owns the transfers: pd_dispatch_done() hands a finished
  * one to the step that started it, frees it, then does what the step
- * answered (pd_next). The steps never call back into this file.
+ * answered (pd_next). The steps never call back into this file. The lanes
+ * run beside the domain's own request (an ack batch, a login); when a token
+ * must be renewed (or a lane's fetch says it is bad), no lane takes a new
+ * message until the lanes are idle and the login is done.
  *
  * Around any request: 429 waits for Retry-After and sends it again (a long
  * wait moves the domain to a later cycle); a 401 that says the token is bad
@@ -28,7 +35,9 @@
  *
  * A transport error, another 401 or a 5xx from the outbox ends the domain's
  * work for this cycle (retried next cycle); a problem with one message
- * skips that message. */
+ * skips that message. On a stop (SIGTERM) deliveries under way run to
+ * their end and are recorded; what is queued to be acked is acked at the
+ * next start. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -46,12 +55,17 @@
 static void finish(pd_domain *d)
 {
     pd_ctx *ctx = d->ctx;
+    int i;
 
     if (d->state == PD_D_DONE)
         return;
-    pd_xfer_free(d->x);         /* cut short by a stop */
+    pd_xfer_free(d->x);         /* cut short by a stop or a failure */
     d->x = NULL;
-    pd_domain_drop_file(d);
+    for (i = 0; i < PD_LANES_MAX; i++) {
+        pd_xfer_free(d->lanes[i].x);
+        d->lanes[i].x = NULL;
+    }
+    pd_ack_drop_queue(d, ctx->stopping ? "ack at next start" : "ack next cycle");
     pd_domain_free_items(d);
     /* A change cut off after some chunks were applied (or while one was
      * under way) leaves the outbox with neither the old set nor the new:
@@ -70,6 +84,8 @@ static void finish(pd_domain *d)
     d->state = PD_D_DONE;
     if (d->failed)
         ctx->n_failed_domains++;
+    if (d->found)
+        pd_stub_found(ctx, d->name);
     sm_debug("%s: done%s", d->name, d->failed ? " (with failures)" : "");
 }
 
@@ -83,29 +99,119 @@ static void give_up(pd_domain *d)
 
 /* ---- the state machine ------------------------------------------------ */
 
-/* The listed message is finished: on to the next. */
-static void next_item(pd_domain *d)
+/* ---- the lanes -------------------------------------------------------- */
+
+/* Give lane l the next listed message, with all its recipients: 1, or 0
+ * when every listed message is taken. */
+static int claim(pd_domain *d, pd_lane *l)
 {
-    d->idx++;
-    pd_domain_keep_file_for_item(d);
+    size_t i = d->untaken;
+
+    if (i >= d->nitems)
+        return 0;
+    l->idx = i;
+    while (++i < d->nitems && !strcmp(d->items[i].id, d->items[l->idx].id))
+        ;
+    l->end = d->untaken = i;
+    pd_lane_keep_file_for_item(l);
+    return 1;
+}
+
+/* Keep lane l busy: begin its next item until one starts a transfer, or
+ * nothing is left for it (or a login must come first). */
+static void lane_run(pd_domain *d, pd_lane *l)
+{
+    while (!l->x && !d->want_login) {
+        if (l->idx >= l->end && (pd_login_due(d) || !claim(d, l)))
+            return;
+        if (pd_message_begin(l) == 0)
+            return;
+        l->idx++;
+        pd_lane_keep_file_for_item(l);
+    }
+}
+
+/* Every listed message is finished (taken, and no lane holds one). */
+static int items_finished(const pd_domain *d)
+{
+    int i;
+
+    if (d->untaken < d->nitems)
+        return 0;
+    for (i = 0; i < PD_LANES_MAX; i++)
+        if (d->lanes[i].x || d->lanes[i].idx < d->lanes[i].end)
+            return 0;
+    return 1;
+}
+
+/* Send what is queued to be acked (all of it, or only full batches):
+ * 1 when an ack (or the login before it) started, 0 when nothing went. */
+static int send_acks(pd_domain *d, int all)
+{
+    if (d->x || !pd_ack_due(d, all))
+        return 0;
+    if (pd_ack_start(d) == 0)
+        return 1;
+    d->failed = 1;
+    pd_ack_drop_queue(d, "ack next cycle");
+    return 0;
+}
+
+/* PD_D_ITEMS: 1 when the state machine goes on (every listed message is
+ * finished and acked), 0 when it waits for transfers. */
+static int items(pd_domain *d)
+{
+    int i;
+
+    if (!d->x && (d->want_login || pd_login_due(d)) && !pd_domain_lanes_busy(d)) {
+        if (d->want_login)
+            d->relogged = 1;    /* once: another 401 ends the cycle */
+        d->want_login = 0;
+        if (pd_login_start(d, PD_X_NONE) != 0)
+            give_up(d);
+        return 0;
+    }
+    for (i = 0; i < d->ctx->conf.parallel; i++)
+        lane_run(d, &d->lanes[i]);
+    if (!items_finished(d)) {
+        send_acks(d, 0);
+        return 0;
+    }
+    if (send_acks(d, 1) || d->x)
+        return 0;
+    pd_poll_items_done(d);
+    return 1;
+}
+
+/* SIGTERM: fetches end now, deliveries run to their end (and are
+ * recorded); then the domain's cycle is over. */
+static void stop(pd_domain *d)
+{
+    int i;
+
+    for (i = 0; i < PD_LANES_MAX; i++) {
+        pd_lane *l = &d->lanes[i];
+        if (l->x && l->x->kind != PD_X_DELIVER) {
+            pd_message_interrupted(l);
+            pd_xfer_free(l->x);
+            l->x = NULL;
+        }
+    }
+    if (!pd_domain_lanes_busy(d))
+        finish(d);
 }
 
 static void step(pd_domain *d)
 {
     for (;;) {
         if (d->ctx->stopping) {
-            finish(d);
+            stop(d);
             return;
         }
         switch (d->state) {
         case PD_D_OLD_ACKS:
-            if (d->old_idx < d->nold) {
-                if (pd_ack_start(d) == 0)
-                    return;
-                d->failed = 1;
-                d->old_idx++;
-                continue;
-            }
+            if (send_acks(d, 1) || d->x)
+                return;
             d->state = PD_D_SUBSCRIBE;
             d->chunk = 0;
             d->polls = 0;
@@ -135,14 +241,9 @@ static void step(pd_domain *d)
             give_up(d);
             return;
         case PD_D_ITEMS:
-            if (d->idx >= d->nitems) {
-                pd_poll_items_done(d);
+            if (items(d))
                 continue;
-            }
-            if (pd_message_begin(d) == 0)
-                return;
-            next_item(d);
-            continue;
+            return;
         case PD_D_QUEUED:
         case PD_D_DONE:
             return;
@@ -170,9 +271,9 @@ static void resume(pd_domain *d, pd_xkind kind)
     case PD_X_SUBSCRIBE:
         rc = pd_subscription_start(d);
         break;
-    case PD_X_FETCH:
-        rc = pd_message_fetch(d);
-        break;
+    case PD_X_FETCH:            /* a lane's: the lanes go on by themselves */
+        step(d);
+        return;
     case PD_X_ACK:
         rc = pd_ack_start(d);
         break;
@@ -192,8 +293,7 @@ static void act(pd_domain *d, pd_next next)
     case PD_NEXT_STEP:
         step(d);
         break;
-    case PD_NEXT_ITEM:
-        next_item(d);
+    case PD_NEXT_ITEM:          /* a lane's answer, never the domain's */
         step(d);
         break;
     case PD_NEXT_RESUME:
@@ -215,6 +315,7 @@ void pd_dispatch_begin(pd_domain *d)
 
     ctx->active++;
     d->state = PD_D_OLD_ACKS;
+    pd_ack_queue_old(d);
     if (!(d->sess = pd_session_get(ctx, d->name))) {
         give_up(d);
         return;
@@ -303,27 +404,70 @@ static pd_next route(pd_domain *d, pd_xfer *x)
     case PD_X_LOGIN:     return pd_login_done(d, x);
     case PD_X_SUBSCRIBE: return pd_subscription_done(d, x);
     case PD_X_POLL:      return pd_poll_done(d, x);
-    case PD_X_FETCH:     return pd_message_fetch_done(d, x);
-    case PD_X_DELIVER:   return pd_message_deliver_done(d, x);
     case PD_X_ACK:       return pd_ack_done(d, x);
+    case PD_X_FETCH:
+    case PD_X_DELIVER:
     case PD_X_NONE:      break;
     }
     return PD_NEXT_WAIT;
 }
 
+/* What the finished transfer x of lane l means. */
+static pd_next route_lane(pd_domain *d, pd_lane *l, pd_xfer *x)
+{
+    if (x->kind == PD_X_DELIVER)
+        return pd_message_deliver_done(l, x);
+    if (x->result == CURLE_OK && relogin_wanted(d, x)) {
+        sm_info("%s: the outbox says %s: logging in again", d->name, pd_xfer_error_code(x));
+        d->want_login = 1;      /* l keeps its item and begins it anew */
+        pd_lane_drop_file(l);
+        return PD_NEXT_WAIT;
+    }
+    if (x->result == CURLE_OK && x->status >= 200 && x->status < 300)
+        d->relogged = 0;
+    return pd_message_fetch_done(l, x);
+}
+
+/* Do what a lane's step answered. */
+static void lane_act(pd_domain *d, pd_lane *l, pd_next next)
+{
+    switch (next) {
+    case PD_NEXT_ITEM:
+        l->idx++;
+        pd_lane_keep_file_for_item(l);
+        break;
+    case PD_NEXT_GIVE_UP:
+        give_up(d);
+        return;
+    case PD_NEXT_FINISH:
+        finish(d);
+        return;
+    default:
+        break;                  /* its next transfer runs */
+    }
+    step(d);
+}
+
 void pd_dispatch_done(pd_xfer *x, CURLcode result)
 {
     pd_domain *d = x->dom;
+    pd_lane *l = x->lane;
     pd_next next;
 
     x->result = result;
-    d->x = NULL;
+    if (l)
+        l->x = NULL;
+    else
+        d->x = NULL;
     x->in_multi = 0;
     curl_multi_remove_handle(x->ctx->multi, x->easy);
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    next = route(d, x);
+    next = l ? route_lane(d, l, x) : route(d, x);
     pd_xfer_free(x);
-    act(d, next);
+    if (l)
+        lane_act(d, l, next);
+    else
+        act(d, next);
 }
 
 long long pd_dispatch_wake(pd_domain *d, long long now_ms)
@@ -361,20 +505,20 @@ void pd_dispatch_stop(pd_domain *d)
 {
     if (d->state == PD_D_DONE || d->state == PD_D_QUEUED)
         return;
-    if (d->x && d->x->kind == PD_X_DELIVER)
-        return;                 /* let the MTA answer; pd_message_deliver_done finishes */
-    pd_message_interrupted(d);
-    finish(d);
+    stop(d);
 }
 
 void pd_dispatch_abort(pd_domain *d)
 {
+    int i, delivering = 0;
+
     if (d->state == PD_D_DONE || d->state == PD_D_QUEUED)
         return;
-    if (d->x && d->x->kind == PD_X_DELIVER) {
-        d->x->cancel = 1;       /* ends in pd_message_deliver_done, without the "." */
-        return;
-    }
-    pd_message_interrupted(d);
-    finish(d);
+    for (i = 0; i < PD_LANES_MAX; i++)
+        if (d->lanes[i].x && d->lanes[i].x->kind == PD_X_DELIVER) {
+            d->lanes[i].x->cancel = 1;  /* ends in pd_message_deliver_done, without the "." */
+            delivering = 1;
+        }
+    if (!delivering)
+        stop(d);
 }

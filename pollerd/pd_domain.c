@@ -1,8 +1,8 @@
 /* pd_domain.c — the record of one remote domain for one cycle (pd_domain)
  * and what every step does with it: the list the address books make
  * (pairs, earlier deliveries not yet acked), where its outbox is
- * (discovery), the spool file of the message at hand, the one log line per
- * message outcome, and starting a transfer as the domain's only one.
+ * (discovery), the lanes that work on listed messages and their spool
+ * files, the one log line per message outcome, and starting a transfer.
  *
  * The state machine that drives it is pd_dispatch.c's. */
 #ifdef HAVE_CONFIG_H
@@ -24,6 +24,7 @@
 pd_domain *pd_domain_get(pd_ctx *ctx, const char *name)
 {
     pd_domain *d, **pp;
+    size_t i;
 
     for (pp = &ctx->domains; (d = *pp); pp = &d->next)
         if (!strcmp(d->name, name))
@@ -31,7 +32,10 @@ pd_domain *pd_domain_get(pd_ctx *ctx, const char *name)
     if (!(d = calloc(1, sizeof(*d))))
         goto nomem;
     d->ctx = ctx;
-    d->fd = -1;
+    for (i = 0; i < PD_LANES_MAX; i++) {
+        d->lanes[i].d = d;
+        d->lanes[i].fd = -1;
+    }
     d->state = PD_D_QUEUED;
     if (!(d->name = strdup(name))) {
         pd_domain_free(d);
@@ -173,11 +177,11 @@ int pd_domain_discover(pd_domain *d)
     return 0;
 }
 
-/* ---- the message at hand ---------------------------------------------- */
+/* ---- the messages at hand -------------------------------------------- */
 
-sm_listing *pd_domain_item(pd_domain *d)
+sm_listing *pd_lane_item(const pd_lane *l)
 {
-    return &d->items[d->idx];
+    return &l->d->items[l->idx];
 }
 
 void pd_domain_outcome(pd_domain *d, const sm_listing *it, int prio, const char *fmt, ...)
@@ -192,30 +196,47 @@ void pd_domain_outcome(pd_domain *d, const sm_listing *it, int prio, const char 
            it->to, it->size, what);
 }
 
-void pd_domain_drop_file(pd_domain *d)
+void pd_lane_drop_file(pd_lane *l)
 {
-    if (d->fd >= 0)
-        close(d->fd);
-    d->fd = -1;
-    d->fd_id[0] = '\0';
-    d->fd_size = 0;
-    d->fd_verified = 0;
-    d->fd_reject[0] = '\0';
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+    l->fd_id[0] = '\0';
+    l->fd_size = 0;
+    l->fd_verified = 0;
+    l->fd_reject[0] = '\0';
 }
 
 /* The next recipients of one message are listed together: their body is
  * fetched (and verified) once. */
-void pd_domain_keep_file_for_item(pd_domain *d)
+void pd_lane_keep_file_for_item(pd_lane *l)
 {
-    if (d->idx < d->nitems && d->fd >= 0 && strcmp(d->fd_id, pd_domain_item(d)->id) != 0)
-        pd_domain_drop_file(d);
+    if (l->idx < l->end && l->fd >= 0 && strcmp(l->fd_id, pd_lane_item(l)->id) != 0)
+        pd_lane_drop_file(l);
+}
+
+int pd_domain_lanes_busy(const pd_domain *d)
+{
+    int i;
+
+    for (i = 0; i < PD_LANES_MAX; i++)
+        if (d->lanes[i].x)
+            return 1;
+    return 0;
 }
 
 void pd_domain_free_items(pd_domain *d)
 {
+    int i;
+
+    for (i = 0; i < PD_LANES_MAX; i++) {
+        pd_lane_drop_file(&d->lanes[i]);
+        d->lanes[i].idx = d->lanes[i].end = 0;
+        d->lanes[i].again = 0;
+    }
     free(d->items);
     d->items = NULL;
-    d->nitems = d->idx = 0;
+    d->nitems = d->untaken = 0;
 }
 
 /* ---- transfers and timers --------------------------------------------- */
@@ -226,7 +247,10 @@ int pd_domain_start(pd_domain *d, pd_xfer *x)
         pd_xfer_free(x);
         return -1;
     }
-    d->x = x;
+    if (x->lane)
+        x->lane->x = x;
+    else
+        d->x = x;
     return 0;
 }
 
@@ -238,10 +262,16 @@ void pd_domain_wait(pd_domain *d, pd_xkind kind, long long until_ms)
 
 void pd_domain_free(pd_domain *d)
 {
+    size_t i;
+
     if (!d)
         return;
     pd_xfer_free(d->x);         /* NULL unless a cycle was cut off */
-    pd_domain_drop_file(d);
+    for (i = 0; i < PD_LANES_MAX; i++) {
+        pd_xfer_free(d->lanes[i].x);
+        pd_lane_drop_file(&d->lanes[i]);
+    }
+    free(d->acks);
     free(d->sub.add);
     free(d->sub.remove);
     free(d->items);

@@ -122,7 +122,7 @@ int pd_login_start(pd_domain *d, pd_xkind after)
         goto leave;
     }
     snprintf(url, sizeof(url), "%s/v1/login", d->url);
-    if (!(x = pd_xfer_new(d->ctx, d, PD_X_LOGIN))
+    if (!(x = pd_xfer_new(d->ctx, d, NULL, PD_X_LOGIN))
         || pd_xfer_http(x, url, body, PD_SMALL_BODY_MAX) != 0) {
         sm_err("%s: cannot start the login (out of memory?)", d->name);
         pd_xfer_free(x);

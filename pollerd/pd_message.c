@@ -1,17 +1,24 @@
-/* pd_message.c — one listed message, for one recipient:
+/* pd_message.c — one listed message, for one recipient, on a lane:
  *
- *   already in table received → ack only (pd_ack.c)
+ *   already in table received → queue the ack only (pd_ack.c)
  *   else fetch (GET /v1/message/<id>, streamed into an unlinked spool
  *   file) → verify (decrypt, check the sender domain's signature) →
- *   deliver to the local MTA by SMTP → INSERT received → ack; or, when it
- *   does not verify (or the MTA refuses it for good), quarantine → INSERT
- *   received (quarantined) → ack as rejected.
+ *   deliver to the local MTA by SMTP → INSERT received → queue the ack;
+ *   or, when it does not verify (or the MTA refuses it for good),
+ *   quarantine → INSERT received (quarantined) → queue the ack as
+ *   rejected.
  *
- * The recipients of one message are listed one after the other: the body
- * is fetched and verified once, then delivered to each. One log line per
- * message outcome (pd_domain_outcome). A problem with one message skips
- * that message (retried next cycle); one that says the whole outbox is in
- * trouble ends the domain's cycle. */
+ * Several lanes of one domain run at once (pd_dispatch.c hands out the
+ * items), each with its own fetch or SMTP delivery: the MTA and the outbox
+ * see `parallel` connections at most. Each delivery is recorded the moment
+ * the MTA accepted it, before anything else happens on that lane, so that
+ * a crash never makes it deliver again.
+ *
+ * The recipients of one message are listed one after the other and go to
+ * one lane: the body is fetched and verified once, then delivered to each.
+ * One log line per message outcome (pd_domain_outcome). A problem with one
+ * message skips that message (retried next cycle); one that says the whole
+ * outbox is in trouble ends the domain's cycle. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -26,31 +33,30 @@
 #include "pd.h"
 
 /* A failed message: counted, the domain marked. */
-static void failed(pd_domain *d)
+static void failed(pd_lane *l)
 {
-    d->ctx->n_failed++;
-    d->failed = 1;
+    l->d->ctx->n_failed++;
+    l->d->failed = 1;
 }
 
 /* ---- starting transfers ----------------------------------------------- */
 
-int pd_message_fetch(pd_domain *d)
+static int fetch(pd_lane *l)
 {
-    sm_listing *it = pd_domain_item(d);
+    pd_domain *d = l->d;
+    sm_listing *it = pd_lane_item(l);
     char url[4096];
     pd_xfer *x;
 
-    if (pd_login_due(d))
-        return pd_login_start(d, PD_X_FETCH);
-    pd_domain_drop_file(d);
-    if ((d->fd = pd_spool_tmpfile(d->ctx->conf.spool_dir)) < 0) {
+    pd_lane_drop_file(l);
+    if ((l->fd = pd_spool_tmpfile(d->ctx->conf.spool_dir)) < 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: cannot create a file in %s: %s; retry "
                           "next cycle", d->ctx->conf.spool_dir, strerror(errno));
         return -1;
     }
     snprintf(url, sizeof(url), "%s/v1/message/%s", d->url, it->id);
-    if ((x = pd_xfer_new(d->ctx, d, PD_X_FETCH))) {
-        x->fd = d->fd;
+    if ((x = pd_xfer_new(d->ctx, d, l, PD_X_FETCH))) {
+        x->fd = l->fd;
         x->expect = it->size;
     }
     if (!x || pd_xfer_http(x, url, NULL, PD_SMALL_BODY_MAX) != 0) {
@@ -62,7 +68,7 @@ int pd_message_fetch(pd_domain *d)
     return 0;
 fail:
     pd_domain_outcome(d, it, LOG_ERR, "failed: cannot start the fetch; retry next cycle");
-    pd_domain_drop_file(d);
+    pd_lane_drop_file(l);
     return -1;
 }
 
@@ -70,9 +76,10 @@ fail:
  * Authentication-Results of docs/PROTOCOL.md (folded: addresses are up to
  * 320 octets), then the Received trace header. Any Authentication-Results
  * in the message that claims to be ours is left out, verified or not. */
-static int start_deliver(pd_domain *d)
+static int start_deliver(pd_lane *l)
 {
-    sm_listing *it = pd_domain_item(d);
+    pd_domain *d = l->d;
+    sm_listing *it = pd_lane_item(l);
     const char *us = d->ctx->conf.domain;
     char prefix[2048], date[64], why[256];
     struct tm tm;
@@ -82,7 +89,7 @@ static int start_deliver(pd_domain *d)
     size_t nskips = 0;
     int n = 0;
 
-    if (pd_forged_results(d->fd, us, &skips, &nskips, why, sizeof(why)) != 0) {
+    if (pd_forged_results(l->fd, us, &skips, &nskips, why, sizeof(why)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: %s; retry next cycle", why);
         return -1;
     }
@@ -92,7 +99,7 @@ static int start_deliver(pd_domain *d)
 
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    if (d->fd_verified)
+    if (l->fd_verified)
         n = snprintf(prefix, sizeof(prefix),
                      "Authentication-Results: %s; stubmail=pass\r\n"
                      "\tsmtp.mailfrom=%s header.d=%s\r\n"
@@ -101,12 +108,12 @@ static int start_deliver(pd_domain *d)
              "Received: from %s (stubmail outbox) by %s (stubmail-pollerd)\r\n"
              "\twith HTTP id %s for <%s>;\r\n"
              "\t%s\r\n", d->name, us, it->id, it->to, date);
-    if (!(x = pd_xfer_new(d->ctx, d, PD_X_DELIVER))) {
+    if (!(x = pd_xfer_new(d->ctx, d, l, PD_X_DELIVER))) {
         free(skips);
         goto fail;
     }
     /* from here on x owns skips */
-    if (pd_xfer_smtp(x, it->from, it->to, prefix, d->fd, d->fd_size, skips, nskips) != 0) {
+    if (pd_xfer_smtp(x, it->from, it->to, prefix, l->fd, l->fd_size, skips, nskips) != 0) {
         pd_xfer_free(x);
         goto fail;
     }
@@ -119,53 +126,62 @@ fail:
 }
 
 /* start_deliver, counting a failure to start as a failed message. */
-static int deliver(pd_domain *d)
+static int deliver(pd_lane *l)
 {
-    if (start_deliver(d) == 0)
+    if (start_deliver(l) == 0)
         return 0;
-    failed(d);
+    failed(l);
     return -1;
 }
 
 /* ---- rejecting -------------------------------------------------------- */
 
-/* Never deliver it to this recipient: keep the body in quarantine_dir,
- * record it, then ack it as rejected so that the sender's ISP and the sender
- * see it. 0 when the ack started; -1 if the item is finished (outcome
- * logged). */
-static int reject_recipient(pd_domain *d, const char *reason, const char *detail)
+/* Queue the ack of the lane's item; what says what happened to it. */
+static void queue_ack(pd_lane *l, const char *what, int earlier)
 {
-    pd_ctx *ctx = d->ctx;
-    sm_listing *it = pd_domain_item(d);
-    char why[512];
+    sm_listing *it = pd_lane_item(l);
 
-    snprintf(d->item_reason, sizeof(d->item_reason), "%s", reason);
-    if (pd_quarantine(ctx, d->name, it->id, d->fd, why, sizeof(why)) != 0) {
+    if (pd_ack_queue(l->d, it->id, it->to, it->from, l->item_reason, what, earlier) != 0)
+        l->d->failed = 1;
+}
+
+/* Never deliver it to this recipient: keep the body in quarantine_dir,
+ * record it, then queue its ack as rejected so that the sender's ISP and
+ * the sender see it. The item is finished either way (outcome logged). */
+static void reject_recipient(pd_lane *l, const char *reason, const char *detail)
+{
+    pd_domain *d = l->d;
+    pd_ctx *ctx = d->ctx;
+    sm_listing *it = pd_lane_item(l);
+    char why[512], what[SM_ACK_REASON_MAX + 40];
+
+    snprintf(l->item_reason, sizeof(l->item_reason), "%s", reason);
+    if (pd_quarantine(ctx, d->name, it->id, l->fd, why, sizeof(why)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: not delivered (%s: %s) and cannot be "
                           "quarantined: %s; retry next cycle", reason, detail, why);
-        failed(d);
-        return -1;
+        failed(l);
+        return;
     }
     if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, reason) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: quarantined (%s: %s) but not recorded in "
                           "the database; retry next cycle", reason, detail);
-        failed(d);
-        return -1;
+        failed(l);
+        return;
     }
-    d->recorded = 1;
     ctx->n_quarantined++;
     pd_domain_outcome(d, it, LOG_WARNING, "quarantined as %s/%s-%s, not delivered: %s (%s)",
                       ctx->conf.quarantine_dir, d->name, it->id, reason, detail);
-    return pd_ack_start(d);
+    snprintf(what, sizeof(what), "quarantined (%s), rejected", reason);
+    queue_ack(l, what, 0);
 }
 
 /* The body itself is bad (it does not verify): every recipient of it is
  * rejected for the same reason. */
-static int reject(pd_domain *d, const char *reason, const char *detail)
+static void reject(pd_lane *l, const char *reason, const char *detail)
 {
-    if (reason != d->fd_reject)
-        snprintf(d->fd_reject, sizeof(d->fd_reject), "%s", reason);
-    return reject_recipient(d, reason, detail);
+    if (reason != l->fd_reject)
+        snprintf(l->fd_reject, sizeof(l->fd_reject), "%s", reason);
+    reject_recipient(l, reason, detail);
 }
 
 /* ---- one listed message ----------------------------------------------- */
@@ -185,46 +201,54 @@ static int pair_polled(pd_domain *d, const sm_listing *it)
     return bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp) != NULL;
 }
 
-int pd_message_begin(pd_domain *d)
+int pd_message_begin(pd_lane *l)
 {
+    pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
-    sm_listing *it = pd_domain_item(d);
+    sm_listing *it = pd_lane_item(l);
     int r;
 
-    d->recorded = 0;
-    d->delivered_reply[0] = '\0';
-    d->item_reason[0] = '\0';
+    l->delivered_reply[0] = '\0';
+    l->item_reason[0] = '\0';
     if (!pair_polled(d, it)) {
         pd_domain_outcome(d, it, LOG_ERR, "refused: the outbox listed a pair we did not poll "
                           "for");
-        failed(d);
+        failed(l);
         return -1;
     }
-    r = pd_db_received(ctx, d->name, it->id, it->to, d->item_reason);
+    r = pd_db_received(ctx, d->name, it->id, it->to, l->item_reason);
     if (r < 0) {
         pd_domain_outcome(d, it, LOG_WARNING, "failed: cannot check table received; retry "
                           "next cycle");
-        failed(d);
+        failed(l);
         return -1;
     }
     if (r > 0) {
+        char what[SM_ACK_REASON_MAX + 40];
+
         /* delivered or quarantined before: never again, only (re-)ack */
-        d->recorded = 1;
-        snprintf(d->delivered_reply, sizeof(d->delivered_reply), "earlier");
-        return pd_ack_start(d);
+        if (l->item_reason[0])
+            snprintf(what, sizeof(what), "quarantined earlier (%s), rejected",
+                     l->item_reason);
+        else
+            snprintf(what, sizeof(what), "delivered earlier");
+        queue_ack(l, what, 0);
+        return -1;
     }
-    if (d->fd >= 0 && !strcmp(d->fd_id, it->id) && d->fd_reject[0])
-        return reject(d, d->fd_reject, "as for the recipient before");
+    if (l->fd >= 0 && !strcmp(l->fd_id, it->id) && l->fd_reject[0]) {
+        reject(l, l->fd_reject, "as for the recipient before");
+        return -1;
+    }
     if (ctx->mta_down) {
         pd_domain_outcome(d, it, LOG_WARNING, "failed: the MTA is unreachable this cycle; "
                           "retry next cycle");
-        failed(d);
+        failed(l);
         return -1;
     }
-    if (d->fd >= 0 && !strcmp(d->fd_id, it->id))
-        return deliver(d);            /* same message, another recipient */
-    if (pd_message_fetch(d) != 0) {
-        failed(d);
+    if (l->fd >= 0 && !strcmp(l->fd_id, it->id))
+        return deliver(l);            /* same message, another recipient */
+    if (fetch(l) != 0) {
+        failed(l);
         return -1;
     }
     return 0;
@@ -243,105 +267,105 @@ static int pd_message_signer_key(pd_ctx *ctx, pd_domain *d, char *why, size_t wh
     return 0;
 }
 
-/* The body of the current item is complete in d->fd: verify it where it
+/* The body of the lane's item is complete in l->fd: verify it where it
  * must be, then deliver or quarantine it. */
-static pd_next fetched(pd_domain *d, int openpgp)
+static pd_next fetched(pd_lane *l, int openpgp)
 {
+    pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
-    sm_listing *it = pd_domain_item(d);
+    sm_listing *it = pd_lane_item(l);
     char reason[SM_ACK_REASON_MAX + 1], detail[512];
     int r;
 
-    snprintf(d->fd_id, sizeof(d->fd_id), "%s", it->id);
-    d->fd_size = it->size;
-    if (!openpgp)
-        return reject(d, "unsigned", "a plain message, but we take only signed and encrypted "
-                      "ones") == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    snprintf(l->fd_id, sizeof(l->fd_id), "%s", it->id);
+    l->fd_size = it->size;
+    if (!openpgp) {
+        reject(l, "unsigned", "a plain message, but we take only signed and encrypted ones");
+        return PD_NEXT_ITEM;
+    }
     /* the key stays in the keyring and in the seal: a fetch only the first
      * time, and a gpg process only when the seal lacks the key */
     if (!d->key_ok && pd_message_signer_key(ctx, d, detail, sizeof(detail)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: no domain key %s of %s to verify with: "
                           "%s; retry next cycle", d->fpr, d->name, detail);
         ctx->n_failed++;
-        pd_domain_drop_file(d);
+        pd_lane_drop_file(l);
         return PD_NEXT_GIVE_UP;
     }
     d->key_ok = 1;
-    r = pd_verify(ctx, d->fpr, &d->fd, &d->fd_size, reason, detail, sizeof(detail));
+    r = pd_verify(ctx, d->fpr, &l->fd, &l->fd_size, reason, detail, sizeof(detail));
     if (r == SM_PGP_OK) {
-        d->fd_verified = 1;
-        return deliver(d) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+        l->fd_verified = 1;
+        return deliver(l) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
     }
-    if (r == SM_PGP_REJECT)
-        return reject(d, reason, detail) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    if (r == SM_PGP_REJECT) {
+        reject(l, reason, detail);
+        return PD_NEXT_ITEM;
+    }
     pd_domain_outcome(d, it, LOG_ERR, "failed: cannot verify it here: %s; retry next cycle",
                       detail);
-    failed(d);
-    pd_domain_drop_file(d);
+    failed(l);
+    pd_lane_drop_file(l);
     return PD_NEXT_ITEM;
 }
 
-pd_next pd_message_fetch_done(pd_domain *d, pd_xfer *x)
+pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x)
 {
-    sm_listing *it = pd_domain_item(d);
+    pd_domain *d = l->d;
+    sm_listing *it = pd_lane_item(l);
     curl_off_t cl = -1;
     char why[512];
 
     if (x->result == CURLE_OK && x->status == 200) {
         curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
         if (cl == (curl_off_t)it->size && x->got == it->size)
-            return fetched(d, x->openpgp);
+            return fetched(l, x->openpgp);
         /* for pd_xfer_describe, and not a domain-wide failure */
         x->content_length = (long long)cl;
         x->length_mismatch = 1;
     }
     pd_xfer_describe(x, why, sizeof(why));
     pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; retry next cycle", why);
-    failed(d);
-    pd_domain_drop_file(d);
+    failed(l);
+    pd_lane_drop_file(l);
     return pd_xfer_domain_wide(x) ? PD_NEXT_GIVE_UP : PD_NEXT_ITEM;
 }
 
-/* Delivered: record it, then ack it. */
-static pd_next delivered(pd_domain *d, const pd_xfer *x)
+/* Delivered: record it at once, then queue its ack. */
+static pd_next delivered(pd_lane *l, const pd_xfer *x)
 {
+    pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
-    sm_listing *it = pd_domain_item(d);
+    sm_listing *it = pd_lane_item(l);
+    char what[300];
 
-    snprintf(d->delivered_reply, sizeof(d->delivered_reply), "%s",
+    snprintf(l->delivered_reply, sizeof(l->delivered_reply), "%s",
              x->reply[0] ? x->reply : "250");
     ctx->n_delivered++;
     /* record before the ack: a crash after this point acks, never
      * delivers again */
-    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) == 0)
-        d->recorded = 1;
-    else if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) == 0)
-        sm_err("%s %s: to=<%s>: delivered but not recorded in the database; kept in "
-               "memory and acked now so it is not listed again", d->name, it->id, it->to);
-    else
-        sm_err("%s %s: to=<%s>: delivered but neither recorded nor remembered; "
-               "acking now", d->name, it->id, it->to);
-    if (ctx->stopping) {
-        pd_domain_outcome(d, it, LOG_INFO, "delivered (%s), ack at next start",
-                          d->delivered_reply);
-        return PD_NEXT_FINISH;
+    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) != 0) {
+        if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) == 0)
+            sm_err("%s %s: to=<%s>: delivered but not recorded in the database; kept in "
+                   "memory and acked now so it is not listed again", d->name, it->id, it->to);
+        else
+            sm_err("%s %s: to=<%s>: delivered but neither recorded nor remembered; "
+                   "acking now", d->name, it->id, it->to);
     }
-    if (pd_ack_start(d) != 0) {
-        pd_domain_outcome(d, it, LOG_WARNING, "delivered (%s), ack next cycle",
-                          d->delivered_reply);
-        return PD_NEXT_ITEM;
-    }
-    return PD_NEXT_WAIT;
+    snprintf(what, sizeof(what), "delivered (%s)", l->delivered_reply);
+    queue_ack(l, what, 0);
+    return PD_NEXT_ITEM;
 }
 
-pd_next pd_message_deliver_done(pd_domain *d, const pd_xfer *x)
+pd_next pd_message_deliver_done(pd_lane *l, const pd_xfer *x)
 {
+    pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
-    sm_listing *it = pd_domain_item(d);
+    sm_listing *it = pd_lane_item(l);
     char why[512];
 
     if (x->result == CURLE_OK)
-        return delivered(d, x);
+        return delivered(l, x);
     pd_xfer_describe(x, why, sizeof(why));
     if (x->status >= 500 && x->status < 600) {
         /* Retrying cannot change a permanent refusal: tell the sender's ISP
@@ -352,11 +376,10 @@ pd_next pd_message_deliver_done(pd_domain *d, const pd_xfer *x)
         if (snprintf(reason, sizeof(reason), "refused by %s: %s", ctx->conf.domain,
                      x->reply) < 0)
             snprintf(reason, sizeof(reason), "refused by %s", ctx->conf.domain);
-        if (ctx->stopping)
-            return PD_NEXT_FINISH;
-        return reject_recipient(d, reason, why) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+        reject_recipient(l, reason, why);
+        return PD_NEXT_ITEM;
     }
-    failed(d);
+    failed(l);
     if (x->status >= 400 && x->status < 500) {
         pd_domain_outcome(d, it, LOG_WARNING, "deferred: %s; retry next cycle", why);
     } else {
@@ -369,42 +392,12 @@ pd_next pd_message_deliver_done(pd_domain *d, const pd_xfer *x)
             ctx->mta_down = 1;
         }
     }
-    return ctx->stopping ? PD_NEXT_FINISH : PD_NEXT_ITEM;
+    return PD_NEXT_ITEM;
 }
 
-void pd_message_interrupted(pd_domain *d)
+void pd_message_interrupted(pd_lane *l)
 {
-    pd_xfer *x = d->x;
-    const char *earlier;
-
-    if (!x || x->kind == PD_X_POLL || x->kind == PD_X_LOGIN || x->kind == PD_X_SUBSCRIBE)
-        return;
-    if (d->state == PD_D_OLD_ACKS) {
-        pd_old *o = &d->old[d->old_idx];
-        sm_info("%s %s: from=<%s> to=<%s>: %s earlier, ack interrupted by the stop; "
-                "acked at next start", d->name, o->id, o->from, o->to,
-                o->reason[0] ? "quarantined" : "delivered");
-        return;
-    }
-    if (d->state != PD_D_ITEMS || d->idx >= d->nitems)
-        return;
-    earlier = !strcmp(d->delivered_reply, "earlier") ? "earlier" : NULL;
-    switch (x->kind) {
-    case PD_X_FETCH:
-        pd_domain_outcome(d, pd_domain_item(d), LOG_INFO, "fetch interrupted by the stop; "
+    if (l->x && l->x->kind == PD_X_FETCH && l->idx < l->end)
+        pd_domain_outcome(l->d, pd_lane_item(l), LOG_INFO, "fetch interrupted by the stop; "
                           "retry at next start");
-        break;
-    case PD_X_ACK:
-        if (d->item_reason[0])
-            pd_domain_outcome(d, pd_domain_item(d), LOG_INFO, "quarantined (%s), ack "
-                              "interrupted by the stop; acked at next start", d->item_reason);
-        else
-            pd_domain_outcome(d, pd_domain_item(d), LOG_INFO, "delivered %s%s%s, ack "
-                              "interrupted by the stop; acked at next start",
-                              earlier ? earlier : "(", earlier ? "" : d->delivered_reply,
-                              earlier ? "" : ")");
-        break;
-    default:
-        break;
-    }
 }

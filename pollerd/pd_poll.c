@@ -90,7 +90,7 @@ static int start_get(pd_domain *d)
     d->chunk_len = d->npairs;
     snprintf(url, sizeof(url), "%s/v1/poll?version=%lld", d->url, s->sub_version);
     snprintf(inm, sizeof(inm), "If-None-Match: %s", s->etag);
-    if (!(x = pd_xfer_new(d->ctx, d, PD_X_POLL))
+    if (!(x = pd_xfer_new(d->ctx, d, NULL, PD_X_POLL))
         || pd_xfer_http(x, url, NULL, PD_POLL_BODY_MAX) != 0
         || (s->etag[0] && pd_xfer_header(x, inm) != 0)) {
         sm_err("%s: cannot start the poll (out of memory?)", d->name);
@@ -121,7 +121,7 @@ static int start_post(pd_domain *d)
         goto leave;
     }
     snprintf(url, sizeof(url), "%s/v1/poll", d->url);
-    if (!(x = pd_xfer_new(d->ctx, d, PD_X_POLL))
+    if (!(x = pd_xfer_new(d->ctx, d, NULL, PD_X_POLL))
         || pd_xfer_http(x, url, body, PD_POLL_BODY_MAX) != 0) {
         sm_err("%s: cannot start the poll (out of memory?)", d->name);
         pd_xfer_free(x);
@@ -208,9 +208,9 @@ pd_next pd_poll_done(pd_domain *d, const pd_xfer *x)
     }
     sm_debug("%s: %zu listed%s", d->name, d->nitems, d->more ? ", more" : "");
     d->state = PD_D_ITEMS;
-    d->idx = 0;
+    d->found |= d->nitems > 0;
+    d->untaken = 0;
     d->progress = 0;
-    pd_domain_keep_file_for_item(d);
     return PD_NEXT_STEP;
 }
 

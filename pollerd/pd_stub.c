@@ -11,6 +11,10 @@
  *   at most one per stub_interval per domain, and at most stub_rate polls
  *   per second for all domains together; a stub for a domain the running
  *   cycle has yet to poll changes nothing;
+ * - but a poll that found mail lifts the domain's stub_interval: a sender
+ *   that keeps sending is pulled as its stubs come (the next poll waits
+ *   only for the one under way), while stubs that bring nothing, forged
+ *   or repeated, still make one poll per stub_interval at most;
  * - a database lookup per stub, at most PD_STUB_LOOKUPS per second; the
  *   rest are dropped (counted);
  * - what is malformed is dropped and counted; the log says so at debug
@@ -442,6 +446,14 @@ char *pd_stub_due(pd_ctx *ctx, long long now)
     out[off++] = '}';
     out[off] = '\0';
     return out;
+}
+
+void pd_stub_found(pd_ctx *ctx, const char *domain)
+{
+    pd_stubdom *d;
+
+    if (ctx->stubs && (d = find_dom(ctx->stubs, domain)))
+        d->last_ms = 0;
 }
 
 long long pd_stub_next_ms(const pd_ctx *ctx)

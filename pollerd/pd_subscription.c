@@ -128,7 +128,7 @@ int pd_subscription_start(pd_domain *d)
     if (!(body = sm_subscription_request_encode(sub->reset, s->sub_version,
                                                 sub->add + sub->add_idx, nadd,
                                                 sub->remove + sub->remove_idx, nrem))
-        || !(x = pd_xfer_new(d->ctx, d, PD_X_SUBSCRIBE))
+        || !(x = pd_xfer_new(d->ctx, d, NULL, PD_X_SUBSCRIBE))
         || pd_xfer_http(x, url, body, PD_SMALL_BODY_MAX) != 0) {
         sm_err("%s: cannot start the subscription change (out of memory?)", d->name);
         pd_xfer_free(x);

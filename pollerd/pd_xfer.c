@@ -64,7 +64,7 @@ void pd_buf_free(pd_buf *b)
     memset(b, 0, sizeof(*b));
 }
 
-pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind)
+pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_lane *lane, pd_xkind kind)
 {
     pd_xfer *x = calloc(1, sizeof(*x));
 
@@ -73,6 +73,7 @@ pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_xkind kind)
     x->kind = kind;
     x->ctx = ctx;
     x->dom = d;
+    x->lane = lane;
     x->fd = -1;
     x->content_length = -1;
     x->body.max = PD_ERRBODY_MAX;
@@ -96,7 +97,7 @@ void pd_xfer_free(pd_xfer *x)
     free(x->prefix);
     free(x->skips);
     pd_buf_free(&x->body);
-    free(x);                /* x->fd belongs to the domain */
+    free(x);                /* x->fd belongs to the lane */
 }
 
 /* Fetch: body → file while the status is 200; anything else (an error body)

@@ -1,0 +1,321 @@
+/*
+ * NAME
+ *	stubmail_ack - a polling domain says it has a message
+ *
+ * DESCRIPTION
+ *	POST v1/message/ID/ack records that one recipient retrieved (or
+ *	rejected) the message; POST v1/ack records a batch of such acks
+ *	(up to SM_ACKS_MAX) with one statement and one commit, which is what
+ *	a poller draining many messages sends. An ack is idempotent: a
+ *	repeated one answers what the first recorded. Once no recipient of a
+ *	message is pending, its body is marked deleted and its file removed,
+ *	also on a repeated ack, so that a retry completes what an
+ *	interrupted ack left undone.
+ *
+ * DIAGNOSTICS
+ *	Each ack at info (one line per message and recipient, a batch too);
+ *	a rejecting ack at warn (the receiver could not verify or decrypt
+ *	what we stored); spool trouble at error.
+ */
+
+#include <limits.h>
+#include <string.h>
+
+#include "httpd.h"
+#include "http_log.h"
+#include "apr_file_io.h"
+#include "apr_strings.h"
+
+#include <jansson.h>
+
+#include "sm_proto.h"
+#include "sm_spool.h"
+#include "stubmail_db.h"
+#include "stubmail_ack.h"
+
+APLOG_USE_MODULE(stubmail);
+
+#define DB_UNAVAILABLE "database unavailable, retry later"
+
+/* The log line of one recorded ack. */
+static void stubmail_ack_log(stubmail_req *q, const char *id, const char *to,
+                             const sm_ack_request *ack, const char *retrieved, int first)
+{
+    if (first && ack->rejected)
+        /* The receiver could not verify or decrypt what we stored: worth
+         * the sender admin's attention (storage tampering, key mix-up). */
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r, "stubmail: domain=%s id=%s: "
+                      "ack: %s rejected the message at %s: %s", q->domain, id, to,
+                      retrieved, ap_escape_logitem(q->r->pool, ack->reason));
+    else
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, q->r, "stubmail: domain=%s id=%s: "
+                      "ack: %s retrieved %s%s", q->domain, id, to, retrieved,
+                      first ? "" : " (repeated)");
+}
+
+/* Remove the body file of message id (its row already says deleted).
+ * Failures are logged: the file stays in the spool. */
+static void stubmail_ack_remove_file(stubmail_req *q, const char *id, const char *spool_name)
+{
+    char path[PATH_MAX];
+    apr_status_t rv;
+
+    if (sm_spool_path(q->conf->spool_dir, spool_name, path, sizeof(path)) != 0)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, "stubmail: domain=%s id=%s: bad "
+                      "spool_name '%s': body file not removed", q->domain, id, spool_name);
+    else if ((rv = apr_file_remove(path, q->r->pool)) != APR_SUCCESS)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, q->r, "stubmail: domain=%s id=%s: cannot "
+                      "remove spool file %s: it stays in the spool, remove it by hand",
+                      q->domain, id, path);
+    else
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, q->r, "stubmail: domain=%s id=%s: all "
+                      "recipients acked, removed %s", q->domain, id, path);
+}
+
+/* ------------------------------------------------------------------------
+ * POST v1/message/{id}/ack
+ * ---------------------------------------------------------------------- */
+
+enum { ACK_RETRIEVED, ACK_REJECTED, ACK_NCOLS };
+
+/* Mark the recipient retrieved, or find the first ack's record (an ack is
+ * idempotent: a repeated one answers the first one's time and status).
+ * 1 with cols and *first, or 0 after the error answer. */
+static int stubmail_ack_record(stubmail_req *q, const sm_ack_request *ack,
+                               const char *to, const char **cols, int *first)
+{
+    const char *args[4];
+    int rc;
+
+    args[0] = ack->reason;      /* "" unless rejected */
+    args[1] = q->id;
+    args[2] = to;
+    args[3] = q->domain;
+    rc = stubmail_db_first_row(q, STMT_ACK_MARK, 4, args, ACK_NCOLS, cols);
+    if (rc < 0)
+        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
+                               "marking retrieved failed");
+    *first = rc == 1;
+    if (*first)
+        return 1;
+    /* Already acked, or no such recipient. */
+    rc = stubmail_db_first_row(q, STMT_ACK_SEEN, 3, args + 1, ACK_NCOLS, cols);
+    if (rc < 0)
+        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
+                               "looking up the ack failed");
+    if (rc == 0)
+        return stubmail_fail_0(q, "not_found", "no such message",
+                               apr_psprintf(q->r->pool, "no recipient %s", to));
+    if (*cols[ACK_RETRIEVED] == '\0')
+        return stubmail_fail_0(q, "unavailable", "retry later",
+                               "recipient row changed under the ack");
+    return 1;
+}
+
+/* Delete the body once no recipient is pending. */
+static void stubmail_ack_remove_body(stubmail_req *q, const char *to)
+{
+    const char *args[2], *spool_name;
+
+    args[0] = q->id;
+    args[1] = q->id;
+    switch (stubmail_db_first_row(q, STMT_ACK_DONE, 2, args, 1, &spool_name)) {
+    case 1:
+        stubmail_ack_remove_file(q, q->id, spool_name);
+        break;
+    case 0:
+        break;                  /* a recipient is still pending */
+    default:
+        SMLOG(q, APLOG_ERR, 0, "ack of %s recorded, but marking the body "
+              "deleted failed", to);
+        break;
+    }
+}
+
+int stubmail_ack(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    char *body;
+    apr_size_t len;
+    sm_ack_request ack;
+    sm_parse_error perr;
+    const char *to, *cols[ACK_NCOLS];
+    int first;
+
+    if (!stubmail_read_body(q, &body, &len))
+        return q->ret;
+    memset(&perr, 0, sizeof(perr));
+    if (sm_ack_request_parse_status(body, len, q->domain, &ack, &perr) != 0)
+        return stubmail_fail(q, stubmail_parse_code(&perr),
+                             perr.message, apr_pstrcat(r->pool, "ack refused: ",
+                                                       perr.message, NULL));
+    to = apr_pstrdup(r->pool, ack.to);
+    if (!stubmail_ack_record(q, &ack, to, cols, &first))
+        return q->ret;
+    stubmail_ack_remove_body(q, to);
+    stubmail_ack_log(q, q->id, to, &ack, cols[ACK_RETRIEVED], first);
+    return stubmail_send_json(q, json_pack("{s:s, s:s, s:s, s:s}", "id", q->id, "to", to,
+                                           "retrieved", cols[ACK_RETRIEVED], "status",
+                                           strcmp(cols[ACK_REJECTED], "t") == 0
+                                           ? "rejected" : "delivered"));
+}
+
+/* ------------------------------------------------------------------------
+ * POST v1/ack
+ * ---------------------------------------------------------------------- */
+
+enum { ACKS_RETRIEVED, ACKS_REJECTED, ACKS_FIRST, ACKS_EXISTS, ACKS_NCOLS };
+
+/* The acks as the statement's JSON argument. NULL: out of memory. */
+static const char *stubmail_acks_arg(stubmail_req *q, const sm_ack_item *items, size_t n)
+{
+    json_t *list = json_array();
+    char *text;
+    const char *arg;
+    size_t i;
+
+    for (i = 0; list && i < n; i++)
+        if (json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "id", items[i].id,
+                                                  "to", items[i].ack.to, "reason",
+                                                  items[i].ack.reason)) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    if (list == NULL || (text = json_dumps(list, JSON_COMPACT)) == NULL) {
+        json_decref(list);
+        return NULL;
+    }
+    json_decref(list);
+    arg = apr_pstrdup(q->r->pool, text);
+    free(text);
+    return arg;
+}
+
+/* Mark every ack, one answer per ack into answers. 1, or 0 after the
+ * error answer. *ids gets the JSON array of the ids recorded or repeated
+ * (their bodies may be done with). */
+static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_t n,
+                                json_t *answers, json_t *ids)
+{
+    const char *args[3];
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    size_t i = 0;
+    int broken = 0;
+
+    args[0] = stubmail_acks_arg(q, items, n);
+    args[1] = q->domain;
+    args[2] = q->domain;
+    if (args[0] == NULL)
+        return stubmail_fail_0(q, "unavailable", "out of memory, retry later",
+                               "out of memory for the acks");
+    if (stubmail_db_select(q, STMT_ACKS_MARK, &res, 3, args) != 0)
+        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE, "marking retrieved failed");
+    while (stubmail_db_next_row(q, res, &row)) {
+        const char *cols[ACKS_NCOLS];
+        json_t *a;
+        int c;
+
+        for (c = 0; c < ACKS_NCOLS; c++) {
+            const char *v = apr_dbd_get_entry(q->dbd->driver, row, c);
+            cols[c] = v ? v : "";
+        }
+        if (i >= n || broken) {
+            broken = 1;         /* read every row */
+            continue;
+        }
+        if (strcmp(cols[ACKS_EXISTS], "t") != 0)
+            a = json_pack("{s:s, s:s, s:s}", "id", items[i].id, "to", items[i].ack.to,
+                          "error", "not_found");
+        else if (*cols[ACKS_RETRIEVED] == '\0') {
+            broken = 2;         /* acked by someone else while we looked */
+            continue;
+        }
+        else {
+            stubmail_ack_log(q, items[i].id, items[i].ack.to, &items[i].ack,
+                             cols[ACKS_RETRIEVED], strcmp(cols[ACKS_FIRST], "t") == 0);
+            a = json_pack("{s:s, s:s, s:s, s:s}", "id", items[i].id, "to", items[i].ack.to,
+                          "retrieved", cols[ACKS_RETRIEVED], "status",
+                          strcmp(cols[ACKS_REJECTED], "t") == 0 ? "rejected" : "delivered");
+            if (json_array_append_new(ids, json_string(items[i].id)) != 0)
+                broken = 3;
+        }
+        if (json_array_append_new(answers, a) != 0)
+            broken = 3;
+        i++;
+    }
+    if (broken == 2)
+        return stubmail_fail_0(q, "unavailable", "retry later",
+                               "a recipient row changed under the ack");
+    if (broken || i != n)
+        return stubmail_fail_0(q, "unavailable", "retry later",
+                               apr_psprintf(q->r->pool, "%" APR_SIZE_T_FMT " answers from "
+                                            "the database for %" APR_SIZE_T_FMT " acks%s",
+                                            (apr_size_t)i, (apr_size_t)n, broken == 3
+                                            ? " (out of memory)" : ""));
+    return 1;
+}
+
+/* Delete the bodies nobody is waiting for any more. */
+static void stubmail_acks_remove_bodies(stubmail_req *q, json_t *ids)
+{
+    const char *args[1];
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    char *text;
+
+    if (json_array_size(ids) == 0)
+        return;
+    if ((text = json_dumps(ids, JSON_COMPACT)) == NULL) {
+        SMLOG(q, APLOG_ERR, 0, "acks recorded, but out of memory for deleting the bodies");
+        return;
+    }
+    args[0] = apr_pstrdup(q->r->pool, text);
+    free(text);
+    if (stubmail_db_select(q, STMT_ACKS_DONE, &res, 1, args) != 0) {
+        SMLOG(q, APLOG_ERR, 0, "acks recorded, but marking the bodies deleted failed");
+        return;
+    }
+    while (stubmail_db_next_row(q, res, &row))
+        stubmail_ack_remove_file(q, apr_pstrdup(q->r->pool,
+                                                apr_dbd_get_entry(q->dbd->driver, row, 0)),
+                                 apr_pstrdup(q->r->pool,
+                                             apr_dbd_get_entry(q->dbd->driver, row, 1)));
+}
+
+int stubmail_acks(stubmail_req *q)
+{
+    char *body;
+    apr_size_t len;
+    sm_ack_item *items = NULL;
+    size_t n = 0;
+    sm_parse_error perr;
+    json_t *answers = json_array(), *ids = json_array();
+    int rc;
+
+    if (!stubmail_read_body(q, &body, &len)) {
+        rc = q->ret;
+        goto leave;
+    }
+    memset(&perr, 0, sizeof(perr));
+    if (sm_acks_request_parse(body, len, q->domain, &items, &n, &perr) != 0) {
+        rc = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
+                           apr_pstrcat(q->r->pool, "acks refused: ", perr.message, NULL));
+        goto leave;
+    }
+    if (answers == NULL || ids == NULL) {
+        rc = stubmail_fail(q, "unavailable", "out of memory, retry later", "out of memory");
+        goto leave;
+    }
+    if (!stubmail_acks_record(q, items, n, answers, ids)) {
+        rc = q->ret;
+        goto leave;
+    }
+    stubmail_acks_remove_bodies(q, ids);
+    rc = stubmail_send_json(q, json_pack("{s:O}", "acks", answers));
+leave:
+    free(items);
+    json_decref(answers);
+    json_decref(ids);
+    return rc;
+}
