@@ -84,14 +84,16 @@ enum { ACK_RETRIEVED, ACK_REJECTED, ACK_NCOLS };
 static int stubmail_ack_record(stubmail_req *q, const sm_ack_request *ack,
                                const char *to, const char **cols, int *first)
 {
-    const char *args[4];
+    const char *args[6];
     int rc;
 
     args[0] = ack->reason;      /* "" unless rejected */
     args[1] = q->id;
     args[2] = to;
     args[3] = q->domain;
-    rc = stubmail_db_first_row(q, STMT_ACK_MARK, 4, args, ACK_NCOLS, cols);
+    args[4] = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, q->conf->min_poll_interval);
+    args[5] = q->domain;
+    rc = stubmail_db_first_row(q, STMT_ACK_MARK, 6, args, ACK_NCOLS, cols);
     if (rc < 0)
         return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
                                "marking retrieved failed");
@@ -197,7 +199,7 @@ static const char *stubmail_acks_arg(stubmail_req *q, const sm_ack_item *items, 
 static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_t n,
                                 json_t *answers, json_t *ids)
 {
-    const char *args[3];
+    const char *args[5];
     apr_dbd_results_t *res;
     apr_dbd_row_t *row = NULL;
     size_t i = 0;
@@ -205,11 +207,13 @@ static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_
 
     args[0] = stubmail_acks_arg(q, items, n);
     args[1] = q->domain;
-    args[2] = q->domain;
+    args[2] = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, q->conf->min_poll_interval);
+    args[3] = q->domain;
+    args[4] = q->domain;
     if (args[0] == NULL)
         return stubmail_fail_0(q, "unavailable", "out of memory, retry later",
                                "out of memory for the acks");
-    if (stubmail_db_select(q, STMT_ACKS_MARK, &res, 3, args) != 0)
+    if (stubmail_db_select(q, STMT_ACKS_MARK, &res, 5, args) != 0)
         return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE, "marking retrieved failed");
     while (stubmail_db_next_row(q, res, &row)) {
         const char *cols[ACKS_NCOLS];

@@ -71,17 +71,23 @@ static const stubmail_stmt stubmail_stmts[] = {
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
     /* $1 rejection reason ('' = delivered), $2 id, $3 recipient,
-     * $4 polling domain. The UPDATE fires pending_match_outbox_update
+     * $4 polling domain, $5 StubmailMinPollInterval, $6 polling domain.
+     * A recorded ack gives the domain back one poll, as STMT_ACKS_MARK
+     * says. The UPDATE fires pending_match_outbox_update
      * (sql/004, as re-created by 008): it takes the polling domain's
      * "subscription" advisory lock (sql/008's stubmail_lock_class) shared,
      * so it waits while a subscription change of that domain commits, and
      * deletes the pending_match row, whose trigger NOTIFYs stubmail_poll
      * at COMMIT (the UDP responder's cache learns of it that way). */
     { STMT_ACK_MARK,
-      "UPDATE outbox SET retrieved_at = now(), rejected_reason = NULLIF(%s, '')"
-      " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s"
-      " AND retrieved_at IS NULL RETURNING " SQL_RFC3339("retrieved_at") ","
-      " rejected_reason IS NOT NULL" },
+      "WITH marked AS (UPDATE outbox SET retrieved_at = now(),"
+      "                                  rejected_reason = NULLIF(%s, '')"
+      "  WHERE message_id = %s AND recipient = %s AND recipient_domain = %s"
+      "  AND retrieved_at IS NULL RETURNING retrieved_at, rejected_reason),"
+      " refund AS (UPDATE rate_limit SET tat = greatest(tat - make_interval(secs => CAST(%s AS float8)),"
+      "                                                 now())"
+      "            WHERE kind = 'poll' AND key = %s AND EXISTS (SELECT 1 FROM marked))"
+      " SELECT " SQL_RFC3339("retrieved_at") ", rejected_reason IS NOT NULL FROM marked" },
     /* $1 id, $2 recipient, $3 polling domain */
     { STMT_ACK_SEEN,
       "SELECT " SQL_RFC3339("retrieved_at") ", rejected_reason IS NOT NULL"
@@ -95,13 +101,16 @@ static const stubmail_stmt stubmail_stmts[] = {
       "                 WHERE message_id = %s AND retrieved_at IS NULL)"
       " RETURNING spool_name" },
     /* $1 the acks as a JSON array of {"id", "to", "reason"} ("" =
-     * delivered), $2 and $3 the polling domain. One row per ack, in the
-     * order given: the time of the (first) ack, whether it rejected, and
-     * whether this statement recorded it; no time when there is no such
-     * recipient. The UPDATE fires the same trigger as STMT_ACK_MARK, once
-     * per row; the statement commits once for the whole batch. The final
-     * SELECT reads the outbox as it was before the UPDATE, so a row that
-     * this statement marked shows up through `marked`. */
+     * delivered), $2 the polling domain, $3 StubmailMinPollInterval, $4
+     * and $5 the polling domain. One row per ack, in the order given: the
+     * time of the (first) ack, whether it rejected, and whether this
+     * statement recorded it; no time when there is no such recipient. The
+     * UPDATE fires the same trigger as STMT_ACK_MARK, once per row; the
+     * statement commits once for the whole batch. An ack that recorded
+     * something gives the domain back one poll (docs/PROTOCOL.md,
+     * "Limits"): its bucket's time moves back one interval, never before
+     * now. The final SELECT reads the outbox as it was before the UPDATE,
+     * so a row that this statement marked shows up through `marked`. */
     { STMT_ACKS_MARK,
       "WITH a AS (SELECT t.i, t.x->>'id' AS id, t.x->>'to' AS rcpt,"
       "                  NULLIF(t.x->>'reason', '') AS reason"
@@ -110,7 +119,10 @@ static const stubmail_stmt stubmail_stmts[] = {
       "            FROM a WHERE o.message_id = a.id AND o.recipient = a.rcpt"
       "            AND o.recipient_domain = %s AND o.retrieved_at IS NULL"
       "            RETURNING o.message_id, o.recipient, o.retrieved_at,"
-      "                      o.rejected_reason IS NOT NULL AS rejected)"
+      "                      o.rejected_reason IS NOT NULL AS rejected),"
+      " refund AS (UPDATE rate_limit SET tat = greatest(tat - make_interval(secs => CAST(%s AS float8)),"
+      "                                                 now())"
+      "            WHERE kind = 'poll' AND key = %s AND EXISTS (SELECT 1 FROM marked))"
       " SELECT " SQL_RFC3339("coalesce(m.retrieved_at, o.retrieved_at)") ","
       "        coalesce(m.rejected, o.rejected_reason IS NOT NULL),"
       "        m.message_id IS NOT NULL, o.message_id IS NOT NULL"

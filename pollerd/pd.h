@@ -280,8 +280,10 @@ typedef struct pd_domain {
                                      * subscription, poll, ack), or NULL */
 } pd_domain;
 
-/* Delivered to the MTA but not yet in table received (database trouble):
- * kept in memory, consulted before every delivery, flushed each cycle. */
+/* Delivered to the MTA but not yet in table received: kept in memory,
+ * consulted before every delivery and every ack, and recorded all at once
+ * (one commit) after each turn of the event loop, before any ack goes out;
+ * while the database is down, until it is back. */
 typedef struct pd_unrecorded {
     struct pd_unrecorded *next;
     char domain[SM_DOMAIN_MAX + 1];
@@ -289,6 +291,7 @@ typedef struct pd_unrecorded {
     char to[SM_ADDR_MAX + 1];
     char from[SM_ADDR_MAX + 1];
     int acked;
+    int late;                       /* a try to record it failed (logged) */
 } pd_unrecorded;
 
 typedef struct pd_ctx {
@@ -370,7 +373,9 @@ int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to
 /* The n acks went through (or found nothing left to ack): acked_at for
  * them all in one statement. 0, or -1 (logged). */
 int pd_db_acked(pd_ctx *ctx, const char *domain, const pd_ack *acks, size_t n);
-/* Insert what could not be recorded earlier; 0 when nothing is left. */
+/* Record every delivery in ctx->unrecorded, in one statement; 0 when
+ * nothing is left, -1 when the database did not take them (each logged
+ * once: they stay in memory and are tried again). */
 int pd_db_flush_unrecorded(pd_ctx *ctx);
 int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
                       const char *to, const char *from);

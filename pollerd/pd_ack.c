@@ -110,6 +110,10 @@ int pd_ack_start(pd_domain *d)
 
     if (pd_login_due(d))
         return pd_login_start(d, PD_X_ACK);
+    /* what is acked must be recorded first (if the database refuses, it
+     * stays in memory: acked all the same, so it is not listed again) */
+    if (d->ctx->unrecorded && !d->ctx->unrecorded->late)
+        pd_db_flush_unrecorded(d->ctx);
     if (d->sess->single_acks) {
         n = 1;
         snprintf(url, sizeof(url), "%s/v1/message/%s/ack", d->url, first->id);
@@ -171,8 +175,9 @@ pd_next pd_ack_done(pd_domain *d, const pd_xfer *x)
     int *acked = NULL;
     char why[512] = "";
 
-    if (x->result == CURLE_OK && x->status == 404 && !d->sess->single_acks
-        && !strcmp(pd_xfer_error_code(x), "no_such_endpoint")) {
+    /* POST /v1/ack answers 404 only where it does not exist (an older
+     * outbox, or a front end that does not pass it on) */
+    if (x->result == CURLE_OK && x->status == 404 && !d->sess->single_acks) {
         sm_info("%s: the outbox takes no acks in batches: one request per ack", d->name);
         d->sess->single_acks = 1;
         return PD_NEXT_STEP;    /* the same acks again, one by one */

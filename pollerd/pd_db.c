@@ -59,6 +59,16 @@ static const char SQL_RECORD[] =
     " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
 
 /* $2: the acks as a JSON array of {"id", "to"} */
+/* $1: the deliveries as a JSON array of {"domain", "id", "to", "from",
+ * "acked"}: one statement, one commit for them all */
+static const char SQL_RECORD_MANY[] =
+    "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at, status)"
+    " SELECT r.domain, r.id, r.\"to\", r.\"from\", CASE WHEN r.acked THEN now() END,"
+    "        'delivered'"
+    "   FROM json_to_recordset($1::json)"
+    "        AS r(domain text, id text, \"to\" text, \"from\" text, acked boolean)"
+    " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
+
 static const char SQL_ACKED[] =
     "UPDATE received SET acked_at = now()"
     " WHERE remote_domain = $1 AND acked_at IS NULL"
@@ -334,17 +344,46 @@ pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
 
 int pd_db_flush_unrecorded(pd_ctx *ctx)
 {
-    pd_unrecorded **pp = &ctx->unrecorded, *u;
+    json_t *list = json_array();
+    const char *p[1];
+    char *text = NULL;
+    PGresult *res = NULL;
+    pd_unrecorded *u;
+    int rc = -1;
 
-    while ((u = *pp)) {
-        if (pd_db_record(ctx, u->domain, u->id, u->to, u->from, u->acked, NULL) != 0)
-            return -1;
-        sm_info("%s %s: to=<%s>: delivery recorded late%s", u->domain, u->id, u->to,
-                u->acked ? " (acked)" : "");
-        *pp = u->next;
+    for (u = ctx->unrecorded; u && list; u = u->next)
+        if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:b}", "domain",
+                                                  u->domain, "id", u->id, "to", u->to,
+                                                  "from", u->from, "acked", u->acked)) != 0)
+            goto leave;
+    if (!list || !(text = json_dumps(list, JSON_COMPACT))) {
+        sm_err("database: recording deliveries: out of memory");
+        goto leave;
+    }
+    p[0] = text;
+    if (!(res = exec(ctx, NULL, NULL, "recording deliveries", SQL_RECORD_MANY, 1, p,
+                     PGRES_COMMAND_OK)))
+        goto leave;
+    PQclear(res);
+    while ((u = ctx->unrecorded)) {
+        if (u->late)
+            sm_info("%s %s: to=<%s>: delivery recorded late%s", u->domain, u->id, u->to,
+                    u->acked ? " (acked)" : "");
+        ctx->unrecorded = u->next;
         free(u);
     }
-    return 0;
+    rc = 0;
+leave:
+    for (u = rc ? ctx->unrecorded : NULL; u; u = u->next)
+        if (!u->late) {
+            u->late = 1;
+            sm_err("%s %s: to=<%s>: delivered but not recorded in the database; kept in "
+                   "memory (and acked so that it is not listed again)", u->domain, u->id,
+                   u->to);
+        }
+    free(text);
+    json_decref(list);
+    return rc;
 }
 
 /* ---- UDP stubs and introductions (pd_stub.c) ------------------------- */

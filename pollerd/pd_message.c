@@ -342,16 +342,13 @@ static pd_next delivered(pd_lane *l, const pd_xfer *x)
     snprintf(l->delivered_reply, sizeof(l->delivered_reply), "%s",
              x->reply[0] ? x->reply : "250");
     ctx->n_delivered++;
-    /* record before the ack: a crash after this point acks, never
-     * delivers again */
-    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) != 0) {
-        if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) == 0)
-            sm_err("%s %s: to=<%s>: delivered but not recorded in the database; kept in "
-                   "memory and acked now so it is not listed again", d->name, it->id, it->to);
-        else
-            sm_err("%s %s: to=<%s>: delivered but neither recorded nor remembered; "
-                   "acking now", d->name, it->id, it->to);
-    }
+    /* recorded (with the others that finished in this turn of the event
+     * loop, one commit) before its ack goes out: after a crash it is acked,
+     * never delivered again */
+    if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) != 0
+        && pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) != 0)
+        sm_err("%s %s: to=<%s>: delivered but neither recorded nor remembered; "
+               "acking now", d->name, it->id, it->to);
     snprintf(what, sizeof(what), "delivered (%s)", l->delivered_reply);
     queue_ack(l, what, 0);
     return PD_NEXT_ITEM;

@@ -214,28 +214,52 @@ static void start_due_cycle(void)
         pd_cycle_start(&ctx, only);
 }
 
-/* Start the domains there is room for, start again what waited, let
- * libcurl move the transfers and hand the finished ones to the dispatcher.
- * When a waiting domain wants waking next (0: none). */
-static long long run_transfers(void)
+/* Record the deliveries that finished, in one commit (group commit: those
+ * that finished together share it). Only new ones: those that failed
+ * before wait for the cycle's end (the newest come first in the list). */
+static void record_deliveries(void)
+{
+    if (ctx.unrecorded && !ctx.unrecorded->late)
+        pd_db_flush_unrecorded(&ctx);
+}
+
+/* Hand the finished transfers to the dispatcher, one at a time (a
+ * dispatch may free another domain transfer, and libcurl then drops its
+ * message). The deliveries that finished are recorded before anything
+ * else that may take a while (a fetched body to decrypt). */
+static void finished_transfers(void)
 {
     struct CURLMsg *m;
-    int running, left;
-    long long wake;
+    int left;
     pd_xfer *x;
 
-    if (ctx.cycle_running)
-        pd_cycle_pump(&ctx);
-    wake = ctx.cycle_running ? pd_cycle_wake(&ctx) : 0;
-    curl_multi_perform(ctx.multi, &running);
     while ((m = curl_multi_info_read(ctx.multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
         x = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-        if (x)
-            pd_dispatch_done(x, m->data.result);
+        if (!x)
+            continue;
+        if (x->kind != PD_X_DELIVER)
+            record_deliveries();
+        pd_dispatch_done(x, m->data.result);
     }
+    record_deliveries();
+}
+
+/* Start the domains there is room for, start again what waited, let
+ * libcurl move the transfers and hand the finished ones to the dispatcher.
+ * When a waiting domain wants waking next (0: none). */
+static long long run_transfers(void)
+{
+    int running;
+    long long wake;
+
+    if (ctx.cycle_running)
+        pd_cycle_pump(&ctx);
+    wake = ctx.cycle_running ? pd_cycle_wake(&ctx) : 0;
+    curl_multi_perform(ctx.multi, &running);
+    finished_transfers();
     if (ctx.cycle_running)
         pd_cycle_pump(&ctx);
     return wake;

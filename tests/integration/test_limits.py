@@ -2,15 +2,17 @@
 StubmailMaxPairs pairs (413 too_many_pairs), StubmailMaxRequestBody octets
 (413 too_large), a poll per domain every StubmailMinPollInterval seconds
 after a burst of StubmailPollBurst (429 too_soon with Retry-After; other
-domains unaffected; after Retry-After one poll passes, not a burst), and
-tokens that expire after StubmailTokenLifetime seconds (401 token_expired,
+domains unaffected; after Retry-After one poll passes, not a burst; an
+ack that records a retrieval gives one poll back, a repeated ack does not),
+and tokens that expire after StubmailTokenLifetime seconds (401 token_expired,
 then a new login works)."""
 
 import calendar
 import json
+import os
 import time
 
-from support import SandboxTest, curl, get_token, login, login_body
+from support import SandboxTest, curl, get_token, login, login_body, q
 
 INTERVAL = 4
 BURST = 3
@@ -98,3 +100,51 @@ class LimitsTest(SandboxTest):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+class AckGivesPollBackTest(SandboxTest):
+    """An ack that records a retrieval gives the polling domain one poll
+    back (docs/PROTOCOL.md, Limits): a poller draining its mail is never
+    held up; a repeated ack gives nothing."""
+
+    DOMAINS = ("a.example", "b.example")
+    SERVICES = {"a.example": ("pg", "httpd"), "b.example": ("key",)}
+    HTTPD_EXTRA = (("StubmailMinPollInterval", str(INTERVAL)),
+                   ("StubmailPollBurst", str(BURST)))
+
+    def put_outbox(self, to):
+        """A message for `to` straight into the outbox, as the milter
+        would store it; its id."""
+        mid = os.urandom(16).hex()
+        with open(os.path.join(self.a.spool_dir, mid), "wb") as f:
+            f.write(b"0123456789")
+        self.a.sql("INSERT INTO message (id, sender, size, spool_name) VALUES (%s, "
+                   "'alice@a.example', 10, %s);" % (q(mid), q(mid)) +
+                   "INSERT INTO outbox (message_id, recipient, recipient_domain) VALUES "
+                   "(%s, %s, %s)" % (q(mid), q(to), q(to.split("@")[1])))
+        return mid
+
+    def test_an_ack_gives_a_poll_back(self):
+        one, two = self.put_outbox("bob@b.example"), self.put_outbox("bob@b.example")
+        token = get_token(self.a, self.b)
+        poll = lambda: curl(self.a.outbox_url + "/v1/poll", "POST", bearer=token,  # noqa: E731
+                            data=json.dumps({"pairs": [{"from": "*@a.example",
+                                                        "to": "bob@b.example"}]}))
+        ack = lambda body, path="/v1/ack": curl(  # noqa: E731
+            self.a.outbox_url + path, "POST", data=json.dumps(body), bearer=token)
+        for i in range(BURST):
+            self.assertEqual(poll().status, 200, "poll %d of the burst" % (i + 1))
+        self.assertEqual(poll().status, 429)
+        # a batch that records a retrieval: one poll back, one only
+        r = ack({"acks": [{"id": one, "to": "bob@b.example"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(poll().status, 200)
+        self.assertEqual(poll().status, 429)
+        # the same ack again records nothing: no poll back
+        self.assertEqual(ack({"acks": [{"id": one, "to": "bob@b.example"}]}).status, 200)
+        self.assertEqual(poll().status, 429)
+        # a single ack gives one back as well
+        r = ack({"to": "bob@b.example"}, "/v1/message/%s/ack" % two)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(poll().status, 200)
+        self.assertEqual(poll().status, 429)

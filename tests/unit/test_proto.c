@@ -348,6 +348,100 @@ static const struct {
       "],\"remove\":[" P("e@a.example", "f@b.example") "]}", "too_many_pairs" },
 };
 
+#define ID1 "0123456789abcdef0123456789abcdef"
+#define ID2 "fedcba9876543210fedcba9876543210"
+
+static const char *acks_code(const char *body, sm_ack_item **items, size_t *n)
+{
+    static char code[64];
+    sm_parse_error err = { 0 };
+
+    if (sm_acks_request_parse(body, strlen(body), "b.example", items, n, &err) == 0)
+        return "ok";
+    snprintf(code, sizeof code, "%s", err.code);
+    return code;
+}
+
+static void test_acks(void)
+{
+    sm_ack_item *items = NULL, sent[2];
+    sm_parse_error err = { 0 };
+    size_t n = 0, i;
+    int acked[2] = { -1, -1 };
+    char *text, *big;
+
+    is_str(acks_code("{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"Bob@b.example\"},"
+                     "{\"id\":\"" ID2 "\",\"to\":\"carol@b.example\",\"status\":\"rejected\","
+                     "\"reason\":\"bad signature\"}]}", &items, &n), "ok", "a batch of two");
+    ok(n == 2 && !strcmp(items[0].id, ID1) && !strcmp(items[0].ack.to, "bob@b.example")
+       && !items[0].ack.rejected, "first item: a delivery, recipient normalised");
+    ok(n == 2 && !strcmp(items[1].id, ID2) && items[1].ack.rejected
+       && !strcmp(items[1].ack.reason, "bad signature"), "second item: a rejection");
+    memcpy(sent, items, sizeof sent);
+    text = sm_acks_request_encode(items, n);
+    free(items);
+    items = NULL;
+    is_str(text, "{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\"},{\"id\":\"" ID2
+           "\",\"to\":\"carol@b.example\",\"status\":\"rejected\",\"reason\":\"bad signature\"}]}",
+           "batch encoded");
+    free(text);
+
+    is_str(acks_code("{\"acks\":[]}", &items, &n), "bad_request", "empty batch");
+    is_str(acks_code("{\"acks\":{}}", &items, &n), "bad_request", "acks not an array");
+    is_str(acks_code("{}", &items, &n), "bad_request", "no acks");
+    is_str(acks_code("[]", &items, &n), "bad_json", "not an object");
+    is_str(acks_code("{\"acks\":[7]}", &items, &n), "bad_request", "item not an object");
+    is_str(acks_code("{\"acks\":[{\"to\":\"bob@b.example\"}]}", &items, &n), "bad_request",
+           "item without id");
+    is_str(acks_code("{\"acks\":[{\"id\":\"" ID1 "\"}]}", &items, &n), "bad_request",
+           "item without to");
+    is_str(acks_code("{\"acks\":[{\"id\":\"0123456789ABCDEF0123456789ABCDEF\",\"to\":"
+                     "\"bob@b.example\"}]}", &items, &n), "bad_request", "id in upper case");
+    is_str(acks_code("{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\"},{\"id\":\"" ID2
+                     "\",\"to\":\"bob@c.example\"}]}", &items, &n), "foreign_recipient",
+           "one item at another domain refuses all");
+    ok(items == NULL && n == 0, "a refused batch hands nothing back");
+    is_str(acks_code("{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\","
+                     "\"reason\":\"x\"}]}", &items, &n), "bad_request", "reason without rejection");
+#define ACK_ITEM "{\"id\":\"" ID1 "\",\"to\":\"b@b.example\"}"
+    big = malloc((sizeof(ACK_ITEM) + 1) * (SM_ACKS_MAX + 1) + 16);
+    if (big) {
+        size_t one = strlen(ACK_ITEM) + 1, head = strlen("{\"acks\":[");
+        strcpy(big, "{\"acks\":[");
+        for (i = 0; i <= SM_ACKS_MAX; i++)
+            strcat(strcat(big, ACK_ITEM), ",");
+        strcpy(big + strlen(big) - 1, "]}");
+        is_str(acks_code(big, &items, &n), "too_many_acks", "one ack above the limit");
+        strcpy(big + head + one * SM_ACKS_MAX - 1, "]}");
+        is_str(acks_code(big, &items, &n), "ok", "acks at the limit");
+        ok(n == SM_ACKS_MAX, "all of them");
+        free(items);
+        items = NULL;
+        free(big);
+    }
+
+    text = "{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\",\"retrieved\":"
+           "\"2026-11-26T19:04:09Z\",\"status\":\"delivered\"},{\"id\":\"" ID2 "\",\"to\":"
+           "\"carol@b.example\",\"error\":\"not_found\"}]}";
+    ok(sm_acks_response_parse(text, strlen(text), sent, 2, acked, &err) == 0
+       && acked[0] == 1 && acked[1] == 0, "answer: acked, then not found");
+    text = "{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\",\"status\":\"delivered\"}]}";
+    ok(sm_acks_response_parse(text, strlen(text), sent, 2, acked, &err) == -1,
+       "answer with one answer too few refused");
+    text = "{\"acks\":[{\"id\":\"" ID2 "\",\"to\":\"carol@b.example\",\"error\":\"not_found\"},"
+           "{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\",\"status\":\"delivered\"}]}";
+    ok(sm_acks_response_parse(text, strlen(text), sent, 2, acked, &err) == -1,
+       "answers out of order refused");
+    text = "{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\"},{\"id\":\"" ID2 "\",\"to\":"
+           "\"carol@b.example\",\"error\":\"not_found\"}]}";
+    ok(sm_acks_response_parse(text, strlen(text), sent, 2, acked, &err) == -1,
+       "answer with neither status nor error refused");
+    text = "{\"acks\":[{\"id\":\"" ID1 "\",\"to\":\"bob@b.example\",\"error\":\"gone\"},{\"id\":\""
+           ID2 "\",\"to\":\"carol@b.example\",\"error\":\"not_found\"}]}";
+    ok(sm_acks_response_parse(text, strlen(text), sent, 2, acked, &err) == -1,
+       "unknown error refused");
+}
+
 int main(void)
 {
     sm_pair pairs[2] = { { "alice@a.example", "bob@b.example" }, { "*@a.example", "dave@b.example" } };
@@ -458,5 +552,6 @@ int main(void)
 
     test_login();
     test_ack_status();
+    test_acks();
     return tap_done();
 }

@@ -1,0 +1,177 @@
+"""POST /v1/ack (docs/PROTOCOL.md "POST /v1/ack — many acks at once"):
+many acks in one request, one answer each in order; a bad item refuses the
+whole request and records nothing; a recipient at another domain is
+refused; repeats answer the first ack; the bodies go once every recipient
+has acked. And pollerd uses it: a drain of many messages sends few acks."""
+
+import json
+import os
+import re
+
+from support import SandboxTest, make_message, curl, q, get_token, wait_for
+
+
+class AckBatchTest(SandboxTest):
+    DOMAINS = ("a.example", "b.example", "c.example")
+    SERVICES = {"c.example": ("key",)}
+
+    @classmethod
+    def setUpWorld(cls):
+        cls.token_b = get_token(cls.a, cls.b)
+        cls.token_c = get_token(cls.a, cls.c)
+
+    def acks(self, items, token=None, raw=None):
+        return curl(self.a.outbox_url + "/v1/ack", "POST",
+                    data=raw if raw is not None else json.dumps({"acks": items}),
+                    bearer=token or self.token_b)
+
+    def stored(self, to, subject, sender="carol@a.example"):
+        # carol is in nobody's address book: b.example's pollerd leaves
+        # these alone, the test acks them by hand
+        msg, _ = make_message(sender, to, subject)
+        return self.send_stored(self.a, sender, to, msg)[0][0]
+
+    def retrieved(self, mid):
+        return self.a.sql("SELECT recipient, retrieved_at IS NOT NULL, "
+                          "coalesce(rejected_reason, '') FROM outbox WHERE message_id = %s "
+                          "ORDER BY recipient" % q(mid))
+
+    def assertError(self, r, status, code):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.json()["error"], code, r)
+
+    def test_batch_answers_in_order(self):
+        a = self.a
+        one = self.stored("bob@b.example", "batch one")
+        two = self.stored("dave@b.example", "batch two")
+        r = self.acks([{"id": one, "to": "bob@b.example"},
+                       {"id": two, "to": "dave@b.example", "status": "rejected",
+                        "reason": "bad signature"},
+                       {"id": one, "to": "erin@b.example"}])
+        self.assertEqual(r.status, 200, r)
+        got = r.json()["acks"]
+        self.assertEqual([(x["id"], x["to"]) for x in got],
+                         [(one, "bob@b.example"), (two, "dave@b.example"),
+                          (one, "erin@b.example")])
+        self.assertEqual(got[0]["status"], "delivered")
+        self.assertEqual(got[1]["status"], "rejected")
+        self.assertEqual(got[2], {"id": one, "to": "erin@b.example", "error": "not_found"})
+        self.assertEqual(self.retrieved(one), [["bob@b.example", "t", ""]])
+        self.assertEqual(self.retrieved(two), [["dave@b.example", "t", "bad signature"]])
+        # every recipient acked: the bodies are gone, rows and files
+        for mid in (one, two):
+            row = a.sql("SELECT body_deleted_at IS NOT NULL, spool_name FROM message "
+                        "WHERE id = %s" % q(mid))[0]
+            self.assertEqual(row[0], "t")
+            self.assertFalse(os.path.exists(os.path.join(a.spool_dir, row[1])))
+        a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: dave@b\.example rejected" % two)
+        # a repeat answers the first ack, and changes nothing
+        again = self.acks([{"id": one, "to": "bob@b.example"},
+                           {"id": two, "to": "dave@b.example"}])
+        self.assertEqual(again.status, 200, again)
+        self.assertEqual(again.json()["acks"][0]["retrieved"], got[0]["retrieved"])
+        self.assertEqual(again.json()["acks"][1]["status"], "rejected")
+        self.assertEqual(self.retrieved(two), [["dave@b.example", "t", "bad signature"]])
+
+    def test_body_stays_while_a_recipient_waits(self):
+        a = self.a
+        msg, _ = make_message("carol@a.example", "bob@b.example", "to two")
+        mid = self.send_stored(a, "carol@a.example", ["bob@b.example", "dave@b.example"],
+                               msg)[0][0]
+        r = self.acks([{"id": mid, "to": "bob@b.example"}])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(a.sql("SELECT body_deleted_at IS NULL FROM message WHERE id = %s"
+                               % q(mid)), [["t"]])
+        r = self.acks([{"id": mid, "to": "dave@b.example"}, {"id": mid, "to": "dave@b.example"}])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([x["status"] for x in r.json()["acks"]], ["delivered", "delivered"])
+        self.assertEqual(a.sql("SELECT body_deleted_at IS NULL FROM message WHERE id = %s"
+                               % q(mid)), [["f"]])
+
+    def test_bad_item_refuses_all(self):
+        a = self.a
+        mid = self.stored("bob@b.example", "refused batch")
+        before = self.retrieved(mid)
+        cases = [
+            ([{"id": mid, "to": "bob@b.example"}, {"id": "XYZ", "to": "bob@b.example"}],
+             400, "bad_request"),
+            ([{"id": mid, "to": "bob@b.example"}, {"id": mid}], 400, "bad_request"),
+            ([{"id": mid, "to": "bob@b.example"}, {"id": mid, "to": "carol@c.example"}],
+             403, "foreign_recipient"),
+            ([{"id": mid, "to": "bob@b.example", "status": "lost"}], 400, "bad_request"),
+            ([{"id": mid, "to": "bob@b.example", "reason": "x"}], 400, "bad_request"),
+            ([], 400, "bad_request"),
+            ([{"id": mid, "to": "bob@b.example"}] * 1001, 413, "too_many_acks"),
+        ]
+        for items, status, code in cases:
+            with self.subTest(code=code, n=len(items)):
+                self.assertError(self.acks(items), status, code)
+        self.assertError(self.acks(None, raw='{"acks": {"id": 1}}'), 400, "bad_request")
+        self.assertError(self.acks(None, raw='{"acks": [ '), 400, "bad_json")
+        self.assertEqual(self.retrieved(mid), before)
+        # c.example can ack nothing of b.example's
+        self.assertError(self.acks([{"id": mid, "to": "bob@b.example"}], self.token_c),
+                         403, "foreign_recipient")
+        r = self.acks([{"id": mid, "to": "carol@c.example"}], self.token_c)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["acks"][0]["error"], "not_found")
+        self.assertEqual(self.retrieved(mid), before)
+        # GET is not how
+        r = curl(a.outbox_url + "/v1/ack", bearer=self.token_b)
+        self.assertError(r, 405, "method_not_allowed")
+
+
+def ack_requests(isp):
+    """(batches, single acks) in isp's access log."""
+    with open(isp.access_log) as f:
+        lines = f.read().splitlines()
+    return (sum(1 for l in lines if "POST /stubmail/v1/ack " in l),
+            sum(1 for l in lines if re.search(r"POST /stubmail/v1/message/\w+/ack ", l)))
+
+
+class PollerdAcksTest(SandboxTest):
+    """b.example's pollerd drains 40 messages, four lanes at once, and acks
+    them in batches: a handful of requests, none per message."""
+
+    N = 40
+
+    def drain(self, subject):
+        a, b = self.a, self.b
+        b.add_contact("bob@b.example", "alice@a.example")
+        b.kill_pollerd()            # the messages wait, then come in one cycle
+        tags = []
+        for i in range(self.N):
+            msg, tag = make_message("alice@a.example", "bob@b.example", "%s %d" % (subject, i))
+            self.send_ok(a, "alice@a.example", "bob@b.example", msg)
+            tags.append(tag)
+        wait_for(lambda: int(a.sql("SELECT count(*) FROM outbox WHERE retrieved_at IS NULL")
+                             [0][0]) >= self.N, timeout=30, what="the messages in the outbox")
+        before = ack_requests(a)
+        b.start_pollerd()
+        b.poll_now()
+        for tag in tags:
+            self.assertEqual(len(self.wait_maildir(b, "bob", tag)), 1)
+        wait_for(lambda: a.sql("SELECT count(*) FROM outbox WHERE retrieved_at IS NULL")
+                 == [["0"]], timeout=30, what="every message acked")
+        wait_for(lambda: b.sql("SELECT count(*) FROM received WHERE acked_at IS NULL")
+                 == [["0"]], timeout=30, what="acked_at recorded")
+        after = ack_requests(a)
+        return after[0] - before[0], after[1] - before[1]
+
+    def test_drain_acks_in_batches(self):
+        batches, singles = self.drain("batched")
+        self.assertEqual(singles, 0)
+        self.assertGreaterEqual(batches, 1)
+        self.assertLessEqual(batches, self.N // 4)
+
+
+class PollerdAcksOldOutboxTest(PollerdAcksTest):
+    """An outbox without POST /v1/ack (404): one ack per message, nothing
+    lost."""
+
+    HTTPD_EXTRA = (("Redirect", "404 /stubmail/v1/ack"),)
+
+    def test_drain_acks_in_batches(self):
+        batches, singles = self.drain("one by one")
+        self.assertEqual(singles, self.N)
+        self.assertEqual(batches, 1)        # the one that found it missing
