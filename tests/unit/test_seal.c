@@ -2,16 +2,20 @@
  *
  * a.example seals, b.example opens, c.example is the stranger; keys are made
  * by sm_pgp (gpg) in throwaway homes, as stubmail-keygen makes them. What
- * matters is that either side may be gpg: a body sealed here opens with gpg
- * (sm_pgp_decrypt_verify_fd, and the gpg command line), a body gpg sealed
- * opens here, and the verdicts on forged, tampered, unsigned and wrongly
- * signed bodies are the ones sm_pgp gives. Timings are printed, not
- * asserted (tests/bench measures). */
+ * matters is that either side may be gpg: a body sealed here opens with the
+ * gpg command line, a body the gpg command line sealed opens here, and the
+ * seal refuses what a peer must not get through: forged, tampered,
+ * truncated, unsigned, wrongly or twice signed bodies, bodies without
+ * integrity protection, and signatures by a signing subkey that has since
+ * expired (d.example signs, e.example opens: keys made in the past with gpg
+ * --faked-system-time). Timings are printed, not asserted (tests/bench
+ * measures). */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,50 +39,88 @@ static char home_a[64], home_b[64], home_c[64];
 static char fa[SM_PGP_FPR_MAX + 1], fb[SM_PGP_FPR_MAX + 1], fc[SM_PGP_FPR_MAX + 1];
 static char why[SM_PGP_WHY_MAX];
 
-/* in → out through one of the four engines */
-enum { SEAL, GPG };
-
-static int seal_file(int engine, sm_seal *s, const char *home, const char *signer,
-                     const char *const *to, const char *in, const char *out)
+static int seal_file(sm_seal *s, const char *const *to, const char *in, const char *out)
 {
     int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
 
-    if (engine == SEAL)
-        rc = sm_seal_encrypt_sign_fd(s, to, ifd, ofd, why, sizeof why);
-    else
-        rc = sm_pgp_encrypt_sign_fd(home, signer, to, ifd, ofd, why, sizeof why);
+    rc = sm_seal_encrypt_sign_fd(s, to, ifd, ofd, why, sizeof why);
     close(ifd);
     close(ofd);
     return rc;
 }
 
-static int open_file(int engine, sm_seal *s, const char *home, const char *in, const char *out,
-                     const char *signer, sm_pgp_result *res)
+static int open_file(sm_seal *s, const char *in, const char *out, const char *signer,
+                     sm_pgp_result *res)
 {
     int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
 
-    if (engine == SEAL)
-        rc = sm_seal_decrypt_verify_fd(s, ifd, ofd, signer, res, why, sizeof why);
-    else
-        rc = sm_pgp_decrypt_verify_fd(home, ifd, ofd, signer, res, why, sizeof why);
+    rc = sm_seal_decrypt_verify_fd(s, ifd, ofd, signer, res, why, sizeof why);
     close(ifd);
     close(ofd);
     return rc;
 }
 
-static int sh(const char *fmt, const char *a1, const char *a2, const char *a3, const char *a4)
+static int __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
 {
     char cmd[2048];
+    va_list ap;
 
-    snprintf(cmd, sizeof cmd, fmt, a1, a2, a3, a4);
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
     return system(cmd);
+}
+
+/* The gpg command line seals in for to as signer (a stubmail peer's stored
+ * form: signed, encrypted, uncompressed, binary). 0 if gpg did. */
+static int gpg_seal(const char *home, const char *signer, const char *to, const char *in,
+                    const char *out)
+{
+    return sh("gpg --homedir %s --batch --quiet --yes --trust-model always --compress-algo none"
+              " -u %s -r %s --sign --encrypt -o %s %s 2>/dev/null", home, signer, to, out, in);
+}
+
+/* The gpg command line opens in into out: 0 if it decrypted with integrity
+ * protection and found exactly one good signature, whose primary key's
+ * fingerprint goes to signer; else -1. */
+static int gpg_open(const char *home, const char *in, const char *out,
+                    char signer[SM_PGP_FPR_MAX + 1])
+{
+    char cmd[1024], line[1024], *tok, *last;
+    FILE *p;
+    int okay = 0, good = 0, sigs = 0, rc = -1;
+
+    signer[0] = '\0';
+    snprintf(cmd, sizeof cmd, "gpg --homedir %s --batch --quiet --yes --status-fd 1 -o %s "
+             "--decrypt %s 2>/dev/null", home, out, in);
+    if ((p = popen(cmd, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "[GNUPG:] NEWSIG", 15) == 0)
+            sigs++;
+        else if (strncmp(line, "[GNUPG:] GOODSIG ", 17) == 0)
+            good++;
+        else if (strcmp(line, "[GNUPG:] DECRYPTION_OKAY") == 0)
+            okay = 1;
+        else if (strncmp(line, "[GNUPG:] VALIDSIG ", 18) == 0) {
+            /* its last field is the primary key's fingerprint */
+            for (last = NULL, tok = strtok(line + 18, " "); tok; tok = strtok(NULL, " "))
+                last = tok;
+            if (last && strlen(last) <= SM_PGP_FPR_MAX)
+                strcpy(signer, last);
+        }
+    }
+    if (pclose(p) == 0 && okay && sigs == 1 && good == 1 && signer[0])
+        rc = 0;
+    return rc;
 }
 
 /* Give home the public key fpr of other (gpg on both ends). */
 static int give_key(const char *other, const char *fpr, const char *home)
 {
     return sh("gpg --homedir %s --batch --quiet --export %s | gpg --homedir %s --batch --quiet "
-              "--import 2>/dev/null%s", other, fpr, home, "");
+              "--import 2>/dev/null", other, fpr, home);
 }
 
 /* One bit of the file at off turned over. */
@@ -143,7 +185,7 @@ int main(void)
     const char *to_b[] = { fb, NULL }, *to_bc[] = { fb, fc, NULL }, *to_none[] = { NULL };
     sm_seal *sa = NULL, *sb = NULL, *sc = NULL, *sx = NULL;
     sm_pgp_result res;
-    char plain1k[1024];
+    char plain1k[1024], signer[SM_PGP_FPR_MAX + 1];
     struct worker w[THREADS];
     pthread_t th[THREADS];
     double t0, t_seal, t_gpg;
@@ -201,68 +243,65 @@ int main(void)
        "a malformed fingerprint refused");
 
     /* sealed here, opened by gpg */
-    ok(seal_file(SEAL, sa, NULL, NULL, to_b, path("plain1k"), path("s1.pgp")) == SM_PGP_OK,
+    ok(seal_file(sa, to_b, path("plain1k"), path("s1.pgp")) == SM_PGP_OK,
        "a seals 1 KiB for b (%s)", why);
-    ok(open_file(GPG, NULL, home_b, path("s1.pgp"), path("s1.out"), fa, &res) == SM_PGP_OK
-       && res.decrypted && res.sig == SM_PGP_SIG_VALID && same_files(path("plain1k"), path("s1.out")),
-       "gpg (gpgme) opens it: decrypted, a's signature valid, same text (%s)", why);
-    is_str(res.signer_fpr, fa, "gpg names a's key as the signer");
-    ok(sh("gpg --homedir %s --batch --quiet --status-fd 1 --decrypt %s 2>/dev/null "
-          "| grep -q '^\\[GNUPG:\\] VALIDSIG %s'%s", home_b, path("s1.pgp"), fa, "") == 0,
-       "the gpg command line says VALIDSIG by a's key");
-    ok(sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null | grep -q 'compressed packet'"
-          "%s%s", home_b, path("s1.pgp"), "", "") != 0
-       && sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null | grep -q 'mdc_method: 2'"
-             "%s%s", home_b, path("s1.pgp"), "", "") == 0,
+    ok(gpg_open(home_b, path("s1.pgp"), path("s1.out"), signer) == 0
+       && same_files(path("plain1k"), path("s1.out")),
+       "the gpg command line opens it: decrypted, one good signature, same text");
+    is_str(signer, fa, "gpg names a's key as the signer");
+    ok(sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null | grep -q 'compressed packet'",
+          home_b, path("s1.pgp")) != 0
+       && sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null | grep -q 'mdc_method: 2'",
+             home_b, path("s1.pgp")) == 0,
        "stored form: no compression, SEIPD with MDC");
 
     /* sealed by gpg, opened here */
-    ok(seal_file(GPG, NULL, home_a, fa, to_b, path("big"), path("g1.pgp")) == SM_PGP_OK,
-       "gpg seals 3 MiB for b");
-    ok(open_file(SEAL, sb, NULL, path("g1.pgp"), path("g1.out"), fa, &res) == SM_PGP_OK
+    ok(gpg_seal(home_a, fa, fb, path("big"), path("g1.pgp")) == 0,
+       "the gpg command line seals 3 MiB for b");
+    ok(open_file(sb, path("g1.pgp"), path("g1.out"), fa, &res) == SM_PGP_OK
        && res.decrypted && res.sig == SM_PGP_SIG_VALID && same_files(path("big"), path("g1.out")),
        "the seal opens gpg's 3 MiB: valid, byte-identical (%s)", why);
 
     /* two recipients; each opens it */
-    ok(seal_file(SEAL, sa, NULL, NULL, to_bc, path("big"), path("s2.pgp")) == SM_PGP_OK,
+    ok(seal_file(sa, to_bc, path("big"), path("s2.pgp")) == SM_PGP_OK,
        "a seals 3 MiB for b and c (%s)", why);
-    ok(open_file(SEAL, sb, NULL, path("s2.pgp"), path("s2b.out"), fa, &res) == SM_PGP_OK
+    ok(open_file(sb, path("s2.pgp"), path("s2b.out"), fa, &res) == SM_PGP_OK
        && same_files(path("big"), path("s2b.out")), "b opens it");
-    ok(open_file(SEAL, sc, NULL, path("s2.pgp"), path("s2c.out"), fa, &res) == SM_PGP_OK
+    ok(open_file(sc, path("s2.pgp"), path("s2c.out"), fa, &res) == SM_PGP_OK
        && same_files(path("big"), path("s2c.out")), "c opens it");
-    ok(open_file(SEAL, sc, NULL, path("s1.pgp"), path("s1c.out"), fa, &res) == SM_PGP_REJECT
+    ok(open_file(sc, path("s1.pgp"), path("s1c.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "c cannot open what was sealed for b alone: %s", why);
 
     /* verdicts */
-    ok(open_file(SEAL, sb, NULL, path("s1.pgp"), path("x.out"), fc, &res) == SM_PGP_REJECT
+    ok(open_file(sb, path("s1.pgp"), path("x.out"), fc, &res) == SM_PGP_REJECT
        && res.decrypted && res.sig == SM_PGP_SIG_WRONG_SIGNER && strcmp(res.signer_fpr, fa) == 0,
        "expecting c's signature on a's: WRONG_SIGNER (%s)", why);
-    ok(sh("cp %s %s%s%s", path("s1.pgp"), path("t.pgp"), "", "") == 0 && flip_bit(path("t.pgp"), 200) == 0
-       && open_file(SEAL, sb, NULL, path("t.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+    ok(sh("cp %s %s", path("s1.pgp"), path("t.pgp")) == 0 && flip_bit(path("t.pgp"), 200) == 0
+       && open_file(sb, path("t.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "one octet changed: REJECT, not decrypted: %s", why);
     ok(sh("gpg --homedir %s --batch --quiet --trust-model always -r %s --encrypt -o %s %s",
           home_a, fb, path("u.pgp"), path("plain1k")) == 0
-       && open_file(SEAL, sb, NULL, path("u.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+       && open_file(sb, path("u.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && res.decrypted && res.sig == SM_PGP_SIG_MISSING, "encrypted, unsigned: MISSING");
     ok(sh("gpg --homedir %s --batch --quiet --yes --trust-model always -r %s --sign --encrypt "
           "-o %s %s", home_c, fb, path("cs.pgp"), path("plain1k")) == 0
-       && open_file(SEAL, sb, NULL, path("cs.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+       && open_file(sb, path("cs.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && res.decrypted && (res.sig == SM_PGP_SIG_NO_KEY || res.sig == SM_PGP_SIG_WRONG_SIGNER)
        && res.signer_fpr[0] && strstr(fc, res.signer_fpr),
        "signed by c with a's expected: refused, c's key named (%s)", why);
-    ok(sh("printf 'not openpgp at all' > %s%s%s%s", path("j.pgp"), "", "", "") == 0
-       && open_file(SEAL, sb, NULL, path("j.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+    ok(sh("printf 'not openpgp at all' > %s", path("j.pgp")) == 0
+       && open_file(sb, path("j.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "junk: REJECT: %s", why);
-    ok(seal_file(SEAL, sa, NULL, NULL, to_none, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT,
+    ok(seal_file(sa, to_none, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT,
        "no recipients: REJECT");
     {
         const char *to_x[] = { "0123456789ABCDEF0123456789ABCDEF01234567", NULL };
-        ok(seal_file(SEAL, sa, NULL, NULL, to_x, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
+        ok(seal_file(sa, to_x, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
            && strstr(why, "not in the keyring"), "a recipient key not in the keyring: %s", why);
     }
-    ok(open_file(SEAL, sb, NULL, path("s1.pgp"), "/dev/full", fa, &res) == SM_PGP_ERROR,
+    ok(open_file(sb, path("s1.pgp"), "/dev/full", fa, &res) == SM_PGP_ERROR,
        "output that cannot be written: ERROR (retry), not a verdict: %s", why);
-    ok(seal_file(SEAL, sa, NULL, NULL, to_b, path("plain1k"), "/dev/full") == SM_PGP_ERROR,
+    ok(seal_file(sa, to_b, path("plain1k"), "/dev/full") == SM_PGP_ERROR,
        "sealing into a full disk: ERROR: %s", why);
     {
         /* the disk fills during librnp's last write, after it has encrypted
@@ -276,7 +315,7 @@ int main(void)
             lim = old;
             lim.rlim_cur = (rlim_t)st.st_size - 100;
             if (setrlimit(RLIMIT_FSIZE, &lim) == 0) {
-                rc = seal_file(SEAL, sa, NULL, NULL, to_bc, path("big"), path("late.pgp"));
+                rc = seal_file(sa, to_bc, path("big"), path("late.pgp"));
                 setrlimit(RLIMIT_FSIZE, &old);
             }
         }
@@ -297,7 +336,7 @@ int main(void)
             sub_fpr[strcspn(sub_fpr, "\n")] = '\0';
             pclose(p);
         }
-        ok(sub_fpr[0] && seal_file(SEAL, sa, NULL, NULL, to_sub, path("plain1k"), path("x.pgp"))
+        ok(sub_fpr[0] && seal_file(sa, to_sub, path("plain1k"), path("x.pgp"))
                          == SM_PGP_REJECT && strstr(why, "subkey"),
            "a recipient named by its subkey's fingerprint: REJECT (%s)", why);
     }
@@ -305,13 +344,13 @@ int main(void)
     /* c's key revoked in a's keyring: after sm_seal_forget, a no longer
      * encrypts to it */
     ok(sh("sed 's/^:-----/-----/' %s/openpgp-revocs.d/%s.rev | gpg --homedir %s --batch --quiet "
-          "--import 2>/dev/null%s", home_c, fc, home_a, "") == 0, "c's key revoked in a's keyring");
-    ok(seal_file(SEAL, sa, NULL, NULL, to_bc, path("plain1k"), path("x.pgp")) == SM_PGP_OK,
+          "--import 2>/dev/null", home_c, fc, home_a) == 0, "c's key revoked in a's keyring");
+    ok(seal_file(sa, to_bc, path("plain1k"), path("x.pgp")) == SM_PGP_OK,
        "until forgotten, the seal still holds the key it loaded");
     ok(sm_seal_key_check(sa, fc, NULL, why, sizeof why) == SM_PGP_OK,
        "so does the key check");
     sm_seal_forget(sa, fc);
-    ok(seal_file(SEAL, sa, NULL, NULL, to_bc, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
+    ok(seal_file(sa, to_bc, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
        && strstr(why, fc), "after sm_seal_forget: REJECT (%s)", why);
     ok(sm_seal_key_check(sa, fc, NULL, why, sizeof why) == SM_PGP_REJECT && strstr(why, "revoked"),
        "and the key check says revoked: %s", why);
@@ -334,17 +373,17 @@ int main(void)
     /* what it costs: printed, not asserted */
     t0 = now();
     for (i = 0; i < ROUNDS; i++)
-        seal_file(SEAL, sa, NULL, NULL, to_b, path("plain1k"), path("r.pgp"));
+        seal_file(sa, to_b, path("plain1k"), path("r.pgp"));
     t_seal = (now() - t0) / ROUNDS;
     t0 = now();
     for (i = 0; i < ROUNDS / 10; i++)
-        seal_file(GPG, NULL, home_a, fa, to_b, path("plain1k"), path("r.pgp"));
+        gpg_seal(home_a, fa, fb, path("plain1k"), path("r.pgp"));
     t_gpg = (now() - t0) / (ROUNDS / 10);
-    printf("# seal 1 KiB: in process %.3f ms, gpgme %.3f ms (%.0fx)\n", t_seal * 1e3,
+    printf("# seal 1 KiB: in process %.3f ms, gpg command line %.3f ms (%.0fx)\n", t_seal * 1e3,
            t_gpg * 1e3, t_gpg / t_seal);
     t0 = now();
     for (i = 0; i < ROUNDS; i++)
-        open_file(SEAL, sb, NULL, path("s1.pgp"), path("r.out"), fa, &res);
+        open_file(sb, path("s1.pgp"), path("r.out"), fa, &res);
     printf("# open 1 KiB in process: %.3f ms\n", (now() - t0) / ROUNDS * 1e3);
 
     sm_seal_free(sa);
