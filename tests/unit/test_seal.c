@@ -292,12 +292,32 @@ int main(void)
     ok(sh("printf 'not openpgp at all' > %s", path("j.pgp")) == 0
        && open_file(sb, path("j.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "junk: REJECT: %s", why);
+    ok(sh("head -c 2000000 %s > %s", path("s2.pgp"), path("h.pgp")) == 0
+       && open_file(sb, path("h.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+       && !res.decrypted, "truncated: REJECT, not decrypted: %s", why);
+    ok(sh("gpg --homedir %s --batch --quiet --yes -u %s --sign -o %s %s", home_a, fa,
+          path("so.pgp"), path("plain1k")) == 0
+       && open_file(sb, path("so.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+       && !res.decrypted, "signed, not encrypted: REJECT, not decrypted: %s", why);
+    ok(sh("gpg --homedir %s --batch --quiet --yes --trust-model always --rfc2440 --cipher-algo "
+          "CAST5 -u %s -r %s --sign --encrypt -o %s %s 2>/dev/null", home_a, fa, fb,
+          path("nomdc.pgp"), path("plain1k")) == 0
+       && open_file(sb, path("nomdc.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
+       && !res.decrypted && strstr(why, "integrity"),
+       "encrypted without integrity protection (no MDC): REJECT: %s", why);
+    ok(open_file(sb, path("s1.pgp"), path("x.out"), "xyz", &res) == SM_PGP_REJECT
+       && !res.decrypted, "an expected signer that is no fingerprint: REJECT: %s", why);
     ok(seal_file(sa, to_none, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT,
        "no recipients: REJECT");
     {
         const char *to_x[] = { "0123456789ABCDEF0123456789ABCDEF01234567", NULL };
         ok(seal_file(sa, to_x, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
            && strstr(why, "not in the keyring"), "a recipient key not in the keyring: %s", why);
+    }
+    {
+        const char *to_bad[] = { "abc", NULL };
+        ok(seal_file(sa, to_bad, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT
+           && strstr(why, "not a fingerprint"), "a recipient that is no fingerprint: %s", why);
     }
     ok(open_file(sb, path("s1.pgp"), "/dev/full", fa, &res) == SM_PGP_ERROR,
        "output that cannot be written: ERROR (retry), not a verdict: %s", why);
