@@ -143,6 +143,64 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
     return remove(p);
 }
 
+/* d.example signs with subkeys, e.example opens. Both keys are made on
+ * 2020-01-01 (gpg --faked-system-time), so that d can have a signing subkey
+ * that expired on 2020-01-02 and a body it signed with it on the day it
+ * was good; its other signing subkey is made now and good for a year.
+ * Either subkey's signature counts for d's primary key, if it counts. */
+static void subkey_tests(void)
+{
+    char home_d[64], home_e[64], fd[SM_PGP_FPR_MAX + 2] = "", fe[SM_PGP_FPR_MAX + 2] = "";
+    sm_seal *se = NULL;
+    sm_pgp_result res;
+    FILE *f;
+
+    snprintf(home_d, sizeof home_d, "%s/d", base);
+    snprintf(home_e, sizeof home_e, "%s/e", base);
+    ok(sh("set -e; cd %s; mkdir -m 700 d e;"
+          " G='gpg --batch --quiet --yes --pinentry-mode loopback --passphrase \"\""
+          " --trust-model always'; PAST='--faked-system-time 20200101T000000';"
+          " fpr() { $G --homedir $1 --with-colons --list-keys | awk -F: '/^fpr/{print $10}'"
+          " | sed -n $2p; };"
+          " $G --homedir d $PAST --quick-gen-key stubmail@d.example future-default default never;"
+          /* e's secret key unprotected, as stubmail-keygen makes it: the seal exports it */
+          " $G --homedir e $PAST --gen-key <<EOF\nKey-Type: eddsa\nKey-Curve: ed25519\n"
+          "Subkey-Type: ecdh\nSubkey-Curve: cv25519\nName-Email: stubmail@e.example\n"
+          "Expire-Date: 0\n%%no-protection\nEOF\n"
+          " D=$(fpr d 1); E=$(fpr e 1);"
+          " $G --homedir d $PAST --quick-add-key $D ed25519 sign 1d;"
+          " $G --homedir d --quick-add-key $D ed25519 sign 1y;"
+          " OLD=$(fpr d 3); NOW=$(fpr d 4);"
+          " $G --homedir e --export $E | $G --homedir d --import;"
+          " $G --homedir d --export $D | $G --homedir e --import;"
+          " S='--compress-algo none --sign --encrypt';"
+          " $G --homedir d -u $NOW! -r $E $S -o now.pgp plain1k;"
+          " $G --homedir d --faked-system-time 20200101T120000 -u $OLD! -r $E $S -o old.pgp plain1k;"
+          " $G --homedir d -u $D! -u $NOW! -r $E $S -o twice.pgp plain1k;"
+          " echo $D > d.fpr; echo $E > e.fpr", base) == 0
+       && (f = fopen(path("d.fpr"), "r")) != NULL && fgets(fd, sizeof fd, f) && fclose(f) == 0
+       && (f = fopen(path("e.fpr"), "r")) != NULL && fgets(fe, sizeof fe, f) && fclose(f) == 0,
+       "d's key with an expired and a current signing subkey, e's key (gpg, made in 2020)");
+    fd[strcspn(fd, "\n")] = '\0';
+    fe[strcspn(fe, "\n")] = '\0';
+    ok(sm_seal_new(home_e, fe, 1, &se, why, sizeof why) == SM_PGP_OK, "e's seal (%s)", why);
+    if (!se)
+        return;
+    ok(open_file(se, path("now.pgp"), path("x.out"), fd, &res) == SM_PGP_OK
+       && res.sig == SM_PGP_SIG_VALID && strcmp(res.signer_fpr, fd) == 0
+       && same_files(path("plain1k"), path("x.out")),
+       "signed by d's current signing subkey: valid, d's primary named (%s)", why);
+    ok(open_file(se, path("old.pgp"), path("x.out"), fd, &res) == SM_PGP_REJECT
+       && res.decrypted && res.sig == SM_PGP_SIG_INVALID && strstr(why, "expired"),
+       "signed by d's signing subkey while it was good, expired since: REJECT (%s)", why);
+    ok(open_file(se, path("twice.pgp"), path("x.out"), fd, &res) == SM_PGP_REJECT
+       && res.decrypted && res.sig == SM_PGP_SIG_INVALID && strstr(why, "exactly one"),
+       "signed twice, by d's primary and its subkey: REJECT (%s)", why);
+    sm_seal_free(se);
+    sm_pgp_stop_agent(home_d, why, sizeof why);
+    sm_pgp_stop_agent(home_e, why, sizeof why);
+}
+
 struct worker {
     sm_seal *a, *b;
     int id, failures;
@@ -374,6 +432,8 @@ int main(void)
        && strstr(why, fc), "after sm_seal_forget: REJECT (%s)", why);
     ok(sm_seal_key_check(sa, fc, NULL, why, sizeof why) == SM_PGP_REJECT && strstr(why, "revoked"),
        "and the key check says revoked: %s", why);
+
+    subkey_tests();
 
     /* threads share the seals */
     for (i = 0; i < THREADS; i++) {
