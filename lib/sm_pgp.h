@@ -85,7 +85,7 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
  * SM_PGP_ERROR if gpg could not be asked. Cheap: no network, no agent. */
 int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen);
 
-/* A caller's rule for whose key counts, for the two functions below. key is
+/* A caller's rule for whose key counts, for sm_pgp_import_checked. key is
  * a gpgme_key_t (include <gpgme.h> to look inside); in_keyring is 0 for the
  * key as a blob lists it, before anything is imported, and 1 for the key as
  * the keyring has it (after an import: merged with what it already held).
@@ -105,12 +105,6 @@ typedef int (*sm_pgp_key_rule)(struct _gpgme_key *key, int in_keyring, void *arg
 int sm_pgp_import_checked(const char *home, const void *blob, size_t len, const char *blob_name,
                           sm_pgp_key_rule rule, void *arg, char fpr_out[SM_PGP_FPR_MAX + 1],
                           char *why, size_t whylen);
-
-/* SM_PGP_OK if home holds a public key whose primary fingerprint is fpr
- * (not merely a subkey's) and rule accepts it (in_keyring 1); SM_PGP_REJECT
- * if not, or fpr is malformed; SM_PGP_ERROR if gpg could not be asked. */
-int sm_pgp_check_key(const char *home, const char *fpr, sm_pgp_key_rule rule, void *arg,
-                     char *why, size_t whylen);
 
 /* Detached ASCII-armored signature over data by signer_fpr's secret key, as
  * a NUL-terminated malloc'd string in *sig (free() it), length in *siglen. */
