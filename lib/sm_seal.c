@@ -1,10 +1,10 @@
 /* sm_seal — sign+encrypt and decrypt+verify in process with librnp, over
  * the keys and contexts of sm_seal_keys.c (sm_seal.h).
  *
- * The rules are sm_pgp_msg.c's, so that a body sealed here and one sealed by
- * gpg are judged alike: exactly one signature, by the expected primary key,
- * usable; integrity protection required; no compression (big bodies are
- * attachments, already compressed). */
+ * A body opened here counts whoever sealed it (this code or a peer's gpg)
+ * only if it has exactly one signature, by the expected primary key or a
+ * signing subkey of it, usable now; integrity protection is required. Bodies
+ * are sealed uncompressed (big ones are attachments, already compressed). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -173,7 +173,8 @@ static int protected_ok(rnp_op_verify_t op)
     return ok;
 }
 
-/* sm_pgp_msg.c's rule for the one signature inside. */
+/* The rule for the one signature inside (as sm_pgp_verify_detached's for a
+ * login signature). */
 static int check_signature(sm_seal *s, slot *sl, rnp_op_verify_t op, const char *want,
                            sm_pgp_result *res, char *why, size_t whylen)
 {
@@ -227,8 +228,9 @@ static int check_signature(sm_seal *s, slot *sl, rnp_op_verify_t op, const char 
         goto leave;
     }
     snprintf(res->signer_fpr, sizeof res->signer_fpr, "%s", fpr);
-    /* gpgme's rule: the key that signed must be usable now and for signing,
-     * not only valid when it signed (librnp's judgement) */
+    /* the key that signed must be usable now and for signing, not only
+     * valid when it signed (librnp's judgement): a signing subkey that has
+     * expired or been revoked since no longer speaks for the domain */
     if (!is_primary && (!seal_key_valid(key) || rnp_key_allows_usage(key, "sign", &can_sign)
                                                != RNP_SUCCESS || !can_sign)) {
         sm_why(why, whylen, "signing subkey of %s is expired, revoked or not for signing", fpr);
