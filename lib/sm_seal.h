@@ -46,6 +46,7 @@ typedef enum sm_pgp_sig {
 
 typedef struct sm_pgp_result {
     int decrypted;              /* 1: the whole plaintext came out and passed the integrity check */
+    int compressed;             /* 1: refused as compressed (decrypted stays 0) */
     sm_pgp_sig sig;
     char signer_fpr[SM_PGP_FPR_MAX + 1];  /* primary key fpr of the signer; for NO_KEY the key id
                                            * the signature names; empty if unknown */
@@ -78,11 +79,16 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
  * SM_PGP_SIG_VALID. A tampered, truncated or undecryptable body is
  * SM_PGP_REJECT with decrypted 0; a bad, missing, unknown or wrong signature
  * SM_PGP_REJECT with decrypted 1 and the sig status: either is a reason to
- * quarantine. A signature by a key other than expected_signer_fpr's is
- * SM_PGP_SIG_WRONG_SIGNER when this seal happens to hold that key, else
- * SM_PGP_SIG_NO_KEY (only the expected key is loaded for the purpose), with
- * its fingerprint or key id in res->signer_fpr. SM_PGP_ERROR: local
- * trouble, retry.
+ * quarantine. A compressed body is SM_PGP_REJECT with compressed 1, as soon
+ * as its plaintext would outgrow it: out_fd never gets more octets than
+ * in_fd gave (no uncompressed body can make more), so a decompression bomb
+ * costs no more spool than its own size. A compressed body whose plaintext
+ * stays shorter than the body is not seen (librnp 0.16 does not report the
+ * packet) and opens as any other. A signature by a key other than
+ * expected_signer_fpr's is SM_PGP_SIG_WRONG_SIGNER when this seal happens to
+ * hold that key, else SM_PGP_SIG_NO_KEY (only the expected key is loaded for
+ * the purpose), with its fingerprint or key id in res->signer_fpr.
+ * SM_PGP_ERROR: local trouble, retry.
  * CAUTION: plaintext is written before integrity and signature are known:
  * use out_fd only after SM_PGP_OK. */
 int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,

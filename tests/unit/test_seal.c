@@ -6,7 +6,8 @@
  * gpg command line, a body the gpg command line sealed opens here, and the
  * seal refuses what a peer must not get through: forged, tampered,
  * truncated, unsigned, wrongly or twice signed bodies, bodies without
- * integrity protection, and signatures by a signing subkey that has since
+ * integrity protection, compressed bodies (gpg's default, and a
+ * decompression bomb), and signatures by a signing subkey that has since
  * expired (d.example signs, e.example opens: keys made in the past with gpg
  * --faked-system-time). Timings are printed, not asserted (tests/bench
  * measures). */
@@ -136,6 +137,40 @@ static int flip_bit(const char *p, off_t off)
     if (fd >= 0)
         close(fd);
     return rc;
+}
+
+static long long file_size(const char *p)
+{
+    struct stat st;
+
+    return stat(p, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* gpg's sign+encrypt with its own compression (compress_opt: "" for the
+ * default, else e.g. "--compress-algo zip") is refused as compressed, and no
+ * more plaintext came out than the body's size. in's gpg-made body must
+ * hold a compressed-data packet of algorithm algo (gpg --list-packets
+ * decrypts with b's key to see it). */
+static void refused_compressed(sm_seal *sb, const char *compress_opt, int algo, const char *in,
+                               const char *what)
+{
+    sm_pgp_result res;
+    long long body, out;
+    int made, rc = -1;
+
+    made = sh("gpg --homedir %s --batch --quiet --yes --trust-model always %s -u %s -r %s "
+              "--sign --encrypt -o %s %s 2>/dev/null", home_a, compress_opt, fa, fb,
+              path("z.pgp"), in) == 0
+           && sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null "
+                 "| grep -q 'compressed packet: algo=%d'", home_b, path("z.pgp"), algo) == 0;
+    if (made)
+        rc = open_file(sb, path("z.pgp"), path("z.out"), fa, &res);
+    body = file_size(path("z.pgp"));
+    out = file_size(path("z.out"));
+    ok(made && rc == SM_PGP_REJECT && res.compressed && !res.decrypted
+       && strncmp(why, "compressed", 10) == 0 && out >= 0 && out <= body,
+       "%s (%lld octets): REJECT as compressed, %lld octets out (%s)", what, body, out,
+       made ? why : "gpg did not make a compressed body");
 }
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -278,7 +313,12 @@ int main(void)
         if (getrandom(big + off, 256, 0) != 256)
             return 1;
     ok(write_file(path("plain1k"), plain1k, sizeof plain1k) == 0
-       && write_file(path("big"), big, sizeof big) == 0, "plaintexts written");
+       && write_file(path("big"), big, sizeof big) == 0
+       && sh("{ printf 'From: alice@a.example\\r\\nTo: bob@b.example\\r\\n"
+             "Subject: minutes\\r\\n\\r\\n'; for i in $(seq 1 200); do printf 'Item %%d: "
+             "the committee agreed to meet again next week.\\r\\n' $i; done; } > %s",
+             path("mail")) == 0
+       && file_size(path("mail")) > 8192, "plaintexts written");
 
     ok(sm_seal_new(home_a, fa, 4, &sa, why, sizeof why) == SM_PGP_OK, "a's seal (%s)", why);
     ok(sm_seal_new(home_b, fb, 4, &sb, why, sizeof why) == SM_PGP_OK, "b's seal (%s)", why);
@@ -341,12 +381,12 @@ int main(void)
     ok(sh("cp %s %s", path("s1.pgp"), path("t.pgp")) == 0 && flip_bit(path("t.pgp"), 200) == 0
        && open_file(sb, path("t.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "one octet changed: REJECT, not decrypted: %s", why);
-    ok(sh("gpg --homedir %s --batch --quiet --trust-model always -r %s --encrypt -o %s %s",
-          home_a, fb, path("u.pgp"), path("plain1k")) == 0
+    ok(sh("gpg --homedir %s --batch --quiet --trust-model always --compress-algo none -r %s "
+          "--encrypt -o %s %s", home_a, fb, path("u.pgp"), path("plain1k")) == 0
        && open_file(sb, path("u.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && res.decrypted && res.sig == SM_PGP_SIG_MISSING, "encrypted, unsigned: MISSING");
-    ok(sh("gpg --homedir %s --batch --quiet --yes --trust-model always -r %s --sign --encrypt "
-          "-o %s %s", home_c, fb, path("cs.pgp"), path("plain1k")) == 0
+    ok(sh("gpg --homedir %s --batch --quiet --yes --trust-model always --compress-algo none "
+          "-r %s --sign --encrypt -o %s %s", home_c, fb, path("cs.pgp"), path("plain1k")) == 0
        && open_file(sb, path("cs.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && res.decrypted && (res.sig == SM_PGP_SIG_NO_KEY || res.sig == SM_PGP_SIG_WRONG_SIGNER)
        && res.signer_fpr[0] && strstr(fc, res.signer_fpr),
@@ -357,16 +397,24 @@ int main(void)
     ok(sh("head -c 2000000 %s > %s", path("s2.pgp"), path("h.pgp")) == 0
        && open_file(sb, path("h.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "truncated: REJECT, not decrypted: %s", why);
-    ok(sh("gpg --homedir %s --batch --quiet --yes -u %s --sign -o %s %s", home_a, fa,
-          path("so.pgp"), path("plain1k")) == 0
+    ok(sh("gpg --homedir %s --batch --quiet --yes --compress-algo none -u %s --sign -o %s %s",
+          home_a, fa, path("so.pgp"), path("plain1k")) == 0
        && open_file(sb, path("so.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "signed, not encrypted: REJECT, not decrypted: %s", why);
     ok(sh("gpg --homedir %s --batch --quiet --yes --trust-model always --rfc2440 --cipher-algo "
-          "CAST5 -u %s -r %s --sign --encrypt -o %s %s 2>/dev/null", home_a, fa, fb,
-          path("nomdc.pgp"), path("plain1k")) == 0
+          "CAST5 --compress-algo none -u %s -r %s --sign --encrypt -o %s %s 2>/dev/null",
+          home_a, fa, fb, path("nomdc.pgp"), path("plain1k")) == 0
        && open_file(sb, path("nomdc.pgp"), path("x.out"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted && strstr(why, "integrity"),
        "encrypted without integrity protection (no MDC): REJECT: %s", why);
+    refused_compressed(sb, "", 2, path("mail"),
+                       "gpg's default sign+encrypt of an 11 KiB mail text");
+    refused_compressed(sb, "--compress-algo zip", 1, path("mail"), "compressed with zip");
+    refused_compressed(sb, "--compress-algo zlib", 2, path("mail"), "compressed with zlib");
+    refused_compressed(sb, "--compress-algo bzip2", 3, path("mail"), "compressed with bzip2");
+    ok(sh("head -c 67108864 /dev/zero > %s", path("zeros")) == 0, "64 MiB of zeros written");
+    refused_compressed(sb, "--compress-algo bzip2", 3, path("zeros"),
+                       "a bomb: 64 MiB of zeros, bzip2");
     ok(open_file(sb, path("s1.pgp"), path("x.out"), "xyz", &res) == SM_PGP_REJECT
        && !res.decrypted, "an expected signer that is no fingerprint: REJECT: %s", why);
     ok(seal_file(sa, to_none, path("plain1k"), path("x.pgp")) == SM_PGP_REJECT,
