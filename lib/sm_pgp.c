@@ -1,7 +1,7 @@
 /* sm_pgp — domain keys through gpgme: initialisation, the context and error
  * helpers the other sm_pgp_*.c files share (sm_pgp_impl.h), and the checks
- * of our own key at start-up. Keys are sm_pgp_key.c, signing, encryption
- * and their checks sm_pgp_msg.c.
+ * of our own key at start-up. Keys are sm_pgp_key.c, login signatures
+ * sm_pgp_msg.c; bodies are sealed and opened in process (sm_seal).
  *
  * Each call opens its own context in the home it is given and releases
  * everything it made on every path; the decisions stubmail adds on top of

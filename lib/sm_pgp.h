@@ -11,12 +11,12 @@
  * signatures are accepted only from the primary key with that fingerprint.
  * Fingerprints are hex, 40 digits (v4) or 64 (v5), compared ignoring case.
  *
- * Return values: SM_PGP_OK; SM_PGP_REJECT when the input (key, signature,
- * ciphertext, fingerprint) is not acceptable — a permanent answer; or
- * SM_PGP_ERROR when it could not be done here (gpg or its agent would not
- * run, our own secret key is missing, out of memory, an fd would not read or
- * write): a temporary failure, retry later. Either way why (whylen bytes) says what happened, e.g.
- * "gpgme_op_verify: Bad signature".
+ * Return values (sm_seal's too): SM_PGP_OK; SM_PGP_REJECT when the input
+ * (key, signature, sealed body, fingerprint) is not acceptable — a permanent
+ * answer; or SM_PGP_ERROR when it could not be done here (gpg or its agent
+ * would not run, our own secret key is missing, out of memory, an fd would
+ * not read or write): a temporary failure, retry later. Either way why
+ * (whylen bytes) says what happened, e.g. "gpgme_op_verify: Bad signature".
  *
  * gpgme sets SIGPIPE to SIG_IGN if it was SIG_DFL (it writes to gpg's pipes). */
 #ifndef SM_PGP_H
@@ -31,24 +31,6 @@
 #define SM_PGP_KEY_MAX (256 * 1024)
 
 enum { SM_PGP_OK = 0, SM_PGP_REJECT = -1, SM_PGP_ERROR = -2 };
-
-/* What a signature check found. */
-typedef enum sm_pgp_sig {
-    SM_PGP_SIG_NONE = 0,        /* not checked: decryption failed first */
-    SM_PGP_SIG_VALID,           /* one good signature by the expected primary key */
-    SM_PGP_SIG_BAD,             /* the signature does not match the data */
-    SM_PGP_SIG_MISSING,         /* not signed at all */
-    SM_PGP_SIG_WRONG_SIGNER,    /* good signature, but by another key than expected */
-    SM_PGP_SIG_NO_KEY,          /* signed by a key this home does not have */
-    SM_PGP_SIG_INVALID          /* expired or revoked key, several signatures, wrong key usage */
-} sm_pgp_sig;
-
-typedef struct sm_pgp_result {
-    int decrypted;              /* 1: the whole plaintext came out and passed the integrity check */
-    sm_pgp_sig sig;
-    char signer_fpr[SM_PGP_FPR_MAX + 1];  /* primary key fpr of the signer; for NO_KEY the key id
-                                           * gpg reported; empty if unknown */
-} sm_pgp_result;
 
 /* gpgme_check_version and locale, once per process (pthread_once). Every
  * function below calls it, so calling it first is only needed to fail early.
@@ -85,7 +67,7 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
  * SM_PGP_ERROR if gpg could not be asked. Cheap: no network, no agent. */
 int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen);
 
-/* A caller's rule for whose key counts, for the two functions below. key is
+/* A caller's rule for whose key counts, for sm_pgp_import_checked. key is
  * a gpgme_key_t (include <gpgme.h> to look inside); in_keyring is 0 for the
  * key as a blob lists it, before anything is imported, and 1 for the key as
  * the keyring has it (after an import: merged with what it already held).
@@ -106,12 +88,6 @@ int sm_pgp_import_checked(const char *home, const void *blob, size_t len, const 
                           sm_pgp_key_rule rule, void *arg, char fpr_out[SM_PGP_FPR_MAX + 1],
                           char *why, size_t whylen);
 
-/* SM_PGP_OK if home holds a public key whose primary fingerprint is fpr
- * (not merely a subkey's) and rule accepts it (in_keyring 1); SM_PGP_REJECT
- * if not, or fpr is malformed; SM_PGP_ERROR if gpg could not be asked. */
-int sm_pgp_check_key(const char *home, const char *fpr, sm_pgp_key_rule rule, void *arg,
-                     char *why, size_t whylen);
-
 /* Detached ASCII-armored signature over data by signer_fpr's secret key, as
  * a NUL-terminated malloc'd string in *sig (free() it), length in *siglen. */
 int sm_pgp_sign_detached(const char *home, const char *signer_fpr, const void *data, size_t len,
@@ -123,30 +99,6 @@ int sm_pgp_sign_detached(const char *home, const char *signer_fpr, const void *d
  * expected_fpr. The key must already be in home (sm_pgp_import_public). */
 int sm_pgp_verify_detached(const char *home, const void *data, size_t len, const char *sig,
                            size_t siglen, const char *expected_fpr, char *why, size_t whylen);
-
-/* Sign with signer_fpr and encrypt to every key in recipient_fprs (NULL
- * terminated, at least one; primary fingerprints of keys already in home —
- * trusted because we checked them against DNS), reading plaintext from in_fd
- * and writing binary OpenPGP to out_fd, streaming (memory stays flat for any
- * size), uncompressed (speed over ~25% size on big bodies). Neither fd is
- * closed. Add our own fingerprint to the recipients if
- * this side must be able to read the stored body again. */
-int sm_pgp_encrypt_sign_fd(const char *home, const char *signer_fpr,
-                           const char *const *recipient_fprs, int in_fd, int out_fd,
-                           char *why, size_t whylen);
-
-/* Decrypt in_fd to out_fd (streaming) and check the signature inside against
- * expected_signer_fpr. *res says what was found: SM_PGP_OK needs decrypted
- * and SM_PGP_SIG_VALID; a tampered or undecryptable message comes back as
- * SM_PGP_REJECT with decrypted = 0, a bad, missing, unknown or wrong
- * signature as SM_PGP_REJECT with decrypted = 1 and the sig status — either
- * is a reason to quarantine. SM_PGP_ERROR: local trouble, retry.
- * CAUTION: plaintext is written as it is decrypted, before the integrity and
- * the signature are known. Write to a temporary file and use it only if this
- * returned SM_PGP_OK. */
-int sm_pgp_decrypt_verify_fd(const char *home, int in_fd, int out_fd,
-                             const char *expected_signer_fpr, sm_pgp_result *res,
-                             char *why, size_t whylen);
 
 /* Stop the gpg-agent (and any dirmngr) serving home: runs
  * `gpgconf --homedir HOME --kill all`. Returns SM_PGP_OK or SM_PGP_ERROR. */

@@ -1,6 +1,6 @@
-/* sm_pgp_impl — what sm_pgp.c, sm_pgp_key.c and sm_pgp_msg.c share: the
- * context and error helpers. Internal to lib's OpenPGP part; callers use
- * sm_pgp.h. */
+/* sm_pgp_impl — what sm_pgp.c, sm_pgp_key.c, sm_pgp_msg.c and the seal's
+ * key export (sm_seal_keys.c) share: the context, fingerprint and error
+ * helpers. Internal to lib's OpenPGP part; callers use sm_pgp.h. */
 #ifndef SM_PGP_IMPL_H
 #define SM_PGP_IMPL_H
 

@@ -304,7 +304,10 @@ int sm_pgp_import_public(const char *home, const char *key, size_t len, const ch
                                  why, whylen);
 }
 
-int sm_pgp_check_key(const char *home, const char *fpr, sm_pgp_key_rule rule, void *arg,
+/* SM_PGP_OK if home holds a public key whose primary fingerprint is fpr
+ * (not merely a subkey's) and rule accepts it (in_keyring 1); SM_PGP_REJECT
+ * if not, or fpr is malformed; SM_PGP_ERROR if gpg could not be asked. */
+static int check_key(const char *home, const char *fpr, sm_pgp_key_rule rule, void *arg,
                      char *why, size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
@@ -355,7 +358,7 @@ static int usable_rule(gpgme_key_t k, int in_keyring, void *arg, char *why, size
 
 int sm_pgp_have_key(const char *home, const char *fpr, char *why, size_t whylen)
 {
-    return sm_pgp_check_key(home, fpr, usable_rule, NULL, why, whylen);
+    return check_key(home, fpr, usable_rule, NULL, why, whylen);
 }
 
 /* A secret key we sign with: its primary fingerprint must be fpr. Our own

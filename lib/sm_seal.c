@@ -1,10 +1,15 @@
 /* sm_seal — sign+encrypt and decrypt+verify in process with librnp, over
  * the keys and contexts of sm_seal_keys.c (sm_seal.h).
  *
- * The rules are sm_pgp_msg.c's, so that a body sealed here and one sealed by
- * gpg are judged alike: exactly one signature, by the expected primary key,
- * usable; integrity protection required; no compression (big bodies are
- * attachments, already compressed). */
+ * A body opened here counts whoever sealed it (this code or a peer's gpg)
+ * only if it has exactly one signature, by the expected primary key or a
+ * signing subkey of it, usable now; integrity protection is required. Bodies
+ * are sealed uncompressed (big ones are attachments, already compressed),
+ * and opened only if uncompressed: a few kilobytes of compressed body can
+ * inflate into gigabytes of spool file. librnp 0.16 decompresses without
+ * telling (neither rnp_op_verify_get_protection_info nor any callback names
+ * a compressed-data packet, which sits inside the encryption), so the open
+ * refuses what only compression can do: plaintext longer than the body. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -29,10 +34,17 @@
 #define RECIPIENTS_MAX 64
 
 /* An fd as rnp input or output; err keeps the errno of a failed read or
- * write, so that local trouble is told from bad input. */
+ * write, so that local trouble is told from bad input. A writer with a cap
+ * never writes more than the cap's reader has read: without compression
+ * each plaintext octet costs at least one octet of body (CFB and AEAD keep
+ * lengths, headers and signatures only add), so more out than in is a
+ * compressed-data packet inflating. */
 typedef struct fd_io {
     int fd;
     int err;
+    unsigned long long moved;   /* octets read or written so far */
+    const struct fd_io *cap;    /* writer: the reader whose count bounds it, or NULL */
+    int capped;                 /* the writer stopped at the cap */
 } fd_io;
 
 static bool fd_reader(void *app_ctx, void *buf, size_t len, size_t *got)
@@ -48,6 +60,7 @@ static bool fd_reader(void *app_ctx, void *buf, size_t len, size_t *got)
         return false;
     }
     *got = (size_t)n;
+    io->moved += (unsigned long long)n;
     return true;
 }
 
@@ -56,6 +69,11 @@ static bool fd_writer(void *app_ctx, const void *buf, size_t len)
     fd_io *io = app_ctx;
     const char *p = buf;
 
+    if (io->cap && io->moved + len > io->cap->moved) {
+        io->capped = 1;
+        return false;
+    }
+    io->moved += len;
     while (len > 0) {
         ssize_t n = write(io->fd, p, len);
         if (n < 0 && errno == EINTR)
@@ -74,7 +92,7 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
                             int out_fd, char *why, size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
-    fd_io in_io = { in_fd, 0 }, out_io = { out_fd, 0 };
+    fd_io in_io = { .fd = in_fd }, out_io = { .fd = out_fd };
     rnp_input_t in = NULL;
     rnp_output_t out = NULL;
     rnp_op_encrypt_t op = NULL;
@@ -173,7 +191,8 @@ static int protected_ok(rnp_op_verify_t op)
     return ok;
 }
 
-/* sm_pgp_msg.c's rule for the one signature inside. */
+/* The rule for the one signature inside (as sm_pgp_verify_detached's for a
+ * login signature). */
 static int check_signature(sm_seal *s, slot *sl, rnp_op_verify_t op, const char *want,
                            sm_pgp_result *res, char *why, size_t whylen)
 {
@@ -227,8 +246,9 @@ static int check_signature(sm_seal *s, slot *sl, rnp_op_verify_t op, const char 
         goto leave;
     }
     snprintf(res->signer_fpr, sizeof res->signer_fpr, "%s", fpr);
-    /* gpgme's rule: the key that signed must be usable now and for signing,
-     * not only valid when it signed (librnp's judgement) */
+    /* the key that signed must be usable now and for signing, not only
+     * valid when it signed (librnp's judgement): a signing subkey that has
+     * expired or been revoked since no longer speaks for the domain */
     if (!is_primary && (!seal_key_valid(key) || rnp_key_allows_usage(key, "sign", &can_sign)
                                                != RNP_SUCCESS || !can_sign)) {
         sm_why(why, whylen, "signing subkey of %s is expired, revoked or not for signing", fpr);
@@ -260,7 +280,7 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
                               char *why, size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
-    fd_io in_io = { in_fd, 0 }, out_io = { out_fd, 0 };
+    fd_io in_io = { .fd = in_fd }, out_io = { .fd = out_fd, .cap = &in_io };
     rnp_input_t in = NULL;
     rnp_output_t out = NULL;
     rnp_op_verify_t op = NULL;
@@ -297,6 +317,13 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
         goto leave;
     }
     r = rnp_op_verify_execute(op);
+    if (out_io.capped) {
+        res->compressed = 1;
+        sm_why(why, whylen, "compressed: the plaintext outgrew the body at %llu octets read",
+               in_io.moved);
+        rc = SM_PGP_REJECT;
+        goto leave;
+    }
     if (in_io.err || out_io.err) {
         sm_why(why, whylen, "%s the body: %s", in_io.err ? "reading" : "writing",
                strerror(in_io.err ? in_io.err : out_io.err));

@@ -33,6 +33,25 @@
 #define SM_SEAL_KEY_TTL    600   /* seconds a key stays without a fresh export */
 #define SM_SEAL_SLOTS_MAX  64
 
+/* What the signature check of an opened body found. */
+typedef enum sm_pgp_sig {
+    SM_PGP_SIG_NONE = 0,        /* not checked: decryption failed first */
+    SM_PGP_SIG_VALID,           /* one good signature by the expected primary key */
+    SM_PGP_SIG_BAD,             /* the signature does not match the data */
+    SM_PGP_SIG_MISSING,         /* not signed at all */
+    SM_PGP_SIG_WRONG_SIGNER,    /* good signature, but by another key than expected */
+    SM_PGP_SIG_NO_KEY,          /* signed by a key this home does not have */
+    SM_PGP_SIG_INVALID          /* expired or revoked key, several signatures, wrong key usage */
+} sm_pgp_sig;
+
+typedef struct sm_pgp_result {
+    int decrypted;              /* 1: the whole plaintext came out and passed the integrity check */
+    int compressed;             /* 1: refused as compressed (decrypted stays 0) */
+    sm_pgp_sig sig;
+    char signer_fpr[SM_PGP_FPR_MAX + 1];  /* primary key fpr of the signer; for NO_KEY the key id
+                                           * the signature names; empty if unknown */
+} sm_pgp_result;
+
 typedef struct sm_seal sm_seal;
 
 /* A seal over home, our domain key own_fpr (its secret half must be in
@@ -43,19 +62,33 @@ int sm_seal_new(const char *home, const char *own_fpr, unsigned slots, sm_seal *
                 char *why, size_t whylen);
 void sm_seal_free(sm_seal *s);
 
-/* As sm_pgp_encrypt_sign_fd: sign in_fd with our key and encrypt it to
- * every fingerprint in recipient_fprs (NULL-terminated, 1 to 64), into
- * out_fd; a recipient key must be in home and able to encrypt. */
+/* Sign in_fd with our key and encrypt it to every fingerprint in
+ * recipient_fprs (NULL-terminated, 1 to 64; primary keys, trusted because
+ * DNS or a WKD answer vouched for them when they were imported), into out_fd
+ * as binary OpenPGP, streaming (memory stays flat for any size),
+ * uncompressed; neither fd is closed. A recipient key must be in home and
+ * able to encrypt. Name our own key among the recipients if this side must
+ * be able to read the stored body again. */
 int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
                             int out_fd, char *why, size_t whylen);
 
-/* As sm_pgp_decrypt_verify_fd: decrypt in_fd with our key into out_fd and
- * check that exactly one good signature by expected_signer_fpr's primary
- * key is inside; *res says what was found. A signature by a key other than
+/* Decrypt in_fd with our key into out_fd (streaming) and check that the
+ * body was integrity protected and that exactly one good signature is
+ * inside, by expected_signer_fpr's primary key or a signing subkey of it
+ * usable now; *res says what was found. SM_PGP_OK needs decrypted and
+ * SM_PGP_SIG_VALID. A tampered, truncated or undecryptable body is
+ * SM_PGP_REJECT with decrypted 0; a bad, missing, unknown or wrong signature
+ * SM_PGP_REJECT with decrypted 1 and the sig status: either is a reason to
+ * quarantine. A compressed body is SM_PGP_REJECT with compressed 1, as soon
+ * as its plaintext would outgrow it: out_fd never gets more octets than
+ * in_fd gave (no uncompressed body can make more), so a decompression bomb
+ * costs no more spool than its own size. A compressed body whose plaintext
+ * stays shorter than the body is not seen (librnp 0.16 does not report the
+ * packet) and opens as any other. A signature by a key other than
  * expected_signer_fpr's is SM_PGP_SIG_WRONG_SIGNER when this seal happens to
- * hold that key, else SM_PGP_SIG_NO_KEY (only the expected key is loaded
- * for the purpose), with its fingerprint or key id in res->signer_fpr:
- * either is a refusal.
+ * hold that key, else SM_PGP_SIG_NO_KEY (only the expected key is loaded for
+ * the purpose), with its fingerprint or key id in res->signer_fpr.
+ * SM_PGP_ERROR: local trouble, retry.
  * CAUTION: plaintext is written before integrity and signature are known:
  * use out_fd only after SM_PGP_OK. */
 int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,

@@ -208,21 +208,6 @@ int sm_wkd_import(const char *home, const char *addr, const void *blob, size_t l
     }
 }
 
-int sm_wkd_key_usable(const char *home, const char *fpr, const char *addr,
-                      char *why, size_t whylen)
-{
-    char want[SM_ADDR_MAX + 1];
-    const char *bad;
-
-    if (why && whylen)
-        why[0] = '\0';
-    if (!addr || sm_addr_normalize(addr, want, sizeof want, &bad) != 0) {
-        sm_why(why, whylen, "not an address: %.200s", addr ? addr : "(null)");
-        return SM_PGP_REJECT;
-    }
-    return sm_pgp_check_key(home, fpr, key_ok, want, why, whylen);
-}
-
 /* ---- the fetch -------------------------------------------------------- */
 
 int sm_wkd_fetch(const char *home, const char *outbox_url, const char *addr,

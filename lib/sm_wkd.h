@@ -60,11 +60,4 @@ int sm_wkd_fetch(const char *home, const char *outbox_url, const char *addr,
                  const sm_https_opts *opts, char fpr_out[SM_PGP_FPR_MAX + 1],
                  char *url_out, size_t url_outlen, char *why, size_t whylen);
 
-/* SM_PGP_OK if home holds key fpr and it is still good for addr (usable,
- * can encrypt, a live user id with that address): a cached "found" is
- * rechecked this way before each use. SM_PGP_REJECT or SM_PGP_ERROR with
- * why otherwise. */
-int sm_wkd_key_usable(const char *home, const char *fpr, const char *addr,
-                      char *why, size_t whylen);
-
 #endif

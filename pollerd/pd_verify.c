@@ -30,6 +30,8 @@
 /* The reason a rejection ack gives (docs/PROTOCOL.md, "Fail"). */
 static const char *reject_reason(const sm_pgp_result *res)
 {
+    if (res->compressed)
+        return "compressed";
     if (!res->decrypted)
         return "cannot decrypt";
     switch (res->sig) {

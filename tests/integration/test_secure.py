@@ -5,6 +5,8 @@
   verified (Authentication-Results: ... stubmail=pass);
 - a tampered stored body is not delivered: b.example quarantines it and
   a.example's outbox shows the rejection;
+- a body sealed as gpg seals by default (compressed inside) is not
+  delivered either: rejected with the reason "compressed";
 - a forged "Authentication-Results: b.example; stubmail=pass" in the
   message is removed before delivery;
 - a poller whose key is not the one its domain is known by is refused
@@ -19,6 +21,7 @@
 import glob
 import os
 import signal
+import subprocess
 
 from support import (SandboxTest, make_message, split_message, header_lines, wait_for, q,
                      login, login_body, DomainKey)
@@ -106,6 +109,47 @@ class SecureTest(SandboxTest):
         self._wait_polls(2)
         self.assertEqual(len(b.maildir_messages("dave")), delivered_before)
         self.assertEqual(self.in_maildir(b, "dave", tag), [])
+
+    def test_compressed_body_rejected(self):
+        """The stored body replaced by gpg's default sign+encrypt of the same
+        message (a.example's key, to b.example's, compressed inside): b.example
+        refuses it as compressed, quarantines it, and a.example's outbox shows
+        the reason."""
+        a, b = self.a, self.b
+        # long enough that compression shrinks it well below its size: the
+        # only compression pollerd can see (docs/PROTOCOL.md)
+        minutes = "".join("Item %d: the committee agreed to meet again.\r\n" % i
+                          for i in range(200))
+        msg, tag = make_message("frank@a.example", "carol@b.example", "compressed",
+                                body=minutes)
+        rows = self.send_stored(a, "frank@a.example", "carol@b.example", msg)
+        mid, spool_name = rows[0][0], rows[0][5]
+        gpg = ["gpg", "--homedir", a.gnupg_home, "--batch", "--quiet", "--yes"]
+        subprocess.run(gpg + ["--import", b.key.public], check=True, capture_output=True,
+                       timeout=30)
+        sealed = subprocess.run(gpg + ["--trust-model", "always", "-u", a.fpr, "-r", b.fpr,
+                                       "--sign", "--encrypt", "-o", "-"],
+                                input=msg, check=True, capture_output=True,
+                                timeout=30).stdout
+        # in place: the spool file keeps its owner and mode
+        with open(os.path.join(a.spool_dir, spool_name), "r+b") as f:
+            f.write(sealed)
+            f.truncate()
+        a.sql("UPDATE message SET size = %d WHERE id = %s" % (len(sealed), q(mid)))
+
+        a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: carol@b\.example rejected the message "
+                     r"at \S+: compressed$" % mid)
+        b.add_contact("carol@b.example", "frank@a.example")
+        reason = wait_for(lambda: a.sql_value("SELECT rejected_reason FROM outbox "
+                                              "WHERE message_id = %s" % q(mid)),
+                          timeout=40, what="a.example's outbox to show the rejection")
+        self.assertEqual(reason, "compressed")
+        status = b.sql("SELECT status, reason FROM received WHERE message_id = %s" % q(mid))
+        self.assertEqual([tuple(r) for r in status], [("quarantined", "compressed")])
+        with open(b.pollerd_log) as f:
+            self.assertTrue([l for l in f if mid in l and "compressed" in l],
+                            "pollerd does not log why it refused %s" % mid)
+        self.assertEqual(self.in_maildir(b, "carol", tag), [])
 
     def test_replayed_login(self):
         a, b = self.a, self.b

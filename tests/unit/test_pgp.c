@@ -1,4 +1,5 @@
-/* Unit tests: domain keys through gpgme, in throwaway GnuPG homes.
+/* Unit tests: domain keys and login signatures through gpgme, in throwaway
+ * GnuPG homes.
  *
  * Three domains, each in its own home under one short temporary directory
  * (gpg-agent's socket must fit a unix socket path): a.example and b.example
@@ -6,13 +7,10 @@
  * fingerprint, so every check here is "right key, right fingerprint" against
  * "some other key". The agents are stopped and the homes removed at the end. */
 #define _XOPEN_SOURCE 700
-#include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,36 +18,11 @@
 #include "sm_pgp.h"
 #include "tap.h"
 
-#define BIG (5 * 1024 * 1024)
-
 static char base[] = "/tmp/smpgXXXXXX";
 #include "testfiles.h"
 static char home_a[64], home_b[64], home_c[64];
 static char fa[SM_PGP_FPR_MAX + 1], fb[SM_PGP_FPR_MAX + 1], fc[SM_PGP_FPR_MAX + 1];
 static char why[SM_PGP_WHY_MAX];
-
-static int encrypt(const char *home, const char *signer, const char *to, const char *in,
-                   const char *out)
-{
-    const char *rcpt[] = { to, NULL };
-    int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
-
-    rc = sm_pgp_encrypt_sign_fd(home, signer, rcpt, ifd, ofd, why, sizeof why);
-    close(ifd);
-    close(ofd);
-    return rc;
-}
-
-static int decrypt(const char *home, const char *in, const char *out, const char *signer,
-                   sm_pgp_result *res)
-{
-    int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
-
-    rc = sm_pgp_decrypt_verify_fd(home, ifd, ofd, signer, res, why, sizeof why);
-    close(ifd);
-    close(ofd);
-    return rc;
-}
 
 static int export_to(const char *home, const char *fpr, const char *file)
 {
@@ -260,111 +233,6 @@ static void import_tests(void)
     ok(import_from(home_c, path("b.asc"), fb) == SM_PGP_OK, "c imports b's key");
 }
 
-static void message_tests(void)
-{
-    unsigned char *buf = malloc(BIG);
-    size_t got = 0;
-    ssize_t n;
-    sm_pgp_result res;
-    double t0, t_enc, t_dec;
-    struct stat st;
-    char byte;
-    int fd;
-
-    while (got < BIG && (n = getrandom(buf + got, BIG - got, 0)) > 0)
-        got += (size_t)n;
-    ok(got == BIG && write_file(path("plain"), buf, BIG) == 0, "5 MB random plaintext written");
-    free(buf);
-
-    t0 = now();
-    ok(encrypt(home_a, fa, fb, path("plain"), path("cipher")) == SM_PGP_OK,
-       "a signs and encrypts 5 MB to b (%s)", why);
-    t_enc = now() - t0;
-    stat(path("cipher"), &st);
-    printf("# encrypt+sign 5 MB: %.3f s, ciphertext %lld bytes\n", t_enc, (long long)st.st_size);
-    t0 = now();
-    ok(decrypt(home_b, path("cipher"), path("out"), fa, &res) == SM_PGP_OK,
-       "b decrypts and verifies (%s)", why);
-    t_dec = now() - t0;
-    printf("# decrypt+verify 5 MB: %.3f s\n", t_dec);
-    ok(res.decrypted && res.sig == SM_PGP_SIG_VALID, "result: decrypted, signature valid");
-    is_str(res.signer_fpr, fa, "signer is a's primary key");
-    ok(same_files(path("plain"), path("out")), "plaintext byte-identical");
-
-    /* a expects the wrong sender */
-    ok(decrypt(home_b, path("cipher"), path("out"), fc, &res) == SM_PGP_REJECT
-       && res.decrypted && res.sig == SM_PGP_SIG_WRONG_SIGNER,
-       "expecting c's signature on a's message: wrong signer (%s)", why);
-
-    /* one byte flipped in the middle of the ciphertext */
-    gpg("cp %s %s%s%s", path("cipher"), path("tampered"), "", "");
-    fd = open(path("tampered"), O_RDWR);
-    ok(fd >= 0 && pread(fd, &byte, 1, st.st_size / 2) == 1, "read a ciphertext byte");
-    byte ^= 0x40;
-    ok(pwrite(fd, &byte, 1, st.st_size / 2) == 1, "flip it");
-    close(fd);
-    ok(decrypt(home_b, path("tampered"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
-       "tampered ciphertext detected: %s", why);
-    /* truncated ciphertext */
-    gpg("head -c 100000 %s > %s%s%s", path("cipher"), path("trunc"), "", "");
-    ok(decrypt(home_b, path("trunc"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
-       "truncated ciphertext detected: %s", why);
-    ok(decrypt(home_b, path("plain"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
-       "random bytes are not a message: %s", why);
-
-    /* c signs, encrypts to b, and b expects a */
-    write_file(path("small"), "Subject: hi\r\n\r\nhello\r\n", 22);
-    ok(encrypt(home_c, fc, fb, path("small"), path("from_c")) == SM_PGP_OK, "c encrypts to b");
-    ok(decrypt(home_b, path("from_c"), path("out"), fa, &res) == SM_PGP_REJECT && res.decrypted
-       && res.sig == SM_PGP_SIG_WRONG_SIGNER, "signed by the wrong key: wrong signer (%s)", why);
-    is_str(res.signer_fpr, fc, "the wrong signer is named");
-    ok(decrypt(home_a, path("from_c"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
-       "a cannot read what was encrypted to b: %s", why);
-
-    /* encrypted, not signed (gpg itself makes it) */
-    gpg("gpg --homedir %s --batch --quiet --trust-model always -r %s -o %s -e %s 2>/dev/null", home_a, fb,
-        path("unsigned"), path("small"));
-    ok(decrypt(home_b, path("unsigned"), path("out"), fa, &res) == SM_PGP_REJECT && res.decrypted
-       && res.sig == SM_PGP_SIG_MISSING, "unsigned message: signature missing (%s)", why);
-    /* signed, not encrypted */
-    gpg("gpg --homedir %s --batch --quiet -u %s -o %s -s %s 2>/dev/null", home_a, fa, path("signedonly"),
-        path("small"));
-    ok(decrypt(home_b, path("signedonly"), path("out"), fa, &res) == SM_PGP_REJECT && !res.decrypted,
-       "signed but not encrypted: %s", why);
-
-    /* encryption refusals */
-    {
-        const char *none[] = { NULL }, *stranger[] = { fc, NULL }, *bad[] = { "abc", NULL };
-        int ifd = open(path("small"), O_RDONLY), ofd = open(path("x"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-        ok(sm_pgp_encrypt_sign_fd(home_a, fa, none, ifd, ofd, why, sizeof why) == SM_PGP_REJECT,
-           "no recipient refused: %s", why);
-        ok(sm_pgp_encrypt_sign_fd(home_a, fa, stranger, ifd, ofd, why, sizeof why) == SM_PGP_REJECT,
-           "recipient whose key a lacks refused: %s", why);
-        ok(sm_pgp_encrypt_sign_fd(home_a, fa, bad, ifd, ofd, why, sizeof why) == SM_PGP_REJECT,
-           "recipient that is no fingerprint refused: %s", why);
-        ok(sm_pgp_encrypt_sign_fd(home_a, fb, (const char *[]){ fb, NULL }, ifd, ofd, why, sizeof why)
-           == SM_PGP_ERROR, "signing with a key a has no secret for: %s", why);
-        close(ifd);
-        close(ofd);
-    }
-    ok(sm_pgp_decrypt_verify_fd(home_b, -1, -1, "xyz", &res, why, sizeof why) == SM_PGP_REJECT,
-       "malformed expected signer refused: %s", why);
-
-    /* b's home moved where no agent socket fits: that is our trouble, to be
-     * retried, not a message to quarantine */
-    {
-        char longhome[256];
-
-        snprintf(longhome, sizeof longhome, "%s/%0100d", base, 0);
-        ok(sm_pgp_stop_agent(home_b, why, sizeof why) == SM_PGP_OK && rename(home_b, longhome) == 0,
-           "b's home moved to a %zu-character path", strlen(longhome));
-        ok(decrypt(longhome, path("cipher"), path("out"), fa, &res) == SM_PGP_ERROR && !res.decrypted,
-           "no agent: temporary error: %s", why);
-        ok(rename(longhome, home_b) == 0, "b's home moved back");
-    }
-}
-
 int main(void)
 {
     char again[SM_PGP_FPR_MAX + 1], sock[128];
@@ -410,7 +278,6 @@ int main(void)
     import_tests();
     revoked_tests();
     sign_verify_tests();
-    message_tests();
 
     snprintf(sock, sizeof sock, "%s/S.gpg-agent", home_a);
     ok(stat(sock, &st) == 0, "a's agent socket exists");

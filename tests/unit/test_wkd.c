@@ -1,8 +1,10 @@
 /* Unit tests: sm_wkd — the WKD hash (the draft's test vector and gpg's own
  * answer), lookup URLs on an outbox origin, and which fetched key blobs get
  * into a keyring: one live public key with an encryption subkey and a user
- * id naming the recipient, nothing else. Keys are made with gpg in a
- * throwaway home; the agents are stopped and the homes removed at the end. */
+ * id naming the recipient, nothing else; and that the seal's check of a
+ * cached key before each use (sm_seal_key_check) holds it to the same rules.
+ * Keys are made with gpg in a throwaway home; the agents are stopped and the
+ * homes removed at the end. */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sm_seal.h"
 #include "sm_wkd.h"
 #include "tap.h"
 
@@ -144,6 +147,53 @@ static int make_keys(void)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The milter's check of a cached recipient key before each use
+ * (sm_seal_key_check, from memory): over the milter's home, which gets a
+ * domain key of its own for the seal. Keys the import refuses are put in
+ * with gpg itself, to see the check refuse them too. */
+static void seal_tests(const char *bob)
+{
+    char own[SM_PGP_FPR_MAX + 1], fpr[SM_PGP_FPR_MAX + 2] = "";
+    static const struct { const char *file, *addr, *reason; } refused[] = {
+        { "sig.pgp", "sig@b.example", "no usable encryption subkey" },
+        { "old.pgp", "old@b.example", "expired" },
+    };
+    sm_seal *seal = NULL;
+    char cmd[512];
+    FILE *p;
+    size_t i;
+
+    ok(sm_pgp_create_domain_key(mil_home, "a.example", own, why, sizeof why) == SM_PGP_OK
+       && sm_seal_new(mil_home, own, 1, &seal, why, sizeof why) == SM_PGP_OK,
+       "a seal over the milter's home: %s", why);
+    if (!seal)
+        return;
+    ok(sm_seal_key_check(seal, bob, "bob@b.example", why, sizeof why) == SM_PGP_OK,
+       "bob's key usable for bob (user id \"Bob <bob@b.example>\"): %s", why);
+    ok(sm_seal_key_check(seal, bob, "carol@b.example", why, sizeof why) == SM_PGP_REJECT
+       && strstr(why, "no user id"), "but not for carol: %s", why);
+    ok(sm_seal_key_check(seal, "0123456789ABCDEF0123456789ABCDEF01234567", "bob@b.example",
+                         why, sizeof why) == SM_PGP_REJECT, "an absent key is not usable: %s",
+       why);
+    for (i = 0; i < sizeof refused / sizeof *refused; i++) {
+        snprintf(cmd, sizeof cmd, "gpg --homedir %s --batch --quiet --import %s 2>/dev/null && "
+                 "gpg --homedir %s --batch --with-colons --list-keys %s 2>/dev/null "
+                 "| awk -F: '/^fpr/{print $10; exit}'", mil_home, path(refused[i].file), mil_home,
+                 refused[i].addr);
+        fpr[0] = '\0';
+        if ((p = popen(cmd, "r")) != NULL) {
+            if (!fgets(fpr, sizeof fpr, p))
+                fpr[0] = '\0';
+            fpr[strcspn(fpr, "\n")] = '\0';
+            pclose(p);
+        }
+        ok(fpr[0] && sm_seal_key_check(seal, fpr, refused[i].addr, why, sizeof why)
+                     == SM_PGP_REJECT && strstr(why, refused[i].reason),
+           "%s's key, put in by gpg, refused: %s", refused[i].addr, why);
+    }
+    sm_seal_free(seal);
+}
+
 static void import_tests(void)
 {
     char fpr[SM_PGP_FPR_MAX + 1], bob[SM_PGP_FPR_MAX + 1];
@@ -179,19 +229,16 @@ static void import_tests(void)
     ok(rc == SM_WKD_FOUND && strcmp(fpr, bob) == 0, "armored too, address case ignored: %s",
        why);
     ok(keys_in_milter_home() == 1, "exactly bob's key in the keyring");
-    ok(sm_wkd_key_usable(mil_home, bob, "bob@b.example", why, sizeof why) == SM_PGP_OK,
-       "bob's key usable for bob: %s", why);
-    ok(sm_wkd_key_usable(mil_home, bob, "carol@b.example", why, sizeof why) == SM_PGP_REJECT,
-       "but not for carol: %s", why);
-    ok(sm_wkd_key_usable(mil_home, "0123456789ABCDEF0123456789ABCDEF01234567", "bob@b.example",
-                         why, sizeof why) == SM_PGP_REJECT, "an absent key is not usable: %s",
-       why);
+    seal_tests(bob);
 }
 
 int main(void)
 {
     int rc;
 
+    /* line-buffered, as in test_pgp: gpgme's children under valgrind flush
+     * a copy of a pending stdout buffer, duplicating TAP lines */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     hash_tests();
     url_tests();
     if (!mkdtemp(base)) {
