@@ -29,8 +29,10 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin):
                  routes=None, users=USERS, poll_interval="2s", module=True,
                  apache_loglevel="info", resolver=None, ca_dir=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False):
+                 pollerd_debug=False, pg_settings=()):
         self.name, self.domain, self.ip = name, domain, ip
+        # (name, value) settings PostgreSQL starts with, e.g. ("max_connections", "400")
+        self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug  # pollerd -d: stubs, UDP polls in its log
         self.port_base, self.rundir = port_base, rundir
         self.services = tuple(services)

@@ -40,6 +40,9 @@ class PgMixin:
                 "-c", "listen_addresses=" + self.ip, "-p", str(self.pg_port),
                 "-c", "unix_socket_directories=" + self.pg_sock,
                 "-c", "max_connections=100", "-c", "log_min_messages=warning"]
+        # later -c wins: Isp(pg_settings=...) overrides the ones above
+        for name, value in self.pg_settings:
+            argv += ["-c", "%s=%s" % (name, value)]
         self._spawn("pg", argv, self.path("pg.log"), stop_signal=signal.SIGINT,
                     stop_timeout=30, user="postgres", group="postgres",
                     env=self._pg_env(), cwd="/")

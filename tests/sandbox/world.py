@@ -21,13 +21,15 @@ class Sandbox:
     (directive, value) lines for every ISP's httpd.conf. stubs: every
     pollerd listens for UDP stubs on IP:base+90 (Isp.stub_address), which
     the ISP's record publishes as udp=. pollerd_extra: "key value" lines
-    for every pollerd.conf."""
+    for every pollerd.conf. pg_settings: (name, value) settings for every
+    PostgreSQL (e.g. more max_connections for many databases in one)."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False):
+                 pollerd_debug=False, pg_settings=()):
         self.domains = list(domains)
+        self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
         self.services = services or {}
@@ -70,7 +72,8 @@ class Sandbox:
                           resolver=self.dns.address, ca_dir=ca_dir,
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
-                          pollerd_debug=self.pollerd_debug)
+                          pollerd_debug=self.pollerd_debug,
+                          pg_settings=self.pg_settings)
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
