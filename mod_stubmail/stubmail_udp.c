@@ -618,6 +618,10 @@ static void udp_serve(udp_state *st, pid_t parent)
     int i, n;
 
     while (!udp_stop) {
+        /* not only for datagrams: the poll cache is off until the
+         * connection is back */
+        if (!st->db)
+            udp_db_ready(st);
         pfd[0].fd = st->fd;
         pfd[0].events = POLLIN;
         pfd[1].fd = st->db ? PQsocket(st->db) : -1;
