@@ -23,7 +23,8 @@
  *	stubmail_* labels, a connection is acquired per request. Bodies are
  *	streamed from the spool directory through a file bucket (sendfile; the
  *	core byterange filter does Range). With StubmailUDPResponder, a helper
- *	process answers UDP polls and login answers name it.
+ *	process answers UDP polls, login answers name it, and it keeps the
+ *	poll cache that answers idle GET v1/poll without the database.
  *	Directives: docs/mod_stubmail.md.
  *
  *	This file holds the hooks, the route table and the handler. The rest:

@@ -409,7 +409,7 @@ static int stubmail_query_version(stubmail_req *q, apr_int64_t *version)
 static int stubmail_poll_state(stubmail_req *q, const char **etag, apr_int64_t *version,
                                int *cached)
 {
-    char buf[128];
+    char buf[STUBMAIL_POLLCACHE_ETAG_MAX + 1];
     stubmail_pollcache_ticket ticket;
     const char *args[2], *cols[2];      /* etag, version */
 

@@ -12,6 +12,9 @@
 #include "httpd.h"
 #include "apr_pools.h"
 
+/* The longest ETag kept; poll_etag() is about 80 octets. */
+#define STUBMAIL_POLLCACHE_ETAG_MAX 127
+
 /* What a child learns from the cache: on a hit the entry; on a miss, what
  * it needs to store the answer of the database afterwards. */
 typedef struct stubmail_pollcache_ticket {

@@ -12,7 +12,8 @@ Checked: idle polls are 304s from the cache, in both children; after a new
 message, an ack, an expiry (the message deleted), a subscription change (by
 the poller, or by SQL behind Apache's back), the responder killed while
 mail arrives, and PostgreSQL restarted, every poll with the old ETag lists
-what changed: none is a 304."""
+what changed: none is a 304; and an entry filled from a SELECT that a
+change raced (poll_etag() made slow) is not trusted."""
 
 import json
 import os
@@ -188,6 +189,39 @@ class PollCacheTest(SandboxTest):
         for r in self.polls(self.version, self.etag):
             self.assertEqual(r.status, 409, r)
             self.assertNotEqual(r.json()["version"], self.version, r)
+
+    def test_fill_that_raced_a_change_is_not_trusted(self):
+        """A child reads the state, a change commits and is notified while
+        its SELECT runs, then it stores what it read: the entry must not
+        count. poll_etag() is made to sleep (its snapshot is the
+        statement's, taken before), and the message goes in once the
+        SELECT is seen running."""
+        a = self.a
+        original = a.sql_value("SELECT pg_get_functiondef('poll_etag(text)'::regprocedure)")
+        a.sql(original.replace("public.poll_etag(", "public.poll_etag_now(", 1))
+        restored = []
+
+        def restore():
+            if not restored:
+                a.sql(original + ";\nDROP FUNCTION poll_etag_now(text)")
+                restored.append(True)
+        self.addCleanup(restore)
+        a.sql("CREATE OR REPLACE FUNCTION poll_etag(p_domain text) RETURNS text"
+              " LANGUAGE plpgsql STABLE AS $$ BEGIN PERFORM pg_sleep(2);"
+              " RETURN poll_etag_now(p_domain); END $$")
+        first = self.put_outbox()               # the entry of setUp is invalid
+        with ThreadPoolExecutor(1) as ex:
+            slow = ex.submit(self.poll, self.version, self.etag)
+            wait_for(lambda: a.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+                != "0" or None,
+                timeout=10, interval=0.05, what="the poll's SELECT running")
+            second = self.put_outbox()
+            r = slow.result()
+        self.assertEqual(r.status, 200, r)
+        raced = r.header("etag")                # read before the second message
+        restore()
+        self.assert_lists(self.version, raced, [first, second])
 
     def test_responder_killed_while_mail_arrives(self):
         a = self.a
