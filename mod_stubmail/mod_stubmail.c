@@ -217,6 +217,7 @@ static int stubmail_start_udp(apr_pool_t *pconf, server_rec *s)
                           : c->tokens == NULL ? "StubmailTokenKey"
                           : c->udp.database == NULL ? "StubmailUDPDatabase" : NULL;
     server_rec *sp;
+    int cache = 0;
 
     if (c->udp.listen != NULL && missing) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailUDPResponder %s "
@@ -224,7 +225,9 @@ static int stubmail_start_udp(apr_pool_t *pconf, server_rec *s)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     /* before the responder is forked: it keeps the cache */
-    stubmail_pollcache_init(pconf, s, c->udp.listen != NULL && c->poll_cache);
+    for (sp = s; sp; sp = sp->next)
+        cache |= stubmail_conf_of(sp)->poll_cache != 0;
+    stubmail_pollcache_init(pconf, s, c->udp.listen != NULL && cache);
     if (c->udp.listen == NULL)
         return OK;
     c->udp.tokens = c->tokens;

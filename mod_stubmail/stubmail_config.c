@@ -119,10 +119,12 @@ typedef struct stubmail_directive {
     D("StubmailUDPRateLimit", TAKE1, NUMBER, udp.rate, 1, 1000000, 0,         \
       "20", "UDP poll datagrams per second per source address; burst twice "  \
       "that")                                                                 \
-    D("StubmailPollCache", TAKE1, SWITCH, poll_cache, 0, 0,                   \
-      STUBMAIL_MAIN_ONLY, "on", "on|off: answer idle GET v1/poll from "       \
-      "shared memory, kept true by the UDP poll responder (without "          \
-      "StubmailUDPResponder every poll asks the database)")
+    /* per virtual host: one whose DBDParams name another database than    \
+     * StubmailUDPDatabase must not use what the responder keeps */         \
+    D("StubmailPollCache", TAKE1, SWITCH, poll_cache, 0, 0, 0,                \
+      "on", "on|off: answer idle GET v1/poll from shared memory, kept true "  \
+      "by the UDP poll responder (without StubmailUDPResponder every poll "   \
+      "asks the database)")
 
 #define STUBMAIL_DESCRIPTOR(name, args, kind, field, min, max, flags, dflt, help) \
     { name, STUBMAIL_##kind, APR_OFFSETOF(stubmail_srv_conf, field), min, max,    \

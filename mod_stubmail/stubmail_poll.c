@@ -413,7 +413,10 @@ static int stubmail_poll_state(stubmail_req *q, const char **etag, apr_int64_t *
     stubmail_pollcache_ticket ticket;
     const char *args[2], *cols[2];      /* etag, version */
 
-    *cached = stubmail_pollcache_get(q->domain, buf, sizeof(buf), version, &ticket);
+    /* a ticket that allows no fill, for a host that does not use the cache */
+    memset(&ticket, 0, sizeof(ticket));
+    *cached = q->conf->poll_cache
+              && stubmail_pollcache_get(q->domain, buf, sizeof(buf), version, &ticket);
     if (*cached) {
         *etag = apr_pstrdup(q->r->pool, buf);
         return 1;

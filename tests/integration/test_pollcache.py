@@ -29,7 +29,8 @@ AT_ONCE = 6             # in flight at a time: more than one child's threads
 RECIPIENT = "carol@c.example"
 
 
-class PollCacheTest(SandboxTest):
+class PollCacheWorld(SandboxTest):
+    """What both classes share: the ISPs, the poller, the checks."""
     DOMAINS = ("a.example", "c.example")
     SERVICES = {"a.example": ("pg", "httpd"), "c.example": ("key",)}
     UDP_POLL = True
@@ -126,7 +127,9 @@ class PollCacheTest(SandboxTest):
             return self.cached_304_pids(offset) or None
         wait_for(cached, timeout=20, interval=0.5, what="a 304 from the poll cache again")
 
-    # -- tests ------------------------------------------------------------------
+
+
+class PollCacheTest(PollCacheWorld):
     def test_idle_polls_are_304s_from_the_cache_of_both_children(self):
         offset = self.log_offset()
         for _ in range(3):
@@ -255,3 +258,17 @@ class PollCacheTest(SandboxTest):
         self.cache_back(self.version, etag)
         second = self.put_outbox()
         self.assert_lists(self.version, etag, [first, second])
+
+
+class PollCacheOffTest(PollCacheWorld):
+    """StubmailPollCache off (here inherited by the TLS virtual host): the
+    responder runs, but every poll asks the database."""
+    HTTPD_EXTRA = PollCacheWorld.HTTPD_EXTRA + (("StubmailPollCache", "off"),)
+
+    def test_no_304_from_the_cache(self):
+        offset = self.log_offset()
+        statuses = [r.status for r in self.polls(self.version, self.etag)]
+        self.assertEqual(statuses, [304] * POLLS)
+        self.assertEqual(self.cached_304_pids(offset), set())
+        mid = self.put_outbox()
+        self.assert_lists(self.version, self.etag, [mid])
