@@ -422,7 +422,9 @@ static int udp_db_ready(udp_state *st)
     stubmail_pollcache_listening(udp_server, 1);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder: "
                  "connected to the database");
-    return 0;
+    /* what arrived behind the answers above is in libpq's buffer already */
+    udp_db_notifications(st);
+    return st->db ? 0 : -1;
 }
 
 /* The current ETag of domain into etag; 0, or -1 when the database cannot
@@ -650,6 +652,11 @@ static void udp_serve(udp_state *st, pid_t parent)
             }
             udp_datagram(st, buf, (size_t)got, &from, fromlen);
         }
+        /* a notification that came in with a query's answer sits in
+         * libpq's buffer, where poll() does not see it: take it now, not
+         * at the next datagram */
+        if (i > 0)
+            udp_db_notifications(st);
         if (time(NULL) - last_stats >= STUBMAIL_UDP_STATS) {
             udp_stats(st);
             last_stats = time(NULL);
