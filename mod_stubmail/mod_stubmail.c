@@ -24,7 +24,8 @@
  *	stubmail_* labels, a connection is acquired per request. Bodies are
  *	streamed from the spool directory through a file bucket (sendfile; the
  *	core byterange filter does Range). With StubmailUDPResponder, a helper
- *	process answers UDP polls and login answers name it.
+ *	process answers UDP polls, login answers name it, and it keeps the
+ *	poll cache that answers idle GET v1/poll without the database.
  *	Directives: docs/mod_stubmail.md.
  *
  *	This file holds the hooks, the route table and the handler. The rest:
@@ -33,7 +34,8 @@
  *	stubmail_message.c (fetch), stubmail_ack.c (acks, one or a batch),
  *	stubmail_login.c (key, login),
  *	stubmail_discover.c (discovery's store), stubmail_route.c (path
- *	patterns), stubmail_udp.c (the UDP responder).
+ *	patterns), stubmail_udp.c (the UDP responder), stubmail_pollcache.c
+ *	(the ETags of idle polls in shared memory).
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -59,6 +61,7 @@
 #include "stubmail_message.h"
 #include "stubmail_ack.h"
 #include "stubmail_poll.h"
+#include "stubmail_pollcache.h"
 #include "stubmail_req.h"
 #include "stubmail_route.h"
 #include "stubmail_udp.h"
@@ -69,27 +72,34 @@ APLOG_USE_MODULE(stubmail);
  * Routes
  * ---------------------------------------------------------------------- */
 
+enum {
+    NEEDS_NOTHING,              /* the endpoint sees to credentials and database */
+    NEEDS_TOKEN,                /* a bearer token; the endpoint gets the
+                                 * database when it needs it */
+    NEEDS_TOKEN_DB              /* a bearer token, then a database connection */
+};
+
 typedef struct stubmail_route {
     const char *path;           /* below the <Location>; {id}: one path
                                  * segment, the message id */
     int method;                 /* M_GET (HEAD as well) or M_POST */
-    int token;                  /* 1: a bearer token first, then a database
-                                 * connection; 0: the endpoint sees to both */
+    int needs;                  /* what the handler finds done (NEEDS_...) */
     int (*handler)(stubmail_req *q);
 } stubmail_route;
 
 static const stubmail_route stubmail_routes[] = {
     /* No credentials on these two: the key is public, and a login is its
      * own proof. */
-    { "/v1/key",              M_GET,  0, stubmail_key },
-    { "/v1/login",            M_POST, 0, stubmail_login },
-    /* GET: the subscription's poll; POST: the stateless poll with pairs */
-    { "/v1/poll",             M_GET,  1, stubmail_poll_get },
-    { "/v1/poll",             M_POST, 1, stubmail_poll_post },
-    { "/v1/subscription",     M_POST, 1, stubmail_subscription },
-    { "/v1/message/{id}",     M_GET,  1, stubmail_fetch },
-    { "/v1/message/{id}/ack", M_POST, 1, stubmail_ack },
-    { "/v1/ack",              M_POST, 1, stubmail_acks },
+    { "/v1/key",              M_GET,  NEEDS_NOTHING,  stubmail_key },
+    { "/v1/login",            M_POST, NEEDS_NOTHING,  stubmail_login },
+    /* GET: the subscription's poll, idle ones answered from the poll
+     * cache without the database; POST: the stateless poll with pairs */
+    { "/v1/poll",             M_GET,  NEEDS_TOKEN,    stubmail_poll_get },
+    { "/v1/poll",             M_POST, NEEDS_TOKEN_DB, stubmail_poll_post },
+    { "/v1/subscription",     M_POST, NEEDS_TOKEN_DB, stubmail_subscription },
+    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN_DB, stubmail_fetch },
+    { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, stubmail_ack },
+    { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, stubmail_acks },
 };
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))
@@ -181,7 +191,9 @@ static int stubmail_handler(request_rec *r)
         return stubmail_method_not_allowed(&q, methods);
 
     /* A token needs no database; then the endpoint does. */
-    if (route->token && (!stubmail_authenticate(&q) || !stubmail_db(&q)))
+    if (route->needs != NEEDS_NOTHING && !stubmail_authenticate(&q))
+        return q.ret;
+    if (route->needs == NEEDS_TOKEN_DB && !stubmail_db(&q))
         return q.ret;
     if (id) {
         if (!sm_id_valid(id))
@@ -197,7 +209,8 @@ static int stubmail_handler(request_rec *r)
  * Startup
  * ---------------------------------------------------------------------- */
 
-/* The UDP poll responder, when the main server names one. Its sessions
+/* The UDP poll responder, when the main server names one, and the poll
+ * cache it keeps (StubmailPollCache). Its sessions
  * are the payloads of this server's tokens, so it needs login and the
  * token keys; and a database connection of its own. Login answers name it
  * where tokens are made with the main server's keys. */
@@ -208,14 +221,19 @@ static int stubmail_start_udp(apr_pool_t *pconf, server_rec *s)
                           : c->tokens == NULL ? "StubmailTokenKey"
                           : c->udp.database == NULL ? "StubmailUDPDatabase" : NULL;
     server_rec *sp;
+    int cache = 0;
 
-    if (c->udp.listen == NULL)
-        return OK;
-    if (missing) {
+    if (c->udp.listen != NULL && missing) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailUDPResponder %s "
                      "needs %s too (docs/mod_stubmail.md)", c->udp.listen, missing);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    /* before the responder is forked: it keeps the cache */
+    for (sp = s; sp; sp = sp->next)
+        cache |= stubmail_conf_of(sp)->poll_cache != 0;
+    stubmail_pollcache_init(pconf, s, c->udp.listen != NULL && cache);
+    if (c->udp.listen == NULL)
+        return OK;
     c->udp.tokens = c->tokens;
     for (sp = s; sp; sp = sp->next)
         stubmail_conf_of(sp)->udp_login = stubmail_conf_of(sp)->tokens == c->tokens;

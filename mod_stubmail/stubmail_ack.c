@@ -31,6 +31,7 @@
 #include "sm_proto.h"
 #include "sm_spool.h"
 #include "stubmail_db.h"
+#include "stubmail_pollcache.h"
 #include "stubmail_ack.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -98,8 +99,13 @@ static int stubmail_ack_record(stubmail_req *q, const sm_ack_request *ack,
         return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
                                "marking retrieved failed");
     *first = rc == 1;
-    if (*first)
+    if (*first) {
+        /* committed: the pending set changed, so no child may answer a
+         * 304 from what was cached before, even before the notification
+         * reaches the responder */
+        stubmail_pollcache_forget(q->domain);
         return 1;
+    }
     /* Already acked, or no such recipient. */
     rc = stubmail_db_first_row(q, STMT_ACK_SEEN, 3, args + 1, ACK_NCOLS, cols);
     if (rc < 0)
@@ -248,6 +254,8 @@ static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_
             broken = 3;
         i++;
     }
+    /* committed: as for one ack, the cached ETag is stale now */
+    stubmail_pollcache_forget(q->domain);
     if (broken == 2)
         return stubmail_fail_0(q, "unavailable", "retry later",
                                "a recipient row changed under the ack");

@@ -37,6 +37,7 @@ APLOG_USE_MODULE(stubmail);
 typedef enum stubmail_kind {
     STUBMAIL_PATH,              /* const char *, relative to ServerRoot */
     STUBMAIL_NUMBER,            /* apr_int64_t from min to max */
+    STUBMAIL_SWITCH,            /* apr_int64_t: on 1, off 0 */
     STUBMAIL_RATE,              /* stubmail_rate: N/SECS or off */
     STUBMAIL_DOMAIN,            /* const char *, a domain name, lowercased */
     STUBMAIL_RESOLVER,          /* const char *, IP:PORT or [IPv6]:PORT */
@@ -117,7 +118,13 @@ typedef struct stubmail_directive {
       "libpq conninfo of the UDP poll responder's own connection")            \
     D("StubmailUDPRateLimit", TAKE1, NUMBER, udp.rate, 1, 1000000, 0,         \
       "20", "UDP poll datagrams per second per source address; burst twice "  \
-      "that")
+      "that")                                                                 \
+    /* per virtual host: one whose DBDParams name another database than    \
+     * StubmailUDPDatabase must not use what the responder keeps */         \
+    D("StubmailPollCache", TAKE1, SWITCH, poll_cache, 0, 0, 0,                \
+      "on", "on|off: answer idle GET v1/poll from shared memory, kept true "  \
+      "by the UDP poll responder (without StubmailUDPResponder every poll "   \
+      "asks the database)")
 
 #define STUBMAIL_DESCRIPTOR(name, args, kind, field, min, max, flags, dflt, help) \
     { name, STUBMAIL_##kind, APR_OFFSETOF(stubmail_srv_conf, field), min, max,    \
@@ -142,6 +149,7 @@ static int stubmail_is_set(const stubmail_directive *d, const void *field)
 {
     switch (d->kind) {
     case STUBMAIL_NUMBER:
+    case STUBMAIL_SWITCH:
         return *(const apr_int64_t *)field != STUBMAIL_UNSET;
     case STUBMAIL_RATE:
         return ((const stubmail_rate *)field)->n != STUBMAIL_UNSET;
@@ -157,6 +165,7 @@ static void stubmail_copy(const stubmail_directive *d, void *to, const void *fro
 {
     switch (d->kind) {
     case STUBMAIL_NUMBER:
+    case STUBMAIL_SWITCH:
         *(apr_int64_t *)to = *(const apr_int64_t *)from;
         break;
     case STUBMAIL_RATE:
@@ -312,6 +321,11 @@ static const char *stubmail_parse(apr_pool_t *p, const stubmail_directive *d,
         return NULL;
     case STUBMAIL_NUMBER:
         return stubmail_parse_number(p, d, field, a1);
+    case STUBMAIL_SWITCH:
+        if (strcasecmp(a1, "on") != 0 && strcasecmp(a1, "off") != 0)
+            return apr_psprintf(p, "%s: expected on or off, not '%s'", d->name, a1);
+        *(apr_int64_t *)field = strcasecmp(a1, "on") == 0;
+        return NULL;
     case STUBMAIL_RATE:
         return stubmail_parse_rate(p, d, field, a1);
     case STUBMAIL_DOMAIN:
@@ -403,7 +417,7 @@ void *stubmail_create_srv_conf(apr_pool_t *p, server_rec *s)
         const stubmail_directive *d = &stubmail_directives[i];
         void *field = stubmail_field(c, d);
 
-        if (d->kind == STUBMAIL_NUMBER)
+        if (d->kind == STUBMAIL_NUMBER || d->kind == STUBMAIL_SWITCH)
             *(apr_int64_t *)field = STUBMAIL_UNSET;
         else if (d->kind == STUBMAIL_RATE)
             ((stubmail_rate *)field)->n = STUBMAIL_UNSET;

@@ -8,7 +8,9 @@
  *	changes the pairs the server keeps for the polling domain, and GET
  *	v1/poll?version=V lists what is pending for them (table pending_match,
  *	kept by the triggers of sql/004_subscription.sql), with an ETag, so an
- *	idle poll is a 304.
+ *	idle poll is a 304. The ETag and version come from the poll cache
+ *	(stubmail_pollcache.c) when it can be trusted, so an idle poll needs
+ *	no database at all (unless StubmailMinPollInterval takes a token).
  *
  *	The rate gates are token buckets in table rate_limit (the SQL function
  *	rate_take() of sql/007_rate_limit.sql): StubmailMinPollInterval with
@@ -34,6 +36,7 @@
 #include "sm_proto.h"
 #include "stubmail_db.h"
 #include "stubmail_poll.h"
+#include "stubmail_pollcache.h"
 
 APLOG_USE_MODULE(stubmail);
 
@@ -96,6 +99,8 @@ static int stubmail_poll_gate(stubmail_req *q)
 
     if (interval == 0)
         return 1;
+    if (!stubmail_db(q))
+        return 0;
     switch (stubmail_rate_take(q, "poll", q->domain, burst, burst * interval, &wait)) {
     case 1:
         return 1;
@@ -351,6 +356,9 @@ int stubmail_subscription(stubmail_req *q)
                                                     cols[1]));
         goto leave;
     }
+    /* committed: no child may answer from what was cached before, even
+     * before the notification reaches the responder */
+    stubmail_pollcache_forget(q->domain);
     SMLOG(q, APLOG_INFO, 0, "subscription: %s%lu added, %lu removed, now version %s",
           req.reset ? "reset, " : "", (unsigned long)req.nadd,
           (unsigned long)req.nremove, cols[1]);
@@ -395,6 +403,45 @@ static int stubmail_query_version(stubmail_req *q, apr_int64_t *version)
     return 1;
 }
 
+/* The domain's ETag and subscription version: from the poll cache when it
+ * can be trusted, else from the database, and then into the cache. 1 with
+ * *etag, *version and *cached, or 0 after the error answer (503). */
+static int stubmail_poll_state(stubmail_req *q, const char **etag, apr_int64_t *version,
+                               int *cached)
+{
+    char buf[STUBMAIL_POLLCACHE_ETAG_MAX + 1];
+    stubmail_pollcache_ticket ticket;
+    const char *args[2], *cols[2];      /* etag, version */
+
+    /* a ticket that allows no fill, for a host that does not use the cache */
+    memset(&ticket, 0, sizeof(ticket));
+    *cached = q->conf->poll_cache
+              && stubmail_pollcache_get(q->domain, buf, sizeof(buf), version, &ticket);
+    if (*cached) {
+        *etag = apr_pstrdup(q->r->pool, buf);
+        return 1;
+    }
+    if (!stubmail_db(q))
+        return 0;
+    args[0] = args[1] = q->domain;
+    switch (stubmail_db_first_row(q, STMT_POLL_STATE, 2, args, 2, cols)) {
+    case 1:
+        if (*cols[0] != '\0')
+            break;
+        /* fall through */
+    case 0:
+        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
+                               "poll state query returned no row");
+    default:
+        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
+                               "poll state query failed");
+    }
+    *etag = cols[0];
+    *version = apr_atoi64(cols[1]);
+    stubmail_pollcache_put(&ticket, q->domain, *etag, *version);
+    return 1;
+}
+
 /* What is pending for the domain's subscription, from pending_match only.
  * The ETag is read before the listing: whatever it covers is listed (or
  * was acked meanwhile), so a poller never gets 304 for a match it did not
@@ -403,45 +450,44 @@ static int stubmail_query_version(stubmail_req *q, apr_int64_t *version)
 int stubmail_poll_get(stubmail_req *q)
 {
     request_rec *r = q->r;
-    const char *args[2], *cols[2];      /* etag, version */
-    apr_int64_t want = 0, listed;
+    const char *args[2], *etag = NULL;
+    apr_int64_t want = 0, version = 0, listed;
     json_t *root;
     ap_condition_e cond;
-    int more;
+    int more, cached;
 
     if (!stubmail_query_version(q, &want))
         return q->ret;
-    args[0] = args[1] = q->domain;
-    switch (stubmail_db_first_row(q, STMT_POLL_STATE, 2, args, 2, cols)) {
-    case 1:
-        if (*cols[0] != '\0')
-            break;
-        /* fall through */
-    case 0:
-        return stubmail_fail(q, "unavailable", DB_UNAVAILABLE,
-                             "poll state query returned no row");
-    default:
-        return stubmail_fail(q, "unavailable", DB_UNAVAILABLE,
-                             "poll state query failed");
-    }
-    if (apr_atoi64(cols[1]) != want)
-        return stubmail_version_changed(q, cols[1], want,
+    if (!stubmail_poll_state(q, &etag, &version, &cached))
+        return q->ret;
+    if (version != want) {
+        const char *current = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, version);
+
+        return stubmail_version_changed(q, current, want,
                                         apr_psprintf(r->pool, "poll for version %"
-                                                     APR_INT64_T_FMT ", current version %s",
-                                                     want, cols[1]));
+                                                     APR_INT64_T_FMT ", current version %s%s",
+                                                     want, current,
+                                                     cached ? " (poll cache)" : ""));
+    }
     /* a 304 is a poll too */
     if (!stubmail_poll_gate(q))
         return q->ret;
-    apr_table_setn(r->headers_out, "ETag", cols[0]);
+    apr_table_setn(r->headers_out, "ETag", etag);
     cond = ap_condition_if_none_match(r, r->headers_out);
     if (cond == AP_CONDITION_WEAK || cond == AP_CONDITION_STRONG) {
-        SMLOG(q, APLOG_DEBUG, 0, "poll: not modified, %s", cols[0]);
+        SMLOG(q, APLOG_DEBUG, 0, "poll: not modified, %s%s", etag,
+              cached ? " (poll cache)" : "");
         return stubmail_not_modified(q);
     }
 
     root = json_object();
     if (root == NULL)
         return stubmail_fail(q, "unavailable", OUT_OF_MEMORY, "out of memory");
+    if (!stubmail_db(q)) {
+        json_decref(root);
+        return q->ret;
+    }
+    args[0] = q->domain;
     args[1] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, q->conf->poll_limit + 1);
     if (!stubmail_poll_list(q, STMT_POLL_PENDING, 2, args, root, &more, &listed)) {
         json_decref(root);

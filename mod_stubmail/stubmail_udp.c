@@ -27,6 +27,10 @@
  *	one libpq connection of its own (StubmailUDPDatabase), LISTENs on
  *	'stubmail_poll' and caches each domain's ETag until a notification
  *	for that domain (or STUBMAIL_UDP_CACHE_MAX_AGE) makes it ask again.
+ *	The same notifications keep the children's poll cache true
+ *	(stubmail_pollcache.c): while its connection is up the responder holds
+ *	that cache's lock, and it makes a domain's entry invalid for every
+ *	notification naming it.
  *
  * DIAGNOSTICS
  *	"stubmail: udp responder ..." lines: start and stop at info, trouble
@@ -60,6 +64,7 @@
 
 #include "sm_txt.h"
 #include "sm_udppoll.h"
+#include "stubmail_pollcache.h"
 #include "stubmail_udp.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -334,6 +339,7 @@ static udp_etag *udp_cache_slot(udp_state *st, const char *domain)
  * use HTTP, which answers 503 or works). */
 static void udp_db_drop(udp_state *st, const char *why)
 {
+    stubmail_pollcache_listening(udp_server, 0);
     memset(st->cache, 0, sizeof(st->cache));
     if (st->db) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
@@ -360,6 +366,7 @@ static void udp_db_notifications(udp_state *st)
         udp_etag *e = udp_cache_slot(st, n->extra);
         if (strcmp(e->domain, n->extra) == 0)
             e->etag[0] = '\0';
+        stubmail_pollcache_forget(n->extra);
         PQfreemem(n);
     }
 }
@@ -412,9 +419,12 @@ static int udp_db_ready(udp_state *st)
     }
     /* notifications were missed while there was no connection */
     memset(st->cache, 0, sizeof(st->cache));
+    stubmail_pollcache_listening(udp_server, 1);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder: "
                  "connected to the database");
-    return 0;
+    /* what arrived behind the answers above is in libpq's buffer already */
+    udp_db_notifications(st);
+    return st->db ? 0 : -1;
 }
 
 /* The current ETag of domain into etag; 0, or -1 when the database cannot
@@ -610,6 +620,10 @@ static void udp_serve(udp_state *st, pid_t parent)
     int i, n;
 
     while (!udp_stop) {
+        /* not only for datagrams: the poll cache is off until the
+         * connection is back */
+        if (!st->db)
+            udp_db_ready(st);
         pfd[0].fd = st->fd;
         pfd[0].events = POLLIN;
         pfd[1].fd = st->db ? PQsocket(st->db) : -1;
@@ -638,6 +652,11 @@ static void udp_serve(udp_state *st, pid_t parent)
             }
             udp_datagram(st, buf, (size_t)got, &from, fromlen);
         }
+        /* a notification that came in with a query's answer sits in
+         * libpq's buffer, where poll() does not see it: take it now, not
+         * at the next datagram */
+        if (i > 0)
+            udp_db_notifications(st);
         if (time(NULL) - last_stats >= STUBMAIL_UDP_STATS) {
             udp_stats(st);
             last_stats = time(NULL);
@@ -670,6 +689,8 @@ static int udp_main(pid_t parent)
     udp_stats(st);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, udp_server, "stubmail: udp responder pid %ld "
                  "stopping", (long)getpid());
+    /* children stop trusting the cache before notifications stop coming */
+    stubmail_pollcache_listening(udp_server, 0);
     if (st->db)
         PQfinish(st->db);
     close(st->fd);
