@@ -270,6 +270,7 @@ typedef struct pd_domain {
     int found;                      /* a poll of this cycle listed mail */
     pd_lane lanes[PD_LANES_MAX];    /* `parallel` of them in use */
     int want_login;                 /* a lane's request needs a new token */
+    int ending;                     /* finished but for deliveries under way */
     pd_ack *acks;                   /* to be sent, oldest first */
     size_t nacks, acks_cap;
     pd_subchange sub;               /* the subscription change of this cycle */

@@ -52,6 +52,10 @@
 
 /* ---- the end of a domain's cycle -------------------------------------- */
 
+/* The domain's cycle ends (done, failed, or a stop): what runs is cut
+ * short, but a delivery under way runs to its end and is recorded (one cut
+ * off after the MTA took it would be delivered again): until the last one
+ * is over, the domain is `ending` and starts nothing new. */
 static void finish(pd_domain *d)
 {
     pd_ctx *ctx = d->ctx;
@@ -59,11 +63,21 @@ static void finish(pd_domain *d)
 
     if (d->state == PD_D_DONE)
         return;
-    pd_xfer_free(d->x);         /* cut short by a stop or a failure */
+    pd_xfer_free(d->x);
     d->x = NULL;
+    d->wake_ms = 0;
     for (i = 0; i < PD_LANES_MAX; i++) {
-        pd_xfer_free(d->lanes[i].x);
-        d->lanes[i].x = NULL;
+        pd_lane *l = &d->lanes[i];
+        if (!l->x || l->x->kind == PD_X_DELIVER)
+            continue;
+        if (ctx->stopping)
+            pd_message_interrupted(l);
+        pd_xfer_free(l->x);
+        l->x = NULL;
+    }
+    if (pd_domain_lanes_busy(d)) {
+        d->ending = 1;
+        return;
     }
     pd_ack_drop_queue(d, ctx->stopping ? "ack at next start" : "ack next cycle");
     pd_domain_free_items(d);
@@ -75,7 +89,6 @@ static void finish(pd_domain *d)
                     || d->sub.sent_remove))
         pd_session_forget(d->sess);
     pd_subscription_plan_free(&d->sub);
-    d->wake_ms = 0;
     if (d->locked)
         pd_db_unlock(ctx, d->name);
     d->locked = 0;
@@ -183,29 +196,11 @@ static int items(pd_domain *d)
     return 1;
 }
 
-/* SIGTERM: fetches end now, deliveries run to their end (and are
- * recorded); then the domain's cycle is over. */
-static void stop(pd_domain *d)
-{
-    int i;
-
-    for (i = 0; i < PD_LANES_MAX; i++) {
-        pd_lane *l = &d->lanes[i];
-        if (l->x && l->x->kind != PD_X_DELIVER) {
-            pd_message_interrupted(l);
-            pd_xfer_free(l->x);
-            l->x = NULL;
-        }
-    }
-    if (!pd_domain_lanes_busy(d))
-        finish(d);
-}
-
 static void step(pd_domain *d)
 {
     for (;;) {
-        if (d->ctx->stopping) {
-            stop(d);
+        if (d->ctx->stopping || d->ending) {
+            finish(d);
             return;
         }
         switch (d->state) {
@@ -505,20 +500,17 @@ void pd_dispatch_stop(pd_domain *d)
 {
     if (d->state == PD_D_DONE || d->state == PD_D_QUEUED)
         return;
-    stop(d);
+    finish(d);
 }
 
 void pd_dispatch_abort(pd_domain *d)
 {
-    int i, delivering = 0;
+    int i;
 
     if (d->state == PD_D_DONE || d->state == PD_D_QUEUED)
         return;
     for (i = 0; i < PD_LANES_MAX; i++)
-        if (d->lanes[i].x && d->lanes[i].x->kind == PD_X_DELIVER) {
+        if (d->lanes[i].x && d->lanes[i].x->kind == PD_X_DELIVER)
             d->lanes[i].x->cancel = 1;  /* ends in pd_message_deliver_done, without the "." */
-            delivering = 1;
-        }
-    if (!delivering)
-        stop(d);
+    finish(d);
 }
