@@ -48,6 +48,10 @@ void sm_seal_free(sm_seal *s);
  * out_fd; a recipient key must be in home and able to encrypt. */
 int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
                             int out_fd, char *why, size_t whylen);
+/* The same for a body held in memory (len octets at buf): a small message
+ * needs no plaintext file to be written and read back. */
+int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
+                             size_t len, int out_fd, char *why, size_t whylen);
 
 /* As sm_pgp_decrypt_verify_fd: decrypt in_fd with our key into out_fd and
  * check that exactly one good signature by expected_signer_fpr's primary
