@@ -57,8 +57,8 @@ int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa);
 
 /* Outcome of every database call: OK, or a temporary failure (database
  * unreachable, query failed) with a reason in the caller's buffer.
- * SMF_DB_UNKNOWN: the connection broke during COMMIT, which may or may not
- * have committed (smf_db_store only). SMF_DB_DNSFAIL: the database answered
+ * SMF_DB_UNKNOWN: the connection broke after the store was sent, and no
+ * second try said whether it committed (smf_db_store only). SMF_DB_DNSFAIL: the database answered
  * but DNS failed temporarily (smf_db_discover only). */
 typedef enum {
     SMF_DB_OK = 0, SMF_DB_TEMPFAIL = -1, SMF_DB_UNKNOWN = -2, SMF_DB_DNSFAIL = -3
@@ -80,9 +80,10 @@ typedef struct smf_db_rcpt {
     const char *domain;         /* sm_addr_domain(addr) */
 } smf_db_rcpt;
 
-/* One transaction: the message row, an outbox row per pulling recipient,
- * an address-book row (owner = sender) per contact. format is how the body
- * is stored: "openpgp" (signed and encrypted). */
+/* One transaction, one statement (outbox_store, sql/009): the message row,
+ * an outbox row per pulling recipient, an address-book row (owner = sender)
+ * per contact. format is how the body is stored: "openpgp" (signed and
+ * encrypted). */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
