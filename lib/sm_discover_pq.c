@@ -3,10 +3,11 @@
  * INSERT runs in the connection's current transaction: a failure there
  * aborts it, and the caller sees -1.
  *
- * The peer row and the cached verdict come back from one query, asked for
- * the peer row: sm_discover_run asks for the cache only after the peer, and
- * a round trip to the server cost the milter more than reading a cache row
- * it may not need (docs/BENCHMARKS.md). cache_get answers from that row. */
+ * The peer row and the cached verdict come back from one call,
+ * discovery_get() of sql/009, made for the peer row: sm_discover_run asks
+ * for the cache only after the peer, and a round trip to the server cost
+ * the milter more than reading a cache row it may not need
+ * (docs/BENCHMARKS.md). cache_get answers from that row. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,21 +15,16 @@
 #include "sm_log.h"
 #include "sm_discover_pq.h"
 
-/* one row, whatever is there: the peer's columns (NULL without a row), then
- * the cached verdict's (status NULL when nothing unexpired is cached) */
+/* one row, whatever is there (sql/009): the peer's columns, then the cached
+ * verdict's (status NULL when nothing unexpired is cached) */
 static const char SQL_PEER_AND_CACHE[] =
-    "SELECT p.outbox_url, p.fpr, p.pulling, p.domain IS NOT NULL,"
-    " c.status, c.outbox, c.udp, c.fpr, c.policy, c.why"
-    " FROM (SELECT $1::text AS domain) q"
-    " LEFT JOIN peer p ON p.domain = q.domain"
-    " LEFT JOIN LATERAL dns_cache_get(q.domain) c ON true";
+    "SELECT peer_outbox_url, peer_fpr, peer_pulling, peer_found,"
+    " status, outbox, udp, fpr, policy, why FROM discovery_get($1)";
 enum { COL_PEER_OUTBOX, COL_PEER_FPR, COL_PEER_PULLING, COL_PEER_FOUND, COL_STATUS, COL_OUTBOX,
        COL_UDP, COL_FPR, COL_POLICY, COL_WHY };
 static const char SQL_CACHE_PUT[] =
     "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/* Copy a column into a fixed buffer; NULL and overlong values become "" (an
- * overlong one cannot come from a parsed record or the peer CHECKs). */
 /* The store's baton: the connection, and the row of SQL_PEER_AND_CACHE
  * that peer_row read, which cache_get answers from. */
 typedef struct pq_store {
@@ -36,6 +32,8 @@ typedef struct pq_store {
     PGresult *row;
 } pq_store;
 
+/* Copy a column into a fixed buffer; NULL and overlong values become "" (an
+ * overlong one cannot come from a parsed record or the peer CHECKs). */
 static void copy_col(const PGresult *res, int col, char *dst, size_t dstlen)
 {
     const char *v = PQgetisnull(res, 0, col) ? "" : PQgetvalue(res, 0, col);
