@@ -1,7 +1,13 @@
 /* sm_discover_pq — the discovery store over libpq (milter, pollerd): the
  * peer table and the dns_cache functions of sql/002. The dns_cache_put
  * INSERT runs in the connection's current transaction: a failure there
- * aborts it, and the caller sees -1. */
+ * aborts it, and the caller sees -1.
+ *
+ * The peer row and the cached verdict come back from one call,
+ * discovery_get() of sql/009, made for the peer row: sm_discover_run asks
+ * for the cache only after the peer, and a round trip to the server cost
+ * the milter more than reading a cache row it may not need
+ * (docs/BENCHMARKS.md). cache_get answers from that row. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,12 +15,22 @@
 #include "sm_log.h"
 #include "sm_discover_pq.h"
 
-static const char SQL_PEER[] =
-    "SELECT outbox_url, fpr, pulling FROM peer WHERE domain = $1";
-static const char SQL_CACHE_GET[] =
-    "SELECT status, outbox, udp, fpr, policy, why FROM dns_cache_get($1)";
+/* one row, whatever is there (sql/009): the peer's columns, then the cached
+ * verdict's (status NULL when nothing unexpired is cached) */
+static const char SQL_PEER_AND_CACHE[] =
+    "SELECT peer_outbox_url, peer_fpr, peer_pulling, peer_found,"
+    " status, outbox, udp, fpr, policy, why FROM discovery_get($1)";
+enum { COL_PEER_OUTBOX, COL_PEER_FPR, COL_PEER_PULLING, COL_PEER_FOUND, COL_STATUS, COL_OUTBOX,
+       COL_UDP, COL_FPR, COL_POLICY, COL_WHY };
 static const char SQL_CACHE_PUT[] =
     "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/* The store's baton: the connection, and the row of SQL_PEER_AND_CACHE
+ * that peer_row read, which cache_get answers from. */
+typedef struct pq_store {
+    PGconn *db;
+    PGresult *row;
+} pq_store;
 
 /* Copy a column into a fixed buffer; NULL and overlong values become "" (an
  * overlong one cannot come from a parsed record or the peer CHECKs). */
@@ -30,67 +46,62 @@ static void copy_col(const PGresult *res, int col, char *dst, size_t dstlen)
 /* The admin's row: 1 found, 0 none, -1 database error. */
 static int peer_row(void *baton, const char *domain, sm_peer_info *out, char *why, size_t whylen)
 {
-    PGconn *db = baton;
+    pq_store *st = baton;
     const char *params[1] = { domain };
-    PGresult *res = PQexecParams(db, SQL_PEER, 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(st->db, SQL_PEER_AND_CACHE, 1, NULL, params, NULL, NULL, 0);
     int rc = -1;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        sm_why(why, whylen, "%s: reading peer: %s", domain, PQerrorMessage(db));
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        sm_why(why, whylen, "%s: reading peer and dns_cache: %s", domain,
+               PQresultStatus(res) == PGRES_TUPLES_OK ? "not one row" : PQerrorMessage(st->db));
+        PQclear(res);
         goto leave;
     }
-    rc = PQntuples(res) > 0;
+    rc = strcmp(PQgetvalue(res, 0, COL_PEER_FOUND), "t") == 0;
     if (rc) {
         out->from_peer_table = 1;
-        copy_col(res, 0, out->outbox, sizeof out->outbox);
-        copy_col(res, 1, out->fpr, sizeof out->fpr);
-        out->pulling = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+        copy_col(res, COL_PEER_OUTBOX, out->outbox, sizeof out->outbox);
+        copy_col(res, COL_PEER_FPR, out->fpr, sizeof out->fpr);
+        out->pulling = strcmp(PQgetvalue(res, 0, COL_PEER_PULLING), "t") == 0;
     }
+    PQclear(st->row);
+    st->row = res;
 leave:
-    PQclear(res);
     return rc;
 }
 
-/* The record as cached: 1 hit (rec/status filled), 0 miss, -1 error. */
+/* The record as cached: 1 hit (rec/status filled), 0 miss; from the row
+ * peer_row read (sm_discover_run asks for the peer first). */
 static int cache_get(void *baton, const char *domain, sm_dns_status *status, sm_txt_record *rec,
                      char *why, size_t whylen)
 {
-    PGconn *db = baton;
-    const char *params[1] = { domain };
-    PGresult *res = PQexecParams(db, SQL_CACHE_GET, 1, NULL, params, NULL, NULL, 0);
-    const char *st;
-    int rc = -1;
+    pq_store *st = baton;
+    const PGresult *res = st->row;
+    const char *v;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        sm_why(why, whylen, "%s: reading dns_cache: %s", domain, PQerrorMessage(db));
-        goto leave;
-    }
-    rc = 0;
-    if (PQntuples(res) == 0)
-        goto leave;
-    st = PQgetvalue(res, 0, 0);
-    rc = 1;
-    if (strcmp(st, "found") == 0) {
+    (void)domain;
+    if (PQgetisnull(res, 0, COL_STATUS))
+        return 0;
+    v = PQgetvalue(res, 0, COL_STATUS);
+    if (strcmp(v, "found") == 0) {
         *status = SM_DNS_FOUND;
-        copy_col(res, 1, rec->outbox, sizeof rec->outbox);
-        copy_col(res, 2, rec->udp, sizeof rec->udp);
-        copy_col(res, 3, rec->fpr, sizeof rec->fpr);
-        copy_col(res, 4, rec->policy, sizeof rec->policy);
+        copy_col(res, COL_OUTBOX, rec->outbox, sizeof rec->outbox);
+        copy_col(res, COL_UDP, rec->udp, sizeof rec->udp);
+        copy_col(res, COL_FPR, rec->fpr, sizeof rec->fpr);
+        copy_col(res, COL_POLICY, rec->policy, sizeof rec->policy);
     } else {
         /* the table's CHECK allows only found, none, invalid */
-        *status = strcmp(st, "none") == 0 ? SM_DNS_NONE : SM_DNS_INVALID;
-        sm_why(why, whylen, "%s", PQgetisnull(res, 0, 5) ? "" : PQgetvalue(res, 0, 5));
+        *status = strcmp(v, "none") == 0 ? SM_DNS_NONE : SM_DNS_INVALID;
+        sm_why(why, whylen, "%s", PQgetisnull(res, 0, COL_WHY) ? "" : PQgetvalue(res, 0, COL_WHY));
     }
-leave:
-    PQclear(res);
-    return rc;
+    return 1;
 }
 
 static int cache_put(void *baton, const char *domain, sm_dns_status status,
                      const sm_txt_record *rec, const char *dns_why, unsigned ttl,
                      char *why, size_t whylen)
 {
-    PGconn *db = baton;
+    PGconn *db = ((pq_store *)baton)->db;
     char ttl_text[16];
     const char *found = status == SM_DNS_FOUND ? "" : NULL;
     const char *params[8];
@@ -120,7 +131,10 @@ leave:
 int sm_discover(PGconn *db, const char *resolver, const char *domain,
                 sm_peer_info *out, char *why, size_t whylen)
 {
-    const sm_discover_store store = { db, peer_row, cache_get, cache_put };
+    pq_store st = { db, NULL };
+    const sm_discover_store store = { &st, peer_row, cache_get, cache_put };
+    int rc = sm_discover_run(&store, resolver, domain, 0, out, why, whylen);
 
-    return sm_discover_run(&store, resolver, domain, 0, out, why, whylen);
+    PQclear(st.row);
+    return rc;
 }

@@ -88,12 +88,12 @@ static bool fd_writer(void *app_ctx, const void *buf, size_t len)
     return true;
 }
 
-int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                            int out_fd, char *why, size_t whylen)
+/* The seal of in (an fd through in_io, or memory: in_io NULL) into out_fd. */
+static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
+                        const fd_io *in_io, int out_fd, char *why, size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
-    fd_io in_io = { .fd = in_fd }, out_io = { .fd = out_fd };
-    rnp_input_t in = NULL;
+    fd_io out_io = { .fd = out_fd };
     rnp_output_t out = NULL;
     rnp_op_encrypt_t op = NULL;
     rnp_key_handle_t key = NULL;
@@ -112,8 +112,7 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
     rc = SM_PGP_ERROR;
     if ((sl = seal_slot_take(s, why, whylen)) == NULL)
         goto leave;
-    if ((r = rnp_input_from_callback(&in, fd_reader, NULL, &in_io)) != RNP_SUCCESS
-        || (r = rnp_output_to_callback(&out, fd_writer, NULL, &out_io)) != RNP_SUCCESS
+    if ((r = rnp_output_to_callback(&out, fd_writer, NULL, &out_io)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_create(&op, sl->ffi, in, out)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_armor(op, false)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_cipher(op, "AES256")) != RNP_SUCCESS
@@ -158,9 +157,9 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
     r = rnp_op_encrypt_execute(op);
     /* before r: librnp writes its last buffer after the encryption is done
      * and says success even when that write failed */
-    if (in_io.err || out_io.err) {
-        sm_why(why, whylen, "%s the body: %s", in_io.err ? "reading" : "writing",
-               strerror(in_io.err ? in_io.err : out_io.err));
+    if ((in_io && in_io->err) || out_io.err) {
+        sm_why(why, whylen, "%s the body: %s", in_io && in_io->err ? "reading" : "writing",
+               strerror(in_io && in_io->err ? in_io->err : out_io.err));
         goto leave;
     }
     if (r != RNP_SUCCESS) {
@@ -171,10 +170,39 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
 leave:
     rnp_key_handle_destroy(key);
     rnp_op_encrypt_destroy(op);
-    rnp_input_destroy(in);
     rnp_output_destroy(out);
     if (sl)
         seal_slot_give(s, sl);
+    return rc;
+}
+
+int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
+                            int out_fd, char *why, size_t whylen)
+{
+    fd_io in_io = { .fd = in_fd };
+    rnp_input_t in = NULL;
+    rnp_result_t r;
+    int rc;
+
+    if ((r = rnp_input_from_callback(&in, fd_reader, NULL, &in_io)) != RNP_SUCCESS)
+        return seal_rnp_fail(why, whylen, "rnp input", r);
+    rc = encrypt_sign(s, recipient_fprs, in, &in_io, out_fd, why, whylen);
+    rnp_input_destroy(in);
+    return rc;
+}
+
+int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
+                             size_t len, int out_fd, char *why, size_t whylen)
+{
+    rnp_input_t in = NULL;
+    rnp_result_t r;
+    int rc;
+
+    /* not copied: buf outlives the input */
+    if ((r = rnp_input_from_memory(&in, buf, len, false)) != RNP_SUCCESS)
+        return seal_rnp_fail(why, whylen, "rnp input", r);
+    rc = encrypt_sign(s, recipient_fprs, in, NULL, out_fd, why, whylen);
+    rnp_input_destroy(in);
     return rc;
 }
 

@@ -71,6 +71,10 @@ void sm_seal_free(sm_seal *s);
  * be able to read the stored body again. */
 int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
                             int out_fd, char *why, size_t whylen);
+/* The same for a body held in memory (len octets at buf): a small message
+ * needs no plaintext file to be written and read back. */
+int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
+                             size_t len, int out_fd, char *why, size_t whylen);
 
 /* Decrypt in_fd with our key into out_fd (streaming) and check that the
  * body was integrity protected and that exactly one good signature is

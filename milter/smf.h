@@ -57,8 +57,8 @@ int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa);
 
 /* Outcome of every database call: OK, or a temporary failure (database
  * unreachable, query failed) with a reason in the caller's buffer.
- * SMF_DB_UNKNOWN: the connection broke during COMMIT, which may or may not
- * have committed (smf_db_store only). SMF_DB_DNSFAIL: the database answered
+ * SMF_DB_UNKNOWN: the connection broke after the store was sent, and no
+ * second try said whether it committed (smf_db_store only). SMF_DB_DNSFAIL: the database answered
  * but DNS failed temporarily (smf_db_discover only). */
 typedef enum {
     SMF_DB_OK = 0, SMF_DB_TEMPFAIL = -1, SMF_DB_UNKNOWN = -2, SMF_DB_DNSFAIL = -3
@@ -80,9 +80,10 @@ typedef struct smf_db_rcpt {
     const char *domain;         /* sm_addr_domain(addr) */
 } smf_db_rcpt;
 
-/* One transaction: the message row, an outbox row per pulling recipient,
- * an address-book row (owner = sender) per contact. format is how the body
- * is stored: "openpgp" (signed and encrypted). */
+/* One transaction, one statement (outbox_store, sql/009): the message row,
+ * an outbox row per pulling recipient, an address-book row (owner = sender)
+ * per contact. format is how the body is stored: "openpgp" (signed and
+ * encrypted). */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
@@ -169,8 +170,11 @@ typedef struct smf_msg {
     int learned;                /* address book done (push-only mail) */
     int spool_open;             /* spool holds a file that is not ours to keep */
     int saw_eoh;
-    sm_spool_file spool;        /* the message as received (plaintext) */
-    char *buf;                  /* write buffer in front of the spool file */
+    const char *spool_dir;      /* where spool is made if the message spills */
+    sm_spool_file spool;        /* the message as received (plaintext), when
+                                   it outgrew buf */
+    char *buf;                  /* the message while it fits, else the write
+                                   buffer in front of spool */
     size_t buflen;
     int keys_ready;             /* every pulling domain's key is in gnupg_home */
     int sealed_open;            /* like spool_open, for sealed */
@@ -203,9 +207,12 @@ void smf_conn_free(SMFICTX *ctx);
 /* The MTA's queue id ({i}), or "NOQUEUE": first word of every log line. */
 const char *smf_qid(SMFICTX *ctx);
 
-/* The plaintext spool file in spool_dir, made on first use (0, or -1 with
- * errno). Writes go through a buffer: smf_spool_flush before reading the
- * file back. */
+/* The message as received, in memory while it fits a buffer of its own
+ * (smf_spool_open makes it: 0, or -1 with errno), spilled into a plaintext
+ * spool file in spool_dir when it outgrows it (msg->spool_open then; a
+ * write that cannot make or write the file is -1 with errno). Before the
+ * seal: smf_spool_flush, which puts the rest of a spilled message into its
+ * file and leaves a message in memory where it is. */
 int smf_spool_open(smf_msg *msg, const char *spool_dir);
 int smf_spool_write(smf_msg *msg, const void *p, size_t len);
 int smf_spool_flush(smf_msg *msg);
@@ -245,11 +252,12 @@ void smf_seal_rcpt_keys(const smf_settings *set, const char *qid, smf_msg *msg);
 size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys,
                         size_t *ndomain, size_t *skipped);
 
-/* The stored form: the flushed plaintext spool file, signed with our domain
- * key and encrypted to smf_seal_keylist's keys, streamed by gpg into
- * msg->sealed (memory stays flat), which is committed (its size set); the
- * plaintext is removed. SMF_SEAL_FAIL with why otherwise (the message
- * context removes what is left when it is freed). */
+/* The stored form: the flushed message (its buffer, or its plaintext spool
+ * file when it spilled), signed with our domain key and encrypted to
+ * smf_seal_keylist's keys, streamed by the seal into msg->sealed (memory
+ * stays flat), which is committed (its size set); a plaintext file is
+ * removed. SMF_SEAL_FAIL with why otherwise (the message context removes
+ * what is left when it is freed). */
 smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
                               char *why, size_t whylen);
 

@@ -5,9 +5,10 @@
  * trusted_networks) with a non-empty sender gets a message context at MAIL
  * FROM; everything else is accepted there and not looked at again. RCPT
  * decides each recipient's domain once per message (sm_discover). DATA
- * learns push-only mail and steps aside, or opens the spool file and makes
- * sure of the keys (smf_seal.c); headers and body stream into the spool
- * (smf_ctx.c); end of message seals, stores the rows in one transaction
+ * learns push-only mail and steps aside, or makes the message's buffer
+ * and makes sure of the keys (smf_seal.c); headers and body go into the
+ * buffer, a big message on into a plaintext spool file (smf_ctx.c); end of
+ * message seals, stores the rows in one transaction
  * (smf_db.c), and only then removes the pulling recipients (smfi_delrcpt)
  * and sends the UDP stubs (smf_net.c). */
 #include <errno.h>
@@ -452,7 +453,7 @@ static sfsistat smf_data(SMFICTX *ctx)
         return SMFIS_ACCEPT;
     }
     if (smf_spool_open(msg, settings->spool_dir) != 0)
-        return smf_spool_failed(ctx, "create");
+        return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "out of memory for the message");
     /* the keys now, before the body comes: a failure costs the client no transfer */
     return smf_keys_fetch(ctx, msg);
 }

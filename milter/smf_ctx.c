@@ -8,8 +8,12 @@
  * and every callback that ends the message. Freeing a message removes the
  * spool files the database does not own yet.
  *
- * A message's body is never held whole: headers and body go through one
- * SMF_BUFSZ buffer into the plaintext spool file. */
+ * Headers and body go into one SMF_BUFSZ buffer per message. A message
+ * that fits (most do) stays there and is sealed from memory: no plaintext
+ * file is made, written, read back and removed, which cost more than the
+ * seal itself (docs/BENCHMARKS.md). A larger one spills into a plaintext
+ * spool file when the buffer first overflows, and goes on through the
+ * buffer into that file: memory stays flat whatever the size. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,9 +108,27 @@ const char *smf_qid(SMFICTX *ctx)
 
 /* ---- the spool file ------------------------------------------------------ */
 
+/* The plaintext spool file of a message that outgrew its buffer. */
+static int smf_spool_spill(smf_msg *msg)
+{
+    char id[SM_ID_LEN + 1];
+    int saved;
+
+    if (sm_id_new(id) != 0)
+        return -1;
+    if (sm_spool_create(&msg->spool, msg->spool_dir, id) != 0) {
+        saved = errno;
+        sm_spool_abort(&msg->spool);
+        errno = saved;
+        return -1;
+    }
+    msg->spool_open = 1;
+    return 0;
+}
+
 int smf_spool_flush(smf_msg *msg)
 {
-    if (msg->buflen == 0)
+    if (!msg->spool_open || msg->buflen == 0)
         return 0;
     if (sm_spool_write(&msg->spool, msg->buf, msg->buflen) != 0)
         return -1;
@@ -117,7 +139,7 @@ int smf_spool_flush(smf_msg *msg)
 int smf_spool_write(smf_msg *msg, const void *p, size_t len)
 {
     if (msg->buflen + len > SMF_BUFSZ) {
-        if (smf_spool_flush(msg) != 0)
+        if ((!msg->spool_open && smf_spool_spill(msg) != 0) || smf_spool_flush(msg) != 0)
             return -1;
         if (len >= SMF_BUFSZ)
             return sm_spool_write(&msg->spool, p, len) != 0 ? -1 : 0;
@@ -129,22 +151,11 @@ int smf_spool_write(smf_msg *msg, const void *p, size_t len)
 
 int smf_spool_open(smf_msg *msg, const char *spool_dir)
 {
-    char id[SM_ID_LEN + 1];
-    int saved;
-
-    if (msg->spool_open)
+    if (msg->buf != NULL)
         return 0;
-    if (msg->buf == NULL && (msg->buf = malloc(SMF_BUFSZ)) == NULL)
+    if ((msg->buf = malloc(SMF_BUFSZ)) == NULL)
         return -1;
-    if (sm_id_new(id) != 0)
-        return -1;
-    if (sm_spool_create(&msg->spool, spool_dir, id) != 0) {
-        saved = errno;
-        sm_spool_abort(&msg->spool);
-        errno = saved;
-        return -1;
-    }
-    msg->spool_open = 1;
+    msg->spool_dir = spool_dir;
     return 0;
 }
 

@@ -11,13 +11,16 @@
  * further connects fail fast for SMF_DB_HOLDOFF seconds instead of piling up
  * on a database that is down.
  *
- * A statement that fails because the connection had gone away (PostgreSQL
- * restarted since the connection was opened) is retried once on a fresh
- * connection, as long as nothing can have been committed: a failed COMMIT is
- * never retried.
+ * A connection the server closed while it sat in the pool (PostgreSQL
+ * restarted) is found when it is taken, by what waits on its socket (a
+ * poll, no round trip), and opened again before anything is sent on it. A
+ * statement whose connection breaks all the same is sent once more on a
+ * fresh connection when that is safe: reads, the address-book upsert, and
+ * the store (outbox_store() of sql/009 knows a message it stored already).
  *
  * Only parameterised statements (PQexecParams) are used. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +106,15 @@ static PGconn *connect_new(void)
     return PQconnectdbParams(keys, vals, 1);
 }
 
+/* A connection idle in the pool has nothing to read, unless the server
+ * sent it its last words (FATAL, terminating connection) and closed it. */
+static int closed_by_server(PGconn *c)
+{
+    struct pollfd p = { PQsocket(c), POLLIN, 0 };
+
+    return p.fd < 0 || poll(&p, 1, 0) != 0;
+}
+
 /* Take a slot with a working connection. Returns the slot, or -1 with why. */
 static long acquire(char *why, size_t whylen)
 {
@@ -110,6 +122,7 @@ static long acquire(char *why, size_t whylen)
     long i, slot = -1;
     PGconn *c;
     time_t now;
+    int stale;
 
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += SMF_DB_WAIT;
@@ -133,7 +146,8 @@ static long acquire(char *why, size_t whylen)
     }
     pool.busy[slot] = 1;
     c = pool.conns[slot];
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+    stale = c != NULL && (PQstatus(c) != CONNECTION_OK || closed_by_server(c));
+    if (c == NULL || stale) {
         now = time(NULL);
         if (now < pool.holdoff_until) {
             snprintf(why, whylen, "%s", pool.holdoff_why);
@@ -142,7 +156,7 @@ static long acquire(char *why, size_t whylen)
     }
     pthread_mutex_unlock(&pool.lock);
 
-    if (c != NULL && PQstatus(c) != CONNECTION_OK)
+    if (stale)
         PQreset(c);                     /* went bad: reconnect in place */
     else if (c == NULL)
         c = connect_new();
@@ -290,22 +304,18 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
     return out;
 }
 
-static const char sql_message[] =
-    "INSERT INTO message (id, sender, size, spool_name, format)"
-    " VALUES ($1, $2, $3::bigint, $4, $5)";
-/* Not a plain insert: it fires pending_match_outbox_insert
- * (sql/004_subscription.sql), which first takes the per-domain advisory
- * lock pg_advisory_xact_lock_shared(7239033, hashtext(recipient_domain))
- * for each recipient domain, in hash order, and so waits while a
- * subscription change of that domain (which holds it exclusively) commits;
- * then it adds a pending_match row for every recipient whose domain
- * subscribed to (sender or *@its domain, recipient), and that insert
- * NOTIFYs stubmail_poll with the domain at COMMIT. The shared lock is held
- * until COMMIT: nothing slow runs between this statement and COMMIT. */
-static const char sql_outbox[] =
-    "INSERT INTO outbox (message_id, recipient, recipient_domain)"
-    " SELECT $1, r, d FROM unnest($2::text[], $3::text[]) AS t(r, d)"
-    " ON CONFLICT DO NOTHING";
+/* outbox_store (sql/009): the message row, its outbox rows and the learned
+ * contacts in one statement, one transaction. Its outbox INSERT fires
+ * pending_match_outbox_insert (sql/004), which takes the per-domain
+ * advisory lock pg_advisory_xact_lock_shared(7239033,
+ * hashtext(recipient_domain)) for each recipient domain, in hash order, and
+ * so waits while a subscription change of that domain (which holds it
+ * exclusively) commits; then it adds a pending_match row for every
+ * recipient whose domain subscribed to (sender or *@its domain, recipient),
+ * and that insert NOTIFYs stubmail_poll with the domain at the commit. */
+static const char sql_store[] =
+    "SELECT outbox_store($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
+    " $9::text[])";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
@@ -319,11 +329,11 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            char *why, size_t whylen)
 {
     char sizebuf[24], *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
-    const char *mvals[5], *ovals[3], *avals[3];
+    const char *vals[9];
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
-    long slot = -1;
+    long slot;
 
     snprintf(sizebuf, sizeof sizebuf, "%lld", size);
     ob_addr = array_literal(outbox, noutbox, 0);
@@ -334,51 +344,28 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
         snprintf(why, whylen, "out of memory");
         goto leave;
     }
-    mvals[0] = id; mvals[1] = sender; mvals[2] = sizebuf; mvals[3] = spool_name;
-    mvals[4] = format;
-    ovals[0] = id; ovals[1] = ob_addr; ovals[2] = ob_dom;
-    avals[0] = sender; avals[1] = ab_addr; avals[2] = ab_dom;
+    vals[0] = id; vals[1] = sender; vals[2] = sizebuf; vals[3] = spool_name;
+    vals[4] = format; vals[5] = ob_addr; vals[6] = ob_dom; vals[7] = ab_addr;
+    vals[8] = ab_dom;
 
     for (attempt = 0; attempt < 2; attempt++) {
-        gone = 0;
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        if ((r = run(slot, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, &gone, why, whylen)) == NULL)
-            goto retry;
-        PQclear(r);
-        if ((r = run(slot, "INSERT message", sql_message, 5, mvals, PGRES_COMMAND_OK, &gone,
-                     why, whylen)) == NULL)
-            goto retry;
-        PQclear(r);
-        if ((r = run(slot, "INSERT outbox", sql_outbox, 3, ovals, PGRES_COMMAND_OK, &gone,
-                     why, whylen)) == NULL)
-            goto retry;
-        PQclear(r);
-        if (ncontacts > 0) {
-            if ((r = run(slot, "INSERT address_book", sql_learn, 3, avals, PGRES_COMMAND_OK,
-                         &gone, why, whylen)) == NULL)
-                goto retry;
+        r = run(slot, "outbox_store", sql_store, 9, vals, PGRES_TUPLES_OK, &gone, why,
+                whylen);
+        release(slot);
+        if (r) {
             PQclear(r);
-        }
-        /* A COMMIT that fails may or may not have committed: never retried. */
-        if ((r = run(slot, "COMMIT", "COMMIT", 0, NULL, PGRES_COMMAND_OK, &gone, why,
-                     whylen)) == NULL) {
-            if (gone)
-                rc = SMF_DB_UNKNOWN;
+            rc = SMF_DB_OK;
             goto leave;
         }
-        PQclear(r);
-        rc = SMF_DB_OK;
-        goto leave;
-retry:
-        release(slot);
-        slot = -1;
         if (!gone)
             goto leave;
+        /* Sent, and the connection broke: it may have committed. Sending it
+         * again says which; until an answer comes, nobody knows. */
+        rc = SMF_DB_UNKNOWN;
     }
 leave:
-    if (slot >= 0)
-        release(slot);
     free(ob_addr);
     free(ob_dom);
     free(ab_addr);

@@ -7,8 +7,9 @@
  * recipient's own key where its domain publishes one by WKD on its outbox
  * origin (which never fails the message: the domain key alone still
  * delivers). The seal (lib/sm_seal.c, in process, no gpg per message)
- * streams the plaintext spool file into a second spool file, so memory
- * stays flat whatever the size; it checks the keys from memory too, so a
+ * streams the message (from its buffer, or from the plaintext spool file a
+ * big one spilled into) into a second spool file, so memory stays flat
+ * whatever the size; it checks the keys from memory too, so a
  * message whose keys are all known runs no gpg at all. gpg runs when a key
  * is missing (sm_keyfetch, sm_wkd_fetch import it), and the seal is told to
  * forget what it held of a key that was imported again.
@@ -210,10 +211,21 @@ size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys, 
 
 /* ---- sign and encrypt ------------------------------------------------------ */
 
-/* The seal from in_fd into msg->sealed, to the n keys of fprs (ndom of them
- * domain keys). A recipient key that went bad since smf_seal_rcpt_keys
- * checked it gets a second try with the domain keys alone: they still
- * deliver, so the mail is not held back. */
+/* The seal of the message (from in_fd when it spilled into a file, -1 when
+ * it is in msg->buf) into msg->sealed. */
+static int smf_seal_once(const smf_settings *set, const smf_msg *msg, const char **fprs,
+                         int in_fd, char *pgpwhy, size_t pgpwhylen)
+{
+    if (in_fd < 0)
+        return sm_seal_encrypt_sign_mem(set->seal, fprs, msg->buf, msg->buflen,
+                                        msg->sealed.fd, pgpwhy, pgpwhylen);
+    return sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy, pgpwhylen);
+}
+
+/* The seal into msg->sealed, to the n keys of fprs (ndom of them domain
+ * keys); in_fd as smf_seal_once. A recipient key that went bad since
+ * smf_seal_rcpt_keys checked it gets a second try with the domain keys
+ * alone: they still deliver, so the mail is not held back. */
 static smf_seal_status smf_seal_encrypt(const smf_settings *set, const char *qid, smf_msg *msg,
                                         const char *id, const char **fprs, size_t n,
                                         size_t ndom, int in_fd, char *why, size_t whylen)
@@ -221,21 +233,19 @@ static smf_seal_status smf_seal_encrypt(const smf_settings *set, const char *qid
     char pgpwhy[SM_PGP_WHY_MAX];
     int pgp;
 
-    pgp = sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy,
-                                  sizeof pgpwhy);
+    pgp = smf_seal_once(set, msg, fprs, in_fd, pgpwhy, sizeof pgpwhy);
     if (pgp == SM_PGP_REJECT && n > ndom) {
         sm_warn("%s: from=<%s>: cannot encrypt id %s to the recipient keys (%s); encrypted "
                 "to the domain key%s only", qid, msg->sender, id, pgpwhy, ndom == 1 ? "" : "s");
         fprs[ndom] = NULL;
         n = ndom;
-        if (lseek(in_fd, 0, SEEK_SET) != 0 || lseek(msg->sealed.fd, 0, SEEK_SET) != 0
-            || ftruncate(msg->sealed.fd, 0) != 0) {
+        if ((in_fd >= 0 && lseek(in_fd, 0, SEEK_SET) != 0)
+            || lseek(msg->sealed.fd, 0, SEEK_SET) != 0 || ftruncate(msg->sealed.fd, 0) != 0) {
             snprintf(why, whylen, "cannot rewind spool files of message id %s: %s", id,
                      strerror(errno));
             return SMF_SEAL_FAIL;
         }
-        pgp = sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy,
-                                      sizeof pgpwhy);
+        pgp = smf_seal_once(set, msg, fprs, in_fd, pgpwhy, sizeof pgpwhy);
     }
     if (pgp != SM_PGP_OK) {
         snprintf(why, whylen, "cannot sign and encrypt message id %s (%zu key%s): %s", id, n,
@@ -266,7 +276,7 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
     if (skipped)
         sm_warn("%s: from=<%s>: %zu recipient keys left out: at most %d keys per message",
                 qid, msg->sender, skipped, SMF_SEAL_KEYS_MAX);
-    if ((in_fd = open(msg->spool.tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
+    if (msg->spool_open && (in_fd = open(msg->spool.tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
         snprintf(why, whylen, "cannot read spool file %s back: %s", msg->spool.tmp_path,
                  strerror(errno));
         goto leave;
@@ -295,7 +305,8 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
                  strerror(errno));
         goto leave;
     }
-    sm_spool_abort(&msg->spool);        /* the plaintext is not kept */
+    if (msg->spool_open)
+        sm_spool_abort(&msg->spool);    /* the plaintext is not kept */
     msg->spool_open = 0;
     rc = SMF_SEAL_OK;
 leave:

@@ -357,6 +357,26 @@ int main(void)
              home_b, path("s1.pgp")) == 0,
        "stored form: no compression, SEIPD with MDC");
 
+    /* sealed from memory (the milter's path for a message that fits its
+     * buffer): the same OpenPGP, gpg opens it to the same text */
+    {
+        int ofd = open(path("m1.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600), rc, full;
+
+        rc = sm_seal_encrypt_sign_mem(sa, to_b, plain1k, sizeof plain1k, ofd, why, sizeof why);
+        close(ofd);
+        ok(rc == SM_PGP_OK, "a seals 1 KiB from memory for b (%s)", why);
+        ok(open_file(GPG, NULL, home_b, path("m1.pgp"), path("m1.out"), fa, &res) == SM_PGP_OK
+           && res.decrypted && res.sig == SM_PGP_SIG_VALID
+           && same_files(path("plain1k"), path("m1.out")),
+           "gpg opens it: decrypted, a's signature valid, same text (%s)", why);
+        full = open("/dev/full", O_WRONLY);
+        rc = sm_seal_encrypt_sign_mem(sa, to_b, plain1k, sizeof plain1k, full, why, sizeof why);
+        close(full);
+        ok(rc == SM_PGP_ERROR, "from memory into a full disk: ERROR: %s", why);
+        ok(sm_seal_encrypt_sign_mem(sa, to_none, plain1k, sizeof plain1k, 1, why, sizeof why)
+           == SM_PGP_REJECT, "from memory, no recipients: REJECT");
+    }
+
     /* sealed by gpg, opened here */
     ok(gpg_seal(home_a, fa, fb, path("big"), path("g1.pgp")) == 0,
        "the gpg command line seals 3 MiB for b");
