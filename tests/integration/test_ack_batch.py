@@ -7,6 +7,9 @@ has acked. And pollerd uses it: a drain of many messages sends few acks."""
 import json
 import os
 import re
+import signal
+import subprocess
+import time
 
 from support import SandboxTest, make_message, curl, q, get_token, wait_for
 
@@ -135,7 +138,14 @@ class PollerdAcksTest(SandboxTest):
 
     N = 40
 
-    def drain(self, subject):
+    def postconf(self, isp, setting):
+        subprocess.run(["postconf", "-c", isp.postfix_etc, "-e", setting], check=True)
+        isp.procs["postfix"].signal(signal.SIGHUP)
+        time.sleep(0.5)
+
+    def fill(self, subject):
+        """N messages alice -> bob waiting in the outbox, pollerd stopped;
+        their tags."""
         a, b = self.a, self.b
         b.add_contact("bob@b.example", "alice@a.example")
         b.kill_pollerd()            # the messages wait, then come in one cycle
@@ -146,6 +156,11 @@ class PollerdAcksTest(SandboxTest):
             tags.append(tag)
         wait_for(lambda: int(a.sql("SELECT count(*) FROM outbox WHERE retrieved_at IS NULL")
                              [0][0]) >= self.N, timeout=30, what="the messages in the outbox")
+        return tags
+
+    def drain(self, subject):
+        a, b = self.a, self.b
+        tags = self.fill(subject)
         before = ack_requests(a)
         b.start_pollerd()
         b.poll_now()
@@ -165,11 +180,47 @@ class PollerdAcksTest(SandboxTest):
         self.assertLessEqual(batches, self.N // 4)
 
 
+    def test_stop_mid_drain(self):
+        """SIGTERM while four lanes deliver: what the MTA took is recorded
+        before pollerd exits; the rest, and the acks, come after a restart,
+        each message exactly once."""
+        a, b = self.a, self.b
+        tags = self.fill("stopped")
+        # b.example's MTA takes a second per message, so that the stop
+        # finds deliveries under way
+        self.postconf(b, "smtpd_recipient_restrictions=sleep 1")
+        try:
+            b.start_pollerd()
+            b.poll_now()
+
+            def arrived():
+                return [t for t in tags if self.in_maildir(b, "bob", t)]
+            wait_for(lambda: len(arrived()) >= 5, timeout=30, what="the first deliveries")
+            b.kill_pollerd(signal.SIGTERM)
+        finally:
+            self.postconf(b, "smtpd_recipient_restrictions=")
+        # every delivery the MTA took is in table received, acked or not
+        got = arrived()
+        recorded = int(b.sql("SELECT count(*) FROM received WHERE remote_domain = 'a.example' "
+                             "AND status = 'delivered'")[0][0])
+        self.assertGreaterEqual(recorded, len(got))
+        self.assertLess(len(got), self.N, "the stop came too late to test anything")
+        b.start_pollerd()
+        b.poll_now()
+        for tag in tags:
+            self.assertEqual(len(self.wait_maildir(b, "bob", tag)), 1, tag)
+        wait_for(lambda: a.sql("SELECT count(*) FROM outbox WHERE retrieved_at IS NULL")
+                 == [["0"]], timeout=30, what="every message acked")
+        for tag in tags:
+            self.assertEqual(len(self.in_maildir(b, "bob", tag)), 1, "%s twice" % tag)
+
+
 class PollerdAcksOldOutboxTest(PollerdAcksTest):
     """An outbox without POST /v1/ack (404): one ack per message, nothing
     lost."""
 
     HTTPD_EXTRA = (("Redirect", "404 /stubmail/v1/ack"),)
+    test_stop_mid_drain = None
 
     def test_drain_acks_in_batches(self):
         batches, singles = self.drain("one by one")
