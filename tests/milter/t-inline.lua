@@ -44,7 +44,7 @@ t:expect("the row holds no plaintext", "f",
 t:logged("the diverted line says body=row", ": diverted id=.* from=<small@a.example> .* body=row")
 t:stop()
 
--- sealed bodies are 500 octets and more: over this bound, into the spool
+-- a sealed body is 300 octets and more: over this bound, into the spool
 t:start("inline_max 100", t:config("small.conf", { inline_max = "100" }))
 send("over@a.example", "INL02", "Sealed into memory, then too big for the row.\r\n")
 t:expect("over inline_max: a spool file named by the row, no body in it", "t|t|t",
