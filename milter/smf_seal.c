@@ -7,9 +7,11 @@
  * recipient's own key where its domain publishes one by WKD on its outbox
  * origin (which never fails the message: the domain key alone still
  * delivers). The seal (lib/sm_seal.c, in process, no gpg per message)
- * streams the message (from its buffer, or from the plaintext spool file a
- * big one spilled into) into a second spool file, so memory stays flat
- * whatever the size; it checks the keys from memory too, so a
+ * turns a message in its buffer into a sealed body in memory, stored in
+ * its row when it is at most inline_max octets (sql/010: no file, no
+ * fsync but the commit's); it streams a big one from the plaintext spool
+ * file it spilled into to a second spool file, so memory stays flat
+ * whatever the size. It checks the keys from memory too, so a
  * message whose keys are all known runs no gpg at all. gpg runs when a key
  * is missing (sm_keyfetch, sm_wkd_fetch import it), and the seal is told to
  * forget what it held of a key that was imported again.
