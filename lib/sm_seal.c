@@ -88,13 +88,13 @@ static bool fd_writer(void *app_ctx, const void *buf, size_t len)
     return true;
 }
 
-/* The seal of in (an fd through in_io, or memory: in_io NULL) into out_fd. */
+/* The seal of in (an fd through in_io, or memory: in_io NULL) into out (an
+ * fd through out_io, or memory: out_io NULL). */
 static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
-                        const fd_io *in_io, int out_fd, char *why, size_t whylen)
+                        const fd_io *in_io, rnp_output_t out, const fd_io *out_io, char *why,
+                        size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
-    fd_io out_io = { .fd = out_fd };
-    rnp_output_t out = NULL;
     rnp_op_encrypt_t op = NULL;
     rnp_key_handle_t key = NULL;
     rnp_result_t r;
@@ -112,8 +112,7 @@ static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input
     rc = SM_PGP_ERROR;
     if ((sl = seal_slot_take(s, why, whylen)) == NULL)
         goto leave;
-    if ((r = rnp_output_to_callback(&out, fd_writer, NULL, &out_io)) != RNP_SUCCESS
-        || (r = rnp_op_encrypt_create(&op, sl->ffi, in, out)) != RNP_SUCCESS
+    if ((r = rnp_op_encrypt_create(&op, sl->ffi, in, out)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_armor(op, false)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_cipher(op, "AES256")) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_aead(op, "None")) != RNP_SUCCESS
@@ -157,9 +156,9 @@ static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input
     r = rnp_op_encrypt_execute(op);
     /* before r: librnp writes its last buffer after the encryption is done
      * and says success even when that write failed */
-    if ((in_io && in_io->err) || out_io.err) {
+    if ((in_io && in_io->err) || (out_io && out_io->err)) {
         sm_why(why, whylen, "%s the body: %s", in_io && in_io->err ? "reading" : "writing",
-               strerror(in_io && in_io->err ? in_io->err : out_io.err));
+               strerror(in_io && in_io->err ? in_io->err : out_io->err));
         goto leave;
     }
     if (r != RNP_SUCCESS) {
@@ -170,9 +169,24 @@ static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input
 leave:
     rnp_key_handle_destroy(key);
     rnp_op_encrypt_destroy(op);
-    rnp_output_destroy(out);
     if (sl)
         seal_slot_give(s, sl);
+    return rc;
+}
+
+/* The seal of in into out_fd. */
+static int encrypt_sign_to_fd(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
+                              const fd_io *in_io, int out_fd, char *why, size_t whylen)
+{
+    fd_io out_io = { .fd = out_fd };
+    rnp_output_t out = NULL;
+    rnp_result_t r;
+    int rc;
+
+    if ((r = rnp_output_to_callback(&out, fd_writer, NULL, &out_io)) != RNP_SUCCESS)
+        return seal_rnp_fail(why, whylen, "rnp output", r);
+    rc = encrypt_sign(s, recipient_fprs, in, in_io, out, &out_io, why, whylen);
+    rnp_output_destroy(out);
     return rc;
 }
 
@@ -186,7 +200,7 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
 
     if ((r = rnp_input_from_callback(&in, fd_reader, NULL, &in_io)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp input", r);
-    rc = encrypt_sign(s, recipient_fprs, in, &in_io, out_fd, why, whylen);
+    rc = encrypt_sign_to_fd(s, recipient_fprs, in, &in_io, out_fd, why, whylen);
     rnp_input_destroy(in);
     return rc;
 }
@@ -201,7 +215,47 @@ int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, cons
     /* not copied: buf outlives the input */
     if ((r = rnp_input_from_memory(&in, buf, len, false)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp input", r);
-    rc = encrypt_sign(s, recipient_fprs, in, NULL, out_fd, why, whylen);
+    rc = encrypt_sign_to_fd(s, recipient_fprs, in, NULL, out_fd, why, whylen);
+    rnp_input_destroy(in);
+    return rc;
+}
+
+int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
+                                 const void *buf, size_t len, unsigned char **sealed,
+                                 size_t *sealed_len, char *why, size_t whylen)
+{
+    rnp_input_t in = NULL;
+    rnp_output_t out = NULL;
+    uint8_t *got = NULL;
+    size_t gotlen = 0;
+    rnp_result_t r;
+    int rc;
+
+    *sealed = NULL;
+    *sealed_len = 0;
+    /* not copied: buf outlives the input */
+    if ((r = rnp_input_from_memory(&in, buf, len, false)) != RNP_SUCCESS)
+        return seal_rnp_fail(why, whylen, "rnp input", r);
+    if ((r = rnp_output_to_memory(&out, 0)) != RNP_SUCCESS) {
+        rc = seal_rnp_fail(why, whylen, "rnp output", r);
+        goto leave;
+    }
+    if ((rc = encrypt_sign(s, recipient_fprs, in, NULL, out, NULL, why, whylen)) != SM_PGP_OK)
+        goto leave;
+    /* librnp's own buffer, freed with the output: copied once, below */
+    if ((r = rnp_output_memory_get_buf(out, &got, &gotlen, false)) != RNP_SUCCESS) {
+        rc = seal_rnp_fail(why, whylen, "rnp output buffer", r);
+        goto leave;
+    }
+    if ((*sealed = malloc(gotlen ? gotlen : 1)) == NULL) {
+        sm_why(why, whylen, "out of memory for a sealed body of %zu octets", gotlen);
+        rc = SM_PGP_ERROR;
+        goto leave;
+    }
+    memcpy(*sealed, got, gotlen);
+    *sealed_len = gotlen;
+leave:
+    rnp_output_destroy(out);
     rnp_input_destroy(in);
     return rc;
 }

@@ -75,6 +75,12 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
  * needs no plaintext file to be written and read back. */
 int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
                              size_t len, int out_fd, char *why, size_t whylen);
+/* The same into memory: *sealed (malloc'd, *sealed_len octets; free it)
+ * holds the sealed body, for the milter to store in the message row
+ * without a spool file. NULL and 0 unless SM_PGP_OK. */
+int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
+                                 const void *buf, size_t len, unsigned char **sealed,
+                                 size_t *sealed_len, char *why, size_t whylen);
 
 /* Decrypt in_fd with our key into out_fd (streaming) and check that the
  * body was integrity protected and that exactly one good signature is

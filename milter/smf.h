@@ -80,12 +80,14 @@ typedef struct smf_db_rcpt {
     const char *domain;         /* sm_addr_domain(addr) */
 } smf_db_rcpt;
 
-/* One transaction, one statement (outbox_store, sql/009): the message row,
+/* One transaction, one statement (outbox_store, sql/010): the message row,
  * an outbox row per pulling recipient, an address-book row (owner = sender)
  * per contact. format is how the body is stored: "openpgp" (signed and
- * encrypted). */
+ * encrypted). The body is either in the row (body, size octets;
+ * spool_name NULL) or in the spool file spool_name (body NULL). */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
-                           const char *spool_name, const char *format,
+                           const char *spool_name, const unsigned char *body,
+                           const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            char *why, size_t whylen);
@@ -130,6 +132,7 @@ typedef struct smf_settings {
     char *originating_daemon;
     char *trusted_networks;
     long db_connections;
+    long long inline_max;       /* largest sealed body stored in its row */
     char *resolver;
     char *gnupg_home;
     char *domain_key;
@@ -177,8 +180,13 @@ typedef struct smf_msg {
                                    buffer in front of spool */
     size_t buflen;
     int keys_ready;             /* every pulling domain's key is in gnupg_home */
+    char id[SM_ID_LEN + 1];     /* the stored message's id, once sealed */
+    long long size;             /* the stored (sealed) body's length */
+    unsigned char *inline_body; /* the sealed body when it goes into the row
+                                   (at most inline_max octets), else NULL */
     int sealed_open;            /* like spool_open, for sealed */
-    sm_spool_file sealed;       /* the stored OpenPGP form */
+    sm_spool_file sealed;       /* the sealed body's spool file, when it
+                                   is not inline */
 } smf_msg;
 
 typedef struct smf_conn {
@@ -252,11 +260,13 @@ void smf_seal_rcpt_keys(const smf_settings *set, const char *qid, smf_msg *msg);
 size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys,
                         size_t *ndomain, size_t *skipped);
 
-/* The stored form: the flushed message (its buffer, or its plaintext spool
- * file when it spilled), signed with our domain key and encrypted to
- * smf_seal_keylist's keys, streamed by the seal into msg->sealed (memory
- * stays flat), which is committed (its size set); a plaintext file is
- * removed. SMF_SEAL_FAIL with why otherwise (the message context removes
+/* The stored form under a new msg->id: the flushed message (its buffer, or
+ * its plaintext spool file when it spilled), signed with our domain key and
+ * encrypted to smf_seal_keylist's keys. A message from its buffer is sealed
+ * into memory, and kept there (msg->inline_body, for its row) when it comes
+ * to at most set->inline_max octets; otherwise the seal goes into
+ * msg->sealed (streamed from a spilled message: memory stays flat), which is
+ * committed. msg->size: the sealed length. A plaintext file is removed. SMF_SEAL_FAIL with why otherwise (the message context removes
  * what is left when it is freed). */
 smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
                               char *why, size_t whylen);

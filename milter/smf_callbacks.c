@@ -253,7 +253,6 @@ static void smf_stubs(SMFICTX *ctx, const smf_msg *msg, const smf_db_rcpt *outbo
 static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
                               size_t *noutbox)
 {
-    sm_spool_file *body = &msg->sealed;
     smf_db_rcpt *contacts;
     size_t ncontacts;
     char why[512];
@@ -267,8 +266,9 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
         free(contacts);
         return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "out of memory");
     }
-    st = smf_db_store(body->name, msg->sender, body->size, body->name, "openpgp", *outbox,
-                      *noutbox, contacts, ncontacts, why, sizeof why);
+    st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
+                      msg->inline_body, "openpgp", *outbox, *noutbox, contacts, ncontacts, why,
+                      sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
         return SMFIS_CONTINUE;
@@ -279,7 +279,7 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
          * store a second copy */
         msg->sealed_open = 0;
         return smf_fail(ctx, SMF_FAIL_DB, NULL, NULL, "message id %s may or may not be stored: "
-                        "%s", body->name, why);
+                        "%s", msg->id, why);
     }
     return smf_fail(ctx, SMF_FAIL_DB, NULL, NULL, "message not stored: %s", why);
 }
@@ -290,7 +290,7 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
  * will not remove one. */
 static sfsistat smf_eom_delrcpts(SMFICTX *ctx, smf_msg *msg)
 {
-    const char *id = msg->sealed.name;
+    const char *id = msg->id;
     char why[512];
     size_t i;
 
@@ -529,9 +529,9 @@ static sfsistat smf_eom(SMFICTX *ctx)
     if ((rc = smf_eom_delrcpts(ctx, msg)) != SMFIS_CONTINUE && rc != SMFIS_DISCARD)
         goto leave;
     smf_pulling_text(msg, list, sizeof list);
-    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld format=%s%s",
-            smf_qid(ctx), msg->sealed.name, msg->sender, list, msg->npulling, msg->nrcpts,
-            msg->sealed.size, "openpgp",
+    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld format=%s "
+            "body=%s%s", smf_qid(ctx), msg->id, msg->sender, list, msg->npulling, msg->nrcpts,
+            msg->size, "openpgp", msg->inline_body ? "row" : "spool",
             rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
     msg->sealed_open = 0;               /* committed: the outbox owns it now */
     /* 4. the hint: recipient domains that publish udp= poll us now */

@@ -84,6 +84,7 @@ void smf_msg_free(SMFICTX *ctx)
     free(msg->rcpts);
     free(msg->domains);
     free(msg->buf);
+    free(msg->inline_body);
     free(msg);
     conn->msg = NULL;
 }

@@ -206,14 +206,15 @@ static void release(long slot)
     pthread_mutex_unlock(&pool.lock);
 }
 
-/* Run one statement. Returns the result if its status is want, else NULL
- * with why; *gone is set when the connection itself broke. */
-static PGresult *run(long slot, const char *what, const char *sql, int n,
-                     const char *const *vals, ExecStatusType want, int *gone,
-                     char *why, size_t whylen)
+/* Run one statement, its parameters in text unless fmts says binary (1,
+ * lens octets). Returns the result if its status is want, else NULL with
+ * why; *gone is set when the connection itself broke. */
+static PGresult *run_bin(long slot, const char *what, const char *sql, int n,
+                         const char *const *vals, const int *lens, const int *fmts,
+                         ExecStatusType want, int *gone, char *why, size_t whylen)
 {
     PGconn *c = pool.conns[slot];
-    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    PGresult *r = PQexecParams(c, sql, n, NULL, vals, lens, fmts, 0);
     char prefix[64];
 
     if (r && PQresultStatus(r) == want)
@@ -224,6 +225,14 @@ static PGresult *run(long slot, const char *what, const char *sql, int n,
     PQclear(r);
     *gone = PQstatus(c) != CONNECTION_OK;
     return NULL;
+}
+
+/* run_bin with every parameter in text. */
+static PGresult *run(long slot, const char *what, const char *sql, int n,
+                     const char *const *vals, ExecStatusType want, int *gone,
+                     char *why, size_t whylen)
+{
+    return run_bin(slot, what, sql, n, vals, NULL, NULL, want, gone, why, whylen);
 }
 
 /* One statement on a slot of its own, sent once more on a fresh
@@ -304,7 +313,7 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
     return out;
 }
 
-/* outbox_store (sql/009): the message row, its outbox rows and the learned
+/* outbox_store (sql/010): the message row, its outbox rows and the learned
  * contacts in one statement, one transaction. Its outbox INSERT fires
  * pending_match_outbox_insert (sql/004), which takes the per-domain
  * advisory lock pg_advisory_xact_lock_shared(7239033,
@@ -315,7 +324,7 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
  * and that insert NOTIFYs stubmail_poll with the domain at the commit. */
 static const char sql_store[] =
     "SELECT outbox_store($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
-    " $9::text[])";
+    " $9::text[], $10::bytea)";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
@@ -323,13 +332,16 @@ static const char sql_learn[] =
     " ON CONFLICT DO NOTHING";
 
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
-                           const char *spool_name, const char *format,
+                           const char *spool_name, const unsigned char *body,
+                           const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            char *why, size_t whylen)
 {
     char sizebuf[24], *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
-    const char *vals[9];
+    const char *vals[10];
+    /* the body goes as binary: no escaping, no hex doubling its size */
+    int lens[10] = { 0 }, fmts[10] = { 0 };
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
@@ -346,13 +358,15 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     }
     vals[0] = id; vals[1] = sender; vals[2] = sizebuf; vals[3] = spool_name;
     vals[4] = format; vals[5] = ob_addr; vals[6] = ob_dom; vals[7] = ab_addr;
-    vals[8] = ab_dom;
+    vals[8] = ab_dom; vals[9] = (const char *)body;
+    lens[9] = body ? (int)size : 0;
+    fmts[9] = 1;
 
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        r = run(slot, "outbox_store", sql_store, 9, vals, PGRES_TUPLES_OK, &gone, why,
-                whylen);
+        r = run_bin(slot, "outbox_store", sql_store, 10, vals, lens, fmts, PGRES_TUPLES_OK,
+                    &gone, why, whylen);
         release(slot);
         if (r) {
             PQclear(r);

@@ -7,9 +7,11 @@
  * recipient's own key where its domain publishes one by WKD on its outbox
  * origin (which never fails the message: the domain key alone still
  * delivers). The seal (lib/sm_seal.c, in process, no gpg per message)
- * streams the message (from its buffer, or from the plaintext spool file a
- * big one spilled into) into a second spool file, so memory stays flat
- * whatever the size; it checks the keys from memory too, so a
+ * turns a message in its buffer into a sealed body in memory, stored in
+ * its row when it is at most inline_max octets (sql/010: no file, no
+ * fsync but the commit's); it streams a big one from the plaintext spool
+ * file it spilled into to a second spool file, so memory stays flat
+ * whatever the size. It checks the keys from memory too, so a
  * message whose keys are all known runs no gpg at all. gpg runs when a key
  * is missing (sm_keyfetch, sm_wkd_fetch import it), and the seal is told to
  * forget what it held of a key that was imported again.
@@ -212,60 +214,108 @@ size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys, 
 /* ---- sign and encrypt ------------------------------------------------------ */
 
 /* The seal of the message (from in_fd when it spilled into a file, -1 when
- * it is in msg->buf) into msg->sealed. */
-static int smf_seal_once(const smf_settings *set, const smf_msg *msg, const char **fprs,
-                         int in_fd, char *pgpwhy, size_t pgpwhylen)
+ * it is in msg->buf) into msg->sealed, or, to_mem, into msg->inline_body
+ * (msg->size its length). */
+static int smf_seal_once(const smf_settings *set, smf_msg *msg, const char **fprs, int in_fd,
+                         int to_mem, char *pgpwhy, size_t pgpwhylen)
 {
+    size_t len = 0;
+    int rc;
+
+    if (to_mem) {
+        rc = sm_seal_encrypt_sign_mem_mem(set->seal, fprs, msg->buf, msg->buflen,
+                                          &msg->inline_body, &len, pgpwhy, pgpwhylen);
+        msg->size = (long long)len;
+        return rc;
+    }
     if (in_fd < 0)
         return sm_seal_encrypt_sign_mem(set->seal, fprs, msg->buf, msg->buflen,
                                         msg->sealed.fd, pgpwhy, pgpwhylen);
     return sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy, pgpwhylen);
 }
 
-/* The seal into msg->sealed, to the n keys of fprs (ndom of them domain
- * keys); in_fd as smf_seal_once. A recipient key that went bad since
- * smf_seal_rcpt_keys checked it gets a second try with the domain keys
- * alone: they still deliver, so the mail is not held back. */
+/* The seal as smf_seal_once, to the n keys of fprs (ndom of them domain
+ * keys). A recipient key that went bad since smf_seal_rcpt_keys checked it
+ * gets a second try with the domain keys alone: they still deliver, so the
+ * mail is not held back. */
 static smf_seal_status smf_seal_encrypt(const smf_settings *set, const char *qid, smf_msg *msg,
-                                        const char *id, const char **fprs, size_t n,
-                                        size_t ndom, int in_fd, char *why, size_t whylen)
+                                        const char **fprs, size_t n, size_t ndom, int in_fd,
+                                        int to_mem, char *why, size_t whylen)
 {
     char pgpwhy[SM_PGP_WHY_MAX];
     int pgp;
 
-    pgp = smf_seal_once(set, msg, fprs, in_fd, pgpwhy, sizeof pgpwhy);
+    pgp = smf_seal_once(set, msg, fprs, in_fd, to_mem, pgpwhy, sizeof pgpwhy);
     if (pgp == SM_PGP_REJECT && n > ndom) {
         sm_warn("%s: from=<%s>: cannot encrypt id %s to the recipient keys (%s); encrypted "
-                "to the domain key%s only", qid, msg->sender, id, pgpwhy, ndom == 1 ? "" : "s");
+                "to the domain key%s only", qid, msg->sender, msg->id, pgpwhy,
+                ndom == 1 ? "" : "s");
         fprs[ndom] = NULL;
         n = ndom;
-        if ((in_fd >= 0 && lseek(in_fd, 0, SEEK_SET) != 0)
-            || lseek(msg->sealed.fd, 0, SEEK_SET) != 0 || ftruncate(msg->sealed.fd, 0) != 0) {
-            snprintf(why, whylen, "cannot rewind spool files of message id %s: %s", id,
+        /* a seal into memory that failed left nothing behind */
+        if (!to_mem && ((in_fd >= 0 && lseek(in_fd, 0, SEEK_SET) != 0)
+                        || lseek(msg->sealed.fd, 0, SEEK_SET) != 0
+                        || ftruncate(msg->sealed.fd, 0) != 0)) {
+            snprintf(why, whylen, "cannot rewind spool files of message id %s: %s", msg->id,
                      strerror(errno));
             return SMF_SEAL_FAIL;
         }
-        pgp = smf_seal_once(set, msg, fprs, in_fd, pgpwhy, sizeof pgpwhy);
+        pgp = smf_seal_once(set, msg, fprs, in_fd, to_mem, pgpwhy, sizeof pgpwhy);
     }
     if (pgp != SM_PGP_OK) {
-        snprintf(why, whylen, "cannot sign and encrypt message id %s (%zu key%s): %s", id, n,
-                 n == 1 ? "" : "s", pgpwhy);
+        snprintf(why, whylen, "cannot sign and encrypt message id %s (%zu key%s): %s",
+                 msg->id, n, n == 1 ? "" : "s", pgpwhy);
         return SMF_SEAL_FAIL;
     }
     if (n > ndom)
-        sm_info("%s: id=%s encrypted to %zu domain key%s and %zu recipient key%s", qid, id,
-                ndom, ndom == 1 ? "" : "s", n - ndom, n - ndom == 1 ? "" : "s");
+        sm_info("%s: id=%s encrypted to %zu domain key%s and %zu recipient key%s", qid,
+                msg->id, ndom, ndom == 1 ? "" : "s", n - ndom, n - ndom == 1 ? "" : "s");
     return SMF_SEAL_OK;
+}
+
+/* A body sealed into memory that came out larger than inline_max (many
+ * recipient keys): into its spool file after all. */
+static int smf_seal_spill(const smf_settings *set, smf_msg *msg, char *why, size_t whylen)
+{
+    msg->sealed_open = 1;               /* from here smf_msg_free removes it */
+    if (sm_spool_create(&msg->sealed, set->spool_dir, msg->id) != 0
+        || sm_spool_write(&msg->sealed, msg->inline_body, (size_t)msg->size) != 0) {
+        snprintf(why, whylen, "cannot write spool file in %s for message id %s: %s",
+                 set->spool_dir, msg->id, strerror(errno));
+        return -1;
+    }
+    free(msg->inline_body);
+    msg->inline_body = NULL;
+    return 0;
+}
+
+/* The sealed body's spool file, durable (its size set). */
+static int smf_seal_commit_file(const smf_settings *set, smf_msg *msg, char *why,
+                                size_t whylen)
+{
+    struct stat st;
+
+    /* the seal wrote to the descriptor, not through sm_spool_write */
+    if (fstat(msg->sealed.fd, &st) != 0) {
+        snprintf(why, whylen, "cannot stat spool file %s: %s", msg->sealed.tmp_path,
+                 strerror(errno));
+        return -1;
+    }
+    msg->size = msg->sealed.size = (long long)st.st_size;
+    if (sm_spool_commit(&msg->sealed) != 0) {
+        snprintf(why, whylen, "cannot commit spool file %s/%s: %s", set->spool_dir, msg->id,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
                               char *why, size_t whylen)
 {
-    char id[SM_ID_LEN + 1];
     const char **fprs;
-    struct stat st;
     size_t n, ndom, skipped;
-    int in_fd = -1;
+    int in_fd = -1, to_mem;
     smf_seal_status rc = SMF_SEAL_FAIL;
 
     if ((fprs = calloc(msg->ndomains + msg->nrcpts + 1, sizeof *fprs)) == NULL) {
@@ -281,30 +331,29 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
                  strerror(errno));
         goto leave;
     }
-    if (sm_id_new(id) != 0) {
+    if (sm_id_new(msg->id) != 0) {
         snprintf(why, whylen, "no random message id: %s", strerror(errno));
         goto leave;
     }
-    msg->sealed_open = 1;               /* from here smf_msg_free removes it */
-    if (sm_spool_create(&msg->sealed, set->spool_dir, id) != 0) {
-        snprintf(why, whylen, "cannot create spool file in %s: %s", set->spool_dir,
-                 strerror(errno));
-        goto leave;
+    /* A message in its buffer is sealed into memory for its row: no file
+     * made, fsync'd, renamed, no directory fsync'd (the commit's WAL flush
+     * makes it durable). A spilled one streams into its spool file. */
+    to_mem = !msg->spool_open && set->inline_max > 0;
+    if (!to_mem) {
+        msg->sealed_open = 1;           /* from here smf_msg_free removes it */
+        if (sm_spool_create(&msg->sealed, set->spool_dir, msg->id) != 0) {
+            snprintf(why, whylen, "cannot create spool file in %s: %s", set->spool_dir,
+                     strerror(errno));
+            goto leave;
+        }
     }
-    if (smf_seal_encrypt(set, qid, msg, id, fprs, n, ndom, in_fd, why, whylen) != SMF_SEAL_OK)
+    if (smf_seal_encrypt(set, qid, msg, fprs, n, ndom, in_fd, to_mem, why, whylen)
+        != SMF_SEAL_OK)
         goto leave;
-    /* the seal wrote to the descriptor, not through sm_spool_write */
-    if (fstat(msg->sealed.fd, &st) != 0) {
-        snprintf(why, whylen, "cannot stat spool file %s: %s", msg->sealed.tmp_path,
-                 strerror(errno));
+    if (to_mem && msg->size > set->inline_max && smf_seal_spill(set, msg, why, whylen) != 0)
         goto leave;
-    }
-    msg->sealed.size = (long long)st.st_size;
-    if (sm_spool_commit(&msg->sealed) != 0) {
-        snprintf(why, whylen, "cannot commit spool file %s/%s: %s", set->spool_dir, id,
-                 strerror(errno));
+    if (msg->inline_body == NULL && smf_seal_commit_file(set, msg, why, whylen) != 0)
         goto leave;
-    }
     if (msg->spool_open)
         sm_spool_abort(&msg->spool);    /* the plaintext is not kept */
     msg->spool_open = 0;

@@ -100,10 +100,15 @@ static const sm_conf_key smf_keys[] = {
       "also encrypt to a recipient's own key published by WKD on its outbox origin" },
     { "recipient_key_timeout", SM_CONF_SECONDS, &cfg.recipient_key_timeout, "5s",
       "longest the WKD lookups of one message take together (the rest: no key this time)" },
+    { "inline_max", SM_CONF_BYTES, &cfg.inline_max, "96k",
+      "largest sealed body kept in its message row instead of a spool file (0: none)" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
 #define SMF_KEY_TIMEOUT_MAX 300
+/* An inline body is read whole into memory by whoever serves it (the
+ * fetch, a backup's COPY): kept to bodies PostgreSQL handles as small. */
+#define SMF_INLINE_MAX_MAX  (1024LL * 1024)
 
 static int socket_spec_ok(const char *s)
 {
@@ -211,6 +216,11 @@ static int smf_config_load(const char *path, char *err, size_t errlen)
     if (cfg.db_connections < 1 || cfg.db_connections > SMF_MAX_CONNECTIONS) {
         snprintf(err, errlen, "%s: db_connections: %ld is not between 1 and %d", path,
                  cfg.db_connections, SMF_MAX_CONNECTIONS);
+        return -1;
+    }
+    if (cfg.inline_max < 0 || cfg.inline_max > SMF_INLINE_MAX_MAX) {
+        snprintf(err, errlen, "%s: inline_max: %lld is not between 0 and %lld (1M)", path,
+                 cfg.inline_max, SMF_INLINE_MAX_MAX);
         return -1;
     }
     if (cfg.originating_daemon[0] == '\0') {
@@ -352,9 +362,9 @@ int main(int argc, char **argv)
                cfg.domain_key, cfg.gnupg_home, err);
         goto leave;
     }
-    sm_info("listening on %s; spool %s; %ld database connections; outbound = "
-            "{daemon_name} %s, authenticated, or from %s; DNS from %s", cfg.socket,
-            cfg.spool_dir, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
+    sm_info("listening on %s; spool %s (sealed bodies up to %lld octets in the row); %ld "
+            "database connections; outbound = {daemon_name} %s, authenticated, or from %s; "
+            "DNS from %s", cfg.socket, cfg.spool_dir, cfg.inline_max, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
             cfg.resolver ? cfg.resolver : "/etc/resolv.conf");
     sm_info("stored mail is signed with domain key %s in %s and encrypted to the "
             "recipient domains' keys%s", cfg.domain_key, cfg.gnupg_home,

@@ -54,14 +54,18 @@ static void stubmail_ack_log(stubmail_req *q, const char *id, const char *to,
                       first ? "" : " (repeated)");
 }
 
-/* Remove the body file of message id (its row already says deleted).
+/* Remove the body file of message id (its row already says deleted); a
+ * body kept in the row (no spool_name: NULL or "") went with the UPDATE.
  * Failures are logged: the file stays in the spool. */
 static void stubmail_ack_remove_file(stubmail_req *q, const char *id, const char *spool_name)
 {
     char path[PATH_MAX];
     apr_status_t rv;
 
-    if (sm_spool_path(q->conf->spool_dir, spool_name, path, sizeof(path)) != 0)
+    if (spool_name == NULL || *spool_name == '\0')
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, q->r, "stubmail: domain=%s id=%s: all "
+                      "recipients acked, body dropped from its row", q->domain, id);
+    else if (sm_spool_path(q->conf->spool_dir, spool_name, path, sizeof(path)) != 0)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, "stubmail: domain=%s id=%s: bad "
                       "spool_name '%s': body file not removed", q->domain, id, spool_name);
     else if ((rv = apr_file_remove(path, q->r->pool)) != APR_SUCCESS)

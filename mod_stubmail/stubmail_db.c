@@ -65,8 +65,10 @@ static const stubmail_stmt stubmail_stmts[] = {
       " ORDER BY l.created_at, l.id, l.recipient"
       " LIMIT CAST(%s AS integer)" },
     /* $1 id, $2 polling domain */
+    /* the body (sql/010) as hex (whatever bytea_output says), NULL when it
+     * is in the spool: apr_dbd's pgsql driver reads text */
     { STMT_FETCH,
-      "SELECT m.spool_name, m.size, m.sender, m.format FROM message m"
+      "SELECT m.spool_name, m.size, m.sender, m.format, encode(m.body, 'hex') FROM message m"
       " WHERE m.id = %s AND m.body_deleted_at IS NULL"
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
@@ -94,8 +96,10 @@ static const stubmail_stmt stubmail_stmts[] = {
       " FROM outbox"
       " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s" },
     /* $1 id, $2 id */
+    /* An inline body (sql/010) goes with the UPDATE; a body in the spool
+     * comes back as spool_name, its file to remove (NULL: none). */
     { STMT_ACK_DONE,
-      "UPDATE message SET body_deleted_at = now()"
+      "UPDATE message SET body_deleted_at = now(), body = NULL"
       " WHERE id = %s AND body_deleted_at IS NULL"
       " AND NOT EXISTS (SELECT 1 FROM outbox"
       "                 WHERE message_id = %s AND retrieved_at IS NULL)"
@@ -133,7 +137,7 @@ static const stubmail_stmt stubmail_stmts[] = {
     /* $1 message ids as a JSON array: as STMT_ACK_DONE for each, one
      * commit. */
     { STMT_ACKS_DONE,
-      "UPDATE message m SET body_deleted_at = now()"
+      "UPDATE message m SET body_deleted_at = now(), body = NULL"
       " WHERE m.id IN (SELECT json_array_elements_text(%s::json))"
       " AND m.body_deleted_at IS NULL"
       " AND NOT EXISTS (SELECT 1 FROM outbox o"

@@ -3,11 +3,13 @@
  *	stubmail_message - the body of one message
  *
  * DESCRIPTION
- *	GET v1/message/ID answers the spool file of a message that has an
- *	unacked recipient at the polling domain, as a file bucket: never read
- *	into memory, sent by sendfile, Range answered by httpd's byterange
- *	filter (the ETag is the id: the bytes behind an id never change).
-
+ *	GET v1/message/ID answers the stored body of a message that has an
+ *	unacked recipient at the polling domain. A small body is kept in its
+ *	message row (sql/010) and served from memory as a pool bucket; a
+ *	bigger one is a spool file, served as a file bucket: never read into
+ *	memory, sent by sendfile. Either way Range is answered by httpd's
+ *	byterange filter (the ETag is the id: the bytes behind an id never
+ *	change).
  *
  * DIAGNOSTICS
  *	Each fetch at info; spool trouble at error.
@@ -37,7 +39,7 @@ APLOG_USE_MODULE(stubmail);
  * GET v1/message/{id}
  * ---------------------------------------------------------------------- */
 
-enum { FETCH_SPOOL_NAME, FETCH_SIZE, FETCH_SENDER, FETCH_FORMAT, FETCH_NCOLS };
+enum { FETCH_SPOOL_NAME, FETCH_SIZE, FETCH_SENDER, FETCH_FORMAT, FETCH_BODY, FETCH_NCOLS };
 
 /* Look the message up for this domain: 1 found (cols), 0 not, -1 database
  * error. */
@@ -78,14 +80,91 @@ static int stubmail_fetch_open(stubmail_req *q, const char **cols, const char *p
     return 1;
 }
 
+/* The value of one hex digit, -1 if c is none. */
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* An inline body: the hex text of STMT_FETCH (two digits an octet) decoded
+ * into the request pool. 1 with *body and *len, or 0 after the error
+ * answer. */
+static int stubmail_fetch_inline(stubmail_req *q, const char *hex, char **body,
+                                 apr_off_t *len)
+{
+    apr_size_t n = strlen(hex), i;
+    char *out;
+    int hi, lo;
+
+    if (n % 2 != 0)
+        return stubmail_fail_0(q, "internal_error", "message body unavailable",
+                               "inline body: odd number of hex digits");
+    n /= 2;
+    out = apr_palloc(q->r->pool, n ? n : 1);
+    for (i = 0; i < n; i++) {
+        hi = hex_digit(hex[2 * i]);
+        lo = hex_digit(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return stubmail_fail_0(q, "internal_error", "message body unavailable",
+                                   "inline body: bad hex digit");
+        out[i] = (char)(hi << 4 | lo);
+    }
+    *body = out;
+    *len = (apr_off_t)n;
+    return 1;
+}
+
+/* The body as a brigade: the row's bytes, or the spool file. 1 with *bb
+ * and *len, or 0 after the error answer. */
+static int stubmail_fetch_body(stubmail_req *q, const char **cols, apr_bucket_brigade **bb,
+                               apr_off_t *len, const char **from)
+{
+    request_rec *r = q->r;
+    char path[PATH_MAX], *inline_body = NULL;
+    apr_file_t *fd;
+    apr_finfo_t fi;
+
+    *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    if (*cols[FETCH_SPOOL_NAME] == '\0') {
+        if (!stubmail_fetch_inline(q, cols[FETCH_BODY], &inline_body, len))
+            return 0;
+        if (*len > 0)
+            APR_BRIGADE_INSERT_TAIL(*bb, apr_bucket_pool_create(inline_body, (apr_size_t)*len,
+                                                                r->pool,
+                                                                (*bb)->bucket_alloc));
+        *from = "its row";
+    }
+    else {
+        if (sm_spool_path(q->conf->spool_dir, cols[FETCH_SPOOL_NAME], path, sizeof(path)) != 0)
+            return stubmail_fail_0(q, "internal_error", "message body unavailable",
+                                   apr_psprintf(r->pool, "bad spool_name '%s' in the "
+                                                "database", cols[FETCH_SPOOL_NAME]));
+        if (!stubmail_fetch_open(q, cols, path, &fd, &fi))
+            return 0;
+        *len = fi.size;
+        if (fi.size > 0)
+            apr_brigade_insert_file(*bb, fd, 0, fi.size, r->pool);
+        *from = apr_pstrdup(r->pool, path);
+    }
+    if (*len != apr_atoi64(cols[FETCH_SIZE]))
+        SMLOG(q, APLOG_WARNING, 0, "body in %s has %" APR_OFF_T_FMT
+              " bytes, the database says %s; serving the body", *from, *len,
+              cols[FETCH_SIZE]);
+    return 1;
+}
+
 int stubmail_fetch(stubmail_req *q)
 {
     request_rec *r = q->r;
-    const char *cols[FETCH_NCOLS];
-    char path[PATH_MAX];
-    apr_file_t *fd;
-    apr_finfo_t fi;
+    const char *cols[FETCH_NCOLS], *from;
     apr_bucket_brigade *bb;
+    apr_off_t len;
     apr_status_t rv;
 
     switch (stubmail_fetch_lookup(q, cols)) {
@@ -97,16 +176,8 @@ int stubmail_fetch(stubmail_req *q)
     default:
         return stubmail_fail(q, "unavailable", DB_UNAVAILABLE, "fetch query failed");
     }
-    if (sm_spool_path(q->conf->spool_dir, cols[FETCH_SPOOL_NAME], path, sizeof(path)) != 0)
-        return stubmail_fail(q, "internal_error", "message body unavailable",
-                             apr_psprintf(r->pool, "bad spool_name '%s' in the "
-                                          "database", cols[FETCH_SPOOL_NAME]));
-    if (!stubmail_fetch_open(q, cols, path, &fd, &fi))
+    if (!stubmail_fetch_body(q, cols, &bb, &len, &from))
         return q->ret;
-    if (fi.size != apr_atoi64(cols[FETCH_SIZE]))
-        SMLOG(q, APLOG_WARNING, 0, "spool file %s has %" APR_OFF_T_FMT
-              " bytes, the database says %s; serving the file", path,
-              fi.size, cols[FETCH_SIZE]);
 
     /* message.format says what the milter stored: an OpenPGP message
      * (signed, encrypted) or, from before, the plain text */
@@ -117,19 +188,16 @@ int stubmail_fetch(stubmail_req *q)
     else {
         ap_set_content_type(r, "message/rfc822");
     }
-    ap_set_content_length(r, fi.size);
+    ap_set_content_length(r, len);
     apr_table_setn(r->headers_out, "Stubmail-From", cols[FETCH_SENDER]);
     apr_table_setn(r->headers_out, "Accept-Ranges", "bytes");
     /* The bytes behind an id never change: a strong validator for If-Range. */
     apr_table_setn(r->headers_out, "ETag",
                    apr_pstrcat(r->pool, "\"", q->id, "\"", NULL));
 
-    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    if (fi.size > 0)
-        apr_brigade_insert_file(bb, fd, 0, fi.size, r->pool);
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
-    SMLOG(q, APLOG_INFO, 0, "fetch: %" APR_OFF_T_FMT " bytes from %s%s", fi.size,
-          path, apr_table_get(r->headers_in, "Range") ? " (range)" : "");
+    SMLOG(q, APLOG_INFO, 0, "fetch: %" APR_OFF_T_FMT " bytes from %s%s", len,
+          from, apr_table_get(r->headers_in, "Range") ? " (range)" : "");
     rv = ap_pass_brigade(r->output_filters, bb);
     if (rv != APR_SUCCESS)
         SMLOG(q, APLOG_DEBUG, rv, "fetch: sending the body failed");

@@ -76,6 +76,37 @@ def header_lines(head):
     return out
 
 
+
+def stored_body(isp, mid):
+    """The stored (sealed) body of message mid at isp: from its row
+    (sql/010: a small one) or its spool file; None when it is gone."""
+    row = isp.sql("SELECT spool_name, encode(body, 'base64') FROM message WHERE id = %s"
+                  % q(mid))
+    if not row:
+        return None
+    spool_name, b64 = row[0]
+    if not spool_name:
+        return base64.b64decode(b64) if b64 else None
+    try:
+        with open(os.path.join(isp.spool_dir, spool_name), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def replace_body(isp, mid, data):
+    """Put data where message mid's body is stored (its row, or its spool
+    file in place: the file keeps its owner and mode), size with it."""
+    spool_name = isp.sql_value("SELECT spool_name FROM message WHERE id = %s" % q(mid))
+    if spool_name:
+        with open(os.path.join(isp.spool_dir, spool_name), "r+b") as f:
+            f.write(data)
+            f.truncate()
+        isp.sql("UPDATE message SET size = %d WHERE id = %s" % (len(data), q(mid)))
+    else:
+        isp.sql("UPDATE message SET body = decode('%s', 'base64'), size = %d WHERE id = %s"
+                % (base64.b64encode(data).decode(), len(data), q(mid)))
+
 class Http:
     """One curl request's outcome."""
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from support import SandboxTest, make_message, curl, q, get_token, wait_for
+from support import SandboxTest, make_message, curl, q, get_token, wait_for, stored_body
 
 
 class AckBatchTest(SandboxTest):
@@ -43,6 +43,39 @@ class AckBatchTest(SandboxTest):
         self.assertEqual(r.status, status, r)
         self.assertEqual(r.json()["error"], code, r)
 
+    def test_inline_body_fetched_in_ranges_and_dropped_by_the_ack(self):
+        """A small body is kept in its message row (sql/010): the fetch serves
+        it with the headers of a spool file's (Content-Length the stored
+        size, ETag, Accept-Ranges), httpd answers a Range and an If-Range
+        from it, and the last ack sets it NULL with body_deleted_at."""
+        a = self.a
+        mid = self.stored("bob@b.example", "inline ranges")
+        spool_name, size = a.sql("SELECT spool_name, octet_length(body) FROM message "
+                                 "WHERE id = %s" % q(mid))[0]
+        self.assertEqual(spool_name, "", "a small body went to a spool file")
+        stored, size = stored_body(a, mid), int(size)
+        url = a.outbox_url + "/v1/message/" + mid
+        r = curl(url, bearer=self.token_b)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, stored)
+        self.assertEqual(int(r.headers["content-length"]), size)
+        self.assertEqual(r.headers["etag"], '"%s"' % mid)
+        self.assertEqual(r.headers["accept-ranges"], "bytes")
+        r = curl(url, bearer=self.token_b, headers=["Range: bytes=10-99"])
+        self.assertEqual(r.status, 206, r)
+        self.assertEqual(r.headers["content-range"], "bytes 10-99/%d" % size)
+        self.assertEqual(r.body, stored[10:100])
+        r = curl(url, bearer=self.token_b,
+                 headers=["Range: bytes=%d-" % (size - 7), 'If-Range: "%s"' % mid])
+        self.assertEqual(r.status, 206, r)
+        self.assertEqual(r.body, stored[-7:])
+        r = self.acks([{"id": mid, "to": "bob@b.example"}])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(a.sql("SELECT body IS NULL, body_deleted_at IS NOT NULL, "
+                               "spool_name IS NULL FROM message WHERE id = %s" % q(mid)),
+                         [["t", "t", "t"]])
+        self.assertEqual(curl(url, bearer=self.token_b).status, 404)
+
     def test_batch_answers_in_order(self):
         a = self.a
         one = self.stored("bob@b.example", "batch one")
@@ -61,12 +94,14 @@ class AckBatchTest(SandboxTest):
         self.assertEqual(got[2], {"id": one, "to": "erin@b.example", "error": "not_found"})
         self.assertEqual(self.retrieved(one), [["bob@b.example", "t", ""]])
         self.assertEqual(self.retrieved(two), [["dave@b.example", "t", "bad signature"]])
-        # every recipient acked: the bodies are gone, rows and files
+        # every recipient acked: the bodies are gone, from the rows (small
+        # ones, sql/010) or the spool
         for mid in (one, two):
-            row = a.sql("SELECT body_deleted_at IS NOT NULL, spool_name FROM message "
-                        "WHERE id = %s" % q(mid))[0]
-            self.assertEqual(row[0], "t")
-            self.assertFalse(os.path.exists(os.path.join(a.spool_dir, row[1])))
+            row = a.sql("SELECT body_deleted_at IS NOT NULL, body IS NULL, spool_name "
+                        "FROM message WHERE id = %s" % q(mid))[0]
+            self.assertEqual(row[:2], ["t", "t"])
+            if row[2]:
+                self.assertFalse(os.path.exists(os.path.join(a.spool_dir, row[2])))
         a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: dave@b\.example rejected" % two)
         # a repeat answers the first ack, and changes nothing
         again = self.acks([{"id": one, "to": "bob@b.example"},

@@ -24,7 +24,7 @@ import signal
 import subprocess
 
 from support import (SandboxTest, make_message, split_message, header_lines, wait_for, q,
-                     login, login_body, DomainKey)
+                     login, login_body, DomainKey, stored_body, replace_body)
 
 
 class SecureTest(SandboxTest):
@@ -40,11 +40,10 @@ class SecureTest(SandboxTest):
         msg, tag = make_message("alice@a.example", "bob@b.example", "sealed")
         rows = self.send_stored(a, "alice@a.example", "bob@b.example", msg)
         self.assertEqual([r[2] for r in rows], ["bob@b.example"])
-        mid, spool_name = rows[0][0], rows[0][5]
+        mid = rows[0][0]
         self.assertEqual(a.sql_value("SELECT format FROM message WHERE id = %s" % q(mid)),
                          "openpgp")
-        with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
-            stored = f.read()
+        stored = stored_body(a, mid)
         for plain in (b"Subject:", tag.encode(), b"alice@a.example", b"Hello"):
             self.assertNotIn(plain, stored, "plaintext in the stored body")
         self.assertEqual(int(a.sql_value("SELECT size FROM message WHERE id = %s" % q(mid))),
@@ -76,15 +75,12 @@ class SecureTest(SandboxTest):
         delivered_before = len(b.maildir_messages("dave"))
         msg, tag = make_message("alice@a.example", "dave@b.example", "tampered")
         rows = self.send_stored(a, "alice@a.example", "dave@b.example", msg)
-        mid, spool_name = rows[0][0], rows[0][5]
-        path = os.path.join(a.spool_dir, spool_name)
-        with open(path, "r+b") as f:
-            data = bytearray(f.read())
-            middle = len(data) // 2
-            for i in range(middle, min(middle + 8, len(data))):
-                data[i] ^= 0x55
-            f.seek(0)
-            f.write(data)
+        mid = rows[0][0]
+        data = bytearray(stored_body(a, mid))
+        middle = len(data) // 2
+        for i in range(middle, min(middle + 8, len(data))):
+            data[i] ^= 0x55
+        replace_body(a, mid, bytes(data))
 
         # the sender's Apache tells its admin
         a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: dave@b\.example rejected the message"
@@ -123,7 +119,7 @@ class SecureTest(SandboxTest):
         msg, tag = make_message("frank@a.example", "carol@b.example", "compressed",
                                 body=minutes)
         rows = self.send_stored(a, "frank@a.example", "carol@b.example", msg)
-        mid, spool_name = rows[0][0], rows[0][5]
+        mid = rows[0][0]
         gpg = ["gpg", "--homedir", a.gnupg_home, "--batch", "--quiet", "--yes"]
         subprocess.run(gpg + ["--import", b.key.public], check=True, capture_output=True,
                        timeout=30)
@@ -131,11 +127,7 @@ class SecureTest(SandboxTest):
                                        "--sign", "--encrypt", "-o", "-"],
                                 input=msg, check=True, capture_output=True,
                                 timeout=30).stdout
-        # in place: the spool file keeps its owner and mode
-        with open(os.path.join(a.spool_dir, spool_name), "r+b") as f:
-            f.write(sealed)
-            f.truncate()
-        a.sql("UPDATE message SET size = %d WHERE id = %s" % (len(sealed), q(mid)))
+        replace_body(a, mid, sealed)
 
         a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: carol@b\.example rejected the message "
                      r"at \S+: compressed$" % mid)

@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.parse
 
-from support import SandboxTest, make_message, split_message, header_lines, q
+from support import SandboxTest, make_message, split_message, header_lines, q, stored_body
 from sandbox import WKS_CLIENT
 from test_protocol_examples import sections, block
 
@@ -52,13 +52,14 @@ def enc_subkey_ids(home, fpr):
             if f[0] == "sub" and "e" in f[11]}
 
 
-def packet_keyids(path):
+def packet_keyids(body):
     """Key ids of the pubkey-encrypted session key packets of an OpenPGP
-    file, as gpg --list-packets names them (without any secret key)."""
+    message (bytes), as gpg --list-packets names them (without any secret
+    key)."""
     with tempfile.TemporaryDirectory(prefix="lp", dir="/tmp") as home:
         os.chmod(home, 0o700)
-        r = subprocess.run(["gpg", "--homedir", home, "--batch", "--list-packets", path],
-                           capture_output=True, timeout=60)
+        r = subprocess.run(["gpg", "--homedir", home, "--batch", "--list-packets"],
+                           input=body, capture_output=True, timeout=60)
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
     return set(re.findall(rb":pubkey enc packet: .*keyid ([0-9A-F]{16})", r.stdout))
 
@@ -124,8 +125,8 @@ class WkdTest(SandboxTest):
         msg, tag = make_message("alice@a.example", to, subject)
         self.b.sql("DELETE FROM address_book WHERE contact = 'alice@a.example'")
         rows = self.send_stored(self.a, "alice@a.example", to, msg)
-        mid, spool_name = rows[0][0], rows[0][5]
-        return msg, tag, mid, packet_keyids(os.path.join(self.a.spool_dir, spool_name))
+        mid = rows[0][0]
+        return msg, tag, mid, packet_keyids(stored_body(self.a, mid))
 
     def milter_lines(self, regex):
         with open(self.a.milter_log, errors="replace") as f:

@@ -2,6 +2,7 @@
 -> bob@b.example, by pull, step by step; scripts/demo runs it), "start"
 (ISPs until Ctrl-C) and "stop" (of a demo kept running with --keep)."""
 
+import base64
 import email.utils
 import glob
 import os
@@ -84,11 +85,15 @@ def _demo_store(sb, a, b):
     mid = row[0]
     _say("== stored in a.example's outbox (SQL on a.example):")
     _say("   id %s  from %s  to %s  %s bytes  at %s" % tuple(row))
-    fmt, spool_name = a.sql("SELECT format, spool_name FROM message WHERE id = %s"
-                            % q(mid))[0]
+    # a small body is in its row (sql/010), a big one in the spool
+    fmt, spool_name, b64 = a.sql("SELECT format, spool_name, encode(substring(body for 16), "
+                                 "'base64') FROM message WHERE id = %s" % q(mid))[0]
     try:
-        with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
-            head = f.read(64)
+        if spool_name:
+            with open(os.path.join(a.spool_dir, spool_name), "rb") as f:
+                head = f.read(64)
+        else:
+            head = base64.b64decode(b64)
     except OSError:         # already pulled and deleted
         head = b""
     _say("   stored as %s: signed by a.example, encrypted to b.example's key "

@@ -377,6 +377,32 @@ int main(void)
            == SM_PGP_REJECT, "from memory, no recipients: REJECT");
     }
 
+    /* sealed from memory into memory (the milter's path for a body stored
+     * in its row): the same OpenPGP, gpg opens it to the same text */
+    {
+        unsigned char *sealed = NULL;
+        size_t sealed_len = 0;
+        int rc, ofd;
+
+        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, plain1k, sizeof plain1k, &sealed,
+                                          &sealed_len, why, sizeof why);
+        ok(rc == SM_PGP_OK && sealed && sealed_len > sizeof plain1k,
+           "a seals 1 KiB from memory into memory for b: %zu octets (%s)", sealed_len, why);
+        ofd = open(path("mm1.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ok(ofd >= 0 && sealed && write(ofd, sealed, sealed_len) == (ssize_t)sealed_len,
+           "written out for gpg");
+        close(ofd);
+        ok(gpg_open(home_b, path("mm1.pgp"), path("mm1.out"), signer) == 0
+           && !strcmp(signer, fa) && same_files(path("plain1k"), path("mm1.out")),
+           "the gpg command line opens it: decrypted, a's signature good, same text");
+        free(sealed);
+        sealed = (unsigned char *)"x";
+        ok(sm_seal_encrypt_sign_mem_mem(sa, to_none, plain1k, sizeof plain1k, &sealed,
+                                        &sealed_len, why, sizeof why) == SM_PGP_REJECT
+           && sealed == NULL && sealed_len == 0,
+           "into memory, no recipients: REJECT, nothing handed back");
+    }
+
     /* sealed by gpg, opened here */
     ok(gpg_seal(home_a, fa, fb, path("big"), path("g1.pgp")) == 0,
        "the gpg command line seals 3 MiB for b");
