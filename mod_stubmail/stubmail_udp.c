@@ -350,25 +350,31 @@ static void udp_db_drop(udp_state *st, const char *why)
     }
 }
 
-/* Notifications: the payload names a domain whose pending set or version
- * changed. */
-static void udp_db_notifications(udp_state *st)
+/* Notifications libpq holds already: the payload names a domain whose
+ * pending set or version changed. No system call. */
+static void udp_db_notified(udp_state *st)
 {
     PGnotify *n;
 
-    if (!st->db)
-        return;
-    if (!PQconsumeInput(st->db) || PQstatus(st->db) != CONNECTION_OK) {
-        udp_db_drop(st, PQerrorMessage(st->db));
-        return;
-    }
-    while ((n = PQnotifies(st->db))) {
+    while (st->db && (n = PQnotifies(st->db))) {
         udp_etag *e = udp_cache_slot(st, n->extra);
         if (strcmp(e->domain, n->extra) == 0)
             e->etag[0] = '\0';
         stubmail_pollcache_forget(n->extra);
         PQfreemem(n);
     }
+}
+
+/* Read what the connection has for us, then take its notifications. */
+static void udp_db_notifications(udp_state *st)
+{
+    if (!st->db)
+        return;
+    if (!PQconsumeInput(st->db) || PQstatus(st->db) != CONNECTION_OK) {
+        udp_db_drop(st, PQerrorMessage(st->db));
+        return;
+    }
+    udp_db_notified(st);
 }
 
 /* (Re)connect, at most every STUBMAIL_UDP_RECONNECT seconds: 0 if there is
@@ -428,7 +434,9 @@ static int udp_db_ready(udp_state *st)
 }
 
 /* The current ETag of domain into etag; 0, or -1 when the database cannot
- * say (no reply then). */
+ * say (no reply then). The socket was read for notifications after the
+ * batch holding this datagram arrived (udp_serve); only what a query of
+ * this batch brought into libpq's buffer is left to take. */
 static int udp_etag_of(udp_state *st, const char *domain, char *etag, size_t len)
 {
     udp_etag *e = udp_cache_slot(st, domain);
@@ -438,7 +446,7 @@ static int udp_etag_of(udp_state *st, const char *domain, char *etag, size_t len
     const char *v;
     int rc = -1;
 
-    udp_db_notifications(st);
+    udp_db_notified(st);
     if (e->etag[0] && strcmp(e->domain, domain) == 0 && now - e->at < STUBMAIL_UDP_CACHE_MAX_AGE
         && now >= e->at) {
         apr_cpystrn(etag, e->etag, len);
@@ -468,20 +476,23 @@ leave:
     return rc;
 }
 
-static void udp_datagram(udp_state *st, const unsigned char *pkt, size_t len,
-                         const struct sockaddr_storage *from, socklen_t fromlen)
+/* The reply to one datagram into reply (SM_UDPPOLL_REPLY_LEN + 1 octets):
+ * its length, or 0 for none (dropped and counted). */
+static size_t udp_datagram(udp_state *st, const unsigned char *pkt, size_t len,
+                           const struct sockaddr_storage *from, char *reply)
 {
     sm_udppoll_request req;
     sm_udppoll_session info;
     unsigned char key[SM_UDPPOLL_KEY_LEN];
-    char etag[SM_UDPPOLL_CURSOR_MAX + 2], reply[SM_UDPPOLL_REPLY_LEN + 1];
+    char etag[SM_UDPPOLL_CURSOR_MAX + 2];
     const char *why = NULL;
     sm_udppoll_status status;
+    size_t out = 0;
     long n;
 
     if (!udp_rate_ok(st, from)) {
         st->n_rate++;
-        return;
+        return 0;
     }
     if (sm_udppoll_request_verify(udp_conf->tokens, pkt, len, time(NULL), &req, &info, key,
                                   &why) != 0) {
@@ -503,7 +514,7 @@ static void udp_datagram(udp_state *st, const unsigned char *pkt, size_t len,
         goto leave;
     }
     status = strcmp(etag, req.cursor) == 0 ? SM_UDPPOLL_IDLE : SM_UDPPOLL_POLL;
-    n = sm_udppoll_reply_encode(key, status, req.mac, reply, sizeof(reply));
+    n = sm_udppoll_reply_encode(key, status, req.mac, reply, SM_UDPPOLL_REPLY_LEN + 1);
     /* never answer with more octets than were sent: no amplification */
     if (n < 0 || (size_t)n > len) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
@@ -511,15 +522,14 @@ static void udp_datagram(udp_state *st, const unsigned char *pkt, size_t len,
                      (unsigned long)len);
         goto leave;
     }
-    if (sendto(st->fd, reply, (size_t)n, 0, (const struct sockaddr *)from, fromlen) < 0)
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, errno, udp_server, "stubmail: udp "
-                     "responder: sendto failed");
+    out = (size_t)n;
     if (status == SM_UDPPOLL_IDLE)
         st->n_idle++;
     else
         st->n_poll++;
 leave:
     OPENSSL_cleanse(key, sizeof(key));
+    return out;
 }
 
 static void udp_stats(udp_state *st)
@@ -607,17 +617,104 @@ fail:
     return NULL;
 }
 
+/* One wakeup's datagrams and their replies: read with one recvmmsg,
+ * answered with one sendmmsg. */
+typedef struct udp_batch {
+    struct mmsghdr in[STUBMAIL_UDP_BATCH], out[STUBMAIL_UDP_BATCH];
+    struct iovec in_iov[STUBMAIL_UDP_BATCH], out_iov[STUBMAIL_UDP_BATCH];
+    struct sockaddr_storage from[STUBMAIL_UDP_BATCH];
+    unsigned char pkt[STUBMAIL_UDP_BATCH][SM_UDPPOLL_REQUEST_MAX + 1];
+    char reply[STUBMAIL_UDP_BATCH][SM_UDPPOLL_REPLY_LEN + 1];
+} udp_batch;
+
+/* Send the replies of a batch. A reply the kernel refuses is lost, as on
+ * the wire (the poller asks again or uses HTTP); the others still go. */
+static void udp_send_batch(udp_state *st, udp_batch *b, unsigned int count)
+{
+    unsigned int done = 0;
+    int sent;
+
+    while (done < count) {
+        sent = sendmmsg(st->fd, b->out + done, count - done, 0);
+        if (sent > 0) {
+            done += (unsigned int)sent;
+            continue;
+        }
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, errno, udp_server, "stubmail: udp "
+                     "responder: sendmmsg failed");
+        done++;
+    }
+}
+
+/* The fixed parts of a batch: datagram i into pkt[i], its source into
+ * from[i]; reply j from out_iov[j]. */
+static void udp_batch_init(udp_batch *b)
+{
+    int i;
+
+    for (i = 0; i < STUBMAIL_UDP_BATCH; i++) {
+        b->in_iov[i].iov_base = b->pkt[i];
+        b->in_iov[i].iov_len = sizeof(b->pkt[i]);
+        b->in[i].msg_hdr.msg_name = &b->from[i];
+        b->in[i].msg_hdr.msg_iov = &b->in_iov[i];
+        b->in[i].msg_hdr.msg_iovlen = 1;
+        b->out[i].msg_hdr.msg_iov = &b->out_iov[i];
+        b->out[i].msg_hdr.msg_iovlen = 1;
+    }
+}
+
+/* Read up to STUBMAIL_UDP_BATCH datagrams, answer them with one sendmmsg:
+ * how many were read (0 when none was waiting). */
+static int udp_batch_once(udp_state *st, udp_batch *b)
+{
+    unsigned int count = 0;
+    size_t len;
+    int got, i;
+
+    /* the kernel wrote the last batch's source lengths over these */
+    for (i = 0; i < STUBMAIL_UDP_BATCH; i++)
+        b->in[i].msg_hdr.msg_namelen = sizeof(b->from[i]);
+    /* MSG_TRUNC: each msg_len is the real length, so that an oversized
+     * datagram is recognised, not parsed cut short */
+    got = recvmmsg(st->fd, b->in, STUBMAIL_UDP_BATCH, MSG_TRUNC, NULL);
+    if (got <= 0)
+        return 0;
+    /* a notification that arrived before these datagrams is taken before
+     * any of them is answered from the cache */
+    udp_db_notifications(st);
+    for (i = 0; i < got; i++) {
+        if (b->in[i].msg_len > SM_UDPPOLL_REQUEST_MAX) {
+            st->n_oversized++;
+            continue;
+        }
+        len = udp_datagram(st, b->pkt[i], b->in[i].msg_len, &b->from[i], b->reply[count]);
+        if (len == 0)
+            continue;
+        b->out_iov[count].iov_base = b->reply[count];
+        b->out_iov[count].iov_len = len;
+        b->out[count].msg_hdr.msg_name = &b->from[i];
+        b->out[count].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
+        count++;
+    }
+    udp_send_batch(st, b, count);
+    return got;
+}
+
 /* Answer datagrams and take notifications until told to stop or the
  * parent is gone. */
 static void udp_serve(udp_state *st, pid_t parent)
 {
-    struct sockaddr_storage from;
-    socklen_t fromlen;
-    unsigned char buf[SM_UDPPOLL_REQUEST_MAX + 1];
+    udp_batch *b = calloc(1, sizeof(*b));
     struct pollfd pfd[2];
     time_t last_stats = time(NULL);
-    ssize_t got;
-    int i, n;
+    int n;
+
+    if (!b) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, udp_server, "stubmail: udp responder: "
+                     "out of memory");
+        return;
+    }
+    udp_batch_init(b);
 
     while (!udp_stop) {
         /* not only for datagrams: the poll cache is off until the
@@ -638,30 +735,17 @@ static void udp_serve(udp_state *st, pid_t parent)
         }
         if (n > 0 && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)))
             udp_db_notifications(st);
-        for (i = 0; n > 0 && i < STUBMAIL_UDP_BATCH && (pfd[0].revents & POLLIN); i++) {
-            fromlen = sizeof(from);
-            /* MSG_TRUNC: the real length, so that an oversized datagram is
-             * recognised, not parsed cut short */
-            got = recvfrom(st->fd, buf, sizeof(buf), MSG_TRUNC, (struct sockaddr *)&from,
-                           &fromlen);
-            if (got < 0)
-                break;
-            if ((size_t)got > SM_UDPPOLL_REQUEST_MAX) {
-                st->n_oversized++;
-                continue;
-            }
-            udp_datagram(st, buf, (size_t)got, &from, fromlen);
-        }
         /* a notification that came in with a query's answer sits in
          * libpq's buffer, where poll() does not see it: take it now, not
          * at the next datagram */
-        if (i > 0)
-            udp_db_notifications(st);
+        if (n > 0 && (pfd[0].revents & POLLIN) && udp_batch_once(st, b) > 0)
+            udp_db_notified(st);
         if (time(NULL) - last_stats >= STUBMAIL_UDP_STATS) {
             udp_stats(st);
             last_stats = time(NULL);
         }
     }
+    free(b);
 }
 
 /* The responder process, from the fork to its exit status. */
