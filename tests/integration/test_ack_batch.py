@@ -219,21 +219,29 @@ class PollerdAcksTest(SandboxTest):
         """SIGTERM while four lanes deliver: what the MTA took is recorded
         before pollerd exits; the rest, and the acks, come after a restart,
         each message exactly once."""
-        a, b = self.a, self.b
+        b = self.b
         tags = self.fill("stopped")
         # b.example's MTA takes a second per message, so that the stop
-        # finds deliveries under way
+        # finds deliveries under way. Set while no pollerd is connected, and
+        # set back only once pollerd is gone again: a Postfix reload while
+        # a client is in a "sleep" restriction can leave that session hung.
         self.postconf(b, "smtpd_recipient_restrictions=sleep 1")
         try:
-            b.start_pollerd()
-            b.poll_now()
-
-            def arrived():
-                return [t for t in tags if self.in_maildir(b, "bob", t)]
-            wait_for(lambda: len(arrived()) >= 5, timeout=60, what="the first deliveries")
-            b.kill_pollerd(signal.SIGTERM)
+            self.stop_mid_drain(tags)
         finally:
+            b.kill_pollerd(signal.SIGTERM)
             self.postconf(b, "smtpd_recipient_restrictions=")
+            b.start_pollerd()
+
+    def stop_mid_drain(self, tags):
+        a, b = self.a, self.b
+
+        def arrived():
+            return [t for t in tags if self.in_maildir(b, "bob", t)]
+        b.start_pollerd()
+        b.poll_now()
+        wait_for(lambda: len(arrived()) >= 5, timeout=60, what="the first deliveries")
+        b.kill_pollerd(signal.SIGTERM)
         # every delivery the MTA took is in table received, acked or not
         got = arrived()
         recorded = int(b.sql("SELECT count(*) FROM received WHERE remote_domain = 'a.example' "
