@@ -65,8 +65,9 @@ class PostfixMixin:
 
     def postqueue(self):
         """The queue as postqueue -j objects (one dict per message)."""
+        # a wedged Postfix must fail the test that asks, not hang the run
         r = subprocess.run(["postqueue", "-c", self.postfix_etc, "-j"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=30)
         return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
 
     def flush_queue(self):
