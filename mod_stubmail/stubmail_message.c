@@ -23,6 +23,7 @@
 #include "http_protocol.h"
 #include "util_filter.h"
 #include "apr_buckets.h"
+#include "apr_escape.h"
 #include "apr_file_io.h"
 #include "apr_strings.h"
 
@@ -80,42 +81,21 @@ static int stubmail_fetch_open(stubmail_req *q, const char **cols, const char *p
     return 1;
 }
 
-/* The value of one hex digit, -1 if c is none. */
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* An inline body: the hex text of STMT_FETCH (two digits an octet) decoded
  * into the request pool. 1 with *body and *len, or 0 after the error
  * answer. */
-static int stubmail_fetch_inline(stubmail_req *q, const char *hex, char **body,
+static int stubmail_fetch_inline(stubmail_req *q, const char *hex, const char **body,
                                  apr_off_t *len)
 {
-    apr_size_t n = strlen(hex), i;
-    char *out;
-    int hi, lo;
+    apr_size_t n = 0;
 
-    if (n % 2 != 0)
+    *len = 0;
+    *body = "";
+    if (*hex == '\0')
+        return 1;               /* an empty body (apr takes it for an error) */
+    if ((*body = apr_punescape_hex(q->r->pool, hex, 0, &n)) == NULL)
         return stubmail_fail_0(q, "internal_error", "message body unavailable",
-                               "inline body: odd number of hex digits");
-    n /= 2;
-    out = apr_palloc(q->r->pool, n ? n : 1);
-    for (i = 0; i < n; i++) {
-        hi = hex_digit(hex[2 * i]);
-        lo = hex_digit(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return stubmail_fail_0(q, "internal_error", "message body unavailable",
-                                   "inline body: bad hex digit");
-        out[i] = (char)(hi << 4 | lo);
-    }
-    *body = out;
+                               "inline body: not hex from the database");
     *len = (apr_off_t)n;
     return 1;
 }
@@ -126,7 +106,8 @@ static int stubmail_fetch_body(stubmail_req *q, const char **cols, apr_bucket_br
                                apr_off_t *len, const char **from)
 {
     request_rec *r = q->r;
-    char path[PATH_MAX], *inline_body = NULL;
+    char path[PATH_MAX];
+    const char *inline_body = NULL;
     apr_file_t *fd;
     apr_finfo_t fi;
 
