@@ -326,7 +326,7 @@ typedef struct pd_ctx {
 typedef enum {
     PD_NEXT_WAIT,       /* a transfer (or a timer) runs: wait for it */
     PD_NEXT_STEP,       /* go on with the state machine */
-    PD_NEXT_ITEM,       /* the listed message is finished: on to the next */
+    PD_NEXT_ITEM,       /* the lane's message is finished: on to its next */
     PD_NEXT_RESUME,     /* logged in: start d->after_login */
     PD_NEXT_FINISH,     /* the domain's cycle is over */
     PD_NEXT_GIVE_UP     /* ... and it failed */
@@ -596,9 +596,9 @@ pd_next pd_ack_done(pd_domain *d, const pd_xfer *x);
 void pd_ack_drop_queue(pd_domain *d, const char *why);
 
 /* ---- pd_message.c -------------------------------------------------------- */
-/* Start the work on lane l's item: 0 when a transfer started (or the lane
- * waits for a new token), -1 if the item is finished already (its outcome
- * logged, its ack queued). */
+/* Start the work on lane l's item: 0 when a transfer started, -1 if the
+ * item is finished already (its outcome logged; its ack queued unless it
+ * failed). */
 int pd_message_begin(pd_lane *l);
 /* Also notes in x a body that is not the listed size. */
 pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x);
