@@ -123,8 +123,9 @@ def _demo_pull(a, b, mid, t_sent):
           [(b.pollerd_log, mid + r".*delivered"),
            (b.maillog, r"to=<bob@b\.example>, relay=virtual.*status=sent")])
     _say("   in bob's Maildir %.1f s after swaks sent it" % (time.monotonic() - t_sent))
-    _step("acked to a.example",
-          [(a.access_log, r"POST /stubmail/v1/message/%s/ack .* 200 " % mid),
+    _step("acked to a.example (acks go in batches: POST /v1/ack)",
+          [(a.access_log, r"POST /stubmail/v1/ack .* 200 "),
+           (a.error_log, r"id=%s: ack: bob@b\.example retrieved" % mid),
            (b.pollerd_log, mid + r".*acked")])
     wait_for(lambda: a.sql_value("SELECT retrieved_at FROM outbox WHERE message_id = %s"
                                  % q(mid)), timeout=10, what="retrieved_at")
