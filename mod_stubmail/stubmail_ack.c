@@ -6,7 +6,8 @@
  *	POST v1/message/ID/ack records that one recipient retrieved (or
  *	rejected) the message; POST v1/ack records a batch of such acks
  *	(up to SM_ACKS_MAX) with one statement and one commit, which is what
- *	a poller draining many messages sends. An ack is idempotent: a
+ *	a poller draining many messages sends. A single ack is a batch of one
+ *	through the same statements, answered as an ack of its own. An ack is idempotent: a
  *	repeated one answers what the first recorded. Once no recipient of a
  *	message is pending, its body is marked deleted and its file removed,
  *	also on a repeated ack, so that a retry completes what an
@@ -75,101 +76,6 @@ static void stubmail_ack_remove_file(stubmail_req *q, const char *id, const char
     else
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, q->r, "stubmail: domain=%s id=%s: all "
                       "recipients acked, removed %s", q->domain, id, path);
-}
-
-/* ------------------------------------------------------------------------
- * POST v1/message/{id}/ack
- * ---------------------------------------------------------------------- */
-
-enum { ACK_RETRIEVED, ACK_REJECTED, ACK_NCOLS };
-
-/* Mark the recipient retrieved, or find the first ack's record (an ack is
- * idempotent: a repeated one answers the first one's time and status).
- * 1 with cols and *first, or 0 after the error answer. */
-static int stubmail_ack_record(stubmail_req *q, const sm_ack_request *ack,
-                               const char *to, const char **cols, int *first)
-{
-    const char *args[6];
-    int rc;
-
-    args[0] = ack->reason;      /* "" unless rejected */
-    args[1] = q->id;
-    args[2] = to;
-    args[3] = q->domain;
-    args[4] = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, q->conf->min_poll_interval);
-    args[5] = q->domain;
-    rc = stubmail_db_first_row(q, STMT_ACK_MARK, 6, args, ACK_NCOLS, cols);
-    if (rc < 0)
-        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
-                               "marking retrieved failed");
-    *first = rc == 1;
-    if (*first) {
-        /* committed: the pending set changed, so no child may answer a
-         * 304 from what was cached before, even before the notification
-         * reaches the responder */
-        stubmail_pollcache_forget(q->domain);
-        return 1;
-    }
-    /* Already acked, or no such recipient. */
-    rc = stubmail_db_first_row(q, STMT_ACK_SEEN, 3, args + 1, ACK_NCOLS, cols);
-    if (rc < 0)
-        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE,
-                               "looking up the ack failed");
-    if (rc == 0)
-        return stubmail_fail_0(q, "not_found", "no such message",
-                               apr_psprintf(q->r->pool, "no recipient %s", to));
-    if (*cols[ACK_RETRIEVED] == '\0')
-        return stubmail_fail_0(q, "unavailable", "retry later",
-                               "recipient row changed under the ack");
-    return 1;
-}
-
-/* Delete the body once no recipient is pending. */
-static void stubmail_ack_remove_body(stubmail_req *q, const char *to)
-{
-    const char *args[2], *spool_name;
-
-    args[0] = q->id;
-    args[1] = q->id;
-    switch (stubmail_db_first_row(q, STMT_ACK_DONE, 2, args, 1, &spool_name)) {
-    case 1:
-        stubmail_ack_remove_file(q, q->id, spool_name);
-        break;
-    case 0:
-        break;                  /* a recipient is still pending */
-    default:
-        SMLOG(q, APLOG_ERR, 0, "ack of %s recorded, but marking the body "
-              "deleted failed", to);
-        break;
-    }
-}
-
-int stubmail_ack(stubmail_req *q)
-{
-    request_rec *r = q->r;
-    char *body;
-    apr_size_t len;
-    sm_ack_request ack;
-    sm_parse_error perr;
-    const char *to, *cols[ACK_NCOLS];
-    int first;
-
-    if (!stubmail_read_body(q, &body, &len))
-        return q->ret;
-    memset(&perr, 0, sizeof(perr));
-    if (sm_ack_request_parse_status(body, len, q->domain, &ack, &perr) != 0)
-        return stubmail_fail(q, stubmail_parse_code(&perr),
-                             perr.message, apr_pstrcat(r->pool, "ack refused: ",
-                                                       perr.message, NULL));
-    to = apr_pstrdup(r->pool, ack.to);
-    if (!stubmail_ack_record(q, &ack, to, cols, &first))
-        return q->ret;
-    stubmail_ack_remove_body(q, to);
-    stubmail_ack_log(q, q->id, to, &ack, cols[ACK_RETRIEVED], first);
-    return stubmail_send_json(q, json_pack("{s:s, s:s, s:s, s:s}", "id", q->id, "to", to,
-                                           "retrieved", cols[ACK_RETRIEVED], "status",
-                                           strcmp(cols[ACK_REJECTED], "t") == 0
-                                           ? "rejected" : "delivered"));
 }
 
 /* ------------------------------------------------------------------------
@@ -331,6 +237,54 @@ int stubmail_acks(stubmail_req *q)
     rc = stubmail_send_json(q, json_pack("{s:O}", "acks", answers));
 leave:
     free(items);
+    json_decref(answers);
+    json_decref(ids);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * POST v1/message/{id}/ack: a batch of one, answered as an ack of its own
+ * ---------------------------------------------------------------------- */
+
+int stubmail_ack(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    char *body;
+    apr_size_t len;
+    sm_ack_item item;
+    sm_parse_error perr;
+    json_t *answers = json_array(), *ids = json_array(), *answer;
+    int rc;
+
+    memset(&perr, 0, sizeof(perr));
+    memset(&item, 0, sizeof(item));
+    if (!stubmail_read_body(q, &body, &len)) {
+        rc = q->ret;
+        goto leave;
+    }
+    if (sm_ack_request_parse_status(body, len, q->domain, &item.ack, &perr) != 0) {
+        rc = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
+                           apr_pstrcat(r->pool, "ack refused: ", perr.message, NULL));
+        goto leave;
+    }
+    apr_cpystrn(item.id, q->id, sizeof(item.id));
+    if (answers == NULL || ids == NULL) {
+        rc = stubmail_fail(q, "unavailable", "out of memory, retry later", "out of memory");
+        goto leave;
+    }
+    if (!stubmail_acks_record(q, &item, 1, answers, ids)) {
+        rc = q->ret;
+        goto leave;
+    }
+    answer = json_array_get(answers, 0);
+    if (json_object_get(answer, "error") != NULL) {
+        rc = stubmail_fail(q, "not_found", "no such message",
+                           apr_psprintf(r->pool, "no recipient %s", item.ack.to));
+        goto leave;
+    }
+    stubmail_acks_remove_bodies(q, ids);
+    rc = stubmail_send_json(q, json_incref(answer));
+leave:
     json_decref(answers);
     json_decref(ids);
     return rc;

@@ -72,45 +72,18 @@ static const stubmail_stmt stubmail_stmts[] = {
       " WHERE m.id = %s AND m.body_deleted_at IS NULL"
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
-    /* $1 rejection reason ('' = delivered), $2 id, $3 recipient,
-     * $4 polling domain, $5 StubmailMinPollInterval, $6 polling domain.
-     * A recorded ack gives the domain back one poll, as STMT_ACKS_MARK
-     * says. The UPDATE fires pending_match_outbox_update
-     * (sql/004, as re-created by 008): it takes the polling domain's
-     * "subscription" advisory lock (sql/008's stubmail_lock_class) shared,
-     * so it waits while a subscription change of that domain commits, and
-     * deletes the pending_match row, whose trigger NOTIFYs stubmail_poll
-     * at COMMIT (the UDP responder's cache learns of it that way). */
-    { STMT_ACK_MARK,
-      "WITH marked AS (UPDATE outbox SET retrieved_at = now(),"
-      "                                  rejected_reason = NULLIF(%s, '')"
-      "  WHERE message_id = %s AND recipient = %s AND recipient_domain = %s"
-      "  AND retrieved_at IS NULL RETURNING retrieved_at, rejected_reason),"
-      " refund AS (UPDATE rate_limit SET tat = greatest(tat - make_interval(secs => CAST(%s AS float8)),"
-      "                                                 now())"
-      "            WHERE kind = 'poll' AND key = %s AND EXISTS (SELECT 1 FROM marked))"
-      " SELECT " SQL_RFC3339("retrieved_at") ", rejected_reason IS NOT NULL FROM marked" },
-    /* $1 id, $2 recipient, $3 polling domain */
-    { STMT_ACK_SEEN,
-      "SELECT " SQL_RFC3339("retrieved_at") ", rejected_reason IS NOT NULL"
-      " FROM outbox"
-      " WHERE message_id = %s AND recipient = %s AND recipient_domain = %s" },
-    /* $1 id, $2 id */
-    /* An inline body (sql/010) goes with the UPDATE; a body in the spool
-     * comes back as spool_name, its file to remove (NULL: none). */
-    { STMT_ACK_DONE,
-      "UPDATE message SET body_deleted_at = now(), body = NULL"
-      " WHERE id = %s AND body_deleted_at IS NULL"
-      " AND NOT EXISTS (SELECT 1 FROM outbox"
-      "                 WHERE message_id = %s AND retrieved_at IS NULL)"
-      " RETURNING spool_name" },
     /* $1 the acks as a JSON array of {"id", "to", "reason"} ("" =
      * delivered), $2 the polling domain, $3 StubmailMinPollInterval, $4
      * and $5 the polling domain. One row per ack, in the order given: the
      * time of the (first) ack, whether it rejected, and whether this
      * statement recorded it; no time when there is no such recipient. The
-     * UPDATE fires the same trigger as STMT_ACK_MARK, once per row; the
-     * statement commits once for the whole batch. An ack that recorded
+     * UPDATE fires pending_match_outbox_update (sql/004, as re-created by
+     * 008) once per row: it takes the polling domain's "subscription"
+     * advisory lock (sql/008's stubmail_lock_class) shared, so it waits
+     * while a subscription change of that domain commits, and deletes the
+     * pending_match row, whose trigger NOTIFYs stubmail_poll at COMMIT (the
+     * UDP responder's caches learn of it that way). The statement commits
+     * once for the whole batch. An ack that recorded
      * something gives the domain back one poll (docs/PROTOCOL.md,
      * "Limits"): its bucket's time moves back one interval, never before
      * now. The final SELECT reads the outbox as it was before the UPDATE,
@@ -134,8 +107,9 @@ static const stubmail_stmt stubmail_stmts[] = {
       " LEFT JOIN outbox o ON o.message_id = a.id AND o.recipient = a.rcpt"
       "                   AND o.recipient_domain = %s"
       " ORDER BY a.i" },
-    /* $1 message ids as a JSON array: as STMT_ACK_DONE for each, one
-     * commit. */
+    /* $1 message ids as a JSON array: the bodies of those without a
+     * pending recipient are marked deleted (and dropped from their rows),
+     * one commit; the spool files to remove come back. */
     { STMT_ACKS_DONE,
       "UPDATE message m SET body_deleted_at = now(), body = NULL"
       " WHERE m.id IN (SELECT json_array_elements_text(%s::json))"

@@ -17,9 +17,6 @@
 /* The labels, also the PostgreSQL statement names. */
 #define STMT_POLL         "stubmail_poll"
 #define STMT_FETCH        "stubmail_fetch"
-#define STMT_ACK_MARK     "stubmail_ack_mark"
-#define STMT_ACK_SEEN     "stubmail_ack_seen"
-#define STMT_ACK_DONE     "stubmail_ack_done"
 #define STMT_ACKS_MARK    "stubmail_acks_mark"
 #define STMT_ACKS_DONE    "stubmail_acks_done"
 #define STMT_PEER         "stubmail_peer"

@@ -35,7 +35,7 @@ SELECT assert_true(refused($$UPDATE message SET body = NULL
 SELECT assert_true(refused($$UPDATE message SET spool_name = id
     WHERE id = '00000000000000000000000000000001'$$), 'a spool_name beside the body');
 
--- what mod_stubmail's ack does (STMT_ACK_DONE): body gone, the row stays
+-- what mod_stubmail's ack does (STMT_ACKS_DONE): body gone, the row stays
 UPDATE message SET body_deleted_at = now(), body = NULL
  WHERE id = '00000000000000000000000000000001';
 SELECT assert_eq((SELECT body IS NULL AND body_deleted_at IS NOT NULL AND spool_name IS NULL
