@@ -266,14 +266,12 @@ static void resume(pd_domain *d, pd_xkind kind)
     case PD_X_SUBSCRIBE:
         rc = pd_subscription_start(d);
         break;
-    case PD_X_FETCH:            /* a lane's: the lanes go on by themselves */
-        step(d);
-        return;
     case PD_X_ACK:
         rc = pd_ack_start(d);
         break;
+    case PD_X_FETCH:
     case PD_X_DELIVER:
-        break;                  /* never repeated: see pd_message_deliver_done */
+        break;                  /* a lane's: never waited for nor repeated here */
     }
     if (rc != 0)
         give_up(d);
