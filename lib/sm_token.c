@@ -130,7 +130,7 @@ static int key_id_valid(const char *id, size_t len)
     return 1;
 }
 
-static const sm_token_key *key_find(const sm_token_keyring *kr, const char *id, size_t len)
+const sm_token_key *sm_token_key_find(const sm_token_keyring *kr, const char *id, size_t len)
 {
     int i;
 
@@ -161,7 +161,7 @@ int sm_token_keyring_add(sm_token_keyring *kr, const char *id, const unsigned ch
         *why = "key id must be 1-16 of [A-Za-z0-9_-]";
         return -1;
     }
-    if (key_find(kr, id, idlen)) {
+    if (sm_token_key_find(kr, id, idlen)) {
         *why = "duplicate key id";
         return -1;
     }
@@ -235,7 +235,8 @@ int sm_token_issue(const sm_token_keyring *kr, const char *key_id, const char *d
         errno = EINVAL;
         goto leave;
     }
-    k = key_id ? key_find(kr, key_id, strlen(key_id)) : kr->n > 0 ? &kr->key[kr->n - 1] : NULL;
+    k = key_id ? sm_token_key_find(kr, key_id, strlen(key_id))
+               : kr->n > 0 ? &kr->key[kr->n - 1] : NULL;
     if (!k) {
         errno = ENOENT;
         goto leave;
@@ -333,7 +334,7 @@ int sm_token_check(const sm_token_keyring *kr, const char *token, time_t now,
     if (!key_id_valid(bar2 + 1, (size_t)(end - bar2 - 1)))
         goto leave;
 
-    if ((k = key_find(kr, bar2 + 1, (size_t)(end - bar2 - 1))) == NULL) {
+    if ((k = sm_token_key_find(kr, bar2 + 1, (size_t)(end - bar2 - 1))) == NULL) {
         *why = "unknown key id";
         goto leave;
     }

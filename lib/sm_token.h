@@ -44,6 +44,8 @@ int sm_token_keyring_add(sm_token_keyring *kr, const char *id, const unsigned ch
 /* Same with the secret as hex digits (how a config file carries it). */
 int sm_token_keyring_add_hex(sm_token_keyring *kr, const char *id, const char *hex,
                              const char **why);
+/* The key named by the len octets at id, or NULL. */
+const sm_token_key *sm_token_key_find(const sm_token_keyring *kr, const char *id, size_t len);
 /* Wipe the secrets (OPENSSL_cleanse) and empty the ring. */
 void sm_token_keyring_clear(sm_token_keyring *kr);
 
