@@ -171,6 +171,7 @@ typedef struct smf_msg {
     smf_domain *domains;
     size_t ndomains, domcap;
     int learned;                /* address book done (push-only mail) */
+    int auto_submitted;         /* Auto-Submitted other than "no": learn nothing */
     int spool_open;             /* spool holds a file that is not ours to keep */
     int saw_eoh;
     const char *spool_dir;      /* where spool is made if the message spills */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sm_log.h"
 #include "smf.h"
@@ -248,8 +249,11 @@ static void smf_stubs(SMFICTX *ctx, const smf_msg *msg, const smf_db_rcpt *outbo
 }
 
 /* End of message, step 2: the message row, its outbox rows and the learned
- * contacts in one transaction (smf_db_store). Returns SMFIS_CONTINUE with
- * *outbox (malloc'd) what was stored, or ends the message. */
+ * contacts in one transaction (smf_db_store). Auto-Submitted mail (RFC 3834:
+ * auto-replies, notices) teaches the address book nothing: only mail the
+ * user wrote says they want answers from its recipients, and may lift an
+ * unsubscribe (sql/014). Returns SMFIS_CONTINUE with *outbox (malloc'd)
+ * what was stored, or ends the message. */
 static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
                               size_t *noutbox)
 {
@@ -267,8 +271,8 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
         return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "out of memory");
     }
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
-                      msg->inline_body, "openpgp", *outbox, *noutbox, contacts, ncontacts, why,
-                      sizeof why);
+                      msg->inline_body, "openpgp", *outbox, *noutbox, contacts,
+                      msg->auto_submitted ? 0 : ncontacts, why, sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
         return SMFIS_CONTINUE;
@@ -458,6 +462,17 @@ static sfsistat smf_data(SMFICTX *ctx)
     return smf_keys_fetch(ctx, msg);
 }
 
+/* An Auto-Submitted value other than "no" (RFC 3834 section 5: the keyword,
+ * then optional parameters or a comment). */
+static int smf_auto_submitted(const char *value)
+{
+    size_t n;
+
+    value += strspn(value, " \t");
+    n = strcspn(value, " \t;(");
+    return !(n == 2 && strncasecmp(value, "no", 2) == 0);
+}
+
 static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
 {
     smf_conn *conn = smf_conn_get(ctx);
@@ -465,6 +480,8 @@ static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
 
     if (msg == NULL || msg->npulling == 0)
         return SMFIS_CONTINUE;
+    if (strcasecmp(name, "Auto-Submitted") == 0 && smf_auto_submitted(value))
+        msg->auto_submitted = 1;
     if (smf_spool_open(msg, settings->spool_dir) != 0
         || smf_spool_header(msg, conn->leadspc, name, value) != 0)
         return smf_spool_failed(ctx, "write");
