@@ -65,6 +65,7 @@
 #include "stubmail_req.h"
 #include "stubmail_route.h"
 #include "stubmail_udp.h"
+#include "stubmail_unsub.h"
 
 APLOG_USE_MODULE(stubmail);
 
@@ -100,6 +101,10 @@ static const stubmail_route stubmail_routes[] = {
     { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN_DB, stubmail_fetch },
     { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, stubmail_ack },
     { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, stubmail_acks },
+    /* Not the protocol: our own users' one-click unsubscribe links, whose
+     * MAC is their proof (stubmail_unsub.c). */
+    { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  stubmail_unsubscribe_page },
+    { "/unsubscribe",         M_POST, NEEDS_NOTHING,  stubmail_unsubscribe },
 };
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))

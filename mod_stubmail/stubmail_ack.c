@@ -45,8 +45,10 @@ static void stubmail_ack_log(stubmail_req *q, const char *id, const char *to,
 {
     if (first && ack->rejected)
         /* The receiver could not verify or decrypt what we stored: worth
-         * the sender admin's attention (storage tampering, key mix-up). */
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r, "stubmail: domain=%s id=%s: "
+         * the sender admin's attention (storage tampering, key mix-up);
+         * a user who unsubscribed is no fault of ours. */
+        ap_log_rerror(APLOG_MARK, strcmp(ack->reason, "unsubscribed") == 0 ? APLOG_INFO
+                      : APLOG_WARNING, 0, q->r, "stubmail: domain=%s id=%s: "
                       "ack: %s rejected the message at %s: %s", q->domain, id, to,
                       retrieved, ap_escape_logitem(q->r->pool, ack->reason));
     else

@@ -124,7 +124,12 @@ typedef struct stubmail_directive {
     D("StubmailPollCache", TAKE1, SWITCH, poll_cache, 0, 0, 0,                \
       "on", "on|off: answer idle GET v1/poll from shared memory, kept true "  \
       "by the UDP poll responder (without StubmailUDPResponder every poll "   \
-      "asks the database)")
+      "asks the database)")                                                  \
+    /* the receiving side: pollerd's unsubscribe_key signs the links */     \
+    D("StubmailUnsubscribeKey", TAKE2, TOKEN_KEY, unsub_keys, 0, 0,           \
+      STUBMAIL_NO_VALUE, "none", "ID HEX: a secret of one-click unsubscribe " \
+      "links (64 to 128 hex digits), as pollerd's unsubscribe_key; "          \
+      "repeatable; turns on /unsubscribe")
 
 #define STUBMAIL_DESCRIPTOR(name, args, kind, field, min, max, flags, dflt, help) \
     { name, STUBMAIL_##kind, APR_OFFSETOF(stubmail_srv_conf, field), min, max,    \

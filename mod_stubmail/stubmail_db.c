@@ -160,6 +160,9 @@ static const stubmail_stmt stubmail_stmts[] = {
       " FROM pending_match p JOIN message m ON m.id = p.message_id"
       " WHERE p.domain = %s AND m.body_deleted_at IS NULL"
       " ORDER BY p.seq LIMIT CAST(%s AS integer)" },
+    /* $1 local user, $2 sender: one-click unsubscribe (sql/014) */
+    { STMT_UNSUBSCRIBE,
+      "SELECT removed, newly_blocked FROM address_unsubscribe(%s, %s)" },
 };
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;

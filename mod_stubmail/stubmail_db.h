@@ -28,6 +28,7 @@
 #define STMT_SUB_CHANGE   "stubmail_sub_change"
 #define STMT_POLL_STATE   "stubmail_poll_state"
 #define STMT_POLL_PENDING "stubmail_poll_pending"
+#define STMT_UNSUBSCRIBE  "stubmail_unsubscribe"
 
 /* post_config: mod_dbd's functions. OK, or HTTP_INTERNAL_SERVER_ERROR
  * (logged) when mod_dbd is not loaded. */

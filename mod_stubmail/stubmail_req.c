@@ -226,9 +226,9 @@ static int stubmail_is_json(const char *ctype)
            && strncasecmp(ctype, "application/json", n) == 0;
 }
 
-/* The headers promise a JSON body of at most StubmailMaxRequestBody: 1
- * with *length, or 0 after the error answer. */
-static int stubmail_body_acceptable(stubmail_req *q, apr_off_t *length)
+/* The headers promise a body of at most StubmailMaxRequestBody, a JSON one
+ * if json: 1 with *length, or 0 after the error answer. */
+static int stubmail_body_acceptable(stubmail_req *q, int json, apr_off_t *length)
 {
     request_rec *r = q->r;
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
@@ -248,7 +248,7 @@ static int stubmail_body_acceptable(stubmail_req *q, apr_off_t *length)
                                             " above StubmailMaxRequestBody %"
                                             APR_INT64_T_FMT, *length,
                                             q->conf->max_body));
-    if (!stubmail_is_json(ctype))
+    if (json && !stubmail_is_json(ctype))
         return stubmail_fail_0(q, "unsupported_media_type",
                                "Content-Type must be application/json",
                                apr_psprintf(r->pool, "Content-Type '%s'",
@@ -256,7 +256,7 @@ static int stubmail_body_acceptable(stubmail_req *q, apr_off_t *length)
     return 1;
 }
 
-int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
+static int stubmail_read(stubmail_req *q, int json, char **body, apr_size_t *len)
 {
     request_rec *r = q->r;
     apr_bucket_brigade *bb = NULL;
@@ -266,7 +266,7 @@ int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
     char *buf;
     int eos = 0;
 
-    if (!stubmail_body_acceptable(q, &length))
+    if (!stubmail_body_acceptable(q, json, &length))
         return 0;
     buf = apr_palloc(r->pool, (apr_size_t)length + 1);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
@@ -309,6 +309,16 @@ leave:
         return 1;
     r->connection->keepalive = AP_CONN_CLOSE;
     return stubmail_fail_0(q, "bad_request", "could not read the request body", why);
+}
+
+int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
+{
+    return stubmail_read(q, 1, body, len);
+}
+
+int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len)
+{
+    return stubmail_read(q, 0, body, len);
 }
 
 /* ------------------------------------------------------------------------

@@ -63,6 +63,9 @@ int stubmail_not_modified(stubmail_req *q);
  * r->pool). 1, or 0 after the error answer. */
 int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len);
 
+/* The same for a body of any Content-Type (a form: the caller judges it). */
+int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len);
+
 /* Authorization: Bearer TOKEN: 1 with q->domain set (no database needed:
  * the MAC proves the token), or 0 after the 401. */
 int stubmail_authenticate(stubmail_req *q);

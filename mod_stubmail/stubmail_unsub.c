@@ -1,0 +1,185 @@
+/* stubmail_unsub — the one-click unsubscribe endpoint (stubmail_unsub.h).
+ *
+ * The link is BASE/unsubscribe?u=USER&s=SENDER&k=KEY-ID&m=MAC, made by
+ * pollerd (pollerd/pd_unsub.c) with a key of StubmailUnsubscribeKey; the MAC
+ * (lib/sm_unsub.h) is the whole proof, so the endpoint asks for no login and
+ * keeps no row per link. A link scanner that follows the URL only GETs the
+ * confirmation page, which changes nothing; RFC 8058's POST with
+ * List-Unsubscribe=One-Click, from the mail program's button or the page's,
+ * does the work. That POST comes from anywhere by design (a mail provider's
+ * server, the page itself): the MAC, not the origin, is what is checked.
+ *
+ * These answers are for people, so they are small HTML pages, not the JSON
+ * errors of the protocol's endpoints. */
+
+#include <string.h>
+
+#include "httpd.h"
+#include "http_protocol.h"
+#include "util_script.h"
+#include "apr_strings.h"
+
+#include "sm_addr.h"
+#include "sm_unsub.h"
+#include "stubmail_db.h"
+#include "stubmail_unsub.h"
+
+APLOG_USE_MODULE(stubmail);
+
+/* The pair a link names, once its MAC checked. */
+typedef struct unsub_link {
+    char user[SM_ADDR_MAX + 1];
+    char sender[SM_ADDR_MAX + 1];
+} unsub_link;
+
+/* One page: title, then body (HTML, already escaped). */
+static int page(stubmail_req *q, int status, const char *title, const char *body)
+{
+    request_rec *r = q->r;
+
+    /* the URL is a capability: keep it out of caches and Referer headers */
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    apr_table_setn(r->headers_out, "Referrer-Policy", "no-referrer");
+    apr_table_setn(r->headers_out, "Content-Security-Policy",
+                   "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                   "frame-ancestors 'none'");
+    apr_table_setn(r->headers_out, "X-Robots-Tag", "noindex");
+    return stubmail_send(q, status, "text/html; charset=utf-8", apr_pstrcat(
+        r->pool, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<title>", title, "</title>"
+        "<style>body{font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em;"
+        "line-height:1.5}button{font-size:1.1em;padding:.5em 1.5em}</style></head>\n"
+        "<body><h1>", title, "</h1>\n", body, "</body></html>\n", NULL));
+}
+
+/* A link that does not check: say so, log why. */
+static int bad_link(stubmail_req *q, const char *why)
+{
+    request_rec *r = q->r;
+
+    SMLOG(q, APLOG_INFO, 0, "%s unsubscribe %s: 400 refused: %s", r->method,
+          r->useragent_ip, why);
+    ap_discard_request_body(r);
+    return page(q, HTTP_BAD_REQUEST, "This unsubscribe link does not work",
+                "<p>The link is not one we made, or it was cut or changed on the way. "
+                "Use the Unsubscribe button of your mail program, or the link in the "
+                "message itself, whole.</p>\n");
+}
+
+/* The query's four fields, the MAC checked. 1, or 0 after the answer. */
+static int read_link(stubmail_req *q, unsub_link *link)
+{
+    request_rec *r = q->r;
+    apr_table_t *args = NULL;
+    const char *u, *s, *k, *m, *why = NULL;
+
+    if (q->conf->unsub_keys == NULL) {
+        stubmail_fail(q, "no_such_endpoint", "no such endpoint",
+                      "unsubscribe links are off here (no StubmailUnsubscribeKey)");
+        return 0;
+    }
+    ap_args_to_table(r, &args);
+    u = apr_table_get(args, "u");
+    s = apr_table_get(args, "s");
+    k = apr_table_get(args, "k");
+    m = apr_table_get(args, "m");
+    if (!u || !s || !k || !m) {
+        bad_link(q, "a field of u, s, k, m is missing");
+        return 0;
+    }
+    if (sm_unsub_check(q->conf->unsub_keys, k, u, s, m, link->user, link->sender,
+                       sizeof(link->user), &why) != 0) {
+        bad_link(q, apr_psprintf(r->pool, "%s (u=%s s=%s k=%s)", why,
+                                 ap_escape_logitem(r->pool, u), ap_escape_logitem(r->pool, s),
+                                 ap_escape_logitem(r->pool, k)));
+        return 0;
+    }
+    return 1;
+}
+
+int stubmail_unsubscribe_page(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    unsub_link link;
+    const char *user, *sender;
+
+    if (!read_link(q, &link))
+        return q->ret;
+    user = ap_escape_html(r->pool, link.user);
+    sender = ap_escape_html(r->pool, link.sender);
+    /* action: this very URL, query and all, so the POST carries the MAC */
+    return page(q, HTTP_OK, "Unsubscribe", apr_pstrcat(
+        r->pool, "<p>Stop mail from <strong>", sender, "</strong> to <strong>", user,
+        "</strong>?</p>\n<p>Mail from that sender will no longer be fetched for you. "
+        "Writing to them again starts it again.</p>\n"
+        "<form method=\"post\" action=\"", ap_escape_html(r->pool, r->unparsed_uri), "\">"
+        "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+        "<button type=\"submit\">Unsubscribe</button></form>\n", NULL));
+}
+
+/* Does the form say List-Unsubscribe=One-Click? RFC 8058 allows either
+ * form encoding; a multipart part is looked for by its name. */
+static int one_click(request_rec *r, char *body)
+{
+    const char *ctype = apr_table_get(r->headers_in, "Content-Type");
+    char *pair, *state = NULL, *v;
+
+    if (ctype && strncasecmp(ctype, "multipart/form-data", 19) == 0) {
+        if (!(v = strstr(body, "name=\"List-Unsubscribe\"")) || !(v = strstr(v, "\r\n\r\n")))
+            return 0;
+        return strncmp(v + 4, "One-Click", 9) == 0 && (v[13] == '\r' || v[13] == '\0');
+    }
+    if (!ctype || strncasecmp(ctype, "application/x-www-form-urlencoded", 33) != 0)
+        return 0;
+    for (pair = apr_strtok(body, "&", &state); pair; pair = apr_strtok(NULL, "&", &state)) {
+        if (!(v = strchr(pair, '=')))
+            continue;
+        *v++ = '\0';
+        if (ap_unescape_urlencoded(pair) == OK && ap_unescape_urlencoded(v) == OK
+            && strcmp(pair, "List-Unsubscribe") == 0 && strcmp(v, "One-Click") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int stubmail_unsubscribe(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    unsub_link link;
+    const char *args[2], *cols[2];
+    char *body;
+    apr_size_t len;
+    int got;
+
+    if (!read_link(q, &link))
+        return q->ret;
+    if (!stubmail_read_form(q, &body, &len))
+        return q->ret;
+    if (!one_click(r, body)) {
+        SMLOG(q, APLOG_INFO, 0, "POST unsubscribe %s: 400 refused: no "
+              "List-Unsubscribe=One-Click in the body (user=<%s> sender=<%s>)",
+              r->useragent_ip, link.user, link.sender);
+        return page(q, HTTP_BAD_REQUEST, "Nothing was changed",
+                    "<p>The request did not say <code>List-Unsubscribe=One-Click</code> "
+                    "(RFC 8058). Use the button on the page this link shows.</p>\n");
+    }
+    if (!stubmail_db(q))
+        return q->ret;
+    args[0] = link.user;
+    args[1] = link.sender;
+    got = stubmail_db_first_row(q, STMT_UNSUBSCRIBE, 2, args, 2, cols);
+    if (got != 1)
+        return stubmail_fail(q, "unavailable", "try again later",
+                             apr_psprintf(r->pool, "unsubscribe user=<%s> sender=<%s>: the "
+                                          "database did not answer", link.user, link.sender));
+    SMLOG(q, APLOG_NOTICE, 0, "unsubscribe %s: user=<%s> sender=<%s>: address-book entry %s, "
+          "%s", r->useragent_ip, link.user, link.sender,
+          strcmp(cols[0], "t") == 0 ? "removed" : "none", strcmp(cols[1], "t") == 0
+          ? "blocked" : "already blocked");
+    return page(q, HTTP_OK, "Unsubscribed", apr_pstrcat(
+        r->pool, "<p>Mail from <strong>", ap_escape_html(r->pool, link.sender),
+        "</strong> will no longer be fetched for <strong>",
+        ap_escape_html(r->pool, link.user), "</strong>.</p>\n"
+        "<p>Changed your mind? Write to them: that starts their mail again.</p>\n", NULL));
+}
