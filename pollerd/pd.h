@@ -83,10 +83,13 @@ typedef struct pd_conf {
     long introductions_max; /* introductions kept per recipient */
     int udp_poll;           /* ask by UDP before an HTTP poll (pd_udp.c) */
     long udp_timeout;       /* seconds to wait for the UDP answer */
+    char *unsubscribe_url;  /* our one-click unsubscribe endpoint, NULL: off */
+    char *unsubscribe_key;  /* "ID HEX" that signs its links (pd_unsub.c) */
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */
     sm_https_opts https;    /* ca_file, allow_http, timeout for key fetches */
+    sm_token_keyring unsub_keys;    /* unsubscribe_key; empty: off */
 } pd_conf;
 
 /* A growing memory buffer with a hard cap (responses of poll and ack, error
@@ -364,6 +367,10 @@ typedef struct pd_db_loader {
 int pd_db_load(pd_ctx *ctx, const pd_db_loader *load);
 int pd_db_lock(pd_ctx *ctx, const char *domain);   /* 1 got, 0 busy, -1 err */
 void pd_db_unlock(pd_ctx *ctx, const char *domain);
+/* 1 if the recipient unsubscribed from the sender (sql/014's
+ * address_block), 0 if not, -1 on database trouble (logged). */
+int pd_db_blocked(pd_ctx *ctx, const char *domain, const char *id, const char *to,
+                  const char *from);
 /* 0 not received, 1 received not acked, 2 received and acked, -1 error;
  * reason (SM_ACK_REASON_MAX + 1 bytes) gets why it was quarantined, or "". */
 int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to,
@@ -463,6 +470,16 @@ typedef int (*pd_udp_answer_fn)(pd_ctx *ctx, const unsigned char *pkt, size_t le
 void pd_udp_read(pd_ctx *ctx, pd_udp_answer_fn answer);
 /* Debug summary of the cycle. */
 void pd_udp_cycle_end(pd_ctx *ctx);
+
+/* ---- pd_unsub.c: the one-click unsubscribe headers (RFC 8058) -------- */
+/* Check unsubscribe_url and unsubscribe_key (both or neither) and load the
+ * key. 0, or -1 with err. */
+int pd_unsub_check_conf(pd_conf *c, char *err, size_t errlen);
+/* The List-Unsubscribe and List-Unsubscribe-Post lines (CRLF each) for the
+ * pair into out; out is "" when unsubscribe links are off. 0, or -1 with
+ * why (out ""): the message then goes without them. */
+int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *out,
+                     size_t outlen, char *why, size_t whylen);
 
 /* ---- pd_stub.c: UDP stubs and introductions (docs/PROTOCOL.md "UDP stubs") */
 /* Check udp_listen and the stub keys. 0, or -1 with err. */

@@ -80,6 +80,10 @@ static const pd_conf_key keys[] = {
       "ask an outbox's UDP responder before an HTTP poll (when its login names one)" },
     { "udp_timeout", SM_CONF_SECONDS, offsetof(pd_conf, udp_timeout), "1s",
       "wait this long for the UDP answer, then poll by HTTP" },
+    { "unsubscribe_url", SM_CONF_STRING, offsetof(pd_conf, unsubscribe_url), NULL,
+      "our one-click unsubscribe endpoint, https://; unset: no List-Unsubscribe" },
+    { "unsubscribe_key", SM_CONF_STRING, offsetof(pd_conf, unsubscribe_key), NULL,
+      "ID HEX: the key that signs unsubscribe links (as StubmailUnsubscribeKey)" },
 };
 
 
@@ -215,7 +219,7 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "batch_max must be at least 1");
         return -1;
     }
-    if (pd_stub_check_conf(c, err, errlen) != 0)
+    if (pd_stub_check_conf(c, err, errlen) != 0 || pd_unsub_check_conf(c, err, errlen) != 0)
         return -1;
     if (c->udp_timeout < 1 || c->udp_timeout > 60) {
         snprintf(err, errlen, "udp_timeout: %lds is not within 1s..60s", c->udp_timeout);
@@ -289,4 +293,5 @@ void pd_conf_free(pd_conf *c)
     free(c->smtp_url);
     free(c->pubkey);
     c->smtp_url = c->pubkey = NULL;
+    sm_token_keyring_clear(&c->unsub_keys);
 }

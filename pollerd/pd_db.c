@@ -263,6 +263,28 @@ int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *
     return rc;
 }
 
+/* $1 recipient, $2 sender: did the recipient unsubscribe from the sender
+ * (sql/014)? */
+static const char SQL_BLOCKED[] =
+    "SELECT EXISTS (SELECT 1 FROM address_block WHERE owner = $1 AND contact = $2)";
+
+int pd_db_blocked(pd_ctx *ctx, const char *domain, const char *id, const char *to,
+                  const char *from)
+{
+    const char *p[2] = { to, from };
+    char what[2 * SM_ADDR_MAX + 64];
+    PGresult *res;
+    int rc;
+
+    snprintf(what, sizeof(what), "looking up table address_block (from=<%s> to=<%s>)", from,
+             to);
+    if (!(res = exec(ctx, domain, id, what, SQL_BLOCKED, 2, p, PGRES_TUPLES_OK)))
+        return -1;
+    rc = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return rc;
+}
+
 int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
                  const char *from, int acked, const char *reason)
 {
@@ -399,7 +421,8 @@ static const char SQL_STUB_KNOWN[] =
  * a stub's recipients. Only a recipient that has an address book (a real
  * local user has sent mail, or the admin made one) gets introductions, and
  * only while it has fewer than $4: a flood of forged stubs updates rows, it
- * never adds without bound. */
+ * never adds without bound. A sender the recipient unsubscribed from
+ * (sql/014) is not introduced again. */
 static const char SQL_INTRO[] =
     "WITH r AS (SELECT DISTINCT unnest(string_to_array($1, ' ')) AS recipient),"
     " seen AS ("
@@ -410,6 +433,8 @@ static const char SQL_INTRO[] =
     "  WHERE r.recipient NOT IN (SELECT recipient FROM seen)"
     "    AND EXISTS (SELECT 1 FROM address_book WHERE owner = r.recipient)"
     "    AND NOT EXISTS (SELECT 1 FROM address_book"
+    "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
+    "    AND NOT EXISTS (SELECT 1 FROM address_block"
     "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
     "    AND (SELECT count(*) FROM introduction"
     "          WHERE recipient = r.recipient) < $4::bigint"

@@ -74,14 +74,15 @@ fail:
 
 /* The headers pollerd puts above the message: for a verified one the
  * Authentication-Results of docs/PROTOCOL.md (folded: addresses are up to
- * 320 octets), then the Received trace header. Any Authentication-Results
- * in the message that claims to be ours is left out, verified or not. */
+ * 320 octets), our one-click unsubscribe link (pd_unsub.c), then the
+ * Received trace header. Any Authentication-Results in the message that
+ * claims to be ours is left out, verified or not. */
 static int start_deliver(pd_lane *l)
 {
     pd_domain *d = l->d;
     sm_listing *it = pd_lane_item(l);
     const char *us = d->ctx->conf.domain;
-    char prefix[2048], date[64], why[256];
+    char prefix[4096], date[64], why[256];
     struct tm tm;
     time_t now = time(NULL);
     pd_xfer *x = NULL;
@@ -104,6 +105,10 @@ static int start_deliver(pd_lane *l)
                      "Authentication-Results: %s; stubmail=pass\r\n"
                      "\tsmtp.mailfrom=%s header.d=%s\r\n"
                      "\t(key %s)\r\n", us, it->from, d->name, d->fpr);
+    if (pd_unsub_headers(&d->ctx->conf, it->to, it->from, prefix + n, sizeof(prefix) - (size_t)n,
+                         why, sizeof(why)) != 0)
+        pd_domain_outcome(d, it, LOG_WARNING, "%s", why);
+    n += (int)strlen(prefix + n);
     snprintf(prefix + n, sizeof(prefix) - (size_t)n,
              "Received: from %s (stubmail outbox) by %s (stubmail-pollerd)\r\n"
              "\twith HTTP id %s for <%s>;\r\n"
@@ -187,7 +192,8 @@ static void reject(pd_lane *l, const char *reason, const char *detail)
 /* ---- one listed message ----------------------------------------------- */
 
 /* Was (from, to) asked for in the current chunk? The outbox may list only
- * what we polled for: a sender pattern "*@domain" or the exact address. */
+ * what we polled for: the exact address (1) or a sender pattern "*@domain"
+ * (2); 0 if neither. */
 static int pair_polled(pd_domain *d, const sm_listing *it)
 {
     sm_pair key;
@@ -198,7 +204,26 @@ static int pair_polled(pd_domain *d, const sm_listing *it)
     if (bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp))
         return 1;
     snprintf(key.from, sizeof(key.from), "*@%s", sm_addr_domain(it->from));
-    return bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp) != NULL;
+    return bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp) ? 2 : 0;
+}
+
+/* A sender the recipient unsubscribed from, still covered by a *@domain
+ * entry of theirs: refused unfetched, and the sender's ISP is told so. An
+ * exact entry was taken out of the address book by the unsubscribe, so
+ * only a pattern can bring such a pair here. 1 refused, 0 go on, -1 the
+ * database did not say (retry next cycle). */
+static int refuse_blocked(pd_lane *l)
+{
+    pd_domain *d = l->d;
+    sm_listing *it = pd_lane_item(l);
+    int r = pd_db_blocked(d->ctx, d->name, it->id, it->to, it->from);
+
+    if (r <= 0)
+        return r;
+    snprintf(l->item_reason, sizeof(l->item_reason), "unsubscribed");
+    queue_ack(l, "refused unfetched: the recipient unsubscribed from this sender, rejected",
+              0);
+    return 1;
 }
 
 int pd_message_begin(pd_lane *l)
@@ -206,11 +231,11 @@ int pd_message_begin(pd_lane *l)
     pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
     sm_listing *it = pd_lane_item(l);
-    int r;
+    int r, polled;
 
     l->delivered_reply[0] = '\0';
     l->item_reason[0] = '\0';
-    if (!pair_polled(d, it)) {
+    if (!(polled = pair_polled(d, it))) {
         pd_domain_outcome(d, it, LOG_ERR, "refused: the outbox listed a pair we did not poll "
                           "for");
         failed(l);
@@ -233,6 +258,14 @@ int pd_message_begin(pd_lane *l)
         else
             snprintf(what, sizeof(what), "delivered earlier");
         queue_ack(l, what, 0);
+        return -1;
+    }
+    if (polled == 2 && (r = refuse_blocked(l)) != 0) {
+        if (r < 0) {
+            pd_domain_outcome(d, it, LOG_WARNING, "failed: cannot check table address_block; "
+                              "retry next cycle");
+            failed(l);
+        }
         return -1;
     }
     if (l->fd >= 0 && !strcmp(l->fd_id, it->id) && l->fd_reject[0]) {
