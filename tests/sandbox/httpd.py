@@ -29,7 +29,8 @@ class HttpdMixin:
                    module_so=MODULE_SO, spool_dir=self.spool_dir, domain=self.domain,
                    public_key=self.key.public, www_gnupg_home=self.www_gnupg_home,
                    resolver=self.resolver,
-                   token_keys="".join("StubmailTokenKey %s %s\n" % k for k in self.token_keys),
+                   token_keys="".join("StubmailTokenKey %s %s\n" % k for k in self.token_keys)
+                   + "".join("StubmailUnsubscribeKey %s %s\n" % k for k in self.unsub_keys),
                    udp_responder=("StubmailUDPResponder %s\nStubmailUDPDatabase \"%s\"\n"
                                   % (self.udp_poll_address, self.conninfo)
                                   if self.udp_poll else ""),
