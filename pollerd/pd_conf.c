@@ -83,7 +83,7 @@ static const pd_conf_key keys[] = {
     { "unsubscribe_url", SM_CONF_STRING, offsetof(pd_conf, unsubscribe_url), NULL,
       "our one-click unsubscribe endpoint, https://; unset: no List-Unsubscribe" },
     { "unsubscribe_key", SM_CONF_STRING, offsetof(pd_conf, unsubscribe_key), NULL,
-      "ID HEX: the key that signs unsubscribe links (as StubmailUnsubscribeKey)" },
+      "ID HEX: the key that signs unsubscribe links (as StubmailLinkKey)" },
 };
 
 

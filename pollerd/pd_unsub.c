@@ -6,7 +6,7 @@
  *
  * URL is our own ISP's unsubscribe endpoint (mod_stubmail's
  * /unsubscribe), never the sender's: the receiver stops the sender here,
- * whatever the sender does. The MAC (lib/sm_unsub.h) makes the link good
+ * whatever the sender does. The MAC (lib/sm_link.h) makes the link good
  * for exactly that (user, sender) pair, so the endpoint needs no row per
  * link. The headers go above the message: a List-Unsubscribe of the
  * sender's own stays as it was, below ours. */
@@ -19,7 +19,7 @@
 
 #include <curl/curl.h>
 
-#include "sm_unsub.h"
+#include "sm_link.h"
 #include "pd.h"
 
 /* RFC 5322's limit on a line, CRLF included */
@@ -47,7 +47,7 @@ int pd_unsub_check_conf(pd_conf *c, char *err, size_t errlen)
     n = sscanf(c->unsubscribe_key, "%17s %129s %1s", id, hex, extra);
     if (n != 2 || sm_token_keyring_add_hex(&c->unsub_keys, id, hex, &why) != 0) {
         snprintf(err, errlen, "unsubscribe_key: want \"ID HEX\", the key id and 64 to 128 "
-                 "hex digits, as in the Apache's StubmailUnsubscribeKey%s%s",
+                 "hex digits, as in the Apache's StubmailLinkKey%s%s",
                  n == 2 ? ": " : "", n == 2 ? why : "");
         sm_token_keyring_clear(&c->unsub_keys);
         return -1;
@@ -58,7 +58,7 @@ int pd_unsub_check_conf(pd_conf *c, char *err, size_t errlen)
 int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *out,
                      size_t outlen, char *why, size_t whylen)
 {
-    char mac[SM_UNSUB_MAC_LEN + 1];
+    char mac[SM_LINK_MAC_LEN + 1];
     char *u = NULL, *s = NULL;
     const char *kid = NULL, *mwhy = "";
     int n, rc = -1;
@@ -66,7 +66,8 @@ int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *o
     out[0] = '\0';
     if (c->unsub_keys.n == 0)
         return 0;
-    if (sm_unsub_mac(&c->unsub_keys, NULL, to, from, mac, sizeof(mac), &kid, &mwhy) != 0) {
+    if (sm_link_mac(SM_LINK_UNSUBSCRIBE, &c->unsub_keys, NULL, to, from, mac, sizeof(mac),
+                    &kid, &mwhy) != 0) {
         snprintf(why, whylen, "no List-Unsubscribe: %s", mwhy);
         goto leave;
     }
