@@ -26,6 +26,11 @@
  *	core byterange filter does Range). With StubmailUDPResponder, a helper
  *	process answers UDP polls, login answers name it, and it keeps the
  *	poll cache that answers idle GET v1/poll without the database.
+ *
+ *	For the ISP's own users, not the protocol: /unsubscribe below the same
+ *	prefix (the one-click unsubscribe links pollerd puts in pulled mail),
+ *	and a second handler, stubmail-user, for the user's own page (address
+ *	book, introductions, sent mail) behind the ISP's Apache login.
  *	Directives: docs/mod_stubmail.md.
  *
  *	This file holds the hooks, the route table and the handler. The rest:
@@ -35,7 +40,9 @@
  *	stubmail_login.c (key, login),
  *	stubmail_discover.c (discovery's store), stubmail_route.c (path
  *	patterns), stubmail_udp.c (the UDP responder), stubmail_pollcache.c
- *	(the ETags of idle polls in shared memory).
+ *	(the ETags of idle polls in shared memory); for people:
+ *	stubmail_html.c (the pages' frame), stubmail_unsub.c (one-click
+ *	unsubscribe), stubmail_user*.c (the user's page).
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -66,6 +73,7 @@
 #include "stubmail_route.h"
 #include "stubmail_udp.h"
 #include "stubmail_unsub.h"
+#include "stubmail_user.h"
 
 APLOG_USE_MODULE(stubmail);
 
@@ -142,25 +150,6 @@ static int stubmail_method_not_allowed(stubmail_req *q, apr_int64_t methods)
     return stubmail_fail(q, "method_not_allowed",
                          get && post ? "use GET or POST" : get ? "use GET" : "use POST",
                          "wrong method");
-}
-
-/* The path of the <Location> whose SetHandler brought us here, without
- * trailing '/': core's per-directory config of the innermost section that
- * applies (a module's own per-directory config is only created for sections
- * that contain one of its directives, and SetHandler is core's). NULL when
- * that section is not a literal path (regex, wildcard, <If>). */
-static const char *stubmail_location(request_rec *r)
-{
-    const core_dir_config *cd = ap_get_core_module_config(r->per_dir_config);
-    size_t n;
-
-    if (cd == NULL || cd->d == NULL || cd->r != NULL || cd->d_is_fnmatch
-        || cd->d[0] != '/')
-        return NULL;
-    n = strlen(cd->d);
-    while (n > 0 && cd->d[n - 1] == '/')
-        n--;
-    return apr_pstrmemdup(r->pool, cd->d, n);
 }
 
 static int stubmail_handler(request_rec *r)
@@ -295,6 +284,7 @@ static void stubmail_register_hooks(apr_pool_t *p)
     ap_hook_post_config(stubmail_post_config, NULL, succ, APR_HOOK_MIDDLE);
     ap_hook_child_init(stubmail_login_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(stubmail_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(stubmail_user_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA stubmail_module = {

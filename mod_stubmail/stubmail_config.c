@@ -125,11 +125,18 @@ typedef struct stubmail_directive {
       "on", "on|off: answer idle GET v1/poll from shared memory, kept true "  \
       "by the UDP poll responder (without StubmailUDPResponder every poll "   \
       "asks the database)")                                                  \
-    /* the receiving side: pollerd's unsubscribe_key signs the links */     \
-    D("StubmailUnsubscribeKey", TAKE2, TOKEN_KEY, unsub_keys, 0, 0,           \
-      STUBMAIL_NO_VALUE, "none", "ID HEX: a secret of one-click unsubscribe " \
-      "links (64 to 128 hex digits), as pollerd's unsubscribe_key; "          \
-      "repeatable; turns on /unsubscribe")
+    /* the receiving side: the pages for our own users */                  \
+    D("StubmailLinkKey", TAKE2, TOKEN_KEY, link_keys, 0, 0,                   \
+      STUBMAIL_NO_VALUE, "none", "ID HEX: a secret of the users' signed "     \
+      "links and forms (64 to 128 hex digits), as pollerd's unsubscribe_key; "\
+      "repeatable, the last one signs; turns on /unsubscribe and the user's " \
+      "page")                                                                 \
+    D("StubmailUserDomain", TAKE1, DOMAIN, user_domain, 0, 0,                 \
+      STUBMAIL_NO_VALUE, "StubmailDomain", "the domain of the user's page's " \
+      "users: REMOTE_USER bob is bob@DOMAIN")                                 \
+    D("StubmailUserStub", TAKE1, RESOLVER, user_stub, 0, 0,                   \
+      STUBMAIL_NO_VALUE, "off", "IP:PORT of pollerd's udp_listen: an "        \
+      "introduction accepted on the user's page is pulled at once")
 
 #define STUBMAIL_DESCRIPTOR(name, args, kind, field, min, max, flags, dflt, help) \
     { name, STUBMAIL_##kind, APR_OFFSETOF(stubmail_srv_conf, field), min, max,    \

@@ -39,7 +39,9 @@ typedef struct stubmail_srv_conf {
     stubmail_udp_conf udp;      /* the UDP poll responder (main server only);
                                  * listen NULL = off, rate STUBMAIL_UNSET = unset */
     apr_int64_t poll_cache;     /* StubmailPollCache: 1 on, 0 off */
-    sm_token_keyring *unsub_keys;       /* StubmailUnsubscribeKey; NULL = off */
+    sm_token_keyring *link_keys;        /* StubmailLinkKey; NULL = off */
+    const char *user_domain;    /* NULL = unset: StubmailDomain */
+    const char *user_stub;      /* pollerd's udp_listen, NULL = off */
 
     /* Not directives: filled in by post_config. */
     const char *public_key;     /* the text of public_key_file */

@@ -163,6 +163,35 @@ static const stubmail_stmt stubmail_stmts[] = {
     /* $1 local user, $2 sender: one-click unsubscribe (sql/014) */
     { STMT_UNSUBSCRIBE,
       "SELECT removed, newly_blocked FROM address_unsubscribe(%s, %s)" },
+    /* The user's page (stubmail_user_book.c). $1, $2, $3 the user: their
+     * introductions, address book and blocks, in the page's order; one
+     * row more than the page shows says it is cut. */
+    { STMT_USER_BOOK,
+      "SELECT kind, contact, source, " SQL_RFC3339("since") ", stubs FROM ("
+      " SELECT 0 AS k, 'introduction' AS kind, sender AS contact, '' AS source,"
+      "        last_seen AS since, stubs FROM introduction WHERE recipient = %s"
+      " UNION ALL SELECT 1, 'book', contact, source, created_at, 0 FROM address_book"
+      "  WHERE owner = %s"
+      " UNION ALL SELECT 2, 'blocked', contact, source, created_at, 0 FROM address_block"
+      "  WHERE owner = %s) x ORDER BY k, contact LIMIT " STUBMAIL_USER_ROWS_SQL },
+    /* $1 user, $2 contact: add, unblock, accept (sql/014) */
+    { STMT_USER_ADD,
+      "SELECT added, unblocked, introduced FROM address_add(%s, %s)" },
+    /* $1 user, $2 contact: block, decline (sql/014) */
+    { STMT_USER_BLOCK,
+      "SELECT removed, newly_blocked FROM address_unsubscribe(%s, %s, 'user')" },
+    /* $1 user, $2 contact */
+    { STMT_USER_REMOVE,
+      "DELETE FROM address_book WHERE owner = %s AND contact = %s RETURNING source" },
+    /* $1 and $2 the sender: the recipients of their newest messages, newest
+     * first (message_by_sender) */
+    { STMT_USER_SENT,
+      "SELECT m.id, " SQL_RFC3339("m.created_at") ", m.size, o.recipient, "
+      "coalesce(" SQL_RFC3339("o.retrieved_at") ", ''), coalesce(o.rejected_reason, '')"
+      " FROM (SELECT id, created_at, size FROM message WHERE sender = %s"
+      "       ORDER BY created_at DESC LIMIT " STUBMAIL_USER_SENT_SQL ") m"
+      " JOIN outbox o ON o.message_id = m.id"
+      " ORDER BY m.created_at DESC, m.id, o.recipient" },
 };
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;

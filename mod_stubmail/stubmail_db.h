@@ -29,6 +29,18 @@
 #define STMT_POLL_STATE   "stubmail_poll_state"
 #define STMT_POLL_PENDING "stubmail_poll_pending"
 #define STMT_UNSUBSCRIBE  "stubmail_unsubscribe"
+#define STMT_USER_BOOK    "stubmail_user_book"
+#define STMT_USER_ADD     "stubmail_user_add"
+#define STMT_USER_BLOCK   "stubmail_user_block"
+#define STMT_USER_REMOVE  "stubmail_user_remove"
+#define STMT_USER_SENT    "stubmail_user_sent"
+
+/* The user's page shows at most this many rows of their address book,
+ * blocks and introductions, and this many of their sent messages. */
+#define STUBMAIL_USER_ROWS 5000
+#define STUBMAIL_USER_ROWS_SQL "5001"
+#define STUBMAIL_USER_SENT 100
+#define STUBMAIL_USER_SENT_SQL "100"
 
 /* post_config: mod_dbd's functions. OK, or HTTP_INTERNAL_SERVER_ERROR
  * (logged) when mod_dbd is not loaded. */

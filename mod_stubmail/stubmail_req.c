@@ -32,6 +32,7 @@
 #include "sm_addr.h"
 #include "sm_proto.h"
 #include "sm_token.h"
+#include "stubmail_html.h"
 #include "stubmail_req.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -56,6 +57,7 @@ static const struct {
     { "bad_signature",          HTTP_UNAUTHORIZED },
     { "replayed_login",         HTTP_UNAUTHORIZED },
     { "foreign_recipient",      HTTP_FORBIDDEN },
+    { "forbidden",              HTTP_FORBIDDEN },       /* the user's page */
     { "subscription_changed",   HTTP_CONFLICT },
     { "not_found",              HTTP_NOT_FOUND },
     { "no_such_endpoint",       HTTP_NOT_FOUND },
@@ -169,6 +171,10 @@ int stubmail_fail(stubmail_req *q, const char *code, const char *message,
         break;
     }
 
+    if (q->for_people && !stubmail_wants_json(r))
+        return q->ret = stubmail_html_page(
+            q, status, status >= 500 ? "Not available just now" : "That did not work",
+            apr_pstrcat(r->pool, "<p>", ap_escape_html(r->pool, message), "</p>\n", NULL));
     body = q->version ? sm_error_body_version(code, message, apr_atoi64(q->version))
                       : sm_error_body(code, message);
     if (body == NULL) {
@@ -365,4 +371,26 @@ int stubmail_authenticate(stubmail_req *q)
                                                   "not accepted",
                                                   ap_escape_logitem(r->pool, scheme))
                                    : "no Authorization header");
+}
+
+/* ------------------------------------------------------------------------
+ * Where the handler was set
+ * ---------------------------------------------------------------------- */
+
+/* The location comes from core's per-directory config of the innermost
+ * section that applies (a module's own per-directory config is only created for sections
+ * that contain one of its directives, and SetHandler is core's). NULL when
+ * that section is not a literal path (regex, wildcard, <If>). */
+const char *stubmail_location(request_rec *r)
+{
+    const core_dir_config *cd = ap_get_core_module_config(r->per_dir_config);
+    size_t n;
+
+    if (cd == NULL || cd->d == NULL || cd->r != NULL || cd->d_is_fnmatch
+        || cd->d[0] != '/')
+        return NULL;
+    n = strlen(cd->d);
+    while (n > 0 && cd->d[n - 1] == '/')
+        n--;
+    return apr_pstrmemdup(r->pool, cd->d, n);
 }

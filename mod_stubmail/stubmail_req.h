@@ -27,19 +27,24 @@ typedef struct stubmail_req {
     const char *retry_after;    /* Retry-After for 429 and 503 (NULL: default) */
     const char *version;        /* 409 subscription_changed: the current
                                  * version, put into the error body */
+    const char *user;           /* the person on a page for people, or NULL */
+    int for_people;             /* errors as HTML pages (stubmail_html.h),
+                                 * unless the client asks for JSON */
     int ret;                    /* handler result once an answer was sent */
 } stubmail_req;
 
 /* Every request's log line names the polling domain and message id. */
 #define SMLOG(q, level, rv, fmt, ...)                                        \
     ap_log_rerror(APLOG_MARK, (level), (rv), (q)->r,                         \
-                  "stubmail: domain=%s id=%s: " fmt,                         \
-                  (q)->domain ? (q)->domain : "-",                           \
+                  "stubmail: %s=%s id=%s: " fmt,                             \
+                  (q)->user ? "user" : "domain",                             \
+                  (q)->user ? (q)->user : (q)->domain ? (q)->domain : "-",   \
                   (q)->id ? (q)->id : "-", ##__VA_ARGS__)
 
 /* The one way out with an error: code (docs/PROTOCOL.md, Errors) decides
- * the status; message goes to the client, why (or message) to the log.
- * Returns the handler's result (also in q->ret). */
+ * the status; message goes to the client (as JSON, or as a page when
+ * for_people), why (or message) to the log. Returns the handler's result
+ * (also in q->ret). */
 int stubmail_fail(stubmail_req *q, const char *code, const char *message,
                   const char *why);
 
@@ -65,6 +70,10 @@ int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len);
 
 /* The same for a body of any Content-Type (a form: the caller judges it). */
 int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len);
+
+/* The path of the <Location> whose SetHandler brought us here, without
+ * trailing '/', or NULL when that section is not a literal path. */
+const char *stubmail_location(request_rec *r);
 
 /* Authorization: Bearer TOKEN: 1 with q->domain set (no database needed:
  * the MAC proves the token), or 0 after the 401. */

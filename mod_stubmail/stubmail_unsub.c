@@ -1,16 +1,16 @@
 /* stubmail_unsub — the one-click unsubscribe endpoint (stubmail_unsub.h).
  *
  * The link is BASE/unsubscribe?u=USER&s=SENDER&k=KEY-ID&m=MAC, made by
- * pollerd (pollerd/pd_unsub.c) with a key of StubmailUnsubscribeKey; the MAC
- * (lib/sm_unsub.h) is the whole proof, so the endpoint asks for no login and
+ * pollerd (pollerd/pd_unsub.c) with a key of StubmailLinkKey; the MAC
+ * (lib/sm_link.h) is the whole proof, so the endpoint asks for no login and
  * keeps no row per link. A link scanner that follows the URL only GETs the
  * confirmation page, which changes nothing; RFC 8058's POST with
  * List-Unsubscribe=One-Click, from the mail program's button or the page's,
  * does the work. That POST comes from anywhere by design (a mail provider's
  * server, the page itself): the MAC, not the origin, is what is checked.
  *
- * These answers are for people, so they are small HTML pages, not the JSON
- * errors of the protocol's endpoints. */
+ * These answers are for people, so they are small HTML pages
+ * (stubmail_html.h), not the JSON errors of the protocol's endpoints. */
 
 #include <string.h>
 
@@ -20,8 +20,9 @@
 #include "apr_strings.h"
 
 #include "sm_addr.h"
-#include "sm_unsub.h"
+#include "sm_link.h"
 #include "stubmail_db.h"
+#include "stubmail_html.h"
 #include "stubmail_unsub.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -32,27 +33,6 @@ typedef struct unsub_link {
     char sender[SM_ADDR_MAX + 1];
 } unsub_link;
 
-/* One page: title, then body (HTML, already escaped). */
-static int page(stubmail_req *q, int status, const char *title, const char *body)
-{
-    request_rec *r = q->r;
-
-    /* the URL is a capability: keep it out of caches and Referer headers */
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    apr_table_setn(r->headers_out, "Referrer-Policy", "no-referrer");
-    apr_table_setn(r->headers_out, "Content-Security-Policy",
-                   "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                   "frame-ancestors 'none'");
-    apr_table_setn(r->headers_out, "X-Robots-Tag", "noindex");
-    return stubmail_send(q, status, "text/html; charset=utf-8", apr_pstrcat(
-        r->pool, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        "<title>", title, "</title>"
-        "<style>body{font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em;"
-        "line-height:1.5}button{font-size:1.1em;padding:.5em 1.5em}</style></head>\n"
-        "<body><h1>", title, "</h1>\n", body, "</body></html>\n", NULL));
-}
-
 /* A link that does not check: say so, log why. */
 static int bad_link(stubmail_req *q, const char *why)
 {
@@ -61,7 +41,7 @@ static int bad_link(stubmail_req *q, const char *why)
     SMLOG(q, APLOG_INFO, 0, "%s unsubscribe %s: 400 refused: %s", r->method,
           r->useragent_ip, why);
     ap_discard_request_body(r);
-    return page(q, HTTP_BAD_REQUEST, "This unsubscribe link does not work",
+    return stubmail_html_page(q, HTTP_BAD_REQUEST, "This unsubscribe link does not work",
                 "<p>The link is not one we made, or it was cut or changed on the way. "
                 "Use the Unsubscribe button of your mail program, or the link in the "
                 "message itself, whole.</p>\n");
@@ -74,9 +54,9 @@ static int read_link(stubmail_req *q, unsub_link *link)
     apr_table_t *args = NULL;
     const char *u, *s, *k, *m, *why = NULL;
 
-    if (q->conf->unsub_keys == NULL) {
+    if (q->conf->link_keys == NULL) {
         stubmail_fail(q, "no_such_endpoint", "no such endpoint",
-                      "unsubscribe links are off here (no StubmailUnsubscribeKey)");
+                      "unsubscribe links are off here (no StubmailLinkKey)");
         return 0;
     }
     ap_args_to_table(r, &args);
@@ -88,8 +68,8 @@ static int read_link(stubmail_req *q, unsub_link *link)
         bad_link(q, "a field of u, s, k, m is missing");
         return 0;
     }
-    if (sm_unsub_check(q->conf->unsub_keys, k, u, s, m, link->user, link->sender,
-                       sizeof(link->user), &why) != 0) {
+    if (sm_link_check(SM_LINK_UNSUBSCRIBE, q->conf->link_keys, k, u, s, m, link->user,
+                      link->sender, sizeof(link->user), &why) != 0) {
         bad_link(q, apr_psprintf(r->pool, "%s (u=%s s=%s k=%s)", why,
                                  ap_escape_logitem(r->pool, u), ap_escape_logitem(r->pool, s),
                                  ap_escape_logitem(r->pool, k)));
@@ -109,7 +89,7 @@ int stubmail_unsubscribe_page(stubmail_req *q)
     user = ap_escape_html(r->pool, link.user);
     sender = ap_escape_html(r->pool, link.sender);
     /* action: this very URL, query and all, so the POST carries the MAC */
-    return page(q, HTTP_OK, "Unsubscribe", apr_pstrcat(
+    return stubmail_html_page(q, HTTP_OK, "Unsubscribe", apr_pstrcat(
         r->pool, "<p>Stop mail from <strong>", sender, "</strong> to <strong>", user,
         "</strong>?</p>\n<p>Mail from that sender will no longer be fetched for you. "
         "Writing to them again starts it again.</p>\n"
@@ -160,7 +140,7 @@ int stubmail_unsubscribe(stubmail_req *q)
         SMLOG(q, APLOG_INFO, 0, "POST unsubscribe %s: 400 refused: no "
               "List-Unsubscribe=One-Click in the body (user=<%s> sender=<%s>)",
               r->useragent_ip, link.user, link.sender);
-        return page(q, HTTP_BAD_REQUEST, "Nothing was changed",
+        return stubmail_html_page(q, HTTP_BAD_REQUEST, "Nothing was changed",
                     "<p>The request did not say <code>List-Unsubscribe=One-Click</code> "
                     "(RFC 8058). Use the button on the page this link shows.</p>\n");
     }
@@ -177,7 +157,7 @@ int stubmail_unsubscribe(stubmail_req *q)
           "%s", r->useragent_ip, link.user, link.sender,
           strcmp(cols[0], "t") == 0 ? "removed" : "none", strcmp(cols[1], "t") == 0
           ? "blocked" : "already blocked");
-    return page(q, HTTP_OK, "Unsubscribed", apr_pstrcat(
+    return stubmail_html_page(q, HTTP_OK, "Unsubscribed", apr_pstrcat(
         r->pool, "<p>Mail from <strong>", ap_escape_html(r->pool, link.sender),
         "</strong> will no longer be fetched for <strong>",
         ap_escape_html(r->pool, link.user), "</strong>.</p>\n"

@@ -1,0 +1,128 @@
+/* stubmail_user_sent — "did they get it?": the mail the user sent to
+ * recipients at pulling domains, and for each recipient whether their ISP
+ * has fetched it (and when), refused it (and why, in the receiving ISP's
+ * words), or not yet. Push mail cannot say this; pull mail knows it from
+ * the acks (docs/PROTOCOL.md, "POST /v1/message/{id}/ack"). */
+
+#include <string.h>
+
+#include "httpd.h"
+#include "http_protocol.h"
+#include "apr_strings.h"
+
+#include "stubmail_db.h"
+#include "stubmail_html.h"
+#include "stubmail_user.h"
+
+/* One recipient of one message (STMT_USER_SENT). */
+typedef struct sent_row {
+    const char *id;
+    const char *sent;
+    const char *size;
+    const char *to;
+    const char *retrieved;      /* "" while waiting */
+    const char *reason;         /* "" unless rejected */
+} sent_row;
+
+static const char *status_of(const sent_row *s)
+{
+    return !*s->retrieved ? "waiting" : *s->reason ? "rejected" : "retrieved";
+}
+
+static const char *status_html(stubmail_user_req *u, const sent_row *s)
+{
+    apr_pool_t *p = u->q.r->pool;
+
+    if (!*s->retrieved)
+        return "<span class=\"note\">not fetched yet</span>";
+    if (*s->reason)
+        return apr_pstrcat(p, "<span class=\"rejected\">refused ",
+                           stubmail_user_time(u, s->retrieved), ": ",
+                           ap_escape_html(p, s->reason), "</span>", NULL);
+    return apr_pstrcat(p, "<span class=\"done\">fetched ",
+                       stubmail_user_time(u, s->retrieved), "</span>", NULL);
+}
+
+/* JSON: one object per message, its recipients inside. */
+static json_t *sent_json(stubmail_user_req *u, apr_array_header_t *rows)
+{
+    json_t *messages = json_array(), *current = NULL;
+    const char *last = "";
+    int i;
+
+    for (i = 0; messages && i < rows->nelts; i++) {
+        const sent_row *s = &APR_ARRAY_IDX(rows, i, sent_row);
+        json_t *rcpt;
+
+        if (strcmp(s->id, last) != 0) {
+            current = json_array();
+            json_array_append_new(messages, json_pack("{s:s, s:s, s:I, s:o}", "id", s->id,
+                                                      "sent", s->sent, "size",
+                                                      (json_int_t)apr_atoi64(s->size),
+                                                      "recipients", current));
+            last = s->id;
+        }
+        rcpt = json_pack("{s:s, s:s}", "to", s->to, "status", status_of(s));
+        if (*s->retrieved)
+            json_object_set_new(rcpt, "retrieved", json_string(s->retrieved));
+        if (*s->reason)
+            json_object_set_new(rcpt, "reason", json_string(s->reason));
+        json_array_append_new(current, rcpt);
+    }
+    return json_pack("{s:s, s:o}", "user", u->q.user, "messages", messages);
+}
+
+static const char *sent_html(stubmail_user_req *u, apr_array_header_t *rows)
+{
+    apr_pool_t *p = u->q.r->pool;
+    const char *html = "", *last = "";
+    int i;
+
+    for (i = 0; i < rows->nelts; i++) {
+        const sent_row *s = &APR_ARRAY_IDX(rows, i, sent_row);
+        int first = strcmp(s->id, last) != 0;
+
+        html = apr_pstrcat(p, html, "<tr data-id=\"", s->id, "\"", first ? " class=\"first\""
+                           : "", "><td>", first ? stubmail_user_time(u, s->sent) : "",
+                           "</td><td>", ap_escape_html(p, s->to), "</td><td>",
+                           status_html(u, s), "</td></tr>\n", NULL);
+        last = s->id;
+    }
+    return html;
+}
+
+int stubmail_user_sent_page(stubmail_user_req *u)
+{
+    stubmail_req *q = &u->q;
+    request_rec *r = q->r;
+    apr_array_header_t *rows = apr_array_make(r->pool, 64, sizeof(sent_row));
+    apr_dbd_results_t *res = NULL;
+    apr_dbd_row_t *row = NULL;
+    const char *args[1] = { q->user };
+
+    if (!stubmail_db(q))
+        return q->ret;
+    if (stubmail_db_select(q, STMT_USER_SENT, &res, 1, args) != 0)
+        return stubmail_fail(q, "unavailable", "your sent mail cannot be read just now",
+                             "reading the sent mail failed");
+    while (stubmail_db_next_row(q, res, &row) == 1) {
+        sent_row *s = apr_array_push(rows);
+
+        s->id = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 0));
+        s->sent = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 1));
+        s->size = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 2));
+        s->to = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 3));
+        s->retrieved = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 4));
+        s->reason = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 5));
+    }
+    if (stubmail_wants_json(r))
+        return stubmail_send_json(q, sent_json(u, rows));
+    return stubmail_html_page(q, HTTP_OK, "Your sent mail", apr_pstrcat(
+        r->pool, stubmail_user_nav(u, "sent"),
+        "<p>Mail you sent to people whose provider fetches it from us, newest first (the "
+        "last " APR_STRINGIFY(STUBMAIL_USER_SENT) " messages), and whether it was "
+        "fetched.</p>\n",
+        rows->nelts ? "<table id=\"sent\"><thead><tr><th>Sent</th><th>To</th><th>"
+                      "Fetched?</th></tr></thead><tbody>\n" : "<p>Nothing yet.</p>\n",
+        sent_html(u, rows), rows->nelts ? "</tbody></table>\n" : "", NULL));
+}
