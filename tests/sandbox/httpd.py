@@ -4,6 +4,7 @@ foreground; and the error-log check every integration test makes."""
 
 import os
 import re
+import subprocess
 
 from .common import (APACHE_MODULES, BENIGN_LOG, LOG_LEVEL_RE, MODULE_SO, SandboxError,
                      listening, render)
@@ -30,7 +31,9 @@ class HttpdMixin:
                    public_key=self.key.public, www_gnupg_home=self.www_gnupg_home,
                    resolver=self.resolver,
                    token_keys="".join("StubmailTokenKey %s %s\n" % k for k in self.token_keys)
-                   + "".join("StubmailUnsubscribeKey %s %s\n" % k for k in self.unsub_keys),
+                   + "".join("StubmailLinkKey %s %s\n" % k for k in self.link_keys)
+                   + ("StubmailUserStub %s\n" % self.stub_address if self.stubs else ""),
+                   modules=APACHE_MODULES, htpasswd=self._write_htpasswd(d),
                    udp_responder=("StubmailUDPResponder %s\nStubmailUDPDatabase \"%s\"\n"
                                   % (self.udp_poll_address, self.conninfo)
                                   if self.udp_poll else ""),
@@ -45,6 +48,22 @@ class HttpdMixin:
                loglevel=self.apache_loglevel, modules=APACHE_MODULES,
                conninfo=self.conninfo, tls_cert=self.tls_cert, tls_key=self.tls_key,
                stubmail=stubmail, wkd_dir=self.wkd_dir)
+
+    def _write_htpasswd(self, d):
+        """The users' passwords for the user's page (mod_authn_file), made by
+        Apache's own htpasswd: USER-secret for each user."""
+        path = os.path.join(d, "htpasswd")
+        with open(path, "w") as f:
+            for user in self.users:
+                r = subprocess.run(["htpasswd", "-nbB", "-C", "4", user,
+                                    self.user_password(user)],
+                                   capture_output=True, text=True, check=True)
+                f.write(r.stdout.strip() + "\n")
+        os.chmod(path, 0o644)
+        return path
+
+    def user_password(self, user):
+        return user + "-secret"
 
     def start_httpd(self):
         self._spawn("httpd", ["apache2", "-f", self.httpd_conf, "-DFOREGROUND"],

@@ -53,7 +53,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin):
         self.udp_poll = udp_poll
         self.key = None                 # DomainKey
         self.token_keys = []            # [(key id, secret hex)], newest last
-        self.unsub_keys = []            # the same for unsubscribe links
+        self.link_keys = []             # the same for StubmailLinkKey (signed links, forms)
         # domain -> ip of every other ISP, for transport_maps
         self.routes = {d: i for d, i in (routes or DOMAIN_IPS).items() if d != domain}
         self.procs = {}
@@ -209,7 +209,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin):
         self.key = DomainKey(self.gnupg_home, self.domain, self.path("pubkey.asc"),
                              self.outbox_url, udp=self.stub_address if self.stubs else None)
         self.token_keys = [("k1", os.urandom(32).hex())]
-        self.unsub_keys = [("u1", os.urandom(32).hex())]
+        self.link_keys = [("u1", os.urandom(32).hex())]
         if "httpd" in self.services:
             www = pwd.getpwnam("www-data")
             os.makedirs(self.www_gnupg_home, mode=0o700, exist_ok=True)

@@ -25,7 +25,7 @@ class PollerdMixin:
                spool=spool, quarantine_dir=self.quarantine_dir,
                udp_listen="udp_listen %s\n" % self.stub_address if self.stubs else "",
                unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\n"
-                            % ((self.unsubscribe_url,) + self.unsub_keys[-1])
+                            % ((self.unsubscribe_url,) + self.link_keys[-1])
                             if self.module and "httpd" in self.services else ""),
                extra="".join(line + "\n" for line in self.pollerd_extra),
                **self._key_settings())
