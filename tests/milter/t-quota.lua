@@ -111,16 +111,25 @@ f:write("BEGIN;\n",
 	"SELECT pg_sleep(2);\n",
 	"COMMIT;\n")
 f:close()
-t:sh_ok("another session stores erin's second message and holds the quota lock", [[
+-- (the wait is for the other session's store to be done, not for its lock:
+-- without the lock the milter's store would not wait, and this test fails)
+t:sh_ok("another session has stored erin's second message, not committed yet", [[
 	psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$1" -f "$2" > "$3" 2>&1 &
 	for i in $(seq 100); do
-		n=$(psql -X -q -t -A -d "$1" -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7239034 AND granted AND pid <> pg_backend_pid()")
+		n=$(psql -X -q -t -A -d "$1" -c "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(2);'")
 		[ "$n" = 1 ] && exit 0
 		sleep 0.1
 	done
-	echo "the other session never took the lock"; cat "$3"; exit 1]], t.conn, other,
+	echo "the other session never stored"; cat "$3"; exit 1]], t.conn, other,
 	t.dir .. "/other.out")
 send("erin's third, stored while the second commits, is refused", "erin@a.example", small, nil,
 	"refused at eom")
+t:sh_ok("the other session committed", [[
+	for i in $(seq 100); do
+		n=$(psql -X -q -t -A -d "$1" -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(2);' AND state = 'active'")
+		[ "$n" = 0 ] && exit 0
+		sleep 0.1
+	done
+	exit 1]], t.conn)
 t:expect("erin has two messages, not three", "2", count("erin@a.example"))
 t:finish{ diverted = 7 }
