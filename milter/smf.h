@@ -7,11 +7,13 @@
  *                     and encrypt
  * smf_db.c            the PostgreSQL connection pool and every SQL statement
  * smf_net.c           trusted_networks: CIDR lists, IPv4 and IPv6; UDP stubs
+ * smf_quota.c         the sender's outbox quota: SIZE=, over or not, the
+ *                     refusal's text
  *
  * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
  * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net; smf_seal ->
- * smf_db (and reads the message context's fields); smf_ctx, smf_db and
- * smf_net call no other file of the milter. All but stubmail-milter.c make
+ * smf_db (and reads the message context's fields); smf_ctx, smf_db,
+ * smf_net and smf_quota call no other file of the milter. All but stubmail-milter.c make
  * libsmf.la, which the program and the unit tests link.
  */
 #ifndef SMF_H
@@ -59,10 +61,21 @@ int smf_netlist_match(const smf_netlist *list, const struct sockaddr *sa);
  * unreachable, query failed) with a reason in the caller's buffer.
  * SMF_DB_UNKNOWN: the connection broke after the store was sent, and no
  * second try said whether it committed (smf_db_store only). SMF_DB_DNSFAIL: the database answered
- * but DNS failed temporarily (smf_db_discover only). */
+ * but DNS failed temporarily (smf_db_discover only). SMF_DB_OVERQUOTA: the
+ * message would take its sender over the outbox quota, nothing was stored
+ * (smf_db_store only). */
 typedef enum {
-    SMF_DB_OK = 0, SMF_DB_TEMPFAIL = -1, SMF_DB_UNKNOWN = -2, SMF_DB_DNSFAIL = -3
+    SMF_DB_OK = 0, SMF_DB_TEMPFAIL = -1, SMF_DB_UNKNOWN = -2, SMF_DB_DNSFAIL = -3,
+    SMF_DB_OVERQUOTA = -4
 } smf_db_status;
+
+/* A sender's outbox use (messages waiting to be retrieved and their stored
+ * octets, the message at hand not counted) and quota (0: no limit), as
+ * sql/011 counts them. The use is -1 when no limit applies (not read). */
+typedef struct smf_quota {
+    long long messages, bytes;
+    long long max_messages, max_bytes;
+} smf_quota;
 
 /* Set up a pool of size connections to conninfo; connections are opened
  * lazily and reopened after they break. */
@@ -80,17 +93,24 @@ typedef struct smf_db_rcpt {
     const char *domain;         /* sm_addr_domain(addr) */
 } smf_db_rcpt;
 
-/* One transaction, one statement (outbox_store, sql/010): the message row,
- * an outbox row per pulling recipient, an address-book row (owner = sender)
- * per contact. format is how the body is stored: "openpgp" (signed and
- * encrypted). The body is either in the row (body, size octets;
- * spool_name NULL) or in the spool file spool_name (body NULL). */
+/* One transaction, one statement (outbox_store_quota, sql/011): when the
+ * message fits its sender's quota (quota: the defaults, max_messages and
+ * max_bytes; sender_quota's override wins), the message row, an outbox row
+ * per pulling recipient, an address-book row (owner = sender) per contact.
+ * format is how the body is stored: "openpgp" (signed and encrypted). The
+ * body is either in the row (body, size octets; spool_name NULL) or in the
+ * spool file spool_name (body NULL). SMF_DB_OVERQUOTA: nothing stored;
+ * quota has the sender's use and quota. */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
                            const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
-                           char *why, size_t whylen);
+                           smf_quota *quota, char *why, size_t whylen);
+
+/* The sender's use and quota now (sender_quota_use, sql/011); quota holds
+ * the defaults on entry, the figures on return. */
+smf_db_status smf_db_quota(const char *sender, smf_quota *quota, char *why, size_t whylen);
 
 /* Undo smf_db_store after a later step failed (the MTA will retry). */
 smf_db_status smf_db_unstore(const char *id, char *why, size_t whylen);
@@ -121,6 +141,24 @@ smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const ch
 void smf_stub_send(const char *qid, const char *sender, const char *domain, const char *udp,
                    const char *const *to, size_t nto);
 
+/* ---- smf_quota.c: the sender's outbox quota ------------------------------ */
+
+/* The SIZE= ESMTP parameter of MAIL FROM (argv as xxfi_envfrom gets it:
+ * the sender, then the parameters): 1 with *size, 0 when there is none or
+ * it is not a number. */
+int smf_quota_size_arg(char *const *argv, long long *size);
+/* 1 when a message of size octets takes the sender over q; whole_message:
+ * it also counts as one more message (at MAIL FROM it may yet go by SMTP
+ * only, and SIZE= speaks for the octets alone). */
+int smf_quota_over(const smf_quota *q, long long size, int whole_message);
+/* n octets for people: "512 bytes", "1 MiB", "1.2 MiB". */
+void smf_quota_human(long long n, char *out, size_t outlen);
+/* The refusal: "SENDER has 9 messages, 1.2 MiB waiting to be retrieved;
+ * the quota is 10 messages, 1 MiB; this message is 300 KiB" (a limit that
+ * is 0 is left out). */
+void smf_quota_text(const char *sender, const smf_quota *q, long long size, char *out,
+                    size_t outlen);
+
 /* ---- the settings (read by stubmail-milter.c) ------------------------ */
 
 /* The configuration keys' values (docs/stubmail-milter.8, CONFIGURATION),
@@ -133,6 +171,8 @@ typedef struct smf_settings {
     char *trusted_networks;
     long db_connections;
     long long inline_max;       /* largest sealed body stored in its row */
+    long quota_messages;        /* default outbox quota of a sender (0: none) */
+    long long quota_bytes;
     char *resolver;
     char *gnupg_home;
     char *domain_key;

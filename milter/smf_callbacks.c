@@ -10,7 +10,11 @@
  * buffer, a big message on into a plaintext spool file (smf_ctx.c); end of
  * message seals, stores the rows in one transaction
  * (smf_db.c), and only then removes the pulling recipients (smfi_delrcpt)
- * and sends the UDP stubs (smf_net.c). */
+ * and sends the UDP stubs (smf_net.c).
+ *
+ * The sender's outbox quota (smf_quota.c, sql/011) is checked where the
+ * message is stored, in the store's own statement; a client that announced
+ * SIZE= is refused at MAIL FROM already when that size alone would go over. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,29 +29,35 @@ static const smf_settings *settings;   /* smf_callbacks() */
 
 /* ---- the failure policy ------------------------------------------------- */
 
-/* What went wrong. Every kind is a temporary failure (the MTA keeps the
- * message and retries, nothing is lost); the table says how it is answered. */
+/* What went wrong. Every kind but the quota is a temporary failure (the
+ * MTA keeps the message and retries, nothing is lost); a sender over the
+ * quota is refused for good, since a retry would find the same outbox
+ * until the receivers fetch. The table says how each is answered, and how
+ * loud its log line is: a refusal by policy is not the milter's error. */
 typedef enum {
     SMF_FAIL_DB,        /* the database cannot answer or store */
     SMF_FAIL_STORE,     /* spool, gpg, or a step after the commit */
     SMF_FAIL_NOMEM,
     SMF_FAIL_DNS,       /* DNS cannot say whether a domain pulls */
-    SMF_FAIL_KEY        /* a recipient domain's key cannot be had */
+    SMF_FAIL_KEY,       /* a recipient domain's key cannot be had */
+    SMF_FAIL_QUOTA      /* the sender's outbox quota would be exceeded */
 } smf_failure;
 
 static const struct {
     sfsistat action;
     const char *code, *dsn;
     const char *reply;  /* NULL: the caller words it (it names the domain) */
+    int prio;           /* of the log line */
 } smf_policy[] = {
     [SMF_FAIL_DB]    = { SMFIS_TEMPFAIL, "451", "4.3.0",
-                         "stubmail: database unavailable, try again later" },
+                         "stubmail: database unavailable, try again later", LOG_ERR },
     [SMF_FAIL_STORE] = { SMFIS_TEMPFAIL, "451", "4.3.0",
-                         "stubmail: cannot store message, try again later" },
+                         "stubmail: cannot store message, try again later", LOG_ERR },
     [SMF_FAIL_NOMEM] = { SMFIS_TEMPFAIL, "451", "4.3.0",
-                         "stubmail: out of memory, try again later" },
-    [SMF_FAIL_DNS]   = { SMFIS_TEMPFAIL, "451", "4.4.3", NULL },
-    [SMF_FAIL_KEY]   = { SMFIS_TEMPFAIL, "451", "4.7.5", NULL },
+                         "stubmail: out of memory, try again later", LOG_ERR },
+    [SMF_FAIL_DNS]   = { SMFIS_TEMPFAIL, "451", "4.4.3", NULL, LOG_ERR },
+    [SMF_FAIL_KEY]   = { SMFIS_TEMPFAIL, "451", "4.7.5", NULL, LOG_ERR },
+    [SMF_FAIL_QUOTA] = { SMFIS_REJECT, "552", "5.2.2", NULL, LOG_NOTICE },
 };
 
 /* Reply text for smfi_setreply: printable ASCII only ("%" would be taken
@@ -72,9 +82,9 @@ static sfsistat smf_fail(SMFICTX *ctx, smf_failure what, const char *rcpt, const
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    sm_err("%s: from=<%s>%s%s: %s; answered %s %s", smf_qid(ctx), msg ? msg->sender : "?",
-           rcpt ? " to=" : "", rcpt ? rcpt : "", why, smf_policy[what].code,
-           smf_policy[what].dsn);
+    sm_log(smf_policy[what].prio, "%s: from=<%s>%s%s: %s; answered %s %s", smf_qid(ctx),
+           msg ? msg->sender : "?", rcpt ? " to=" : "", rcpt ? rcpt : "", why,
+           smf_policy[what].code, smf_policy[what].dsn);
     snprintf(text, sizeof text, "%s", reply ? reply : smf_policy[what].reply);
     for (p = text; *p; p++)
         if (*p < 0x20 || *p > 0x7e || *p == '%')
@@ -248,6 +258,49 @@ static void smf_stubs(SMFICTX *ctx, const smf_msg *msg, const smf_db_rcpt *outbo
     free(to);
 }
 
+/* The sender's quota refuses the message (size octets): 552 5.2.2 with
+ * the use and the quota; when names the step for the log. */
+static sfsistat smf_quota_refuse(SMFICTX *ctx, smf_msg *msg, const smf_quota *q,
+                                 long long size, const char *when)
+{
+    char text[SMF_REPLY_MAX - 10], reply[SMF_REPLY_MAX + 1];
+
+    smf_quota_text(msg->sender, q, size, text, sizeof text);
+    snprintf(reply, sizeof reply, "stubmail: %s", text);
+    return smf_fail(ctx, SMF_FAIL_QUOTA, NULL, reply, "over quota %s: size=%lld "
+                    "waiting=%lld messages, %lld bytes; quota=%lld messages, %lld bytes",
+                    when, size, q->messages, q->bytes, q->max_messages, q->max_bytes);
+}
+
+/* The quota defaults of the configuration, as the database calls take
+ * them. */
+static void smf_quota_defaults(smf_quota *q)
+{
+    memset(q, 0, sizeof *q);
+    q->max_messages = settings->quota_messages;
+    q->max_bytes = settings->quota_bytes;
+}
+
+/* MAIL FROM with SIZE=: refused already when that size alone takes the
+ * sender over the octets of the quota, before the body is sent. Whether
+ * the message is diverted at all is not known yet, so a database that
+ * cannot answer leaves the check to the store. */
+static sfsistat smf_quota_mailfrom(SMFICTX *ctx, smf_msg *msg, long long size)
+{
+    char why[512];
+    smf_quota q;
+
+    smf_quota_defaults(&q);
+    if (smf_db_quota(msg->sender, &q, why, sizeof why) != SMF_DB_OK) {
+        sm_warn("%s: from=<%s>: quota not checked at MAIL FROM (end of message will): %s",
+                smf_qid(ctx), msg->sender, why);
+        return SMFIS_CONTINUE;
+    }
+    if (smf_quota_over(&q, size, 0))
+        return smf_quota_refuse(ctx, msg, &q, size, "at MAIL FROM (SIZE=)");
+    return SMFIS_CONTINUE;
+}
+
 /* End of message, step 2: the message row, its outbox rows and the learned
  * contacts in one transaction (smf_db_store). Auto-Submitted mail (RFC 3834:
  * auto-replies, notices) teaches the address book nothing: only mail the
@@ -261,6 +314,7 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
     size_t ncontacts;
     char why[512];
     smf_db_status st;
+    smf_quota q;
 
     *outbox = smf_rcpt_list(msg, 1, noutbox);
     contacts = smf_rcpt_list(msg, 0, &ncontacts);
@@ -270,14 +324,17 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
         free(contacts);
         return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "out of memory");
     }
+    smf_quota_defaults(&q);
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
                       msg->inline_body, "openpgp", *outbox, *noutbox, contacts,
-                      msg->auto_submitted ? 0 : ncontacts, why, sizeof why);
+                      msg->auto_submitted ? 0 : ncontacts, &q, why, sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
         return SMFIS_CONTINUE;
     free(*outbox);
     *outbox = NULL;
+    if (st == SMF_DB_OVERQUOTA)         /* nothing stored: the sealed body goes */
+        return smf_quota_refuse(ctx, msg, &q, msg->size, "at end of message");
     if (st == SMF_DB_UNKNOWN) {
         /* maybe committed: keep the body its row may name; the retry may
          * store a second copy */
@@ -373,6 +430,8 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
     smf_conn *conn = smf_conn_get(ctx);
     const char *auth, *why = NULL, *raw = argv[0];
     char sender[SM_ADDR_MAX + 1];
+    long long size;
+    smf_msg *msg;
     size_t len;
 
     smf_msg_free(ctx);                  /* a previous message left over */
@@ -393,9 +452,11 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
         sm_info("%s: from=%s: not diverted: sender %s", smf_qid(ctx), argv[0], why);
         return SMFIS_ACCEPT;
     }
-    if (smf_msg_new(ctx, sender) == NULL)
+    if ((msg = smf_msg_new(ctx, sender)) == NULL)
         return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "out of memory for a message from "
                         "<%s>", sender);
+    if (smf_quota_size_arg(argv, &size))
+        return smf_quota_mailfrom(ctx, msg, size);
     return SMFIS_CONTINUE;
 }
 

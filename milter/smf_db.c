@@ -16,7 +16,8 @@
  * poll, no round trip), and opened again before anything is sent on it. A
  * statement whose connection breaks all the same is sent once more on a
  * fresh connection when that is safe: reads, the address-book upsert, and
- * the store (outbox_store() of sql/009 knows a message it stored already).
+ * the store (outbox_store() of sql/009 knows a message it stored already,
+ * and outbox_store_quota() of sql/011 never refuses it).
  *
  * Only parameterised statements (PQexecParams) are used. */
 #include <errno.h>
@@ -313,7 +314,9 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
     return out;
 }
 
-/* outbox_store (sql/010): the message row, its outbox rows and the learned
+/* outbox_store_quota (sql/011): under the sender's "quota" advisory lock
+ * (to the commit), the sender's use and quota, and, when the message fits,
+ * outbox_store (sql/010): the message row, its outbox rows and the learned
  * contacts in one statement, one transaction. Its outbox INSERT fires
  * pending_match_outbox_insert (sql/004), which takes the per-domain
  * advisory lock pg_advisory_xact_lock_shared(7239033,
@@ -323,31 +326,52 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
  * recipient whose domain subscribed to (sender or *@its domain, recipient),
  * and that insert NOTIFYs stubmail_poll with the domain at the commit. */
 static const char sql_store[] =
-    "SELECT outbox_store($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
-    " $9::text[], $10::bytea)";
+    "SELECT refused, coalesce(messages, -1), coalesce(bytes, -1), max_messages, max_bytes"
+    " FROM outbox_store_quota($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
+    " $9::text[], $10::bytea, $11::bigint, $12::bigint)";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
     " SELECT $1, c, d FROM unnest($2::text[], $3::text[]) AS t(c, d) ORDER BY c"
     " ON CONFLICT DO NOTHING";
 
+/* The four figures of a quota row (columns 1 to 4: messages, bytes,
+ * max_messages, max_bytes) into quota. */
+static smf_db_status quota_figures(const PGresult *r, smf_quota *quota, char *why,
+                                   size_t whylen)
+{
+    if (PQntuples(r) != 1 || PQnfields(r) != 5) {
+        snprintf(why, whylen, "quota: %d rows of %d columns, expected 1 of 5", PQntuples(r),
+                 PQnfields(r));
+        return SMF_DB_TEMPFAIL;
+    }
+    quota->messages = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    quota->bytes = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    quota->max_messages = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+    quota->max_bytes = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+    return SMF_DB_OK;
+}
+
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
                            const char *format,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
-                           char *why, size_t whylen)
+                           smf_quota *quota, char *why, size_t whylen)
 {
-    char sizebuf[24], *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
-    const char *vals[10];
+    char sizebuf[24], maxmsgs[24], maxbytes[24];
+    char *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
+    const char *vals[12];
     /* the body goes as binary: no escaping, no hex doubling its size */
-    int lens[10] = { 0 }, fmts[10] = { 0 };
+    int lens[12] = { 0 }, fmts[12] = { 0 };
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
     long slot;
 
     snprintf(sizebuf, sizeof sizebuf, "%lld", size);
+    snprintf(maxmsgs, sizeof maxmsgs, "%lld", quota->max_messages);
+    snprintf(maxbytes, sizeof maxbytes, "%lld", quota->max_bytes);
     ob_addr = array_literal(outbox, noutbox, 0);
     ob_dom = array_literal(outbox, noutbox, 1);
     ab_addr = array_literal(contacts, ncontacts, 0);
@@ -361,16 +385,19 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     vals[8] = ab_dom; vals[9] = (const char *)body;
     lens[9] = body ? (int)size : 0;
     fmts[9] = 1;
+    vals[10] = maxmsgs; vals[11] = maxbytes;
 
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        r = run_bin(slot, "outbox_store", sql_store, 10, vals, lens, fmts, PGRES_TUPLES_OK,
-                    &gone, why, whylen);
+        r = run_bin(slot, "outbox_store_quota", sql_store, 12, vals, lens, fmts,
+                    PGRES_TUPLES_OK, &gone, why, whylen);
         release(slot);
         if (r) {
+            rc = quota_figures(r, quota, why, whylen);
+            if (rc == SMF_DB_OK && PQgetvalue(r, 0, 0)[0] == 't')
+                rc = SMF_DB_OVERQUOTA;
             PQclear(r);
-            rc = SMF_DB_OK;
             goto leave;
         }
         if (!gone)
@@ -384,6 +411,27 @@ leave:
     free(ob_dom);
     free(ab_addr);
     free(ab_dom);
+    return rc;
+}
+
+smf_db_status smf_db_quota(const char *sender, smf_quota *quota, char *why, size_t whylen)
+{
+    char maxmsgs[24], maxbytes[24];
+    const char *vals[3] = { sender, maxmsgs, maxbytes };
+    smf_db_status rc;
+    PGresult *r;
+
+    snprintf(maxmsgs, sizeof maxmsgs, "%lld", quota->max_messages);
+    snprintf(maxbytes, sizeof maxbytes, "%lld", quota->max_bytes);
+    /* in the store's shape (refused first), for quota_figures */
+    if (!(r = run_alone("sender_quota_use",
+                        "SELECT false, coalesce(messages, -1), coalesce(bytes, -1),"
+                        " max_messages, max_bytes"
+                        " FROM sender_quota_use($1, $2::bigint, $3::bigint)", 3, vals,
+                        PGRES_TUPLES_OK, why, whylen)))
+        return SMF_DB_TEMPFAIL;
+    rc = quota_figures(r, quota, why, whylen);
+    PQclear(r);
     return rc;
 }
 

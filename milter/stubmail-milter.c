@@ -24,7 +24,10 @@
  *	pulling recipients removed from the envelope (smfi_delrcpt); when none
  *	remain the message is discarded from the push path. Push-only outbound
  *	mail still teaches the sender's address book. Inbound mail, and mail
- *	with the empty envelope sender, passes untouched.
+ *	with the empty envelope sender, passes untouched. What a sender may
+ *	leave waiting in the outbox is bounded (quota_messages, quota_bytes,
+ *	sender_quota; sql/011): the store refuses a message that would go over,
+ *	and so does MAIL FROM when its SIZE= alone would.
  *
  *	This file holds main() and the configuration keys (one table, one
  *	parser, the checks of -n); the filter itself is libsmf: the callbacks
@@ -36,8 +39,10 @@
  *	4.3.0), so is DNS that cannot answer at RCPT (451 4.4.3, that
  *	recipient) and a recipient domain's key that cannot be fetched (451
  *	4.7.5 at DATA): the MTA keeps the message and retries, nothing is
- *	lost. Every such failure is logged with the queue id, the sender and
- *	the reason. An invalid _stubmail record is pushed with a warning.
+ *	lost. A sender over the quota is refused for good (552 5.2.2, with
+ *	the use and the quota). Every such failure is logged with the queue
+ *	id, the sender and the reason. An invalid _stubmail record is pushed
+ *	with a warning.
  *	Configuration errors (gnupg_home and domain_key are required): exit
  *	status 78 (EX_CONFIG).
  * SEE ALSO
@@ -102,6 +107,12 @@ static const sm_conf_key smf_keys[] = {
       "longest the WKD lookups of one message take together (the rest: no key this time)" },
     { "inline_max", SM_CONF_BYTES, &cfg.inline_max, "96k",
       "largest sealed body kept in its message row instead of a spool file (0: none)" },
+    { "quota_messages", SM_CONF_INT, &cfg.quota_messages, "1000",
+      "messages a local sender may have waiting in the outbox (0: no limit; sender_quota "
+      "overrides)" },
+    { "quota_bytes", SM_CONF_BYTES, &cfg.quota_bytes, "100M",
+      "octets of stored mail a local sender may have waiting in the outbox (0: no limit; "
+      "sender_quota overrides)" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
