@@ -3,7 +3,11 @@ and the message is delivered once and intact: after the connection drops
 mid-body (a TCP proxy on loopback cuts it), and after pollerd is killed
 with SIGKILL mid-body and started again (the partial file survives under
 a name made of the domain and the id). a.example's access log shows the
-Range request answered 206.
+Range request answered 206. And after a fetch that stalls (no byte for
+pollerd's timeout) the same.
+
+The outbox answers Range and If-Range as docs/PROTOCOL.md says (206 with
+the Content-Range of the rest, 200 on another validator, 416 past the end).
 
 And a partial file that does not belong to the body listed starts over
 cleanly, the message again delivered once and intact: one that names
@@ -20,7 +24,7 @@ import signal
 from bigmail import (MIB, CutProxy, body_digest, maildir_files, raise_size_limits,
                      send_file, wait_maildir_file, write_message)
 from sandbox import wait_for
-from support import SandboxTest
+from support import SandboxTest, curl, get_token
 
 PROXY = 450                     # port offset of the proxy, on a.example's address
 SIZE = 24 * MIB
@@ -119,6 +123,49 @@ class ResumeTest(SandboxTest):
         b.start_pollerd()
         b.poll_now()
         self.check_resumed(mid, size, path, tag)
+        os.unlink(path)
+
+    def test_stalled_fetch_times_out_and_resumes_with_range(self):
+        # no byte for pollerd's timeout (20s in the sandbox): it gives up on
+        # the transfer, keeps what came, and the next cycle asks for the rest
+        path = os.path.join(self.sb.rundir, "stall")
+        tag = write_message(path, SIZE, "alice@a.example", "bob@b.example")
+        self.start_proxy("stall")
+        mid, size = self.stored(path)
+        self.b.poll_now()
+        self.assertTrue(self.proxy.tripped.wait(60), "the fetch never got halfway")
+        self.check_resumed(mid, size, path, tag)
+        os.unlink(path)
+
+    def test_outbox_answers_range_and_if_range_as_the_protocol_says(self):
+        a, b = self.a, self.b
+        self.start_proxy("cut", after=1 << 62)          # for pollerd, at the end
+        path = os.path.join(self.sb.rundir, "ranges")
+        tag = write_message(path, 256 << 10, "alice@a.example", "bob@b.example")
+        b.kill_pollerd(signal.SIGTERM)
+        mid, size = self.stored(path)
+        url = "%s/v1/message/%s" % (a.outbox_url, mid)
+        token = get_token(a, b)
+        whole = curl(url, bearer=token)
+        self.assertEqual(whole.status, 200, whole)
+        self.assertEqual(len(whole.body), size)
+        self.assertEqual(whole.header("accept-ranges"), "bytes")
+        etag = whole.header("etag")
+        self.assertEqual(etag, '"%s"' % mid)
+        rest = curl(url, bearer=token, headers=["Range: bytes=1000-", "If-Range: " + etag])
+        self.assertEqual(rest.status, 206, rest)
+        self.assertEqual(rest.header("content-range"), "bytes 1000-%d/%d" % (size - 1, size))
+        self.assertEqual(int(rest.header("content-length")), size - 1000)
+        self.assertEqual(rest.body, whole.body[1000:])
+        other = curl(url, bearer=token, headers=["Range: bytes=1000-", 'If-Range: "other"'])
+        self.assertEqual(other.status, 200, other)
+        self.assertEqual(other.body, whole.body)
+        past = curl(url, bearer=token, headers=["Range: bytes=%d-" % size,
+                                                "If-Range: " + etag])
+        self.assertEqual(past.status, 416, past)    # Apache sends no Content-Range with it
+        b.start_pollerd()
+        b.poll_now()
+        self.check_delivered(mid, path, tag)
         os.unlink(path)
 
     # -- a partial file left by a pollerd that is gone, not of this body ----------
