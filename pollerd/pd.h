@@ -131,9 +131,14 @@ typedef struct pd_xfer {
     char errbuf[CURL_ERROR_SIZE];
     CURLcode result;
     long status;                    /* HTTP status or last SMTP reply code */
-    /* fetch: stream into fd, exactly expect bytes */
+    /* fetch: stream into fd, exactly expect bytes; with range_from > 0 the
+     * request asked for the rest from there (got starts there) */
     int fd;
     long long expect, got;
+    long long range_from;
+    int started;                    /* the first body bytes came */
+    int restarted;                  /* asked for a range, got the whole body */
+    long long cr_from, cr_to, cr_total;     /* Content-Range of a 206, -1 if none */
     int length_mismatch;            /* Content-Length or body size != expect */
     long long content_length;       /* as announced, -1 if none */
     int openpgp;                    /* the answer says Stubmail-Format: openpgp
@@ -224,6 +229,10 @@ typedef struct pd_lane {
     long long fd_size;              /* what fd holds: the listed size, or the
                                      * size of the decrypted text */
     int fd_verified;                /* fd is decrypted text, signature good */
+    int fd_resumed;                 /* fd was put together from more than one
+                                     * transfer (or found on disk) */
+    int msg_failed;                 /* a recipient of the current message
+                                     * failed: keep its partial file */
     char fd_reject[SM_ACK_REASON_MAX + 1];  /* fd is quarantined: why */
     char item_reason[SM_ACK_REASON_MAX + 1]; /* current item is rejected: why */
     char delivered_reply[256];      /* MTA answer for the current item */
@@ -339,6 +348,31 @@ typedef enum {
 long long pd_now_ms(void);          /* CLOCK_MONOTONIC */
 /* A fresh, already unlinked file in dir: a crash leaves nothing behind. */
 int pd_spool_tmpfile(const char *dir);
+
+/* pd_partial.c: the file a fetch streams into, DOMAIN_ID.partial in
+ * spool_dir, found again after a cut or a restart. */
+typedef struct pd_partial {
+    char path[4096];
+    int fd;
+    long long from;                 /* bytes already there: ask for the rest */
+    char etag[PD_ETAG_MAX + 1];     /* for If-Range when from > 0 */
+    const char *restart_why;        /* a file found, but not resumable: why */
+    long long had;                  /* its length then */
+} pd_partial;
+
+int pd_partial_path(const char *spool_dir, const char *domain, const char *id, char *out,
+                    size_t outlen);
+/* Open (or create) the file for (domain, id) of the listed size: p->from
+ * bytes of it can be kept (positioned there), or it was emptied (p->restart_why
+ * says why). 0, or -1 with errno. */
+int pd_partial_open(const char *spool_dir, const char *domain, const char *id,
+                    long long size, pd_partial *p);
+/* Say that fd holds (part of) the answer with this strong ETag to a body of
+ * size octets; without a strong ETag, the file is not resumable. */
+int pd_partial_mark(int fd, long long size, const char *etag);
+/* Empty the file: the next bytes are the body's first. */
+int pd_partial_restart(int fd);
+void pd_partial_remove(const char *spool_dir, const char *domain, const char *id);
 
 /* ---- pd_session.c -------------------------------------------------------- */
 /* The session of domain, made on first use; NULL when out of memory. */
@@ -622,6 +656,9 @@ pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x);
 pd_next pd_message_deliver_done(pd_lane *l, const pd_xfer *x);
 /* The outcome line of a message whose transfer a stop cuts short. */
 void pd_message_interrupted(pd_lane *l);
+/* The lane's current item is the last recipient of its message: the
+ * message is finished with (its partial file goes unless one failed). */
+void pd_message_done(pd_lane *l);
 
 /* ---- pd_dispatch.c ------------------------------------------------------- */
 void pd_dispatch_begin(pd_domain *d);

@@ -126,8 +126,18 @@ static int claim(pd_domain *d, pd_lane *l)
     while (++i < d->nitems && !strcmp(d->items[i].id, d->items[l->idx].id))
         ;
     l->end = d->untaken = i;
+    l->msg_failed = 0;
     pd_lane_keep_file_for_item(l);
     return 1;
+}
+
+/* Lane l is finished with its current item: on to the next. */
+static void next_item(pd_lane *l)
+{
+    if (l->idx + 1 == l->end)
+        pd_message_done(l);
+    l->idx++;
+    pd_lane_keep_file_for_item(l);
 }
 
 /* Keep lane l busy: begin its next item until one starts a transfer, or
@@ -139,8 +149,7 @@ static void lane_run(pd_domain *d, pd_lane *l)
             return;
         if (pd_message_begin(l) == 0)
             return;
-        l->idx++;
-        pd_lane_keep_file_for_item(l);
+        next_item(l);
     }
 }
 
@@ -426,8 +435,7 @@ static void lane_act(pd_domain *d, pd_lane *l, pd_next next)
 {
     switch (next) {
     case PD_NEXT_ITEM:
-        l->idx++;
-        pd_lane_keep_file_for_item(l);
+        next_item(l);
         break;
     case PD_NEXT_GIVE_UP:
         give_up(d);

@@ -204,6 +204,7 @@ void pd_lane_drop_file(pd_lane *l)
     l->fd_id[0] = '\0';
     l->fd_size = 0;
     l->fd_verified = 0;
+    l->fd_resumed = 0;
     l->fd_reject[0] = '\0';
 }
 

@@ -1,8 +1,8 @@
 /* pd_message.c — one listed message, for one recipient, on a lane:
  *
  *   already in table received → queue the ack only (pd_ack.c)
- *   else fetch (GET /v1/message/<id>, streamed into an unlinked spool
- *   file) → verify (decrypt, check the sender domain's signature) →
+ *   else fetch (GET /v1/message/<id>, streamed into its partial file,
+ *   resumed with Range from what an earlier try left there) → verify (decrypt, check the sender domain's signature) →
  *   deliver to the local MTA by SMTP → INSERT received → queue the ack;
  *   or, when it does not verify (or the MTA refuses it for good),
  *   quarantine → INSERT received (quarantined) → queue the ack as
@@ -37,35 +37,65 @@ static void failed(pd_lane *l)
 {
     l->d->ctx->n_failed++;
     l->d->failed = 1;
+    l->msg_failed = 1;
 }
 
 /* ---- starting transfers ----------------------------------------------- */
 
+/* Start the fetch of the lane's item into its partial file, for the rest
+ * of it when part of it is there already (Range, If-Range with the ETag
+ * of the answer it came from): 0 started, 1 the whole body is there
+ * already (l->fd), -1 failed (outcome logged). */
 static int fetch(pd_lane *l)
 {
     pd_domain *d = l->d;
+    const char *spool = d->ctx->conf.spool_dir;
     sm_listing *it = pd_lane_item(l);
-    char url[4096];
+    char url[4096], hdr[PD_ETAG_MAX + 32];
+    pd_partial p;
     pd_xfer *x;
 
     pd_lane_drop_file(l);
-    if ((l->fd = pd_spool_tmpfile(d->ctx->conf.spool_dir)) < 0) {
-        pd_domain_outcome(d, it, LOG_ERR, "failed: cannot create a file in %s: %s; retry "
-                          "next cycle", d->ctx->conf.spool_dir, strerror(errno));
+    if (pd_partial_open(spool, d->name, it->id, it->size, &p) != 0) {
+        pd_domain_outcome(d, it, LOG_ERR, "failed: cannot open or create %s: %s; retry "
+                          "next cycle", p.path[0] ? p.path : spool, strerror(errno));
         return -1;
+    }
+    l->fd = p.fd;
+    if (p.restart_why)
+        pd_domain_outcome(d, it, LOG_INFO, "fetching it whole: %lld octets of it were in "
+                          "%s, but %s", p.had, p.path, p.restart_why);
+    if (p.from > 0 && p.from == it->size) {
+        sm_debug("%s %s: the whole body is in %s already", d->name, it->id, p.path);
+        l->fd_resumed = 1;
+        return 1;
     }
     snprintf(url, sizeof(url), "%s/v1/message/%s", d->url, it->id);
     if ((x = pd_xfer_new(d->ctx, d, l, PD_X_FETCH))) {
         x->fd = l->fd;
         x->expect = it->size;
+        x->got = x->range_from = p.from;
     }
     if (!x || pd_xfer_http(x, url, NULL, PD_SMALL_BODY_MAX) != 0) {
         pd_xfer_free(x);
         goto fail;
     }
+    if (p.from > 0) {
+        snprintf(hdr, sizeof(hdr), "Range: bytes=%lld-", p.from);
+        if (pd_xfer_header(x, hdr) != 0)
+            goto fail_x;
+        snprintf(hdr, sizeof(hdr), "If-Range: %s", p.etag);
+        if (pd_xfer_header(x, hdr) != 0)
+            goto fail_x;
+        pd_domain_outcome(d, it, LOG_INFO, "resuming the fetch at octet %lld of %lld",
+                          p.from, it->size);
+        l->fd_resumed = 1;
+    }
     if (pd_domain_start(d, x) != 0)
         goto fail;
     return 0;
+fail_x:
+    pd_xfer_free(x);
 fail:
     pd_domain_outcome(d, it, LOG_ERR, "failed: cannot start the fetch; retry next cycle");
     pd_lane_drop_file(l);
@@ -191,6 +221,8 @@ static void reject(pd_lane *l, const char *reason, const char *detail)
 
 /* ---- one listed message ----------------------------------------------- */
 
+static pd_next fetched(pd_lane *l, int openpgp);
+
 /* Was (from, to) asked for in the current chunk? The outbox may list only
  * what we polled for: the exact address (1) or a sender pattern "*@domain"
  * (2); 0 if neither. */
@@ -280,11 +312,15 @@ int pd_message_begin(pd_lane *l)
     }
     if (l->fd >= 0 && !strcmp(l->fd_id, it->id))
         return deliver(l);            /* same message, another recipient */
-    if (fetch(l) != 0) {
+    switch (fetch(l)) {
+    case 0:
+        return 0;
+    case 1:                             /* fetched before: go on from there */
+        return fetched(l, 1) == PD_NEXT_WAIT ? 0 : -1;
+    default:
         failed(l);
         return -1;
     }
-    return 0;
 }
 
 
@@ -321,7 +357,7 @@ static pd_next fetched(pd_lane *l, int openpgp)
     if (!d->key_ok && pd_message_signer_key(ctx, d, detail, sizeof(detail)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: no domain key %s of %s to verify with: "
                           "%s; retry next cycle", d->fpr, d->name, detail);
-        ctx->n_failed++;
+        failed(l);
         pd_lane_drop_file(l);
         return PD_NEXT_GIVE_UP;
     }
@@ -330,6 +366,17 @@ static pd_next fetched(pd_lane *l, int openpgp)
     if (r == SM_PGP_OK) {
         l->fd_verified = 1;
         return deliver(l) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
+    }
+    if (r == SM_PGP_REJECT && l->fd_resumed) {
+        /* its pieces may not belong together (a crash of this machine can
+         * leave a partial file with holes): judge only a body fetched whole */
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: the body put together from more than "
+                          "one fetch does not verify (%s: %s); fetching it whole next cycle",
+                          reason, detail);
+        pd_partial_remove(ctx->conf.spool_dir, d->name, it->id);
+        failed(l);
+        pd_lane_drop_file(l);
+        return PD_NEXT_ITEM;
     }
     if (r == SM_PGP_REJECT) {
         reject(l, reason, detail);
@@ -342,23 +389,57 @@ static pd_next fetched(pd_lane *l, int openpgp)
     return PD_NEXT_ITEM;
 }
 
+/* The rest of a body the outbox would not give as a range (416): the
+ * partial file goes, and the whole body is asked for at once. */
+static pd_next fetch_whole(pd_lane *l, const pd_xfer *x)
+{
+    pd_domain *d = l->d;
+    sm_listing *it = pd_lane_item(l);
+
+    pd_domain_outcome(d, it, LOG_INFO, "the outbox answers 416 to octets %lld-: fetching it "
+                      "whole", x->range_from);
+    pd_lane_drop_file(l);
+    pd_partial_remove(d->ctx->conf.spool_dir, d->name, it->id);
+    if (fetch(l) == 0)
+        return PD_NEXT_WAIT;
+    failed(l);
+    return PD_NEXT_ITEM;
+}
+
 pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x)
 {
     pd_domain *d = l->d;
+    const char *spool = d->ctx->conf.spool_dir;
     sm_listing *it = pd_lane_item(l);
     curl_off_t cl = -1;
     char why[512];
 
-    if (x->result == CURLE_OK && x->status == 200) {
+    if (x->result == CURLE_OK && (x->status == 200 || (x->status == 206 && x->range_from))) {
         curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        if (cl == (curl_off_t)it->size && x->got == it->size)
+        if (cl == (curl_off_t)(it->size - x->range_from) && x->got == it->size) {
+            if (x->restarted)
+                pd_domain_outcome(d, it, LOG_INFO, "the outbox sent the whole body instead "
+                                  "of the rest: fetched whole");
+            l->fd_resumed = x->range_from > 0;
             return fetched(l, x->openpgp);
+        }
         /* for pd_xfer_describe, and not a domain-wide failure */
         x->content_length = (long long)cl;
         x->length_mismatch = 1;
     }
+    if (x->result == CURLE_OK && x->status == 416 && x->range_from)
+        return fetch_whole(l, x);
     pd_xfer_describe(x, why, sizeof(why));
-    pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; retry next cycle", why);
+    if (x->length_mismatch || (x->result == CURLE_OK && x->status == 404)) {
+        /* not the body listed, or no body any more: nothing to resume */
+        pd_partial_remove(spool, d->name, it->id);
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; retry next cycle", why);
+    } else if (x->got > 0) {
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; %lld of %lld octets kept, "
+                          "retry next cycle from there", why, x->got, it->size);
+    } else {
+        pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; retry next cycle", why);
+    }
     failed(l);
     pd_lane_drop_file(l);
     return pd_xfer_domain_wide(x) ? PD_NEXT_GIVE_UP : PD_NEXT_ITEM;
@@ -428,6 +509,16 @@ pd_next pd_message_deliver_done(pd_lane *l, const pd_xfer *x)
 void pd_message_interrupted(pd_lane *l)
 {
     if (l->x && l->x->kind == PD_X_FETCH && l->idx < l->end)
-        pd_domain_outcome(l->d, pd_lane_item(l), LOG_INFO, "fetch interrupted by the stop; "
-                          "retry at next start");
+        pd_domain_outcome(l->d, pd_lane_item(l), LOG_INFO, "fetch interrupted by the stop "
+                          "at octet %lld; resumed from there at next start", l->x->got);
+}
+
+void pd_message_done(pd_lane *l)
+{
+    pd_domain *d = l->d;
+
+    /* a failed recipient is retried next cycle from what was fetched */
+    if (!l->msg_failed)
+        pd_partial_remove(d->ctx->conf.spool_dir, d->name, pd_lane_item(l)->id);
+    l->msg_failed = 0;
 }

@@ -186,7 +186,7 @@ int pd_quarantine(pd_ctx *ctx, const char *domain, const char *id, int fd,
         sm_why(why, whylen, "fsync of the fetched body: %s", strerror(errno));
         return -1;
     }
-    /* the fetched file is unlinked: give it a name (same file system), else copy */
+    /* another name for the fetched file (same file system), else a copy */
     snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
     if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0 && errno != EEXIST
         && copy_to(fd, path, why, whylen) != 0)

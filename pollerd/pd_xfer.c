@@ -1,8 +1,10 @@
 /* pd_xfer.c — one libcurl transfer of stubmail-pollerd.
  *
  * HTTP poll and ack: JSON body out, response into a capped memory buffer.
- * HTTP fetch: the body streams into the domain's spool file (never into
- * memory); Content-Length and the byte count must equal the listed size.
+ * HTTP fetch: the body streams into its partial file (pd_partial.c, never
+ * into memory), the whole of it (200) or the rest of it (206, when the
+ * request asked for a Range); Content-Length and the byte count must add up
+ * to the listed size.
  * SMTP delivery: the trace header, then the spool file, read by the read
  * callback; libcurl does the dot-stuffing. CURLOPT_CRLF stays off: the stored
  * message already has CRLF line ends and goes out byte for byte.
@@ -76,6 +78,7 @@ pd_xfer *pd_xfer_new(pd_ctx *ctx, pd_domain *d, pd_lane *lane, pd_xkind kind)
     x->lane = lane;
     x->fd = -1;
     x->content_length = -1;
+    x->cr_from = x->cr_to = x->cr_total = -1;
     x->body.max = PD_ERRBODY_MAX;
     if (!(x->easy = curl_easy_init())) {
         free(x);
@@ -100,32 +103,60 @@ void pd_xfer_free(pd_xfer *x)
     free(x);                /* x->fd belongs to the lane */
 }
 
-/* Fetch: body → file while the status is 200; anything else (an error body)
- * → memory. The size was announced by the listing: a different
+/* The first body bytes of a fetch: the answer must be what was asked for.
+ * A 206 carries the rest from range_from (Content-Range says so); a 200 the
+ * whole body, from the file's start even if a range was asked for. 0 to
+ * take the bytes, -1 to abort. */
+static int fetch_begins(pd_xfer *x, long status)
+{
+    curl_off_t cl = -1;
+
+    x->started = 1;
+    if (status == 206 && (x->range_from == 0 || x->cr_from != x->range_from
+                          || x->cr_to != x->expect - 1 || x->cr_total != x->expect)) {
+        x->length_mismatch = 1;
+        return -1;
+    }
+    if (status == 200 && x->range_from > 0) {
+        /* the outbox sent it all (say If-Range did not match): start over */
+        if (pd_partial_restart(x->fd) != 0) {
+            x->write_errno = errno;
+            return -1;
+        }
+        x->restarted = 1;
+        x->got = x->range_from = 0;
+    }
+    curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (cl != (curl_off_t)(x->expect - x->range_from)) {
+        x->content_length = (long long)cl;
+        x->length_mismatch = 1;
+        return -1;
+    }
+    if (status == 200 && x->openpgp && pd_partial_mark(x->fd, x->expect, x->etag) != 0)
+        sm_debug("%s: the fetch cannot be resumed if it breaks: %s", x->dom->name,
+                 strerror(errno));
+    return 0;
+}
+
+/* Fetch: body → file while the status is 200 or 206; anything else (an
+ * error body) → memory. The size was announced by the listing: a different
  * Content-Length or more bytes than that abort the transfer. */
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
 {
     pd_xfer *x = baton;
     size_t len = size * nmemb, done = 0;
     long status = 0;
-    curl_off_t cl = -1;
     ssize_t n;
 
     if (x->kind != PD_X_FETCH)
         return pd_buf_append(&x->body, data, len) ? 0 : len;
 
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200)
+    if (status != 200 && status != 206)
         return pd_buf_append(&x->body, data, len) ? 0 : len;
 
-    if (x->got == 0) {
-        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        if (cl != (curl_off_t)x->expect) {
-            x->content_length = (long long)cl;
-            x->length_mismatch = 1;
-            return 0;
-        }
-    }
+    if (!x->started && fetch_begins(x, status) != 0)
+        return 0;
     if ((long long)len > x->expect - x->got) {
         x->length_mismatch = 1;
         return 0;
@@ -180,6 +211,26 @@ static int header_is(const char *data, size_t len, const char *name, const char 
                                                             || data[w] == ' ');
 }
 
+/* Keep "Content-Range: bytes FROM-TO/TOTAL" of a 206; anything else there
+ * stays -1 (and fails the check of the body's first bytes). */
+static void header_content_range(pd_xfer *x, const char *data, size_t len)
+{
+    char buf[96];
+    long long from, to, total;
+    int end = 0;
+
+    if (!header_value(data, len, "Content-Range", &data, &len) || len >= sizeof(buf))
+        return;
+    memcpy(buf, data, len);
+    buf[len] = '\0';
+    if (sscanf(buf, "bytes %lld-%lld/%lld%n", &from, &to, &total, &end) == 3
+        && (size_t)end == len && from >= 0 && to >= from && total > to) {
+        x->cr_from = from;
+        x->cr_to = to;
+        x->cr_total = total;
+    }
+}
+
 /* Keep the value of header line data if it is "ETag: value"; a value too
  * long, or with other than visible ASCII, is not kept: it could not go
  * back in If-None-Match or a UDP poll cursor as it came. */
@@ -200,7 +251,8 @@ static void header_etag(pd_xfer *x, const char *data, size_t len)
 }
 
 /* HTTP: whether the answer is an OpenPGP message (docs/PROTOCOL.md, "Stored
- * messages are signed and encrypted"), and its ETag; a new status line
+ * messages are signed and encrypted"), its ETag, and a fetch's
+ * Content-Range; a new status line
  * (after a 100 Continue) starts over. SMTP: keep the last reply line of the
  * MTA (libcurl passes SMTP replies to the header callback). */
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
@@ -212,8 +264,11 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
         if (len >= 5 && !strncmp(data, "HTTP/", 5)) {
             x->openpgp = 0;
             x->etag[0] = '\0';
+            x->cr_from = x->cr_to = x->cr_total = -1;
         } else if (len > 5 && !strncasecmp(data, "ETag:", 5))
             header_etag(x, data, len);
+        else if (x->kind == PD_X_FETCH && len > 14 && !strncasecmp(data, "Content-Range:", 14))
+            header_content_range(x, data, len);
         else if (header_is(data, len, "Stubmail-Format", "openpgp")
                  || header_is(data, len, "Content-Type", "application/pgp-encrypted"))
             x->openpgp = 1;
@@ -526,9 +581,16 @@ void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen)
                      : curl_easy_strerror(x->result));
         return;
     case PD_X_FETCH:
-        if (x->length_mismatch && x->content_length != x->expect)
-            snprintf(out, outlen, "Content-Length %lld is not the listed size %lld",
-                     x->content_length, x->expect);
+        if (x->length_mismatch && x->status == 206
+            && (x->cr_from != x->range_from || x->cr_to != x->expect - 1
+                || x->cr_total != x->expect))
+            snprintf(out, outlen, "206 for bytes %lld- with Content-Range %lld-%lld/%lld, "
+                     "not the rest of the listed %lld", x->range_from, x->cr_from, x->cr_to,
+                     x->cr_total, x->expect);
+        else if (x->length_mismatch && x->content_length != x->expect - x->range_from)
+            snprintf(out, outlen, "Content-Length %lld is not the %lld %s", x->content_length,
+                     x->expect - x->range_from, x->range_from ? "octets asked for"
+                     : "listed octets");
         else if (x->length_mismatch)
             snprintf(out, outlen, "body is not the %lld listed bytes (got %lld)",
                      x->expect, x->got);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """run_integration — run tests/integration/test_*.py with the real servers.
 
-usage: python3 tests/run_integration.py [-k SUBSTRING] [-v] [--shuffle SEED] [FILE...]
+usage: python3 tests/run_integration.py [-k SUBSTRING] [-v] [--shuffle SEED] [--slow] [FILE...]
 
 Prints one "ok - NAME" or "not ok - NAME" line per test (TAP-like; details
 of a failure follow as '#' lines, with the tails of the servers' logs), then
@@ -10,6 +10,9 @@ of a failure follow as '#' lines, with the tails of the servers' logs), then
 No test may depend on what another left behind: --shuffle SEED runs the
 classes, and the tests of each class, in an order drawn from SEED (each
 class still starts its ISPs once), to show that they do not.
+
+--slow (or STUBMAIL_SLOW=1) also runs the tests that are skipped otherwise
+for their time and disk (a 2 GiB message end to end).
 
 Environment: STUBMAIL_PORT_BASE (default 20000), STUBMAIL_KEEP=1 keeps the
 run directories (/tmp/smt-*) for a look at the logs."""
@@ -116,8 +119,12 @@ def main():
     ap.add_argument("-v", action="store_true", help="say which test starts")
     ap.add_argument("--shuffle", metavar="SEED", type=int,
                     help="run classes and tests in an order drawn from SEED")
+    ap.add_argument("--slow", action="store_true",
+                    help="also the slow tests (a 2 GiB message end to end)")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()
+    if args.slow:
+        os.environ["STUBMAIL_SLOW"] = "1"
 
     if os.geteuid() != 0:
         print("not ok - run_integration # must run as root (real servers)")
