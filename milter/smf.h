@@ -65,8 +65,9 @@ typedef enum {
 } smf_db_status;
 
 /* Set up a pool of size connections to conninfo; connections are opened
- * lazily and reopened after they break. */
-int smf_db_init(const char *conninfo, long size);
+ * lazily and reopened after they break. Every message stored through them
+ * expires expire_after seconds later (sql/012). */
+int smf_db_init(const char *conninfo, long size, long expire_after);
 void smf_db_shutdown(void);
 
 /* Who domain (lowercase) is: sm_discover on a pooled connection (the peer
@@ -133,6 +134,7 @@ typedef struct smf_settings {
     char *trusted_networks;
     long db_connections;
     long long inline_max;       /* largest sealed body stored in its row */
+    long expire_after;          /* seconds until unretrieved mail expires */
     char *resolver;
     char *gnupg_home;
     char *domain_key;
