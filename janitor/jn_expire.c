@@ -50,15 +50,17 @@ static const char sql_unretrieved[] =
 static const char sql_remove[] = "DELETE FROM message WHERE id = $1";
 static const char sql_warned[] = "UPDATE message SET warned_at = now() WHERE id = $1";
 
-static int run_cmd(PGconn *db, const char *sql, const char *id, const char *what)
+/* sql with $1 = id (nparams 1) or without parameters (0: BEGIN, COMMIT,
+ * ROLLBACK); id names the message in the log either way. */
+static int run_cmd(PGconn *db, const char *sql, int nparams, const char *id,
+                   const char *what)
 {
     const char *vals[1] = { id };
-    PGresult *r = PQexecParams(db, sql, id ? 1 : 0, NULL, id ? vals : NULL, NULL, NULL, 0);
+    PGresult *r = PQexecParams(db, sql, nparams, NULL, nparams ? vals : NULL, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 
     if (!ok)
-        sm_err("%s%s%s: %s", id ? id : "", id ? ": " : "", what,
-               PQresultErrorMessage(r));
+        sm_err("%s: %s: %s", id, what, PQresultErrorMessage(r));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -190,10 +192,10 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
     jn_message m;
     int rc = -1, claimed;
 
-    if (run_cmd(db, "BEGIN", NULL, "BEGIN") != 0)
+    if (run_cmd(db, "BEGIN", 0, id, "BEGIN") != 0)
         return -1;
     if ((claimed = claim(db, sql_claim_expired, id, &m, spool, sizeof spool)) <= 0) {
-        run_cmd(db, "ROLLBACK", id, "ROLLBACK");
+        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
         return claimed;
     }
     /* a message from the null sender is not bounced (RFC 5321 4.5.5) */
@@ -202,9 +204,9 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
             goto leave;
         t->failed_dsns++;
     }
-    if (run_cmd(db, sql_remove, id, "removing the message") != 0)
+    if (run_cmd(db, sql_remove, 1, id, "removing the message") != 0)
         goto leave;
-    if (run_cmd(db, "COMMIT", id, "COMMIT") != 0) {
+    if (run_cmd(db, "COMMIT", 0, id, "COMMIT") != 0) {
         if (m.nrecipients > 0)
             sm_err("%s: its failure notice was handed over but the removal did not "
                    "commit: the next pass sends it again", id);
@@ -224,7 +226,7 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
     }
 leave:
     if (rc != 1 && PQtransactionStatus(db) != PQTRANS_IDLE)
-        run_cmd(db, "ROLLBACK", id, "ROLLBACK");
+        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
     message_free(&m);
     return rc;
 }
@@ -253,20 +255,20 @@ static int warn_one(PGconn *db, const jn_settings *set, const char *id, jn_tally
     jn_message m;
     int rc = -1, claimed;
 
-    if (run_cmd(db, "BEGIN", NULL, "BEGIN") != 0)
+    if (run_cmd(db, "BEGIN", 0, id, "BEGIN") != 0)
         return -1;
     if ((claimed = claim(db, sql_claim_warning, id, &m, spool, sizeof spool)) <= 0
         || m.nrecipients == 0) {
-        run_cmd(db, "ROLLBACK", id, "ROLLBACK");
+        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
         if (claimed > 0)
             message_free(&m);
         return claimed < 0 ? -1 : 0;
     }
     if (m.sender[0] != '\0' && notify(set, JN_DSN_DELAYED, &m) != 0)
         goto leave;
-    if (run_cmd(db, sql_warned, id, "marking the message warned") != 0)
+    if (run_cmd(db, sql_warned, 1, id, "marking the message warned") != 0)
         goto leave;
-    if (run_cmd(db, "COMMIT", id, "COMMIT") != 0) {
+    if (run_cmd(db, "COMMIT", 0, id, "COMMIT") != 0) {
         sm_err("%s: its delay notice was handed over but not recorded: the next pass "
                "sends it again", id);
         goto leave;
@@ -275,7 +277,7 @@ static int warn_one(PGconn *db, const jn_settings *set, const char *id, jn_tally
     t->warnings++;
 leave:
     if (rc != 1 && PQtransactionStatus(db) != PQTRANS_IDLE)
-        run_cmd(db, "ROLLBACK", id, "ROLLBACK");
+        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
     message_free(&m);
     return rc;
 }
