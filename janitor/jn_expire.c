@@ -15,6 +15,7 @@
  * is not told is worse. The outbox rows of the recipients named are
  * locked too, so an ack that races with the notice either commits first
  * (that recipient is not named) or finds its row gone. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,11 +218,11 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
     sm_info("%s: expired (from %s, %zu unretrieved), removed", id,
             m.sender[0] ? m.sender : "<>", m.nrecipients);
     /* after the commit: a crash here leaves a file no row names, which a
-     * later pass removes as an orphan */
+     * later pass removes as an orphan. ENOENT: the last ack removed it. */
     if (spool[0] && sm_spool_path(set->spool_dir, spool, path, sizeof path) == 0) {
         if (unlink(path) == 0)
             t->files++;
-        else
+        else if (errno != ENOENT)
             sm_syserr("%s: removing its spool file %s (a later pass removes it)", id, path);
     }
 leave:

@@ -245,6 +245,23 @@ class ExpiryTest(SandboxTest):
             " VALUES (%s, 'bob@b.example', 'b.example')" % (q(m), q(m), q(m)) for m in ids))
         return ids
 
+    def test_expired_mail_everyone_retrieved_goes_without_a_notice(self):
+        # acked by bob long ago: the last ack removed the body's file
+        mid = os.urandom(16).hex()
+        self.a.sql("INSERT INTO message (id, sender, size, spool_name, created_at, expires_at,"
+                   " body_deleted_at) VALUES (%s, 'alice@a.example', 6, %s,"
+                   " now() - interval '2 d', now() - interval '1 d', now() - interval '2 d');"
+                   "INSERT INTO outbox (message_id, recipient, recipient_domain, retrieved_at)"
+                   " VALUES (%s, 'bob@b.example', 'b.example', now() - interval '2 d')"
+                   % (q(mid), q(mid), q(mid)))
+        log = self.janitor()
+        self.assertRegex(log, r"%s: expired \(from alice@a\.example, 0 unretrieved\), removed"
+                         % mid)
+        self.assertIn("1 expired (0 failure notices)", log)
+        self.assertNotIn("error:", log)
+        self.assertEqual(self.a.sql_value("SELECT count(*) FROM message WHERE id = %s"
+                                          % q(mid)), "0")
+
     def spool_file(self, name, age, sub=""):
         path = os.path.join(self.a.spool_dir, sub, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
