@@ -30,6 +30,8 @@ typedef struct jn_settings {
 /* jn_conf.c: the keys (-h prints them), loading and checking. */
 int jn_conf_load(const char *path, jn_settings *set, char *err, size_t errlen);
 void jn_conf_usage(FILE *fp);
+/* "key<TAB>default" lines (default empty when none): -K */
+void jn_conf_dump_keys(FILE *fp);
 
 /* jn_dsn.c: a delivery status notification. */
 typedef enum { JN_DSN_FAILED, JN_DSN_DELAYED } jn_dsn_kind;

@@ -1,6 +1,6 @@
 /* jn_conf — stubmail-janitor's configuration keys: one table, printed by
- * -h and documented in stubmail-janitor(8) (tests/docs/t-janitor-keys
- * compares them). */
+ * -h (and by -K for tests/docs/t-janitor-keys, which compares it with
+ * stubmail-janitor(8) and docs/HACKING.md). */
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@ static const sm_conf_key jn_keys[] = {
     { "database", SM_CONF_STRING, &cfg.database, NULL, "libpq conninfo of the outbox" },
     { "spool_dir", SM_CONF_STRING, &cfg.spool_dir, "/var/spool/stubmail",
       "the milter's spool directory" },
-    { "submit_to", SM_CONF_STRING, &cfg.submit_to, "smtp://127.0.0.1:25",
+    { "submit_to", SM_CONF_STRING, &cfg.submit_to, "smtp://127.0.0.1:10026",
       "local MTA that notifications are handed to (smtp://HOST:PORT)" },
     { "hostname", SM_CONF_STRING, &cfg.hostname, NULL,
       "name in notifications (Reporting-MTA, MAILER-DAEMON@); unset: the host's name" },
@@ -42,6 +42,14 @@ void jn_conf_usage(FILE *fp)
     for (k = jn_keys; k->name; k++)
         fprintf(fp, "  %-20s %s (default: %s)\n", k->name, k->help,
                 k->dflt ? k->dflt : strcmp(k->name, "database") == 0 ? "required" : "unset");
+}
+
+void jn_conf_dump_keys(FILE *fp)
+{
+    const sm_conf_key *k;
+
+    for (k = jn_keys; k->name; k++)
+        fprintf(fp, "%s\t%s\n", k->name, k->dflt ? k->dflt : "");
 }
 
 int jn_conf_load(const char *path, jn_settings *set, char *err, size_t errlen)

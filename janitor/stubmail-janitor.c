@@ -4,7 +4,8 @@
  * messages (failure notices, removal), delay warnings, then the spool's
  * leftovers. Exit 0 when everything went, 1 when something failed (what
  * was done stays done; the next pass does the rest), 78 on a bad
- * configuration. */
+ * configuration. -K (not in -h) prints the key table as "key<TAB>default"
+ * lines for tests/docs/t-janitor-keys. */
 #include "config.h"
 
 #include <stdio.h>
@@ -27,13 +28,14 @@ int main(int argc, char **argv)
     jn_tally t = { 0, 0, 0, 0 };
     PGconn *db = NULL;
 
-    while ((opt = getopt(argc, argv, "c:fnhV")) != -1) {
+    while ((opt = getopt(argc, argv, "c:fnhVK")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 'f': to_stderr = 1; break;
         case 'n': check_only = 1; break;
         case 'V': printf("%s %s\n", JN_NAME, PACKAGE_VERSION); return 0;
         case 'h': jn_conf_usage(stdout); return 0;
+        case 'K': jn_conf_dump_keys(stdout); return 0;
         default: jn_conf_usage(stderr); return EX_USAGE;
         }
     }
