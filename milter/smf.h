@@ -78,8 +78,9 @@ typedef struct smf_quota {
 } smf_quota;
 
 /* Set up a pool of size connections to conninfo; connections are opened
- * lazily and reopened after they break. */
-int smf_db_init(const char *conninfo, long size);
+ * lazily and reopened after they break. Every message stored through them
+ * expires expire_after seconds later (sql/012). */
+int smf_db_init(const char *conninfo, long size, long expire_after);
 void smf_db_shutdown(void);
 
 /* Who domain (lowercase) is: sm_discover on a pooled connection (the peer
@@ -173,6 +174,7 @@ typedef struct smf_settings {
     long long inline_max;       /* largest sealed body stored in its row */
     long quota_messages;        /* default outbox quota of a sender (0: none) */
     long long quota_bytes;
+    long expire_after;          /* seconds until unretrieved mail expires */
     char *resolver;
     char *gnupg_home;
     char *domain_key;

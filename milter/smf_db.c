@@ -42,11 +42,12 @@ static struct {
     pthread_cond_t cond;
     char *conninfo;
     long size;
+    long expire_after;          /* seconds: stubmail.expire_after of each session */
     PGconn **conns;
     int *busy;
     time_t holdoff_until;
     char holdoff_why[256];
-} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, NULL, NULL, 0, "" };
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, NULL, NULL, 0, "" };
 
 /* libpq error text as one line. */
 static void copy_error(char *why, size_t whylen, const char *prefix, const char *msg)
@@ -67,10 +68,11 @@ static void copy_error(char *why, size_t whylen, const char *prefix, const char 
     *q = '\0';
 }
 
-int smf_db_init(const char *conninfo, long size)
+int smf_db_init(const char *conninfo, long size, long expire_after)
 {
     if (size < 1)
         size = 1;
+    pool.expire_after = expire_after;
     pool.conninfo = strdup(conninfo);
     pool.conns = calloc((size_t)size, sizeof *pool.conns);
     pool.busy = calloc((size_t)size, sizeof *pool.busy);
@@ -105,6 +107,26 @@ static PGconn *connect_new(void)
     const char *const vals[] = { SMF_DB_CONNECT_TIMEOUT, "stubmail-milter", pool.conninfo, NULL };
 
     return PQconnectdbParams(keys, vals, 1);
+}
+
+/* What every session of the milter sets once it is connected (again):
+ * the lifetime its stored messages get (sql/012's outbox_lifetime()). A
+ * SET, not the conninfo's options, which the admin's conninfo may name.
+ * 0, or -1 with why. */
+static int session_setup(PGconn *c, char *why, size_t whylen)
+{
+    char sql[64];
+    PGresult *r;
+    int rc = 0;
+
+    snprintf(sql, sizeof sql, "SET stubmail.expire_after = '%ld s'", pool.expire_after);
+    r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        copy_error(why, whylen, "setting stubmail.expire_after: ", PQresultErrorMessage(r));
+        rc = -1;
+    }
+    PQclear(r);
+    return rc;
 }
 
 /* A connection idle in the pool has nothing to read, unless the server
@@ -166,8 +188,10 @@ static long acquire(char *why, size_t whylen)
         pthread_mutex_lock(&pool.lock);
         goto fail_locked;
     }
-    if (PQstatus(c) != CONNECTION_OK) {
-        copy_error(why, whylen, "cannot connect to the database: ", PQerrorMessage(c));
+    if (PQstatus(c) != CONNECTION_OK
+        || (c != pool.conns[slot] || stale ? session_setup(c, why, whylen) : 0) != 0) {
+        if (PQstatus(c) != CONNECTION_OK)
+            copy_error(why, whylen, "cannot connect to the database: ", PQerrorMessage(c));
         PQfinish(c);
         pthread_mutex_lock(&pool.lock);
         pool.conns[slot] = NULL;

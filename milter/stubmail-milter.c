@@ -113,6 +113,8 @@ static const sm_conf_key smf_keys[] = {
     { "quota_bytes", SM_CONF_BYTES, &cfg.quota_bytes, "100M",
       "octets of stored mail a local sender may have waiting in the outbox (0: no limit; "
       "sender_quota overrides)" },
+    { "expire_after", SM_CONF_SECONDS, &cfg.expire_after, "100d",
+      "unretrieved mail expires this long after it was stored (stubmail-janitor bounces it)" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -232,6 +234,10 @@ static int smf_config_load(const char *path, char *err, size_t errlen)
     if (cfg.inline_max < 0 || cfg.inline_max > SMF_INLINE_MAX_MAX) {
         snprintf(err, errlen, "%s: inline_max: %lld is not between 0 and %lld (1M)", path,
                  cfg.inline_max, SMF_INLINE_MAX_MAX);
+        return -1;
+    }
+    if (cfg.expire_after < 1) {
+        snprintf(err, errlen, "%s: expire_after: must be at least 1s", path);
         return -1;
     }
     if (cfg.originating_daemon[0] == '\0') {
@@ -362,7 +368,7 @@ int main(int argc, char **argv)
         sm_err("cannot initialise libcurl");
         goto leave;
     }
-    if (smf_db_init(cfg.database, cfg.db_connections) != 0) {
+    if (smf_db_init(cfg.database, cfg.db_connections, cfg.expire_after) != 0) {
         sm_err("out of memory");
         goto leave;
     }

@@ -60,16 +60,18 @@ static const stubmail_stmt stubmail_stmts[] = {
       "   FROM outbox o JOIN message m ON m.id = o.message_id"
       "   WHERE o.recipient_domain = %s AND o.recipient = p.recipient"
       "   AND o.retrieved_at IS NULL AND m.body_deleted_at IS NULL"
+      "   AND m.expires_at > now()"
       "   AND sender_patterns(m.sender) && p.senders"
       "   OFFSET 0) AS l"
       " ORDER BY l.created_at, l.id, l.recipient"
       " LIMIT CAST(%s AS integer)" },
     /* $1 id, $2 polling domain */
     /* the body (sql/010) as hex (whatever bytea_output says), NULL when it
-     * is in the spool: apr_dbd's pgsql driver reads text */
+     * is in the spool: apr_dbd's pgsql driver reads text. An expired
+     * message (sql/012) is not served: its sender is told it failed. */
     { STMT_FETCH,
       "SELECT m.spool_name, m.size, m.sender, m.format, encode(m.body, 'hex') FROM message m"
-      " WHERE m.id = %s AND m.body_deleted_at IS NULL"
+      " WHERE m.id = %s AND m.body_deleted_at IS NULL AND m.expires_at > now()"
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
     /* $1 the acks as a JSON array of {"id", "to", "reason"} ("" =
@@ -148,17 +150,19 @@ static const stubmail_stmt stubmail_stmts[] = {
     { STMT_SUB_CHANGE,
       "SELECT ok, version FROM subscription_change(%s, CAST(%s AS boolean),"
       " CAST(NULLIF(%s, '') AS bigint), CAST(%s AS jsonb), CAST(%s AS jsonb))" },
-    /* $1 and $2 domain: the ETag and the subscription version, from one
-     * snapshot */
+    /* $1 and $2 domain: the ETag, the subscription version, and until
+     * when the ETag holds without a notification (sql/012: the next
+     * expiry, ms since the epoch, '' for never), from one snapshot */
     { STMT_POLL_STATE,
-      "SELECT poll_etag(%s), coalesce((SELECT version FROM subscription_state"
-      " WHERE domain = %s), 0)" },
+      "SELECT e.etag, coalesce((SELECT version FROM subscription_state"
+      " WHERE domain = %s), 0), e.valid_until_ms FROM poll_etag_until(%s) e" },
     /* $1 domain, $2 limit + 1: what is pending for the domain's
-     * subscription, in the order it became pending (pending_match_by_domain) */
+     * subscription and not expired (sql/012), in the order it became
+     * pending (pending_match_by_domain) */
     { STMT_POLL_PENDING,
       "SELECT m.id, m.sender, p.recipient, m.size, " SQL_RFC3339("m.created_at")
       " FROM pending_match p JOIN message m ON m.id = p.message_id"
-      " WHERE p.domain = %s AND m.body_deleted_at IS NULL"
+      " WHERE p.domain = %s AND m.body_deleted_at IS NULL AND p.expires_at > now()"
       " ORDER BY p.seq LIMIT CAST(%s AS integer)" },
     /* $1 local user, $2 sender: one-click unsubscribe (sql/014) */
     { STMT_UNSUBSCRIBE,

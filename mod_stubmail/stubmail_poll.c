@@ -411,7 +411,8 @@ static int stubmail_poll_state(stubmail_req *q, const char **etag, apr_int64_t *
 {
     char buf[STUBMAIL_POLLCACHE_ETAG_MAX + 1];
     stubmail_pollcache_ticket ticket;
-    const char *args[2], *cols[2];      /* etag, version */
+    const char *args[2], *cols[3];      /* etag, version, valid until (ms) */
+    apr_time_t until;
 
     /* a ticket that allows no fill, for a host that does not use the cache */
     memset(&ticket, 0, sizeof(ticket));
@@ -424,7 +425,7 @@ static int stubmail_poll_state(stubmail_req *q, const char **etag, apr_int64_t *
     if (!stubmail_db(q))
         return 0;
     args[0] = args[1] = q->domain;
-    switch (stubmail_db_first_row(q, STMT_POLL_STATE, 2, args, 2, cols)) {
+    switch (stubmail_db_first_row(q, STMT_POLL_STATE, 2, args, 3, cols)) {
     case 1:
         if (*cols[0] != '\0')
             break;
@@ -438,7 +439,10 @@ static int stubmail_poll_state(stubmail_req *q, const char **etag, apr_int64_t *
     }
     *etag = cols[0];
     *version = apr_atoi64(cols[1]);
-    stubmail_pollcache_put(&ticket, q->domain, *etag, *version);
+    /* an expiry changes the ETag with no notification: the entry holds
+     * until the next one (sql/012) */
+    until = *cols[2] ? apr_time_from_msec(apr_atoi64(cols[2])) : 0;
+    stubmail_pollcache_put(&ticket, q->domain, *etag, *version, until);
     return 1;
 }
 

@@ -36,6 +36,9 @@
  *	An entry older than STUBMAIL_POLLCACHE_MAX_AGE is a miss, as in the
  *	responder's own cache: a change that no trigger announces (TRUNCATE,
  *	a table changed by hand with the triggers disabled) lasts that long.
+ *	An expiry (sql/012) is a change nobody announces either, at an instant
+ *	known beforehand: an entry is a miss from the next expiry of its
+ *	domain's matches on, which the SELECT that filled it returned.
  *
  * DIAGNOSTICS
  *	At startup, a segment that cannot be made (error: the cache is off);
@@ -69,6 +72,7 @@ typedef struct pollcache_content {
     apr_uint32_t filled_gen;    /* gen of the slot before the SELECT */
     apr_int64_t version;
     apr_time_t at;              /* when it was stored */
+    apr_time_t until;           /* the next expiry (sql/012) ends it; 0: none */
     char domain[SM_DOMAIN_MAX + 1];
     char etag[STUBMAIL_POLLCACHE_ETAG_MAX + 1];
 } pollcache_content;
@@ -184,7 +188,8 @@ int stubmail_pollcache_get(const char *domain, char *etag, apr_size_t etag_len,
     copy.etag[sizeof(copy.etag) - 1] = '\0';
     if (copy.filled_gen != gen || copy.etag[0] == '\0' || strcmp(copy.domain, domain) != 0
         || apr_time_now() - copy.at >= apr_time_from_sec(STUBMAIL_POLLCACHE_MAX_AGE)
-        || apr_time_now() < copy.at || strlen(copy.etag) >= etag_len)
+        || apr_time_now() < copy.at || (copy.until && apr_time_now() >= copy.until)
+        || strlen(copy.etag) >= etag_len)
         return 0;
     memcpy(etag, copy.etag, strlen(copy.etag) + 1);
     *version = copy.version;
@@ -192,7 +197,7 @@ int stubmail_pollcache_get(const char *domain, char *etag, apr_size_t etag_len,
 }
 
 void stubmail_pollcache_put(const stubmail_pollcache_ticket *ticket, const char *domain,
-                            const char *etag, apr_int64_t version)
+                            const char *etag, apr_int64_t version, apr_time_t until)
 {
     pollcache_slot *slot;
     apr_uint32_t seq;
@@ -209,6 +214,7 @@ void stubmail_pollcache_put(const stubmail_pollcache_ticket *ticket, const char 
     slot->content.filled_gen = ticket->gen;
     slot->content.version = version;
     slot->content.at = apr_time_now();
+    slot->content.until = until;
     apr_cpystrn(slot->content.domain, domain, sizeof(slot->content.domain));
     apr_cpystrn(slot->content.etag, etag, sizeof(slot->content.etag));
     __atomic_store_n(&slot->seq, seq + 2, __ATOMIC_RELEASE);

@@ -36,11 +36,12 @@ void stubmail_pollcache_init(apr_pool_t *pconf, server_rec *s, int on);
 int stubmail_pollcache_get(const char *domain, char *etag, apr_size_t etag_len,
                            apr_int64_t *version, stubmail_pollcache_ticket *ticket);
 
-/* Store what the database said after a miss. An invalidation of the slot
- * since the ticket was taken leaves the stored entry invalid; a slot being
- * written by another child is left alone. */
+/* Store what the database said after a miss; until (0: no end) is when
+ * the ETag stops being true by itself, the next expiry (sql/012). An
+ * invalidation of the slot since the ticket was taken leaves the stored
+ * entry invalid; a slot being written by another child is left alone. */
 void stubmail_pollcache_put(const stubmail_pollcache_ticket *ticket, const char *domain,
-                            const char *etag, apr_int64_t version);
+                            const char *etag, apr_int64_t version, apr_time_t until);
 
 /* The entry of domain is no longer true: a notification (the responder),
  * or a change this child itself committed (ack, subscription change). */

@@ -26,7 +26,9 @@
  *	It is not an MPM child, so mod_dbd's pool is not available: it holds
  *	one libpq connection of its own (StubmailUDPDatabase), LISTENs on
  *	'stubmail_poll' and caches each domain's ETag until a notification
- *	for that domain (or STUBMAIL_UDP_CACHE_MAX_AGE) makes it ask again.
+ *	for that domain (or STUBMAIL_UDP_CACHE_MAX_AGE, or the next expiry of
+ *	the domain's matches, sql/012, which no one announces) makes it ask
+ *	again.
  *	The same notifications keep the children's poll cache true
  *	(stubmail_pollcache.c): while its connection is up the responder holds
  *	that cache's lock, and it makes a domain's entry invalid for every
@@ -226,6 +228,7 @@ typedef struct udp_etag {
     char domain[SM_DOMAIN_MAX + 1];
     char etag[SM_UDPPOLL_CURSOR_MAX + 1];   /* "" = not cached */
     time_t at;
+    apr_time_t until;           /* the next expiry ends it; 0: none */
 } udp_etag;
 
 typedef struct udp_state {
@@ -407,11 +410,12 @@ static int udp_db_ready(udp_state *st)
     ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
     if (ok) {
-        res = PQprepare(st->db, "stubmail_udp_etag", "SELECT poll_etag($1)", 1, NULL);
+        res = PQprepare(st->db, "stubmail_udp_etag",
+                        "SELECT etag, valid_until_ms FROM poll_etag_until($1)", 1, NULL);
         ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
-                         "preparing SELECT poll_etag($1) failed (is sql/004 applied?): %s",
+                         "preparing SELECT poll_etag_until($1) failed (is sql/012 applied?): %s",
                          PQresultErrorMessage(res));
         PQclear(res);
     } else {
@@ -448,7 +452,7 @@ static int udp_etag_of(udp_state *st, const char *domain, char *etag, size_t len
 
     udp_db_notified(st);
     if (e->etag[0] && strcmp(e->domain, domain) == 0 && now - e->at < STUBMAIL_UDP_CACHE_MAX_AGE
-        && now >= e->at) {
+        && now >= e->at && (e->until == 0 || apr_time_now() < e->until)) {
         apr_cpystrn(etag, e->etag, len);
         return 0;
     }
@@ -457,7 +461,7 @@ static int udp_etag_of(udp_state *st, const char *domain, char *etag, size_t len
     res = PQexecPrepared(st->db, "stubmail_udp_etag", 1, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, udp_server, "stubmail: udp responder: "
-                     "SELECT poll_etag('%s') failed: %s", domain, PQresultErrorMessage(res));
+                     "SELECT poll_etag_until('%s') failed: %s", domain, PQresultErrorMessage(res));
         if (PQstatus(st->db) != CONNECTION_OK)
             udp_db_drop(st, PQerrorMessage(st->db));
         goto leave;
@@ -469,6 +473,8 @@ static int udp_etag_of(udp_state *st, const char *domain, char *etag, size_t len
         apr_cpystrn(e->domain, domain, sizeof(e->domain));
         apr_cpystrn(e->etag, v, sizeof(e->etag));
         e->at = now;
+        e->until = PQgetisnull(res, 0, 1) ? 0
+                   : apr_time_from_msec(apr_atoi64(PQgetvalue(res, 0, 1)));
     }
     rc = 0;
 leave:

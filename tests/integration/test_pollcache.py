@@ -196,22 +196,25 @@ class PollCacheTest(PollCacheWorld):
     def test_fill_that_raced_a_change_is_not_trusted(self):
         """A child reads the state, a change commits and is notified while
         its SELECT runs, then it stores what it read: the entry must not
-        count. poll_etag() is made to sleep (its snapshot is the
-        statement's, taken before), and the message goes in once the
-        SELECT is seen running."""
+        count. poll_etag_until() (what the poll reads, sql/012) is made to
+        sleep (its snapshot is the statement's, taken before), and the
+        message goes in once the SELECT is seen running."""
         a = self.a
-        original = a.sql_value("SELECT pg_get_functiondef('poll_etag(text)'::regprocedure)")
-        a.sql(original.replace("public.poll_etag(", "public.poll_etag_now(", 1))
+        original = a.sql_value(
+            "SELECT pg_get_functiondef('poll_etag_until(text)'::regprocedure)")
+        a.sql(original.replace("public.poll_etag_until(", "public.poll_etag_until_now(", 1))
         restored = []
 
         def restore():
             if not restored:
-                a.sql(original + ";\nDROP FUNCTION poll_etag_now(text)")
+                a.sql(original + ";\nDROP FUNCTION poll_etag_until_now(text)")
                 restored.append(True)
         self.addCleanup(restore)
-        a.sql("CREATE OR REPLACE FUNCTION poll_etag(p_domain text) RETURNS text"
-              " LANGUAGE plpgsql STABLE AS $$ BEGIN PERFORM pg_sleep(2);"
-              " RETURN poll_etag_now(p_domain); END $$")
+        a.sql("CREATE OR REPLACE FUNCTION poll_etag_until(p_domain text, OUT etag text,"
+              " OUT valid_until_ms bigint) LANGUAGE plpgsql STABLE AS $$"
+              " BEGIN PERFORM pg_sleep(2);"
+              " SELECT n.etag, n.valid_until_ms INTO etag, valid_until_ms"
+              " FROM poll_etag_until_now(p_domain) n; END $$")
         first = self.put_outbox()               # the entry of setUp is invalid
         with ThreadPoolExecutor(1) as ex:
             slow = ex.submit(self.poll, self.version, self.etag)

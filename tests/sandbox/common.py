@@ -43,6 +43,7 @@ APACHE_MODULES = "/usr/lib/apache2/modules"
 MODULE_SO = os.path.join(TOP, "mod_stubmail", ".libs", "mod_stubmail.so")
 MILTER_BIN = os.path.join(TOP, "milter", "stubmail-milter")
 POLLERD_BIN = os.path.join(TOP, "pollerd", "stubmail-pollerd")
+JANITOR_BIN = os.path.join(TOP, "janitor", "stubmail-janitor")
 MIGRATE = os.path.join(TOP, "sql", "stubmail-migrate")
 KEYGEN = os.path.join(TOP, "admin", "stubmail-keygen")
 WKS_CLIENT = "/usr/lib/gnupg/gpg-wks-client"    # Debian's path; not on PATH

@@ -12,6 +12,7 @@ from .common import (ALL_SERVICES, DOMAIN_IPS, HTTPS, MILTER, PG, REINJECT, SMTP
                      STUBMAIL_SERVICES, STUBS, SUBMISSION, UDPPOLL, USERS, WKS_CLIENT,
                      SandboxError, listening, q, run_checked, tail)
 from .httpd import HttpdMixin
+from .janitor import JanitorMixin
 from .milter import MilterMixin
 from .pg import PgMixin
 from .pki import DomainKey, make_server_cert
@@ -20,7 +21,7 @@ from .postfix import PostfixMixin
 from .procs import Proc
 
 
-class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin):
+class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorMixin):
     """One ISP on its own loopback address: the servers of services, each
     from its mixin (pg.py, httpd.py, milter.py, postfix.py, pollerd.py),
     its addresses and paths, and what tests do to it."""
@@ -49,6 +50,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin):
         self.stubs = stubs and "pollerd" in self.services
         # "key value" lines added to pollerd.conf, e.g. "introductions yes"
         self.pollerd_extra = list(pollerd_extra)
+        # "key value" lines added to milter.conf, e.g. "expire_after 20s"
+        self.milter_extra = []
         # Apache runs the UDP poll responder on udp_poll_address
         self.udp_poll = udp_poll
         self.key = None                 # DomainKey

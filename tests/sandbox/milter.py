@@ -15,11 +15,22 @@ class MilterMixin:
         self.milter_conf = self.path("milter.conf")
         render("milter.conf", self.milter_conf,
                domain=self.domain, milter_port=self.milter_port, ip=self.ip,
-               conninfo=self.conninfo, spool_dir=self.spool_dir, **self._key_settings())
+               conninfo=self.conninfo, spool_dir=self.spool_dir,
+               extra="".join(line + "\n" for line in self.milter_extra),
+               **self._key_settings())
 
     def start_milter(self):
         self._spawn("milter", [MILTER_BIN, "-c", self.milter_conf, "-f"], self.milter_log)
         self._await("milter", lambda: listening(self.ip, self.milter_port), self.milter_log)
+
+    def restart_milter(self, extra=None):
+        """Write milter.conf again (with extra as milter_extra, if given)
+        and restart the milter."""
+        if extra is not None:
+            self.milter_extra = list(extra)
+        self.stop_milter()
+        self._setup_milter()
+        self.start_milter()
 
     def stop_milter(self):
         p = self.procs.pop("milter", None)
