@@ -25,6 +25,22 @@ local function spool_back()
 	check(os.execute("mv " .. q(gone) .. " " .. q(t.spool)), "cannot put the spool back")
 end
 
+-- With no reply to headers and end of header, nothing tells miltertest
+-- when the milter has handled them: the spool must stay away until it has.
+-- libmilter reads a command only when it is done with the one before, so
+-- once nothing is left unread on the milter's end of the connection (its
+-- Recv-Q in ss), every command sent before the last has been handled.
+local function milter_read_all()
+	local unread = "ss -xHn | awk -v p=" .. q(t.sock_path) .. " '$5 == p && $3 != 0' | grep -q ."
+	for _ = 1, 600 do
+		if not os.execute(unread) then
+			return
+		end
+		os.execute("sleep 0.05")
+	end
+	check(false, "the milter left what was sent unread for 30 s")
+end
+
 t:session("header failure without a reply: 451 4.3.0 at end of message", function()
 	local conn = open("192.0.2.10", "ORIGINATING")
 	for _, s in ipairs({ { SMFIP_NR_CONN, "connect" }, { SMFIP_NR_HDR, "header" },
@@ -41,6 +57,7 @@ t:session("header failure without a reply: 451 4.3.0 at end of message", functio
 		step(conn, mt.header(conn, "X-Big-" .. i, big), "header " .. i, SMFIR_CONTINUE)
 	end
 	step(conn, mt.eoh(conn), "eoh", SMFIR_CONTINUE)
+	milter_read_all()               -- the headers handled, the spill failed
 	spool_back()
 	step(conn, mt.bodystring(conn, "Never stored.\r\n"), "body", SMFIR_CONTINUE)
 	step(conn, mt.eom(conn), "eom", SMFIR_REPLYCODE)
