@@ -68,7 +68,7 @@
 
 #define SMF_NAME    "stubmail-milter"
 #define SMF_MAX_CONNECTIONS 1000
-#define SMF_TRIM_THRESHOLD (1024 * 1024) /* freed memory kept per malloc arena (main) */
+#define SMF_TRIM_THRESHOLD (1024 * 1024) /* freed memory malloc keeps per arena */
 
 /* ---- configuration ---------------------------------------------------- */
 
