@@ -230,6 +230,10 @@ typedef struct smf_msg {
     int sealed_open;            /* like spool_open, for sealed */
     sm_spool_file sealed;       /* the sealed body's spool file, when it
                                    is not inline */
+    int carried;                /* a step without a reply failed (smf_callbacks.c):
+                                   the rest is not kept, end of message refuses it */
+    int carried_what;           /* its failure kind (smf_callbacks.c) */
+    char carried_why[512];      /* and its reason, as the log line gives it */
 } smf_msg;
 
 typedef struct smf_conn {

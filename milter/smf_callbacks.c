@@ -7,8 +7,9 @@
  * decides each recipient's domain once per message (sm_discover). DATA
  * learns push-only mail and steps aside, or makes the message's buffer
  * and makes sure of the keys (smf_seal.c); headers and body go into the
- * buffer, a big message on into a plaintext spool file (smf_ctx.c); end of
- * message seals, stores the rows in one transaction
+ * buffer, a big message on into a plaintext spool file (smf_ctx.c), with no
+ * reply per step (SMFIP_NR_*: a failure there is carried to end of message
+ * and answered there); end of message seals, stores the rows in one transaction
  * (smf_db.c), and only then removes the pulling recipients (smfi_delrcpt)
  * and sends the UDP stubs (smf_net.c).
  *
@@ -93,6 +94,37 @@ static sfsistat smf_fail(SMFICTX *ctx, smf_failure what, const char *rcpt, const
     if (rcpt == NULL)
         smf_msg_free(ctx);
     return smf_policy[what].action;
+}
+
+/* The steps that never refuse anything on their own: connect (its context
+ * was made at negotiation), each header, end of header, each body chunk.
+ * They are answered by no reply (SMFIS_NOREPLY): a 1 KiB message takes four
+ * round trips instead of twelve. libmilter offers these steps whatever the
+ * MTA (protocol 6: Postfix 2.6 and later, Sendmail 8.14) and answers
+ * continue for us to an MTA that wants a reply. MAIL, RCPT and DATA keep
+ * their replies: they refuse, and DATA steps aside for push-only mail. */
+#define SMF_NOREPLY_STEPS (SMFIP_NR_CONN | SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY)
+
+/* A step of SMF_NOREPLY_STEPS failed for the whole message. Having no
+ * reply, it cannot refuse: the failure is kept in the message (the first
+ * one: nothing after it is kept), and smf_eom refuses the message with the
+ * reply and the log line smf_fail would have given here. */
+static sfsistat smf_step_failed(SMFICTX *ctx, smf_failure what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static sfsistat smf_step_failed(SMFICTX *ctx, smf_failure what, const char *fmt, ...)
+{
+    smf_msg *msg = smf_msg_get(ctx);
+    va_list ap;
+
+    if (msg->carried)
+        return SMFIS_NOREPLY;
+    msg->carried = 1;
+    msg->carried_what = (int)what;
+    va_start(ap, fmt);
+    vsnprintf(msg->carried_why, sizeof msg->carried_why, fmt, ap);
+    va_end(ap);
+    return SMFIS_NOREPLY;
 }
 
 /* ---- helpers of the callbacks ------------------------------------------- */
@@ -214,11 +246,18 @@ static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
     return SMFIS_CONTINUE;
 }
 
-/* The spool file could not be made or written: the message fails. */
-static sfsistat smf_spool_failed(SMFICTX *ctx, const char *what)
+/* The spool file could not be made or written: the message fails, now
+ * (end of message) or at its end (a step without a reply). */
+#define SMF_SPOOL_WHY "cannot write spool file in %s: %s", settings->spool_dir, strerror(errno)
+
+static sfsistat smf_spool_failed(SMFICTX *ctx)
 {
-    return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "cannot %s spool file in %s: %s", what,
-                    settings->spool_dir, strerror(errno));
+    return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, SMF_SPOOL_WHY);
+}
+
+static sfsistat smf_spool_lost(SMFICTX *ctx)
+{
+    return smf_step_failed(ctx, SMF_FAIL_STORE, SMF_SPOOL_WHY);
 }
 
 /* After the commit: a stub to each pulling domain that publishes udp=, so
@@ -377,11 +416,16 @@ static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
                               unsigned long f2, unsigned long f3, unsigned long *pf0,
                               unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
 {
-    smf_conn *conn = smf_conn_new(ctx);
+    smf_conn *conn;
 
-    if (conn == NULL) {
-        sm_err("out of memory for a new connection");
+    if ((f1 & SMF_NOREPLY_STEPS) != SMF_NOREPLY_STEPS) {
+        sm_err("libmilter does not offer to leave connect, headers and body unanswered "
+               "(protocol options 0x%lx): libmilter 8.14 or later is needed", f1);
         return SMFIS_REJECT;            /* libmilter drops the connection */
+    }
+    if ((conn = smf_conn_new(ctx)) == NULL) {
+        sm_err("out of memory for a new connection");
+        return SMFIS_REJECT;
     }
     *pf0 = f0 & SMFIF_DELRCPT;
     conn->can_delrcpt = (*pf0 & SMFIF_DELRCPT) != 0;
@@ -389,9 +433,9 @@ static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
         sm_warn("the MTA does not let filters remove recipients: "
                 "no mail will be diverted on this connection");
     /* *pf1 holds the SMFIP_NO* bits for our NULL callbacks; ask only for
-     * what the MTA offers. No NR_* bits: every step gets a reply, and no
-     * NODATA: xxfi_data is real (a NULL one stalls Postfix on TCP). */
-    *pf1 &= f1;
+     * what the MTA offers, and no reply where we never refuse. No NODATA:
+     * xxfi_data is real (a NULL one stalls Postfix on TCP). */
+    *pf1 = (*pf1 & f1) | SMF_NOREPLY_STEPS;
     if (f1 & SMFIP_HDR_LEADSPC) {
         *pf1 |= SMFIP_HDR_LEADSPC;
         conn->leadspc = 1;
@@ -407,8 +451,9 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
     const char *daemon;
 
     if (conn == NULL) {
+        /* made at negotiation, which drops the connection without it */
         sm_err("out of memory for a new connection");
-        return SMFIS_TEMPFAIL;
+        return SMFIS_NOREPLY;
     }
     conn->trusted = smf_netlist_match(&settings->trusted, hostaddr);
     daemon = smfi_getsymval(ctx, "{daemon_name}");
@@ -422,7 +467,7 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
     sm_debug("connect from %s[%s] daemon=%s%s%s", hostname ? hostname : "?", conn->client,
              daemon ? daemon : "-", conn->originating ? " originating" : "",
              conn->trusted ? " trusted" : "");
-    return SMFIS_CONTINUE;
+    return SMFIS_NOREPLY;
 }
 
 static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
@@ -539,37 +584,37 @@ static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
     smf_conn *conn = smf_conn_get(ctx);
     smf_msg *msg = smf_msg_get(ctx);
 
-    if (msg == NULL || msg->npulling == 0)
-        return SMFIS_CONTINUE;
+    if (msg == NULL || msg->npulling == 0 || msg->carried)
+        return SMFIS_NOREPLY;
     if (strcasecmp(name, "Auto-Submitted") == 0 && smf_auto_submitted(value))
         msg->auto_submitted = 1;
     if (smf_spool_open(msg, settings->spool_dir) != 0
         || smf_spool_header(msg, conn->leadspc, name, value) != 0)
-        return smf_spool_failed(ctx, "write");
-    return SMFIS_CONTINUE;
+        return smf_spool_lost(ctx);
+    return SMFIS_NOREPLY;
 }
 
 static sfsistat smf_eoh(SMFICTX *ctx)
 {
     smf_msg *msg = smf_msg_get(ctx);
 
-    if (msg == NULL || msg->npulling == 0)
-        return SMFIS_CONTINUE;
+    if (msg == NULL || msg->npulling == 0 || msg->carried)
+        return SMFIS_NOREPLY;
     msg->saw_eoh = 1;
     if (smf_spool_open(msg, settings->spool_dir) != 0 || smf_spool_write(msg, "\r\n", 2) != 0)
-        return smf_spool_failed(ctx, "write");
-    return SMFIS_CONTINUE;
+        return smf_spool_lost(ctx);
+    return SMFIS_NOREPLY;
 }
 
 static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
     smf_msg *msg = smf_msg_get(ctx);
 
-    if (msg == NULL || msg->npulling == 0)
-        return SMFIS_CONTINUE;
+    if (msg == NULL || msg->npulling == 0 || msg->carried)
+        return SMFIS_NOREPLY;
     if (smf_spool_open(msg, settings->spool_dir) != 0 || smf_spool_write(msg, chunk, len) != 0)
-        return smf_spool_failed(ctx, "write");
-    return SMFIS_CONTINUE;
+        return smf_spool_lost(ctx);
+    return SMFIS_NOREPLY;
 }
 
 static sfsistat smf_eom(SMFICTX *ctx)
@@ -588,11 +633,15 @@ static sfsistat smf_eom(SMFICTX *ctx)
         return SMFIS_CONTINUE;
     }
 
+    /* 0. a header or body step that had no reply to refuse it with */
+    if (msg->carried)
+        return smf_fail(ctx, (smf_failure)msg->carried_what, NULL, NULL, "%s",
+                        msg->carried_why);
     /* 1. the body, durable: its sealed form */
     if (smf_spool_open(msg, settings->spool_dir) != 0
         || (!msg->saw_eoh && smf_spool_write(msg, "\r\n", 2) != 0)
         || smf_spool_flush(msg) != 0)
-        return smf_spool_failed(ctx, "write");
+        return smf_spool_failed(ctx);
     /* an MTA that skipped the DATA step gets its keys fetched here */
     if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
         return rc;
