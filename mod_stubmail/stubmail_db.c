@@ -187,12 +187,13 @@ static const stubmail_stmt stubmail_stmts[] = {
     /* $1 user, $2 contact */
     { STMT_USER_REMOVE,
       "DELETE FROM address_book WHERE owner = %s AND contact = %s RETURNING source" },
-    /* $1 and $2 the sender: the recipients of their newest messages, newest
-     * first (message_by_sender) */
+    /* $1 the sender: the recipients of their newest messages, newest first
+     * (message_by_sender), and until when each waits (sql/012) */
     { STMT_USER_SENT,
       "SELECT m.id, " SQL_RFC3339("m.created_at") ", m.size, o.recipient, "
-      "coalesce(" SQL_RFC3339("o.retrieved_at") ", ''), coalesce(o.rejected_reason, '')"
-      " FROM (SELECT id, created_at, size FROM message WHERE sender = %s"
+      "coalesce(" SQL_RFC3339("o.retrieved_at") ", ''), coalesce(o.rejected_reason, ''),"
+      " coalesce(" SQL_RFC3339("m.expires_at") ", ''), m.expires_at <= now()"
+      " FROM (SELECT id, created_at, size, expires_at FROM message WHERE sender = %s"
       "       ORDER BY created_at DESC LIMIT " STUBMAIL_USER_SENT_SQL ") m"
       " JOIN outbox o ON o.message_id = m.id"
       " ORDER BY m.created_at DESC, m.id, o.recipient" },

@@ -1,7 +1,7 @@
 /* stubmail_user_sent — "did they get it?": the mail the user sent to
  * recipients at pulling domains, and for each recipient whether their ISP
  * has fetched it (and when), refused it (and why, in the receiving ISP's
- * words), or not yet. Push mail cannot say this; pull mail knows it from
+ * words), not yet (and until when it waits), or never (it expired). Push mail cannot say this; pull mail knows it from
  * the acks (docs/PROTOCOL.md, "POST /v1/message/{id}/ack"). */
 
 #include <string.h>
@@ -22,19 +22,26 @@ typedef struct sent_row {
     const char *to;
     const char *retrieved;      /* "" while waiting */
     const char *reason;         /* "" unless rejected */
+    const char *expires;        /* when it expires unfetched (sql/012) */
+    int expired;
 } sent_row;
 
 static const char *status_of(const sent_row *s)
 {
-    return !*s->retrieved ? "waiting" : *s->reason ? "rejected" : "retrieved";
+    return *s->retrieved ? (*s->reason ? "rejected" : "retrieved")
+           : s->expired ? "expired" : "waiting";
 }
 
 static const char *status_html(stubmail_user_req *u, const sent_row *s)
 {
     apr_pool_t *p = u->q.r->pool;
 
+    if (!*s->retrieved && s->expired)
+        return apr_pstrcat(p, "<span class=\"rejected\">expired unfetched ",
+                           stubmail_user_time(u, s->expires), "</span>", NULL);
     if (!*s->retrieved)
-        return "<span class=\"note\">not fetched yet</span>";
+        return apr_pstrcat(p, "<span class=\"note\">not fetched yet (kept until ",
+                           stubmail_user_time(u, s->expires), ")</span>", NULL);
     if (*s->reason)
         return apr_pstrcat(p, "<span class=\"rejected\">refused ",
                            stubmail_user_time(u, s->retrieved), ": ",
@@ -67,6 +74,8 @@ static json_t *sent_json(stubmail_user_req *u, apr_array_header_t *rows)
             json_object_set_new(rcpt, "retrieved", json_string(s->retrieved));
         if (*s->reason)
             json_object_set_new(rcpt, "reason", json_string(s->reason));
+        if (!*s->retrieved && *s->expires)
+            json_object_set_new(rcpt, "expires", json_string(s->expires));
         json_array_append_new(current, rcpt);
     }
     return json_pack("{s:s, s:o}", "user", u->q.user, "messages", messages);
@@ -114,6 +123,9 @@ int stubmail_user_sent_page(stubmail_user_req *u)
         s->to = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 3));
         s->retrieved = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 4));
         s->reason = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 5));
+        s->expires = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 6));
+        s->expired = apr_dbd_get_entry(q->dbd->driver, row, 7) != NULL
+                     && strcmp(apr_dbd_get_entry(q->dbd->driver, row, 7), "t") == 0;
     }
     if (stubmail_wants_json(r))
         return stubmail_send_json(q, sent_json(u, rows));

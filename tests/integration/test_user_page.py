@@ -251,6 +251,25 @@ class UserPageTest(StubSandboxTest):
         self.assertIn(b"&lt;i&gt;x&lt;/i&gt;", r.body)
         self.assertNotIn(b"<i>x</i>", r.body)
 
+    def test_sent_view_says_waiting_then_expired(self):
+        a = self.a
+        # nobody at b.example has frank@a.example in their book: it waits
+        msg, _ = make_message("frank@a.example", "carol@b.example", "are you there?")
+        mid = self.send_stored(a, "frank@a.example", "carol@b.example", msg)[0][0]
+        sent = json.loads(self.get(a, "frank", "/sent", json_=True).body)
+        rcpt = [m for m in sent["messages"] if m["id"] == mid][0]["recipients"]
+        self.assertEqual([(r["to"], r["status"]) for r in rcpt],
+                         [("carol@b.example", "waiting")])
+        self.assertRegex(rcpt[0]["expires"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertIn(b"not fetched yet (kept until", self.get(a, "frank", "/sent").body)
+        # its time is up (sql/012): expired, before the janitor takes it away
+        a.sql("UPDATE message SET expires_at = now() - interval '1 second' WHERE id = %s"
+              % support.q(mid))
+        sent = json.loads(self.get(a, "frank", "/sent", json_=True).body)
+        rcpt = [m for m in sent["messages"] if m["id"] == mid][0]["recipients"]
+        self.assertEqual(rcpt[0]["status"], "expired")
+        self.assertIn(b"expired unfetched", self.get(a, "frank", "/sent").body)
+
 
 if __name__ == "__main__":
     import unittest
