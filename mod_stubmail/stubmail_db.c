@@ -89,14 +89,18 @@ static const stubmail_stmt stubmail_stmts[] = {
      * something gives the domain back one poll (docs/PROTOCOL.md,
      * "Limits"): its bucket's time moves back one interval, never before
      * now. The final SELECT reads the outbox as it was before the UPDATE,
-     * so a row that this statement marked shows up through `marked`. */
+     * so a row that this statement marked shows up through `marked`. A
+     * recipient the sender recalled (sql/015) whose ISP acks all the same
+     * had fetched the body before the recall: its ack is recorded. */
     { STMT_ACKS_MARK,
       "WITH a AS (SELECT t.i, t.x->>'id' AS id, t.x->>'to' AS rcpt,"
       "                  NULLIF(t.x->>'reason', '') AS reason"
       "           FROM json_array_elements(%s::json) WITH ORDINALITY AS t(x, i)),"
-      " marked AS (UPDATE outbox o SET retrieved_at = now(), rejected_reason = a.reason"
+      " marked AS (UPDATE outbox o SET retrieved_at = now(), rejected_reason = a.reason,"
+      "                                recalled_at = NULL"
       "            FROM a WHERE o.message_id = a.id AND o.recipient = a.rcpt"
-      "            AND o.recipient_domain = %s AND o.retrieved_at IS NULL"
+      "            AND o.recipient_domain = %s"
+      "            AND (o.retrieved_at IS NULL OR o.recalled_at IS NOT NULL)"
       "            RETURNING o.message_id, o.recipient, o.retrieved_at,"
       "                      o.rejected_reason IS NOT NULL AS rejected),"
       " refund AS (UPDATE rate_limit SET tat = greatest(tat - make_interval(secs => CAST(%s AS float8)),"
@@ -192,11 +196,15 @@ static const stubmail_stmt stubmail_stmts[] = {
     { STMT_USER_SENT,
       "SELECT m.id, " SQL_RFC3339("m.created_at") ", m.size, o.recipient, "
       "coalesce(" SQL_RFC3339("o.retrieved_at") ", ''), coalesce(o.rejected_reason, ''),"
-      " coalesce(" SQL_RFC3339("m.expires_at") ", ''), m.expires_at <= now()"
+      " coalesce(" SQL_RFC3339("m.expires_at") ", ''), m.expires_at <= now(),"
+      " o.recalled_at IS NOT NULL"
       " FROM (SELECT id, created_at, size, expires_at FROM message WHERE sender = %s"
       "       ORDER BY created_at DESC LIMIT " STUBMAIL_USER_SENT_SQL ") m"
       " JOIN outbox o ON o.message_id = m.id"
       " ORDER BY m.created_at DESC, m.id, o.recipient" },
+    /* $1 the sender, $2 the message id (sql/015) */
+    { STMT_USER_RECALL,
+      "SELECT recalled, kept, " SQL_RFC3339("sent_at") " FROM message_recall(%s, %s)" },
 };
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;

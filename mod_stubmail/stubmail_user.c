@@ -184,6 +184,45 @@ const char *stubmail_user_button(stubmail_user_req *u, const char *path, const c
     return apr_pstrcat(p, html, "<button type=\"submit\">", label, "</button></form>", NULL);
 }
 
+/* What each change says on the page afterwards (?done=). */
+static const struct {
+    const char *done;
+    const char *text;
+} done_texts[] = {
+    { "added", "Mail from %s is fetched for you from now on." },
+    { "removed", "%s is out of your address book. Writing to them adds them again." },
+    { "blocked", "Mail from %s is no longer fetched for you." },
+    { "unblocked", "%s is unblocked: their mail is fetched for you again." },
+    { "accepted", "%s is in your address book: their waiting mail is on its way." },
+    { "declined", "%s is declined and blocked." },
+    { "recalled", "Your message of %s is recalled: whoever had not fetched it will not get "
+                  "it." },
+};
+
+/* The notice of the change just made, from the query (?done=&c=). */
+const char *stubmail_user_notice(stubmail_user_req *u)
+{
+    request_rec *r = u->q.r;
+    apr_table_t *args = NULL;
+    const char *done, *c;
+    size_t i;
+
+    ap_args_to_table(r, &args);
+    done = apr_table_get(args, "done");
+    c = apr_table_get(args, "c");
+    if (done == NULL || c == NULL)
+        return "";
+    for (i = 0; i < sizeof(done_texts) / sizeof(done_texts[0]); i++)
+        if (strcmp(done, done_texts[i].done) == 0)
+            return apr_pstrcat(r->pool, "<p class=\"done\" role=\"status\">",
+                               apr_psprintf(r->pool, done_texts[i].text,
+                                            apr_pstrcat(r->pool, "<strong>",
+                                                        ap_escape_html(r->pool, c),
+                                                        "</strong>", NULL)),
+                               "</p>\n", NULL);
+    return "";
+}
+
 int stubmail_user_done(stubmail_user_req *u, const char *path, const char *what,
                        const char *contact, json_t *result)
 {
@@ -244,7 +283,9 @@ int stubmail_user_handler(request_rec *r)
     } else if (strcmp(rest, "/sent") == 0) {
         if (get)
             return stubmail_user_sent_page(&u);
-        q->allow = "GET, HEAD";
+        if (r->method_number == M_POST)
+            return user_read_form(&u) ? stubmail_user_sent_change(&u) : q->ret;
+        q->allow = "GET, HEAD, POST";
     } else {
         return stubmail_fail(q, "no_such_endpoint", "no such page", "unknown path");
     }

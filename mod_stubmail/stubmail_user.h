@@ -43,11 +43,16 @@ const char *stubmail_user_button(stubmail_user_req *u, const char *path, const c
 int stubmail_user_done(stubmail_user_req *u, const char *path, const char *what,
                        const char *contact, json_t *result);
 
+/* The notice of the change just made, from the query (?done=&c=) the 303
+ * of stubmail_user_done added; HTML, "" without one. */
+const char *stubmail_user_notice(stubmail_user_req *u);
+
 /* 2026-12-07T11:20:17Z as "2026-12-07 11:20 UTC" (r->pool). */
 const char *stubmail_user_time(stubmail_user_req *u, const char *rfc3339);
 
 int stubmail_user_book_page(stubmail_user_req *u);
 int stubmail_user_book_change(stubmail_user_req *u);
 int stubmail_user_sent_page(stubmail_user_req *u);
+int stubmail_user_sent_change(stubmail_user_req *u);
 
 #endif

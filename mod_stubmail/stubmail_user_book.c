@@ -9,7 +9,6 @@
 #include "httpd.h"
 #include "http_log.h"
 #include "http_protocol.h"
-#include "util_script.h"
 #include "apr_strings.h"
 
 #include "sm_addr.h"
@@ -29,19 +28,6 @@ typedef struct book_row {
     const char *since;
     const char *stubs;
 } book_row;
-
-/* What each change says on the page afterwards (?done=). */
-static const struct {
-    const char *done;
-    const char *text;
-} done_texts[] = {
-    { "added", "Mail from %s is fetched for you from now on." },
-    { "removed", "%s is out of your address book. Writing to them adds them again." },
-    { "blocked", "Mail from %s is no longer fetched for you." },
-    { "unblocked", "%s is unblocked: their mail is fetched for you again." },
-    { "accepted", "%s is in your address book: their waiting mail is on its way." },
-    { "declined", "%s is declined and blocked." },
-};
 
 static const char *how_text(const book_row *row)
 {
@@ -113,30 +99,6 @@ static json_t *rows_json(apr_array_header_t *rows, const char *kind)
     return list;
 }
 
-/* The notice of the change just made, from the query (?done=&c=). */
-static const char *done_html(stubmail_user_req *u)
-{
-    request_rec *r = u->q.r;
-    apr_table_t *args = NULL;
-    const char *done, *c;
-    size_t i;
-
-    ap_args_to_table(r, &args);
-    done = apr_table_get(args, "done");
-    c = apr_table_get(args, "c");
-    if (done == NULL || c == NULL)
-        return "";
-    for (i = 0; i < sizeof(done_texts) / sizeof(done_texts[0]); i++)
-        if (strcmp(done, done_texts[i].done) == 0)
-            return apr_pstrcat(r->pool, "<p class=\"done\" role=\"status\">",
-                               apr_psprintf(r->pool, done_texts[i].text,
-                                            apr_pstrcat(r->pool, "<strong>",
-                                                        ap_escape_html(r->pool, c),
-                                                        "</strong>", NULL)),
-                               "</p>\n", NULL);
-    return "";
-}
-
 int stubmail_user_book_page(stubmail_user_req *u)
 {
     stubmail_req *q = &u->q;
@@ -176,7 +138,7 @@ int stubmail_user_book_page(stubmail_user_req *u)
     }
     intros = rows_html(u, rows, "introduction");
     return stubmail_html_page(q, HTTP_OK, "Your address book", apr_pstrcat(
-        r->pool, stubmail_user_nav(u, "book"), done_html(u),
+        r->pool, stubmail_user_nav(u, "book"), stubmail_user_notice(u),
         *intros ? "<h2>Asking to write to you</h2>\n<p>These senders have mail waiting "
                   "for you but are not in your address book.</p>\n"
                   "<table id=\"introductions\"><tbody>\n" : "",
