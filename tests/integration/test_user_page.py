@@ -270,6 +270,52 @@ class UserPageTest(StubSandboxTest):
         self.assertEqual(rcpt[0]["status"], "expired")
         self.assertIn(b"expired unfetched", self.get(a, "frank", "/sent").body)
 
+    def test_recall_before_and_after_retrieval(self):
+        a, b = self.a, self.b
+        # bob pulls alice's mail (his book has her); dave's book does not
+        msg, tag = make_message("alice@a.example", ["bob@b.example", "dave@b.example"],
+                                "the wrong attachment")
+        mid = self.send_stored(a, "alice@a.example", ["bob@b.example", "dave@b.example"],
+                               msg)[0][0]
+        self.wait_maildir(b, "bob", tag)
+        wait_for(lambda: a.sql_value("SELECT retrieved_at IS NOT NULL FROM outbox WHERE "
+                                     "message_id = %s AND recipient = 'bob@b.example'"
+                                     % support.q(mid)) == "t", timeout=15, what="bob's ack")
+        token = support.mint_token(a, "b.example", int(time.time()) + 600)
+        fetch = "https://%s:%d/stubmail/v1/message/%s" % (a.ip, a.https_port, mid)
+        self.assertEqual(curl(fetch, bearer=token).status, 200, "dave's copy waits")
+
+        page = self.get(a, "alice", "/sent")
+        self.assertIn(('name="id" value="%s"' % mid).encode(), page.body, "no Recall button")
+        r = curl(self.page_url(a, "/sent"), method="POST",
+                 user="alice:" + a.user_password("alice"),
+                 data=urllib.parse.urlencode({"form": self.form_of(a, "alice"), "do": "recall",
+                                              "id": mid}),
+                 content_type="application/x-www-form-urlencoded")
+        self.assertEqual(r.status, 303, r)
+        self.assertIn(b"is recalled", self.get(a, "alice", r.header("location")[5:]).body)
+
+        sent = json.loads(self.get(a, "alice", "/sent", json_=True).body)
+        rcpt = {x["to"]: x for m in sent["messages"] if m["id"] == mid for x in m["recipients"]}
+        self.assertEqual(rcpt["bob@b.example"]["status"], "retrieved")
+        self.assertEqual(rcpt["dave@b.example"]["status"], "recalled")
+        # dave's ISP: gone from its poll, refused at the fetch, nothing to ack
+        self.assertEqual(curl(fetch, bearer=token).status, 404)
+        self.assertEqual(a.count("pending_match", "message_id = %s" % support.q(mid)), 0)
+        # an ISP that fetched just before the recall and acks after it is believed
+        r = curl(fetch + "/ack", method="POST", bearer=token, data='{"to": "dave@b.example"}')
+        self.assertEqual(r.status, 200, r)
+        sent = json.loads(self.get(a, "alice", "/sent", json_=True).body)
+        rcpt = {x["to"]: x for m in sent["messages"] if m["id"] == mid for x in m["recipients"]}
+        self.assertEqual(rcpt["dave@b.example"]["status"], "retrieved")
+        # another sender cannot recall alice's mail
+        r = curl(self.page_url(a, "/sent"), method="POST",
+                 user="erin:" + a.user_password("erin"),
+                 data=urllib.parse.urlencode({"form": self.form_of(a, "erin"), "do": "recall",
+                                              "id": mid}),
+                 content_type="application/x-www-form-urlencoded")
+        self.assertEqual(r.status, 404, r)
+
 
 if __name__ == "__main__":
     import unittest
