@@ -42,7 +42,8 @@
  *	patterns), stubmail_udp.c (the UDP responder), stubmail_pollcache.c
  *	(the ETags of idle polls in shared memory); for people:
  *	stubmail_html.c (the pages' frame), stubmail_unsub.c (one-click
- *	unsubscribe), stubmail_user*.c (the user's page).
+ *	unsubscribe), stubmail_user*.c (the user's page), stubmail_feed.c (the
+ *	user's sent mail as an Atom feed).
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -72,6 +73,7 @@
 #include "stubmail_req.h"
 #include "stubmail_route.h"
 #include "stubmail_udp.h"
+#include "stubmail_feed.h"
 #include "stubmail_unsub.h"
 #include "stubmail_user.h"
 
@@ -113,6 +115,8 @@ static const stubmail_route stubmail_routes[] = {
      * MAC is their proof (stubmail_unsub.c). */
     { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  stubmail_unsubscribe_page },
     { "/unsubscribe",         M_POST, NEEDS_NOTHING,  stubmail_unsubscribe },
+    /* a user's sent mail for their feed reader, the MAC its proof too */
+    { "/feed",                M_GET,  NEEDS_NOTHING,  stubmail_feed },
 };
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))

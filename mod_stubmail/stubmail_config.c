@@ -134,6 +134,9 @@ typedef struct stubmail_directive {
     D("StubmailUserDomain", TAKE1, DOMAIN, user_domain, 0, 0,                 \
       STUBMAIL_NO_VALUE, "StubmailDomain", "the domain of the user's page's " \
       "users: REMOTE_USER bob is bob@DOMAIN")                                 \
+    D("StubmailFeedURL", TAKE1, STRING, feed_url, 0, 0, STUBMAIL_NO_VALUE,    \
+      "off", "https URL of /feed below the <Location> of SetHandler "         \
+      "stubmail: the user's page links each user's private feed there")      \
     D("StubmailUserStub", TAKE1, RESOLVER, user_stub, 0, 0,                   \
       STUBMAIL_NO_VALUE, "off", "IP:PORT of pollerd's udp_listen: an "        \
       "introduction accepted on the user's page is pulled at once")

@@ -42,6 +42,7 @@ typedef struct stubmail_srv_conf {
     sm_token_keyring *link_keys;        /* StubmailLinkKey; NULL = off */
     const char *user_domain;    /* NULL = unset: StubmailDomain */
     const char *user_stub;      /* pollerd's udp_listen, NULL = off */
+    const char *feed_url;       /* StubmailFeedURL, NULL = no feeds */
 
     /* Not directives: filled in by post_config. */
     const char *public_key;     /* the text of public_key_file */

@@ -52,6 +52,26 @@ const char *stubmail_user_time(stubmail_user_req *u, const char *rfc3339);
 
 int stubmail_user_book_page(stubmail_user_req *u);
 int stubmail_user_book_change(stubmail_user_req *u);
+/* One recipient of one of the user's sent messages (STMT_USER_SENT). */
+typedef struct sent_row {
+    const char *id;
+    const char *sent;
+    const char *size;
+    const char *to;
+    const char *retrieved;      /* "" while waiting; when recalled, if recalled */
+    const char *reason;         /* "" unless rejected */
+    const char *expires;        /* when it expires unfetched (sql/012) */
+    int expired;
+    int recalled;               /* by the sender (sql/015) */
+} sent_row;
+
+/* The recipients of user's last STUBMAIL_USER_SENT messages, newest first,
+ * into *rows (sent_row): 1, or 0 after the error answer. */
+int stubmail_sent_rows(stubmail_req *q, const char *user, apr_array_header_t **rows);
+
+/* waiting, retrieved, rejected, expired or recalled */
+const char *stubmail_sent_status(const sent_row *s);
+
 int stubmail_user_sent_page(stubmail_user_req *u);
 int stubmail_user_sent_change(stubmail_user_req *u);
 

@@ -1,8 +1,10 @@
 /* stubmail_user_sent — "did they get it?": the mail the user sent to
  * recipients at pulling domains, and for each recipient whether their ISP
  * has fetched it (and when), refused it (and why, in the receiving ISP's
- * words), not yet (and until when it waits), or never (it expired). Push mail cannot say this; pull mail knows it from
- * the acks (docs/PROTOCOL.md, "POST /v1/message/{id}/ack"). */
+ * words), not yet (and until when it waits), or never (it expired, or
+ * the sender recalled it). Push mail cannot say this; pull mail knows it
+ * from the acks (docs/PROTOCOL.md, "POST /v1/message/{id}/ack"). The same
+ * rows make the user's Atom feed (stubmail_feed.c). */
 
 #include <string.h>
 
@@ -13,36 +15,11 @@
 
 #include "sm_id.h"
 #include "stubmail_db.h"
+#include "stubmail_feed.h"
 #include "stubmail_html.h"
 #include "stubmail_user.h"
 
 APLOG_USE_MODULE(stubmail);
-
-/* One recipient of one message (STMT_USER_SENT). */
-typedef struct sent_row {
-    const char *id;
-    const char *sent;
-    const char *size;
-    const char *to;
-    const char *retrieved;      /* "" while waiting */
-    const char *reason;         /* "" unless rejected */
-    const char *expires;        /* when it expires unfetched (sql/012) */
-    int expired;
-    int recalled;               /* by the sender (sql/015): retrieved is when */
-} sent_row;
-
-static int is_true(stubmail_req *q, apr_dbd_row_t *row, int col)
-{
-    const char *v = apr_dbd_get_entry(q->dbd->driver, row, col);
-
-    return v != NULL && strcmp(v, "t") == 0;
-}
-
-static const char *status_of(const sent_row *s)
-{
-    return s->recalled ? "recalled" : *s->retrieved ? (*s->reason ? "rejected" : "retrieved")
-           : s->expired ? "expired" : "waiting";
-}
 
 static const char *status_html(stubmail_user_req *u, const sent_row *s)
 {
@@ -84,7 +61,7 @@ static json_t *sent_json(stubmail_user_req *u, apr_array_header_t *rows)
                                                       "recipients", current));
             last = s->id;
         }
-        rcpt = json_pack("{s:s, s:s}", "to", s->to, "status", status_of(s));
+        rcpt = json_pack("{s:s, s:s}", "to", s->to, "status", stubmail_sent_status(s));
         if (*s->retrieved)
             json_object_set_new(rcpt, s->recalled ? "recalled" : "retrieved",
                                 json_string(s->retrieved));
@@ -103,7 +80,7 @@ static int waiting_from(apr_array_header_t *rows, int i)
     const char *id = APR_ARRAY_IDX(rows, i, sent_row).id;
 
     for (; i < rows->nelts && !strcmp(APR_ARRAY_IDX(rows, i, sent_row).id, id); i++)
-        if (!strcmp(status_of(&APR_ARRAY_IDX(rows, i, sent_row)), "waiting"))
+        if (!strcmp(stubmail_sent_status(&APR_ARRAY_IDX(rows, i, sent_row)), "waiting"))
             return 1;
     return 0;
 }
@@ -131,33 +108,27 @@ static const char *sent_html(stubmail_user_req *u, apr_array_header_t *rows)
     return html;
 }
 
+/* The user's feed of the same, when StubmailFeedURL says where it is. */
+static const char *feed_html(stubmail_user_req *u)
+{
+    apr_pool_t *p = u->q.r->pool;
+    const char *url = stubmail_feed_url(&u->q, u->q.user);
+
+    if (url == NULL)
+        return "";
+    return apr_pstrcat(p, "<p class=\"note\">In a feed reader: <a id=\"feed\" href=\"",
+                       ap_escape_html(p, url), "\">your sent mail as a feed</a> (a private "
+                       "address: keep it to yourself).</p>\n", NULL);
+}
+
 int stubmail_user_sent_page(stubmail_user_req *u)
 {
     stubmail_req *q = &u->q;
     request_rec *r = q->r;
-    apr_array_header_t *rows = apr_array_make(r->pool, 64, sizeof(sent_row));
-    apr_dbd_results_t *res = NULL;
-    apr_dbd_row_t *row = NULL;
-    const char *args[1] = { q->user };
+    apr_array_header_t *rows;
 
-    if (!stubmail_db(q))
+    if (!stubmail_sent_rows(q, q->user, &rows))
         return q->ret;
-    if (stubmail_db_select(q, STMT_USER_SENT, &res, 1, args) != 0)
-        return stubmail_fail(q, "unavailable", "your sent mail cannot be read just now",
-                             "reading the sent mail failed");
-    while (stubmail_db_next_row(q, res, &row) == 1) {
-        sent_row *s = apr_array_push(rows);
-
-        s->id = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 0));
-        s->sent = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 1));
-        s->size = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 2));
-        s->to = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 3));
-        s->retrieved = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 4));
-        s->reason = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 5));
-        s->expires = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 6));
-        s->expired = is_true(q, row, 7);
-        s->recalled = is_true(q, row, 8);
-    }
     if (stubmail_wants_json(r))
         return stubmail_send_json(q, sent_json(u, rows));
     return stubmail_html_page(q, HTTP_OK, "Your sent mail", apr_pstrcat(
@@ -168,7 +139,7 @@ int stubmail_user_sent_page(stubmail_user_req *u)
         "yet.</p>\n",
         rows->nelts ? "<table id=\"sent\"><thead><tr><th>Sent</th><th>To</th><th>"
                       "Fetched?</th></tr></thead><tbody>\n" : "<p>Nothing yet.</p>\n",
-        sent_html(u, rows), rows->nelts ? "</tbody></table>\n" : "", NULL));
+        sent_html(u, rows), rows->nelts ? "</tbody></table>\n" : "", feed_html(u), NULL));
 }
 
 /* POST do=recall&id=ID: the message back from whoever has not fetched it. */
@@ -203,4 +174,46 @@ int stubmail_user_sent_change(stubmail_user_req *u)
                               json_pack("{s:s, s:s, s:I, s:I}", "done", "recalled", "id", id,
                                         "recalled", (json_int_t)apr_atoi64(cols[0]),
                                         "kept", (json_int_t)apr_atoi64(cols[1])));
+}
+
+static int is_true(stubmail_req *q, apr_dbd_row_t *row, int col)
+{
+    const char *v = apr_dbd_get_entry(q->dbd->driver, row, col);
+
+    return v != NULL && strcmp(v, "t") == 0;
+}
+
+const char *stubmail_sent_status(const sent_row *s)
+{
+    return s->recalled ? "recalled" : *s->retrieved ? (*s->reason ? "rejected" : "retrieved")
+           : s->expired ? "expired" : "waiting";
+}
+
+int stubmail_sent_rows(stubmail_req *q, const char *user, apr_array_header_t **rows)
+{
+    request_rec *r = q->r;
+    apr_dbd_results_t *res = NULL;
+    apr_dbd_row_t *row = NULL;
+    const char *args[1] = { user };
+
+    *rows = apr_array_make(r->pool, 64, sizeof(sent_row));
+    if (!stubmail_db(q))
+        return 0;
+    if (stubmail_db_select(q, STMT_USER_SENT, &res, 1, args) != 0)
+        return stubmail_fail_0(q, "unavailable", "the sent mail cannot be read just now",
+                               "reading the sent mail failed");
+    while (stubmail_db_next_row(q, res, &row) == 1) {
+        sent_row *s = apr_array_push(*rows);
+
+        s->id = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 0));
+        s->sent = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 1));
+        s->size = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 2));
+        s->to = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 3));
+        s->retrieved = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 4));
+        s->reason = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 5));
+        s->expires = apr_pstrdup(r->pool, apr_dbd_get_entry(q->dbd->driver, row, 6));
+        s->expired = is_true(q, row, 7);
+        s->recalled = is_true(q, row, 8);
+    }
+    return 1;
 }
