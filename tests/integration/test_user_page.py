@@ -20,6 +20,8 @@ import support
 from support import make_message, wait_for, curl
 from test_stubs import StubSandboxTest
 
+import feedparser
+
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -315,6 +317,51 @@ class UserPageTest(StubSandboxTest):
                                               "id": mid}),
                  content_type="application/x-www-form-urlencoded")
         self.assertEqual(r.status, 404, r)
+
+    def test_sent_mail_as_a_feed(self):
+        a, b = self.a, self.b
+        page = self.get(a, "erin", "/sent")
+        url = re.search(rb'id="feed" href="([^"]+)"', page.body).group(1).decode()
+        url = url.replace("&amp;", "&")
+        self.assertTrue(url.startswith(a.outbox_url + "/feed?"), url)
+        # a feed reader: no login, the address is the key
+        r = curl(url)
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.header("content-type").startswith("application/atom+xml"), r)
+        before = feedparser.parse(r.body)
+        self.assertFalse(before.bozo, before.get("bozo_exception"))
+        etag, modified = r.header("etag"), r.header("last-modified")
+        self.assertEqual(curl(url, headers=("If-None-Match: " + etag,)).status, 304)
+        self.assertEqual(curl(url, headers=("If-Modified-Since: " + modified,)).status, 304)
+
+        # erin writes to bob, bob's ISP fetches it: a new entry, a new ETag
+        b.add_contact("bob@b.example", "erin@a.example")
+        msg, tag = make_message("erin@a.example", "bob@b.example", "feed me")
+        self.send_stored(a, "erin@a.example", "bob@b.example", msg)
+        self.wait_maildir(b, "bob", tag)
+        def fetched():
+            r = curl(url, headers=("If-None-Match: " + etag,))
+            if r.status != 200:
+                return None
+            f = feedparser.parse(r.body)
+            hits = [e for e in f.entries if e.title.startswith("bob@b.example fetched")]
+            return f if hits else None
+        feed = wait_for(fetched, timeout=15, what="bob's fetch in erin's feed")
+        self.assertFalse(feed.bozo, feed.get("bozo_exception"))
+        self.assertEqual(feed.feed.title, "Sent mail of erin@a.example")
+        entry = [e for e in feed.entries if e.title.startswith("bob@b.example fetched")][0]
+        self.assertTrue(entry.id.startswith("tag:a.example,2026:stubmail/sent/"), entry.id)
+        self.assertIsNotNone(entry.updated_parsed)
+
+        # another user's name with erin's MAC, or a changed MAC: no feed
+        parts = urllib.parse.urlsplit(url)
+        fields = dict(urllib.parse.parse_qsl(parts.query))
+        for bad in (dict(fields, u="frank@a.example"), dict(fields, m=fields["m"][:-1] + "A"
+                                                              if fields["m"][-1] != "A"
+                                                              else fields["m"][:-1] + "B")):
+            r = curl(urllib.parse.urlunsplit(parts._replace(
+                query=urllib.parse.urlencode(bad))))
+            self.assertEqual(r.status, 404, r)
 
 
 if __name__ == "__main__":

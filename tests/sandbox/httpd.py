@@ -32,7 +32,8 @@ class HttpdMixin:
                    resolver=self.resolver,
                    token_keys="".join("StubmailTokenKey %s %s\n" % k for k in self.token_keys)
                    + "".join("StubmailLinkKey %s %s\n" % k for k in self.link_keys)
-                   + ("StubmailUserStub %s\n" % self.stub_address if self.stubs else ""),
+                   + ("StubmailUserStub %s\n" % self.stub_address if self.stubs else "")
+                   + "StubmailFeedURL %s/feed\n" % self.outbox_url,
                    modules=APACHE_MODULES, htpasswd=self._write_htpasswd(d),
                    udp_responder=("StubmailUDPResponder %s\nStubmailUDPDatabase \"%s\"\n"
                                   % (self.udp_poll_address, self.conninfo)
