@@ -223,6 +223,25 @@ const char *stubmail_user_notice(stubmail_user_req *u)
     return "";
 }
 
+/* text as a query value that ap_args_to_table gives back: it decodes %XX
+ * but not the '+' that ap_escape_urlencoded makes of a space (a '+' of the
+ * text is %2B by then). */
+static const char *query_value(apr_pool_t *p, const char *text)
+{
+    const char *enc = ap_escape_urlencoded(p, text);
+    char *out = apr_palloc(p, 3 * strlen(enc) + 1), *o = out;
+
+    for (; *enc; enc++)
+        if (*enc == '+') {
+            memcpy(o, "%20", 3);
+            o += 3;
+        } else {
+            *o++ = *enc;
+        }
+    *o = '\0';
+    return out;
+}
+
 int stubmail_user_done(stubmail_user_req *u, const char *path, const char *what,
                        const char *contact, json_t *result)
 {
@@ -232,8 +251,7 @@ int stubmail_user_done(stubmail_user_req *u, const char *path, const char *what,
         return stubmail_send_json(&u->q, result);
     json_decref(result);
     apr_table_setn(r->headers_out, "Location", apr_pstrcat(
-        r->pool, u->base, path, "?done=", what, "&c=", ap_escape_urlencoded(r->pool, contact),
-        NULL));
+        r->pool, u->base, path, "?done=", what, "&c=", query_value(r->pool, contact), NULL));
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     return stubmail_send(&u->q, HTTP_SEE_OTHER, "text/plain; charset=utf-8", "done\n");
 }

@@ -159,6 +159,24 @@ class UserPageTest(StubSandboxTest):
         row = self.row_with(s, "sent", "bob@b.example")
         self.assertIn("fetched", row.text)
 
+        # mallory recalls what erin's ISP has not fetched yet
+        oops, _ = make_message("mallory@a.example", "erin@b.example", "not for you")
+        mid = self.send_stored(a, "mallory@a.example", "erin@b.example", oops)[0][0]
+        s.get(self.page_url(a, "/sent"))
+        row = s.find_element(By.CSS_SELECTOR, "table#sent tr[data-id='%s']" % mid)
+        self.assertIn("not fetched yet", row.text)
+        row.find_element(By.XPATH, ".//button[text()='Recall']").click()
+        wait_for(lambda: "is recalled" in self.body_text(s), timeout=10,
+                 what="the page saying the message is recalled")
+        self.shot(s, "recalled")
+        notice = s.find_element(By.CSS_SELECTOR, "p.done").text
+        self.assertRegex(notice, r"^Your message of \d{4}-\d\d-\d\d \d\d:\d\d UTC is recalled")
+        row = s.find_element(By.CSS_SELECTOR, "table#sent tr[data-id='%s']" % mid)
+        self.assertIn("recalled", row.text)
+        self.assertEqual(row.find_elements(By.XPATH, ".//button"), [], "Recall twice?")
+        self.assertEqual(a.sql_value("SELECT recalled_at IS NOT NULL FROM outbox WHERE "
+                                     "message_id = %s" % support.q(mid)), "t")
+
     def test_pages_work_without_javascript(self):
         b = self.b
         r = self.get(b, "carol")
