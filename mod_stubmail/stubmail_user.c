@@ -147,7 +147,7 @@ static int user_read_form(stubmail_user_req *u)
         return stubmail_fail_0(q, "forbidden", "this change did not come from your page: "
                                "open the page again and retry",
                                apr_psprintf(r->pool, "form MAC refused: %s",
-                                            mac ? why : "no form field"));
+                                            !mac ? "no form field" : !dot ? "no key id" : why));
     return 1;
 }
 
