@@ -5,10 +5,12 @@
 import base64
 import email.utils
 import glob
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -141,6 +143,26 @@ def _demo_pull(a, b, mid, t_sent):
         _say("   | " + line)
 
 
+def _demo_people(a, b):
+    """What the two users see: bob's Unsubscribe button, alice's page."""
+    _, data = b.maildir_messages("bob")[-1]
+    link = re.search(rb"^List-Unsubscribe: <([^>]+)>", data, re.M)
+    _say("== bob's mail program shows an Unsubscribe button (RFC 8058): its link goes to "
+         "b.example, not to alice:\n   %s" % (link.group(1).decode() if link else "(none!)"))
+    url = "https://%s:%d/mail/sent" % (a.ip, a.https_port)
+    r = subprocess.run(["curl", "-sS", "--cacert", a.ca_file, "-u",
+                        "alice:" + a.user_password("alice"), "-H", "Accept: application/json",
+                        url], capture_output=True, text=True, timeout=30)
+    _say("== alice's own page at a.example (%s, behind Apache's login) says:" % url)
+    try:
+        for m in json.loads(r.stdout)["messages"][:1]:
+            for rcpt in m["recipients"]:
+                _say("   your message of %s to %s: %s %s" % (
+                    m["sent"], rcpt["to"], rcpt["status"], rcpt.get("retrieved", "")))
+    except (ValueError, KeyError) as e:
+        _say("   (no answer: %s %s)" % (e, r.stderr.strip()))
+
+
 def _demo_idle(a, b):
     """Idle checks: one authenticated datagram each way, no HTTP. The first
     cycle after a delivery may poll by HTTP once to learn the idle ETag (the
@@ -180,6 +202,7 @@ def demo(keep=False):
         a, b = sb["a.example"], sb["b.example"]
         mid, t_sent = _demo_store(sb, a, b)
         _demo_pull(a, b, mid, t_sent)
+        _demo_people(a, b)
         _demo_idle(a, b)
         _say("== done: pulled, not pushed")
         if keep:
