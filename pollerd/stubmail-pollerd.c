@@ -36,7 +36,9 @@
  *	sender's domain now, in a cycle of that domain only, coalesced and
  *	rate-limited; `intro list|accept|drop` (pd_intro_cli.c) manages the
  *	introductions that stubs from unknown senders leave when
- *	introductions = yes.
+ *	introductions = yes. With intro_digest set, each user with new
+ *	introductions is mailed a digest of them with accept / decline links
+ *	(pd_digest.c), at most one per interval, through deliver_to.
  *
  *	All transfers of all domains run in one libcurl multi handle; up to
  *	`concurrency` domains are worked on at once, each one transfer at a
