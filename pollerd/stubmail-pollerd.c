@@ -292,6 +292,8 @@ static void wait_events(struct curl_waitfd *wfd, unsigned nwfd, long long wake)
 
     if (ctx.cycle_running) {
         t = wake ? wake - pd_now_ms() : PD_WAIT_CYCLE_MS;
+        if ((wake = pd_digest_next_ms(&ctx)) && wake - pd_now_ms() < t)
+            t = wake - pd_now_ms();
         timeout = t < 0 ? 0 : t > PD_WAIT_CYCLE_MS ? PD_WAIT_CYCLE_MS : (int)t;
     } else {
         t = loop.next_cycle - pd_now_ms();

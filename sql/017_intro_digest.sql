@@ -6,7 +6,8 @@
 -- announced once. It is set only after the MTA took the digest, so a digest
 -- that failed announces nothing and its introductions go in the next one.
 -- A sender who keeps sending stubs is not announced again (stubs only
--- count); a sender declined and later introduced anew is a new row.
+-- count); a sender dropped (`intro drop`) and introduced anew is a new row,
+-- announced again. A declined sender is blocked and introduced no more.
 ALTER TABLE introduction ADD COLUMN announced_at timestamptz;
 
 -- The digests to write: recipients with unannounced introductions.
