@@ -18,6 +18,7 @@ static const char *const labels[] = {
     [SM_LINK_UNSUBSCRIBE] = "stubmail-unsubscribe-v1",
     [SM_LINK_FORM] = "stubmail-form-v1",
     [SM_LINK_FEED] = "stubmail-feed-v1",
+    [SM_LINK_INTRO] = "stubmail-introduction-v1",
 };
 
 /* The raw MAC of the normalized pair under k. */

@@ -10,7 +10,11 @@
  *                        checked by mod_stubmail's /unsubscribe;
  *   SM_LINK_FORM         other = "": the anti-forgery field of the user's
  *                        own page's forms (a cross-site POST cannot know it);
- *   SM_LINK_FEED         other = "": the secret address of the user's feed.
+ *   SM_LINK_FEED         other = "": the secret address of the user's feed;
+ *   SM_LINK_INTRO        other = the sender: the accept / decline links of
+ *                        the introductions digest pollerd mails the user
+ *                        (pollerd/pd_digest.c), checked by mod_stubmail's
+ *                        /introduction.
  *
  * user and a non-empty other are taken as sm_addr_normalize writes them, so
  * one pair has one MAC. The secrets are a keyring as for tokens
@@ -29,7 +33,8 @@
 typedef enum sm_link_purpose {
     SM_LINK_UNSUBSCRIBE,
     SM_LINK_FORM,
-    SM_LINK_FEED
+    SM_LINK_FEED,
+    SM_LINK_INTRO
 } sm_link_purpose;
 
 /* The MAC of (user, other) for purpose under the key named key_id (NULL:

@@ -29,6 +29,8 @@
  *
  *	For the ISP's own users, not the protocol: /unsubscribe below the same
  *	prefix (the one-click unsubscribe links pollerd puts in pulled mail),
+ *	/introduction (the accept / decline links of pollerd's introductions
+ *	digest),
  *	and a second handler, stubmail-user, for the user's own page (address
  *	book, introductions, sent mail) behind the ISP's Apache login.
  *	Directives: docs/mod_stubmail.md.
@@ -42,8 +44,9 @@
  *	patterns), stubmail_udp.c (the UDP responder), stubmail_pollcache.c
  *	(the ETags of idle polls in shared memory); for people:
  *	stubmail_html.c (the pages' frame), stubmail_unsub.c (one-click
- *	unsubscribe), stubmail_user*.c (the user's page), stubmail_feed.c (the
- *	user's sent mail as an Atom feed).
+ *	unsubscribe), stubmail_intro.c (the digest's links), stubmail_poke.c
+ *	(the stub to pollerd after an accept), stubmail_user*.c (the user's
+ *	page), stubmail_feed.c (the user's sent mail as an Atom feed).
  *
  * DIAGNOSTICS
  *	Every log line starts with "stubmail:" and names the polling domain and
@@ -75,6 +78,7 @@
 #include "stubmail_udp.h"
 #include "stubmail_feed.h"
 #include "stubmail_unsub.h"
+#include "stubmail_intro.h"
 #include "stubmail_user.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -115,6 +119,9 @@ static const stubmail_route stubmail_routes[] = {
      * MAC is their proof (stubmail_unsub.c). */
     { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  stubmail_unsubscribe_page },
     { "/unsubscribe",         M_POST, NEEDS_NOTHING,  stubmail_unsubscribe },
+    /* the introductions digest's accept / decline links, the same way */
+    { "/introduction",        M_GET,  NEEDS_NOTHING,  stubmail_intro_page },
+    { "/introduction",        M_POST, NEEDS_NOTHING,  stubmail_intro },
     /* a user's sent mail for their feed reader, the MAC its proof too */
     { "/feed",                M_GET,  NEEDS_NOTHING,  stubmail_feed },
 };

@@ -13,9 +13,9 @@
 
 #include "sm_addr.h"
 #include "sm_txt.h"
-#include "sm_stub.h"
 #include "stubmail_db.h"
 #include "stubmail_html.h"
+#include "stubmail_poke.h"
 #include "stubmail_user.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -157,25 +157,6 @@ int stubmail_user_book_page(stubmail_user_req *u)
         cut, NULL));
 }
 
-/* After an accept: a stub to pollerd (StubmailUserStub), so that the
- * sender's waiting mail is pulled now, not at the next cycle. A stub is a
- * hint: if it is lost, the next cycle pulls the mail. */
-static void poke_pollerd(stubmail_user_req *u, const char *sender)
-{
-    stubmail_req *q = &u->q;
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    const char *bad = "", *to[1] = { q->user };
-    char why[256] = "";
-
-    if (q->conf->user_stub == NULL)
-        return;
-    if (sm_dns_resolver_parse(q->conf->user_stub, &ss, &sslen, &bad) != 0
-        || sm_stub_send((struct sockaddr *)&ss, sslen, sender, to, 1, why, sizeof(why)) != 1)
-        SMLOG(q, APLOG_WARNING, 0, "no stub to pollerd at %s (%s): the mail of <%s> is "
-              "pulled at its next cycle", q->conf->user_stub, *bad ? bad : why, sender);
-}
-
 /* The contact as typed: an address, "*@domain", or a bare domain meaning
  * the whole domain. 1 with out, or 0. */
 static int contact_of(request_rec *r, const char *in, char *out, size_t outlen)
@@ -234,7 +215,7 @@ int stubmail_user_book_change(stubmail_user_req *u)
     SMLOG(q, APLOG_NOTICE, 0, "address book: %s <%s>%s (from %s)", done, contact,
           changed ? "" : ", nothing to change", r->useragent_ip);
     if (!strcmp(act, "accept"))
-        poke_pollerd(u, contact);
+        stubmail_poke_pollerd(q, q->user, contact);
     return stubmail_user_done(u, "/", done, contact,
                               json_pack("{s:s, s:s, s:b}", "done", done, "contact", contact,
                                         "changed", changed));

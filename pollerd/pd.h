@@ -21,6 +21,7 @@
  * pd_domain.c          the record of one remote domain: its pairs, unacked
  *                      deliveries, spool file, outcome log line
  * pd_conf.c            the configuration key table and its checks
+ * pd_digest.c          the introductions digest mailed to each user
  * pd_stub.c            UDP stubs: listener, coalescing, rate limits,
  *                      introductions
  * pd_verify.c          OpenPGP: decrypt and verify a fetched body,
@@ -85,6 +86,9 @@ typedef struct pd_conf {
     long udp_timeout;       /* seconds to wait for the UDP answer */
     char *unsubscribe_url;  /* our one-click unsubscribe endpoint, NULL: off */
     char *unsubscribe_key;  /* "ID HEX" that signs its links (pd_unsub.c) */
+    long intro_digest;      /* seconds: a digest of new introductions per
+                             * user at most this often; 0: off (pd_digest.c) */
+    char *intro_url;        /* mod_stubmail's /introduction, for its links */
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */
@@ -101,7 +105,7 @@ typedef struct pd_buf {
 } pd_buf;
 
 typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_ACK,
-               PD_X_SUBSCRIBE } pd_xkind;
+               PD_X_SUBSCRIBE, PD_X_DIGEST } pd_xkind;
 
 /* Most octets kept of an answer to a login, subscription change or ack,
  * and of an error body. */
@@ -324,6 +328,8 @@ typedef struct pd_ctx {
     pd_session *sessions;
     struct pd_stubs *stubs;         /* UDP stub listener (pd_stub.c), or NULL */
     struct pd_udp *udp;             /* UDP poll sockets (pd_udp.c), or NULL: off */
+    struct pd_digests *digests;     /* introductions digests (pd_digest.c), or
+                                     * NULL: none made yet */
     char *only;                     /* this cycle polls only these domains (a
                                      * PostgreSQL text[] literal), NULL: all */
     long long cycle_t0;             /* when the cycle started (pd_now_ms) */
@@ -439,6 +445,13 @@ int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out);
 int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added);
 /* 1 dropped, 0 no such introduction, -1 error. */
 int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender);
+/* The introductions no digest announced yet, of at most max recipients
+ * whose last digest is older than intro_digest: rows of recipient, sender,
+ * stubs, grouped by recipient (PQclear it). NULL on error (logged). */
+PGresult *pd_db_digest_due(pd_ctx *ctx, long max);
+/* The digest to recipient naming senders (a JSON array) went out: those
+ * are announced, and the recipient's last digest is now. 0, or -1. */
+int pd_db_digest_sent(pd_ctx *ctx, const char *recipient, const char *senders_json);
 
 /* ---- pd_xfer.c ----------------------------------------------------------- */
 int pd_buf_append(pd_buf *b, const void *data, size_t len);
@@ -514,6 +527,35 @@ int pd_unsub_check_conf(pd_conf *c, char *err, size_t errlen);
  * why (out ""): the message then goes without them. */
 int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *out,
                      size_t outlen, char *why, size_t whylen);
+
+/* ---- pd_digest.c: the introductions digest ---------------------------- */
+/* Check intro_digest and intro_url (the digest needs introductions and
+ * unsubscribe_key, whose key signs its links too). 0, or -1 with err. */
+int pd_digest_check_conf(pd_conf *c, char *err, size_t errlen);
+/* One turn of the event loop: send the next digest that is due (one SMTP
+ * transfer at a time in the multi handle), looking for due ones every
+ * so often. Never blocks but for short database statements. */
+void pd_digest_run(pd_ctx *ctx, long long now_ms);
+/* A digest's transfer finished: record it as sent, or log why not. */
+void pd_digest_done(pd_xfer *x, CURLcode result);
+/* When pd_digest_run has something to do next (monotonic ms), or 0. */
+long long pd_digest_next_ms(const pd_ctx *ctx);
+/* A digest is being handed to the MTA. */
+int pd_digest_busy(const pd_ctx *ctx);
+/* Second signal: cut the digest under way (it goes again later). */
+void pd_digest_abort(pd_ctx *ctx);
+void pd_digest_free(pd_ctx *ctx);
+/* One introduction of a digest. */
+typedef struct pd_digest_intro {
+    const char *sender;             /* normalized (sm_addr_normalize) */
+    long long stubs;
+} pd_digest_intro;
+/* The whole digest mail to user (normalized) naming the n introductions,
+ * with accept and decline links under c's intro_url and key, date the Date
+ * header's time: malloc'd RFC 5322 text with CRLF line ends, or NULL with
+ * why. Nothing of a sender's goes into a header. */
+char *pd_digest_compose(const pd_conf *c, const char *user, const pd_digest_intro *in,
+                        size_t n, time_t date, char *why, size_t whylen);
 
 /* ---- pd_stub.c: UDP stubs and introductions (docs/PROTOCOL.md "UDP stubs") */
 /* Check udp_listen and the stub keys. 0, or -1 with err. */

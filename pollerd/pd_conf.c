@@ -84,6 +84,10 @@ static const pd_conf_key keys[] = {
       "our one-click unsubscribe endpoint, https://; unset: no List-Unsubscribe" },
     { "unsubscribe_key", SM_CONF_STRING, offsetof(pd_conf, unsubscribe_key), NULL,
       "ID HEX: the key that signs unsubscribe links (as StubmailLinkKey)" },
+    { "intro_digest", SM_CONF_SECONDS, offsetof(pd_conf, intro_digest), "0",
+      "mail each user new introductions at most this often (like 1d); 0: off" },
+    { "intro_url", SM_CONF_STRING, offsetof(pd_conf, intro_url), NULL,
+      "mod_stubmail's /introduction, https://: the digest's accept/decline links" },
 };
 
 
@@ -219,7 +223,8 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "batch_max must be at least 1");
         return -1;
     }
-    if (pd_stub_check_conf(c, err, errlen) != 0 || pd_unsub_check_conf(c, err, errlen) != 0)
+    if (pd_stub_check_conf(c, err, errlen) != 0 || pd_unsub_check_conf(c, err, errlen) != 0
+        || pd_digest_check_conf(c, err, errlen) != 0)
         return -1;
     if (c->udp_timeout < 1 || c->udp_timeout > 60) {
         snprintf(err, errlen, "udp_timeout: %lds is not within 1s..60s", c->udp_timeout);

@@ -550,3 +550,54 @@ int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender)
     PQclear(res);
     return found;
 }
+
+/* ---- the introductions digest (pd_digest.c, sql/017) --------------------- */
+
+/* $1 intro_digest in seconds, $2 most recipients: their unannounced
+ * introductions, oldest first within a recipient. A recipient who got a
+ * digest within the interval waits (at most one per interval). */
+static const char SQL_DIGEST_DUE[] =
+    "SELECT i.recipient, i.sender, i.stubs FROM introduction i"
+    " WHERE i.announced_at IS NULL AND i.recipient IN ("
+    "  SELECT DISTINCT u.recipient FROM introduction u"
+    "   WHERE u.announced_at IS NULL AND NOT EXISTS ("
+    "    SELECT 1 FROM intro_digest d WHERE d.recipient = u.recipient"
+    "       AND d.sent_at > now() - make_interval(secs => $1::bigint))"
+    "   ORDER BY u.recipient LIMIT $2::bigint)"
+    " ORDER BY i.recipient, i.first_seen, i.sender";
+
+/* $1 recipient, $2 the senders the digest named (JSON array): announced,
+ * and the digest's time kept, in one statement (the WITH runs whether or
+ * not the INSERT reads it). An introduction accepted or declined meanwhile
+ * is gone and stays gone. */
+static const char SQL_DIGEST_SENT[] =
+    "WITH announced AS ("
+    "  UPDATE introduction SET announced_at = now()"
+    "   WHERE recipient = $1 AND announced_at IS NULL"
+    "     AND sender IN (SELECT jsonb_array_elements_text($2::jsonb)))"
+    " INSERT INTO intro_digest (recipient, sent_at) VALUES ($1, now())"
+    " ON CONFLICT (recipient) DO UPDATE SET sent_at = now()";
+
+PGresult *pd_db_digest_due(pd_ctx *ctx, long max)
+{
+    char secs[24], lim[24];
+    const char *p[2] = { secs, lim };
+
+    snprintf(secs, sizeof(secs), "%ld", ctx->conf.intro_digest);
+    snprintf(lim, sizeof(lim), "%ld", max);
+    return exec(ctx, NULL, NULL, "reading the introductions due for a digest", SQL_DIGEST_DUE,
+                2, p, PGRES_TUPLES_OK);
+}
+
+int pd_db_digest_sent(pd_ctx *ctx, const char *recipient, const char *senders_json)
+{
+    const char *p[2] = { recipient, senders_json };
+    char what[SM_ADDR_MAX + 80];
+    PGresult *res;
+
+    snprintf(what, sizeof(what), "recording the introductions digest to <%s>", recipient);
+    if (!(res = exec(ctx, NULL, NULL, what, SQL_DIGEST_SENT, 2, p, PGRES_COMMAND_OK)))
+        return -1;
+    PQclear(res);
+    return 0;
+}

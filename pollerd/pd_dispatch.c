@@ -281,6 +281,8 @@ static void resume(pd_domain *d, pd_xkind kind)
     case PD_X_FETCH:
     case PD_X_DELIVER:
         break;                  /* a lane's: never waited for nor repeated here */
+    case PD_X_DIGEST:
+        break;                  /* no domain's (pd_digest.c) */
     }
     if (rc != 0)
         give_up(d);
@@ -409,6 +411,7 @@ static pd_next route(pd_domain *d, pd_xfer *x)
     case PD_X_ACK:       return pd_ack_done(d, x);
     case PD_X_FETCH:
     case PD_X_DELIVER:
+    case PD_X_DIGEST:
     case PD_X_NONE:      break;
     }
     return PD_NEXT_WAIT;

@@ -6,7 +6,8 @@
  * request asked for a Range); Content-Length and the byte count must add up
  * to the listed size.
  * SMTP delivery: the trace header, then the spool file, read by the read
- * callback; libcurl does the dot-stuffing. CURLOPT_CRLF stays off: the stored
+ * callback; libcurl does the dot-stuffing. A digest of introductions
+ * (pd_digest.c) is all prefix, with no file. CURLOPT_CRLF stays off: the stored
  * message already has CRLF line ends and goes out byte for byte.
  *
  * Every transfer has a connect timeout and a low-speed limit of one byte per
@@ -33,6 +34,19 @@
 #endif
 
 #define PD_ERRBODY_MAX 65536
+
+/* An SMTP transfer: a pulled message's delivery or a digest of ours. */
+static int is_smtp(const pd_xfer *x)
+{
+    return x->kind == PD_X_DELIVER || x->kind == PD_X_DIGEST;
+}
+
+/* Whose transfer it is, for the log: the remote domain, or ours for a
+ * digest. */
+static const char *whose(const pd_xfer *x)
+{
+    return x->dom ? x->dom->name : x->ctx->conf.domain;
+}
 
 int pd_buf_append(pd_buf *b, const void *data, size_t len)
 {
@@ -260,7 +274,7 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
     pd_xfer *x = baton;
     size_t len = size * nmemb, i, o = 0;
 
-    if (x->kind != PD_X_DELIVER) {
+    if (!is_smtp(x)) {
         if (len >= 5 && !strncmp(data, "HTTP/", 5)) {
             x->openpgp = 0;
             x->etag[0] = '\0';
@@ -276,7 +290,7 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *baton)
     }
 
     /* skip 221, the answer to the QUIT libcurl sends after a failure */
-    if (x->kind == PD_X_DELIVER && len >= 3 && strncmp(data, "221", 3) != 0) {
+    if (len >= 3 && strncmp(data, "221", 3) != 0) {
         for (i = 0; i < len && o + 1 < sizeof(x->reply); i++) {
             unsigned char c = (unsigned char)data[i];
             if (c == '\r' || c == '\n')
@@ -303,6 +317,8 @@ static size_t read_cb(char *buf, size_t size, size_t nmemb, void *baton)
         x->prefix_off += n;
         return n;
     }
+    if (x->fd < 0)
+        return 0;                   /* a digest: the prefix is all of it */
     /* step over the ranges left out, and never read into the next one */
     while (x->skip_idx < x->nskips && x->file_off >= x->skips[x->skip_idx].from) {
         if (x->file_off < x->skips[x->skip_idx].to)
@@ -369,16 +385,16 @@ static int debug_cb(CURL *easy, curl_infotype type, char *data, size_t size, voi
             if (l && p[l - 1] == '\r')
                 l--;
             if (l >= 14 && !strncasecmp(p, "Authorization:", 14))
-                sm_debug("%s: %s Authorization: (hidden)", x->dom->name, dir);
+                sm_debug("%s: %s Authorization: (hidden)", whose(x), dir);
             else if (l)
-                sm_debug("%s: %s %.*s", x->dom->name, dir, (int)(l > 300 ? 300 : l), p);
+                sm_debug("%s: %s %.*s", whose(x), dir, (int)(l > 300 ? 300 : l), p);
             p = nl ? nl + 1 : end;
         }
         return 0;
     }
     if (len > 300)
         len = 300;
-    sm_debug("%s: %s %.*s", x->dom->name, dir, (int)len, data);
+    sm_debug("%s: %s %.*s", whose(x), dir, (int)len, data);
     return 0;
 }
 
@@ -511,7 +527,7 @@ int pd_xfer_start(pd_xfer *x)
     CURLMcode mc = curl_multi_add_handle(x->ctx->multi, x->easy);
 
     if (mc != CURLM_OK) {
-        sm_err("%s: cannot start a transfer: %s", x->dom->name, curl_multi_strerror(mc));
+        sm_err("%s: cannot start a transfer: %s", whose(x), curl_multi_strerror(mc));
         return -1;
     }
     x->in_multi = 1;
@@ -560,7 +576,7 @@ void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen)
     char code[64], msg[200];
 
     if (x->result != CURLE_OK && !(x->kind == PD_X_FETCH && x->length_mismatch)
-        && x->kind != PD_X_DELIVER) {
+        && !is_smtp(x)) {
         if (x->write_errno)
             snprintf(out, outlen, "writing the spool file: %s", strerror(x->write_errno));
         else
@@ -570,6 +586,7 @@ void pd_xfer_describe(const pd_xfer *x, char *out, size_t outlen)
     }
     switch (x->kind) {
     case PD_X_DELIVER:
+    case PD_X_DIGEST:
         if (x->cancel)
             snprintf(out, outlen, "aborted by a second signal before the end of DATA");
         else if (x->read_errno)

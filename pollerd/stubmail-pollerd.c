@@ -36,7 +36,9 @@
  *	sender's domain now, in a cycle of that domain only, coalesced and
  *	rate-limited; `intro list|accept|drop` (pd_intro_cli.c) manages the
  *	introductions that stubs from unknown senders leave when
- *	introductions = yes.
+ *	introductions = yes. With intro_digest set, each user with new
+ *	introductions is mailed a digest of them with accept / decline links
+ *	(pd_digest.c), at most one per interval, through deliver_to.
  *
  *	All transfers of all domains run in one libcurl multi handle; up to
  *	`concurrency` domains are worked on at once, each one transfer at a
@@ -188,6 +190,7 @@ static void handle_signals(void)
         } else {
             sm_warn("second signal: aborting every transfer");
             pd_cycle_abort(&ctx);
+            pd_digest_abort(&ctx);
         }
     }
     if (got_usr1) {
@@ -240,6 +243,10 @@ static void finished_transfers(void)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         if (!x)
             continue;
+        if (x->kind == PD_X_DIGEST) {      /* ours, of no remote domain */
+            pd_digest_done(x, m->data.result);
+            continue;
+        }
         if (x->kind != PD_X_DELIVER)
             record_deliveries();
         pd_dispatch_done(x, m->data.result);
@@ -285,10 +292,14 @@ static void wait_events(struct curl_waitfd *wfd, unsigned nwfd, long long wake)
 
     if (ctx.cycle_running) {
         t = wake ? wake - pd_now_ms() : PD_WAIT_CYCLE_MS;
+        if ((wake = pd_digest_next_ms(&ctx)) && wake - pd_now_ms() < t)
+            t = wake - pd_now_ms();
         timeout = t < 0 ? 0 : t > PD_WAIT_CYCLE_MS ? PD_WAIT_CYCLE_MS : (int)t;
     } else {
         t = loop.next_cycle - pd_now_ms();
         if ((wake = pd_stub_next_ms(&ctx)) && wake - pd_now_ms() < t)
+            t = wake - pd_now_ms();
+        if ((wake = pd_digest_next_ms(&ctx)) && wake - pd_now_ms() < t)
             t = wake - pd_now_ms();
         timeout = t < 0 ? 0 : t > PD_WAIT_IDLE_MS ? PD_WAIT_IDLE_MS : (int)t;
     }
@@ -309,18 +320,20 @@ static int run(int once)
     loop.next_cycle = pd_now_ms();
     for (;;) {
         handle_signals();
-        if (ctx.stopping && !ctx.cycle_running)
+        if (ctx.stopping && !ctx.cycle_running && !pd_digest_busy(&ctx))
             return 0;
         pd_stub_read(&ctx);
         pd_udp_read(&ctx, pd_dispatch_udp_answer);
         start_due_cycle();
+        if (!once)
+            pd_digest_run(&ctx, pd_now_ms());
         wake = run_transfers();
         if (pd_cycle_over(&ctx)) {
             partial = ctx.only != NULL;
             failed = pd_cycle_end(&ctx);
             if (once)
                 return failed ? 1 : 0;
-            if (ctx.stopping)
+            if (ctx.stopping && !pd_digest_busy(&ctx))
                 return 0;
             schedule_next(partial);
             continue;
@@ -381,6 +394,7 @@ static int cleanup(int rc)
     pd_unrecorded *u;
 
     pd_cycle_free(&ctx);
+    pd_digest_free(&ctx);
     while ((u = ctx.unrecorded)) {
         sm_err("%s %s: to=<%s> from=<%s>: delivered but never recorded in table received%s",
                u->domain, u->id, u->to, u->from, u->acked

@@ -135,6 +135,12 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         return self.outbox_url + "/unsubscribe"
 
     @property
+    def intro_url(self):
+        """Our Apache's page for the introductions digest's links (pollerd's
+        intro_url; the digest itself is off unless pollerd_extra turns it on)."""
+        return self.outbox_url + "/introduction"
+
+    @property
     def conninfo(self):
         return "host=%s port=%d dbname=stubmail user=stubmail" % (self.ip, self.pg_port)
 

@@ -24,8 +24,9 @@ class PollerdMixin:
                reinject_port=self.reinject_port, interval=self.poll_interval,
                spool=spool, quarantine_dir=self.quarantine_dir,
                udp_listen="udp_listen %s\n" % self.stub_address if self.stubs else "",
-               unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\n"
-                            % ((self.unsubscribe_url,) + self.link_keys[-1])
+               unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\nintro_url %s\n"
+                            % ((self.unsubscribe_url,) + self.link_keys[-1]
+                               + (self.intro_url,))
                             if self.module and "httpd" in self.services else ""),
                extra="".join(line + "\n" for line in self.pollerd_extra),
                **self._key_settings())

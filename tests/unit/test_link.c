@@ -13,6 +13,8 @@
 #define VECTOR "Oo3X4X8Rjs76jiqblbzhkU9qvffYpQaxgDhA2dAHR4M"
 /* the same for "stubmail-form-v1\0bob@b.example\0" */
 #define FORM_VECTOR "ACtlEJd_HrycDOl_JP_Tf9eOV_ycpKORolhsLR-gqhc"
+/* the same for "stubmail-introduction-v1\0bob@b.example\0mallory@a.example" */
+#define INTRO_VECTOR "GR574cRZrJ7TkwstaCJ5j-Fv46t7gYIjldujnf1AzQE"
 
 /* The unsubscribe purpose, which most checks are about. */
 static int umac(const sm_token_keyring *kr, const char *kid, const char *user,
@@ -123,6 +125,27 @@ int main(void)
               u, s, sizeof(u), &why) == -1, "nor an unsubscribe link");
     ok(sm_link_check(SM_LINK_FORM, &kr, "k1", "bob@b.example", "", VECTOR, u, s, sizeof(u),
                      &why) == -1, "an unsubscribe MAC is no form MAC");
+
+    /* introductions: the digest's accept / decline links, per pair */
+    ok(sm_link_mac(SM_LINK_INTRO, &kr, "k1", "bob@b.example", "Mallory@A.example", mac2,
+                   sizeof(mac2), NULL, &why) == 0, "an introduction MAC made");
+    is_str(mac2, INTRO_VECTOR, "the introduction MAC agrees with an independent HMAC-SHA256");
+    ok(sm_link_check(SM_LINK_INTRO, &kr, "k1", "bob@b.example", "mallory@a.example", mac2, u,
+                     s, sizeof(u), &why) == 0 && !strcmp(s, "mallory@a.example"),
+       "the introduction MAC checks");
+    ok(sm_link_check(SM_LINK_INTRO, &kr, "k1", "bob@b.example", "eve@a.example", mac2, u, s,
+                     sizeof(u), &why) == -1 && !strcmp(why, "bad mac"),
+       "another sender's introduction link is refused");
+    ok(sm_link_check(SM_LINK_INTRO, &kr, "k1", "carol@b.example", "mallory@a.example", mac2,
+                     u, s, sizeof(u), &why) == -1 && !strcmp(why, "bad mac"),
+       "another user's introduction link is refused");
+    ok(ucheck(&kr, "k1", "bob@b.example", "mallory@a.example", mac2, u, s, sizeof(u),
+              &why) == -1, "an introduction MAC is no unsubscribe link");
+    ok(umac(&kr, "k1", "bob@b.example", "mallory@a.example", mac, sizeof(mac), NULL,
+            &why) == 0
+       && sm_link_check(SM_LINK_INTRO, &kr, "k1", "bob@b.example", "mallory@a.example", mac,
+                        u, s, sizeof(u), &why) == -1,
+       "nor is an unsubscribe MAC an introduction link");
     sm_token_keyring_clear(&kr);
     return tap_done();
 }
