@@ -12,10 +12,11 @@
  * smf_dsn.c           the RFC 3461 parameters: NOTIFY, ORCPT, ENVID
  *
  * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
- * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net; smf_seal ->
- * smf_db (and reads the message context's fields); smf_ctx, smf_db,
- * smf_net and smf_quota call no other file of the milter. All but stubmail-milter.c make
- * libsmf.la, which the program and the unit tests link.
+ * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net, smf_quota,
+ * smf_dsn; smf_seal -> smf_db (and reads the message context's fields);
+ * smf_ctx, smf_db, smf_net, smf_quota and smf_dsn call no other file of
+ * the milter. All but stubmail-milter.c make libsmf.la, which the program
+ * and the unit tests link.
  */
 #ifndef SMF_H
 #define SMF_H

@@ -512,7 +512,7 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
 {
     smf_conn *conn = smf_conn_get(ctx);
     smf_msg *msg = smf_msg_get(ctx);
-    char addr[SM_ADDR_MAX + 1], dsnwhy[128];
+    char addr[SM_ADDR_MAX + 1], dsnwhy[256];
     const char *bad = NULL;
     smf_dsn_rcpt dsn;
     smf_rcpt *grown, *r;

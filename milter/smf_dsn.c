@@ -96,14 +96,14 @@ static void notify_parse(const char *v, char *out, size_t len, char *why, size_t
  * not well formed (why says so). */
 static void orcpt_parse(const char *v, char *out, size_t len, char *why, size_t whylen)
 {
-    size_t n = strcspn(v, ";");
+    size_t n = strcspn(v, ";"), i;
 
     out[0] = '\0';
     if (v[n] != ';' || n == 0 || n > 40 || n + 2 > len) {
         snprintf(why, whylen, "ORCPT: no address type, ignored");
         return;
     }
-    for (size_t i = 0; i < n; i++)
+    for (i = 0; i < n; i++)
         if (!isalnum((unsigned char)v[i]) && v[i] != '-') {
             snprintf(why, whylen, "ORCPT: bad address type, ignored");
             return;
@@ -116,8 +116,18 @@ static void orcpt_parse(const char *v, char *out, size_t len, char *why, size_t 
     }
 }
 
+/* why2 after what why says already, "; " between */
+static void say_also(char *why, size_t whylen, const char *why2)
+{
+    size_t n = strlen(why);
+
+    if (why2[0])
+        snprintf(why + n, whylen - n, "%s%s", n ? "; " : "", why2);
+}
+
 void smf_dsn_rcpt_args(char *const *argv, smf_dsn_rcpt *out, char *why, size_t whylen)
 {
+    char one[128];
     size_t i;
 
     memset(out, 0, sizeof *out);
@@ -125,13 +135,15 @@ void smf_dsn_rcpt_args(char *const *argv, smf_dsn_rcpt *out, char *why, size_t w
     /* argv[0] is the recipient; the ESMTP parameters follow. The first of
      * a parameter given twice counts. */
     for (i = 1; argv[0] != NULL && argv[i] != NULL; i++) {
+        one[0] = '\0';
         if (strncasecmp(argv[i], "NOTIFY=", 7) == 0 && !out->has_notify) {
             out->has_notify = 1;
-            notify_parse(argv[i] + 7, out->notify, sizeof out->notify, why, whylen);
+            notify_parse(argv[i] + 7, out->notify, sizeof out->notify, one, sizeof one);
         } else if (strncasecmp(argv[i], "ORCPT=", 6) == 0 && !out->has_orcpt) {
             out->has_orcpt = 1;
-            orcpt_parse(argv[i] + 6, out->orcpt, sizeof out->orcpt, why, whylen);
+            orcpt_parse(argv[i] + 6, out->orcpt, sizeof out->orcpt, one, sizeof one);
         }
+        say_also(why, whylen, one);
     }
 }
 

@@ -45,6 +45,9 @@ int main(void)
        "NEVER with another keyword: ignored as a whole");
     rcpt(&d, why, sizeof why, "NOTIFY=", NULL);
     ok(d.has_notify && d.notify[0] == '\0' && why[0] != '\0', "NOTIFY= empty: ignored, said");
+    rcpt(&d, why, sizeof why, "NOTIFY=SUCCESS,BOGUS", "ORCPT=rfc822");
+    ok(strstr(why, "BOGUS") != NULL && strstr(why, "ORCPT") != NULL,
+       "two bad parameters: both said (%s)", why);
     rcpt(&d, why, sizeof why, "NOTIFY=SUCCESS", "NOTIFY=NEVER");
     is_str(d.notify, "success", "given twice: the first counts");
 
