@@ -74,6 +74,7 @@ class NotifyTest(SandboxTest):
 
     def test_success_notice_once_and_only_where_asked(self):
         a = self.a
+        before = len(a.maildir_messages("alice"))
         mid = self.submit("tell me", [("bob@b.example", ["NOTIFY=SUCCESS", "ORCPT=" + ORCPT_SENT]),
                                       ("carol@b.example", [])], envid="QQ+2B314")
         self.assertEqual(a.sql("SELECT recipient, coalesce(dsn_notify::text, ''), "
@@ -111,6 +112,10 @@ class NotifyTest(SandboxTest):
         self.assertIn("pass done: 0 ack notices", log)
         wait_for(lambda: not a.postqueue() or None, timeout=30, what="an empty mail queue")
         self.assertEqual(len(notices(a, "alice", mid)), 1)
+        # and nothing else: Postfix, which diverted recipients left, sends
+        # no notice of its own about them
+        self.assertEqual(len(a.maildir_messages("alice")), before + 1,
+                         [d[:300] for _, d in a.maildir_messages("alice")])
 
     def test_no_notify_no_success_notice(self):
         a = self.a
