@@ -102,7 +102,7 @@ static int claim(PGconn *db, const char *sql, jn_dsn_kind kind, const char *id,
     const char *vals[1] = { id };
     PGresult *r = PQexecParams(db, sql, 1, NULL, vals, NULL, NULL, 0);
     int rc = -1, i, wants;
-    jn_rcpt *rc_;
+    jn_rcpt *named;
 
     memset(m, 0, sizeof *m);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -145,9 +145,9 @@ static int claim(PGconn *db, const char *sql, jn_dsn_kind kind, const char *id,
         wants = PQgetvalue(r, i, kind == JN_DSN_FAILED ? 4 : 5)[0] == 't';
         if (!wants)
             continue;
-        rc_ = &m->recipients[m->nrecipients++];
-        if ((rc_->addr = strdup(PQgetvalue(r, i, 0))) == NULL
-            || (PQgetvalue(r, i, 1)[0] && (rc_->orcpt = strdup(PQgetvalue(r, i, 1))) == NULL)) {
+        named = &m->recipients[m->nrecipients++];
+        if ((named->addr = strdup(PQgetvalue(r, i, 0))) == NULL
+            || (PQgetvalue(r, i, 1)[0] && (named->orcpt = strdup(PQgetvalue(r, i, 1))) == NULL)) {
             sm_err("%s: out of memory", id);
             goto leave;
         }
