@@ -1,6 +1,8 @@
 /* jn.h — stubmail-janitor: one pass over the sender's outbox. It tells
- * senders about mail nobody retrieved (a delay warning, then the failure
- * when it expired: RFC 3464 notifications handed to the local MTA),
+ * senders what became of their mail when they asked (RFC 3461 NOTIFY: a
+ * recipient's ISP retrieved it, or rejected it), and about mail nobody
+ * retrieved (a delay warning, then the failure when it expired: RFC 3464
+ * notifications handed to the local MTA),
  * removes expired messages with their bodies, and removes spool files no
  * live message names. Safe to run on several hosts at once: each message
  * is claimed with a row lock (FOR UPDATE SKIP LOCKED) held over its
@@ -33,16 +35,28 @@ void jn_conf_usage(FILE *fp);
 /* "key<TAB>default" lines (default empty when none): -K */
 void jn_conf_dump_keys(FILE *fp);
 
-/* jn_dsn.c: a delivery status notification. */
-typedef enum { JN_DSN_FAILED, JN_DSN_DELAYED } jn_dsn_kind;
+/* jn_dsn.c: a delivery status notification. FAILED: it expired
+ * unretrieved; DELAYED: not retrieved yet; DELIVERED: the recipient's ISP
+ * retrieved it; REJECTED: it fetched it and refused it. */
+typedef enum { JN_DSN_FAILED, JN_DSN_DELAYED, JN_DSN_DELIVERED, JN_DSN_REJECTED } jn_dsn_kind;
+
+typedef struct jn_rcpt {
+    char *addr;
+    char *orcpt;                /* its ORCPT ("rfc822;bob@b.example"), NULL if none */
+    time_t acked;               /* DELIVERED, REJECTED: when its ISP acked */
+    char *reason;               /* REJECTED: the ISP's reason */
+} jn_rcpt;
 
 typedef struct jn_message {
     char id[33];
     char *sender;
+    char *envid;                /* its ENVID, NULL if none */
     time_t created, expires;
-    char **recipients;          /* those that did not retrieve it */
+    jn_rcpt *recipients;        /* those the notice is about */
     size_t nrecipients;
 } jn_message;
+
+void jn_message_free(jn_message *m);
 
 /* The whole notification (RFC 5322, CRLF line ends) for msg, malloc'd;
  * NULL when out of memory. now is its Date. */
@@ -62,10 +76,22 @@ jn_submit_status jn_submit(const jn_settings *set, const char *rcpt, const char 
  * the pass's tally. 0, or -1 when the database or the MTA failed (what
  * was done stays done). */
 typedef struct jn_tally {
-    long expired, failed_dsns, warnings, files;
+    long expired, failed_dsns, warnings, acked_dsns, files;
 } jn_tally;
 int jn_expire(PGconn *db, const jn_settings *set, jn_tally *t);
 int jn_warn(PGconn *db, const jn_settings *set, jn_tally *t);
+
+/* Shared by the steps: sql with $1 = id (nparams 1) or without parameters
+ * (0: BEGIN, COMMIT, ROLLBACK), id naming the message in the log; 0 or
+ * -1. jn_hand_over: the notice of kind about m to the MTA; 0 handed (or
+ * refused for good: logged), -1 not now. */
+int jn_run_cmd(PGconn *db, const char *sql, int nparams, const char *id, const char *what);
+int jn_hand_over(const jn_settings *set, jn_dsn_kind kind, const jn_message *m);
+
+/* jn_notify.c: the notices senders asked for (NOTIFY=SUCCESS, FAILURE or
+ * none) about recipients whose ISP acked (sql/016 outbox_notice_due), one
+ * per message and kind; outbox.notified_at records each. 0, or -1. */
+int jn_notify(PGconn *db, const jn_settings *set, jn_tally *t);
 
 /* jn_spool.c: spool files that no live message names, older than
  * orphan_grace. 0, or -1. */

@@ -1,10 +1,15 @@
-/* jn_dsn — the delivery status notification of a message nobody retrieved
- * (RFC 3464 in an RFC 6522 multipart/report, as Postfix's bounces): a
- * human-readable part, a message/delivery-status part with one block per
- * recipient that did not retrieve it (Action failed, Status 5.4.7, when it
- * expired; Action delayed, Status 4.4.7, Will-Retry-Until its expiry, for
- * the warning), and text/rfc822-headers with what the outbox knows of the
- * original message. The stored body is sealed to the recipients' keys, so
+/* jn_dsn — the delivery status notification of a message (RFC 3464 in an
+ * RFC 6522 multipart/report, as Postfix's bounces): a human-readable part,
+ * a message/delivery-status part with one block per recipient it is about,
+ * and text/rfc822-headers with what the outbox knows of the original
+ * message. Four kinds: a message nobody retrieved (Action failed, Status
+ * 5.4.7, when it expired; Action delayed, Status 4.4.7, Will-Retry-Until
+ * its expiry, for the warning), and what a recipient's ISP acked when the
+ * sender asked (RFC 3461): Action delivered, Status 2.0.0, its retrieval
+ * time as Last-Attempt-Date; or Action failed with the ISP's reason as
+ * Diagnostic-Code, Status the enhanced code in the reason (a refusal by
+ * its MTA carries one) or 5.0.0. Original-Recipient and
+ * Original-Envelope-Id carry the sender's ORCPT and ENVID. The stored body is sealed to the recipients' keys, so
  * the sender's ISP cannot read the original headers: that part holds the
  * envelope and the outbox id, and says so. */
 #include <stdarg.h>
@@ -52,6 +57,36 @@ static void put(jn_buf *b, const char *fmt, ...)
     }
 }
 
+/* Text from the database into a header field: printable US-ASCII only
+ * (the milter and mod_stubmail check what they store; an admin's UPDATE
+ * must not make a line break either). */
+static void put_clean(jn_buf *b, const char *s)
+{
+    char c[2] = { 0, 0 };
+
+    for (; *s; s++) {
+        c[0] = (*s >= 32 && *s <= 126) ? *s : '?';
+        put(b, "%s", c);
+    }
+}
+
+/* The first RFC 3463 enhanced status code of class 5 in a reason
+ * ("refused by b.example: 550 5.1.1 <ghost@b.example>: ..."), else 5.0.0. */
+static void status_of(const char *reason, char *out, size_t len)
+{
+    const char *p;
+    int a, b, n;
+
+    for (p = reason; *p; p++)
+        if (p[0] == '5' && p[1] == '.' && (p == reason || p[-1] == ' ')
+            && sscanf(p, "5.%3d.%3d%n", &a, &b, &n) == 2
+            && (p[n] == '\0' || p[n] == ' ') && a >= 0 && b >= 0) {
+            snprintf(out, len, "5.%d.%d", a, b);
+            return;
+        }
+    snprintf(out, len, "5.0.0");
+}
+
 /* RFC 5322 date-time in UTC */
 static void rfc5322_date(time_t t, char *out, size_t len)
 {
@@ -79,9 +114,16 @@ static void span(long secs, char *out, size_t len)
 char *jn_dsn_build(jn_dsn_kind kind, const jn_settings *set, const jn_message *msg,
                    time_t now)
 {
+    static const char *const subject[] = {
+        "Undelivered Mail Returned to Sender", "Delayed Mail (not yet retrieved)",
+        "Successful Mail Delivery Report", "Undelivered Mail Returned to Sender"
+    };
+    static const char *const tag[] = { "expired", "delayed", "delivered", "rejected" };
     const int failed = kind == JN_DSN_FAILED;
+    const int acked = kind == JN_DSN_DELIVERED || kind == JN_DSN_REJECTED;
     jn_buf b = { malloc(4096), 0, 4096, 0 };
     char date[64], arrival[64], until[64], waited[64], lifetime[64], boundary[80];
+    char when[64], status[32];
     size_t i;
 
     if (b.p == NULL)
@@ -94,23 +136,24 @@ char *jn_dsn_build(jn_dsn_kind kind, const jn_settings *set, const jn_message *m
     snprintf(boundary, sizeof boundary, "%s.%ld/%s", msg->id, (long)now, set->hostname);
 
     /* the same Message-ID if a crash makes us send it again: a duplicate
-     * is recognisable as one */
+     * is recognisable as one (an ack notice: also the time of its first
+     * ack, since a message may get several) */
     put(&b, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n"
         "To: %s\r\n"
         "Subject: %s\r\n"
         "Date: %s\r\n"
-        "Message-ID: <%s.%s@%s>\r\n"
+        "Message-ID: <%s.%s", set->hostname, msg->sender, subject[kind], date, msg->id,
+        tag[kind]);
+    if (acked && msg->nrecipients > 0)
+        put(&b, ".%ld", (long)msg->recipients[0].acked);
+    put(&b, "@%s>\r\n"
         "Auto-Submitted: auto-replied\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Type: multipart/report; report-type=delivery-status;\r\n"
         "\tboundary=\"%s\"\r\n"
         "\r\n"
         "This is a MIME-encapsulated message.\r\n"
-        "\r\n",
-        set->hostname, msg->sender,
-        failed ? "Undelivered Mail Returned to Sender"
-               : "Delayed Mail (not yet retrieved)",
-        date, msg->id, failed ? "expired" : "delayed", set->hostname, boundary);
+        "\r\n", set->hostname, boundary);
 
     put(&b, "--%s\r\n"
         "Content-Description: Notification\r\n"
@@ -118,14 +161,16 @@ char *jn_dsn_build(jn_dsn_kind kind, const jn_settings *set, const jn_message *m
         "\r\n"
         "This is the mail system at host %s.\r\n"
         "\r\n", boundary, set->hostname);
-    if (failed)
+    switch (kind) {
+    case JN_DSN_FAILED:
         put(&b, "I'm sorry to have to inform you that your message of\r\n"
             "%s could not be delivered to one or more\r\n"
             "recipients. Their mail system collects mail by pulling it from\r\n"
             "ours, and it did not collect this message within %s.\r\n"
             "The message has been removed; they will not receive it.\r\n",
             arrival, lifetime);
-    else
+        break;
+    case JN_DSN_DELAYED:
         put(&b, "####################################################################\r\n"
             "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n"
             "####################################################################\r\n"
@@ -135,38 +180,94 @@ char *jn_dsn_build(jn_dsn_kind kind, const jn_settings *set, const jn_message *m
             "collects mail by pulling it from ours. It stays here for them\r\n"
             "until %s; after that you will be told it failed.\r\n",
             arrival, waited, until);
+        break;
+    case JN_DSN_DELIVERED:
+        put(&b, "Your message of %s was retrieved by\r\n"
+            "the mail system of the recipients below, as you asked to be told.\r\n"
+            "Their mail system collects mail by pulling it from ours, and\r\n"
+            "delivers it to their mailbox itself.\r\n", arrival);
+        break;
+    case JN_DSN_REJECTED:
+        put(&b, "I'm sorry to have to inform you that your message of\r\n"
+            "%s could not be delivered to one or more\r\n"
+            "recipients. Their mail system collected it from ours and\r\n"
+            "refused it, for the reason given below.\r\n", arrival);
+        break;
+    }
     put(&b, "\r\n");
-    for (i = 0; i < msg->nrecipients; i++)
-        put(&b, "<%s>: %s\r\n", msg->recipients[i],
-            failed ? "not retrieved before the message expired"
-                   : "not retrieved yet");
+    for (i = 0; i < msg->nrecipients; i++) {
+        const jn_rcpt *r = &msg->recipients[i];
+
+        rfc5322_date(r->acked, when, sizeof when);
+        put(&b, "<%s>: ", r->addr);
+        if (kind == JN_DSN_DELIVERED)
+            put(&b, "retrieved %s", when);
+        else if (kind == JN_DSN_REJECTED) {
+            put(&b, "refused %s: ", when);
+            put_clean(&b, r->reason ? r->reason : "");
+        } else
+            put(&b, "%s", failed ? "not retrieved before the message expired"
+                                 : "not retrieved yet");
+        put(&b, "\r\n");
+    }
     put(&b, "\r\n");
 
     put(&b, "--%s\r\n"
         "Content-Description: Delivery report\r\n"
         "Content-Type: message/delivery-status\r\n"
         "\r\n"
-        "Reporting-MTA: dns; %s\r\n"
-        "X-Stubmail-Outbox-Id: %s\r\n"
-        "Arrival-Date: %s\r\n",
-        boundary, set->hostname, msg->id, arrival);
+        "Reporting-MTA: dns; %s\r\n", boundary, set->hostname);
+    if (msg->envid) {
+        put(&b, "Original-Envelope-Id: ");
+        put_clean(&b, msg->envid);
+        put(&b, "\r\n");
+    }
+    put(&b, "X-Stubmail-Outbox-Id: %s\r\n"
+        "Arrival-Date: %s\r\n", msg->id, arrival);
     for (i = 0; i < msg->nrecipients; i++) {
-        put(&b, "\r\n"
-            "Final-Recipient: rfc822; %s\r\n"
-            "Action: %s\r\n"
-            "Status: %s\r\n"
-            "Diagnostic-Code: X-Stubmail; %s\r\n",
-            msg->recipients[i],
-            failed ? "failed" : "delayed", failed ? "5.4.7" : "4.4.7",
-            failed ? "not retrieved from the outbox before it expired"
-                   : "not yet retrieved from the outbox");
-        if (!failed)
-            put(&b, "Will-Retry-Until: %s\r\n", until);
+        const jn_rcpt *r = &msg->recipients[i];
+
+        put(&b, "\r\n");
+        if (r->orcpt) {
+            put(&b, "Original-Recipient: ");
+            put_clean(&b, r->orcpt);
+            put(&b, "\r\n");
+        }
+        put(&b, "Final-Recipient: rfc822; %s\r\n", r->addr);
+        switch (kind) {
+        case JN_DSN_FAILED:
+        case JN_DSN_DELAYED:
+            put(&b, "Action: %s\r\n"
+                "Status: %s\r\n"
+                "Diagnostic-Code: X-Stubmail; %s\r\n",
+                failed ? "failed" : "delayed", failed ? "5.4.7" : "4.4.7",
+                failed ? "not retrieved from the outbox before it expired"
+                       : "not yet retrieved from the outbox");
+            if (!failed)
+                put(&b, "Will-Retry-Until: %s\r\n", until);
+            break;
+        case JN_DSN_DELIVERED:
+            rfc5322_date(r->acked, when, sizeof when);
+            put(&b, "Action: delivered\r\n"
+                "Status: 2.0.0\r\n"
+                "Diagnostic-Code: X-Stubmail; retrieved from the outbox by the recipient's mail system\r\n"
+                "Last-Attempt-Date: %s\r\n", when);
+            break;
+        case JN_DSN_REJECTED:
+            rfc5322_date(r->acked, when, sizeof when);
+            status_of(r->reason ? r->reason : "", status, sizeof status);
+            put(&b, "Action: failed\r\n"
+                "Status: %s\r\n"
+                "Diagnostic-Code: X-Stubmail; ", status);
+            put_clean(&b, r->reason ? r->reason : "");
+            put(&b, "\r\nLast-Attempt-Date: %s\r\n", when);
+            break;
+        }
     }
     put(&b, "\r\n");
 
     put(&b, "--%s\r\n"
-        "Content-Description: Undelivered Message Headers\r\n"
+        "Content-Description: %s Message Headers\r\n"
         "Content-Type: text/rfc822-headers\r\n"
         "\r\n"
         "X-Stubmail-Note: the stored message is encrypted to its recipients; these\r\n"
@@ -174,9 +275,10 @@ char *jn_dsn_build(jn_dsn_kind kind, const jn_settings *set, const jn_message *m
         "Return-Path: <%s>\r\n"
         "X-Stubmail-Outbox-Id: %s\r\n"
         "Date: %s\r\n",
-        boundary, msg->sender, msg->id, arrival);
+        boundary, kind == JN_DSN_DELIVERED ? "Delivered" : "Undelivered", msg->sender,
+        msg->id, arrival);
     for (i = 0; i < msg->nrecipients; i++)
-        put(&b, "X-Original-To: %s\r\n", msg->recipients[i]);
+        put(&b, "X-Original-To: %s\r\n", msg->recipients[i].addr);
     put(&b, "\r\n--%s--\r\n", boundary);
     if (b.failed) {
         free(b.p);

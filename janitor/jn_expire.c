@@ -12,9 +12,15 @@
  * the commit leaves the row as it was, and the next pass sends the notice
  * again. SMTP has no two-phase commit: the choice is a notice sent twice
  * (rarely, recognisable by its Message-ID) or one lost, and a sender who
- * is not told is worse. The outbox rows of the recipients named are
- * locked too, so an ack that races with the notice either commits first
- * (that recipient is not named) or finds its row gone. */
+ * is not told is worse. The message's outbox rows are locked too, so an
+ * ack that races with the notice either commits first (that recipient is
+ * not named) or finds its row gone.
+ *
+ * A notice names the recipients whose sender wants that kind (RFC 3461
+ * NOTIFY, sql/016: FAILURE for the failure, DELAY for the warning, or no
+ * NOTIFY at all, as Postfix does; NEVER: neither). A message with an ack
+ * notice still due (jn_notify.c) is not removed until that notice went:
+ * the removal would take its outbox row, and with it the notice. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +31,12 @@
 #include "sm_spool.h"
 #include "jn.h"
 
-/* expired messages, oldest expiry first */
+/* expired messages, oldest expiry first, without ack notices due */
 static const char sql_expired[] =
-    "SELECT id FROM message WHERE expires_at <= now() ORDER BY expires_at, id";
+    "SELECT id FROM message m WHERE expires_at <= now()"
+    " AND (sender = '' OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
+    "                                 AND outbox_notice_due(o)))"
+    " ORDER BY expires_at, id";
 /* $1 delay_warning seconds: messages due a warning */
 static const char sql_due_warning[] =
     "SELECT m.id FROM message m WHERE m.warned_at IS NULL AND m.expires_at > now()"
@@ -44,17 +53,17 @@ static const char sql_claim_warning[] =
     " extract(epoch FROM expires_at)::bigint, coalesce(spool_name, '')"
     " FROM message WHERE id = $1 AND warned_at IS NULL AND expires_at > now()"
     " FOR UPDATE SKIP LOCKED";
-/* $1 id: the recipients that did not retrieve it, locked */
-static const char sql_unretrieved[] =
-    "SELECT recipient FROM outbox WHERE message_id = $1 AND retrieved_at IS NULL"
-    " ORDER BY recipient FOR UPDATE";
+/* $1 id: every outbox row of it, locked: whether it waits, whether an ack
+ * notice is due for it, whether its sender wants a failure, a warning */
+static const char sql_outbox_rows[] =
+    "SELECT recipient, coalesce(dsn_orcpt, ''), retrieved_at IS NULL, outbox_notice_due(o),"
+    " dsn_notify IS NULL OR 'failure' = ANY (dsn_notify),"
+    " dsn_notify IS NULL OR 'delay' = ANY (dsn_notify)"
+    " FROM outbox o WHERE message_id = $1 ORDER BY recipient FOR UPDATE";
 static const char sql_remove[] = "DELETE FROM message WHERE id = $1";
 static const char sql_warned[] = "UPDATE message SET warned_at = now() WHERE id = $1";
 
-/* sql with $1 = id (nparams 1) or without parameters (0: BEGIN, COMMIT,
- * ROLLBACK); id names the message in the log either way. */
-static int run_cmd(PGconn *db, const char *sql, int nparams, const char *id,
-                   const char *what)
+int jn_run_cmd(PGconn *db, const char *sql, int nparams, const char *id, const char *what)
 {
     const char *vals[1] = { id };
     PGresult *r = PQexecParams(db, sql, nparams, NULL, nparams ? vals : NULL, NULL, NULL, 0);
@@ -66,26 +75,34 @@ static int run_cmd(PGconn *db, const char *sql, int nparams, const char *id,
     return ok ? 0 : -1;
 }
 
-static void message_free(jn_message *m)
+void jn_message_free(jn_message *m)
 {
     size_t i;
 
     free(m->sender);
-    for (i = 0; i < m->nrecipients; i++)
-        free(m->recipients[i]);
+    free(m->envid);
+    for (i = 0; i < m->nrecipients; i++) {
+        free(m->recipients[i].addr);
+        free(m->recipients[i].orcpt);
+        free(m->recipients[i].reason);
+    }
     free(m->recipients);
     memset(m, 0, sizeof *m);
 }
 
-/* The claim and the recipients of id, in the open transaction: 1 with
- * *m and spool (the body's file, "" for a body in the row), 0 when
- * another janitor has it or it no longer qualifies, -1 on error. */
-static int claim(PGconn *db, const char *sql, const char *id, jn_message *m,
-                 char *spool, size_t spoollen)
+/* The claim and the recipients of id for a notice of kind (FAILED or
+ * DELAYED), in the open transaction: 1 with *m (the recipients that did
+ * not retrieve it and want that kind), *nwaiting (all that did not
+ * retrieve it) and spool (the body's file, "" for a body in the row), 0
+ * when another janitor has it, it no longer qualifies, or (FAILED) an ack
+ * notice is still due; -1 on error. */
+static int claim(PGconn *db, const char *sql, jn_dsn_kind kind, const char *id,
+                 jn_message *m, size_t *nwaiting, char *spool, size_t spoollen)
 {
     const char *vals[1] = { id };
     PGresult *r = PQexecParams(db, sql, 1, NULL, vals, NULL, NULL, 0);
-    int rc = -1, i;
+    int rc = -1, i, wants;
+    jn_rcpt *named;
 
     memset(m, 0, sizeof *m);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -102,7 +119,7 @@ static int claim(PGconn *db, const char *sql, const char *id, jn_message *m,
     m->expires = (time_t)strtoll(PQgetvalue(r, 0, 2), NULL, 10);
     snprintf(spool, spoollen, "%s", PQgetvalue(r, 0, 3));
     PQclear(r);
-    r = PQexecParams(db, sql_unretrieved, 1, NULL, vals, NULL, NULL, 0);
+    r = PQexecParams(db, sql_outbox_rows, 1, NULL, vals, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         sm_err("%s: locking its outbox rows: %s", id, PQresultErrorMessage(r));
         goto leave;
@@ -112,16 +129,34 @@ static int claim(PGconn *db, const char *sql, const char *id, jn_message *m,
         sm_err("%s: out of memory", id);
         goto leave;
     }
-    for (i = 0; i < PQntuples(r); i++)
-        if ((m->recipients[m->nrecipients++] = strdup(PQgetvalue(r, i, 0))) == NULL) {
+    *nwaiting = 0;
+    for (i = 0; i < PQntuples(r); i++) {
+        /* acked since the message was chosen, and its notice not sent:
+         * that comes first (the removal would lose it) */
+        if (kind == JN_DSN_FAILED && m->sender[0] && PQgetvalue(r, i, 3)[0] == 't') {
+            sm_info("%s: expired, but an ack notice to %s is still due: removed after it",
+                    id, m->sender);
+            rc = 0;
+            goto leave;
+        }
+        if (PQgetvalue(r, i, 2)[0] != 't')
+            continue;
+        (*nwaiting)++;
+        wants = PQgetvalue(r, i, kind == JN_DSN_FAILED ? 4 : 5)[0] == 't';
+        if (!wants)
+            continue;
+        named = &m->recipients[m->nrecipients++];
+        if ((named->addr = strdup(PQgetvalue(r, i, 0))) == NULL
+            || (PQgetvalue(r, i, 1)[0] && (named->orcpt = strdup(PQgetvalue(r, i, 1))) == NULL)) {
             sm_err("%s: out of memory", id);
             goto leave;
         }
+    }
     rc = 1;
 leave:
     PQclear(r);
     if (rc != 1)
-        message_free(m);
+        jn_message_free(m);
     return rc;
 }
 
@@ -132,14 +167,17 @@ static void recipient_list(const jn_message *m, char *out, size_t len)
 
     out[0] = '\0';
     for (i = 0; i < m->nrecipients && n < len; i++)
-        n += (size_t)snprintf(out + n, len - n, "%s%s", i ? ", " : "", m->recipients[i]);
+        n += (size_t)snprintf(out + n, len - n, "%s%s", i ? ", " : "", m->recipients[i].addr);
 }
 
-/* Hand the notice of m to the MTA. 0 handed (or refused for good: logged,
- * the message goes anyway, as an MTA drops a bounce it cannot deliver),
- * -1 not now. */
-static int notify(const jn_settings *set, jn_dsn_kind kind, const jn_message *m)
+/* A refusal for good is logged and counts as handed: the message goes (or
+ * its rows are marked noticed) anyway, as an MTA drops a bounce it cannot
+ * deliver. */
+int jn_hand_over(const jn_settings *set, jn_dsn_kind kind, const jn_message *m)
 {
+    static const char *const name[] = { "failure", "delay", "success", "failure" };
+    static const char *const about[] = { "not retrieved by", "not retrieved by",
+                                         "retrieved by", "rejected by" };
     char why[512], rcpts[1024];
     char *text;
     int rc = -1;
@@ -151,18 +189,18 @@ static int notify(const jn_settings *set, jn_dsn_kind kind, const jn_message *m)
     }
     switch (jn_submit(set, m->sender, text, why, sizeof why)) {
     case JN_SUBMIT_OK:
-        sm_info("%s: %s notice to %s handed to the MTA (not retrieved by %s)", m->id,
-                kind == JN_DSN_FAILED ? "failure" : "delay", m->sender, rcpts);
+        sm_info("%s: %s notice to %s handed to the MTA (%s %s)", m->id, name[kind],
+                m->sender, about[kind], rcpts);
         rc = 0;
         break;
     case JN_SUBMIT_REFUSED:
         sm_err("%s: the MTA refused the %s notice to %s for good, not sent: %s", m->id,
-               kind == JN_DSN_FAILED ? "failure" : "delay", m->sender, why);
+               name[kind], m->sender, why);
         rc = 0;
         break;
     case JN_SUBMIT_LATER:
         sm_err("%s: %s notice to %s not handed over, next pass tries again: %s", m->id,
-               kind == JN_DSN_FAILED ? "failure" : "delay", m->sender, why);
+               name[kind], m->sender, why);
         break;
     }
     free(text);
@@ -191,23 +229,25 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
 {
     char spool[SM_ID_LEN + 1], path[4096];
     jn_message m;
+    size_t waiting;
     int rc = -1, claimed;
 
-    if (run_cmd(db, "BEGIN", 0, id, "BEGIN") != 0)
+    if (jn_run_cmd(db, "BEGIN", 0, id, "BEGIN") != 0)
         return -1;
-    if ((claimed = claim(db, sql_claim_expired, id, &m, spool, sizeof spool)) <= 0) {
-        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
+    if ((claimed = claim(db, sql_claim_expired, JN_DSN_FAILED, id, &m, &waiting, spool,
+                         sizeof spool)) <= 0) {
+        jn_run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
         return claimed;
     }
     /* a message from the null sender is not bounced (RFC 5321 4.5.5) */
     if (m.nrecipients > 0 && m.sender[0] != '\0') {
-        if (notify(set, JN_DSN_FAILED, &m) != 0)
+        if (jn_hand_over(set, JN_DSN_FAILED, &m) != 0)
             goto leave;
         t->failed_dsns++;
     }
-    if (run_cmd(db, sql_remove, 1, id, "removing the message") != 0)
+    if (jn_run_cmd(db, sql_remove, 1, id, "removing the message") != 0)
         goto leave;
-    if (run_cmd(db, "COMMIT", 0, id, "COMMIT") != 0) {
+    if (jn_run_cmd(db, "COMMIT", 0, id, "COMMIT") != 0) {
         if (m.nrecipients > 0)
             sm_err("%s: its failure notice was handed over but the removal did not "
                    "commit: the next pass sends it again", id);
@@ -216,7 +256,7 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
     rc = 1;
     t->expired++;
     sm_info("%s: expired (from %s, %zu unretrieved), removed", id,
-            m.sender[0] ? m.sender : "<>", m.nrecipients);
+            m.sender[0] ? m.sender : "<>", waiting);
     /* after the commit: a crash here leaves a file no row names, which a
      * later pass removes as an orphan. ENOENT: the last ack removed it. */
     if (spool[0] && sm_spool_path(set->spool_dir, spool, path, sizeof path) == 0) {
@@ -227,8 +267,8 @@ static int expire_one(PGconn *db, const jn_settings *set, const char *id, jn_tal
     }
 leave:
     if (rc != 1 && PQtransactionStatus(db) != PQTRANS_IDLE)
-        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
-    message_free(&m);
+        jn_run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
+    jn_message_free(&m);
     return rc;
 }
 
@@ -254,32 +294,38 @@ static int warn_one(PGconn *db, const jn_settings *set, const char *id, jn_tally
 {
     char spool[SM_ID_LEN + 1];
     jn_message m;
+    size_t waiting = 0;
     int rc = -1, claimed;
 
-    if (run_cmd(db, "BEGIN", 0, id, "BEGIN") != 0)
+    if (jn_run_cmd(db, "BEGIN", 0, id, "BEGIN") != 0)
         return -1;
-    if ((claimed = claim(db, sql_claim_warning, id, &m, spool, sizeof spool)) <= 0
-        || m.nrecipients == 0) {
-        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
+    if ((claimed = claim(db, sql_claim_warning, JN_DSN_DELAYED, id, &m, &waiting, spool,
+                         sizeof spool)) <= 0
+        || waiting == 0) {
+        jn_run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
         if (claimed > 0)
-            message_free(&m);
+            jn_message_free(&m);
         return claimed < 0 ? -1 : 0;
     }
-    if (m.sender[0] != '\0' && notify(set, JN_DSN_DELAYED, &m) != 0)
+    /* marked warned also when no recipient wants a warning (NOTIFY
+     * without DELAY): it is not looked at again */
+    if (m.nrecipients > 0 && m.sender[0] != '\0'
+        && jn_hand_over(set, JN_DSN_DELAYED, &m) != 0)
         goto leave;
-    if (run_cmd(db, sql_warned, 1, id, "marking the message warned") != 0)
+    if (jn_run_cmd(db, sql_warned, 1, id, "marking the message warned") != 0)
         goto leave;
-    if (run_cmd(db, "COMMIT", 0, id, "COMMIT") != 0) {
+    if (jn_run_cmd(db, "COMMIT", 0, id, "COMMIT") != 0) {
         sm_err("%s: its delay notice was handed over but not recorded: the next pass "
                "sends it again", id);
         goto leave;
     }
     rc = 1;
-    t->warnings++;
+    if (m.nrecipients > 0 && m.sender[0] != '\0')
+        t->warnings++;
 leave:
     if (rc != 1 && PQtransactionStatus(db) != PQTRANS_IDLE)
-        run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
-    message_free(&m);
+        jn_run_cmd(db, "ROLLBACK", 0, id, "ROLLBACK");
+    jn_message_free(&m);
     return rc;
 }
 

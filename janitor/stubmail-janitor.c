@@ -1,8 +1,8 @@
 /* stubmail-janitor — one pass over the sender's outbox, then exit: meant
  * for cron or a systemd timer on any host that reaches the outbox's
- * database and spool (docs/stubmail-janitor.8). In order: expired
- * messages (failure notices, removal), delay warnings, then the spool's
- * leftovers. Exit 0 when everything went, 1 when something failed (what
+ * database and spool (docs/stubmail-janitor.8). In order: the notices
+ * senders asked for about acked mail (RFC 3461 NOTIFY), expired messages
+ * (failure notices, removal), delay warnings, then the spool's leftovers. Exit 0 when everything went, 1 when something failed (what
  * was done stays done; the next pass does the rest), 78 on a bad
  * configuration. -K (not in -h) prints the key table as "key<TAB>default"
  * lines for tests/docs/t-janitor-keys. */
@@ -25,7 +25,7 @@ int main(int argc, char **argv)
     int opt, to_stderr = 0, check_only = 0, rc = 1;
     char err[1024];
     jn_settings set;
-    jn_tally t = { 0, 0, 0, 0 };
+    jn_tally t = { 0, 0, 0, 0, 0 };
     PGconn *db = NULL;
 
     while ((opt = getopt(argc, argv, "c:fnhVK")) != -1) {
@@ -60,15 +60,18 @@ int main(int argc, char **argv)
         goto leave;
     }
     rc = 0;
+    /* before the expiry: a message whose ack notice is due is not removed */
+    if (jn_notify(db, &set, &t) != 0)
+        rc = 1;
     if (jn_expire(db, &set, &t) != 0)
         rc = 1;
     if (jn_warn(db, &set, &t) != 0)
         rc = 1;
     if (jn_spool_sweep(db, &set, &t) != 0)
         rc = 1;
-    sm_info("pass %s: %ld expired (%ld failure notices), %ld delay warnings, "
-            "%ld spool files removed", rc ? "incomplete" : "done", t.expired,
-            t.failed_dsns, t.warnings, t.files);
+    sm_info("pass %s: %ld ack notices, %ld expired (%ld failure notices), "
+            "%ld delay warnings, %ld spool files removed", rc ? "incomplete" : "done",
+            t.acked_dsns, t.expired, t.failed_dsns, t.warnings, t.files);
 leave:
     PQfinish(db);
     curl_global_cleanup();

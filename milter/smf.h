@@ -9,12 +9,14 @@
  * smf_net.c           trusted_networks: CIDR lists, IPv4 and IPv6; UDP stubs
  * smf_quota.c         the sender's outbox quota: SIZE=, over or not, the
  *                     refusal's text
+ * smf_dsn.c           the RFC 3461 parameters: NOTIFY, ORCPT, ENVID
  *
  * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
- * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net; smf_seal ->
- * smf_db (and reads the message context's fields); smf_ctx, smf_db,
- * smf_net and smf_quota call no other file of the milter. All but stubmail-milter.c make
- * libsmf.la, which the program and the unit tests link.
+ * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net, smf_quota,
+ * smf_dsn; smf_seal -> smf_db (and reads the message context's fields);
+ * smf_ctx, smf_db, smf_net, smf_quota and smf_dsn call no other file of
+ * the milter. All but stubmail-milter.c make libsmf.la, which the program
+ * and the unit tests link.
  */
 #ifndef SMF_H
 #define SMF_H
@@ -92,6 +94,8 @@ smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_
 typedef struct smf_db_rcpt {
     const char *addr;           /* normalised */
     const char *domain;         /* sm_addr_domain(addr) */
+    const char *notify;         /* its NOTIFY keywords ("success,failure"), "" none */
+    const char *orcpt;          /* its ORCPT, decoded, "" none */
 } smf_db_rcpt;
 
 /* One transaction, one statement (outbox_store_quota, sql/011): when the
@@ -100,11 +104,12 @@ typedef struct smf_db_rcpt {
  * per pulling recipient, an address-book row (owner = sender) per contact.
  * format is how the body is stored: "openpgp" (signed and encrypted). The
  * body is either in the row (body, size octets; spool_name NULL) or in the
- * spool file spool_name (body NULL). SMF_DB_OVERQUOTA: nothing stored;
- * quota has the sender's use and quota. */
+ * spool file spool_name (body NULL). The outbox rows keep each recipient's
+ * NOTIFY and ORCPT, the message row envid ("" none; sql/016).
+ * SMF_DB_OVERQUOTA: nothing stored; quota has the sender's use and quota. */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
-                           const char *format,
+                           const char *format, const char *envid,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            smf_quota *quota, char *why, size_t whylen);
@@ -160,6 +165,28 @@ void smf_quota_human(long long n, char *out, size_t outlen);
 void smf_quota_text(const char *sender, const smf_quota *q, long long size, char *out,
                     size_t outlen);
 
+/* ---- smf_dsn.c: NOTIFY, ORCPT, ENVID (RFC 3461) ------------------------- */
+
+#define SMF_DSN_ORCPT_MAX   500     /* RFC 3461 4.2 */
+#define SMF_DSN_ENVID_MAX   100     /* RFC 3461 4.4 */
+
+typedef struct smf_dsn_rcpt {
+    int has_notify, has_orcpt;  /* the parameter was given (well formed or not) */
+    char notify[32];            /* known keywords, lowercase, in the order
+                                   success,failure,delay; or "never"; "" none */
+    char orcpt[SMF_DSN_ORCPT_MAX + 1];  /* "rfc822;bob@b.example" decoded, "" none */
+} smf_dsn_rcpt;
+
+/* The NOTIFY and ORCPT parameters of RCPT TO (argv as xxfi_envrcpt gets it:
+ * the recipient, then the parameters). What is not well formed is left out
+ * (as if not given: unknown NOTIFY keywords alone; NEVER with others, bad
+ * xtext, control characters: the whole parameter) and said in why ("" when
+ * nothing was). Never fails. */
+void smf_dsn_rcpt_args(char *const *argv, smf_dsn_rcpt *out, char *why, size_t whylen);
+/* ENVID of MAIL FROM, decoded, into envid ("" none or not well formed:
+ * why says so). */
+void smf_dsn_envid_arg(char *const *argv, char *envid, size_t len, char *why, size_t whylen);
+
 /* ---- the settings (read by stubmail-milter.c) ------------------------ */
 
 /* The configuration keys' values (docs/stubmail-milter.8, CONFIGURATION),
@@ -195,6 +222,8 @@ typedef struct smf_rcpt {
     char *addr;                 /* normalised; NULL if not a plain address */
     int pulling;
     char keyfpr[SM_PGP_FPR_MAX + 1];    /* its own key (WKD), "" if none */
+    char notify[32];            /* NOTIFY= as smf_dsn_rcpt keeps it, "" none */
+    char *orcpt;                /* ORCPT= decoded; NULL if none */
 } smf_rcpt;
 
 /* A recipient domain of the message: discovered once per message. */
@@ -208,6 +237,7 @@ typedef struct smf_domain {
 
 typedef struct smf_msg {
     char sender[SM_ADDR_MAX + 1];   /* normalised envelope sender */
+    char envid[SMF_DSN_ENVID_MAX + 1];  /* ENVID= decoded, "" none */
     smf_rcpt *rcpts;
     size_t nrcpts, cap, npulling;
     smf_domain *domains;

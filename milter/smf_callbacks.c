@@ -365,7 +365,7 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
     }
     smf_quota_defaults(&q);
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
-                      msg->inline_body, "openpgp", *outbox, *noutbox, contacts,
+                      msg->inline_body, "openpgp", msg->envid, *outbox, *noutbox, contacts,
                       msg->auto_submitted ? 0 : ncontacts, &q, why, sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
@@ -474,7 +474,7 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
 {
     smf_conn *conn = smf_conn_get(ctx);
     const char *auth, *why = NULL, *raw = argv[0];
-    char sender[SM_ADDR_MAX + 1];
+    char sender[SM_ADDR_MAX + 1], dsnwhy[128];
     long long size;
     smf_msg *msg;
     size_t len;
@@ -500,6 +500,9 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
     if ((msg = smf_msg_new(ctx, sender)) == NULL)
         return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "out of memory for a message from "
                         "<%s>", sender);
+    smf_dsn_envid_arg(argv, msg->envid, sizeof msg->envid, dsnwhy, sizeof dsnwhy);
+    if (dsnwhy[0])
+        sm_warn("%s: from=<%s>: %s", smf_qid(ctx), sender, dsnwhy);
     if (smf_quota_size_arg(argv, &size))
         return smf_quota_mailfrom(ctx, msg, size);
     return SMFIS_CONTINUE;
@@ -509,8 +512,9 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
 {
     smf_conn *conn = smf_conn_get(ctx);
     smf_msg *msg = smf_msg_get(ctx);
-    char addr[SM_ADDR_MAX + 1];
+    char addr[SM_ADDR_MAX + 1], dsnwhy[256];
     const char *bad = NULL;
+    smf_dsn_rcpt dsn;
     smf_rcpt *grown, *r;
     int pulling = 0;
     sfsistat rc;
@@ -529,8 +533,13 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
     if (sm_addr_normalize(argv[0], addr, sizeof addr, &bad) != 0)
         /* not a plain address (say <postmaster>): pushed, never pulled */
         sm_debug("%s: to=%s: not divertible: %s", smf_qid(ctx), argv[0], bad);
+    /* what the sender wants to hear of it, for stubmail-janitor (kept when
+     * the recipient is diverted) */
+    smf_dsn_rcpt_args(argv, &dsn, dsnwhy, sizeof dsnwhy);
+    snprintf(r->notify, sizeof r->notify, "%s", dsn.notify);
     if ((r->raw = strdup(argv[0])) == NULL
-        || (bad == NULL && (r->addr = strdup(addr)) == NULL)) {
+        || (bad == NULL && (r->addr = strdup(addr)) == NULL)
+        || (dsn.orcpt[0] && (r->orcpt = strdup(dsn.orcpt)) == NULL)) {
         rc = smf_fail(ctx, SMF_FAIL_NOMEM, argv[0], NULL, "out of memory");
         goto forget;
     }
@@ -540,6 +549,8 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
            != SMFIS_CONTINUE)
         goto forget;                    /* this recipient only */
     r->pulling = bad == NULL && pulling;
+    if (r->pulling && dsnwhy[0])
+        sm_warn("%s: from=<%s> to=%s: %s", smf_qid(ctx), msg->sender, argv[0], dsnwhy);
     msg->nrcpts++;
     if (r->pulling)
         msg->npulling++;
@@ -547,6 +558,7 @@ static sfsistat smf_envrcpt(SMFICTX *ctx, char **argv)
 forget:
     free(r->raw);
     free(r->addr);
+    free(r->orcpt);
     return rc;
 }
 

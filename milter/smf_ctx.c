@@ -80,6 +80,7 @@ void smf_msg_free(SMFICTX *ctx)
     for (i = 0; i < msg->nrcpts; i++) {
         free(msg->rcpts[i].raw);
         free(msg->rcpts[i].addr);
+        free(msg->rcpts[i].orcpt);
     }
     free(msg->rcpts);
     free(msg->domains);
@@ -199,6 +200,8 @@ smf_db_rcpt *smf_rcpt_list(const smf_msg *msg, int pulling_only, size_t *n)
             continue;
         list[*n].addr = msg->rcpts[i].addr;
         list[*n].domain = sm_addr_domain(msg->rcpts[i].addr);
+        list[*n].notify = msg->rcpts[i].notify;
+        list[*n].orcpt = msg->rcpts[i].orcpt ? msg->rcpts[i].orcpt : "";
         (*n)++;
     }
     return list;

@@ -307,17 +307,31 @@ smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_
     return SMF_DB_TEMPFAIL;
 }
 
-/* A PostgreSQL text[] literal of the addresses (field 0) or domains
- * (field 1). Addresses cannot hold '"' or '\' (sm_addr_normalize), but the
- * literal quotes and escapes anyway. malloc'd; NULL on ENOMEM. */
-static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
+/* Which field of a recipient an array literal holds. */
+typedef enum { RCPT_ADDR, RCPT_DOMAIN, RCPT_NOTIFY, RCPT_ORCPT } rcpt_field;
+
+static const char *rcpt_value(const smf_db_rcpt *r, rcpt_field field)
+{
+    switch (field) {
+    case RCPT_DOMAIN: return r->domain;
+    case RCPT_NOTIFY: return r->notify;
+    case RCPT_ORCPT: return r->orcpt;
+    default: return r->addr;
+    }
+}
+
+/* A PostgreSQL text[] literal of one field of the recipients. Addresses
+ * cannot hold '"' or '\' (sm_addr_normalize), an ORCPT can (printable
+ * US-ASCII, smf_dsn.c): the literal quotes and escapes. malloc'd; NULL on
+ * ENOMEM. */
+static char *array_literal(const smf_db_rcpt *items, size_t n, rcpt_field field)
 {
     size_t len = 3, i;
     const char *s;
     char *out, *p;
 
     for (i = 0; i < n; i++)
-        len += 2 * strlen(field ? items[i].domain : items[i].addr) + 3;
+        len += 2 * strlen(rcpt_value(&items[i], field)) + 3;
     if ((out = malloc(len)) == NULL)
         return NULL;
     p = out;
@@ -326,7 +340,7 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
         if (i)
             *p++ = ',';
         *p++ = '"';
-        for (s = field ? items[i].domain : items[i].addr; *s; s++) {
+        for (s = rcpt_value(&items[i], field); *s; s++) {
             if (*s == '"' || *s == '\\')
                 *p++ = '\\';
             *p++ = *s;
@@ -348,11 +362,13 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, int field)
  * so waits while a subscription change of that domain (which holds it
  * exclusively) commits; then it adds a pending_match row for every
  * recipient whose domain subscribed to (sender or *@its domain, recipient),
- * and that insert NOTIFYs stubmail_poll with the domain at the commit. */
+ * and that insert NOTIFYs stubmail_poll with the domain at the commit.
+ * sql/016: each outbox row keeps its NOTIFY and ORCPT, the message its
+ * ENVID. */
 static const char sql_store[] =
     "SELECT refused, coalesce(messages, -1), coalesce(bytes, -1), max_messages, max_bytes"
     " FROM outbox_store_quota($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
-    " $9::text[], $10::bytea, $11::bigint, $12::bigint)";
+    " $9::text[], $10::bytea, $11::bigint, $12::bigint, $13::text[], $14::text[], $15)";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
@@ -378,16 +394,17 @@ static smf_db_status quota_figures(const PGresult *r, smf_quota *quota, char *wh
 
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
-                           const char *format,
+                           const char *format, const char *envid,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            smf_quota *quota, char *why, size_t whylen)
 {
     char sizebuf[24], maxmsgs[24], maxbytes[24];
     char *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
-    const char *vals[12];
+    char *ob_notify = NULL, *ob_orcpt = NULL;
+    const char *vals[15];
     /* the body goes as binary: no escaping, no hex doubling its size */
-    int lens[12] = { 0 }, fmts[12] = { 0 };
+    int lens[15] = { 0 }, fmts[15] = { 0 };
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
@@ -396,11 +413,13 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     snprintf(sizebuf, sizeof sizebuf, "%lld", size);
     snprintf(maxmsgs, sizeof maxmsgs, "%lld", quota->max_messages);
     snprintf(maxbytes, sizeof maxbytes, "%lld", quota->max_bytes);
-    ob_addr = array_literal(outbox, noutbox, 0);
-    ob_dom = array_literal(outbox, noutbox, 1);
-    ab_addr = array_literal(contacts, ncontacts, 0);
-    ab_dom = array_literal(contacts, ncontacts, 1);
-    if (!ob_addr || !ob_dom || !ab_addr || !ab_dom) {
+    ob_addr = array_literal(outbox, noutbox, RCPT_ADDR);
+    ob_dom = array_literal(outbox, noutbox, RCPT_DOMAIN);
+    ob_notify = array_literal(outbox, noutbox, RCPT_NOTIFY);
+    ob_orcpt = array_literal(outbox, noutbox, RCPT_ORCPT);
+    ab_addr = array_literal(contacts, ncontacts, RCPT_ADDR);
+    ab_dom = array_literal(contacts, ncontacts, RCPT_DOMAIN);
+    if (!ob_addr || !ob_dom || !ob_notify || !ob_orcpt || !ab_addr || !ab_dom) {
         snprintf(why, whylen, "out of memory");
         goto leave;
     }
@@ -410,11 +429,12 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     lens[9] = body ? (int)size : 0;
     fmts[9] = 1;
     vals[10] = maxmsgs; vals[11] = maxbytes;
+    vals[12] = ob_notify; vals[13] = ob_orcpt; vals[14] = envid;
 
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        r = run_bin(slot, "outbox_store_quota", sql_store, 12, vals, lens, fmts,
+        r = run_bin(slot, "outbox_store_quota", sql_store, 15, vals, lens, fmts,
                     PGRES_TUPLES_OK, &gone, why, whylen);
         release(slot);
         if (r) {
@@ -433,6 +453,8 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
 leave:
     free(ob_addr);
     free(ob_dom);
+    free(ob_notify);
+    free(ob_orcpt);
     free(ab_addr);
     free(ab_dom);
     return rc;
@@ -486,8 +508,8 @@ smf_db_status smf_db_learn(const char *owner, const smf_db_rcpt *contacts, size_
 
     if (ncontacts == 0)
         return SMF_DB_OK;
-    addrs = array_literal(contacts, ncontacts, 0);
-    doms = array_literal(contacts, ncontacts, 1);
+    addrs = array_literal(contacts, ncontacts, RCPT_ADDR);
+    doms = array_literal(contacts, ncontacts, RCPT_DOMAIN);
     if (!addrs || !doms) {
         snprintf(why, whylen, "out of memory");
         goto leave;

@@ -201,6 +201,36 @@ class ExpiryTest(SandboxTest):
         self.assertIn("0 expired (0 failure notices)", log)
         self.assertEqual(len(notices(a, "alice", mid)), 1)
 
+    def test_expiry_honours_notify_and_sends_ack_notices_first(self):
+        """sql/016: bob asked for no notices (NOTIFY=NEVER, as the milter
+        stores it), carol for a success notice and her ISP acked, dave gave
+        no NOTIFY. The pass sends carol's success notice first (the removal
+        would take her row), then the failure naming dave alone."""
+        a = self.a
+        mid = self.stored("asked", to=("bob@b.example", "carol@b.example", "dave@b.example"))
+        for rcpt, notify in (("bob@b.example", "{never}"), ("carol@b.example", "{success}")):
+            a.sql("UPDATE outbox SET dsn_notify = %s WHERE message_id = %s AND recipient = %s"
+                  % (q(notify), q(mid), q(rcpt)))
+        r = self.req("POST", "/v1/message/%s/ack" % mid, {"to": "carol@b.example"})
+        self.assertEqual(r.status, 200, r)
+        wait_for(lambda: self.expired(mid) or None, timeout=EXPIRE + 20, interval=0.5,
+                 what="the message to expire")
+        log = self.janitor()
+        success = re.search(r"%s: success notice to alice@a\.example handed to the MTA "
+                            r"\(retrieved by carol@b\.example\)" % mid, log)
+        failure = re.search(r"%s: failure notice to alice@a\.example handed to the MTA "
+                            r"\(not retrieved by dave@b\.example\)" % mid, log)
+        self.assertTrue(success and failure, log)
+        self.assertLess(success.start(), failure.start(), "the removal came first")
+        self.assertRegex(log, r"%s: expired \(from alice@a\.example, 2 unretrieved\), removed"
+                         % mid)
+        got = wait_for(lambda: len(notices(a, "alice", mid)) == 2 and notices(a, "alice", mid),
+                       timeout=30, what="two notices in alice's Maildir")
+        blocks = sorted((b["Final-Recipient"], b["Action"])
+                        for n in got for b in report_fields(n)[1])
+        self.assertEqual(blocks, [("rfc822; carol@b.example", "delivered"),
+                                  ("rfc822; dave@b.example", "failed")])
+
     def test_delay_warning_comes_once(self):
         a = self.a
         a.restart_milter(["expire_after 1h", "inline_max 0"])

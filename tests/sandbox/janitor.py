@@ -12,13 +12,16 @@ class JanitorMixin:
 
     def janitor_conf(self, extra=(), name="janitor.conf"):
         """Write a janitor configuration (extra: "key value" lines) and
-        return its path."""
+        return its path. Written aside and renamed into place: a janitor
+        started a moment before reads a whole file, never a truncated one
+        (two janitors at once got exit 78 that way)."""
         if not os.path.exists(JANITOR_BIN):
             raise SandboxError("%s is not built (run scripts/build)" % JANITOR_BIN)
         path = self.path(name)
-        render("janitor.conf", path, domain=self.domain, conninfo=self.conninfo,
+        render("janitor.conf", path + ".new", domain=self.domain, conninfo=self.conninfo,
                spool_dir=self.spool_dir, ip=self.ip, reinject_port=self.reinject_port,
                extra="".join(line + "\n" for line in extra))
+        os.replace(path + ".new", path)
         return path
 
     def start_janitor(self, extra=()):
