@@ -30,8 +30,8 @@ SELECT assert_eq(store('a4', 'alice@a.example', 101, 0, 1000), 'f t 2 900 0 1000
 SELECT assert_eq(store('a5', 'alice@a.example', 100, 0, 1000), 't f 2 900 0 1000',
                  'exactly 1000 octets fits');
 
--- no limit at all: the use is not read
-SELECT assert_eq(store('a6', 'alice@a.example', 10000, 0, 0), 't f - - 0 0', 'no limit');
+-- no limit at all: stored, the use said all the same (sql/018: one row)
+SELECT assert_eq(store('a6', 'alice@a.example', 10000, 0, 0), 't f 3 1000 0 0', 'no limit');
 
 -- sent again after a broken connection: never refused, never doubled
 SELECT assert_eq(store('a5', 'alice@a.example', 100, 1, 1), 'f f 4 11000 1 1',
