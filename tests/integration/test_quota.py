@@ -16,6 +16,7 @@ says so: until then their mail waits in a.example's outbox."""
 import os
 import re
 import smtplib
+import subprocess
 
 from support import SandboxTest, make_message, q, wait_for
 
@@ -158,6 +159,58 @@ class QuotaTest(SandboxTest):
         step, code, text = self.transaction(sender, "carol@b.example", msg2)
         self.assertEqual((step, code), ("data", 250), text)
         self.assertEqual(self.use(sender)[0], 1)
+
+
+    def test_last_two_acks_in_two_sessions_count_the_message_out_once(self):
+        """sql/018: two sessions ack a message's last two recipients at once
+        (two receiving ISPs); the one that waits for the other's message
+        lock sees its commit, so the message leaves the count, once."""
+        a = self.a
+        sender = "frank@a.example"
+        mid = "f" * 32
+        a.sql("SELECT outbox_store(%s, %s, 500, %s, 'openpgp', ARRAY['bob@b.example', "
+              "'carol@c.example'], ARRAY['b.example', 'c.example'], ARRAY[]::text[], "
+              "ARRAY[]::text[], NULL)" % (q(mid), q(sender), q(mid)))
+        use = lambda: a.sql_value("SELECT messages || '/' || bytes FROM sender_use "
+                                  "WHERE sender = %s" % q(sender))
+        self.assertEqual(use(), "1/500")
+
+        def session():
+            return subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                                     a.conninfo], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def run(p, sql, marker):
+            p.stdin.write(sql + "\n\\echo " + marker + "\n")
+            p.stdin.flush()
+
+        def wait_marker(p, marker):
+            for line in p.stdout:
+                if line.strip() == marker:
+                    return
+                self.fail("psql: " + line)
+
+        one, two = session(), session()
+        try:
+            run(one, "BEGIN; UPDATE outbox SET retrieved_at = now() WHERE message_id = %s "
+                     "AND recipient = 'bob@b.example';" % q(mid), "one-acked")
+            wait_marker(one, "one-acked")
+            # two acks carol while one holds the message lock: it must wait
+            run(two, "BEGIN; UPDATE outbox SET retrieved_at = now() WHERE message_id = %s "
+                     "AND recipient = 'carol@c.example'; COMMIT;" % q(mid), "two-done")
+            wait_for(lambda: a.sql_value("SELECT count(*) FROM pg_stat_activity WHERE "
+                                         "wait_event_type = 'Lock'") == "1", timeout=10,
+                     what="the second ack waiting for the message's lock")
+            self.assertEqual(use(), "1/500", "counted out before anyone committed")
+            run(one, "COMMIT;", "one-done")
+            wait_marker(one, "one-done")
+            wait_marker(two, "two-done")
+        finally:
+            for p in (one, two):
+                p.stdin.close()
+                p.wait(timeout=10)
+        self.assertEqual(use(), "0/0", "the message still counted (or counted out twice)")
+        self.assertEqual(a.sql_value("SELECT counted FROM message WHERE id = %s" % q(mid)), "f")
 
 
 if __name__ == "__main__":
