@@ -20,8 +20,8 @@
 #include "apr_time.h"
 
 #include "sm_addr.h"
-#include "sm_link.h"
 #include "stubmail_feed.h"
+#include "stubmail_link.h"
 #include "stubmail_user.h"
 
 APLOG_USE_MODULE(stubmail);
@@ -79,30 +79,20 @@ int stubmail_feed(stubmail_req *q)
 {
     request_rec *r = q->r;
     apr_pool_t *p = r->pool;
-    apr_table_t *args = NULL;
     apr_array_header_t *rows;
-    const char *u, *k, *m, *why = "no StubmailLinkKey", *updated = "", *entries = "";
-    const char *domain, *tag, *when, *title;
-    char user[SM_ADDR_MAX + 1], none[SM_ADDR_MAX + 1];
-    int i, events = 0, rc;
+    stubmail_link link;
+    const char *why = "", *updated = "", *entries = "", *domain, *tag, *when, *title;
+    int i, events = 0, rc, got;
 
-    ap_args_to_table(r, &args);
-    u = apr_table_get(args, "u");
-    k = apr_table_get(args, "k");
-    m = apr_table_get(args, "m");
-    if (!u || !k || !m || q->conf->link_keys == NULL
-        || sm_link_check(SM_LINK_FEED, q->conf->link_keys, k, u, "", m, user, none,
-                         sizeof(user), &why) != 0)
-        return stubmail_fail(q, "not_found", "no such feed",
-                             apr_psprintf(p, "feed refused: %s (u=%s k=%s)",
-                                          u && k && m ? why : "a field of u, k, m is missing",
-                                          ap_escape_logitem(p, u ? u : ""),
-                                          ap_escape_logitem(p, k ? k : "")));
-    q->user = apr_pstrdup(p, user);
-    if (!stubmail_sent_rows(q, user, &rows))
+    if ((got = stubmail_link_read(q, SM_LINK_FEED, 0, "feeds", &link, &why)) <= 0)
+        return got == 0 ? q->ret
+                        : stubmail_fail(q, "not_found", "no such feed",
+                                        apr_psprintf(p, "feed refused: %s", why));
+    q->user = apr_pstrdup(p, link.user);
+    if (!stubmail_sent_rows(q, q->user, &rows))
         return q->ret;
 
-    domain = sm_addr_domain(user);
+    domain = sm_addr_domain(q->user);
     tag = apr_pstrcat(p, "tag:", domain, ",2026:stubmail/sent/", NULL);
     for (i = 0; i < rows->nelts; i++) {
         const sent_row *s = &APR_ARRAY_IDX(rows, i, sent_row);
@@ -136,8 +126,8 @@ int stubmail_feed(stubmail_req *q)
     return stubmail_send(q, HTTP_OK, "application/atom+xml; charset=utf-8", apr_pstrcat(
         p, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
         "<feed xmlns=\"http://www.w3.org/2005/Atom\">\n"
-        "<title>Sent mail of ", ap_escape_html(p, user), "</title>\n"
-        "<id>", tag, ap_escape_html(p, user), "</id>\n"
+        "<title>Sent mail of ", ap_escape_html(p, q->user), "</title>\n"
+        "<id>", tag, ap_escape_html(p, q->user), "</id>\n"
         "<updated>", updated, "</updated>\n"
         "<author><name>stubmail at ", ap_escape_html(p, domain), "</name></author>\n",
         entries, "</feed>\n", NULL));

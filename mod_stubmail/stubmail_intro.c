@@ -20,21 +20,13 @@
 #include "util_script.h"
 #include "apr_strings.h"
 
-#include "sm_addr.h"
-#include "sm_link.h"
 #include "stubmail_db.h"
 #include "stubmail_html.h"
 #include "stubmail_intro.h"
+#include "stubmail_link.h"
 #include "stubmail_poke.h"
 
 APLOG_USE_MODULE(stubmail);
-
-/* The pair a link names, once its MAC checked, and the button it hints. */
-typedef struct intro_link {
-    char user[SM_ADDR_MAX + 1];
-    char sender[SM_ADDR_MAX + 1];
-    int decline_first;
-} intro_link;
 
 /* A link that does not check: say so, log why. */
 static int bad_link(stubmail_req *q, const char *why)
@@ -49,37 +41,26 @@ static int bad_link(stubmail_req *q, const char *why)
                 "Use the link in the mail whole, or answer on your address book page.</p>\n");
 }
 
-/* The query's fields, the MAC checked. 1, or 0 after the answer. */
-static int read_link(stubmail_req *q, intro_link *link)
+/* The link's pair, its MAC checked: 1, or 0 after the answer. */
+static int read_link(stubmail_req *q, stubmail_link *link)
 {
-    request_rec *r = q->r;
-    apr_table_t *args = NULL;
-    const char *u, *s, *k, *m, *hint, *why = NULL;
+    const char *why = "";
+    int got = stubmail_link_read(q, SM_LINK_INTRO, 1, "introduction links", link, &why);
 
-    if (q->conf->link_keys == NULL) {
-        stubmail_fail(q, "no_such_endpoint", "no such endpoint",
-                      "introduction links are off here (no StubmailLinkKey)");
-        return 0;
-    }
+    if (got < 0)
+        bad_link(q, why);
+    return got == 1;
+}
+
+/* The button the link hints at (do=decline in a digest's Decline link). */
+static int decline_first(request_rec *r)
+{
+    apr_table_t *args = NULL;
+    const char *hint;
+
     ap_args_to_table(r, &args);
-    u = apr_table_get(args, "u");
-    s = apr_table_get(args, "s");
-    k = apr_table_get(args, "k");
-    m = apr_table_get(args, "m");
     hint = apr_table_get(args, "do");
-    if (!u || !s || !k || !m) {
-        bad_link(q, "a field of u, s, k, m is missing");
-        return 0;
-    }
-    if (sm_link_check(SM_LINK_INTRO, q->conf->link_keys, k, u, s, m, link->user,
-                      link->sender, sizeof(link->user), &why) != 0) {
-        bad_link(q, apr_psprintf(r->pool, "%s (u=%s s=%s k=%s)", why,
-                                 ap_escape_logitem(r->pool, u), ap_escape_logitem(r->pool, s),
-                                 ap_escape_logitem(r->pool, k)));
-        return 0;
-    }
-    link->decline_first = hint && strcmp(hint, "decline") == 0;
-    return 1;
+    return hint && strcmp(hint, "decline") == 0;
 }
 
 /* A button that POSTs do=what to this very URL (query and all, so the POST
@@ -96,7 +77,7 @@ static const char *button(request_rec *r, const char *what, const char *label)
 int stubmail_intro_page(stubmail_req *q)
 {
     request_rec *r = q->r;
-    intro_link link;
+    stubmail_link link;
     const char *accept, *decline;
 
     if (!read_link(q, &link))
@@ -108,7 +89,7 @@ int stubmail_intro_page(stubmail_req *q)
         "waiting for <strong>", ap_escape_html(r->pool, link.user), "</strong> but is not "
         "in your address book.</p>\n<p>Accept, and their mail is fetched for you now and "
         "from now on. Decline, and it never is (writing to them lets them in again).</p>\n",
-        link.decline_first ? decline : accept, link.decline_first ? accept : decline, NULL));
+        decline_first(r) ? decline : accept, decline_first(r) ? accept : decline, NULL));
 }
 
 /* The form's do=, or NULL. */
@@ -133,7 +114,7 @@ static const char *form_do(request_rec *r, char *body)
 int stubmail_intro(stubmail_req *q)
 {
     request_rec *r = q->r;
-    intro_link link;
+    stubmail_link link;
     const char *args[2], *cols[3], *act, *done;
     char *body;
     apr_size_t len;

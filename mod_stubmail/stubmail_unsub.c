@@ -19,19 +19,12 @@
 #include "util_script.h"
 #include "apr_strings.h"
 
-#include "sm_addr.h"
-#include "sm_link.h"
 #include "stubmail_db.h"
 #include "stubmail_html.h"
+#include "stubmail_link.h"
 #include "stubmail_unsub.h"
 
 APLOG_USE_MODULE(stubmail);
-
-/* The pair a link names, once its MAC checked. */
-typedef struct unsub_link {
-    char user[SM_ADDR_MAX + 1];
-    char sender[SM_ADDR_MAX + 1];
-} unsub_link;
 
 /* A link that does not check: say so, log why. */
 static int bad_link(stubmail_req *q, const char *why)
@@ -47,41 +40,21 @@ static int bad_link(stubmail_req *q, const char *why)
                 "message itself, whole.</p>\n");
 }
 
-/* The query's four fields, the MAC checked. 1, or 0 after the answer. */
-static int read_link(stubmail_req *q, unsub_link *link)
+/* The link's pair, its MAC checked: 1, or 0 after the answer. */
+static int read_link(stubmail_req *q, stubmail_link *link)
 {
-    request_rec *r = q->r;
-    apr_table_t *args = NULL;
-    const char *u, *s, *k, *m, *why = NULL;
+    const char *why = "";
+    int got = stubmail_link_read(q, SM_LINK_UNSUBSCRIBE, 1, "unsubscribe links", link, &why);
 
-    if (q->conf->link_keys == NULL) {
-        stubmail_fail(q, "no_such_endpoint", "no such endpoint",
-                      "unsubscribe links are off here (no StubmailLinkKey)");
-        return 0;
-    }
-    ap_args_to_table(r, &args);
-    u = apr_table_get(args, "u");
-    s = apr_table_get(args, "s");
-    k = apr_table_get(args, "k");
-    m = apr_table_get(args, "m");
-    if (!u || !s || !k || !m) {
-        bad_link(q, "a field of u, s, k, m is missing");
-        return 0;
-    }
-    if (sm_link_check(SM_LINK_UNSUBSCRIBE, q->conf->link_keys, k, u, s, m, link->user,
-                      link->sender, sizeof(link->user), &why) != 0) {
-        bad_link(q, apr_psprintf(r->pool, "%s (u=%s s=%s k=%s)", why,
-                                 ap_escape_logitem(r->pool, u), ap_escape_logitem(r->pool, s),
-                                 ap_escape_logitem(r->pool, k)));
-        return 0;
-    }
-    return 1;
+    if (got < 0)
+        bad_link(q, why);
+    return got == 1;
 }
 
 int stubmail_unsubscribe_page(stubmail_req *q)
 {
     request_rec *r = q->r;
-    unsub_link link;
+    stubmail_link link;
     const char *user, *sender;
 
     if (!read_link(q, &link))
@@ -126,7 +99,7 @@ static int one_click(request_rec *r, char *body)
 int stubmail_unsubscribe(stubmail_req *q)
 {
     request_rec *r = q->r;
-    unsub_link link;
+    stubmail_link link;
     const char *args[2], *cols[2];
     char *body;
     apr_size_t len;

@@ -55,6 +55,7 @@
 #include "sm_dns.h"
 #include "sm_id.h"
 #include "sm_keyfetch.h"
+#include "sm_link.h"
 #include "sm_pgp.h"
 #include "sm_proto.h"
 #include "sm_seal.h"
@@ -522,6 +523,12 @@ void pd_udp_cycle_end(pd_ctx *ctx);
 /* Check unsubscribe_url and unsubscribe_key (both or neither) and load the
  * key. 0, or -1 with err. */
 int pd_unsub_check_conf(pd_conf *c, char *err, size_t errlen);
+/* BASE?u=USER&s=SENDER&k=KEY-ID&m=MAC (percent-encoded addresses) into out,
+ * signed for purpose with unsubscribe_key: the links pollerd puts in mail
+ * (List-Unsubscribe, the introduction digest). 0, or -1 with why. */
+int pd_signed_link(const pd_conf *c, sm_link_purpose purpose, const char *base,
+                   const char *user, const char *sender, char *out, size_t outlen,
+                   char *why, size_t whylen);
 /* The List-Unsubscribe and List-Unsubscribe-Post lines (CRLF each) for the
  * pair into out; out is "" when unsubscribe links are off. 0, or -1 with
  * why (out ""): the message then goes without them. */

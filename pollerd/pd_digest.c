@@ -143,33 +143,21 @@ static void every(long secs, char *out, size_t outlen)
 static int links(const pd_conf *c, const char *user, const char *sender, pd_buf *text,
                  char *why, size_t whylen)
 {
-    char mac[SM_LINK_MAC_LEN + 1], line[4096];
-    const char *kid = NULL, *mwhy = "";
-    char *u = NULL, *s = NULL;
-    int n, rc = -1;
+    char link[2048], line[4200], lwhy[200];
+    int n;
 
-    if (sm_link_mac(SM_LINK_INTRO, &c->unsub_keys, NULL, user, sender, mac, sizeof(mac), &kid,
-                    &mwhy) != 0) {
-        snprintf(why, whylen, "no link for <%s>: %s", sender, mwhy);
-        goto leave;
+    if (pd_signed_link(c, SM_LINK_INTRO, c->intro_url, user, sender, link, sizeof(link), lwhy,
+                       sizeof(lwhy)) != 0) {
+        snprintf(why, whylen, "no link for <%s>: %s", sender, lwhy);
+        return -1;
     }
-    if (!(u = curl_easy_escape(NULL, user, 0)) || !(s = curl_easy_escape(NULL, sender, 0))) {
-        snprintf(why, whylen, "out of memory");
-        goto leave;
-    }
-    n = snprintf(line, sizeof(line), "  Accept:  %s%cu=%s&s=%s&k=%s&m=%s&do=accept\n"
-                 "  Decline: %s%cu=%s&s=%s&k=%s&m=%s&do=decline\n\n",
-                 c->intro_url, strchr(c->intro_url, '?') ? '&' : '?', u, s, kid, mac,
-                 c->intro_url, strchr(c->intro_url, '?') ? '&' : '?', u, s, kid, mac);
+    n = snprintf(line, sizeof(line), "  Accept:  %s&do=accept\n  Decline: %s&do=decline\n\n",
+                 link, link);
     if (n < 0 || (size_t)n >= sizeof(line) || pd_buf_append(text, line, (size_t)n) != 0) {
         snprintf(why, whylen, "the links of <%s> do not fit", sender);
-        goto leave;
+        return -1;
     }
-    rc = 0;
-leave:
-    curl_free(u);
-    curl_free(s);
-    return rc;
+    return 0;
 }
 
 /* The Date header's value (RFC 5322 3.3), in UTC, locale or not. */

@@ -55,8 +55,9 @@ int pd_unsub_check_conf(pd_conf *c, char *err, size_t errlen)
     return 0;
 }
 
-int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *out,
-                     size_t outlen, char *why, size_t whylen)
+int pd_signed_link(const pd_conf *c, sm_link_purpose purpose, const char *base,
+                   const char *user, const char *sender, char *out, size_t outlen,
+                   char *why, size_t whylen)
 {
     char mac[SM_LINK_MAC_LEN + 1];
     char *u = NULL, *s = NULL;
@@ -64,30 +65,19 @@ int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *o
     int n, rc = -1;
 
     out[0] = '\0';
-    if (c->unsub_keys.n == 0)
-        return 0;
-    if (sm_link_mac(SM_LINK_UNSUBSCRIBE, &c->unsub_keys, NULL, to, from, mac, sizeof(mac),
-                    &kid, &mwhy) != 0) {
-        snprintf(why, whylen, "no List-Unsubscribe: %s", mwhy);
+    if (sm_link_mac(purpose, &c->unsub_keys, NULL, user, sender, mac, sizeof(mac), &kid,
+                    &mwhy) != 0) {
+        snprintf(why, whylen, "%s", mwhy);
         goto leave;
     }
-    if (!(u = curl_easy_escape(NULL, to, 0)) || !(s = curl_easy_escape(NULL, from, 0))) {
-        snprintf(why, whylen, "no List-Unsubscribe: out of memory");
+    if (!(u = curl_easy_escape(NULL, user, 0)) || !(s = curl_easy_escape(NULL, sender, 0))) {
+        snprintf(why, whylen, "out of memory");
         goto leave;
     }
-    n = snprintf(out, outlen, "List-Unsubscribe: <%s%cu=%s&s=%s&k=%s&m=%s>\r\n",
-                 c->unsubscribe_url, strchr(c->unsubscribe_url, '?') ? '&' : '?', u, s,
-                 kid, mac);
-    if (n < 0 || (size_t)n >= outlen || n > PD_LINE_MAX) {
-        snprintf(why, whylen, "no List-Unsubscribe: the link would be a line of %d octets, "
-                 "over RFC 5322's %d", n, PD_LINE_MAX);
-        out[0] = '\0';
-        goto leave;
-    }
-    n += snprintf(out + n, outlen - (size_t)n,
-                  "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
-    if ((size_t)n >= outlen) {
-        snprintf(why, whylen, "no List-Unsubscribe: no room for the headers");
+    n = snprintf(out, outlen, "%s%cu=%s&s=%s&k=%s&m=%s", base, strchr(base, '?') ? '&' : '?',
+                 u, s, kid, mac);
+    if (n < 0 || (size_t)n >= outlen) {
+        snprintf(why, whylen, "the link does not fit %zu octets", outlen);
         out[0] = '\0';
         goto leave;
     }
@@ -96,4 +86,31 @@ leave:
     curl_free(u);
     curl_free(s);
     return rc;
+}
+
+int pd_unsub_headers(const pd_conf *c, const char *to, const char *from, char *out,
+                     size_t outlen, char *why, size_t whylen)
+{
+    char link[PD_LINE_MAX], lwhy[200];
+    int n;
+
+    out[0] = '\0';
+    if (c->unsub_keys.n == 0 || c->unsubscribe_url == NULL)
+        return 0;
+    if (pd_signed_link(c, SM_LINK_UNSUBSCRIBE, c->unsubscribe_url, to, from, link,
+                       sizeof(link), lwhy, sizeof(lwhy)) != 0) {
+        snprintf(why, whylen, "no List-Unsubscribe: %s", lwhy);
+        return -1;
+    }
+    n = snprintf(out, outlen, "List-Unsubscribe: <%s>\r\n"
+                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", link);
+    if (n < 0 || (size_t)n >= outlen || strlen("List-Unsubscribe: <>\r\n") + strlen(link)
+                                        > PD_LINE_MAX) {
+        snprintf(why, whylen, "no List-Unsubscribe: the link would be a line of %zu octets, "
+                 "over RFC 5322's %d", strlen("List-Unsubscribe: <>\r\n") + strlen(link),
+                 PD_LINE_MAX);
+        out[0] = '\0';
+        return -1;
+    }
+    return 0;
 }
