@@ -309,6 +309,15 @@ class SandboxTest(unittest.TestCase):
                         what="%d message(s) tagged %s in %s@%s's Maildir"
                         % (count, tag, user, isp.domain))
 
+    def wait_polls(self, isp, n, poller="b.example"):
+        """Wait until poller has polled isp n more times (isp's access log)."""
+        def polls():
+            with open(isp.access_log) as f:
+                return sum(1 for l in f if "/v1/poll" in l and " %s " % poller in l)
+        start = polls()
+        wait_for(lambda: polls() >= start + n, timeout=30,
+                 what="%d more polls from %s" % (n, poller))
+
     def in_maildir(self, isp, user, tag):
         return [(p, d) for p, d in isp.maildir_messages(user) if tag.encode() in d]
 

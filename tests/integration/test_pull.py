@@ -70,7 +70,7 @@ class PullTest(SandboxTest):
                  timeout=10, what="the body to leave a.example's message row")
 
         # exactly once, also after a few more poll cycles
-        self._wait_polls(a, 2)
+        self.wait_polls(a, 2)
         self.assertEqual(len(self.in_maildir(b, "bob", tag)), 1)
 
     def test_large_message_streams_through(self):
@@ -88,15 +88,6 @@ class PullTest(SandboxTest):
         b.add_contact("dave@b.example", "alice@a.example")
         got = self.wait_maildir(b, "dave", tag, timeout=60)
         self.assertEqual(split_message(got[0][1])[1], split_message(msg)[1])
-
-    def _wait_polls(self, a, n):
-        """Wait until b.example has polled a.example n more times."""
-        def polls():
-            with open(a.access_log) as f:
-                return sum(1 for l in f if "/v1/poll" in l and " b.example " in l)
-        start = polls()
-        wait_for(lambda: polls() >= start + n, timeout=30,
-                 what="%d more polls from b.example" % n)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class UnsubscribeTest(SandboxTest):
         wait_for(lambda: a.sql_value("SELECT retrieved_at FROM outbox WHERE message_id = %s "
                                      "AND recipient = 'carol@b.example'" % q(mid)),
                  timeout=15, what="carol's ack")
-        self._wait_polls(a, 2)
+        self.wait_polls(a, 2)
         self.assertEqual(self.in_maildir(b, "bob", tag), [], "bob still gets alice's mail")
         self.assertEqual(a.sql_value("SELECT retrieved_at IS NULL FROM outbox WHERE "
                                      "message_id = %s AND recipient = 'bob@b.example'"
@@ -196,15 +196,6 @@ class UnsubscribeTest(SandboxTest):
         self.assertEqual(self._blocks("dave@b.example"), [])
         self.assertEqual(self._book("dave@b.example"), ["alice@a.example"])
         self._pull("alice@a.example", ["dave@b.example"], "welcome back")
-
-    def _wait_polls(self, a, n):
-        """Wait until b.example has polled a.example n more times."""
-        def polls():
-            with open(a.access_log) as f:
-                return sum(1 for l in f if "/v1/poll" in l and " b.example " in l)
-        start = polls()
-        wait_for(lambda: polls() >= start + n, timeout=30,
-                 what="%d more polls from b.example" % n)
 
 
 if __name__ == "__main__":
