@@ -25,6 +25,7 @@
 #include "http_log.h"
 #include "http_protocol.h"
 #include "util_filter.h"
+#include "util_script.h"
 #include "apr_buckets.h"
 #include "apr_lib.h"
 #include "apr_strings.h"
@@ -325,6 +326,38 @@ int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
 int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len)
 {
     return stubmail_read(q, 0, body, len);
+}
+
+#define FORM_FIELDS_MAX 16
+#define FORM_SIZE_MAX 8192      /* our pages' forms are a few hundred octets */
+#define FORM_VALUE_MAX 1024
+
+int stubmail_read_urlencoded(stubmail_req *q, apr_table_t **form)
+{
+    request_rec *r = q->r;
+    apr_array_header_t *pairs = NULL;
+    int i, rc = ap_parse_form_data(r, NULL, &pairs, FORM_FIELDS_MAX, FORM_SIZE_MAX);
+
+    if (rc != OK)
+        return stubmail_fail_0(q, "bad_request", "the form could not be read",
+                               apr_psprintf(r->pool, "form unreadable (%d)", rc));
+    *form = apr_table_make(r->pool, pairs ? pairs->nelts : 0);
+    for (i = 0; pairs && i < pairs->nelts; i++) {
+        ap_form_pair_t *pair = &APR_ARRAY_IDX(pairs, i, ap_form_pair_t);
+        char value[FORM_VALUE_MAX + 1];
+        apr_size_t len = FORM_VALUE_MAX;
+        apr_off_t total = 0;
+
+        if (apr_brigade_length(pair->value, 1, &total) != APR_SUCCESS
+            || total > FORM_VALUE_MAX
+            || apr_brigade_flatten(pair->value, value, &len) != APR_SUCCESS)
+            return stubmail_fail_0(q, "bad_request", "a field of the form is too long",
+                                   apr_psprintf(r->pool, "form field %s too long",
+                                                ap_escape_logitem(r->pool, pair->name)));
+        value[len] = '\0';
+        apr_table_set(*form, pair->name, value);
+    }
+    return 1;
 }
 
 /* ------------------------------------------------------------------------

@@ -71,6 +71,11 @@ int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len);
 /* The same for a body of any Content-Type (a form: the caller judges it). */
 int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len);
 
+/* An application/x-www-form-urlencoded body (httpd's ap_parse_form_data;
+ * another type gives no fields), small as our pages' forms are, as a
+ * table of its fields. 1, or 0 after the error answer. */
+int stubmail_read_urlencoded(stubmail_req *q, apr_table_t **form);
+
 /* The path of the <Location> whose SetHandler brought us here, without
  * trailing '/', or NULL when that section is not a literal path. */
 const char *stubmail_location(request_rec *r);

@@ -72,28 +72,27 @@ int stubmail_unsubscribe_page(stubmail_req *q)
 }
 
 /* Does the form say List-Unsubscribe=One-Click? RFC 8058 allows either
- * form encoding; a multipart part is looked for by its name. */
-static int one_click(request_rec *r, char *body)
+ * form encoding: httpd parses the urlencoded one; a multipart part is
+ * looked for by its name. 1 yes, 0 no, -1 after an error answer. */
+static int one_click(stubmail_req *q)
 {
-    const char *ctype = apr_table_get(r->headers_in, "Content-Type");
-    char *pair, *state = NULL, *v;
+    request_rec *r = q->r;
+    const char *ctype = apr_table_get(r->headers_in, "Content-Type"), *v;
+    apr_table_t *form = NULL;
+    apr_size_t len;
+    char *body;
 
     if (ctype && strncasecmp(ctype, "multipart/form-data", 19) == 0) {
+        if (!stubmail_read_form(q, &body, &len))
+            return -1;
         if (!(v = strstr(body, "name=\"List-Unsubscribe\"")) || !(v = strstr(v, "\r\n\r\n")))
             return 0;
         return strncmp(v + 4, "One-Click", 9) == 0 && (v[13] == '\r' || v[13] == '\0');
     }
-    if (!ctype || strncasecmp(ctype, "application/x-www-form-urlencoded", 33) != 0)
-        return 0;
-    for (pair = apr_strtok(body, "&", &state); pair; pair = apr_strtok(NULL, "&", &state)) {
-        if (!(v = strchr(pair, '=')))
-            continue;
-        *v++ = '\0';
-        if (ap_unescape_urlencoded(pair) == OK && ap_unescape_urlencoded(v) == OK
-            && strcmp(pair, "List-Unsubscribe") == 0 && strcmp(v, "One-Click") == 0)
-            return 1;
-    }
-    return 0;
+    if (!stubmail_read_urlencoded(q, &form))
+        return -1;
+    v = apr_table_get(form, "List-Unsubscribe");
+    return v != NULL && strcmp(v, "One-Click") == 0;
 }
 
 int stubmail_unsubscribe(stubmail_req *q)
@@ -101,15 +100,13 @@ int stubmail_unsubscribe(stubmail_req *q)
     request_rec *r = q->r;
     stubmail_link link;
     const char *args[2], *cols[2];
-    char *body;
-    apr_size_t len;
-    int got;
+    int got, yes;
 
     if (!read_link(q, &link))
         return q->ret;
-    if (!stubmail_read_form(q, &body, &len))
+    if ((yes = one_click(q)) < 0)
         return q->ret;
-    if (!one_click(r, body)) {
+    if (!yes) {
         SMLOG(q, APLOG_INFO, 0, "POST unsubscribe %s: 400 refused: no "
               "List-Unsubscribe=One-Click in the body (user=<%s> sender=<%s>)",
               r->useragent_ip, link.user, link.sender);

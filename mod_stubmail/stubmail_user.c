@@ -26,10 +26,6 @@
 
 APLOG_USE_MODULE(stubmail);
 
-#define FORM_FIELDS_MAX 16
-#define FORM_SIZE_MAX 8192      /* a form of this page is a few hundred octets */
-#define FORM_VALUE_MAX 1024
-
 /* REMOTE_USER as the user's address: 1, or 0 after the answer. */
 static int user_identity(stubmail_user_req *u)
 {
@@ -110,34 +106,14 @@ static int user_read_form(stubmail_user_req *u)
 {
     stubmail_req *q = &u->q;
     request_rec *r = q->r;
-    apr_array_header_t *pairs = NULL;
     const char *mac, *dot, *why = "", *bad;
     char ignored[SM_ADDR_MAX + 1], ignored2[SM_ADDR_MAX + 1];
-    int i, rc;
 
     if ((bad = cross_site(r)) != NULL)
         return stubmail_fail_0(q, "forbidden", "this change did not come from your page",
                                apr_psprintf(r->pool, "cross-site POST refused: %s", bad));
-    rc = ap_parse_form_data(r, NULL, &pairs, FORM_FIELDS_MAX, FORM_SIZE_MAX);
-    if (rc != OK || pairs == NULL)
-        return stubmail_fail_0(q, "bad_request", "the form could not be read",
-                               apr_psprintf(r->pool, "form unreadable (%d)", rc));
-    u->form = apr_table_make(r->pool, pairs->nelts);
-    for (i = 0; i < pairs->nelts; i++) {
-        ap_form_pair_t *pair = &APR_ARRAY_IDX(pairs, i, ap_form_pair_t);
-        char value[FORM_VALUE_MAX + 1];
-        apr_size_t len = FORM_VALUE_MAX;
-        apr_off_t total = 0;
-
-        if (apr_brigade_length(pair->value, 1, &total) != APR_SUCCESS
-            || total > FORM_VALUE_MAX
-            || apr_brigade_flatten(pair->value, value, &len) != APR_SUCCESS)
-            return stubmail_fail_0(q, "bad_request", "a field of the form is too long",
-                                   apr_psprintf(r->pool, "form field %s too long",
-                                                ap_escape_logitem(r->pool, pair->name)));
-        value[len] = '\0';
-        apr_table_set(u->form, pair->name, value);
-    }
+    if (!stubmail_read_urlencoded(q, &u->form))
+        return 0;
     mac = apr_table_get(u->form, "form");
     dot = mac ? strchr(mac, '.') : NULL;
     if (dot == NULL
