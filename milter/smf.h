@@ -10,12 +10,14 @@
  * smf_quota.c         the sender's outbox quota: SIZE=, over or not, the
  *                     refusal's text
  * smf_dsn.c           the RFC 3461 parameters: NOTIFY, ORCPT, ENVID
+ * smf_cache.c         recipient domains' verdicts and recipients' keys kept
+ *                     in memory, forgotten at each change (LISTEN)
  *
  * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
- * smf_db; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net, smf_quota,
- * smf_dsn; smf_seal -> smf_db (and reads the message context's fields);
- * smf_ctx, smf_db, smf_net, smf_quota and smf_dsn call no other file of
- * the milter. All but stubmail-milter.c make libsmf.la, which the program
+ * smf_db, smf_cache; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net,
+ * smf_quota, smf_dsn; smf_seal -> smf_db (and reads the message context's
+ * fields); smf_db -> smf_cache; smf_ctx, smf_net, smf_quota, smf_dsn and
+ * smf_cache call no other file of the milter. All but stubmail-milter.c make libsmf.la, which the program
  * and the unit tests link.
  */
 #ifndef SMF_H
@@ -135,6 +137,27 @@ smf_db_status smf_db_rcpt_key_get(const char *addr, char *status, size_t statusl
  * fpr: NULL unless status is "found"; reason: why, or NULL. */
 smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const char *fpr,
                                   const char *reason, char *why, size_t whylen);
+
+/* ---- smf_cache.c: recipient domains' verdicts and recipients' keys -- */
+
+/* Start the thread that LISTENs for changes (sql/024) on its own
+ * connection to conninfo; until it is connected every lookup misses.
+ * 0, or -1 (errno). smf_cache_stop ends it (harmless when not started). */
+int smf_cache_start(const char *conninfo);
+void smf_cache_stop(void);
+
+/* Take a mark before reading the database, and hand it to the put: an
+ * answer read before a change that was heard since is not kept. */
+unsigned long smf_cache_mark(void);
+
+/* 1 with the kept answer (and sm_discover's why with it), 0 on a miss. */
+int smf_cache_domain_get(const char *domain, sm_peer_info *info, char *why, size_t whylen);
+void smf_cache_domain_put(const char *domain, const sm_peer_info *info, const char *why,
+                          unsigned long mark);
+int smf_cache_rcpt_key_get(const char *addr, char *status, size_t statuslen, char *fpr,
+                           size_t fprlen);
+void smf_cache_rcpt_key_put(const char *addr, const char *status, const char *fpr,
+                            unsigned long mark);
 
 /* ---- smf_net.c: UDP stubs ------------------------------------------ */
 

@@ -284,9 +284,12 @@ static PGresult *run_alone(const char *what, const char *sql, int n, const char 
 smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_info *info,
                               char *why, size_t whylen)
 {
+    unsigned long mark = smf_cache_mark();
     int attempt, gone, rc;
     long slot;
 
+    if (smf_cache_domain_get(domain, info, why, whylen))
+        return SMF_DB_OK;
     /* The slot stays taken during a DNS lookup (about 2 s at worst per name
      * server): sm_discover reads the cache, asks DNS and writes the cache on
      * one connection. */
@@ -296,8 +299,12 @@ smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_
         rc = sm_discover(pool.conns[slot], resolver, domain, info, why, whylen);
         gone = PQstatus(pool.conns[slot]) != CONNECTION_OK;
         release(slot);
-        if (rc == 0)
+        if (rc == 0) {
+            /* not a peer's opt-out answered while DNS failed: asked again */
+            if (info->status != SM_DNS_TEMPFAIL)
+                smf_cache_domain_put(domain, info, why, mark);
             return SMF_DB_OK;
+        }
         /* sm_discover says DNS through the status of its DNS part */
         if (info->status == SM_DNS_TEMPFAIL)
             return SMF_DB_DNSFAIL;
@@ -541,10 +548,13 @@ smf_db_status smf_db_rcpt_key_get(const char *addr, char *status, size_t statusl
                                   char *fpr, size_t fprlen, char *why, size_t whylen)
 {
     const char *vals[1] = { addr };
+    unsigned long mark = smf_cache_mark();
     PGresult *r;
 
     status[0] = '\0';
     fpr[0] = '\0';
+    if (smf_cache_rcpt_key_get(addr, status, statuslen, fpr, fprlen))
+        return SMF_DB_OK;
     if (!(r = run_alone("recipient_key_get",
                         "SELECT status, coalesce(fpr, '') FROM recipient_key_get($1)", 1, vals,
                         PGRES_TUPLES_OK, why, whylen)))
@@ -552,6 +562,7 @@ smf_db_status smf_db_rcpt_key_get(const char *addr, char *status, size_t statusl
     if (PQntuples(r) == 1) {
         snprintf(status, statuslen, "%s", PQgetvalue(r, 0, 0));
         snprintf(fpr, fprlen, "%s", PQgetvalue(r, 0, 1));
+        smf_cache_rcpt_key_put(addr, status, fpr, mark);
     }
     PQclear(r);
     return SMF_DB_OK;

@@ -374,6 +374,10 @@ int main(int argc, char **argv)
         sm_err("out of memory");
         goto leave;
     }
+    if (smf_cache_start(cfg.database) != 0) {
+        sm_syserr("cannot start the answers cache's thread");
+        goto leave;
+    }
     /* after daemonize: the seal's contexts are this process's */
     if (sm_seal_new(cfg.gnupg_home, cfg.domain_key, SMF_SEAL_SLOTS, &cfg.seal, err,
                     sizeof err) != SM_PGP_OK) {
@@ -399,6 +403,7 @@ int main(int argc, char **argv)
     rc = smfi_main() == MI_SUCCESS ? 0 : 1;
     sm_info("stopped%s", rc ? " after a libmilter error" : "");
 leave:
+    smf_cache_stop();
     smf_db_shutdown();                  /* all harmless when not set up */
     sm_seal_free(cfg.seal);
     curl_global_cleanup();
