@@ -293,6 +293,8 @@ typedef struct smf_conn {
     char client[INET6_ADDRSTRLEN];
     int originating;            /* {daemon_name} == originating_daemon */
     int trusted;                /* client inside trusted_networks */
+    int local_stand_in;         /* localhost[127.0.0.1]: how Postfix presents
+                                   mail that came without SMTP (sendmail(1)) */
     int can_delrcpt;            /* the MTA lets us remove recipients */
     int leadspc;                /* header values keep their leading space */
     smf_msg *msg;

@@ -18,6 +18,7 @@
  * SIZE= is refused at MAIL FROM already when that size alone would go over. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,10 +465,33 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
     else if (hostaddr && hostaddr->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)hostaddr)->sin6_addr, conn->client,
                   sizeof conn->client);
+    conn->local_stand_in = hostname && strcmp(hostname, "localhost") == 0
+                           && strcmp(conn->client, "127.0.0.1") == 0;
     sm_debug("connect from %s[%s] daemon=%s%s%s", hostname ? hostname : "?", conn->client,
              daemon ? daemon : "-", conn->originating ? " originating" : "",
              conn->trusted ? " trusted" : "");
     return SMFIS_NOREPLY;
+}
+
+/* Mail submitted without SMTP (sendmail(1), through non_smtpd_milters)
+ * reaches the milter as from localhost[127.0.0.1], with the {daemon_name}
+ * of Postfix's cleanup: unless the admin marked it, it is not outbound and
+ * is pushed. Said once a run, so that an admin who narrowed
+ * trusted_networks learns why local mail is not pulled. */
+static void smf_local_not_outbound(SMFICTX *ctx, const char *sender)
+{
+    static atomic_int said;
+    const char *daemon = smfi_getsymval(ctx, "{daemon_name}");
+
+    if (atomic_exchange(&said, 1))
+        return;
+    sm_warn("%s: from=%s: mail from localhost[127.0.0.1], which is how Postfix presents mail "
+            "submitted without SMTP (sendmail(1)), is not outbound here: {daemon_name} is %s, "
+            "not %s, and 127.0.0.1 is not in trusted_networks, so it is pushed by SMTP. To "
+            "pull it, give Postfix's pickup service a cleanup with -o "
+            "milter_macro_daemon_name=%s (see the admin guide). Said once.",
+            smf_qid(ctx), sender, daemon ? daemon : "(none)", settings->originating_daemon,
+            settings->originating_daemon);
 }
 
 static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
@@ -483,8 +507,11 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
     if (conn == NULL)
         return SMFIS_ACCEPT;
     auth = smfi_getsymval(ctx, "{auth_authen}");
-    if (!conn->originating && !conn->trusted && !(auth && *auth))
+    if (!conn->originating && !conn->trusted && !(auth && *auth)) {
+        if (conn->local_stand_in)
+            smf_local_not_outbound(ctx, argv[0]);
         return SMFIS_ACCEPT;            /* inbound: not ours to divert */
+    }
 
     /* the empty envelope sender (bounces) is never diverted */
     raw += strspn(raw, " \t");

@@ -5,6 +5,7 @@ b.example is found by its DNS record; nobody configures a peer."""
 
 import base64
 import os
+import subprocess
 
 from support import (SandboxTest, make_message, split_message, header_lines, wait_for, q)
 
@@ -72,6 +73,33 @@ class PullTest(SandboxTest):
         # exactly once, also after a few more poll cycles
         self.wait_polls(a, 2)
         self.assertEqual(len(self.in_maildir(b, "bob", tag)), 1)
+
+    def test_local_submission_pulled(self):
+        """Mail handed to sendmail(1) on a.example (a script, webmail on the
+        mail host) is outbound too: pickup's cleanup marks it ORIGINATING
+        (the admin guide's master.cf), so the milter diverts it and bob
+        pulls it, though 127.0.0.1 is not in a.example's trusted_networks."""
+        a, b = self.a, self.b
+        b.add_contact("bob@b.example", "script@a.example")
+        wait_for(lambda: a.count("subscription", "domain = 'b.example' AND "
+                                 "sender = 'script@a.example'"), timeout=30,
+                 what="bob's pair for script@a.example subscribed at a.example")
+        msg, tag = make_message("script@a.example", "bob@b.example", "from the command line")
+        before = {r[0] for r in a.sql("SELECT id FROM message")}
+        r = subprocess.run(["/usr/sbin/sendmail", "-C", a.postfix_etc, "-f",
+                            "script@a.example", "bob@b.example"], input=msg,
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rows = wait_for(lambda: [x for x in self.outbox_rows(a) if x[0] not in before],
+                        timeout=30, what="the sendmail(1) message in a.example's outbox")
+        self.assertEqual([x[1:3] for x in rows], [["script@a.example", "bob@b.example"]])
+        self.wait_maildir(b, "bob", tag)
+        with open(a.maillog) as f:
+            pushed = [l for l in f if "relay=127.0.0.3" in l and "to=<bob@b.example>" in l]
+        self.assertEqual(pushed, [], "a.example pushed the sendmail(1) mail by SMTP")
+        with open(a.milter_log) as f:
+            self.assertNotIn("which is how Postfix presents mail submitted without SMTP",
+                             f.read())
 
     def test_large_message_streams_through(self):
         """A 3 MB body with long base64 lines arrives byte-identical. (dave
