@@ -5,9 +5,14 @@ ack checks consume the message the fetch checks read; the poll limit goes
 last). A check fails with Fail; it is skipped with Skip when the run lacks
 what it needs (a waiting message, leave to ack, the poll burst)."""
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
+import socket
+import time
 
 from client import ScratchHome, Signer, gpg, rfc3339, statement
 
@@ -329,7 +334,8 @@ def poll_answer(c):
 
 @check("R-SUB-FORM", "R-SUB-409", "R-SUB-VERSION")
 def subscription(c):
-    sub = lambda body: c.ob.request("POST", "/v1/subscription", body, token=c.token())
+    def sub(body):
+        return c.ob.request("POST", "/v1/subscription", body, token=c.token())
     pair = {"from": "nobody@" + c.server, "to": "nobody@" + c.domain}
     v0 = expect_ok_json(sub({"reset": True}), "a reset")["version"]
     expect(isinstance(v0, int), "version is an integer", v0)
@@ -523,6 +529,68 @@ def ack(c):
     expect_error(c.ob.request("GET", "/v1/message/" + m["id"], token=c.token()), 404,
                  "not_found")
     c.subscribe([])
+
+
+# -- UDP poll ------------------------------------------------------------------------
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def udp_ask(address, request, wait):
+    """Send one datagram from a socket of our own; the answer or None."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        s.sendto(request, (host, int(port)))
+        try:
+            return s.recvfrom(2048)[0]
+        except socket.timeout:
+            return None
+
+
+@check("R-UDP-NO-AMPLIFY", "R-UDP-SILENT")
+def udp_poll(c):
+    a = c.ob.request("POST", "/v1/login", c.signer.login_body(c.server))
+    udp = expect_ok_json(a, "a login").get("udp")
+    if udp is None:
+        raise Skip("the login answer names no UDP responder")
+    expect(c.grammar.matches("udp-value", udp.get("address", "")) and
+           c.grammar.matches("udp-session", udp.get("session", "")) and
+           re.fullmatch(r"[A-Za-z0-9_-]{43}", udp.get("secret", "")) is not None,
+           "udp has an address, a session and a 43-character secret", udp)
+    key = base64.urlsafe_b64decode(udp["secret"] + "=")
+    token = a.json()["token"]
+    v = c.subscribe([])
+    cursor = c.ob.request("GET", "/v1/poll?version=%d" % v, token=token).header("etag")
+    asked = [0]
+
+    def request(cur, mac_ok=True):
+        asked[0] = max(asked[0], int(time.time()))
+        head = "stubmail1 poll %s %s %d" % (udp["session"], cur, asked[0])
+        mac = b64url(hmac.new(key, head.encode(), hashlib.sha256).digest())
+        if not mac_ok:
+            mac = mac[:-1] + ("A" if mac[-1] != "A" else "B")
+        return (head + " " + mac).encode(), mac
+
+    for cur, want in ((cursor, "idle"), ('"not-the-tag"', "poll")):
+        req, mac = request(cur)
+        expect(c.grammar.matches("udp-request", req.decode()), "our request is a udp-request")
+        rep = udp_ask(udp["address"], req, 5)
+        expect(rep is not None, "an answer to a good request (%s)" % want)
+        expect(len(rep) <= len(req), "the reply is no longer than the request",
+               (len(rep), len(req)))
+        expect(c.grammar.matches("udp-reply", rep.decode("latin-1")), "a udp-reply", rep)
+        status = rep.decode().split(" ")[1]
+        good = b64url(hmac.new(key, ("stubmail1 reply %s %s" % (status, mac)).encode(),
+                               hashlib.sha256).digest())
+        expect(rep.decode() == "stubmail1 %s %s" % (status, good), "the reply's MAC", rep)
+        expect(status == want, "the cursor %s is answered %s" % (cur, want), status)
+    req, _ = request(cursor, mac_ok=False)
+    for bad in (req, req + b" ", req.replace(b" poll ", b" Poll "), b"stubmail1 poll"):
+        expect(udp_ask(udp["address"], bad, 2) is None, "no answer to a bad request", bad)
 
 
 # -- Limits ---------------------------------------------------------------------------

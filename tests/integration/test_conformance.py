@@ -1,10 +1,10 @@
 """Issue 14: the conformance checker (tests/conformance/run) against
-mod_stubmail. It runs as a polling domain that plays its poller by hand
-(b.example: its Apache serves its key, no pollerd), with a message waiting for it
-that it fetches and acks, and once more as c.example for the poll limit
-alone (a long interval, so that no poll comes back while it counts). Every
-requirement docs/PROTOCOL-requirements.md gives to the checker must be
-reported met."""
+mod_stubmail, with its UDP poll responder. It runs as a polling domain
+that plays its poller by hand (b.example: its Apache serves its key, no
+pollerd), with a message waiting for it that it fetches and acks; and once
+more as c.example for the poll limit alone (a long interval, so that no
+poll comes back while it counts). Every requirement
+docs/PROTOCOL-requirements.md gives to the checker must be reported met."""
 
 import os
 import re
@@ -28,6 +28,7 @@ class ConformanceTest(SandboxTest):
     DOMAINS = ("a.example", "b.example", "c.example")
     SERVICES = {"b.example": ("pg", "httpd"), "c.example": ("key",)}
     HTTPD_EXTRA = (("StubmailMinPollInterval", "3600"), ("StubmailPollBurst", str(BURST)))
+    UDP_POLL = True
 
     def run_checker(self, client, *extra):
         a = self.a
