@@ -94,7 +94,8 @@ int sm_pgp_sign_detached(const char *home, const char *signer_fpr, const void *d
                          char **sig, size_t *siglen, char *why, size_t whylen);
 
 /* SM_PGP_OK only if sig (armored or binary) holds exactly one signature, it
- * is good, made by a key that is neither expired nor revoked, and that key
+ * is good, made with SHA-256, SHA-384 or SHA-512 (not MD5, SHA-1 or
+ * another), by a key that is neither expired nor revoked, and that key
  * (or the primary key of the subkey that made it) has fingerprint
  * expected_fpr. The key must already be in home (sm_pgp_import_public). */
 int sm_pgp_verify_detached(const char *home, const void *data, size_t len, const char *sig,

@@ -86,8 +86,9 @@ leave:
     return rc;
 }
 
-/* The rule for a detached signature: exactly one, good, by a live key
- * whose primary fingerprint is want (sm_seal holds bodies to the same). */
+/* The rule for a detached signature: exactly one, good, made with SHA-256,
+ * SHA-384 or SHA-512, by a live key whose primary fingerprint is want
+ * (sm_seal holds bodies to the same, but for the digest). */
 static int check_signatures(gpgme_ctx_t ctx, gpgme_verify_result_t vr, const char *want,
                             char *why, size_t whylen)
 {
@@ -115,6 +116,15 @@ static int check_signatures(gpgme_ctx_t ctx, gpgme_verify_result_t vr, const cha
         goto leave;
     default:   /* bad signature, expired or revoked key, expired signature, unsupported... */
         sm_why(why, whylen, "gpgme_op_verify: %s", gpgme_strerror(s->status));
+        goto leave;
+    }
+    /* a digest open to collisions could let one signature cover other
+     * octets than the statement (PROTOCOL.md, POST /v1/login) */
+    if (s->hash_algo != GPGME_MD_SHA256 && s->hash_algo != GPGME_MD_SHA384
+        && s->hash_algo != GPGME_MD_SHA512) {
+        sm_why(why, whylen, "signature made with digest %s; SHA-256, SHA-384 or SHA-512 "
+               "required", gpgme_hash_algo_name(s->hash_algo)
+                           ? gpgme_hash_algo_name(s->hash_algo) : "unknown");
         goto leave;
     }
     if (s->wrong_key_usage

@@ -69,12 +69,18 @@ class StubSandboxTest(SandboxTest):
         with open(self.a.access_log) as f:
             return f.readlines()
 
-    def send_stubs(self, packets, isp=None):
+    def send_stubs(self, packets, isp=None, sock=None):
+        """Send packets to isp's stub listener, from sock if given (to see
+        whether anything comes back)."""
         isp = isp or self.b
         ip, port = isp.stub_address.rsplit(":", 1)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if sock is None else sock
+        try:
             for p in packets:
                 s.sendto(p, (ip, int(port)))
+        finally:
+            if sock is None:
+                s.close()
 
     def pollerd_alive(self):
         return self.b.procs["pollerd"].alive()
@@ -158,14 +164,25 @@ class StubTest(StubSandboxTest):
             stub("alice@a.example", "dave@c.example"),      # not our domain
             stub("bob@b.example", "bob@b.example"),          # our own domain
         ]
-        self.send_stubs(corpus * 50)
+        back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        back.bind((self.b.ip, 0))
+        self.send_stubs(corpus * 50, sock=back)
         time.sleep(4)
         self.assertEqual(self.polls(), polls, "a malformed stub made pollerd poll")
         self.assertTrue(self.pollerd_alive())
         with open(self.b.pollerd_log) as f:
             added = f.readlines()[log_before:]
         self.assertLess(len(added), 5, "a log line per malformed stub:\n" + "".join(added[:10]))
+        # a good stub from the same socket, then mail: pollerd has read both
+        # stubs by the time the mail is in, and answered neither (PROTOCOL.md
+        # R-STUB-NO-ANSWER)
+        self.send_stubs([stub("alice@a.example", "bob@b.example")], sock=back)
+        time.sleep(2.2)     # its poll's stub_interval, before deliver_fast's stub
         self.deliver_fast("alice@a.example", subject="after the junk")
+        back.setblocking(False)
+        with self.assertRaises(BlockingIOError, msg="pollerd answered a stub"):
+            back.recvfrom(2048)
+        back.close()
 
     def test_unknown_sender_no_trace(self):
         time.sleep(2.2)

@@ -173,6 +173,22 @@ static void sign_verify_tests(void)
     both = read_file(path("s1.sig"), &bothlen);
     ok(bothlen > 0 && sm_pgp_verify_detached(home_b, msg, strlen(msg), both, bothlen, fa, why, sizeof why)
        == SM_PGP_OK, "a binary signature verifies too");
+
+    /* the digest: SHA-1 (still made and verified by gpg) is refused,
+     * SHA-256 taken (PROTOCOL.md, POST /v1/login) */
+    write_file(path("msg.txt"), msg, strlen(msg));
+    gpg("gpg --homedir %s --batch --quiet --digest-algo SHA1 --local-user %s --detach-sign "
+        "-o %s %s 2>/dev/null", home_a, fa, path("sha1.sig"), path("msg.txt"));
+    gpg("gpg --homedir %s --batch --quiet --digest-algo SHA256 --local-user %s --detach-sign "
+        "-o %s %s 2>/dev/null", home_a, fa, path("sha256.sig"), path("msg.txt"));
+    free(both);
+    both = read_file(path("sha1.sig"), &bothlen);
+    ok(bothlen > 0 && sm_pgp_verify_detached(home_b, msg, strlen(msg), both, bothlen, fa, why, sizeof why)
+       == SM_PGP_REJECT && strstr(why, "SHA1"), "a SHA-1 signature refused: %s", why);
+    free(both);
+    both = read_file(path("sha256.sig"), &bothlen);
+    ok(bothlen > 0 && sm_pgp_verify_detached(home_b, msg, strlen(msg), both, bothlen, fa, why, sizeof why)
+       == SM_PGP_OK, "a SHA-256 signature verifies (%s)", why);
     free(both);
     free(sig);
     free(sig2);
