@@ -1,6 +1,6 @@
 /* stubmail-janitor — one pass over the sender's outbox, then exit: meant
  * for cron or a systemd timer on any host that reaches the outbox's
- * database and spool (docs/stubmail-janitor.8). In order: the notices
+ * database and spool (man/stubmail-janitor.8). In order: the notices
  * senders asked for about acked mail (RFC 3461 NOTIFY), expired messages
  * (failure notices, removal), delay warnings, then the spool's leftovers. Exit 0 when everything went, 1 when something failed (what
  * was done stays done; the next pass does the rest), 78 on a bad

@@ -212,7 +212,7 @@ void smf_dsn_envid_arg(char *const *argv, char *envid, size_t len, char *why, si
 
 /* ---- the settings (read by stubmail-milter.c) ------------------------ */
 
-/* The configuration keys' values (docs/stubmail-milter.8, CONFIGURATION),
+/* The configuration keys' values (man/stubmail-milter.8, CONFIGURATION),
  * filled and checked by stubmail-milter.c and read-only afterwards. */
 typedef struct smf_settings {
     char *socket;

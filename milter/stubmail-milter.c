@@ -46,7 +46,7 @@
  *	Configuration errors (gnupg_home and domain_key are required): exit
  *	status 78 (EX_CONFIG).
  * SEE ALSO
- *	docs/stubmail-milter.8, docs/HACKING.md, smf.h
+ *	man/stubmail-milter.8, docs/HACKING.md, smf.h
  *--*/
 #include "config.h"
 
