@@ -30,6 +30,9 @@ typedef struct stubmail_req {
     const char *user;           /* the person on a page for people, or NULL */
     int for_people;             /* errors as HTML pages (stubmail_html.h),
                                  * unless the client asks for JSON */
+    char *body;                 /* the request body, read whole before the
+                                 * database connection is taken, or NULL */
+    apr_size_t body_len;
     int ret;                    /* handler result once an answer was sent */
 } stubmail_req;
 
@@ -64,9 +67,14 @@ int stubmail_send_json(stubmail_req *q, json_t *root);
 /* 304, no body; the headers already set go along. OK. */
 int stubmail_not_modified(stubmail_req *q);
 
-/* The whole JSON body (at most StubmailMaxRequestBody, NUL-terminated, in
- * r->pool). 1, or 0 after the error answer. */
-int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len);
+/* The whole JSON body into q->body and q->body_len (at most max octets,
+ * the limit named limit in the log; NUL-terminated, in r->pool). 1, or 0
+ * after the error answer. */
+int stubmail_read_body(stubmail_req *q, apr_off_t max, const char *limit);
+
+/* The request says no body follows (GET, HEAD): 1, or 0 after the 400,
+ * the body unread and the connection to be closed. */
+int stubmail_no_body(stubmail_req *q);
 
 /* The same for a body of any Content-Type (a form: the caller judges it). */
 int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len);

@@ -13,6 +13,8 @@ import hmac
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -172,6 +174,40 @@ def curl(url, method="GET", user=None, data=None, data_file=None, headers=(),
         k, _, v = line.partition(":")
         hdrs[k.strip().lower()] = v.strip()
     return Http(status, hdrs, rest)
+
+
+def tls_connect(ip, port, timeout=30):
+    """A TLS connection to ip:port that trusts the sandbox's CA, for
+    requests curl will not send as written (folded headers, framing)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.check_hostname = False
+    return ctx.wrap_socket(socket.create_connection((ip, port), timeout=timeout))
+
+
+def raw_https(ip, port, data, timeout=30):
+    """Send data (bytes, the whole request as written) over TLS; the
+    answer: (status, {header: value}, body bytes), read until the server
+    closes the connection."""
+    with tls_connect(ip, port, timeout) as s:
+        s.sendall(data)
+        raw = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ssl.SSLEOFError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    if not lines[0].startswith("HTTP/"):
+        raise AssertionError("no HTTP answer from %s:%d: %r" % (ip, port, raw[:200]))
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), hdrs, body
 
 
 # -- the poller's side of docs/PROTOCOL.md, by hand -----------------------------
