@@ -288,6 +288,7 @@ class SandboxTest(unittest.TestCase):
     POLL_INTERVAL = "2s"
     HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
     UDP_POLL = False        # Apaches run the UDP poll responder
+    FRONT_ENDS = 1          # Apaches per ISP, on one database and spool
     sb = None
 
     @classmethod
@@ -295,7 +296,8 @@ class SandboxTest(unittest.TestCase):
         global ca_file
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
                          poll_interval=cls.POLL_INTERVAL,
-                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL)
+                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL,
+                         front_ends=cls.FRONT_ENDS)
         cls.sb.start()
         ca_file = cls.sb.ca_file
         try:
