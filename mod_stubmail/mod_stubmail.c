@@ -124,7 +124,8 @@ static const stubmail_route stubmail_routes[] = {
     { "/v1/poll",             M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_poll_get },
     { "/v1/poll",             M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_poll_post },
     { "/v1/subscription",     M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_subscription },
-    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN_DB, BODY_NONE,  stubmail_fetch },
+    /* the fetch gives its connection back before it sends the body */
+    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_fetch },
     { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_ack },
     { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_acks },
     /* Not the protocol: our own users' one-click unsubscribe links, whose

@@ -17,10 +17,13 @@
 #include "sm_proto.h"
 #include "stubmail_config.h"
 
+typedef struct stubmail_db_hold stubmail_db_hold;
+
 typedef struct stubmail_req {
     request_rec *r;
     const stubmail_srv_conf *conf;
     ap_dbd_t *dbd;
+    stubmail_db_hold *dbd_hold; /* dbd is stubmail_db_own's (stubmail_db.h) */
     const char *domain;         /* authenticated polling domain, or NULL */
     const char *id;             /* message id from the path, or NULL */
     const char *allow;          /* Allow header for 405 */

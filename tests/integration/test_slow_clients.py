@@ -15,6 +15,9 @@ milter would. Checked:
   connected and unanswered (had a slow client held a pooled connection,
   they would wait until mod_reqtimeout cut the slow ones off); then the
   slow clients send the rest at once and are answered too.
+- SLOW clients fetch a large body each and read none of it: the fetch
+  gives its connection back before it sends the body, so meanwhile the
+  ordinary requests are answered too.
 - A client that drips its headers, and one that drips a body, are both
   cut off, within a bound far above RequestReadTimeout's (a hang guard,
   not a measurement)."""
@@ -26,13 +29,14 @@ import ssl
 import threading
 import time
 
-from support import SandboxTest, curl, get_token, q, tls_connect
+from support import SandboxTest, curl, get_token, q, tls_connect, wait_for
 
 RECIPIENT = "carol@c.example"
 POOL = 2                # DBDMax of a.example's one child
 SLOW = 3 * POOL         # slow clients at once
 DRIP = 0.2              # seconds between two bytes of a slow client
 CUT_BOUND = 90          # seconds: RequestReadTimeout says 20 at most
+BIG = 32 * 1024 * 1024  # octets of a body no socket buffers hold
 
 
 class SlowClient:
@@ -122,6 +126,25 @@ class SlowClientsTest(SandboxTest):
                    " VALUES (%s, %s, 'c.example')" % (q(mid), q(mid), q(mid), q(RECIPIENT)))
         return mid
 
+    def put_big(self, n):
+        """n messages whose spool files are hard links of one BIG file."""
+        first = os.path.join(self.a.spool_dir, "big-%d" % os.getpid())
+        with open(first, "wb") as f:
+            f.truncate(BIG)
+        self.addCleanup(os.unlink, first)
+        mids = []
+        for _ in range(n):
+            mid = os.urandom(16).hex()
+            os.link(first, os.path.join(self.a.spool_dir, mid))
+            self.addCleanup(os.unlink, os.path.join(self.a.spool_dir, mid))
+            self.a.sql("INSERT INTO message (id, sender, size, spool_name)"
+                       " VALUES (%s, 'alice@a.example', %d, %s);"
+                       "INSERT INTO outbox (message_id, recipient, recipient_domain)"
+                       " VALUES (%s, %s, 'c.example')" % (q(mid), BIG, q(mid), q(mid),
+                                                          q(RECIPIENT)))
+            mids.append(mid)
+        return mids
+
     def req(self, method, path, body=None):
         return curl(self.a.outbox_url + path, method, bearer=self.token,
                     data=json.dumps(body) if body is not None else None)
@@ -165,6 +188,37 @@ class SlowClientsTest(SandboxTest):
         self.assertEqual([c.complete() for c in slow], ["HTTP/1.1 200 OK"] * SLOW)
         self.assertEqual(self.a.sql_value("SELECT count(*) FROM outbox WHERE"
                                           " retrieved_at IS NULL"), "0")
+
+    def test_ordinary_requests_are_served_while_more_slow_readers_than_connections_wait(self):
+        big = self.put_big(SLOW)
+        offset = os.path.getsize(self.a.error_log)
+        readers = []
+        for mid in big:
+            s = tls_connect(self.a.ip, self.a.https_port)
+            self.addCleanup(s.close)
+            s.sendall(("GET /stubmail/v1/message/%s HTTP/1.1\r\nHost: a.example\r\n"
+                       "Authorization: Bearer %s\r\n\r\n" % (mid, self.token)).encode())
+            readers.append(s)
+
+        def sending():
+            with open(self.a.error_log, errors="replace") as f:
+                f.seek(offset)
+                return f.read().count("fetch: %d bytes from" % BIG) == SLOW or None
+        wait_for(sending, timeout=30, what="every slow reader's body to be on its way "
+                 "(a fetch that holds its connection while it sends lets only %d start)"
+                 % POOL)
+
+        mine = self.put_outbox()
+        r = self.req("GET", "/v1/message/%s" % mine)
+        self.assertEqual((r.status, r.body), (200, b"0123456789"), r)
+        r = self.req("POST", "/v1/poll", {"pairs": [{"from": "*@a.example", "to": RECIPIENT}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(r.json()["messages"]), SLOW + 1, r)
+        r = self.req("POST", "/v1/message/%s/ack" % mine, {"to": RECIPIENT})
+        self.assertEqual(r.status, 200, r)
+        for s in readers:
+            s.settimeout(30)
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200 "))
 
     def test_dripping_headers_and_bodies_are_cut_off(self):
         header_drip = SlowClient(self.a, b"GET /stubmail/v1/key HTTP/1.1\r\n",
