@@ -94,36 +94,49 @@ enum {
     NEEDS_TOKEN_DB              /* a bearer token, then a database connection */
 };
 
+/* The request body, read whole before any database connection is taken,
+ * so that a client sending slowly holds a thread (until mod_reqtimeout
+ * cuts it), never one of mod_dbd's pooled connections. */
+enum {
+    BODY_NONE,                  /* none may come (GET): 400 if one does */
+    BODY_JSON,                  /* JSON within StubmailMaxRequestBody, in q->body */
+    BODY_LOGIN,                 /* JSON within STUBMAIL_LOGIN_BODY_MAX too */
+    BODY_FORM                   /* a form for people: the endpoint reads it
+                                 * before it takes the database */
+};
+
 typedef struct stubmail_route {
     const char *path;           /* below the <Location>; {id}: one path
                                  * segment, the message id */
     int method;                 /* M_GET (HEAD as well) or M_POST */
     int needs;                  /* what the handler finds done (NEEDS_...) */
+    int body;                   /* BODY_... */
     int (*handler)(stubmail_req *q);
 } stubmail_route;
 
 static const stubmail_route stubmail_routes[] = {
     /* No credentials on these two: the key is public, and a login is its
      * own proof. */
-    { "/v1/key",              M_GET,  NEEDS_NOTHING,  stubmail_key },
-    { "/v1/login",            M_POST, NEEDS_NOTHING,  stubmail_login },
+    { "/v1/key",              M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_key },
+    { "/v1/login",            M_POST, NEEDS_NOTHING,  BODY_LOGIN, stubmail_login },
     /* GET: the subscription's poll, idle ones answered from the poll
      * cache without the database; POST: the stateless poll with pairs */
-    { "/v1/poll",             M_GET,  NEEDS_TOKEN,    stubmail_poll_get },
-    { "/v1/poll",             M_POST, NEEDS_TOKEN_DB, stubmail_poll_post },
-    { "/v1/subscription",     M_POST, NEEDS_TOKEN_DB, stubmail_subscription },
-    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN_DB, stubmail_fetch },
-    { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, stubmail_ack },
-    { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, stubmail_acks },
+    { "/v1/poll",             M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_poll_get },
+    { "/v1/poll",             M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_poll_post },
+    { "/v1/subscription",     M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_subscription },
+    /* the fetch gives its connection back before it sends the body */
+    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_fetch },
+    { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_ack },
+    { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_acks },
     /* Not the protocol: our own users' one-click unsubscribe links, whose
      * MAC is their proof (stubmail_unsub.c). */
-    { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  stubmail_unsubscribe_page },
-    { "/unsubscribe",         M_POST, NEEDS_NOTHING,  stubmail_unsubscribe },
+    { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_unsubscribe_page },
+    { "/unsubscribe",         M_POST, NEEDS_NOTHING,  BODY_FORM,  stubmail_unsubscribe },
     /* the introductions digest's accept / decline links, the same way */
-    { "/introduction",        M_GET,  NEEDS_NOTHING,  stubmail_intro_page },
-    { "/introduction",        M_POST, NEEDS_NOTHING,  stubmail_intro },
+    { "/introduction",        M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_intro_page },
+    { "/introduction",        M_POST, NEEDS_NOTHING,  BODY_FORM,  stubmail_intro },
     /* a user's sent mail for their feed reader, the MAC its proof too */
-    { "/feed",                M_GET,  NEEDS_NOTHING,  stubmail_feed },
+    { "/feed",                M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_feed },
 };
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))
@@ -163,6 +176,23 @@ static int stubmail_method_not_allowed(stubmail_req *q, apr_int64_t methods)
                          "wrong method");
 }
 
+/* The body as the route takes it: 1, or 0 after the error answer. */
+static int stubmail_take_body(stubmail_req *q, const stubmail_route *route)
+{
+    switch (route->body) {
+    case BODY_NONE:
+        return stubmail_no_body(q);
+    case BODY_JSON:
+        return stubmail_read_body(q, q->conf->max_body, "StubmailMaxRequestBody");
+    case BODY_LOGIN:
+        if (q->conf->max_body < STUBMAIL_LOGIN_BODY_MAX)
+            return stubmail_read_body(q, q->conf->max_body, "StubmailMaxRequestBody");
+        return stubmail_read_body(q, STUBMAIL_LOGIN_BODY_MAX, "the login body limit");
+    default:
+        return 1;
+    }
+}
+
 static int stubmail_handler(request_rec *r)
 {
     stubmail_req q;
@@ -195,10 +225,9 @@ static int stubmail_handler(request_rec *r)
     if (route == NULL)
         return stubmail_method_not_allowed(&q, methods);
 
-    /* A token needs no database; then the endpoint does. */
+    /* A token needs no database; the whole request is in before the
+     * endpoint, or the route, takes a connection. */
     if (route->needs != NEEDS_NOTHING && !stubmail_authenticate(&q))
-        return q.ret;
-    if (route->needs == NEEDS_TOKEN_DB && !stubmail_db(&q))
         return q.ret;
     if (id) {
         if (!sm_id_valid(id))
@@ -207,7 +236,51 @@ static int stubmail_handler(request_rec *r)
                                               ap_escape_logitem(r->pool, id)));
         q.id = id;
     }
+    if (!stubmail_take_body(&q, route))
+        return q.ret;
+    if (route->needs == NEEDS_TOKEN_DB && !stubmail_db(&q))
+        return q.ret;
     return route->handler(&q);
+}
+
+/* ------------------------------------------------------------------------
+ * TRACE
+ * ---------------------------------------------------------------------- */
+
+/* The handler that SetHandler names for r's <Location>, or "". */
+static const char *stubmail_set_handler(request_rec *r)
+{
+    const core_dir_config *cd = ap_get_core_module_config(r->per_dir_config);
+    const char *err = NULL, *handler = NULL;
+
+    if (cd != NULL && cd->expr_handler != NULL)
+        handler = ap_expr_str_exec(r, cd->expr_handler, &err);
+    return handler != NULL && err == NULL ? handler : "";
+}
+
+/* TRACE echoes the request back, Authorization and cookies included, to
+ * whatever page made the browser send it (cross-site tracing). Core
+ * answers TRACE at map_to_storage, before any handler runs, unless
+ * TraceEnable is off; below our locations it is refused whatever
+ * TraceEnable says. translate_name is the first hook that sees the
+ * <Location>'s SetHandler. */
+static int stubmail_refuse_trace(request_rec *r)
+{
+    stubmail_req q;
+    const char *handler;
+
+    if (r->method_number != M_TRACE)
+        return DECLINED;
+    handler = stubmail_set_handler(r);
+    if (strcmp(handler, "stubmail") != 0 && strcmp(handler, "stubmail-user") != 0)
+        return DECLINED;
+    memset(&q, 0, sizeof(q));
+    q.r = r;
+    q.conf = stubmail_conf_of(r->server);
+    q.allow = "GET, HEAD, POST";
+    stubmail_fail(&q, "method_not_allowed", "TRACE is not served here",
+                  "TRACE refused: it would echo the credentials");
+    return DONE;
 }
 
 /* ------------------------------------------------------------------------
@@ -294,6 +367,7 @@ static void stubmail_register_hooks(apr_pool_t *p)
     (void)p;
     ap_hook_post_config(stubmail_post_config, NULL, succ, APR_HOOK_MIDDLE);
     ap_hook_child_init(stubmail_login_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(stubmail_refuse_trace, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(stubmail_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(stubmail_user_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }

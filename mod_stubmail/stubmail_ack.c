@@ -209,20 +209,14 @@ static void stubmail_acks_remove_bodies(stubmail_req *q, json_t *ids)
 
 int stubmail_acks(stubmail_req *q)
 {
-    char *body;
-    apr_size_t len;
     sm_ack_item *items = NULL;
     size_t n = 0;
     sm_parse_error perr;
     json_t *answers = json_array(), *ids = json_array();
     int rc;
 
-    if (!stubmail_read_body(q, &body, &len)) {
-        rc = q->ret;
-        goto leave;
-    }
     memset(&perr, 0, sizeof(perr));
-    if (sm_acks_request_parse(body, len, q->domain, &items, &n, &perr) != 0) {
+    if (sm_acks_request_parse(q->body, q->body_len, q->domain, &items, &n, &perr) != 0) {
         rc = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
                            apr_pstrcat(q->r->pool, "acks refused: ", perr.message, NULL));
         goto leave;
@@ -251,8 +245,6 @@ leave:
 int stubmail_ack(stubmail_req *q)
 {
     request_rec *r = q->r;
-    char *body;
-    apr_size_t len;
     sm_ack_item item;
     sm_parse_error perr;
     json_t *answers = json_array(), *ids = json_array(), *answer;
@@ -260,11 +252,7 @@ int stubmail_ack(stubmail_req *q)
 
     memset(&perr, 0, sizeof(perr));
     memset(&item, 0, sizeof(item));
-    if (!stubmail_read_body(q, &body, &len)) {
-        rc = q->ret;
-        goto leave;
-    }
-    if (sm_ack_request_parse_status(body, len, q->domain, &item.ack, &perr) != 0) {
+    if (sm_ack_request_parse_status(q->body, q->body_len, q->domain, &item.ack, &perr) != 0) {
         rc = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
                            apr_pstrcat(r->pool, "ack refused: ", perr.message, NULL));
         goto leave;

@@ -209,12 +209,24 @@ static const stubmail_stmt stubmail_stmts[] = {
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *stubmail_dbd_acquire;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *stubmail_dbd_open;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *stubmail_dbd_close;
+
+/* A connection of stubmail_db_own, given back to the pool by
+ * stubmail_db_release or, at the latest, when the request ends. */
+struct stubmail_db_hold {
+    server_rec *s;
+    ap_dbd_t *dbd;
+};
 
 int stubmail_db_init(server_rec *s)
 {
     stubmail_dbd_prepare = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
     stubmail_dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
-    if (stubmail_dbd_prepare == NULL || stubmail_dbd_acquire == NULL) {
+    stubmail_dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    stubmail_dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    if (stubmail_dbd_prepare == NULL || stubmail_dbd_acquire == NULL
+        || stubmail_dbd_open == NULL || stubmail_dbd_close == NULL) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: mod_dbd is not "
                      "loaded: add 'LoadModule dbd_module .../mod_dbd.so' and "
                      "configure DBDriver/DBDParams");
@@ -239,6 +251,43 @@ int stubmail_db(stubmail_req *q)
         return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
                                "no database connection from mod_dbd");
     return 1;
+}
+
+static apr_status_t stubmail_db_give_back(void *data)
+{
+    stubmail_db_hold *hold = data;
+
+    stubmail_dbd_close(hold->s, hold->dbd);
+    return APR_SUCCESS;
+}
+
+int stubmail_db_own(stubmail_req *q)
+{
+    request_rec *r = q->r;
+    stubmail_db_hold *hold;
+
+    if (q->dbd == NULL && stubmail_dbd_open
+        && (q->dbd = stubmail_dbd_open(r->pool, r->server)) != NULL) {
+        hold = apr_palloc(r->pool, sizeof(*hold));
+        hold->s = r->server;
+        hold->dbd = q->dbd;
+        q->dbd_hold = hold;
+        apr_pool_cleanup_register(r->pool, hold, stubmail_db_give_back,
+                                  apr_pool_cleanup_null);
+    }
+    if (q->dbd == NULL)
+        return stubmail_fail_0(q, "unavailable", "database unavailable, retry later",
+                               "no database connection from mod_dbd");
+    return 1;
+}
+
+void stubmail_db_release(stubmail_req *q)
+{
+    if (q->dbd_hold == NULL)
+        return;
+    apr_pool_cleanup_run(q->r->pool, q->dbd_hold, stubmail_db_give_back);
+    q->dbd_hold = NULL;
+    q->dbd = NULL;
 }
 
 static const char *stubmail_sql_of(const char *label)

@@ -54,6 +54,15 @@ void stubmail_db_prepare_all(server_rec *s);
  * the 503. */
 int stubmail_db(stubmail_req *q);
 
+/* The same, for an endpoint that gives the connection back with
+ * stubmail_db_release before the end of the request: before it sends a
+ * body that a slow reader may take long to read. */
+int stubmail_db_own(stubmail_req *q);
+
+/* Give back the connection of stubmail_db_own (none: nothing to do);
+ * q->dbd is NULL after. */
+void stubmail_db_release(stubmail_req *q);
+
 /* Run a statement that returns rows (SELECT, ... RETURNING): 0 with *res,
  * or -1 (logged). Then read every row with stubmail_db_next_row. */
 int stubmail_db_select(stubmail_req *q, const char *label, apr_dbd_results_t **res,

@@ -326,17 +326,15 @@ int stubmail_login(stubmail_req *q)
     sm_parse_error perr;
     char statement[SM_LOGIN_STATEMENT_MAX], fpr[SM_PGP_FPR_MAX + 1];
     const char *source = NULL;
-    char *body;
-    apr_size_t len;
     time_t now;
     int statement_len, ret;
 
     memset(&req, 0, sizeof(req));
-    if (!stubmail_login_configured(q) || !stubmail_read_body(q, &body, &len))
+    if (!stubmail_login_configured(q))
         return q->ret;
 
     memset(&perr, 0, sizeof(perr));
-    if (sm_login_request_parse(body, len, &req, &perr) != 0) {
+    if (sm_login_request_parse(q->body, q->body_len, &req, &perr) != 0) {
         ret = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
                             apr_pstrcat(r->pool, "login refused: ", perr.message, NULL));
         goto leave;

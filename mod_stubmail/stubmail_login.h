@@ -10,7 +10,15 @@
 #include "stubmail_config.h"
 #include "stubmail_req.h"
 
+/* The largest login body (docs/PROTOCOL.md, "POST /v1/login"): its key
+ * (SM_LOGIN_KEY_MAX) and signature (SM_LOGIN_SIGNATURE_MAX) with their
+ * JSON escapes fit with room to spare; a bigger one is padding, or members
+ * a later version adds, which cannot need that much. */
+#define STUBMAIL_LOGIN_BODY_MAX (128 * 1024)
+
 int stubmail_key(stubmail_req *q);
+
+/* The body (q->body) is read already, within STUBMAIL_LOGIN_BODY_MAX. */
 int stubmail_login(stubmail_req *q);
 
 /* post_config, per server: with StubmailDomain set, check the directives

@@ -148,6 +148,8 @@ int stubmail_fetch(stubmail_req *q)
     apr_off_t len;
     apr_status_t rv;
 
+    if (!stubmail_db_own(q))
+        return q->ret;
     switch (stubmail_fetch_lookup(q, cols)) {
     case 1:
         break;
@@ -159,6 +161,9 @@ int stubmail_fetch(stubmail_req *q)
     }
     if (!stubmail_fetch_body(q, cols, &bb, &len, &from))
         return q->ret;
+    /* what the answer needs is in r->pool and the file: a client that
+     * reads slowly holds no pooled connection while it is sent */
+    stubmail_db_release(q);
 
     /* message.format says what the milter stored: an OpenPGP message
      * (signed, encrypted) or, from before, the plain text */

@@ -230,8 +230,7 @@ static int stubmail_poll_list(stubmail_req *q, const char *label, int nargs,
 int stubmail_poll_post(stubmail_req *q)
 {
     request_rec *r = q->r;
-    char *body, *pairs_json = NULL;
-    apr_size_t len;
+    char *pairs_json = NULL;
     sm_pair *pairs = NULL;
     size_t npairs = 0;
     sm_parse_error perr;
@@ -240,11 +239,8 @@ int stubmail_poll_post(stubmail_req *q)
     apr_int64_t listed;
     int more, ret;
 
-    if (!stubmail_read_body(q, &body, &len))
-        return q->ret;
-
     memset(&perr, 0, sizeof(perr));
-    if (sm_poll_request_parse(body, len, q->domain, (size_t)q->conf->max_pairs,
+    if (sm_poll_request_parse(q->body, q->body_len, q->domain, (size_t)q->conf->max_pairs,
                               &pairs, &npairs, &perr) != 0) {
         ret = stubmail_fail(q, stubmail_parse_code(&perr),
                             perr.message, apr_pstrcat(r->pool, "poll refused: ",
@@ -306,18 +302,15 @@ static int stubmail_version_changed(stubmail_req *q, const char *current,
 int stubmail_subscription(stubmail_req *q)
 {
     request_rec *r = q->r;
-    char *body, *add_json = NULL, *remove_json = NULL;
-    apr_size_t len;
+    char *add_json = NULL, *remove_json = NULL;
     sm_subscription_request req;
     sm_parse_error perr;
     const char *args[5], *cols[2];       /* ok, version */
     int ret;
 
     memset(&req, 0, sizeof(req));
-    if (!stubmail_read_body(q, &body, &len))
-        return q->ret;
     memset(&perr, 0, sizeof(perr));
-    if (sm_subscription_request_parse(body, len, q->domain, (size_t)q->conf->max_pairs,
+    if (sm_subscription_request_parse(q->body, q->body_len, q->domain, (size_t)q->conf->max_pairs,
                                       &req, &perr) != 0) {
         ret = stubmail_fail(q, stubmail_parse_code(&perr), perr.message,
                             apr_pstrcat(r->pool, "subscription change refused: ",

@@ -9,7 +9,8 @@
  *	Allow, Retry-After) and answers {"error": code, "message": message}.
  *	The other answers are JSON (200), a body of given type, and 304.
  *	Inputs: the JSON request body, read whole within
- *	StubmailMaxRequestBody, and the bearer token, checked by its MAC alone.
+ *	StubmailMaxRequestBody (or a smaller limit), no body where none
+ *	belongs, and the bearer token, checked by its MAC alone.
  *
  * DIAGNOSTICS
  *	Client errors at info, server trouble at error; every line names the
@@ -233,9 +234,10 @@ static int stubmail_is_json(const char *ctype)
            && strncasecmp(ctype, "application/json", n) == 0;
 }
 
-/* The headers promise a body of at most StubmailMaxRequestBody, a JSON one
- * if json: 1 with *length, or 0 after the error answer. */
-static int stubmail_body_acceptable(stubmail_req *q, int json, apr_off_t *length)
+/* The headers promise a body of at most max octets (named limit in the
+ * log), a JSON one if json: 1 with *length, or 0 after the error answer. */
+static int stubmail_body_acceptable(stubmail_req *q, int json, apr_off_t max,
+                                    const char *limit, apr_off_t *length)
 {
     request_rec *r = q->r;
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
@@ -249,12 +251,11 @@ static int stubmail_body_acceptable(stubmail_req *q, int json, apr_off_t *length
         || *end != '\0' || *length < 0)
         return stubmail_fail_0(q, "bad_request", "invalid Content-Length",
                                "invalid Content-Length");
-    if (*length > q->conf->max_body)
+    if (*length > max)
         return stubmail_fail_0(q, "too_large", "request body too large",
                                apr_psprintf(r->pool, "Content-Length %" APR_OFF_T_FMT
-                                            " above StubmailMaxRequestBody %"
-                                            APR_INT64_T_FMT, *length,
-                                            q->conf->max_body));
+                                            " above %s %" APR_OFF_T_FMT, *length,
+                                            limit, max));
     if (json && !stubmail_is_json(ctype))
         return stubmail_fail_0(q, "unsupported_media_type",
                                "Content-Type must be application/json",
@@ -263,7 +264,8 @@ static int stubmail_body_acceptable(stubmail_req *q, int json, apr_off_t *length
     return 1;
 }
 
-static int stubmail_read(stubmail_req *q, int json, char **body, apr_size_t *len)
+static int stubmail_read(stubmail_req *q, int json, apr_off_t max, const char *limit,
+                         char **body, apr_size_t *len)
 {
     request_rec *r = q->r;
     apr_bucket_brigade *bb = NULL;
@@ -273,7 +275,7 @@ static int stubmail_read(stubmail_req *q, int json, char **body, apr_size_t *len
     char *buf;
     int eos = 0;
 
-    if (!stubmail_body_acceptable(q, json, &length))
+    if (!stubmail_body_acceptable(q, json, max, limit, &length))
         return 0;
     buf = apr_palloc(r->pool, (apr_size_t)length + 1);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
@@ -318,14 +320,49 @@ leave:
     return stubmail_fail_0(q, "bad_request", "could not read the request body", why);
 }
 
-int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len)
+int stubmail_read_body(stubmail_req *q, apr_off_t max, const char *limit)
 {
-    return stubmail_read(q, 1, body, len);
+    return stubmail_read(q, 1, max, limit, &q->body, &q->body_len);
 }
 
 int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len)
 {
-    return stubmail_read(q, 0, body, len);
+    return stubmail_read(q, 0, q->conf->max_body, "StubmailMaxRequestBody", body, len);
+}
+
+/* A request that says a body follows: chunked, or a Content-Length that is
+ * not 0. */
+static int stubmail_has_body(request_rec *r)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_off_t length;
+    char *end;
+
+    if (apr_table_get(r->headers_in, "Transfer-Encoding"))
+        return 1;
+    return cl != NULL && (apr_strtoff(&length, cl, &end, 10) != APR_SUCCESS
+                          || end == cl || *end != '\0' || length != 0);
+}
+
+int stubmail_no_body(stubmail_req *q)
+{
+    request_rec *r = q->r;
+
+    if (!stubmail_has_body(r))
+        return 1;
+    /* A body where none belongs is how requests are smuggled past a proxy
+     * that frames them otherwise (Transfer-Encoding with Content-Length):
+     * refuse it unread and end the connection, whose framing is now in
+     * doubt. */
+    r->connection->keepalive = AP_CONN_CLOSE;
+    return stubmail_fail_0(q, "bad_request", apr_psprintf(r->pool, "a %s request carries "
+                                                          "no body", r->method),
+                           apr_psprintf(r->pool, "%s with a body (Transfer-Encoding "
+                                        "'%s', Content-Length '%s')", r->method,
+                                        ap_escape_logitem(r->pool, apr_table_get(
+                                            r->headers_in, "Transfer-Encoding")),
+                                        ap_escape_logitem(r->pool, apr_table_get(
+                                            r->headers_in, "Content-Length"))));
 }
 
 #define FORM_FIELDS_MAX 16

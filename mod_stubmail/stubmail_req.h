@@ -17,10 +17,13 @@
 #include "sm_proto.h"
 #include "stubmail_config.h"
 
+typedef struct stubmail_db_hold stubmail_db_hold;
+
 typedef struct stubmail_req {
     request_rec *r;
     const stubmail_srv_conf *conf;
     ap_dbd_t *dbd;
+    stubmail_db_hold *dbd_hold; /* dbd is stubmail_db_own's (stubmail_db.h) */
     const char *domain;         /* authenticated polling domain, or NULL */
     const char *id;             /* message id from the path, or NULL */
     const char *allow;          /* Allow header for 405 */
@@ -30,6 +33,9 @@ typedef struct stubmail_req {
     const char *user;           /* the person on a page for people, or NULL */
     int for_people;             /* errors as HTML pages (stubmail_html.h),
                                  * unless the client asks for JSON */
+    char *body;                 /* the request body, read whole before the
+                                 * database connection is taken, or NULL */
+    apr_size_t body_len;
     int ret;                    /* handler result once an answer was sent */
 } stubmail_req;
 
@@ -64,9 +70,14 @@ int stubmail_send_json(stubmail_req *q, json_t *root);
 /* 304, no body; the headers already set go along. OK. */
 int stubmail_not_modified(stubmail_req *q);
 
-/* The whole JSON body (at most StubmailMaxRequestBody, NUL-terminated, in
- * r->pool). 1, or 0 after the error answer. */
-int stubmail_read_body(stubmail_req *q, char **body, apr_size_t *len);
+/* The whole JSON body into q->body and q->body_len (at most max octets,
+ * the limit named limit in the log; NUL-terminated, in r->pool). 1, or 0
+ * after the error answer. */
+int stubmail_read_body(stubmail_req *q, apr_off_t max, const char *limit);
+
+/* The request says no body follows (GET, HEAD): 1, or 0 after the 400,
+ * the body unread and the connection to be closed. */
+int stubmail_no_body(stubmail_req *q);
 
 /* The same for a body of any Content-Type (a form: the caller judges it). */
 int stubmail_read_form(stubmail_req *q, char **body, apr_size_t *len);

@@ -13,6 +13,8 @@ import hmac
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -174,6 +176,40 @@ def curl(url, method="GET", user=None, data=None, data_file=None, headers=(),
     return Http(status, hdrs, rest)
 
 
+def tls_connect(ip, port, timeout=30):
+    """A TLS connection to ip:port that trusts the sandbox's CA, for
+    requests curl will not send as written (folded headers, framing)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.check_hostname = False
+    return ctx.wrap_socket(socket.create_connection((ip, port), timeout=timeout))
+
+
+def raw_https(ip, port, data, timeout=30):
+    """Send data (bytes, the whole request as written) over TLS; the
+    answer: (status, {header: value}, body bytes), read until the server
+    closes the connection."""
+    with tls_connect(ip, port, timeout) as s:
+        s.sendall(data)
+        raw = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ssl.SSLEOFError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    if not lines[0].startswith("HTTP/"):
+        raise AssertionError("no HTTP answer from %s:%d: %r" % (ip, port, raw[:200]))
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), hdrs, body
+
+
 # -- the poller's side of docs/PROTOCOL.md, by hand -----------------------------
 
 def rfc3339(t=None):
@@ -252,6 +288,7 @@ class SandboxTest(unittest.TestCase):
     POLL_INTERVAL = "2s"
     HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
     UDP_POLL = False        # Apaches run the UDP poll responder
+    FRONT_ENDS = 1          # Apaches per ISP, on one database and spool
     sb = None
 
     @classmethod
@@ -259,7 +296,8 @@ class SandboxTest(unittest.TestCase):
         global ca_file
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
                          poll_interval=cls.POLL_INTERVAL,
-                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL)
+                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL,
+                         front_ends=cls.FRONT_ENDS)
         cls.sb.start()
         ca_file = cls.sb.ca_file
         try:

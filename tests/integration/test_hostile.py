@@ -16,7 +16,7 @@ import time
 import unittest
 
 from support import (SandboxTest, make_message, wait_for, curl, login, login_body,
-                     get_token, mint_token, login_statement, gpg_sign, rfc3339)
+                     get_token, mint_token, login_statement, gpg_sign, rfc3339, raw_https)
 
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 POLL_BOB = {"pairs": [{"from": "*@a.example", "to": "bob@b.example"}]}
@@ -133,6 +133,63 @@ class HostileTest(SandboxTest):
         r = self.poll(json.dumps(POLL_BOB), headers=["X-Padding: " + "p" * 20000])
         self.assertEqual(r.status, 400, r)
 
+    # -- methods and framing, as written on the wire (issue 12) ---------------
+    def raw(self, request):
+        """request (text, CRLFs and all) to a.example; (status, headers, body)."""
+        return raw_https(self.a.ip, self.a.https_port, request.encode())
+
+    def test_trace_is_refused_and_echoes_no_token(self):
+        """TRACE would echo Authorization to a page that made a browser send
+        it: the module refuses it (405, its JSON), on both of its handlers'
+        locations, and the answer holds no trace of the token."""
+        for path in ("/stubmail/v1/poll", "/mail/"):
+            status, hdrs, body = self.raw(
+                "TRACE %s HTTP/1.1\r\nHost: a.example\r\nAuthorization: Bearer %s\r\n"
+                "Connection: close\r\n\r\n" % (path, self.token_b))
+            self.assertEqual(status, 405, (path, body))
+            self.assertEqual(json.loads(body)["error"], "method_not_allowed", body)
+            self.assertTrue(hdrs.get("allow"), hdrs)
+            self.assertNotIn(self.token_b.encode(), body)
+            self.assertNotIn(self.token_b, " ".join(hdrs.values()))
+
+    def test_trace_is_off_outside_the_module(self):
+        """TraceEnable off (the sandbox, as the sample configuration): core
+        refuses TRACE on any other path too."""
+        status, _, body = self.raw(
+            "TRACE / HTTP/1.1\r\nHost: a.example\r\nAuthorization: Bearer %s\r\n"
+            "Connection: close\r\n\r\n" % self.token_b)
+        self.assertEqual(status, 405, body)
+        self.assertNotIn(self.token_b.encode(), body)
+
+    def test_get_announcing_a_body_is_refused(self):
+        """A GET carries no body (PROTOCOL.md, "GET /v1/key"): chunked with
+        Content-Length 0, the smuggler's framing, or a Content-Length above
+        0, is a 400 and the connection is closed."""
+        for framing in ("Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+                        "Content-Length: 5\r\n\r\nhello"):
+            status, hdrs, body = self.raw("GET /stubmail/v1/key HTTP/1.1\r\nHost: a.example\r\n"
+                                          + framing)
+            self.assertEqual(status, 400, (framing, body))
+            self.assertEqual(json.loads(body)["error"], "bad_request", body)
+            self.assertEqual(hdrs.get("connection"), "close", hdrs)
+        status, _, body = self.raw("GET /stubmail/v1/key HTTP/1.1\r\nHost: a.example\r\n"
+                                   "Content-Length: 0\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 200, "an empty body is no body: %r" % body[:200])
+
+    def test_folded_authorization_is_unfolded_with_a_space(self):
+        """obs-fold in Authorization is accepted as the field with the fold
+        made a space (PROTOCOL.md, "Authentication"): a fold before the
+        token is the token; a fold inside it breaks it."""
+        fetch = ("GET /stubmail/v1/message/%s HTTP/1.1\r\nHost: a.example\r\n"
+                 "Authorization: %s\r\nConnection: close\r\n\r\n")
+        status, _, body = self.raw(fetch % (self.mid, "Bearer\r\n " + self.token_b))
+        self.assertEqual(status, 200, body[:300])
+        half = len(self.token_b) // 2
+        status, _, body = self.raw(fetch % (self.mid, "Bearer " + self.token_b[:half]
+                                            + "\r\n\t" + self.token_b[half:]))
+        self.assertEqual(status, 401, body)
+        self.assertEqual(json.loads(body)["error"], "bad_token", body)
+
     # -- the assertion ------------------------------------------------------
     def check(self, r, status, code):
         self.assertEqual(r.status, status, r)
@@ -197,6 +254,10 @@ CASES = [
         signature="-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n"),
      401, "bad_signature"),
     ("login_replayed", lambda t: login(t.a, t.good_login), 401, "replayed_login"),
+    # a login's members fit in 128 KiB (PROTOCOL.md, "POST /v1/login"): a
+    # good login padded with an unknown member is refused, however good
+    ("login_bulk_unknown_member", lambda t: t.login_edit(padding="x" * 900 * 1024), 413,
+     "too_large"),
     ("login_wrong_method", lambda t: t.req("GET", "/v1/login"), 405, "method_not_allowed"),
     ("login_wrong_content_type", lambda t: t.req("POST", "/v1/login", data="{}",
                                                  content_type="text/plain"),

@@ -30,6 +30,9 @@ DNS = 53
 STUBS = 90
 # mod_stubmail's UDP poll responder (Sandbox(udp_poll=True)): IP:base+UDPPOLL.
 UDPPOLL = 444
+# (HTTPS, UDP poll responder) of each Apache front end of an ISP
+# (Sandbox(front_ends=2)): the first is the outbox DNS names.
+FRONT_END_PORTS = ((HTTPS, UDPPOLL), (445, 446))
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 

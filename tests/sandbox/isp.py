@@ -8,10 +8,10 @@ import os
 import pwd
 import time
 
-from .common import (ALL_SERVICES, DOMAIN_IPS, HTTPS, MILTER, PG, REINJECT, SMTP,
-                     STUBMAIL_SERVICES, STUBS, SUBMISSION, UDPPOLL, USERS, WKS_CLIENT,
+from .common import (ALL_SERVICES, DOMAIN_IPS, MILTER, PG, REINJECT, SMTP,
+                     STUBMAIL_SERVICES, STUBS, SUBMISSION, USERS, WKS_CLIENT,
                      SandboxError, listening, q, run_checked, tail)
-from .httpd import HttpdMixin
+from .httpd import FrontEnd, HttpdMixin
 from .janitor import JanitorMixin
 from .milter import MilterMixin
 from .pg import PgMixin
@@ -30,7 +30,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
                  routes=None, users=USERS, poll_interval="2s", module=True,
                  apache_loglevel="info", resolver=None, ca_dir=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=()):
+                 pollerd_debug=False, pg_settings=(), front_ends=1):
         self.name, self.domain, self.ip = name, domain, ip
         # (name, value) settings PostgreSQL starts with, e.g. ("max_connections", "400")
         self.pg_settings = list(pg_settings)
@@ -62,7 +62,10 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         self.procs = {}
         self.registry = None        # file listing our children's pids
         self.expected_log = []      # regexes of Apache error-log lines a test expects
-        self._log_offset = 0
+        self._log_offset = {}       # error log -> where the scan starts
+        # the Apaches (with "httpd" in services): the first is the outbox DNS
+        # names, more serve the same database and spool
+        self.front_ends = [FrontEnd(self, n) for n in range(1, front_ends + 1)]
 
     # -- addresses -----------------------------------------------------------
     def port(self, offset):
@@ -82,12 +85,12 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     @property
     def https_port(self):
-        return self.port(HTTPS)
+        return self.front_ends[0].https_port
 
     @property
     def udp_poll_address(self):
-        """mod_stubmail's StubmailUDPResponder, "IP:PORT"."""
-        return "%s:%d" % (self.ip, self.port(UDPPOLL))
+        """mod_stubmail's StubmailUDPResponder, "IP:PORT" (the first front end's)."""
+        return self.front_ends[0].udp_poll_address
 
     @property
     def stub_address(self):
@@ -114,8 +117,9 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     @property
     def www_gnupg_home(self):
-        """Apache's own keyring (www-data): the keys of domains that logged in."""
-        return self.path("w")
+        """Apache's own keyring (www-data): the keys of domains that logged in
+        (the first front end's; each has its own)."""
+        return self.front_ends[0].www_gnupg_home
 
     @property
     def pg_port(self):
@@ -127,7 +131,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     @property
     def outbox_url(self):
-        return "https://%s:%d/stubmail" % (self.ip, self.https_port)
+        return self.front_ends[0].outbox_url
 
     @property
     def unsubscribe_url(self):
@@ -161,11 +165,11 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     @property
     def error_log(self):
-        return self.path("httpd", "error.log")
+        return self.front_ends[0].error_log
 
     @property
     def access_log(self):
-        return self.path("httpd", "access.log")
+        return self.front_ends[0].access_log
 
     @property
     def wkd_dir(self):
@@ -221,8 +225,9 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         self.link_keys = [("u1", os.urandom(32).hex())]
         if "httpd" in self.services:
             www = pwd.getpwnam("www-data")
-            os.makedirs(self.www_gnupg_home, mode=0o700, exist_ok=True)
-            os.chown(self.www_gnupg_home, www.pw_uid, www.pw_gid)
+            for fe in self.front_ends:
+                os.makedirs(fe.www_gnupg_home, mode=0o700, exist_ok=True)
+                os.chown(fe.www_gnupg_home, www.pw_uid, www.pw_gid)
             self.tls_cert, self.tls_key = make_server_cert(
                 self.ca_dir, self.path("tls"), self.domain, self.ip)
 
@@ -249,7 +254,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
             self.start_pollerd()
         return self
 
-    STOP_ORDER = (("pollerd",), ("httpd", "postfix", "milter"), ("pg",))
+    STOP_ORDER = (("pollerd",), ("httpd", "httpd2", "postfix", "milter"), ("pg",))
 
     def stop(self, stages=STOP_ORDER):
         """Stop the servers, a stage at a time; within a stage all at once
@@ -271,7 +276,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
             raise SandboxError("%s: stopping: %s" % (self.domain, "; ".join(errors)))
 
     def _check_ports_free(self):
-        offsets = {"pg": [PG], "httpd": [HTTPS], "milter": [MILTER],
+        offsets = {"pg": [PG], "httpd": [fe.https_port - self.port_base
+                                         for fe in self.front_ends], "milter": [MILTER],
                    "postfix": [SMTP, REINJECT, SUBMISSION]}
         for svc, offs in offsets.items():
             if svc not in self.services:
@@ -370,12 +376,13 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     def logs_tail(self, n=25):
         parts = []
-        for label, path in (("apache error log", self.error_log),
-                            ("apache access log", self.access_log),
-                            ("postfix maillog", self.maillog),
-                            ("milter", self.milter_log),
-                            ("pollerd", self.pollerd_log),
-                            ("postgresql", self.path("pg.log"))):
+        logs = ([("apache error log", fe.error_log) for fe in self.front_ends]
+                + [("apache access log", fe.access_log) for fe in self.front_ends]
+                + [("postfix maillog", self.maillog),
+                   ("milter", self.milter_log),
+                   ("pollerd", self.pollerd_log),
+                   ("postgresql", self.path("pg.log"))])
+        for label, path in logs:
             if os.path.exists(path):
                 parts.append("--- %s %s (%s)\n%s" % (self.domain, label, path, tail(path, n)))
         return "\n".join(parts)

@@ -22,13 +22,16 @@ class Sandbox:
     pollerd listens for UDP stubs on IP:base+90 (Isp.stub_address), which
     the ISP's record publishes as udp=. pollerd_extra: "key value" lines
     for every pollerd.conf. pg_settings: (name, value) settings for every
-    PostgreSQL (e.g. more max_connections for many databases in one)."""
+    PostgreSQL (e.g. more max_connections for many databases in one).
+    front_ends: Apaches per ISP that runs httpd (1 or 2), all on its one
+    database and spool (Isp.front_ends; the first is the one DNS names)."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=()):
+                 pollerd_debug=False, pg_settings=(), front_ends=1):
         self.domains = list(domains)
+        self.front_ends = front_ends
         self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
@@ -73,7 +76,7 @@ class Sandbox:
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
                           pollerd_debug=self.pollerd_debug,
-                          pg_settings=self.pg_settings)
+                          pg_settings=self.pg_settings, front_ends=self.front_ends)
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
