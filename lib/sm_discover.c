@@ -102,10 +102,12 @@ int sm_discover_run(const sm_discover_store *store, const sm_dns_conf *dns, cons
     out->validated = validated;
     if (status == SM_DNS_FOUND && !validated && sm_dnssec_required(dns->dnssec_require, name)) {
         /* as if there were no record: the fingerprint is the trust anchor of
-         * the domain's key, and an unvalidated one may be anybody's */
-        if (hit || !dns_why[0])
-            snprintf(dns_why, sizeof dns_why, "_stubmail.%s: not DNSSEC-validated%s", name,
-                     hit ? " (cached)" : "");
+         * the domain's key, and an unvalidated one may be anybody's. A live
+         * answer's why says why it was not validated; the cache keeps no
+         * why for a record. */
+        if (hit)
+            snprintf(dns_why, sizeof dns_why, "_stubmail.%s: not DNSSEC-validated (cached)",
+                     name);
         snprintf(dns_why + strlen(dns_why), sizeof dns_why - strlen(dns_why),
                  ", and validation is required for %s: record not used", name);
         out->dnssec_refused = 1;

@@ -254,23 +254,29 @@ leave:
 
 static int is_loopback(const struct sockaddr_storage *ss)
 {
-    if (ss->ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+    return ss->ss_family == AF_INET
+           ? (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127
+           : IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
+/* Postfix's rule, as its DNSSEC_README puts it: the AD bit means something
+ * only on a path nobody can tamper with, in practice a resolver on the
+ * same host. */
 int sm_dns_trusts_ad(const sm_dns_conf *dns, int resolv_conf_trust_ad)
 {
     struct sockaddr_storage server;
     socklen_t serverlen;
     const char *bad;
+    int trusted;
 
     if (dns->resolver_trusted)
-        return 1;
-    if (dns->resolver == NULL)
-        return resolv_conf_trust_ad;
-    return sm_dns_resolver_parse(dns->resolver, &server, &serverlen, &bad) == 0
-           && is_loopback(&server);
+        trusted = 1;
+    else if (dns->resolver == NULL)
+        trusted = resolv_conf_trust_ad;
+    else
+        trusted = sm_dns_resolver_parse(dns->resolver, &server, &serverlen, &bad) == 0
+                  && is_loopback(&server);
+    return trusted;
 }
 
 /* ---- the lookup ------------------------------------------------------- */

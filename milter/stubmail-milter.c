@@ -42,7 +42,9 @@
  *	lost. A sender over the quota is refused for good (552 5.2.2, with
  *	the use and the quota). Every such failure is logged with the queue
  *	id, the sender and the reason. An invalid _stubmail record is pushed
- *	with a warning.
+ *	with a warning, and so is one that was not DNSSEC-validated for a
+ *	domain that dnssec_require names; a bogus one (the validating
+ *	resolver's SERVFAIL) is a DNS temporary failure like any other.
  *	Configuration errors (gnupg_home and domain_key are required): exit
  *	status 78 (EX_CONFIG).
  * SEE ALSO
