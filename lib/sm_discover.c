@@ -12,6 +12,7 @@
 #include "sm_log.h"
 #include "sm_addr.h"
 #include "sm_discover.h"
+#include "sm_dnssec.h"
 
 const char *sm_peer_source_name(sm_peer_source source)
 {
@@ -31,15 +32,15 @@ static int peer_is_enough(const sm_peer_info *out, unsigned flags)
     return (flags & SM_DISCOVER_FPR_ONLY) || out->outbox[0];
 }
 
-int sm_discover_run(const sm_discover_store *store, const char *resolver, const char *domain,
+int sm_discover_run(const sm_discover_store *store, const sm_dns_conf *dns, const char *domain,
                     unsigned flags, sm_peer_info *out, char *why, size_t whylen)
 {
-    char name[SM_DOMAIN_MAX + 1], dns_why[256] = "";
+    char name[SM_DOMAIN_MAX + 1], dns_why[768] = "";
     sm_txt_record rec;
     sm_dns_status status = SM_DNS_NONE;
     unsigned ttl = 0;
     size_t i, n;
-    int rc = -1, hit;
+    int rc = -1, hit, validated = 0;
 
     memset(out, 0, sizeof *out);
     memset(&rec, 0, sizeof rec);
@@ -69,7 +70,7 @@ int sm_discover_run(const sm_discover_store *store, const char *resolver, const 
     }
 
     out->source = SM_PEER_FROM_CACHE;
-    if ((hit = store->cache_get(store->baton, name, &status, &rec, dns_why,
+    if ((hit = store->cache_get(store->baton, name, &status, &validated, &rec, dns_why,
                                 sizeof dns_why)) < 0) {
         sm_why(why, whylen, "%s", dns_why);
         goto leave;
@@ -83,7 +84,7 @@ int sm_discover_run(const sm_discover_store *store, const char *resolver, const 
     }
     if (!hit) {
         out->source = SM_PEER_FROM_DNS;
-        status = sm_dns_lookup(resolver, name, &rec, &ttl, dns_why, sizeof dns_why);
+        status = sm_dns_lookup(dns, name, &rec, &ttl, &validated, dns_why, sizeof dns_why);
         if (status == SM_DNS_TEMPFAIL) {
             out->status = SM_DNS_TEMPFAIL;
             sm_why(why, whylen, "%s: DNS temporary failure: %s", name, dns_why);
@@ -93,10 +94,25 @@ int sm_discover_run(const sm_discover_store *store, const char *resolver, const 
         }
         if (ttl > SM_DISCOVER_TTL_MAX)
             ttl = SM_DISCOVER_TTL_MAX;
-        if (store->cache_put(store->baton, name, status, &rec, dns_why, ttl, why, whylen) != 0)
+        if (store->cache_put(store->baton, name, status, validated, &rec, dns_why, ttl, why,
+                             whylen) != 0)
             goto leave;
     }
 
+    out->validated = validated;
+    if (status == SM_DNS_FOUND && !validated && sm_dnssec_required(dns->dnssec_require, name)) {
+        /* as if there were no record: the fingerprint is the trust anchor of
+         * the domain's key, and an unvalidated one may be anybody's. A live
+         * answer's why says why it was not validated; the cache keeps no
+         * why for a record. */
+        if (hit)
+            snprintf(dns_why, sizeof dns_why, "_stubmail.%s: not DNSSEC-validated (cached)",
+                     name);
+        snprintf(dns_why + strlen(dns_why), sizeof dns_why - strlen(dns_why),
+                 ", and validation is required for %s: record not used", name);
+        out->dnssec_refused = 1;
+        status = SM_DNS_NONE;
+    }
     out->status = status;
     if (!out->from_peer_table)
         out->pulling = status == SM_DNS_FOUND;

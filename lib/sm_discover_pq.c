@@ -1,5 +1,6 @@
 /* sm_discover_pq — the discovery store over libpq (milter, pollerd): the
- * peer table and the dns_cache functions of sql/002. The dns_cache_put
+ * peer table and the dns_cache functions of sql/002 (sql/019: with whether
+ * the answer was DNSSEC-validated). The dns_cache_put
  * INSERT runs in the connection's current transaction: a failure there
  * aborts it, and the caller sees -1.
  *
@@ -19,11 +20,11 @@
  * verdict's (status NULL when nothing unexpired is cached) */
 static const char SQL_PEER_AND_CACHE[] =
     "SELECT peer_outbox_url, peer_fpr, peer_pulling, peer_found,"
-    " status, outbox, udp, fpr, policy, why FROM discovery_get($1)";
+    " status, outbox, udp, fpr, policy, why, validated FROM discovery_get($1)";
 enum { COL_PEER_OUTBOX, COL_PEER_FPR, COL_PEER_PULLING, COL_PEER_FOUND, COL_STATUS, COL_OUTBOX,
-       COL_UDP, COL_FPR, COL_POLICY, COL_WHY };
+       COL_UDP, COL_FPR, COL_POLICY, COL_WHY, COL_VALIDATED };
 static const char SQL_CACHE_PUT[] =
-    "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8)";
+    "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /* The store's baton: the connection, and the row of SQL_PEER_AND_CACHE
  * that peer_row read, which cache_get answers from. */
@@ -72,8 +73,8 @@ leave:
 
 /* The record as cached: 1 hit (rec/status filled), 0 miss; from the row
  * peer_row read (sm_discover_run asks for the peer first). */
-static int cache_get(void *baton, const char *domain, sm_dns_status *status, sm_txt_record *rec,
-                     char *why, size_t whylen)
+static int cache_get(void *baton, const char *domain, sm_dns_status *status, int *validated,
+                     sm_txt_record *rec, char *why, size_t whylen)
 {
     pq_store *st = baton;
     const PGresult *res = st->row;
@@ -83,6 +84,7 @@ static int cache_get(void *baton, const char *domain, sm_dns_status *status, sm_
     if (PQgetisnull(res, 0, COL_STATUS))
         return 0;
     v = PQgetvalue(res, 0, COL_STATUS);
+    *validated = strcmp(PQgetvalue(res, 0, COL_VALIDATED), "t") == 0;
     if (strcmp(v, "found") == 0) {
         *status = SM_DNS_FOUND;
         copy_col(res, COL_OUTBOX, rec->outbox, sizeof rec->outbox);
@@ -97,14 +99,14 @@ static int cache_get(void *baton, const char *domain, sm_dns_status *status, sm_
     return 1;
 }
 
-static int cache_put(void *baton, const char *domain, sm_dns_status status,
+static int cache_put(void *baton, const char *domain, sm_dns_status status, int validated,
                      const sm_txt_record *rec, const char *dns_why, unsigned ttl,
                      char *why, size_t whylen)
 {
     PGconn *db = ((pq_store *)baton)->db;
     char ttl_text[16];
     const char *found = status == SM_DNS_FOUND ? "" : NULL;
-    const char *params[8];
+    const char *params[9];
     PGresult *res;
     int rc = -1;
 
@@ -117,7 +119,8 @@ static int cache_put(void *baton, const char *domain, sm_dns_status status,
     params[5] = found ? rec->policy : NULL;
     params[6] = found ? NULL : dns_why;
     params[7] = ttl_text;
-    res = PQexecParams(db, SQL_CACHE_PUT, 8, NULL, params, NULL, NULL, 0);
+    params[8] = validated ? "true" : "false";
+    res = PQexecParams(db, SQL_CACHE_PUT, 9, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         sm_why(why, whylen, "%s: writing dns_cache: %s", domain, PQerrorMessage(db));
         goto leave;
@@ -128,12 +131,12 @@ leave:
     return rc;
 }
 
-int sm_discover(PGconn *db, const char *resolver, const char *domain,
+int sm_discover(PGconn *db, const sm_dns_conf *dns, const char *domain,
                 sm_peer_info *out, char *why, size_t whylen)
 {
     pq_store st = { db, NULL };
     const sm_discover_store store = { &st, peer_row, cache_get, cache_put };
-    int rc = sm_discover_run(&store, resolver, domain, 0, out, why, whylen);
+    int rc = sm_discover_run(&store, dns, domain, 0, out, why, whylen);
 
     PQclear(st.row);
     return rc;

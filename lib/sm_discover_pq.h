@@ -10,7 +10,7 @@
 /* sm_discover_run over db, needing outbox and fpr; results as there. The
  * dns_cache_put INSERT runs in the connection's current transaction: a
  * failure there aborts it. */
-int sm_discover(PGconn *db, const char *resolver, const char *domain,
+int sm_discover(PGconn *db, const sm_dns_conf *dns, const char *domain,
                 sm_peer_info *out, char *why, size_t whylen);
 
 #endif

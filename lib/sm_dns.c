@@ -4,7 +4,11 @@
  * The lookup uses res_nmkquery/res_nsend on a resolver state of its own (the
  * milter calls it from many threads at once), not res_nquery: res_nquery
  * hides the answer of an NXDOMAIN or NODATA reply, and the SOA in it is what
- * says how long "not pulling" may be cached. */
+ * says how long "not pulling" may be cached.
+ *
+ * DNSSEC: the query carries the DO bit, and res_nsend is told to keep the
+ * answer's AD bit (RES_TRUSTAD; glibc clears it otherwise) only when we
+ * believe it; sm_dns_parse_answer believes it only when told so as well. */
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <errno.h>
@@ -23,6 +27,8 @@
 #define ANSWER_MAX    65536   /* largest DNS message (TCP) */
 #define EDNS_PAYLOAD  1232    /* DNS flag day 2020: no fragmentation */
 #define CNAME_HOPS    8
+#define EDNS_DO       0x8000  /* RFC 3225: DNSSEC OK, in the OPT's flags */
+#define OPT_LEN       11      /* root name, type, class, TTL, RDLEN 0 */
 const char *sm_dns_status_name(sm_dns_status st)
 {
     switch (st) {
@@ -72,7 +78,8 @@ static unsigned negative_ttl(ns_msg *h)
 }
 
 sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const char *qname,
-                                  sm_txt_record *rec, unsigned *ttl, char *why, size_t whylen)
+                                  int trust_ad, sm_txt_record *rec, unsigned *ttl,
+                                  int *validated, char *why, size_t whylen)
 {
     sm_dns_status st = SM_DNS_TEMPFAIL;
     char owner[NS_MAXDNAME], target[NS_MAXDNAME];
@@ -80,16 +87,18 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
     char *text = NULL;
     ns_msg h;
     ns_rr rr;
-    int i, n, hop, rcode, ntxt = 0, nstub = 0, parsed = -1;
+    int i, n, hop, rcode, ntxt = 0, nstub = 0, parsed = -1, ad = 0;
     unsigned minttl = UINT_MAX;
 
     memset(rec, 0, sizeof *rec);
     *ttl = 0;
+    *validated = 0;
     sm_why(why, whylen, "%s", "");
     if (len > ANSWER_MAX || ns_initparse(msg, (int)len, &h) != 0) {
         sm_why(why, whylen, "%s: malformed DNS answer", qname);
         goto leave;
     }
+    ad = ns_msg_getflag(h, ns_f_ad);
     if (!ns_msg_getflag(h, ns_f_qr) || ns_msg_getflag(h, ns_f_opcode) != ns_o_query) {
         sm_why(why, whylen, "%s: DNS message is not an answer to a query", qname);
         goto leave;
@@ -207,11 +216,67 @@ sm_dns_status sm_dns_parse_answer(const unsigned char *msg, size_t len, const ch
         st = SM_DNS_FOUND;
         *ttl = minttl;
     }
+    if (st == SM_DNS_FOUND && !(trust_ad && ad))
+        sm_why(why, whylen, "%s: not DNSSEC-validated (%s)", qname,
+               !trust_ad ? "the resolver's AD bit is not trusted"
+               : "the resolver did not set the AD bit: an unsigned zone, or a resolver "
+                 "that does not validate");
 leave:
+    /* RFC 4035 3.2.3: AD covers the answer and authority sections, so a
+     * secure NXDOMAIN or NODATA is as validated as a record */
+    *validated = st != SM_DNS_TEMPFAIL && trust_ad && ad;
     free(text);
     if (st != SM_DNS_FOUND)
         memset(rec, 0, sizeof *rec);
     return st;
+}
+
+int sm_dns_add_edns(unsigned char *query, int qlen, size_t cap)
+{
+    const unsigned char opt[OPT_LEN] = {
+        0,                                  /* the root */
+        0, ns_t_opt,
+        EDNS_PAYLOAD >> 8, EDNS_PAYLOAD & 0xff,
+        0, 0,                               /* extended RCODE, version 0 */
+        EDNS_DO >> 8, EDNS_DO & 0xff,       /* flags: DO */
+        0, 0                                /* no options */
+    };
+    int rc = -1;
+
+    if (qlen < NS_HFIXEDSZ || (size_t)qlen + sizeof opt > cap || query[10] != 0 || query[11] != 0)
+        goto leave;
+    memcpy(query + qlen, opt, sizeof opt);
+    query[11] = 1;                          /* ARCOUNT = 1 */
+    rc = qlen + (int)sizeof opt;
+leave:
+    return rc;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET
+           ? (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127
+           : IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+/* Postfix's rule, as its DNSSEC_README puts it: the AD bit means something
+ * only on a path nobody can tamper with, in practice a resolver on the
+ * same host. */
+int sm_dns_trusts_ad(const sm_dns_conf *dns, int resolv_conf_trust_ad)
+{
+    struct sockaddr_storage server;
+    socklen_t serverlen;
+    const char *bad;
+    int trusted;
+
+    if (dns->resolver_trusted)
+        trusted = 1;
+    else if (dns->resolver == NULL)
+        trusted = resolv_conf_trust_ad;
+    else
+        trusted = sm_dns_resolver_parse(dns->resolver, &server, &serverlen, &bad) == 0
+                  && is_loopback(&server);
+    return trusted;
 }
 
 /* ---- the lookup ------------------------------------------------------- */
@@ -243,9 +308,10 @@ static int use_server(res_state rs, const struct sockaddr_storage *ss)
     return 0;
 }
 
-sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_record *rec,
-                            unsigned *ttl, char *why, size_t whylen)
+sm_dns_status sm_dns_lookup(const sm_dns_conf *dns, const char *domain, sm_txt_record *rec,
+                            unsigned *ttl, int *validated, char *why, size_t whylen)
 {
+    const char *resolver = dns->resolver;
     sm_dns_status st = SM_DNS_TEMPFAIL;
     struct __res_state rs;
     struct sockaddr_storage server;
@@ -254,10 +320,11 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
     unsigned char *answer = NULL;
     char qname[sizeof QNAME_PREFIX + SM_DOMAIN_MAX];
     const char *bad;
-    int rs_open = 0, qlen, alen;
+    int rs_open = 0, qlen, alen, trust_ad;
 
     memset(rec, 0, sizeof *rec);
     *ttl = 0;
+    *validated = 0;
     sm_why(why, whylen, "%s", "");
     if (!sm_domain_valid(domain)) {
         st = SM_DNS_INVALID;
@@ -294,22 +361,23 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
         sm_why(why, whylen, "%s: out of memory", qname);
         goto leave;
     }
-    /* room for the 11-octet EDNS0 OPT record appended below */
+    /* resolv.conf's "options trust-ad" is read by res_ninit into options;
+     * from here on RES_TRUSTAD is our verdict, so that res_nsend keeps the
+     * AD bit exactly when we believe it */
+    trust_ad = sm_dns_trusts_ad(dns, (rs.options & RES_TRUSTAD) != 0);
+    if (trust_ad)
+        rs.options |= RES_TRUSTAD;
+    else
+        rs.options &= ~(unsigned long)RES_TRUSTAD;
+    /* room for the EDNS0 OPT record appended below */
     qlen = res_nmkquery(&rs, ns_o_query, qname, ns_c_in, ns_t_txt, NULL, 0, NULL, query,
-                        (int)sizeof query - 11);
-    if (qlen < NS_HFIXEDSZ) {
+                        (int)sizeof query - OPT_LEN);
+    /* EDNS0 (RFC 6891): a 1024-octet record and its neighbours fit in one
+     * UDP answer, so TCP (where glibc has no timeout) is rarely needed; and
+     * the DO bit asks a validating resolver for the AD bit. */
+    if (qlen < NS_HFIXEDSZ || (qlen = sm_dns_add_edns(query, qlen, sizeof query)) < 0) {
         sm_why(why, whylen, "%s: cannot build the DNS query", qname);
         goto leave;
-    }
-    /* EDNS0 (RFC 6891): a 1024-octet record and its neighbours fit in one
-     * UDP answer, so TCP (where glibc has no timeout) is rarely needed. */
-    {
-        static const unsigned char opt[11] = {
-            0, 0, ns_t_opt, EDNS_PAYLOAD >> 8, EDNS_PAYLOAD & 0xff, 0, 0, 0, 0, 0, 0
-        };
-        memcpy(query + qlen, opt, sizeof opt);
-        qlen += (int)sizeof opt;
-        query[11] = 1;   /* ARCOUNT = 1 (low octet; res_nmkquery left it 0) */
     }
     errno = 0;
     alen = res_nsend(&rs, query, qlen, answer, ANSWER_MAX);
@@ -322,7 +390,8 @@ sm_dns_status sm_dns_lookup(const char *resolver, const char *domain, sm_txt_rec
             : errno == ETIMEDOUT ? "timeout, SERVFAIL or REFUSED" : strerror(errno));
         goto leave;
     }
-    st = sm_dns_parse_answer(answer, (size_t)alen, qname, rec, ttl, why, whylen);
+    st = sm_dns_parse_answer(answer, (size_t)alen, qname, trust_ad, rec, ttl, validated, why,
+                             whylen);
 leave:
     if (rs_open)
         res_nclose(&rs);

@@ -88,8 +88,8 @@ int smf_db_init(const char *conninfo, long size, long expire_after);
 void smf_db_shutdown(void);
 
 /* Who domain (lowercase) is: sm_discover on a pooled connection (the peer
- * row, then _stubmail through dns_cache; resolver NULL = the system's). */
-smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_info *info,
+ * row, then _stubmail through dns_cache, as dns says). */
+smf_db_status smf_db_discover(const sm_dns_conf *dns, const char *domain, sm_peer_info *info,
                               char *why, size_t whylen);
 
 /* One recipient of a stored message. */
@@ -226,6 +226,9 @@ typedef struct smf_settings {
     long long quota_bytes;
     long expire_after;          /* seconds until unretrieved mail expires */
     char *resolver;
+    int resolver_trusted;       /* believe its AD bit even off loopback */
+    char *dnssec_require;       /* none, all or domains (sm_dnssec.h) */
+    sm_dns_conf dns;            /* the three above, for discovery */
     char *gnupg_home;
     char *domain_key;
     char *ca_file;

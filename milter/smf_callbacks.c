@@ -190,7 +190,7 @@ static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
     if ((d = smf_domain_add(msg)) == NULL)
         return smf_fail(ctx, SMF_FAIL_NOMEM, rcpt, NULL, "out of memory");
 
-    st = smf_db_discover(settings->resolver, domain, &info, why, sizeof why);
+    st = smf_db_discover(&settings->dns, domain, &info, why, sizeof why);
     if (st == SMF_DB_DNSFAIL) {
         /* "b.example: DNS temporary failure: ..." without the repeated name */
         n = strlen(domain);
@@ -216,15 +216,20 @@ static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
     } else if (!info.pulling && info.status == SM_DNS_INVALID) {
         sm_warn("%s: from=<%s> to=%s: %s has an invalid _stubmail record (%s); pushed by SMTP",
                 smf_qid(ctx), msg->sender, rcpt, domain, why);
+    } else if (!info.pulling && info.dnssec_refused) {
+        /* the record may be a forgery that would seal the mail to somebody
+         * else's key; SMTP is what the domain gets without stubmail */
+        sm_warn("%s: from=<%s> to=%s: %s's _stubmail record is not used (%s); pushed by SMTP",
+                smf_qid(ctx), msg->sender, rcpt, domain, why);
     }
     if (d->pulling) {
         memcpy(d->outbox, info.outbox, sizeof d->outbox);
         memcpy(d->fpr, info.fpr, sizeof d->fpr);
         memcpy(d->udp, info.udp, sizeof d->udp);
     }
-    sm_debug("%s: %s: %s (%s%s%s)", smf_qid(ctx), domain, d->pulling ? "pulled" : "pushed",
+    sm_debug("%s: %s: %s (%s%s%s%s)", smf_qid(ctx), domain, d->pulling ? "pulled" : "pushed",
              info.from_peer_table ? "peer table, " : "", sm_dns_status_name(info.status),
-             info.fpr[0] ? ", key on record" : "");
+             info.validated ? ", DNSSEC-validated" : "", info.fpr[0] ? ", key on record" : "");
     *pulling = d->pulling;
     return SMFIS_CONTINUE;
 }

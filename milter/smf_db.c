@@ -281,7 +281,7 @@ static PGresult *run_alone(const char *what, const char *sql, int n, const char 
     return r;
 }
 
-smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_info *info,
+smf_db_status smf_db_discover(const sm_dns_conf *dns, const char *domain, sm_peer_info *info,
                               char *why, size_t whylen)
 {
     unsigned long mark = smf_cache_mark();
@@ -296,7 +296,7 @@ smf_db_status smf_db_discover(const char *resolver, const char *domain, sm_peer_
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             return SMF_DB_TEMPFAIL;
-        rc = sm_discover(pool.conns[slot], resolver, domain, info, why, whylen);
+        rc = sm_discover(pool.conns[slot], dns, domain, info, why, whylen);
         gone = PQstatus(pool.conns[slot]) != CONNECTION_OK;
         release(slot);
         if (rc == 0) {

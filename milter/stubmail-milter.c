@@ -42,7 +42,9 @@
  *	lost. A sender over the quota is refused for good (552 5.2.2, with
  *	the use and the quota). Every such failure is logged with the queue
  *	id, the sender and the reason. An invalid _stubmail record is pushed
- *	with a warning.
+ *	with a warning, and so is one that was not DNSSEC-validated for a
+ *	domain that dnssec_require names; a bogus one (the validating
+ *	resolver's SERVFAIL) is a DNS temporary failure like any other.
  *	Configuration errors (gnupg_home and domain_key are required): exit
  *	status 78 (EX_CONFIG).
  * SEE ALSO
@@ -67,6 +69,7 @@
 
 #include "sm_conf.h"
 #include "sm_dns.h"
+#include "sm_dnssec.h"
 #include "sm_log.h"
 #include "sm_pgp.h"
 #include "smf.h"
@@ -93,6 +96,12 @@ static const sm_conf_key smf_keys[] = {
       "PostgreSQL connections kept open" },
     { "resolver", SM_CONF_STRING, &cfg.resolver, NULL,
       "DNS server for _stubmail lookups, IP:PORT or [IPv6]:PORT; unset: /etc/resolv.conf" },
+    { "resolver_trusted", SM_CONF_BOOL, &cfg.resolver_trusted, "no",
+      "believe the resolver's DNSSEC AD bit even off loopback (no: only from a loopback "
+      "resolver, or /etc/resolv.conf's options trust-ad)" },
+    { "dnssec_require", SM_CONF_STRING, &cfg.dnssec_require, "none",
+      "domains whose _stubmail record is used only when DNSSEC-validated: none, all, or "
+      "a list of domains" },
     { "gnupg_home", SM_CONF_STRING, &cfg.gnupg_home, NULL,
       "GnuPG home with our domain key: stored mail is signed and encrypted" },
     { "domain_key", SM_CONF_STRING, &cfg.domain_key, NULL,
@@ -153,6 +162,13 @@ static int smf_config_check_discovery(const char *path, char *err, size_t errlen
         snprintf(err, errlen, "%s: resolver: \"%s\": %s", path, cfg.resolver, bad);
         return -1;
     }
+    if (sm_dnssec_require_check(cfg.dnssec_require, &bad) != 0) {
+        snprintf(err, errlen, "%s: dnssec_require: \"%s\": %s", path, cfg.dnssec_require, bad);
+        return -1;
+    }
+    cfg.dns.resolver = cfg.resolver;
+    cfg.dns.resolver_trusted = cfg.resolver_trusted;
+    cfg.dns.dnssec_require = cfg.dnssec_require;
     if (sm_pgp_own_key_settings(cfg.gnupg_home, cfg.domain_key, sub, sizeof sub) != 0) {
         snprintf(err, errlen, "%s: %s", path, sub);
         return -1;
@@ -387,8 +403,11 @@ int main(int argc, char **argv)
     }
     sm_info("listening on %s; spool %s (sealed bodies up to %lld octets in the row); %ld "
             "database connections; outbound = {daemon_name} %s, authenticated, or from %s; "
-            "DNS from %s", cfg.socket, cfg.spool_dir, cfg.inline_max, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
-            cfg.resolver ? cfg.resolver : "/etc/resolv.conf");
+            "DNS from %s (AD bit %s; DNSSEC required for %s)", cfg.socket, cfg.spool_dir, cfg.inline_max, cfg.db_connections, cfg.originating_daemon, cfg.trusted_networks,
+            cfg.resolver ? cfg.resolver : "/etc/resolv.conf",
+            sm_dns_trusts_ad(&cfg.dns, 0) ? "trusted"
+            : cfg.resolver ? "not trusted" : "trusted if resolv.conf says trust-ad",
+            cfg.dnssec_require);
     sm_info("stored mail is signed with domain key %s in %s and encrypted to the "
             "recipient domains' keys%s", cfg.domain_key, cfg.gnupg_home,
             cfg.recipient_keys ? " and to recipients' own keys published by WKD" : "");

@@ -27,6 +27,7 @@
 #include "apr_strings.h"
 
 #include "sm_addr.h"
+#include "sm_dnssec.h"
 #include "sm_txt.h"
 #include "sm_token.h"
 #include "stubmail_config.h"
@@ -42,6 +43,7 @@ typedef enum stubmail_kind {
     STUBMAIL_DOMAIN,            /* const char *, a domain name, lowercased */
     STUBMAIL_RESOLVER,          /* const char *, IP:PORT or [IPv6]:PORT */
     STUBMAIL_STRING,            /* const char *, as given */
+    STUBMAIL_DNSSEC_REQUIRE,    /* const char *: none, all or domains (sm_dnssec.h) */
     STUBMAIL_TOKEN_KEY,         /* sm_token_keyring *: ID HEX, repeatable */
     STUBMAIL_UDP_ADDR           /* stubmail_udp_conf's listen [advertise] */
 } stubmail_kind;
@@ -86,6 +88,14 @@ typedef struct stubmail_directive {
       "domains' public keys (no secret key)")                                 \
     D("StubmailResolver", TAKE1, RESOLVER, resolver, 0, 0, STUBMAIL_NO_VALUE, \
       "the system resolver", "DNS server IP:PORT for _stubmail records")      \
+    D("StubmailResolverTrusted", TAKE1, SWITCH, resolver_trusted, 0, 0, 0,    \
+      "off", "on|off: believe the resolver's DNSSEC AD bit even off loopback "\
+      "(off: only from a loopback StubmailResolver, or the system resolver "  \
+      "with options trust-ad)")                                               \
+    D("StubmailDNSSECRequire", TAKE1, DNSSEC_REQUIRE, dnssec_require, 0, 0,   \
+      0, "none", "none, all, or polling domains (one argument, separated by " \
+      "commas, or blanks in quotes) whose _stubmail record is used only when "\
+      "DNSSEC-validated")                                                     \
     D("StubmailTokenKey", TAKE2, TOKEN_KEY, tokens, 0, 0, STUBMAIL_NO_VALUE,  \
       "none", "ID HEX: a token secret (64 to 128 hex digits); repeatable, "   \
       "the last one issues")                                                  \
@@ -351,6 +361,11 @@ static const char *stubmail_parse(apr_pool_t *p, const stubmail_directive *d,
         *(const char **)field = apr_pstrdup(p, a1);
         return NULL;
     case STUBMAIL_STRING:
+        *(const char **)field = apr_pstrdup(p, a1);
+        return NULL;
+    case STUBMAIL_DNSSEC_REQUIRE:
+        if (sm_dnssec_require_check(a1, &err) != 0)
+            return apr_psprintf(p, "%s: '%s': %s", d->name, a1, err);
         *(const char **)field = apr_pstrdup(p, a1);
         return NULL;
     case STUBMAIL_TOKEN_KEY:

@@ -29,6 +29,8 @@ typedef struct stubmail_srv_conf {
     const char *public_key_file;        /* NULL = unset */
     const char *gnupg_home;     /* NULL = unset */
     const char *resolver;       /* NULL = unset: the system resolver */
+    apr_int64_t resolver_trusted;       /* believe its AD bit off loopback */
+    const char *dnssec_require; /* none, all or domains (sm_dnssec.h) */
     sm_token_keyring *tokens;   /* NULL = unset */
     apr_int64_t token_lifetime; /* seconds; STUBMAIL_UNSET = unset */
     apr_int64_t login_max_skew;

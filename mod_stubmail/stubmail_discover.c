@@ -7,7 +7,7 @@
  *	prepared statement on the request's pooled connection: the admin's
  *	peer row, the cached _stubmail verdict (dns_cache_get) and storing a
  *	new one (dns_cache_put, which keeps the TTL policy shared with the
- *	milter and pollerd). The libpq store of the milter and pollerd is
+ *	milter and pollerd), each with whether DNSSEC validated it (sql/019). The libpq store of the milter and pollerd is
  *	lib/sm_discover_pq.c; precedence, DNS and what gets cached are
  *	sm_discover_run's, written once.
  *
@@ -58,10 +58,10 @@ static int stubmail_peer_row(void *baton, const char *domain, sm_peer_info *out,
 }
 
 enum { CACHE_STATUS, CACHE_OUTBOX, CACHE_UDP, CACHE_FPR, CACHE_POLICY, CACHE_WHY,
-       CACHE_NCOLS };
+       CACHE_VALIDATED, CACHE_NCOLS };
 
 static int stubmail_cache_get(void *baton, const char *domain, sm_dns_status *status,
-                              sm_txt_record *rec, char *why, size_t whylen)
+                              int *validated, sm_txt_record *rec, char *why, size_t whylen)
 {
     stubmail_req *q = baton;
     const char *args[1] = { domain }, *cols[CACHE_NCOLS];
@@ -73,6 +73,7 @@ static int stubmail_cache_get(void *baton, const char *domain, sm_dns_status *st
     }
     if (rc == 0)
         return 0;
+    *validated = strcmp(cols[CACHE_VALIDATED], "t") == 0;
     if (strcmp(cols[CACHE_STATUS], "found") == 0) {
         *status = SM_DNS_FOUND;
         stubmail_copy_col(rec->outbox, sizeof(rec->outbox), cols[CACHE_OUTBOX]);
@@ -89,12 +90,12 @@ static int stubmail_cache_get(void *baton, const char *domain, sm_dns_status *st
 }
 
 static int stubmail_cache_put(void *baton, const char *domain, sm_dns_status status,
-                              const sm_txt_record *rec, const char *dns_why, unsigned ttl,
-                              char *why, size_t whylen)
+                              int validated, const sm_txt_record *rec, const char *dns_why,
+                              unsigned ttl, char *why, size_t whylen)
 {
     stubmail_req *q = baton;
     int found = status == SM_DNS_FOUND;
-    const char *args[8];
+    const char *args[9];
     char ttl_text[16];
 
     (void)why;
@@ -108,7 +109,8 @@ static int stubmail_cache_put(void *baton, const char *domain, sm_dns_status sta
     args[5] = found ? rec->policy : "";
     args[6] = found ? "" : dns_why;
     args[7] = ttl_text;
-    if (stubmail_db_first_row(q, STMT_DNS_PUT, 8, args, 0, NULL) < 0)
+    args[8] = validated ? "true" : "false";
+    if (stubmail_db_first_row(q, STMT_DNS_PUT, 9, args, 0, NULL) < 0)
         SMLOG(q, APLOG_WARNING, 0, "could not cache the _stubmail answer for %s", domain);
     return 0;
 }

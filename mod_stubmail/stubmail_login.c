@@ -234,13 +234,16 @@ static int stubmail_login_fpr(stubmail_req *q, const char *domain, char *fpr,
                               const char **source)
 {
     sm_discover_store store;
+    sm_dns_conf dns;
     sm_peer_info info;
     char why[512];
     int rc;
 
     stubmail_discover_store(q, &store);
-    rc = sm_discover_run(&store, q->conf->resolver, domain, SM_DISCOVER_FPR_ONLY, &info,
-                         why, sizeof(why));
+    dns.resolver = q->conf->resolver;
+    dns.resolver_trusted = q->conf->resolver_trusted == 1;
+    dns.dnssec_require = q->conf->dnssec_require;
+    rc = sm_discover_run(&store, &dns, domain, SM_DISCOVER_FPR_ONLY, &info, why, sizeof(why));
     /* nothing cached: the next login asks DNS again */
     if (info.status == SM_DNS_TEMPFAIL)
         return stubmail_fail_0(q, "unavailable", "DNS lookup failed, retry later", why);

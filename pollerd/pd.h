@@ -73,6 +73,8 @@ typedef struct pd_conf {
     long batch_max;
     long parallel;          /* lanes: messages of one domain in flight */
     char *resolver;         /* "IP:PORT" or NULL: the system resolver */
+    int resolver_trusted;   /* believe its AD bit even off loopback */
+    char *dnssec_require;   /* none, all or domains (sm_dnssec.h) */
     char *gnupg_home;       /* our domain key lives here ... */
     char *domain_key;       /* ... with this fingerprint (uppercased) */
     char *ca_file;          /* NULL: the system CA store */
@@ -94,6 +96,7 @@ typedef struct pd_conf {
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */
     sm_https_opts https;    /* ca_file, allow_http, timeout for key fetches */
+    sm_dns_conf dns;        /* resolver, resolver_trusted, dnssec_require */
     sm_token_keyring unsub_keys;    /* unsubscribe_key; empty: off */
 } pd_conf;
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "sm_conf.h"
+#include "sm_dnssec.h"
 #include "sm_log.h"
 #include "pd.h"
 
@@ -55,6 +56,12 @@ static const pd_conf_key keys[] = {
       "where fetched bodies stay until delivered (absolute path)" },
     { "resolver", SM_CONF_STRING, offsetof(pd_conf, resolver), NULL,
       "DNS server for _stubmail records, IP:PORT (default: the system's)" },
+    { "resolver_trusted", SM_CONF_BOOL, offsetof(pd_conf, resolver_trusted), "no",
+      "believe the resolver's DNSSEC AD bit even off loopback (no: only from a loopback "
+      "resolver, or /etc/resolv.conf's options trust-ad)" },
+    { "dnssec_require", SM_CONF_STRING, offsetof(pd_conf, dnssec_require), "none",
+      "domains whose _stubmail record is used only when DNSSEC-validated: none, all, or "
+      "a list of domains" },
     { "gnupg_home", SM_CONF_STRING, offsetof(pd_conf, gnupg_home), NULL,
       "GnuPG home with our domain key (required)" },
     { "domain_key", SM_CONF_STRING, offsetof(pd_conf, domain_key), NULL,
@@ -161,6 +168,13 @@ static int check_pgp(pd_conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "resolver: \"%s\": %s", c->resolver, rwhy);
         return -1;
     }
+    if (sm_dnssec_require_check(c->dnssec_require, &rwhy) != 0) {
+        snprintf(err, errlen, "dnssec_require: \"%s\": %s", c->dnssec_require, rwhy);
+        return -1;
+    }
+    c->dns.resolver = c->resolver;
+    c->dns.resolver_trusted = c->resolver_trusted;
+    c->dns.dnssec_require = c->dnssec_require;
     if (c->ca_file && access(c->ca_file, R_OK) != 0) {
         snprintf(err, errlen, "ca_file: %s: %s", c->ca_file, strerror(errno));
         return -1;

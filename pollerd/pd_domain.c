@@ -140,7 +140,7 @@ int pd_domain_discover(pd_domain *d)
     char why[512];
     size_t l;
 
-    if (sm_discover(d->ctx->db, c->resolver, d->name, &peer, why, sizeof(why)) != 0
+    if (sm_discover(d->ctx->db, &c->dns, d->name, &peer, why, sizeof(why)) != 0
         || peer.status == SM_DNS_TEMPFAIL) {
         sm_warn("%s: discovery failed: %s; skipped this cycle", d->name, why);
         d->failed = 1;
@@ -148,8 +148,10 @@ int pd_domain_discover(pd_domain *d)
     }
     if (!peer.outbox[0]) {
         /* most contact domains take no part: worth a warning only when
-         * the admin named it or its record is broken */
-        sm_log(peer.from_peer_table || peer.status == SM_DNS_INVALID ? LOG_WARNING
+         * the admin named it, its record is broken, or it is not validated
+         * where the admin requires that */
+        sm_log(peer.from_peer_table || peer.status == SM_DNS_INVALID || peer.dnssec_refused
+               ? LOG_WARNING
                : LOG_DEBUG, "%s: nowhere to poll: no outbox in table peer or DNS "
                "(%s%s%s); skipped", d->name, sm_dns_status_name(peer.status),
                why[0] ? ": " : "", why);

@@ -1,6 +1,7 @@
 /* Fuzz the DNS answer handling of sm_dns_lookup with hostile messages: it
  * never crashes, reports a status it defines, and whatever it calls FOUND
- * is a record that re-parses from its canonical form. */
+ * is a record that re-parses from its canonical form; it calls an answer
+ * validated only when told to trust the AD bit, and never a failure. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *bad;
     unsigned ttl = 12345;
     sm_dns_status st;
-    int len;
+    int len, validated = -1, trust_ad = size > 0 && (data[0] & 1);
 
-    st = sm_dns_parse_answer(data, size, "_stubmail.b.example", &rec, &ttl, why, sizeof why);
-    if (ttl > 0x7fffffffu)
+    st = sm_dns_parse_answer(data, size, "_stubmail.b.example", trust_ad, &rec, &ttl,
+                             &validated, why, sizeof why);
+    if (ttl > 0x7fffffffu || (validated != 0 && validated != 1) || (validated && !trust_ad)
+        || (validated && st == SM_DNS_TEMPFAIL))
         abort();
     switch (st) {
     case SM_DNS_FOUND:

@@ -289,6 +289,7 @@ class SandboxTest(unittest.TestCase):
     HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
     UDP_POLL = False        # Apaches run the UDP poll responder
     FRONT_ENDS = 1          # Apaches per ISP, on one database and spool
+    DNSSEC = ()             # domains whose records are signed (Sandbox(dnssec=))
     sb = None
 
     @classmethod
@@ -297,7 +298,7 @@ class SandboxTest(unittest.TestCase):
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
                          poll_interval=cls.POLL_INTERVAL,
                          httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL,
-                         front_ends=cls.FRONT_ENDS)
+                         front_ends=cls.FRONT_ENDS, dnssec=cls.DNSSEC)
         cls.sb.start()
         ca_file = cls.sb.ca_file
         try:

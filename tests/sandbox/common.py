@@ -23,8 +23,12 @@ DOMAIN_IPS = {
 # Port offsets from the port base; every ISP has its own address, so the
 # same offsets serve every ISP.
 SMTP, REINJECT, MILTER, PG, SUBMISSION, HTTPS = 25, 26, 30, 432, 587, 443
-# The sandbox's one DNS server listens on 127.0.0.1:base+DNS.
+# The sandbox's one DNS server listens on 127.0.0.1:base+DNS; with
+# Sandbox(dnssec=...) a validating unbound on 127.0.0.1:base+DNSSEC_RESOLVER
+# is every ISP's resolver, in front of an authoritative unbound for the signed
+# zones on base+DNSSEC_AUTH.
 DNS = 53
+DNSSEC_RESOLVER, DNSSEC_AUTH = 153, 154
 # pollerd's udp_listen for UDP stubs (Sandbox(stubs=True)): IP:base+STUBS,
 # published as udp= in the ISP's _stubmail record.
 STUBS = 90

@@ -42,7 +42,14 @@ class PollerdMixin:
         if not p.alive():
             self._await("pollerd", lambda: False, self.pollerd_log)
 
-    restart_pollerd = start_pollerd
+    def restart_pollerd(self, extra=None):
+        """Start pollerd again (stopped first if it runs); with extra,
+        pollerd.conf is written again with it as this ISP's pollerd_extra."""
+        self.kill_pollerd(sig=signal.SIGTERM)
+        if extra is not None:
+            self.pollerd_extra = list(extra)
+            self._setup_pollerd()
+        self.start_pollerd()
 
     def kill_pollerd(self, sig=signal.SIGKILL):
         """Kill pollerd (SIGKILL by default: a crash) and reap it."""

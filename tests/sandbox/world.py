@@ -6,8 +6,10 @@ import shutil
 import sys
 import tempfile
 
-from .common import ALL_SERVICES, DNS, DOMAIN_IPS, SandboxError, port_base_default, q, tail
+from .common import (ALL_SERVICES, DNS, DNSSEC_AUTH, DNSSEC_RESOLVER, DOMAIN_IPS,
+                     SandboxError, port_base_default, q, tail)
 from .dns import Dns
+from .dnssec import Dnssec
 from .isp import Isp
 from .pki import make_ca
 from .procs import kill_gpg_agents, live, reap_stale, starttime
@@ -24,12 +26,16 @@ class Sandbox:
     for every pollerd.conf. pg_settings: (name, value) settings for every
     PostgreSQL (e.g. more max_connections for many databases in one).
     front_ends: Apaches per ISP that runs httpd (1 or 2), all on its one
-    database and spool (Isp.front_ends; the first is the one DNS names)."""
+    database and spool (Isp.front_ends; the first is the one DNS names).
+    dnssec: domains whose records are served from zones signed with
+    ldns-signzone, through a local validating unbound that every ISP uses
+    as its resolver (tests/sandbox/dnssec.py); the other domains' records
+    reach it unsigned."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=(), front_ends=1):
+                 pollerd_debug=False, pg_settings=(), front_ends=1, dnssec=()):
         self.domains = list(domains)
         self.front_ends = front_ends
         self.pg_settings = list(pg_settings)
@@ -45,6 +51,8 @@ class Sandbox:
         self.udp_poll = udp_poll            # Apaches run the UDP poll responder
         self.isps = {}
         self.dns = None
+        self.dnssec_domains = list(dnssec)
+        self.dnssec = None
 
     @property
     def ca_file(self):
@@ -66,13 +74,19 @@ class Sandbox:
             ca_dir = os.path.join(self.rundir, "ca")
             make_ca(ca_dir)
             self.dns = Dns(self.port_base + DNS, self.rundir, registry)
+            resolver = self.dns.address
+            if self.dnssec_domains:
+                self.dnssec = Dnssec(self.dnssec_domains, self.port_base + DNSSEC_RESOLVER,
+                                     self.port_base + DNSSEC_AUTH, self.dns.address,
+                                     self.rundir, registry)
+                resolver = self.dnssec.address
             for dom in self.domains:
                 name = dom.split(".")[0]
                 isp = Isp(name, dom, DOMAIN_IPS[dom], self.port_base,
                           os.path.join(self.rundir, name),
                           services=self.services.get(dom, ALL_SERVICES),
                           poll_interval=self.poll_interval,
-                          resolver=self.dns.address, ca_dir=ca_dir,
+                          resolver=resolver, ca_dir=ca_dir,
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
                           pollerd_debug=self.pollerd_debug,
@@ -81,8 +95,10 @@ class Sandbox:
                 self.isps[dom] = isp
                 isp.make_identity()
                 if isp.key:
-                    self.dns.records["_stubmail." + dom] = isp.key.record
+                    self._records("_stubmail." + dom)["_stubmail." + dom] = isp.key.record
             self.dns.start()
+            if self.dnssec is not None:
+                self.dnssec.start()
             for isp in self.isps.values():
                 isp.start()
         except BaseException:
@@ -109,6 +125,11 @@ class Sandbox:
                     p.finish_stop()
                 except Exception as e:
                     errors.append("%s %s: %s" % (isp.domain, name, e))
+        if self.dnssec is not None:
+            try:
+                self.dnssec.stop()
+            except Exception as e:
+                errors.append("unbound: %s" % e)
         if self.dns is not None:
             try:
                 self.dns.stop()
@@ -146,19 +167,46 @@ class Sandbox:
         parts = [isp.logs_tail(n) for isp in self]
         if self.dns is not None and os.path.exists(self.dns.log):
             parts.append("--- dnsmasq (%s)\n%s" % (self.dns.log, tail(self.dns.log, n)))
+        if self.dnssec is not None and os.path.exists(self.dnssec.log):
+            parts.append("--- unbound (%s)\n%s" % (self.dnssec.log, tail(self.dnssec.log, n)))
         return "\n".join(parts)
 
     # -- DNS ------------------------------------------------------------------
+    def _records(self, name):
+        """The owner name -> TXT text map that serves name: its signed
+        zone's, or dnsmasq's."""
+        zone = self.dnssec.zone_of(name) if self.dnssec is not None else None
+        return self.dnssec.zones[zone] if zone else self.dns.records
+
     def set_txt(self, domain, text):
-        """Publish text as _stubmail.<domain> (None: no record), restart the
-        DNS server and forget cached answers about domain everywhere."""
+        """Publish text as _stubmail.<domain> (None: no record), signed if
+        domain is one of dnssec, restart the DNS servers and forget cached
+        answers about domain everywhere."""
         name = "_stubmail." + domain
+        if self.dnssec is not None:
+            self.dnssec.forged.pop(name, None)
         if text is None:
-            self.dns.records.pop(name, None)
+            self._records(name).pop(name, None)
         else:
-            self.dns.records[name] = text
-        self.dns.restart()
+            self._records(name)[name] = text
+        self._restart_dns()
         self.forget_dns(domain)
+
+    def forge_txt(self, domain, text):
+        """Serve text as _stubmail.<domain> of a signed zone with the
+        signature of the record that set_txt published: a record changed
+        after signing, which a validating resolver finds bogus."""
+        name = "_stubmail." + domain
+        if self.dnssec is None or self.dnssec.zone_of(name) is None:
+            raise SandboxError("%s is not in a signed zone (Sandbox(dnssec=...))" % domain)
+        self.dnssec.forged[name] = text
+        self._restart_dns()
+        self.forget_dns(domain)
+
+    def _restart_dns(self):
+        self.dns.restart()
+        if self.dnssec is not None:
+            self.dnssec.restart()
 
     def forget_dns(self, domain=None):
         """Empty the dns_cache rows (for domain, or all) of every running

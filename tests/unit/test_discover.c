@@ -1,5 +1,6 @@
 /* Unit tests: sm_discover_run — the precedence of the admin's peer row over
- * the cached or live _stubmail record, over a store kept in this file's
+ * the cached or live _stubmail record, and dnssec_require applied to a
+ * cached record that was or was not validated, over a store kept in this file's
  * tables. A live lookup goes to 127.0.0.1:1, where nothing listens: the
  * resolver's "connection refused" is a DNS temporary failure at once. */
 #include <stddef.h>
@@ -12,7 +13,12 @@
 #define DEAD_RESOLVER "127.0.0.1:1"
 
 struct peer_row { const char *domain, *outbox, *fpr; int pulling; };
-struct cache_row { const char *domain; sm_dns_status status; const char *outbox, *fpr, *why; };
+struct cache_row {
+    const char *domain;
+    sm_dns_status status;
+    const char *outbox, *fpr, *why;
+    int validated;
+};
 
 static const struct peer_row *peers;
 static const struct cache_row *cache;
@@ -41,7 +47,7 @@ static int t_peer(void *baton, const char *domain, sm_peer_info *out, char *why,
     return 0;
 }
 
-static int t_cache_get(void *baton, const char *domain, sm_dns_status *status,
+static int t_cache_get(void *baton, const char *domain, sm_dns_status *status, int *validated,
                        sm_txt_record *rec, char *why, size_t whylen)
 {
     const struct cache_row *c;
@@ -50,6 +56,7 @@ static int t_cache_get(void *baton, const char *domain, sm_dns_status *status,
     for (c = cache; c && c->domain; c++) {
         if (strcmp(c->domain, domain) == 0) {
             *status = c->status;
+            *validated = c->validated;
             if (c->status == SM_DNS_FOUND) {
                 strcpy(rec->outbox, c->outbox);
                 strcpy(rec->fpr, c->fpr);
@@ -63,7 +70,7 @@ static int t_cache_get(void *baton, const char *domain, sm_dns_status *status,
     return 0;
 }
 
-static int t_cache_put(void *baton, const char *domain, sm_dns_status status,
+static int t_cache_put(void *baton, const char *domain, sm_dns_status status, int validated,
                        const sm_txt_record *rec, const char *dns_why, unsigned ttl,
                        char *why, size_t whylen)
 {
@@ -84,17 +91,20 @@ static const struct peer_row peer_rows[] = {
     { NULL, NULL, NULL, 0 }
 };
 static const struct cache_row cache_rows[] = {
-    { "fpronly.example", SM_DNS_FOUND, "https://dns.fpronly.example/s", FB, NULL },
-    { "override.example", SM_DNS_FOUND, "https://dns.override.example/s", FB, NULL },
-    { "cached.example", SM_DNS_FOUND, "https://dns.cached.example/s", FB, NULL },
-    { "none.example", SM_DNS_NONE, NULL, NULL, "NXDOMAIN" },
-    { NULL, 0, NULL, NULL, NULL }
+    { "fpronly.example", SM_DNS_FOUND, "https://dns.fpronly.example/s", FB, NULL, 0 },
+    { "override.example", SM_DNS_FOUND, "https://dns.override.example/s", FB, NULL, 0 },
+    { "cached.example", SM_DNS_FOUND, "https://dns.cached.example/s", FB, NULL, 0 },
+    { "signed.example", SM_DNS_FOUND, "https://dns.signed.example/s", FB, NULL, 1 },
+    { "none.example", SM_DNS_NONE, NULL, NULL, "NXDOMAIN", 0 },
+    { NULL, 0, NULL, NULL, NULL, 0 }
 };
+
+static sm_dns_conf dns = { DEAD_RESOLVER, 0, NULL };
 
 static int run(const char *domain, unsigned flags, sm_peer_info *out, char *why, size_t whylen)
 {
     calls_peer = calls_get = calls_put = 0;
-    return sm_discover_run(&store, DEAD_RESOLVER, domain, flags, out, why, whylen);
+    return sm_discover_run(&store, &dns, domain, flags, out, why, whylen);
 }
 
 int main(void)
@@ -147,6 +157,34 @@ int main(void)
     rc = run("unknown.example", 0, &p, why, sizeof why);
     ok(rc == -1 && p.status == SM_DNS_TEMPFAIL && p.source == SM_PEER_FROM_DNS && calls_put == 0,
        "no peer, no cache, DNS down: -1 with TEMPFAIL, nothing cached (%s)", why);
+
+    rc = run("signed.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.status == SM_DNS_FOUND && p.validated && p.pulling && !p.dnssec_refused,
+       "a cached validated record: validated");
+
+    dns.dnssec_require = "other.example, signed.example";
+    rc = run("cached.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.status == SM_DNS_FOUND && p.pulling && !p.dnssec_refused,
+       "an unvalidated record of a domain the list does not name: used");
+    rc = run("signed.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.status == SM_DNS_FOUND && p.pulling && strcmp(p.fpr, FB) == 0,
+       "a validated record of a listed domain: used");
+    dns.dnssec_require = "all";
+    rc = run("cached.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.status == SM_DNS_NONE && p.dnssec_refused && !p.pulling && !p.fpr[0]
+       && !p.outbox[0] && strstr(why, "_stubmail.cached.example: not DNSSEC-validated (cached)")
+       && strstr(why, "required for cached.example"),
+       "dnssec_require all: an unvalidated record is no record (%s)", why);
+    rc = run("fpronly.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.dnssec_refused && p.pulling && strcmp(p.fpr, FA) == 0 && !p.outbox[0],
+       "a peer row keeps its own word; the unvalidated record adds nothing");
+    rc = run("full.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.status == SM_DNS_FOUND && !p.dnssec_refused && calls_get == 0,
+       "a peer row that answers alone needs no DNS, validated or not");
+    rc = run("none.example", 0, &p, why, sizeof why);
+    ok(rc == 0 && p.status == SM_DNS_NONE && !p.dnssec_refused,
+       "no record is no record, validated or not");
+    dns.dnssec_require = NULL;
 
     fail_peer = 1;
     rc = run("cached.example", 0, &p, why, sizeof why);
