@@ -23,7 +23,10 @@
  * for it in 0.16); the verdict and why come back here as well.
  *
  * Results and why as in sm_pgp.h: SM_PGP_OK, SM_PGP_REJECT (the input or a
- * key is not acceptable: permanent), SM_PGP_ERROR (local trouble: retry). */
+ * key is not acceptable: permanent), SM_PGP_ERROR (local trouble: retry).
+ * A seal (sm_seal_encrypt_sign_*) is SM_PGP_REJECT only for its recipients,
+ * before it reads or writes anything: the caller may try other keys on
+ * the same input and output. */
 #ifndef SM_SEAL_H
 #define SM_SEAL_H
 
@@ -75,10 +78,9 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
 /* The same for input that arrives at another party's pace (a socket the
  * milter writes a message into as its client sends it): the operation
  * runs in an rnp context of its own instead of a slot, so that a slow
- * client keeps no slot from the seals that wait for one. SM_PGP_REJECT
- * (a recipient key not acceptable) comes before anything is read from
- * in_fd or written to out_fd: the caller may try other keys on the same
- * input. */
+ * client keeps no slot from the seals that wait for one. A refusal of its
+ * keys leaves the socket unread (above): the same input serves a second
+ * try. */
 int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs, int in_fd,
                                 int out_fd, char *why, size_t whylen);
 /* The same for a body held in memory (len octets at buf): a small message
