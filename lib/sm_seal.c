@@ -89,10 +89,12 @@ static bool fd_writer(void *app_ctx, const void *buf, size_t len)
 }
 
 /* The seal of in (an fd through in_io, or memory: in_io NULL) into out (an
- * fd through out_io, or memory: out_io NULL). */
+ * fd through out_io, or memory: out_io NULL), in a slot of the pool or, own,
+ * in a context of its own (seal_slot_own). Every SM_PGP_REJECT comes before
+ * the execution: nothing was read from in, nothing written to out. */
 static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
-                        const fd_io *in_io, rnp_output_t out, const fd_io *out_io, char *why,
-                        size_t whylen)
+                        const fd_io *in_io, rnp_output_t out, const fd_io *out_io, int own,
+                        char *why, size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
     rnp_op_encrypt_t op = NULL;
@@ -110,7 +112,7 @@ static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input
         goto leave;
     }
     rc = SM_PGP_ERROR;
-    if ((sl = seal_slot_take(s, why, whylen)) == NULL)
+    if ((sl = own ? seal_slot_own(s, why, whylen) : seal_slot_take(s, why, whylen)) == NULL)
         goto leave;
     if ((r = rnp_op_encrypt_create(&op, sl->ffi, in, out)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_armor(op, false)) != RNP_SUCCESS
@@ -174,9 +176,10 @@ leave:
     return rc;
 }
 
-/* The seal of in into out_fd. */
+/* The seal of in into out_fd (own: as encrypt_sign). */
 static int encrypt_sign_to_fd(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
-                              const fd_io *in_io, int out_fd, char *why, size_t whylen)
+                              const fd_io *in_io, int out_fd, int own, char *why,
+                              size_t whylen)
 {
     fd_io out_io = { .fd = out_fd };
     rnp_output_t out = NULL;
@@ -185,13 +188,14 @@ static int encrypt_sign_to_fd(sm_seal *s, const char *const *recipient_fprs, rnp
 
     if ((r = rnp_output_to_callback(&out, fd_writer, NULL, &out_io)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp output", r);
-    rc = encrypt_sign(s, recipient_fprs, in, in_io, out, &out_io, why, whylen);
+    rc = encrypt_sign(s, recipient_fprs, in, in_io, out, &out_io, own, why, whylen);
     rnp_output_destroy(out);
     return rc;
 }
 
-int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                            int out_fd, char *why, size_t whylen)
+/* The seal of in_fd into out_fd (own: as encrypt_sign). */
+static int encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
+                           int out_fd, int own, char *why, size_t whylen)
 {
     fd_io in_io = { .fd = in_fd };
     rnp_input_t in = NULL;
@@ -200,9 +204,21 @@ int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int i
 
     if ((r = rnp_input_from_callback(&in, fd_reader, NULL, &in_io)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp input", r);
-    rc = encrypt_sign_to_fd(s, recipient_fprs, in, &in_io, out_fd, why, whylen);
+    rc = encrypt_sign_to_fd(s, recipient_fprs, in, &in_io, out_fd, own, why, whylen);
     rnp_input_destroy(in);
     return rc;
+}
+
+int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
+                            int out_fd, char *why, size_t whylen)
+{
+    return encrypt_sign_fd(s, recipient_fprs, in_fd, out_fd, 0, why, whylen);
+}
+
+int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs, int in_fd,
+                                int out_fd, char *why, size_t whylen)
+{
+    return encrypt_sign_fd(s, recipient_fprs, in_fd, out_fd, 1, why, whylen);
 }
 
 int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
@@ -215,7 +231,7 @@ int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, cons
     /* not copied: buf outlives the input */
     if ((r = rnp_input_from_memory(&in, buf, len, false)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp input", r);
-    rc = encrypt_sign_to_fd(s, recipient_fprs, in, NULL, out_fd, why, whylen);
+    rc = encrypt_sign_to_fd(s, recipient_fprs, in, NULL, out_fd, 0, why, whylen);
     rnp_input_destroy(in);
     return rc;
 }
@@ -240,7 +256,7 @@ int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
         rc = seal_rnp_fail(why, whylen, "rnp output", r);
         goto leave;
     }
-    if ((rc = encrypt_sign(s, recipient_fprs, in, NULL, out, NULL, why, whylen)) != SM_PGP_OK)
+    if ((rc = encrypt_sign(s, recipient_fprs, in, NULL, out, NULL, 0, why, whylen)) != SM_PGP_OK)
         goto leave;
     /* librnp's own buffer, freed with the output: copied once, below */
     if ((r = rnp_output_memory_get_buf(out, &got, &gotlen, false)) != RNP_SUCCESS) {

@@ -13,7 +13,8 @@
  *
  * Thread-safe: an rnp context (ffi) is not, so a seal keeps a few of them
  * (slots) and an operation takes a free one for its whole run; a big body
- * holds one slot, not the others. Key material is exported once and shared
+ * holds one slot, not the others. A seal fed as a client sends
+ * (sm_seal_encrypt_sign_stream) makes a context of its own instead. Key material is exported once and shared
  * by the slots. A key cached longer than SM_SEAL_KEY_TTL seconds, or one
  * named to sm_seal_forget(), is exported again before its next use, so a
  * revocation or new subkey in the keyring reaches the seal.
@@ -22,7 +23,10 @@
  * for it in 0.16); the verdict and why come back here as well.
  *
  * Results and why as in sm_pgp.h: SM_PGP_OK, SM_PGP_REJECT (the input or a
- * key is not acceptable: permanent), SM_PGP_ERROR (local trouble: retry). */
+ * key is not acceptable: permanent), SM_PGP_ERROR (local trouble: retry).
+ * A seal (sm_seal_encrypt_sign_*) is SM_PGP_REJECT only for its recipients,
+ * before it reads or writes anything: the caller may try other keys on
+ * the same input and output. */
 #ifndef SM_SEAL_H
 #define SM_SEAL_H
 
@@ -71,6 +75,14 @@ void sm_seal_free(sm_seal *s);
  * be able to read the stored body again. */
 int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
                             int out_fd, char *why, size_t whylen);
+/* The same for input that arrives at another party's pace (a socket the
+ * milter writes a message into as its client sends it): the operation
+ * runs in an rnp context of its own instead of a slot, so that a slow
+ * client keeps no slot from the seals that wait for one. A refusal of its
+ * keys leaves the socket unread (above): the same input serves a second
+ * try. */
+int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs, int in_fd,
+                                int out_fd, char *why, size_t whylen);
 /* The same for a body held in memory (len octets at buf): a small message
  * needs no plaintext file to be written and read back. */
 int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,

@@ -26,6 +26,8 @@ typedef struct slot {
     int busy;
     unsigned gen;               /* s->gen when the ffi was made */
     time_t oldest;              /* fetch time of the oldest key loaded; 0: none */
+    int own;                    /* made for one operation outside the pool
+                                   (seal_slot_own): freed when given back */
 } slot;
 
 struct sm_seal {
@@ -44,6 +46,11 @@ struct sm_seal {
  * SM_SEAL_KEY_TTL or was forgotten): waits while all are busy. NULL with
  * why if a context cannot be made. */
 slot *seal_slot_take(sm_seal *s, char *why, size_t whylen);
+/* A context of its own, outside the pool and never waited for, for one
+ * operation whose input comes at another party's pace: it would hold a
+ * pool slot that long. Keys come from the shared cache all the same.
+ * seal_slot_give frees it. NULL with why. */
+slot *seal_slot_own(sm_seal *s, char *why, size_t whylen);
 void seal_slot_give(sm_seal *s, slot *sl);
 
 /* fpr's key (the secret one if secret) in the slot's context, *key to

@@ -324,12 +324,39 @@ slot *seal_slot_take(sm_seal *s, char *why, size_t whylen)
     return sl;
 }
 
+slot *seal_slot_own(sm_seal *s, char *why, size_t whylen)
+{
+    slot *sl = calloc(1, sizeof *sl);
+    unsigned gen;
+
+    if (sl == NULL) {
+        sm_why(why, whylen, "out of memory");
+        goto leave;
+    }
+    pthread_mutex_lock(&s->lock);
+    gen = s->gen;
+    pthread_mutex_unlock(&s->lock);
+    sl->own = 1;
+    sl->busy = 1;
+    if (slot_open(sl, gen, why, whylen) != SM_PGP_OK) {
+        free(sl);
+        sl = NULL;
+    }
+leave:
+    return sl;
+}
+
 void seal_slot_give(sm_seal *s, slot *sl)
 {
-    pthread_mutex_lock(&s->lock);
-    sl->busy = 0;
-    pthread_cond_signal(&s->idle);
-    pthread_mutex_unlock(&s->lock);
+    if (sl->own) {
+        rnp_ffi_destroy(sl->ffi);
+        free(sl);
+    } else {
+        pthread_mutex_lock(&s->lock);
+        sl->busy = 0;
+        pthread_cond_signal(&s->idle);
+        pthread_mutex_unlock(&s->lock);
+    }
 }
 
 /* ---- the seal --------------------------------------------------------- */

@@ -2,7 +2,10 @@
  *
  * stubmail-milter.c   main(), the configuration keys and their checks
  * smf_callbacks.c     the libmilter callbacks and the failure policy
- * smf_ctx.c           per-connection and per-message contexts; the spool file
+ * smf_ctx.c           per-connection and per-message contexts; the message's
+ *                     buffer
+ * smf_stream.c        the seal of a message that outgrew its buffer, made
+ *                     in a thread of its own while the message arrives
  * smf_seal.c          sealing: domain keys, recipients' own keys (WKD), sign
  *                     and encrypt
  * smf_db.c            the PostgreSQL connection pool and every SQL statement
@@ -14,11 +17,12 @@
  *                     in memory, forgotten at each change (LISTEN)
  *
  * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
- * smf_db, smf_cache; smf_callbacks -> smf_ctx, smf_seal, smf_db, smf_net,
- * smf_quota, smf_dsn; smf_seal -> smf_db (and reads the message context's
- * fields); smf_db -> smf_cache; smf_ctx, smf_net, smf_quota, smf_dsn and
- * smf_cache call no other file of the milter. All but stubmail-milter.c make libsmf.la, which the program
- * and the unit tests link.
+ * smf_db, smf_cache; smf_callbacks -> smf_ctx, smf_stream, smf_seal, smf_db,
+ * smf_net, smf_quota, smf_dsn; smf_ctx -> smf_stream; smf_stream ->
+ * smf_seal; smf_seal -> smf_db (and reads the message context's fields);
+ * smf_db -> smf_cache; smf_net, smf_quota, smf_dsn and smf_cache call no
+ * other file of the milter. All but stubmail-milter.c make libsmf.la,
+ * which the program and the unit tests link.
  */
 #ifndef SMF_H
 #define SMF_H
@@ -252,6 +256,11 @@ typedef struct smf_rcpt {
     char *orcpt;                /* ORCPT= decoded; NULL if none */
 } smf_rcpt;
 
+/* The seal of a message while it arrives (smf_stream.c). */
+typedef struct smf_stream smf_stream;
+
+#define SMF_QID_MAX 63              /* the MTA's queue id, as long as we keep it */
+
 /* A recipient domain of the message: discovered once per message. */
 typedef struct smf_domain {
     char name[SM_DOMAIN_MAX + 1];
@@ -270,14 +279,15 @@ typedef struct smf_msg {
     size_t ndomains, domcap;
     int learned;                /* address book done (push-only mail) */
     int auto_submitted;         /* Auto-Submitted other than "no": learn nothing */
-    int spool_open;             /* spool holds a file that is not ours to keep */
     int saw_eoh;
-    const char *spool_dir;      /* where spool is made if the message spills */
-    sm_spool_file spool;        /* the message as received (plaintext), when
-                                   it outgrew buf */
+    const smf_settings *set;    /* the seal and spool a stream uses (smf_spool_open) */
+    char qid[SMF_QID_MAX + 1];  /* the MTA's queue id, for the stream's log lines */
     char *buf;                  /* the message while it fits, else the write
-                                   buffer in front of spool */
+                                   buffer in front of stream */
     size_t buflen;
+    smf_stream *stream;         /* the seal running while the message arrives,
+                                   once it outgrew buf; NULL before and after */
+    char spool_why[768];        /* why the last smf_spool_* call failed */
     int keys_ready;             /* every pulling domain's key is in gnupg_home */
     char id[SM_ID_LEN + 1];     /* the stored message's id, once sealed */
     long long size;             /* the stored (sealed) body's length */
@@ -285,7 +295,8 @@ typedef struct smf_msg {
                                    (at most inline_max octets), else NULL */
     int sealed_open;            /* like spool_open, for sealed */
     sm_spool_file sealed;       /* the sealed body's spool file, when it
-                                   is not inline */
+                                   is not inline (written by the stream's
+                                   thread while there is one) */
     int carried;                /* a step without a reply failed (smf_callbacks.c):
                                    the rest is not kept, end of message refuses it */
     int carried_what;           /* its failure kind (smf_callbacks.c) */
@@ -312,8 +323,9 @@ smf_conn *smf_conn_get(SMFICTX *ctx);
 smf_msg *smf_msg_new(SMFICTX *ctx, const char *sender);
 /* The current message, or NULL (none, or mail we do not divert). */
 smf_msg *smf_msg_get(SMFICTX *ctx);
-/* Forget the current message; a spool file not yet handed to the database
- * is removed. Harmless when there is none. */
+/* Forget the current message; a seal still running is ended and waited
+ * for, and a spool file not yet handed to the database is removed.
+ * Harmless when there is none. */
 void smf_msg_free(SMFICTX *ctx);
 /* Forget the connection and its message. */
 void smf_conn_free(SMFICTX *ctx);
@@ -321,12 +333,13 @@ void smf_conn_free(SMFICTX *ctx);
 const char *smf_qid(SMFICTX *ctx);
 
 /* The message as received, in memory while it fits a buffer of its own
- * (smf_spool_open makes it: 0, or -1 with errno), spilled into a plaintext
- * spool file in spool_dir when it outgrows it (msg->spool_open then; a
- * write that cannot make or write the file is -1 with errno). Before the
- * seal: smf_spool_flush, which puts the rest of a spilled message into its
- * file and leaves a message in memory where it is. */
-int smf_spool_open(smf_msg *msg, const char *spool_dir);
+ * (smf_spool_open makes it, and keeps set and the queue id qid for a
+ * stream), sealed as it goes on arriving once it outgrows it (smf_stream.c:
+ * msg->stream then): no plaintext of it is written to disk. Before the seal
+ * of end of message: smf_spool_flush, which hands the rest of a streamed
+ * message to its seal and leaves a message in memory where it is. Each is
+ * 0, or -1 with the reason in msg->spool_why. */
+int smf_spool_open(smf_msg *msg, const smf_settings *set, const char *qid);
 int smf_spool_write(smf_msg *msg, const void *p, size_t len);
 int smf_spool_flush(smf_msg *msg);
 /* One header, "Name:value\r\n" exactly as received (leadspc: the MTA kept
@@ -341,8 +354,10 @@ void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen);
 
 /* ---- smf_seal.c: signed by us, encrypted to the pulling domains -------- */
 
-#define SMF_SEAL_KEYS_MAX   64      /* recipients sm_seal_encrypt_sign_fd takes */
-#define SMF_SEAL_SLOTS      8       /* messages sealed at once; more wait their turn */
+#define SMF_SEAL_KEYS_MAX   64      /* recipients sm_seal_encrypt_sign_* take */
+#define SMF_SEAL_SLOTS      8       /* messages sealed from their buffer at once;
+                                       more wait their turn (a streamed seal
+                                       takes no slot: smf_stream.c) */
 
 typedef enum { SMF_SEAL_OK = 0, SMF_SEAL_FAIL = -1 } smf_seal_status;
 
@@ -365,16 +380,51 @@ void smf_seal_rcpt_keys(const smf_settings *set, const char *qid, smf_msg *msg);
 size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys,
                         size_t *ndomain, size_t *skipped);
 
-/* The stored form under a new msg->id: the flushed message (its buffer, or
- * its plaintext spool file when it spilled), signed with our domain key and
- * encrypted to smf_seal_keylist's keys. A message from its buffer is sealed
- * into memory, and kept there (msg->inline_body, for its row) when it comes
- * to at most set->inline_max octets; otherwise the seal goes into
- * msg->sealed (streamed from a spilled message: memory stays flat), which is
- * committed. msg->size: the sealed length. A plaintext file is removed. SMF_SEAL_FAIL with why otherwise (the message context removes
- * what is left when it is freed). */
+/* smf_seal_keylist at SMF_SEAL_KEYS_MAX keys, those left out logged (qid). */
+size_t smf_seal_keys(const char *qid, const smf_msg *msg, const char **fprs, size_t *ndomain);
+
+/* The stored form under a new msg->id of a message that stayed in its
+ * buffer (a streamed one: smf_stream_finish), signed with our domain key
+ * and encrypted to smf_seal_keys's keys. It is sealed into memory, and kept
+ * there (msg->inline_body, for its row) when it comes to at most
+ * set->inline_max octets; otherwise it goes into msg->sealed, which is
+ * committed. msg->size: the sealed length. SMF_SEAL_FAIL with why
+ * otherwise (the message context removes what is left when it is freed). */
 smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
                               char *why, size_t whylen);
+
+/* The seal of what arrives on in_fd, to its end, into out_fd: signed by
+ * seal's key, encrypted to the n keys of fprs (the first ndom domain keys),
+ * with smf_seal_body's second try to the domain keys alone when a
+ * recipient key went bad (id, sender and qid for its log lines). For the
+ * stream's thread: it touches no message context. */
+smf_seal_status smf_seal_stream(sm_seal *seal, const char *qid, const char *id,
+                                const char *sender, const char **fprs, size_t n, size_t ndom,
+                                int in_fd, int out_fd, char *why, size_t whylen);
+
+/* msg->sealed, written, made durable: msg->size its length. 0, or -1 with
+ * why. */
+int smf_seal_commit(const smf_settings *set, smf_msg *msg, char *why, size_t whylen);
+
+/* ---- smf_stream.c: the seal of a big message while it arrives ------------ */
+
+/* The message outgrew its buffer: seal it from here on as it arrives, under
+ * a new msg->id into its spool file msg->sealed, in a thread of its own that
+ * librnp's seal (sm_seal_encrypt_sign_stream) runs in, fed through a socket
+ * by smf_stream_write. The keys must be ready (the DATA step). 0 with
+ * msg->stream, or -1 with why (nothing runs; freeing the message context
+ * removes the file). */
+int smf_stream_start(smf_msg *msg, char *why, size_t whylen);
+/* The next len octets of the message to its seal; waits while the seal is
+ * behind. -1 with why when the seal failed (it has ended then). */
+int smf_stream_write(smf_msg *msg, const void *p, size_t len, char *why, size_t whylen);
+/* End of message: the input ends, the seal is waited for and its file
+ * committed (msg->size). 0, or -1 with why; msg->stream is gone either way. */
+int smf_stream_finish(smf_msg *msg, char *why, size_t whylen);
+/* The message goes (abort, close, a refusal): the input ends here and the
+ * thread is waited for, so that the file may be removed. Harmless without a
+ * stream. */
+void smf_stream_stop(smf_msg *msg);
 
 /* ---- smf_callbacks.c ------------------------------------------------------ */
 

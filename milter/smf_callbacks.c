@@ -7,16 +7,16 @@
  * decides each recipient's domain once per message (sm_discover). DATA
  * learns push-only mail and steps aside, or makes the message's buffer
  * and makes sure of the keys (smf_seal.c); headers and body go into the
- * buffer, a big message on into a plaintext spool file (smf_ctx.c), with no
- * reply per step (SMFIP_NR_*: a failure there is carried to end of message
- * and answered there); end of message seals, stores the rows in one transaction
- * (smf_db.c), and only then removes the pulling recipients (smfi_delrcpt)
- * and sends the UDP stubs (smf_net.c).
+ * buffer (smf_ctx.c), a big message on into its seal, made while it
+ * arrives (smf_stream.c), with no reply per step (SMFIP_NR_*: a failure
+ * there is carried to end of message and answered there); end of message
+ * seals (or ends the seal of a big one), stores the rows in one
+ * transaction (smf_db.c), and only then removes the pulling recipients
+ * (smfi_delrcpt) and sends the UDP stubs (smf_net.c).
  *
  * The sender's outbox quota (smf_quota.c, sql/011) is checked where the
  * message is stored, in the store's own statement; a client that announced
  * SIZE= is refused at MAIL FROM already when that size alone would go over. */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -252,18 +252,17 @@ static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
     return SMFIS_CONTINUE;
 }
 
-/* The spool file could not be made or written: the message fails, now
- * (end of message) or at its end (a step without a reply). */
-#define SMF_SPOOL_WHY "cannot write spool file in %s: %s", settings->spool_dir, strerror(errno)
-
-static sfsistat smf_spool_failed(SMFICTX *ctx)
+/* The message could not be kept or handed to its seal (msg->spool_why
+ * says why): it fails, now (end of message) or at its end (a step without
+ * a reply). */
+static sfsistat smf_spool_failed(SMFICTX *ctx, smf_msg *msg)
 {
-    return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, SMF_SPOOL_WHY);
+    return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "%s", msg->spool_why);
 }
 
-static sfsistat smf_spool_lost(SMFICTX *ctx)
+static sfsistat smf_spool_lost(SMFICTX *ctx, smf_msg *msg)
 {
-    return smf_step_failed(ctx, SMF_FAIL_STORE, SMF_SPOOL_WHY);
+    return smf_step_failed(ctx, SMF_FAIL_STORE, "%s", msg->spool_why);
 }
 
 /* After the commit: a stub to each pulling domain that publishes udp=, so
@@ -606,8 +605,8 @@ static sfsistat smf_data(SMFICTX *ctx)
         smf_msg_free(ctx);
         return SMFIS_ACCEPT;
     }
-    if (smf_spool_open(msg, settings->spool_dir) != 0)
-        return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "out of memory for the message");
+    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0)
+        return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "%s", msg->spool_why);
     /* the keys now, before the body comes: a failure costs the client no transfer */
     return smf_keys_fetch(ctx, msg);
 }
@@ -632,9 +631,9 @@ static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
         return SMFIS_NOREPLY;
     if (strcasecmp(name, "Auto-Submitted") == 0 && smf_auto_submitted(value))
         msg->auto_submitted = 1;
-    if (smf_spool_open(msg, settings->spool_dir) != 0
+    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
         || smf_spool_header(msg, conn->leadspc, name, value) != 0)
-        return smf_spool_lost(ctx);
+        return smf_spool_lost(ctx, msg);
     return SMFIS_NOREPLY;
 }
 
@@ -645,8 +644,9 @@ static sfsistat smf_eoh(SMFICTX *ctx)
     if (msg == NULL || msg->npulling == 0 || msg->carried)
         return SMFIS_NOREPLY;
     msg->saw_eoh = 1;
-    if (smf_spool_open(msg, settings->spool_dir) != 0 || smf_spool_write(msg, "\r\n", 2) != 0)
-        return smf_spool_lost(ctx);
+    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
+        || smf_spool_write(msg, "\r\n", 2) != 0)
+        return smf_spool_lost(ctx, msg);
     return SMFIS_NOREPLY;
 }
 
@@ -656,8 +656,9 @@ static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 
     if (msg == NULL || msg->npulling == 0 || msg->carried)
         return SMFIS_NOREPLY;
-    if (smf_spool_open(msg, settings->spool_dir) != 0 || smf_spool_write(msg, chunk, len) != 0)
-        return smf_spool_lost(ctx);
+    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
+        || smf_spool_write(msg, chunk, len) != 0)
+        return smf_spool_lost(ctx, msg);
     return SMFIS_NOREPLY;
 }
 
@@ -682,15 +683,21 @@ static sfsistat smf_eom(SMFICTX *ctx)
         return smf_fail(ctx, (smf_failure)msg->carried_what, NULL, NULL, "%s",
                         msg->carried_why);
     /* 1. the body, durable: its sealed form */
-    if (smf_spool_open(msg, settings->spool_dir) != 0
+    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
         || (!msg->saw_eoh && smf_spool_write(msg, "\r\n", 2) != 0)
         || smf_spool_flush(msg) != 0)
-        return smf_spool_failed(ctx);
-    /* an MTA that skipped the DATA step gets its keys fetched here */
-    if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
-        return rc;
-    if (smf_seal_body(settings, smf_qid(ctx), msg, why, sizeof why) != SMF_SEAL_OK)
-        return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "%s", why);
+        return smf_spool_failed(ctx, msg);
+    if (msg->stream) {
+        /* sealed while it arrived: what is left is to wait for the end */
+        if (smf_stream_finish(msg, why, sizeof why) != 0)
+            return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "%s", why);
+    } else {
+        /* an MTA that skipped the DATA step gets its keys fetched here */
+        if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
+            return rc;
+        if (smf_seal_body(settings, smf_qid(ctx), msg, why, sizeof why) != SMF_SEAL_OK)
+            return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "%s", why);
+    }
 
     /* 2. the rows, one transaction */
     if ((rc = smf_eom_store(ctx, msg, &outbox, &noutbox)) != SMFIS_CONTINUE)

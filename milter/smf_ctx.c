@@ -1,20 +1,20 @@
 /* smf_ctx — stubmail-milter's per-connection and per-message contexts, and
- * the spool file a message is written into while it arrives.
+ * the buffer a message is written into while it arrives.
  *
  * The connection context (smf_conn) hangs off the libmilter context and is
  * reached only through smf_conn_get(); the message context (smf_msg) hangs
  * off the connection and is reached only through smf_msg_get(). The
  * callbacks free them on every exit path: a new MAIL FROM, abort, close,
- * and every callback that ends the message. Freeing a message removes the
- * spool files the database does not own yet.
+ * and every callback that ends the message. Freeing a message ends its
+ * seal if one is running and removes the spool files the database does not
+ * own yet.
  *
  * Headers and body go into one SMF_BUFSZ buffer per message. A message
- * that fits (most do) stays there and is sealed from memory: no plaintext
- * file is made, written, read back and removed, which cost more than the
- * seal itself (docs/BENCHMARKS.md). A larger one spills into a plaintext
- * spool file when the buffer first overflows, and goes on through the
- * buffer into that file: memory stays flat whatever the size. */
-#include <errno.h>
+ * that fits (most do) stays there and is sealed from memory at its end
+ * (smf_seal.c). When a larger one first overflows the buffer, its seal
+ * starts (smf_stream.c) and the message goes on through the buffer into
+ * it: the milter writes no plaintext to disk, and memory stays flat
+ * whatever the size. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,8 +73,7 @@ void smf_msg_free(SMFICTX *ctx)
 
     if (msg == NULL)
         return;
-    if (msg->spool_open)
-        sm_spool_abort(&msg->spool);
+    smf_stream_stop(msg);               /* first: its thread writes to sealed */
     if (msg->sealed_open)
         sm_spool_abort(&msg->sealed);
     for (i = 0; i < msg->nrcpts; i++) {
@@ -108,57 +107,54 @@ const char *smf_qid(SMFICTX *ctx)
     return qid && *qid ? qid : "NOQUEUE";
 }
 
-/* ---- the spool file ------------------------------------------------------ */
-
-/* The plaintext spool file of a message that outgrew its buffer. */
-static int smf_spool_spill(smf_msg *msg)
-{
-    char id[SM_ID_LEN + 1];
-    int saved;
-
-    if (sm_id_new(id) != 0)
-        return -1;
-    if (sm_spool_create(&msg->spool, msg->spool_dir, id) != 0) {
-        saved = errno;
-        sm_spool_abort(&msg->spool);
-        errno = saved;
-        return -1;
-    }
-    msg->spool_open = 1;
-    return 0;
-}
+/* ---- the message's buffer ------------------------------------------------ */
 
 int smf_spool_flush(smf_msg *msg)
 {
-    if (!msg->spool_open || msg->buflen == 0)
-        return 0;
-    if (sm_spool_write(&msg->spool, msg->buf, msg->buflen) != 0)
-        return -1;
-    msg->buflen = 0;
-    return 0;
+    int rc = 0;
+
+    if (msg->stream != NULL && msg->buflen > 0) {
+        if ((rc = smf_stream_write(msg, msg->buf, msg->buflen, msg->spool_why,
+                                   sizeof msg->spool_why)) == 0)
+            msg->buflen = 0;
+    }
+    return rc;
 }
 
 int smf_spool_write(smf_msg *msg, const void *p, size_t len)
 {
+    int rc = -1;
+
     if (msg->buflen + len > SMF_BUFSZ) {
-        if ((!msg->spool_open && smf_spool_spill(msg) != 0) || smf_spool_flush(msg) != 0)
-            return -1;
-        if (len >= SMF_BUFSZ)
-            return sm_spool_write(&msg->spool, p, len) != 0 ? -1 : 0;
+        if ((msg->stream == NULL
+             && smf_stream_start(msg, msg->spool_why, sizeof msg->spool_why) != 0)
+            || smf_spool_flush(msg) != 0)
+            goto leave;
+        if (len >= SMF_BUFSZ) {
+            rc = smf_stream_write(msg, p, len, msg->spool_why, sizeof msg->spool_why);
+            goto leave;
+        }
     }
     memcpy(msg->buf + msg->buflen, p, len);
     msg->buflen += len;
-    return 0;
+    rc = 0;
+leave:
+    return rc;
 }
 
-int smf_spool_open(smf_msg *msg, const char *spool_dir)
+int smf_spool_open(smf_msg *msg, const smf_settings *set, const char *qid)
 {
-    if (msg->buf != NULL)
-        return 0;
-    if ((msg->buf = malloc(SMF_BUFSZ)) == NULL)
-        return -1;
-    msg->spool_dir = spool_dir;
-    return 0;
+    int rc = 0;
+
+    if (msg->buf == NULL) {
+        if ((msg->buf = malloc(SMF_BUFSZ)) == NULL) {
+            snprintf(msg->spool_why, sizeof msg->spool_why, "out of memory for the message");
+            rc = -1;
+        }
+        msg->set = set;
+        snprintf(msg->qid, sizeof msg->qid, "%s", qid);
+    }
+    return rc;
 }
 
 /* Without SMFIP_HDR_LEADSPC the MTA dropped one space after the colon: put

@@ -9,9 +9,10 @@
  * delivers). The seal (lib/sm_seal.c, in process, no gpg per message)
  * turns a message in its buffer into a sealed body in memory, stored in
  * its row when it is at most inline_max octets (sql/010: no file, no
- * fsync but the commit's); it streams a big one from the plaintext spool
- * file it spilled into to a second spool file, so memory stays flat
- * whatever the size. It checks the keys from memory too, so a
+ * fsync but the commit's); a big one is sealed into its spool file while
+ * it arrives (smf_stream.c runs smf_seal_stream in a thread of its own),
+ * so memory stays flat whatever the size and no plaintext of it is
+ * written to disk. It checks the keys from memory too, so a
  * message whose keys are all known runs no gpg at all. gpg runs when a key
  * is missing (sm_keyfetch, sm_wkd_fetch import it), and the seal is told to
  * forget what it held of a key that was imported again.
@@ -19,14 +20,12 @@
  * Nothing here knows libmilter: the callbacks turn SMF_SEAL_FAIL into the
  * SMTP answer (smf_callbacks.c, the failure policy). */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "sm_keyfetch.h"
 #include "sm_log.h"
@@ -213,154 +212,172 @@ size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys, 
 
 /* ---- sign and encrypt ------------------------------------------------------ */
 
-/* The seal of the message (from in_fd when it spilled into a file, -1 when
- * it is in msg->buf) into msg->sealed, or, to_mem, into msg->inline_body
- * (msg->size its length). */
-static int smf_seal_once(const smf_settings *set, smf_msg *msg, const char **fprs, int in_fd,
-                         int to_mem, char *pgpwhy, size_t pgpwhylen)
+size_t smf_seal_keys(const char *qid, const smf_msg *msg, const char **fprs, size_t *ndomain)
 {
-    size_t len = 0;
+    size_t n, skipped;
+
+    n = smf_seal_keylist(msg, fprs, SMF_SEAL_KEYS_MAX, ndomain, &skipped);
+    if (skipped)
+        sm_warn("%s: from=<%s>: %zu recipient keys left out: at most %d keys per message",
+                qid, msg->sender, skipped, SMF_SEAL_KEYS_MAX);
+    return n;
+}
+
+/* What one seal reads and writes: the message in memory (buf, len), or
+ * arriving on in_fd (a stream's socket; -1: none); into out_fd, or, when
+ * it is -1, into memory (sealed, sealed_len). */
+typedef struct smf_seal_io {
+    const void *buf;
+    size_t len;
+    int in_fd, out_fd;
+    unsigned char *sealed;
+    size_t sealed_len;
+} smf_seal_io;
+
+static int smf_seal_once(sm_seal *seal, const char **fprs, smf_seal_io *io, char *pgpwhy,
+                         size_t pgpwhylen)
+{
     int rc;
 
-    if (to_mem) {
-        rc = sm_seal_encrypt_sign_mem_mem(set->seal, fprs, msg->buf, msg->buflen,
-                                          &msg->inline_body, &len, pgpwhy, pgpwhylen);
-        msg->size = (long long)len;
-        return rc;
-    }
-    if (in_fd < 0)
-        return sm_seal_encrypt_sign_mem(set->seal, fprs, msg->buf, msg->buflen,
-                                        msg->sealed.fd, pgpwhy, pgpwhylen);
-    return sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy, pgpwhylen);
+    if (io->in_fd >= 0)
+        rc = sm_seal_encrypt_sign_stream(seal, fprs, io->in_fd, io->out_fd, pgpwhy, pgpwhylen);
+    else if (io->out_fd >= 0)
+        rc = sm_seal_encrypt_sign_mem(seal, fprs, io->buf, io->len, io->out_fd, pgpwhy,
+                                      pgpwhylen);
+    else
+        rc = sm_seal_encrypt_sign_mem_mem(seal, fprs, io->buf, io->len, &io->sealed,
+                                          &io->sealed_len, pgpwhy, pgpwhylen);
+    return rc;
 }
 
 /* The seal as smf_seal_once, to the n keys of fprs (ndom of them domain
  * keys). A recipient key that went bad since smf_seal_rcpt_keys checked it
  * gets a second try with the domain keys alone: they still deliver, so the
  * mail is not held back. */
-static smf_seal_status smf_seal_encrypt(const smf_settings *set, const char *qid, smf_msg *msg,
-                                        const char **fprs, size_t n, size_t ndom, int in_fd,
-                                        int to_mem, char *why, size_t whylen)
+static smf_seal_status smf_seal_encrypt(sm_seal *seal, const char *qid, const char *id,
+                                        const char *sender, const char **fprs, size_t n,
+                                        size_t ndom, smf_seal_io *io, char *why,
+                                        size_t whylen)
 {
     char pgpwhy[SM_PGP_WHY_MAX];
+    smf_seal_status rc = SMF_SEAL_FAIL;
     int pgp;
 
-    pgp = smf_seal_once(set, msg, fprs, in_fd, to_mem, pgpwhy, sizeof pgpwhy);
+    pgp = smf_seal_once(seal, fprs, io, pgpwhy, sizeof pgpwhy);
     if (pgp == SM_PGP_REJECT && n > ndom) {
         sm_warn("%s: from=<%s>: cannot encrypt id %s to the recipient keys (%s); encrypted "
-                "to the domain key%s only", qid, msg->sender, msg->id, pgpwhy,
-                ndom == 1 ? "" : "s");
+                "to the domain key%s only", qid, sender, id, pgpwhy, ndom == 1 ? "" : "s");
         fprs[ndom] = NULL;
         n = ndom;
-        /* a seal into memory that failed left nothing behind */
-        if (!to_mem && ((in_fd >= 0 && lseek(in_fd, 0, SEEK_SET) != 0)
-                        || lseek(msg->sealed.fd, 0, SEEK_SET) != 0
-                        || ftruncate(msg->sealed.fd, 0) != 0)) {
-            snprintf(why, whylen, "cannot rewind spool files of message id %s: %s", msg->id,
-                     strerror(errno));
-            return SMF_SEAL_FAIL;
-        }
-        pgp = smf_seal_once(set, msg, fprs, in_fd, to_mem, pgpwhy, sizeof pgpwhy);
+        /* a refused seal read and wrote nothing (sm_seal.h): the same input
+         * and output again, a stream's socket too */
+        pgp = smf_seal_once(seal, fprs, io, pgpwhy, sizeof pgpwhy);
     }
     if (pgp != SM_PGP_OK) {
-        snprintf(why, whylen, "cannot sign and encrypt message id %s (%zu key%s): %s",
-                 msg->id, n, n == 1 ? "" : "s", pgpwhy);
-        return SMF_SEAL_FAIL;
+        snprintf(why, whylen, "cannot sign and encrypt message id %s (%zu key%s): %s", id, n,
+                 n == 1 ? "" : "s", pgpwhy);
+        goto leave;
     }
     if (n > ndom)
-        sm_info("%s: id=%s encrypted to %zu domain key%s and %zu recipient key%s", qid,
-                msg->id, ndom, ndom == 1 ? "" : "s", n - ndom, n - ndom == 1 ? "" : "s");
-    return SMF_SEAL_OK;
+        sm_info("%s: id=%s encrypted to %zu domain key%s and %zu recipient key%s", qid, id,
+                ndom, ndom == 1 ? "" : "s", n - ndom, n - ndom == 1 ? "" : "s");
+    rc = SMF_SEAL_OK;
+leave:
+    return rc;
+}
+
+smf_seal_status smf_seal_stream(sm_seal *seal, const char *qid, const char *id,
+                                const char *sender, const char **fprs, size_t n, size_t ndom,
+                                int in_fd, int out_fd, char *why, size_t whylen)
+{
+    smf_seal_io io = { .in_fd = in_fd, .out_fd = out_fd };
+
+    return smf_seal_encrypt(seal, qid, id, sender, fprs, n, ndom, &io, why, whylen);
 }
 
 /* A body sealed into memory that came out larger than inline_max (many
  * recipient keys): into its spool file after all. */
 static int smf_seal_spill(const smf_settings *set, smf_msg *msg, char *why, size_t whylen)
 {
+    int rc = -1;
+
     msg->sealed_open = 1;               /* from here smf_msg_free removes it */
     if (sm_spool_create(&msg->sealed, set->spool_dir, msg->id) != 0
         || sm_spool_write(&msg->sealed, msg->inline_body, (size_t)msg->size) != 0) {
         snprintf(why, whylen, "cannot write spool file in %s for message id %s: %s",
                  set->spool_dir, msg->id, strerror(errno));
-        return -1;
+        goto leave;
     }
     free(msg->inline_body);
     msg->inline_body = NULL;
-    return 0;
+    rc = 0;
+leave:
+    return rc;
 }
 
-/* The sealed body's spool file, durable (its size set). */
-static int smf_seal_commit_file(const smf_settings *set, smf_msg *msg, char *why,
-                                size_t whylen)
+int smf_seal_commit(const smf_settings *set, smf_msg *msg, char *why, size_t whylen)
 {
     struct stat st;
+    int rc = -1;
 
     /* the seal wrote to the descriptor, not through sm_spool_write */
     if (fstat(msg->sealed.fd, &st) != 0) {
         snprintf(why, whylen, "cannot stat spool file %s: %s", msg->sealed.tmp_path,
                  strerror(errno));
-        return -1;
+        goto leave;
     }
     msg->size = msg->sealed.size = (long long)st.st_size;
     if (sm_spool_commit(&msg->sealed) != 0) {
         snprintf(why, whylen, "cannot commit spool file %s/%s: %s", set->spool_dir, msg->id,
                  strerror(errno));
-        return -1;
+        goto leave;
     }
-    return 0;
+    rc = 0;
+leave:
+    return rc;
 }
 
 smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
                               char *why, size_t whylen)
 {
+    smf_seal_io io = { .buf = msg->buf, .len = msg->buflen, .in_fd = -1, .out_fd = -1 };
     const char **fprs;
-    size_t n, ndom, skipped;
-    int in_fd = -1, to_mem;
+    size_t n, ndom;
     smf_seal_status rc = SMF_SEAL_FAIL;
 
     if ((fprs = calloc(msg->ndomains + msg->nrcpts + 1, sizeof *fprs)) == NULL) {
         snprintf(why, whylen, "out of memory");
         goto leave;
     }
-    n = smf_seal_keylist(msg, fprs, SMF_SEAL_KEYS_MAX, &ndom, &skipped);
-    if (skipped)
-        sm_warn("%s: from=<%s>: %zu recipient keys left out: at most %d keys per message",
-                qid, msg->sender, skipped, SMF_SEAL_KEYS_MAX);
-    if (msg->spool_open && (in_fd = open(msg->spool.tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
-        snprintf(why, whylen, "cannot read spool file %s back: %s", msg->spool.tmp_path,
-                 strerror(errno));
-        goto leave;
-    }
+    n = smf_seal_keys(qid, msg, fprs, &ndom);
     if (sm_id_new(msg->id) != 0) {
         snprintf(why, whylen, "no random message id: %s", strerror(errno));
         goto leave;
     }
-    /* A message in its buffer is sealed into memory for its row: no file
-     * made, fsync'd, renamed, no directory fsync'd (the commit's WAL flush
-     * makes it durable). A spilled one streams into its spool file. */
-    to_mem = !msg->spool_open && set->inline_max > 0;
-    if (!to_mem) {
+    /* Sealed into memory for its row: no file made, fsync'd, renamed, no
+     * directory fsync'd (the commit's WAL flush makes it durable). With
+     * inline_max 0, into its spool file. */
+    if (set->inline_max == 0) {
         msg->sealed_open = 1;           /* from here smf_msg_free removes it */
         if (sm_spool_create(&msg->sealed, set->spool_dir, msg->id) != 0) {
             snprintf(why, whylen, "cannot create spool file in %s: %s", set->spool_dir,
                      strerror(errno));
             goto leave;
         }
+        io.out_fd = msg->sealed.fd;
     }
-    if (smf_seal_encrypt(set, qid, msg, fprs, n, ndom, in_fd, to_mem, why, whylen)
-        != SMF_SEAL_OK)
+    if (smf_seal_encrypt(set->seal, qid, msg->id, msg->sender, fprs, n, ndom, &io, why,
+                         whylen) != SMF_SEAL_OK)
         goto leave;
-    if (to_mem && msg->size > set->inline_max && smf_seal_spill(set, msg, why, whylen) != 0)
+    msg->inline_body = io.sealed;
+    msg->size = (long long)io.sealed_len;
+    if (msg->inline_body && msg->size > set->inline_max
+        && smf_seal_spill(set, msg, why, whylen) != 0)
         goto leave;
-    if (msg->inline_body == NULL && smf_seal_commit_file(set, msg, why, whylen) != 0)
+    if (msg->inline_body == NULL && smf_seal_commit(set, msg, why, whylen) != 0)
         goto leave;
-    if (msg->spool_open)
-        sm_spool_abort(&msg->spool);    /* the plaintext is not kept */
-    msg->spool_open = 0;
     rc = SMF_SEAL_OK;
 leave:
-    if (in_fd >= 0)
-        close(in_fd);
     free(fprs);
     return rc;
 }

@@ -1,8 +1,9 @@
 """bigmail — what the tests of big messages share: a message of any size
 written to a file and sent from it by SMTP without ever being in memory,
 its body's digest and a Maildir's as streams, raised Postfix size limits,
-peak memory (VmHWM) of the servers, and a TCP proxy on loopback that cuts
-or stalls a connection after so many bytes."""
+peak memory (VmHWM) of the servers, a watch for plaintext in a directory,
+and a TCP proxy on loopback that cuts or stalls a connection after so many
+bytes."""
 
 import base64
 import hashlib
@@ -181,6 +182,44 @@ class Peaks:
 
     def read(self):
         return {k: max(_status(p, "VmHWM") for p in pids) for k, pids in self._pids().items()}
+
+
+# -- plaintext on disk -------------------------------------------------------------
+
+class PlaintextWatch(threading.Thread):
+    """Every file under top, read at its start every 50 ms until stop(),
+    searched for needle (a message's plaintext begins with its headers:
+    write_message's tag is in its Subject)."""
+
+    def __init__(self, top, needle):
+        super().__init__(daemon=True)
+        self.top, self.needle = top, needle.encode()
+        self.seen, self.found = set(), set()
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.05):
+            self.scan()
+
+    def scan(self):
+        for root, _, names in os.walk(self.top):
+            for name in names:
+                path = os.path.join(root, name)
+                try:
+                    with open(path, "rb") as f:
+                        head = f.read(1 << 16)
+                except OSError:
+                    continue        # gone while we looked
+                self.seen.add(path)
+                if self.needle in head:
+                    self.found.add(path)
+
+    def stop(self):
+        """The files that held needle."""
+        self.done.set()
+        self.join()
+        self.scan()
+        return self.found
 
 
 # -- a proxy that breaks a connection ------------------------------------------------

@@ -2,13 +2,15 @@
 milter, the outbox, the fetch and pollerd into bob's Maildir byte for byte,
 and the peak memory of the milter, the Apache child serving the fetch and
 pollerd does not grow with the size (less than 16 MiB from 1 MiB to the
-biggest). 1 MiB and 100 MiB always; 2 GiB only with --slow
-(STUBMAIL_SLOW=1): docs/HACKING.md. Never timed."""
+biggest). While it is sent and stored, no file in the milter's spool
+directory (tmp/ too) holds its plaintext: it is sealed as it arrives.
+1 MiB and 100 MiB always; 2 GiB only with --slow (STUBMAIL_SLOW=1):
+docs/HACKING.md. Never timed."""
 
 import os
 import unittest
 
-from bigmail import (MIB, Peaks, body_digest, raise_size_limits, send_file,
+from bigmail import (MIB, Peaks, PlaintextWatch, body_digest, raise_size_limits, send_file,
                      wait_maildir_file, write_message)
 from support import SandboxTest
 
@@ -31,9 +33,17 @@ class BigPullTest(SandboxTest):
         path = os.path.join(self.sb.rundir, "big-%d" % size)
         tag = write_message(path, size, "alice@a.example", "bob@b.example")
         peaks = Peaks(a, b)
+        watch = PlaintextWatch(a.spool_dir, tag)
         try:
             peaks.reset()
-            send_file(a, "alice@a.example", "bob@b.example", path, timeout=timeout)
+            watch.start()
+            try:
+                send_file(a, "alice@a.example", "bob@b.example", path, timeout=timeout)
+            finally:
+                plaintext = watch.stop()
+            self.assertEqual(plaintext, set(), "the %d-octet message's plaintext in the "
+                             "milter's spool directory" % size)
+            self.assertTrue(watch.seen, "the watch saw no file in %s" % a.spool_dir)
             b.poll_now()
             got = wait_maildir_file(b, "bob", tag, timeout)
             self.assertEqual(len(got), 1, got)

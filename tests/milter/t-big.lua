@@ -45,7 +45,7 @@ if (wrapper or "") == "" then
 	t:ok(string.format("milter peak memory grew by less than 8 MiB (%d -> %d kB)", before, after),
 	     after - before < 8192)
 end
-t:expect("a body that spilled is a spool file named by the row, none in the row", "t|t",
+t:expect("a body sealed as it arrived is a spool file named by the row, none in the row", "t|t",
 	"SELECT spool_name = id, body IS NULL FROM message WHERE sender = '" .. sender .. "'")
 local body = assert(io.open(bigfile, "rb"))
 t:sealed_is("d.example decrypts it byte-exact, good signature", sender, rundir .. "/gd", fpr_a,

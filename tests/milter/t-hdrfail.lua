@@ -1,7 +1,8 @@
 -- t-hdrfail.lua: the milter answers headers, end of header and body with no
 -- reply (SMFIP_NR_*). A header that cannot be kept (here: the headers
 -- outgrow the message's buffer while the spool directory is gone, so the
--- spill fails) cannot be refused at its own step: the failure is carried
+-- seal that would take them as they arrive has no file to write) cannot be
+-- refused at its own step: the failure is carried
 -- to end of message, which answers 451 4.3.0 with the log line it would
 -- have had at the header, removes no recipient and stores nothing, not a
 -- message without its lost headers. The next message on the connection is
@@ -57,7 +58,7 @@ t:session("header failure without a reply: 451 4.3.0 at end of message", functio
 		step(conn, mt.header(conn, "X-Big-" .. i, big), "header " .. i, SMFIR_CONTINUE)
 	end
 	step(conn, mt.eoh(conn), "eoh", SMFIR_CONTINUE)
-	milter_read_all()               -- the headers handled, the spill failed
+	milter_read_all()               -- the headers handled, the seal failed to start
 	spool_back()
 	step(conn, mt.bodystring(conn, "Never stored.\r\n"), "body", SMFIR_CONTINUE)
 	step(conn, mt.eom(conn), "eom", SMFIR_REPLYCODE)
@@ -78,7 +79,7 @@ t:session("header failure without a reply: 451 4.3.0 at end of message", functio
 	mt.disconnect(conn)
 end)
 t:logged("the header's failure logged at end of message, with queue id, sender and reply",
-	"HDRFAIL01: from=<hdrfail@a.example>: cannot write spool file in .*/spool: "
+	"HDRFAIL01: from=<hdrfail@a.example>: cannot create spool file in .*/spool: "
 	.. "No such file or directory; answered 451 4.3.0")
 t:expect("nothing stored for the refused message, the next one stored", "0|1",
 	[[SELECT (SELECT count(*) FROM message WHERE sender = 'hdrfail@a.example'),
@@ -110,7 +111,7 @@ t:session("an MTA that wants a reply per step: continue, then 451 4.3.0 at end o
 	mt.disconnect(conn)
 end)
 t:logged("its failure logged at end of message too",
-	"HDRFAIL03: from=<hdrv2@a.example>: cannot write spool file in .*/spool: "
+	"HDRFAIL03: from=<hdrv2@a.example>: cannot create spool file in .*/spool: "
 	.. "No such file or directory; answered 451 4.3.0")
 t:expect("nothing stored for it", "0",
 	"SELECT count(*) FROM message WHERE sender = 'hdrv2@a.example'")

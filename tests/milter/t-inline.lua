@@ -1,8 +1,8 @@
 -- t-inline.lua: a sealed body of at most inline_max octets is stored in its
 -- message row (sql/010), by the store's one statement: no spool file is
 -- made, not even in spool/tmp. With inline_max 0, or a sealed body over it,
--- the body is a spool file as before (t-big: one that spilled while it
--- arrived). An inline_max over 1M is refused.
+-- the body is a spool file as before (t-big, t-stream: one that outgrew
+-- the milter's buffer, sealed as it arrived). An inline_max over 1M is refused.
 dofile(testdir .. "/lib.lua")
 
 local t = test("t-inline")

@@ -2,7 +2,8 @@
 -- quota_bytes, sender_quota overrides; sql/011). A message that would go
 -- over is refused 552 5.2.2 (SMFIR_REPLYCODE): at MAIL FROM when its SIZE=
 -- alone would, else at end of message, and leaves nothing behind: no row,
--- no spool file (a spilled one neither). Mail retrieved by every recipient
+-- no spool file (the one a big message was sealed into as it arrived
+-- neither). Mail retrieved by every recipient
 -- stops counting; an override replaces the default; and a store that
 -- waits for another session's store of the same sender counts it.
 dofile(testdir .. "/lib.lua")
@@ -51,16 +52,17 @@ local function count(sender)
 end
 
 local small = "Waiting for bob.\r\n"
--- 200 KiB: spills out of the milter's 64 KiB buffer into a spool file
+-- 200 KiB: outgrows the milter's 64 KiB buffer, sealed into a spool file
+-- as it arrives
 local big = string.rep(string.rep("x", 1022) .. "\r\n", 200)
 
 t:start(nil, conf)
 send("alice's first message is stored", "alice@a.example", small, nil, "stored")
 send("alice's second, SIZE=1000, is stored", "alice@a.example", small, 1000, "stored")
-send("alice's third (spilled, no SIZE=) is refused at end of message",
+send("alice's third (sealed as it arrived, no SIZE=) is refused at end of message",
 	"alice@a.example", big, nil, "refused at eom")
 t:expect("alice has two messages, the refused one has no row", "2", count("alice@a.example"))
-t:spool_empty("no spool file left: neither the spilled plaintext nor the sealed body")
+t:spool_empty("no spool file left: the body sealed as it arrived is gone")
 t:logged("the refusal is logged with the sender, the size and the use",
 	"QUOTA03: from=<alice@a.example>: over quota at end of message: size=[0-9]{6} "
 	.. "waiting=2 messages, [0-9]+ bytes; quota=2 messages, 1048576 bytes; answered 552 5.2.2")

@@ -9,8 +9,10 @@
  * integrity protection, compressed bodies (gpg's default, and a
  * decompression bomb), and signatures by a signing subkey that has since
  * expired (d.example signs, e.example opens: keys made in the past with gpg
- * --faked-system-time). Timings are printed, not asserted (tests/bench
- * measures). */
+ * --faked-system-time). A seal fed through a socket as a client sends (the
+ * milter's big messages) holds no slot of the pool while it waits for
+ * input, and refuses keys before it reads any. Timings are printed, not
+ * asserted (tests/bench measures). */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
@@ -21,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -273,6 +277,93 @@ static void *work(void *arg)
     return NULL;
 }
 
+/* A seal fed through a socket, run in a thread of its own (as the
+ * milter's stream runs it). */
+struct stream_job {
+    sm_seal *s;
+    const char *const *to;
+    int in_fd, out_fd, rc;
+    char why[SM_PGP_WHY_MAX];
+};
+
+static void *stream_run(void *arg)
+{
+    struct stream_job *j = arg;
+
+    j->rc = sm_seal_encrypt_sign_stream(j->s, j->to, j->in_fd, j->out_fd, j->why,
+                                        sizeof j->why);
+    return NULL;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    ssize_t n;
+
+    while (len > 0) {
+        if ((n = write(fd, p, len)) <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* What c (one slot) seals for b as it is fed through a socket. */
+static void stream_tests(sm_seal *sb, sm_seal *sc, const char *plain1k, const char *big)
+{
+    const char *to_b[] = { fb, NULL };
+    const char *to_bx[] = { fb, "0123456789ABCDEF0123456789ABCDEF01234567", NULL };
+    struct stream_job job = { sc, to_b, -1, -1, -1, "" };
+    sm_pgp_result res;
+    struct stat st;
+    pthread_t th;
+    int pair[2], ofd, unread = -1, rc, started;
+
+    /* a key refused: nothing read, nothing written, the same input serves
+     * a second try to the other keys (the milter's fallback) */
+    ok(socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0 && write_all(pair[1], plain1k, 1024) == 0,
+       "1 KiB waits in a socket");
+    ofd = open(path("st1.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    rc = sm_seal_encrypt_sign_stream(sc, to_bx, pair[0], ofd, why, sizeof why);
+    ok(rc == SM_PGP_REJECT && ioctl(pair[0], FIONREAD, &unread) == 0 && unread == 1024
+       && fstat(ofd, &st) == 0 && st.st_size == 0,
+       "fed, to b and a key c lacks: REJECT with the 1 KiB unread and nothing written (%s)",
+       why);
+    close(pair[1]);
+    rc = sm_seal_encrypt_sign_stream(sc, to_b, pair[0], ofd, why, sizeof why);
+    close(pair[0]);
+    close(ofd);
+    ok(rc == SM_PGP_OK && open_file(sb, path("st1.pgp"), path("st1.out"), fc, &res) == SM_PGP_OK
+       && same_files(path("plain1k"), path("st1.out")),
+       "then to b alone from the same socket: b opens the 1 KiB, c's signature good (%s)",
+       why);
+
+    /* c's seal has one slot. A seal that took it while waiting for its
+     * input would keep the key check below waiting for ever: the alarm
+     * ends the test then (a hang guard, not a timing). */
+    ok(socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0, "a socket to feed 3 MiB through");
+    job.in_fd = pair[0];
+    job.out_fd = ofd = open(path("st2.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    started = pthread_create(&th, NULL, stream_run, &job) == 0;
+    ok(started && write_all(pair[1], big, 65536) == 0, "the seal runs, 64 KiB fed");
+    /* the seal has read it all: it is inside librnp's run, waiting for more */
+    while (ioctl(pair[0], FIONREAD, &unread) == 0 && unread > 0)
+        nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+    alarm(300);
+    ok(sm_seal_key_check(sc, fb, NULL, why, sizeof why) == SM_PGP_OK,
+       "while it waits for more input, the one slot is free: a key check runs (%s)", why);
+    alarm(0);
+    ok(write_all(pair[1], big + 65536, BIG - 65536) == 0, "the rest fed");
+    close(pair[1]);
+    if (started)
+        pthread_join(th, NULL);
+    close(pair[0]);
+    close(ofd);
+    ok(job.rc == SM_PGP_OK && open_file(sb, path("st2.pgp"), path("st2.out"), fc, &res) == SM_PGP_OK
+       && same_files(path("big"), path("st2.out")),
+       "b opens the 3 MiB sealed as it came: byte-identical (%s %s)", job.why, why);
+}
+
 int main(void)
 {
     static char big[BIG];
@@ -402,6 +493,8 @@ int main(void)
            && sealed == NULL && sealed_len == 0,
            "into memory, no recipients: REJECT, nothing handed back");
     }
+
+    stream_tests(sb, sc, plain1k, big);
 
     /* sealed by gpg, opened here */
     ok(gpg_seal(home_a, fa, fb, path("big"), path("g1.pgp")) == 0,
