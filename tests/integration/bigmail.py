@@ -8,7 +8,6 @@ bytes."""
 import base64
 import hashlib
 import os
-import signal
 import socket
 import threading
 import time
@@ -129,9 +128,7 @@ def raise_size_limits(isp, size):
     (virtual_mailbox_limit) a message of size octets, and the milter store
     it: the users of isp get no byte quota (a sender_quota row each, whose
     default of 100M is below the big messages)."""
-    with open(os.path.join(isp.postfix_etc, "main.cf"), "a") as f:
-        f.write("message_size_limit = %d\nvirtual_mailbox_limit = 0\n" % (size + (size >> 2)))
-    isp.procs["postfix"].signal(signal.SIGHUP)
+    isp.postconf(message_size_limit=size + (size >> 2), virtual_mailbox_limit=0)
     if "pg" in isp.services:
         isp.sql("INSERT INTO sender_quota (address, max_bytes) SELECT u || '@%s', 0 FROM "
                 "unnest(ARRAY[%s]) AS u ON CONFLICT (address) DO UPDATE SET max_bytes = 0"

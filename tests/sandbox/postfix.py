@@ -7,10 +7,11 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import tempfile
 
-from .common import SMTP, listening, postfix_daemon_dir, render
+from .common import SMTP, SandboxError, listening, postfix_daemon_dir, render
 
 
 class PostfixMixin:
@@ -62,6 +63,18 @@ class PostfixMixin:
         ports = [self.smtp_port, self.submission_port, self.reinject_port]
         self._await("postfix", lambda: all(listening(self.ip, p) for p in ports),
                     self.maillog)
+
+    def postconf(self, **settings):
+        """Set main.cf parameters (postconf -e: each one line, replaced, so
+        that no "overriding earlier entry" warning floods postlogd) and
+        tell the running Postfix to reload them."""
+        r = subprocess.run(["postconf", "-c", self.postfix_etc, "-e"]
+                           + ["%s=%s" % kv for kv in sorted(settings.items())],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SandboxError("postconf -e %s: %s" % (settings, r.stderr.strip()))
+        if "postfix" in self.procs:
+            self.procs["postfix"].signal(signal.SIGHUP)
 
     def postqueue(self):
         """The queue as postqueue -j objects (one dict per message)."""
