@@ -327,9 +327,9 @@ void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen);
 /* ---- smf_ident.c: a submission's identity (sql/021) --------------------- */
 
 /* Each header and body chunk as the MTA hands it over, into the digest
- * (Received headers left out: the receiving MTA writes one anew at each
- * attempt). Never fail the message: a digest that cannot be made leaves it
- * without an identity. */
+ * (Received headers left out: an MTA may write one anew at each attempt).
+ * Never fail the message: a digest that cannot be made leaves it without
+ * an identity. */
 void smf_ident_header(smf_msg *msg, const char *name, const char *value);
 void smf_ident_body(smf_msg *msg, const void *p, size_t len);
 /* The identity, over what came and the envelope (sender, recipients as

@@ -3,13 +3,13 @@
  * client, told 4xx after the commit (the milter died before its reply, or
  * the reply was lost), sends it again (sql/021).
  *
- * The MTA's queue id is new at every attempt, and so is the Received
- * header it prepends (the milter sees it first: queue id and time). What
- * repeats is the envelope and the content the client sends: SHA-256 over
- * every header but Received (a client relaying the message adds one of its
- * own at each hop, never a new one per attempt, so leaving all of them out
- * costs nothing), the body, the envelope sender and the recipients in the
- * order given. Only a message with a Message-ID has an identity: without
+ * The MTA's queue id is new at every attempt, and so is a Received header
+ * that an MTA in front of the milter writes with it (sendmail hands milters
+ * its own; Postfix's smtpd did not in our tests). What repeats is the
+ * envelope and the content the client sends: SHA-256 over every header but
+ * Received (a relaying client wrote its own once, when it took the
+ * message, not per attempt: leaving all of them out costs nothing), the
+ * body, the envelope sender and the recipients in the order given. Only a message with a Message-ID has an identity: without
  * one, two identical sends on purpose cannot be told from a retry. */
 #include <string.h>
 #include <strings.h>

@@ -8,8 +8,8 @@
 -- message; what a retry repeats is the envelope and the content.
 --
 -- message.submission is that identity: the milter's SHA-256 over the
--- content as received (every header but Received, which the receiving MTA
--- writes anew at each attempt with its queue id and time; the body), the
+-- content as received (every header but Received, which an MTA in front
+-- of the milter may write anew at each attempt with its queue id; the body), the
 -- envelope sender and the recipients, in order (milter/smf_ident.c). The
 -- milter gives one only for a message that carries a Message-ID: RFC 5322
 -- makes that the identity of one message, so an identical copy is this
