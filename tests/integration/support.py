@@ -252,6 +252,7 @@ class SandboxTest(unittest.TestCase):
     POLL_INTERVAL = "2s"
     HTTPD_EXTRA = ()        # (directive, value) for every httpd.conf
     UDP_POLL = False        # Apaches run the UDP poll responder
+    USERS = None            # local parts with a Maildir at every ISP (None: the sandbox's)
     sb = None
 
     @classmethod
@@ -259,7 +260,8 @@ class SandboxTest(unittest.TestCase):
         global ca_file
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
                          poll_interval=cls.POLL_INTERVAL,
-                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL)
+                         httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL,
+                         users=cls.USERS)
         cls.sb.start()
         ca_file = cls.sb.ca_file
         try:

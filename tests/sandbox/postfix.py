@@ -63,6 +63,11 @@ class PostfixMixin:
         self._await("postfix", lambda: all(listening(self.ip, p) for p in ports),
                     self.maillog)
 
+    def stop_postfix(self):
+        p = self.procs.pop("postfix", None)
+        if p is not None:
+            p.stop()
+
     def postqueue(self):
         """The queue as postqueue -j objects (one dict per message)."""
         # a wedged Postfix must fail the test that asks, not hang the run

@@ -6,7 +6,8 @@ import shutil
 import sys
 import tempfile
 
-from .common import ALL_SERVICES, DNS, DOMAIN_IPS, SandboxError, port_base_default, q, tail
+from .common import (ALL_SERVICES, DNS, DOMAIN_IPS, USERS, SandboxError, port_base_default, q,
+                     tail)
 from .dns import Dns
 from .isp import Isp
 from .pki import make_ca
@@ -22,13 +23,16 @@ class Sandbox:
     pollerd listens for UDP stubs on IP:base+90 (Isp.stub_address), which
     the ISP's record publishes as udp=. pollerd_extra: "key value" lines
     for every pollerd.conf. pg_settings: (name, value) settings for every
-    PostgreSQL (e.g. more max_connections for many databases in one)."""
+    PostgreSQL (e.g. more max_connections for many databases in one).
+    users: the local parts that have a Maildir at every ISP (default
+    common.USERS)."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=()):
+                 pollerd_debug=False, pg_settings=(), users=None):
         self.domains = list(domains)
+        self.users = list(users or USERS)
         self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
@@ -73,7 +77,7 @@ class Sandbox:
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
                           pollerd_debug=self.pollerd_debug,
-                          pg_settings=self.pg_settings)
+                          pg_settings=self.pg_settings, users=self.users)
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
