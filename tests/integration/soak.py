@@ -122,6 +122,7 @@ class Faults:
         self.steps = sorted((rng.uniform(0.05, 0.85) * duration, kind, rng.uniform(0.3, 2.0))
                             for kind, n in sorted(plan.items()) for _ in range(n))
         self.armed_at = None
+        self.log = []           # "HH:MM:SS.mmm step", in the servers' logs' UTC
 
     def run(self):
         t0 = time.monotonic()
@@ -133,6 +134,9 @@ class Faults:
                 if kind.startswith("milter") and self.armed_at is not None:
                     self._later(now + 1, kind, pause)     # one milter fault at a time
                     continue
+                t = time.time()
+                self.log.append("%s.%03d %s" % (time.strftime("%H:%M:%S", time.gmtime(t)),
+                                                int(t * 1000) % 1000, kind))
                 try:
                     getattr(self, kind)(now, pause)
                 except Exception as e:  # the tally says so; go on with the others
@@ -218,3 +222,24 @@ def delivered(isp, users):
             m = MSGID_RE.search(data)
             got[(user, m.group(1).decode() if m else None)] += 1
     return got
+
+
+def trace(isp, msgid):
+    """What isp's Postfix and pollerd logged about the message msgid: the
+    maillog lines of its queue ids, and pollerd's lines of the outbox ids
+    that were delivered as those queue ids (why it came twice)."""
+    def lines(path):
+        try:
+            with open(path, errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+    maillog, pollerd = lines(isp.maillog), lines(isp.pollerd_log)
+    qids = {m.group(1) for l in maillog
+            for m in [re.search(r"\]: ([0-9A-F]+): message-id=<%s>" % re.escape(msgid), l)] if m}
+    ids = {w for l in pollerd for q_ in qids if "queued as %s" % q_ in l
+           for w in l.split() if re.fullmatch(r"[0-9a-f]{32}:?", w)}
+    ids = {i.rstrip(":") for i in ids}
+    return ([l for l in maillog if any(q_ in l for q_ in qids)]
+            + [l for l in pollerd if any(i in l for i in ids)])
+

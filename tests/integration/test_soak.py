@@ -19,7 +19,7 @@ import sys
 import time
 
 from support import SandboxTest, wait_for
-from soak import Faults, Workload, delivered
+from soak import Faults, Workload, delivered, trace
 
 SENDERS = ["s%02d" % i for i in range(1, 21)]
 RECIPIENTS = ["r%02d" % i for i in range(1, 21)]
@@ -131,7 +131,9 @@ class SoakTest(SandboxTest):
         for kind in Faults.KINDS:
             self.assertGreaterEqual(faults.done[kind], 1, "fault %s never done" % kind)
         self.assertEqual(lost, [], "lost (recipient, Message-ID)")
-        self.assertEqual(twice, [], "delivered twice")
+        self.assertEqual(twice, [], "delivered twice:\n" + "\n".join(
+            l for _, m in twice for l in ["-- %s" % m] + trace(b, m))
+            + "\n-- the faults (UTC):\n" + "\n".join(faults.log))
         self.assertEqual(strays, [], "delivered but never sent")
         self.assertEqual(left, 0, "outbox rows left unretrieved")
         self.assertEqual(stored_twice, 0, "messages stored twice in the outbox")
