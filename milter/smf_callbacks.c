@@ -372,6 +372,9 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
     }
     smf_quota_defaults(&q);
     has_ident = smf_ident_end(msg, ident) == 0;
+    if (!has_ident && msg->ident_msgid)
+        sm_warn("%s: from=<%s>: no identity (its digest failed): were the reply lost, the "
+                "client's retry would be stored again", smf_qid(ctx), msg->sender);
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
                       msg->inline_body, "openpgp", msg->envid, has_ident ? ident : NULL,
                       retry_of, *outbox, *noutbox, contacts,

@@ -9,8 +9,9 @@
  * envelope and the content the client sends: SHA-256 over every header but
  * Received (a relaying client wrote its own once, when it took the
  * message, not per attempt: leaving all of them out costs nothing), the
- * body, the envelope sender and the recipients in the order given. Only a message with a Message-ID has an identity: without
- * one, two identical sends on purpose cannot be told from a retry. */
+ * body, the envelope sender and the recipients in the order given. Only a
+ * message with a Message-ID has an identity: without one, two identical
+ * sends on purpose cannot be told from a retry. */
 #include <string.h>
 #include <strings.h>
 
