@@ -15,14 +15,16 @@
  * smf_dsn.c           the RFC 3461 parameters: NOTIFY, ORCPT, ENVID
  * smf_cache.c         recipient domains' verdicts and recipients' keys kept
  *                     in memory, forgotten at each change (LISTEN)
+ * smf_ident.c         a submission's identity, which a client's retry repeats
  *
  * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
  * smf_db, smf_cache; smf_callbacks -> smf_ctx, smf_stream, smf_seal, smf_db,
- * smf_net, smf_quota, smf_dsn; smf_ctx -> smf_stream; smf_stream ->
- * smf_seal; smf_seal -> smf_db (and reads the message context's fields);
- * smf_db -> smf_cache; smf_net, smf_quota, smf_dsn and smf_cache call no
- * other file of the milter. All but stubmail-milter.c make libsmf.la,
- * which the program and the unit tests link.
+ * smf_net, smf_quota, smf_dsn, smf_ident; smf_ctx -> smf_stream, smf_ident;
+ * smf_stream -> smf_seal; smf_seal -> smf_db (and reads the message
+ * context's fields); smf_db -> smf_cache; smf_net, smf_quota, smf_dsn,
+ * smf_cache and smf_ident call no other file of the milter. All but
+ * stubmail-milter.c make libsmf.la, which the program and the unit tests
+ * link.
  */
 #ifndef SMF_H
 #define SMF_H
@@ -33,6 +35,7 @@
 #include <sys/socket.h>
 
 #include <libmilter/mfapi.h>
+#include <openssl/evp.h>
 
 #include "sm_addr.h"
 #include "sm_discover_pq.h"
@@ -104,6 +107,8 @@ typedef struct smf_db_rcpt {
     const char *orcpt;          /* its ORCPT, decoded, "" none */
 } smf_db_rcpt;
 
+#define SMF_IDENT_LEN   32      /* octets of a submission's identity (SHA-256) */
+
 /* One transaction, one statement (outbox_store_quota, sql/011): when the
  * message fits its sender's quota (quota: the defaults, max_messages and
  * max_bytes; sender_quota's override wins), the message row, an outbox row
@@ -112,10 +117,15 @@ typedef struct smf_db_rcpt {
  * body is either in the row (body, size octets; spool_name NULL) or in the
  * spool file spool_name (body NULL). The outbox rows keep each recipient's
  * NOTIFY and ORCPT, the message row envid ("" none; sql/016).
- * SMF_DB_OVERQUOTA: nothing stored; quota has the sender's use and quota. */
+ * SMF_DB_OVERQUOTA: nothing stored; quota has the sender's use and quota.
+ * ident: the submission's identity (smf_ident_end; NULL none); when a
+ * message of the sender with that identity was stored within sql/021's
+ * window under another id, nothing is stored, SMF_DB_OK, and retry_of
+ * (SM_ID_LEN + 1 octets) gets that id; else retry_of is "". */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
                            const char *format, const char *envid,
+                           const unsigned char *ident, char *retry_of,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            smf_quota *quota, char *why, size_t whylen);
@@ -301,6 +311,10 @@ typedef struct smf_msg {
                                    the rest is not kept, end of message refuses it */
     int carried_what;           /* its failure kind (smf_callbacks.c) */
     char carried_why[512];      /* and its reason, as the log line gives it */
+    EVP_MD_CTX *ident;          /* the identity's digest under way (smf_ident.c) */
+    int ident_broken;           /* it could not be made, or is finished */
+    int ident_msgid;            /* a Message-ID header came */
+    int ident_body;             /* the body began */
 } smf_msg;
 
 typedef struct smf_conn {
@@ -351,6 +365,21 @@ int smf_spool_header(smf_msg *msg, int leadspc, const char *name, const char *va
 smf_db_rcpt *smf_rcpt_list(const smf_msg *msg, int pulling_only, size_t *n);
 /* "a@x,b@y" of the pulling recipients for the log, cut short with ",...". */
 void smf_pulling_text(const smf_msg *msg, char *out, size_t outlen);
+
+/* ---- smf_ident.c: a submission's identity (sql/021) --------------------- */
+
+/* Each header and body chunk as the MTA hands it over, into the digest
+ * (Received headers left out: an MTA may write one anew at each attempt).
+ * Never fail the message: a digest that cannot be made leaves it without
+ * an identity. */
+void smf_ident_header(smf_msg *msg, const char *name, const char *value);
+void smf_ident_body(smf_msg *msg, const void *p, size_t len);
+/* The identity, over what came and the envelope (sender, recipients as
+ * given): 0, or -1 when the message has none (no Message-ID, or the digest
+ * failed). Call once, at end of message. */
+int smf_ident_end(smf_msg *msg, unsigned char out[SMF_IDENT_LEN]);
+/* Forget the digest (smf_msg_free). */
+void smf_ident_free(smf_msg *msg);
 
 /* ---- smf_seal.c: signed by us, encrypted to the pulling domains -------- */
 

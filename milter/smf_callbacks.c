@@ -12,7 +12,10 @@
  * there is carried to end of message and answered there); end of message
  * seals (or ends the seal of a big one), stores the rows in one
  * transaction (smf_db.c), and only then removes the pulling recipients
- * (smfi_delrcpt) and sends the UDP stubs (smf_net.c).
+ * (smfi_delrcpt) and sends the UDP stubs (smf_net.c). A message that a
+ * client sends again after a 4xx that came past the commit (the milter
+ * died before its reply) is known by its identity (smf_ident.c, sql/021)
+ * and answered as stored: the earlier copy stands.
  *
  * The sender's outbox quota (smf_quota.c, sql/011) is checked where the
  * message is stored, in the store's own statement; a client that announced
@@ -350,13 +353,17 @@ static sfsistat smf_quota_mailfrom(SMFICTX *ctx, smf_msg *msg, long long size)
  * auto-replies, notices) teaches the address book nothing: only mail the
  * user wrote says they want answers from its recipients, and may lift an
  * unsubscribe (sql/014). Returns SMFIS_CONTINUE with *outbox (malloc'd)
- * what was stored, or ends the message. */
+ * what was stored, or ends the message. retry_of (SM_ID_LEN + 1): the id
+ * of the copy stored already when this is a client's retry of it (nothing
+ * stored now), else "". */
 static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
-                              size_t *noutbox)
+                              size_t *noutbox, char *retry_of)
 {
     smf_db_rcpt *contacts;
     size_t ncontacts;
     char why[512];
+    unsigned char ident[SMF_IDENT_LEN];
+    int has_ident;
     smf_db_status st;
     smf_quota q;
 
@@ -369,8 +376,13 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
         return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "out of memory");
     }
     smf_quota_defaults(&q);
+    has_ident = smf_ident_end(msg, ident) == 0;
+    if (!has_ident && msg->ident_msgid)
+        sm_warn("%s: from=<%s>: no identity (its digest failed): were the reply lost, the "
+                "client's retry would be stored again", smf_qid(ctx), msg->sender);
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
-                      msg->inline_body, "openpgp", msg->envid, *outbox, *noutbox, contacts,
+                      msg->inline_body, "openpgp", msg->envid, has_ident ? ident : NULL,
+                      retry_of, *outbox, *noutbox, contacts,
                       msg->auto_submitted ? 0 : ncontacts, &q, why, sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
@@ -380,8 +392,8 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
     if (st == SMF_DB_OVERQUOTA)         /* nothing stored: the sealed body goes */
         return smf_quota_refuse(ctx, msg, &q, msg->size, "at end of message");
     if (st == SMF_DB_UNKNOWN) {
-        /* maybe committed: keep the body its row may name; the retry may
-         * store a second copy */
+        /* maybe committed: keep the body its row may name; the client's
+         * retry finds the copy by its identity */
         msg->sealed_open = 0;
         return smf_fail(ctx, SMF_FAIL_DB, NULL, NULL, "message id %s may or may not be stored: "
                         "%s", msg->id, why);
@@ -634,6 +646,7 @@ static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
     if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
         || smf_spool_header(msg, conn->leadspc, name, value) != 0)
         return smf_spool_lost(ctx, msg);
+    smf_ident_header(msg, name, value);
     return SMFIS_NOREPLY;
 }
 
@@ -659,6 +672,7 @@ static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
     if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
         || smf_spool_write(msg, chunk, len) != 0)
         return smf_spool_lost(ctx, msg);
+    smf_ident_body(msg, chunk, len);
     return SMFIS_NOREPLY;
 }
 
@@ -667,7 +681,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
     smf_msg *msg = smf_msg_get(ctx);
     smf_db_rcpt *outbox = NULL;
     size_t noutbox = 0;
-    char why[1024], list[1024];
+    char why[1024], list[1024], retry_of[SM_ID_LEN + 1];
     sfsistat rc;
 
     if (msg == NULL)
@@ -700,18 +714,26 @@ static sfsistat smf_eom(SMFICTX *ctx)
     }
 
     /* 2. the rows, one transaction */
-    if ((rc = smf_eom_store(ctx, msg, &outbox, &noutbox)) != SMFIS_CONTINUE)
+    if ((rc = smf_eom_store(ctx, msg, &outbox, &noutbox, retry_of)) != SMFIS_CONTINUE)
         return rc;
 
     /* 3. only now: take the pulling recipients off the push path */
     if ((rc = smf_eom_delrcpts(ctx, msg)) != SMFIS_CONTINUE && rc != SMFIS_DISCARD)
         goto leave;
     smf_pulling_text(msg, list, sizeof list);
-    sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld format=%s "
-            "body=%s%s", smf_qid(ctx), msg->id, msg->sender, list, msg->npulling, msg->nrcpts,
-            msg->size, "openpgp", msg->inline_body ? "row" : "spool",
-            rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
-    msg->sealed_open = 0;               /* committed: the outbox owns it now */
+    if (retry_of[0]) {
+        /* this attempt's sealed body goes with the message context */
+        sm_log(LOG_NOTICE, "%s: retry of stored id=%s (this attempt's id=%s dropped, the stored copy "
+                  "stands) from=<%s> to=%s (%zu of %zu recipients)%s", smf_qid(ctx), retry_of,
+                  msg->id, msg->sender, list, msg->npulling, msg->nrcpts,
+                  rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
+    } else {
+        sm_info("%s: diverted id=%s from=<%s> to=%s (%zu of %zu recipients) size=%lld "
+                "format=%s body=%s%s", smf_qid(ctx), msg->id, msg->sender, list, msg->npulling,
+                msg->nrcpts, msg->size, "openpgp", msg->inline_body ? "row" : "spool",
+                rc == SMFIS_DISCARD ? ", discarded from the push path" : "");
+        msg->sealed_open = 0;           /* committed: the outbox owns it now */
+    }
     /* 4. the hint: recipient domains that publish udp= poll us now */
     smf_stubs(ctx, msg, outbox, noutbox);
     smf_msg_free(ctx);

@@ -85,6 +85,7 @@ void smf_msg_free(SMFICTX *ctx)
     free(msg->domains);
     free(msg->buf);
     free(msg->inline_body);
+    smf_ident_free(msg);
     free(msg);
     conn->msg = NULL;
 }

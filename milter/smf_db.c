@@ -17,7 +17,10 @@
  * statement whose connection breaks all the same is sent once more on a
  * fresh connection when that is safe: reads, the address-book upsert, and
  * the store (outbox_store() of sql/009 knows a message it stored already,
- * and outbox_store_quota() of sql/011 never refuses it).
+ * and outbox_store_quota() of sql/011 never refuses it). A store that
+ * broke past its commit and was answered 4xx all the same is known again
+ * when the client sends the message again under a new id, by its
+ * identity (smf_ident.c, sql/021).
  *
  * Only parameterised statements (PQexecParams) are used. */
 #include <errno.h>
@@ -371,11 +374,14 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, rcpt_field field)
  * recipient whose domain subscribed to (sender or *@its domain, recipient),
  * and that insert NOTIFYs stubmail_poll with the domain at the commit.
  * sql/016: each outbox row keeps its NOTIFY and ORCPT, the message its
- * ENVID. */
+ * ENVID. sql/021: the submission's identity, and the id of the copy stored
+ * already when this is a retry of it (then nothing is stored). */
 static const char sql_store[] =
-    "SELECT refused, coalesce(messages, -1), coalesce(bytes, -1), max_messages, max_bytes"
+    "SELECT refused, coalesce(messages, -1), coalesce(bytes, -1), max_messages, max_bytes,"
+    " coalesce(retry_of, '')"
     " FROM outbox_store_quota($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
-    " $9::text[], $10::bytea, $11::bigint, $12::bigint, $13::text[], $14::text[], $15)";
+    " $9::text[], $10::bytea, $11::bigint, $12::bigint, $13::text[], $14::text[], $15,"
+    " $16::bytea)";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
@@ -383,13 +389,13 @@ static const char sql_learn[] =
     " ON CONFLICT DO NOTHING";
 
 /* The four figures of a quota row (columns 1 to 4: messages, bytes,
- * max_messages, max_bytes) into quota. */
+ * max_messages, max_bytes; the store's has a sixth) into quota. */
 static smf_db_status quota_figures(const PGresult *r, smf_quota *quota, char *why,
                                    size_t whylen)
 {
-    if (PQntuples(r) != 1 || PQnfields(r) != 5) {
-        snprintf(why, whylen, "quota: %d rows of %d columns, expected 1 of 5", PQntuples(r),
-                 PQnfields(r));
+    if (PQntuples(r) != 1 || PQnfields(r) < 5) {
+        snprintf(why, whylen, "quota: %d rows of %d columns, expected 1 of 5 or more",
+                 PQntuples(r), PQnfields(r));
         return SMF_DB_TEMPFAIL;
     }
     quota->messages = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
@@ -402,6 +408,7 @@ static smf_db_status quota_figures(const PGresult *r, smf_quota *quota, char *wh
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
                            const char *format, const char *envid,
+                           const unsigned char *ident, char *retry_of,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
                            smf_quota *quota, char *why, size_t whylen)
@@ -409,9 +416,9 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     char sizebuf[24], maxmsgs[24], maxbytes[24];
     char *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
     char *ob_notify = NULL, *ob_orcpt = NULL;
-    const char *vals[15];
-    /* the body goes as binary: no escaping, no hex doubling its size */
-    int lens[15] = { 0 }, fmts[15] = { 0 };
+    const char *vals[16];
+    /* the body and the identity go as binary: no escaping, no hex doubling */
+    int lens[16] = { 0 }, fmts[16] = { 0 };
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
@@ -437,17 +444,23 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     fmts[9] = 1;
     vals[10] = maxmsgs; vals[11] = maxbytes;
     vals[12] = ob_notify; vals[13] = ob_orcpt; vals[14] = envid;
+    vals[15] = (const char *)ident;
+    lens[15] = ident ? SMF_IDENT_LEN : 0;
+    fmts[15] = 1;
+    retry_of[0] = '\0';
 
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        r = run_bin(slot, "outbox_store_quota", sql_store, 15, vals, lens, fmts,
+        r = run_bin(slot, "outbox_store_quota", sql_store, 16, vals, lens, fmts,
                     PGRES_TUPLES_OK, &gone, why, whylen);
         release(slot);
         if (r) {
             rc = quota_figures(r, quota, why, whylen);
             if (rc == SMF_DB_OK && PQgetvalue(r, 0, 0)[0] == 't')
                 rc = SMF_DB_OVERQUOTA;
+            if (rc == SMF_DB_OK)
+                snprintf(retry_of, SM_ID_LEN + 1, "%s", PQgetvalue(r, 0, 5));
             PQclear(r);
             goto leave;
         }

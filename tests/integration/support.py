@@ -290,6 +290,7 @@ class SandboxTest(unittest.TestCase):
     UDP_POLL = False        # Apaches run the UDP poll responder
     FRONT_ENDS = 1          # Apaches per ISP, on one database and spool
     DNSSEC = ()             # domains whose records are signed (Sandbox(dnssec=))
+    USERS = None            # local parts with a Maildir at every ISP (None: the sandbox's)
     sb = None
 
     @classmethod
@@ -298,7 +299,7 @@ class SandboxTest(unittest.TestCase):
         cls.sb = Sandbox(cls.DOMAINS, services=cls.SERVICES,
                          poll_interval=cls.POLL_INTERVAL,
                          httpd_extra=cls.HTTPD_EXTRA, udp_poll=cls.UDP_POLL,
-                         front_ends=cls.FRONT_ENDS, dnssec=cls.DNSSEC)
+                         front_ends=cls.FRONT_ENDS, dnssec=cls.DNSSEC, users=cls.USERS)
         cls.sb.start()
         ca_file = cls.sb.ca_file
         try:

@@ -52,6 +52,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         self.pollerd_extra = list(pollerd_extra)
         # "key value" lines added to milter.conf, e.g. "expire_after 20s"
         self.milter_extra = []
+        self.milter_kill_shim = None    # LD_PRELOAD of the milter (use_kill_after_commit)
         # Apache runs the UDP poll responder on udp_poll_address
         self.udp_poll = udp_poll
         self.key = None                 # DomainKey

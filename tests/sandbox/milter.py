@@ -1,9 +1,15 @@
 """milter — an ISP's stubmail-milter (templates/milter.conf), on the TCP
-port Postfix's smtpd_milters names, run in the foreground."""
+port Postfix's smtpd_milters names, run in the foreground; for fault tests,
+killed (SIGKILL) at any moment or, through tests/faults/kill_after_commit.c
+(LD_PRELOAD), right after its outbox commit."""
 
 import os
+import signal
+import subprocess
 
-from .common import MILTER_BIN, SandboxError, listening, render
+from .common import MILTER_BIN, TOP, SandboxError, listening, render
+
+KILL_AFTER_COMMIT_SRC = os.path.join(TOP, "tests", "faults", "kill_after_commit.c")
 
 
 class MilterMixin:
@@ -20,8 +26,57 @@ class MilterMixin:
                **self._key_settings())
 
     def start_milter(self):
-        self._spawn("milter", [MILTER_BIN, "-c", self.milter_conf, "-f"], self.milter_log)
+        env = None
+        if self.milter_kill_shim:
+            env = dict(os.environ, LD_PRELOAD=self.milter_kill_shim,
+                       STUBMAIL_KILL_AFTER_COMMIT=self.milter_kill_arm)
+        self._spawn("milter", [MILTER_BIN, "-c", self.milter_conf, "-f"], self.milter_log,
+                    env=env)
         self._await("milter", lambda: listening(self.ip, self.milter_port), self.milter_log)
+
+    @property
+    def milter_kill_arm(self):
+        """The file whose existence arms the shim: the next outbox commit
+        kills the milter (and removes the file)."""
+        return self.path("kill-after-commit")
+
+    def use_kill_after_commit(self):
+        """Build tests/faults/kill_after_commit.c into the run directory and
+        restart the milter with it preloaded (disarmed)."""
+        so = self.path("kill_after_commit.so")
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-I/usr/include/postgresql", "-o", so,
+                            KILL_AFTER_COMMIT_SRC, "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SandboxError("cannot build %s:\n%s" % (KILL_AFTER_COMMIT_SRC, r.stderr))
+        self.disarm_kill_after_commit()
+        self.milter_kill_shim = so
+        self.stop_milter()
+        self.start_milter()
+
+    def arm_kill_after_commit(self):
+        open(self.milter_kill_arm, "w").close()
+
+    def disarm_kill_after_commit(self):
+        try:
+            os.unlink(self.milter_kill_arm)
+        except FileNotFoundError:
+            pass
+
+    def milter_alive(self):
+        p = self.procs.get("milter")
+        return p is not None and p.alive()
+
+    def kill_milter(self):
+        """SIGKILL the milter (a crash) and reap it; start_milter brings it back."""
+        p = self.procs.pop("milter", None)
+        if p is not None:
+            p.stop(sig=signal.SIGKILL, timeout=10)
+
+    def reap_milter(self):
+        """Forget a milter that died by itself (the shim killed it)."""
+        p = self.procs.get("milter")
+        if p is not None and not p.alive():
+            self.procs.pop("milter").stop(timeout=10)
 
     def restart_milter(self, extra=None):
         """Write milter.conf again (with extra as milter_extra, if given)

@@ -76,6 +76,11 @@ class PostfixMixin:
         if "postfix" in self.procs:
             self.procs["postfix"].signal(signal.SIGHUP)
 
+    def stop_postfix(self):
+        p = self.procs.pop("postfix", None)
+        if p is not None:
+            p.stop()
+
     def postqueue(self):
         """The queue as postqueue -j objects (one dict per message)."""
         # a wedged Postfix must fail the test that asks, not hang the run

@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 from .common import (ALL_SERVICES, DNS, DNSSEC_AUTH, DNSSEC_RESOLVER, DOMAIN_IPS,
-                     SandboxError, port_base_default, q, tail)
+                     USERS, SandboxError, port_base_default, q, tail)
 from .dns import Dns
 from .dnssec import Dnssec
 from .isp import Isp
@@ -30,14 +30,18 @@ class Sandbox:
     dnssec: domains whose records are served from zones signed with
     ldns-signzone, through a local validating unbound that every ISP uses
     as its resolver (tests/sandbox/dnssec.py); the other domains' records
-    reach it unsigned."""
+    reach it unsigned.
+    users: the local parts that have a Maildir at every ISP (default
+    common.USERS)."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=(), front_ends=1, dnssec=()):
+                 pollerd_debug=False, pg_settings=(), front_ends=1, dnssec=(),
+                 users=None):
         self.domains = list(domains)
         self.front_ends = front_ends
+        self.users = list(users or USERS)
         self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
@@ -90,7 +94,8 @@ class Sandbox:
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
                           pollerd_debug=self.pollerd_debug,
-                          pg_settings=self.pg_settings, front_ends=self.front_ends)
+                          pg_settings=self.pg_settings, front_ends=self.front_ends,
+                          users=self.users)
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
