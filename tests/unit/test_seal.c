@@ -44,7 +44,7 @@ static int seal_file(sm_seal *s, const char *const *to, const char *in, const ch
 {
     int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
 
-    rc = sm_seal_encrypt_sign_fd(s, to, ifd, ofd, why, sizeof why);
+    rc = sm_seal_encrypt_sign_fd(s, to, NULL, ifd, ofd, why, sizeof why);
     close(ifd);
     close(ofd);
     return rc;
@@ -257,7 +257,7 @@ static void *work(void *arg)
     for (i = 0; i < 50; i++) {
         ifd = open(in, O_RDONLY);
         ofd = open(mid, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (sm_seal_encrypt_sign_fd(w->a, to, ifd, ofd, lwhy, sizeof lwhy) != SM_PGP_OK)
+        if (sm_seal_encrypt_sign_fd(w->a, to, NULL, ifd, ofd, lwhy, sizeof lwhy) != SM_PGP_OK)
             w->failures++;
         close(ifd);
         close(ofd);
@@ -362,7 +362,7 @@ int main(void)
     {
         int ofd = open(path("m1.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600), rc, full;
 
-        rc = sm_seal_encrypt_sign_mem(sa, to_b, plain1k, sizeof plain1k, ofd, why, sizeof why);
+        rc = sm_seal_encrypt_sign_mem(sa, to_b, NULL, plain1k, sizeof plain1k, ofd, why, sizeof why);
         close(ofd);
         ok(rc == SM_PGP_OK, "a seals 1 KiB from memory for b (%s)", why);
         ok(gpg_open(home_b, path("m1.pgp"), path("m1.out"), signer) == 0
@@ -370,10 +370,10 @@ int main(void)
            "the gpg command line opens it: decrypted, a's signature good, same text (%s)",
            why);
         full = open("/dev/full", O_WRONLY);
-        rc = sm_seal_encrypt_sign_mem(sa, to_b, plain1k, sizeof plain1k, full, why, sizeof why);
+        rc = sm_seal_encrypt_sign_mem(sa, to_b, NULL, plain1k, sizeof plain1k, full, why, sizeof why);
         close(full);
         ok(rc == SM_PGP_ERROR, "from memory into a full disk: ERROR: %s", why);
-        ok(sm_seal_encrypt_sign_mem(sa, to_none, plain1k, sizeof plain1k, 1, why, sizeof why)
+        ok(sm_seal_encrypt_sign_mem(sa, to_none, NULL, plain1k, sizeof plain1k, 1, why, sizeof why)
            == SM_PGP_REJECT, "from memory, no recipients: REJECT");
     }
 
@@ -384,7 +384,7 @@ int main(void)
         size_t sealed_len = 0;
         int rc, ofd;
 
-        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, plain1k, sizeof plain1k, &sealed,
+        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, NULL, plain1k, sizeof plain1k, &sealed,
                                           &sealed_len, why, sizeof why);
         ok(rc == SM_PGP_OK && sealed && sealed_len > sizeof plain1k,
            "a seals 1 KiB from memory into memory for b: %zu octets (%s)", sealed_len, why);
@@ -397,7 +397,7 @@ int main(void)
            "the gpg command line opens it: decrypted, a's signature good, same text");
         free(sealed);
         sealed = (unsigned char *)"x";
-        ok(sm_seal_encrypt_sign_mem_mem(sa, to_none, plain1k, sizeof plain1k, &sealed,
+        ok(sm_seal_encrypt_sign_mem_mem(sa, to_none, NULL, plain1k, sizeof plain1k, &sealed,
                                         &sealed_len, why, sizeof why) == SM_PGP_REJECT
            && sealed == NULL && sealed_len == 0,
            "into memory, no recipients: REJECT, nothing handed back");
