@@ -32,6 +32,7 @@
 #include "sm_discover_pq.h"
 #include "sm_dns.h"
 #include "sm_id.h"
+#include "sm_receipt.h"
 #include "sm_pgp.h"
 #include "sm_seal.h"
 #include "sm_spool.h"
@@ -105,14 +106,16 @@ typedef struct smf_db_rcpt {
  * format is how the body is stored: "openpgp" (signed and encrypted). The
  * body is either in the row (body, size octets; spool_name NULL) or in the
  * spool file spool_name (body NULL). The outbox rows keep each recipient's
- * NOTIFY and ORCPT, the message row envid ("" none; sql/016).
+ * NOTIFY and ORCPT, the message row envid ("" none; sql/016), and the
+ * SHA-256 of the message's receipt (SM_RECEIPT_HASH_LEN octets; sql/020).
  * SMF_DB_OVERQUOTA: nothing stored; quota has the sender's use and quota. */
 smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *spool_name, const unsigned char *body,
                            const char *format, const char *envid,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
-                           smf_quota *quota, char *why, size_t whylen);
+                           const unsigned char *receipt_hash, smf_quota *quota, char *why,
+                           size_t whylen);
 
 /* The sender's use and quota now (sender_quota_use, sql/011); quota holds
  * the defaults on entry, the figures on return. */
@@ -254,6 +257,9 @@ typedef struct smf_msg {
     size_t buflen;
     int keys_ready;             /* every pulling domain's key is in gnupg_home */
     char id[SM_ID_LEN + 1];     /* the stored message's id, once sealed */
+    char receipt[SM_RECEIPT_LEN + 1];   /* sealed inside the body, once sealed:
+                                           an ack proves it read the body */
+    unsigned char receipt_hash[SM_RECEIPT_HASH_LEN];    /* what the row keeps */
     long long size;             /* the stored (sealed) body's length */
     unsigned char *inline_body; /* the sealed body when it goes into the row
                                    (at most inline_max octets), else NULL */

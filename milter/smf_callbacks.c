@@ -366,7 +366,8 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
     smf_quota_defaults(&q);
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
                       msg->inline_body, "openpgp", msg->envid, *outbox, *noutbox, contacts,
-                      msg->auto_submitted ? 0 : ncontacts, &q, why, sizeof why);
+                      msg->auto_submitted ? 0 : ncontacts, msg->receipt_hash, &q, why,
+                      sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
         return SMFIS_CONTINUE;

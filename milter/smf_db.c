@@ -364,11 +364,12 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, rcpt_field field)
  * recipient whose domain subscribed to (sender or *@its domain, recipient),
  * and that insert NOTIFYs stubmail_poll with the domain at the commit.
  * sql/016: each outbox row keeps its NOTIFY and ORCPT, the message its
- * ENVID. */
+ * ENVID; sql/020: each outbox row the SHA-256 of the message's receipt. */
 static const char sql_store[] =
     "SELECT refused, coalesce(messages, -1), coalesce(bytes, -1), max_messages, max_bytes"
     " FROM outbox_store_quota($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
-    " $9::text[], $10::bytea, $11::bigint, $12::bigint, $13::text[], $14::text[], $15)";
+    " $9::text[], $10::bytea, $11::bigint, $12::bigint, $13::text[], $14::text[], $15,"
+    " $16::bytea)";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
@@ -397,14 +398,15 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const char *format, const char *envid,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
-                           smf_quota *quota, char *why, size_t whylen)
+                           const unsigned char *receipt_hash, smf_quota *quota, char *why,
+                           size_t whylen)
 {
     char sizebuf[24], maxmsgs[24], maxbytes[24];
     char *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
     char *ob_notify = NULL, *ob_orcpt = NULL;
-    const char *vals[15];
+    const char *vals[16];
     /* the body goes as binary: no escaping, no hex doubling its size */
-    int lens[15] = { 0 }, fmts[15] = { 0 };
+    int lens[16] = { 0 }, fmts[16] = { 0 };
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
@@ -430,11 +432,14 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     fmts[9] = 1;
     vals[10] = maxmsgs; vals[11] = maxbytes;
     vals[12] = ob_notify; vals[13] = ob_orcpt; vals[14] = envid;
+    vals[15] = (const char *)receipt_hash;
+    lens[15] = SM_RECEIPT_HASH_LEN;
+    fmts[15] = 1;
 
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        r = run_bin(slot, "outbox_store_quota", sql_store, 15, vals, lens, fmts,
+        r = run_bin(slot, "outbox_store_quota", sql_store, 16, vals, lens, fmts,
                     PGRES_TUPLES_OK, &gone, why, whylen);
         release(slot);
         if (r) {

@@ -215,23 +215,29 @@ size_t smf_seal_keylist(const smf_msg *msg, const char **fprs, size_t max_keys, 
 
 /* The seal of the message (from in_fd when it spilled into a file, -1 when
  * it is in msg->buf) into msg->sealed, or, to_mem, into msg->inline_body
- * (msg->size its length). */
+ * (msg->size its length). The receipt rides in the literal data's file
+ * name: inside the encryption, outside the message text, so the stored
+ * message is the message as received and plain gpg shows the receipt
+ * (--list-packets, or "original file name" with --verbose). */
 static int smf_seal_once(const smf_settings *set, smf_msg *msg, const char **fprs, int in_fd,
                          int to_mem, char *pgpwhy, size_t pgpwhylen)
 {
+    char name[sizeof SM_RECEIPT_NAME_PREFIX + SM_RECEIPT_LEN];
     size_t len = 0;
     int rc;
 
+    sm_receipt_name(msg->receipt, name, sizeof name);
     if (to_mem) {
-        rc = sm_seal_encrypt_sign_mem_mem(set->seal, fprs, msg->buf, msg->buflen,
+        rc = sm_seal_encrypt_sign_mem_mem(set->seal, fprs, name, msg->buf, msg->buflen,
                                           &msg->inline_body, &len, pgpwhy, pgpwhylen);
         msg->size = (long long)len;
         return rc;
     }
     if (in_fd < 0)
-        return sm_seal_encrypt_sign_mem(set->seal, fprs, msg->buf, msg->buflen,
+        return sm_seal_encrypt_sign_mem(set->seal, fprs, name, msg->buf, msg->buflen,
                                         msg->sealed.fd, pgpwhy, pgpwhylen);
-    return sm_seal_encrypt_sign_fd(set->seal, fprs, in_fd, msg->sealed.fd, pgpwhy, pgpwhylen);
+    return sm_seal_encrypt_sign_fd(set->seal, fprs, name, in_fd, msg->sealed.fd, pgpwhy,
+                                   pgpwhylen);
 }
 
 /* The seal as smf_seal_once, to the n keys of fprs (ndom of them domain
@@ -333,6 +339,12 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
     }
     if (sm_id_new(msg->id) != 0) {
         snprintf(why, whylen, "no random message id: %s", strerror(errno));
+        goto leave;
+    }
+    /* one receipt for the message, whatever domains it goes to: every
+     * reader of the body can read it (docs/PROTOCOL.md "Receipts") */
+    if (sm_receipt_new(msg->receipt, msg->receipt_hash) != 0) {
+        snprintf(why, whylen, "no random receipt for message id %s", msg->id);
         goto leave;
     }
     /* A message in its buffer is sealed into memory for its row: no file
