@@ -420,6 +420,9 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
         goto leave;
     }
     r = rnp_op_verify_execute(op);
+    /* whatever the literal data header said, also when the body then fails
+     * (unauthenticated then, but only the session key reveals it) */
+    read_literal_name(op, res);
     if (out_io.capped) {
         res->compressed = 1;
         sm_why(why, whylen, "compressed: the plaintext outgrew the body at %llu octets read",
@@ -446,7 +449,6 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
         goto leave;
     }
     res->decrypted = 1;
-    read_literal_name(op, res);
     rc = check_signature(s, sl, op, want, res, why, whylen);
 leave:
     rnp_key_handle_destroy(key);

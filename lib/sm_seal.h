@@ -50,7 +50,9 @@ typedef struct sm_pgp_result {
     sm_pgp_sig sig;
     char signer_fpr[SM_PGP_FPR_MAX + 1];  /* primary key fpr of the signer; for NO_KEY the key id
                                            * the signature names; empty if unknown */
-    char literal_name[256];     /* the literal data's file name (decrypted 1); "" if none */
+    char literal_name[256];     /* the literal data's file name, "" if none; also when the
+                                 * body then failed (decrypted 0): unauthenticated then, but
+                                 * only a key that opened the session key reveals it */
 } sm_pgp_result;
 
 typedef struct sm_seal sm_seal;
@@ -92,7 +94,7 @@ int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
  * body was integrity protected and that exactly one good signature is
  * inside, by expected_signer_fpr's primary key or a signing subkey of it
  * usable now; *res says what was found (with the literal data's file name
- * once decrypted). SM_PGP_OK needs decrypted and
+ * whenever its header came out). SM_PGP_OK needs decrypted and
  * SM_PGP_SIG_VALID. A tampered, truncated or undecryptable body is
  * SM_PGP_REJECT with decrypted 0; a bad, missing, unknown or wrong signature
  * SM_PGP_REJECT with decrypted 1 and the sig status: either is a reason to

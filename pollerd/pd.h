@@ -494,7 +494,8 @@ int pd_xfer_domain_wide(const pd_xfer *x);
  * the ack) and detail (for the log), *fd untouched; SM_PGP_ERROR with detail:
  * local trouble, retry. Blocking: decryption runs as fast as gpg does.
  * receipt (SM_RECEIPT_LEN + 1 bytes) gets the receipt sealed in the body
- * whenever it decrypted (a bad signature too), else "". */
+ * whenever its literal data header came out (a bad signature, a tampered
+ * or compressed body too), else "". */
 int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
               char *reason, char *receipt, char *detail, size_t detaillen);
 /* The Authentication-Results header fields of the message in fd that claim

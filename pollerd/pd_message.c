@@ -306,7 +306,15 @@ int pd_message_begin(pd_lane *l)
     if (r > 0) {
         char what[SM_ACK_REASON_MAX + 40];
 
-        /* delivered or quarantined before: never again, only (re-)ack */
+        /* delivered or quarantined before: never again, only (re-)ack; but
+         * a rejection without a receipt was refused for good (given up in
+         * pd_ack.c): the outbox lists it until it expires */
+        if (r == 2 && l->item_reason[0] && !receipt[0]) {
+            sm_debug("%s %s: to=<%s>: quarantined earlier (%s), no receipt to reject it "
+                     "with: left to expire at the sender", d->name, it->id, it->to,
+                     l->item_reason);
+            return -1;
+        }
         if (l->item_reason[0])
             snprintf(what, sizeof(what), "quarantined earlier (%s), rejected",
                      l->item_reason);

@@ -65,10 +65,11 @@ int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
         goto leave;
     }
     rc = sm_seal_decrypt_verify_fd(ctx->seal, *fd, out, signer_fpr, &res, detail, detaillen);
-    /* what decrypted can be acked, also as a rejection: the receipt proves
-     * we read it (an outbox from before receipts sends none) */
-    if (res.decrypted)
-        sm_receipt_from_name(res.literal_name, receipt);
+    /* what we opened can be acked, also as a rejection: the receipt proves
+     * we hold a key the body was sealed to, even when the body then failed
+     * its integrity check or was compressed (its literal data header came
+     * out first); a body sealed before receipts has none */
+    sm_receipt_from_name(res.literal_name, receipt);
     if (rc == SM_PGP_REJECT)
         snprintf(reason, SM_ACK_REASON_MAX + 1, "%s", reject_reason(&res));
     if (rc != SM_PGP_OK)
