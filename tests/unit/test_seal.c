@@ -396,6 +396,22 @@ int main(void)
            && !strcmp(signer, fa) && same_files(path("plain1k"), path("mm1.out")),
            "the gpg command line opens it: decrypted, a's signature good, same text");
         free(sealed);
+        /* a receipt rides in the literal data's file name, and comes out */
+        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, "stubmail-receipt.R", plain1k,
+                                          sizeof plain1k, &sealed, &sealed_len, why,
+                                          sizeof why);
+        ofd = open(path("mm2.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ok(rc == SM_PGP_OK && ofd >= 0
+           && write(ofd, sealed, sealed_len) == (ssize_t)sealed_len, "sealed with a file name");
+        close(ofd);
+        free(sealed);
+        ok(open_file(sb, path("mm2.pgp"), path("mm2.out"), fa, &res) == SM_PGP_OK
+           && !strcmp(res.literal_name, "stubmail-receipt.R")
+           && same_files(path("plain1k"), path("mm2.out")),
+           "opened: the file name is there, the text unchanged (%s)", res.literal_name);
+        ok(sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null | grep -q "
+              "'name=\"stubmail-receipt.R\"'", home_b, path("mm2.pgp")) == 0,
+           "gpg --list-packets shows it");
         sealed = (unsigned char *)"x";
         ok(sm_seal_encrypt_sign_mem_mem(sa, to_none, NULL, plain1k, sizeof plain1k, &sealed,
                                         &sealed_len, why, sizeof why) == SM_PGP_REJECT
