@@ -24,8 +24,9 @@
  * DIAGNOSTICS
  *	Each ack at info (one line per message and recipient, a batch too);
  *	an ack refused for its receipt at warn (a token in the hands of
- *	someone who cannot read the mail, or a poller's bug); a rejecting ack at warn (the receiver could not verify or decrypt
- *	what we stored); spool trouble at error.
+ *	someone who cannot read the mail, or a poller's bug); a rejecting
+ *	ack at warn (the receiver could not verify or decrypt what we
+ *	stored); spool trouble at error.
  */
 
 #include <limits.h>
