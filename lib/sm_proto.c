@@ -149,12 +149,19 @@ static int printable(const char *s, size_t len)
 static int parse_ack(json_t *obj, const char *own_domain, const char *where,
                      sm_ack_request *ack, sm_parse_error *err)
 {
-    json_t *status, *reason;
+    json_t *status, *reason, *receipt;
     size_t n;
 
     if (get_address(obj, "to", 0, ack->to, sizeof ack->to, where, err) != 0
         || check_own_domain(ack->to, own_domain, where, err) != 0)
         return -1;
+    receipt = json_object_get(obj, "receipt");
+    if (receipt != NULL) {
+        if (!json_is_string(receipt) || !sm_receipt_valid(json_string_value(receipt)))
+            return fail(err, "bad_request", "%s: \"receipt\" is not %d base64url characters",
+                        where, SM_RECEIPT_LEN);
+        memcpy(ack->receipt, json_string_value(receipt), SM_RECEIPT_LEN + 1);
+    }
     status = json_object_get(obj, "status");
     reason = json_object_get(obj, "reason");
     if (status != NULL && !json_is_string(status))
@@ -194,11 +201,26 @@ int sm_ack_request_parse_status(const char *body, size_t len, const char *own_do
     return rc;
 }
 
-char *sm_ack_request_encode(const char *to, const char *reason)
+/* One ack (an ack body: id NULL; or a batch item). NULL on ENOMEM. */
+static json_t *encode_ack(const char *id, const char *to, const char *reason,
+                          const char *receipt)
 {
-    return dump_compact(reason ? json_pack("{s:s, s:s, s:s}", "to", to, "status", "rejected",
-                                           "reason", reason)
-                               : json_pack("{s:s}", "to", to));
+    json_t *obj = id ? json_pack("{s:s}", "id", id) : json_object();
+
+    if (obj && (json_object_set_new(obj, "to", json_string(to)) != 0
+                || (reason && (json_object_set_new(obj, "status", json_string("rejected")) != 0
+                               || json_object_set_new(obj, "reason", json_string(reason)) != 0))
+                || (receipt && receipt[0]
+                    && json_object_set_new(obj, "receipt", json_string(receipt)) != 0))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+char *sm_ack_request_encode(const char *to, const char *reason, const char *receipt)
+{
+    return dump_compact(encode_ack(NULL, to, reason, receipt));
 }
 
 /* ---- acks in a batch (POST /v1/ack) ------------------------------------ */
@@ -265,10 +287,8 @@ char *sm_acks_request_encode(const sm_ack_item *items, size_t nitems)
     size_t i;
 
     for (i = 0; list && i < nitems; i++) {
-        one = items[i].ack.rejected
-              ? json_pack("{s:s, s:s, s:s, s:s}", "id", items[i].id, "to", items[i].ack.to,
-                          "status", "rejected", "reason", items[i].ack.reason)
-              : json_pack("{s:s, s:s}", "id", items[i].id, "to", items[i].ack.to);
+        one = encode_ack(items[i].id, items[i].ack.to,
+                         items[i].ack.rejected ? items[i].ack.reason : NULL, items[i].ack.receipt);
         if (json_array_append_new(list, one) != 0) {
             json_decref(list);
             return NULL;
@@ -313,7 +333,7 @@ int sm_acks_response_parse(const char *body, size_t len, const sm_ack_item *sent
             fail(err, "bad_response", "%s: \"error\" is not a string", where);
             goto leave;
         }
-        if (error && strcmp(error, "not_found") != 0) {
+        if (error && strcmp(error, "not_found") != 0 && strcmp(error, "bad_receipt") != 0) {
             fail(err, "bad_response", "%s: unknown error \"%.40s\"", where, error);
             goto leave;
         }
@@ -323,7 +343,7 @@ int sm_acks_response_parse(const char *body, size_t len, const sm_ack_item *sent
             fail(err, "bad_response", "%s: no \"status\" and no \"error\"", where);
             goto leave;
         }
-        acked[i] = error == NULL;
+        acked[i] = error == NULL ? 1 : strcmp(error, "not_found") == 0 ? 0 : -1;
     }
     rc = 0;
 leave:

@@ -9,6 +9,7 @@
 
 #include "sm_addr.h"
 #include "sm_id.h"
+#include "sm_receipt.h"
 
 typedef struct sm_pair {
     char from[SM_ADDR_MAX + 1];   /* normalised sender pattern */
@@ -39,12 +40,15 @@ int sm_poll_request_parse(const char *body, size_t len, const char *own_domain,
 
 /* An ack request as a whole: {"to": ...} says the recipient's MTA took the
  * message; with "status": "rejected" and "reason" it says the poller refused
- * it (signature did not verify, could not decrypt). */
+ * it (signature did not verify, could not decrypt). "receipt" (either way)
+ * is the message's receipt (sm_receipt.h): the proof that the poller read
+ * the body, which the outbox requires of a message stored with one. */
 #define SM_ACK_REASON_MAX 200     /* octets of printable US-ASCII */
 typedef struct sm_ack_request {
     char to[SM_ADDR_MAX + 1];     /* normalised, at own_domain */
     int rejected;                 /* 1: "status": "rejected" */
     char reason[SM_ACK_REASON_MAX + 1];   /* "" unless rejected */
+    char receipt[SM_RECEIPT_LEN + 1];     /* "" when the ack carries none */
 } sm_ack_request;
 
 /* Parse an ack with its optional status: "status" absent or "delivered", or
@@ -54,8 +58,9 @@ int sm_ack_request_parse_status(const char *body, size_t len, const char *own_do
                                 sm_ack_request *ack, sm_parse_error *err);
 
 /* Encode an ack body (pollerd): {"to":to}, or with reason != NULL
- * {"to":to,"status":"rejected","reason":reason}. malloc'd; NULL on ENOMEM. */
-char *sm_ack_request_encode(const char *to, const char *reason);
+ * {"to":to,"status":"rejected","reason":reason}; "receipt" too unless
+ * receipt is NULL or "". malloc'd; NULL on ENOMEM. */
+char *sm_ack_request_encode(const char *to, const char *reason, const char *receipt);
 
 /* Acks in a batch (POST /v1/ack): {"acks": [ITEM, ...]}, each ITEM an ack
  * body as above with the message's "id" added; 1 to SM_ACKS_MAX of them,
@@ -71,7 +76,8 @@ int sm_acks_request_parse(const char *body, size_t len, const char *own_domain,
 char *sm_acks_request_encode(const sm_ack_item *items, size_t nitems);
 /* Read the answer to a batch of nsent acks (pollerd): one answer per ack,
  * in order, each naming the same id and recipient; acked[i] is 1 for
- * "status" delivered or rejected, 0 for "error": "not_found". 0, or -1
+ * "status" delivered or rejected, 0 for "error": "not_found", -1 for
+ * "error": "bad_receipt" (refused: no receipt, or not this message's). 0, or -1
  * (code "bad_response") when the answer is not that. */
 int sm_acks_response_parse(const char *body, size_t len, const sm_ack_item *sent,
                            size_t nsent, int *acked, sm_parse_error *err);

@@ -92,9 +92,10 @@ static bool fd_writer(void *app_ctx, const void *buf, size_t len)
  * fd through out_io, or memory: out_io NULL), in a slot of the pool or, own,
  * in a context of its own (seal_slot_own). Every SM_PGP_REJECT comes before
  * the execution: nothing was read from in, nothing written to out. */
-static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
-                        const fd_io *in_io, rnp_output_t out, const fd_io *out_io, int own,
-                        char *why, size_t whylen)
+static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs,
+                        const char *literal_name, rnp_input_t in, const fd_io *in_io,
+                        rnp_output_t out, const fd_io *out_io, int own, char *why,
+                        size_t whylen)
 {
     char want[SM_PGP_FPR_MAX + 1];
     rnp_op_encrypt_t op = NULL;
@@ -111,6 +112,10 @@ static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input
         sm_why(why, whylen, "1 to %d recipients needed", RECIPIENTS_MAX);
         goto leave;
     }
+    if (literal_name && strlen(literal_name) > 255) {
+        sm_why(why, whylen, "literal data file name longer than 255 octets");
+        goto leave;
+    }
     rc = SM_PGP_ERROR;
     if ((sl = own ? seal_slot_own(s, why, whylen) : seal_slot_take(s, why, whylen)) == NULL)
         goto leave;
@@ -118,7 +123,9 @@ static int encrypt_sign(sm_seal *s, const char *const *recipient_fprs, rnp_input
         || (r = rnp_op_encrypt_set_armor(op, false)) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_cipher(op, "AES256")) != RNP_SUCCESS
         || (r = rnp_op_encrypt_set_aead(op, "None")) != RNP_SUCCESS
-        || (r = rnp_op_encrypt_set_compression(op, "Uncompressed", 0)) != RNP_SUCCESS) {
+        || (r = rnp_op_encrypt_set_compression(op, "Uncompressed", 0)) != RNP_SUCCESS
+        || (literal_name
+            && (r = rnp_op_encrypt_set_file_name(op, literal_name)) != RNP_SUCCESS)) {
         rc = seal_rnp_fail(why, whylen, "rnp encryption set-up", r);
         goto leave;
     }
@@ -177,9 +184,9 @@ leave:
 }
 
 /* The seal of in into out_fd (own: as encrypt_sign). */
-static int encrypt_sign_to_fd(sm_seal *s, const char *const *recipient_fprs, rnp_input_t in,
-                              const fd_io *in_io, int out_fd, int own, char *why,
-                              size_t whylen)
+static int encrypt_sign_to_fd(sm_seal *s, const char *const *recipient_fprs,
+                              const char *literal_name, rnp_input_t in, const fd_io *in_io,
+                              int out_fd, int own, char *why, size_t whylen)
 {
     fd_io out_io = { .fd = out_fd };
     rnp_output_t out = NULL;
@@ -188,14 +195,16 @@ static int encrypt_sign_to_fd(sm_seal *s, const char *const *recipient_fprs, rnp
 
     if ((r = rnp_output_to_callback(&out, fd_writer, NULL, &out_io)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp output", r);
-    rc = encrypt_sign(s, recipient_fprs, in, in_io, out, &out_io, own, why, whylen);
+    rc = encrypt_sign(s, recipient_fprs, literal_name, in, in_io, out, &out_io, own, why,
+                      whylen);
     rnp_output_destroy(out);
     return rc;
 }
 
 /* The seal of in_fd into out_fd (own: as encrypt_sign). */
-static int encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                           int out_fd, int own, char *why, size_t whylen)
+static int encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs,
+                           const char *literal_name, int in_fd, int out_fd, int own, char *why,
+                           size_t whylen)
 {
     fd_io in_io = { .fd = in_fd };
     rnp_input_t in = NULL;
@@ -204,25 +213,29 @@ static int encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in
 
     if ((r = rnp_input_from_callback(&in, fd_reader, NULL, &in_io)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp input", r);
-    rc = encrypt_sign_to_fd(s, recipient_fprs, in, &in_io, out_fd, own, why, whylen);
+    rc = encrypt_sign_to_fd(s, recipient_fprs, literal_name, in, &in_io, out_fd, own, why,
+                            whylen);
     rnp_input_destroy(in);
     return rc;
 }
 
-int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                            int out_fd, char *why, size_t whylen)
+int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs,
+                            const char *literal_name, int in_fd, int out_fd, char *why,
+                            size_t whylen)
 {
-    return encrypt_sign_fd(s, recipient_fprs, in_fd, out_fd, 0, why, whylen);
+    return encrypt_sign_fd(s, recipient_fprs, literal_name, in_fd, out_fd, 0, why, whylen);
 }
 
-int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                                int out_fd, char *why, size_t whylen)
+int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs,
+                                const char *literal_name, int in_fd, int out_fd, char *why,
+                                size_t whylen)
 {
-    return encrypt_sign_fd(s, recipient_fprs, in_fd, out_fd, 1, why, whylen);
+    return encrypt_sign_fd(s, recipient_fprs, literal_name, in_fd, out_fd, 1, why, whylen);
 }
 
-int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
-                             size_t len, int out_fd, char *why, size_t whylen)
+int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs,
+                             const char *literal_name, const void *buf, size_t len, int out_fd,
+                             char *why, size_t whylen)
 {
     rnp_input_t in = NULL;
     rnp_result_t r;
@@ -231,13 +244,14 @@ int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, cons
     /* not copied: buf outlives the input */
     if ((r = rnp_input_from_memory(&in, buf, len, false)) != RNP_SUCCESS)
         return seal_rnp_fail(why, whylen, "rnp input", r);
-    rc = encrypt_sign_to_fd(s, recipient_fprs, in, NULL, out_fd, 0, why, whylen);
+    rc = encrypt_sign_to_fd(s, recipient_fprs, literal_name, in, NULL, out_fd, 0, why, whylen);
     rnp_input_destroy(in);
     return rc;
 }
 
 int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
-                                 const void *buf, size_t len, unsigned char **sealed,
+                                 const char *literal_name, const void *buf, size_t len,
+                                 unsigned char **sealed,
                                  size_t *sealed_len, char *why, size_t whylen)
 {
     rnp_input_t in = NULL;
@@ -256,7 +270,8 @@ int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
         rc = seal_rnp_fail(why, whylen, "rnp output", r);
         goto leave;
     }
-    if ((rc = encrypt_sign(s, recipient_fprs, in, NULL, out, NULL, 0, why, whylen)) != SM_PGP_OK)
+    if ((rc = encrypt_sign(s, recipient_fprs, literal_name, in, NULL, out, NULL, 0, why,
+                           whylen)) != SM_PGP_OK)
         goto leave;
     /* librnp's own buffer, freed with the output: copied once, below */
     if ((r = rnp_output_memory_get_buf(out, &got, &gotlen, false)) != RNP_SUCCESS) {
@@ -287,6 +302,16 @@ static int protected_ok(rnp_op_verify_t op)
         && mode && strcmp(mode, "none") != 0 && strcmp(mode, "cfb") != 0;
     rnp_buffer_destroy(mode);
     return ok;
+}
+
+/* The literal data's file name into res (a receipt travels there). */
+static void read_literal_name(rnp_op_verify_t op, sm_pgp_result *res)
+{
+    char *name = NULL;
+
+    if (rnp_op_verify_get_file_info(op, &name, NULL) == RNP_SUCCESS && name)
+        snprintf(res->literal_name, sizeof res->literal_name, "%s", name);
+    rnp_buffer_destroy(name);
 }
 
 /* The rule for the one signature inside (as sm_pgp_verify_detached's for a
@@ -415,6 +440,9 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
         goto leave;
     }
     r = rnp_op_verify_execute(op);
+    /* whatever the literal data header said, also when the body then fails
+     * (unauthenticated then, but only the session key reveals it) */
+    read_literal_name(op, res);
     if (out_io.capped) {
         res->compressed = 1;
         sm_why(why, whylen, "compressed: the plaintext outgrew the body at %llu octets read",

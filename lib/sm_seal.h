@@ -54,6 +54,9 @@ typedef struct sm_pgp_result {
     sm_pgp_sig sig;
     char signer_fpr[SM_PGP_FPR_MAX + 1];  /* primary key fpr of the signer; for NO_KEY the key id
                                            * the signature names; empty if unknown */
+    char literal_name[256];     /* the literal data's file name, "" if none; also when the
+                                 * body then failed (decrypted 0): unauthenticated then, but
+                                 * only a key that opened the session key reveals it */
 } sm_pgp_result;
 
 typedef struct sm_seal sm_seal;
@@ -72,32 +75,39 @@ void sm_seal_free(sm_seal *s);
  * as binary OpenPGP, streaming (memory stays flat for any size),
  * uncompressed; neither fd is closed. A recipient key must be in home and
  * able to encrypt. Name our own key among the recipients if this side must
- * be able to read the stored body again. */
-int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                            int out_fd, char *why, size_t whylen);
+ * be able to read the stored body again. literal_name (NULL: none; at most
+ * 255 octets) goes into the literal data packet's file name, inside the
+ * encryption: how a receipt (sm_receipt.h) travels. */
+int sm_seal_encrypt_sign_fd(sm_seal *s, const char *const *recipient_fprs,
+                            const char *literal_name, int in_fd, int out_fd, char *why,
+                            size_t whylen);
 /* The same for input that arrives at another party's pace (a socket the
  * milter writes a message into as its client sends it): the operation
  * runs in an rnp context of its own instead of a slot, so that a slow
  * client keeps no slot from the seals that wait for one. A refusal of its
  * keys leaves the socket unread (above): the same input serves a second
  * try. */
-int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs, int in_fd,
-                                int out_fd, char *why, size_t whylen);
+int sm_seal_encrypt_sign_stream(sm_seal *s, const char *const *recipient_fprs,
+                                const char *literal_name, int in_fd, int out_fd, char *why,
+                                size_t whylen);
 /* The same for a body held in memory (len octets at buf): a small message
  * needs no plaintext file to be written and read back. */
-int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs, const void *buf,
-                             size_t len, int out_fd, char *why, size_t whylen);
+int sm_seal_encrypt_sign_mem(sm_seal *s, const char *const *recipient_fprs,
+                             const char *literal_name, const void *buf, size_t len, int out_fd,
+                             char *why, size_t whylen);
 /* The same into memory: *sealed (malloc'd, *sealed_len octets; free it)
  * holds the sealed body, for the milter to store in the message row
  * without a spool file. NULL and 0 unless SM_PGP_OK. */
 int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
-                                 const void *buf, size_t len, unsigned char **sealed,
+                                 const char *literal_name, const void *buf, size_t len,
+                                 unsigned char **sealed,
                                  size_t *sealed_len, char *why, size_t whylen);
 
 /* Decrypt in_fd with our key into out_fd (streaming) and check that the
  * body was integrity protected and that exactly one good signature is
  * inside, by expected_signer_fpr's primary key or a signing subkey of it
- * usable now; *res says what was found. SM_PGP_OK needs decrypted and
+ * usable now; *res says what was found (with the literal data's file name
+ * whenever its header came out). SM_PGP_OK needs decrypted and
  * SM_PGP_SIG_VALID. A tampered, truncated or undecryptable body is
  * SM_PGP_REJECT with decrypted 0; a bad, missing, unknown or wrong signature
  * SM_PGP_REJECT with decrypted 1 and the sig status: either is a reason to

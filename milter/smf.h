@@ -41,6 +41,7 @@
 #include "sm_discover_pq.h"
 #include "sm_dns.h"
 #include "sm_id.h"
+#include "sm_receipt.h"
 #include "sm_pgp.h"
 #include "sm_seal.h"
 #include "sm_spool.h"
@@ -116,7 +117,8 @@ typedef struct smf_db_rcpt {
  * format is how the body is stored: "openpgp" (signed and encrypted). The
  * body is either in the row (body, size octets; spool_name NULL) or in the
  * spool file spool_name (body NULL). The outbox rows keep each recipient's
- * NOTIFY and ORCPT, the message row envid ("" none; sql/016).
+ * NOTIFY and ORCPT, the message row envid ("" none; sql/016), and the
+ * SHA-256 of the message's receipt (SM_RECEIPT_HASH_LEN octets; sql/020).
  * SMF_DB_OVERQUOTA: nothing stored; quota has the sender's use and quota.
  * ident: the submission's identity (smf_ident_end; NULL none); when a
  * message of the sender with that identity was stored within sql/021's
@@ -128,7 +130,8 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const unsigned char *ident, char *retry_of,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
-                           smf_quota *quota, char *why, size_t whylen);
+                           const unsigned char *receipt_hash, smf_quota *quota, char *why,
+                           size_t whylen);
 
 /* The sender's use and quota now (sender_quota_use, sql/011); quota holds
  * the defaults on entry, the figures on return. */
@@ -300,6 +303,9 @@ typedef struct smf_msg {
     char spool_why[768];        /* why the last smf_spool_* call failed */
     int keys_ready;             /* every pulling domain's key is in gnupg_home */
     char id[SM_ID_LEN + 1];     /* the stored message's id, once sealed */
+    char receipt[SM_RECEIPT_LEN + 1];   /* sealed inside the body, once sealed:
+                                           an ack proves it read the body */
+    unsigned char receipt_hash[SM_RECEIPT_HASH_LEN];    /* what the row keeps */
     long long size;             /* the stored (sealed) body's length */
     unsigned char *inline_body; /* the sealed body when it goes into the row
                                    (at most inline_max octets), else NULL */
@@ -429,7 +435,14 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
  * stream's thread: it touches no message context. */
 smf_seal_status smf_seal_stream(sm_seal *seal, const char *qid, const char *id,
                                 const char *sender, const char **fprs, size_t n, size_t ndom,
-                                int in_fd, int out_fd, char *why, size_t whylen);
+                                const char *literal_name, int in_fd, int out_fd, char *why,
+                                size_t whylen);
+
+/* A new receipt for msg (msg->receipt, msg->receipt_hash; made with its
+ * id) and the literal data file name that carries it into the seal
+ * (namelen SMF_RECEIPT_NAME_MAX). 0, or -1 with why. */
+#define SMF_RECEIPT_NAME_MAX (sizeof SM_RECEIPT_NAME_PREFIX + SM_RECEIPT_LEN)
+int smf_seal_receipt(smf_msg *msg, char *name, size_t namelen, char *why, size_t whylen);
 
 /* msg->sealed, written, made durable: msg->size its length. 0, or -1 with
  * why. */

@@ -383,7 +383,8 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
     st = smf_db_store(msg->id, msg->sender, msg->size, msg->inline_body ? NULL : msg->id,
                       msg->inline_body, "openpgp", msg->envid, has_ident ? ident : NULL,
                       retry_of, *outbox, *noutbox, contacts,
-                      msg->auto_submitted ? 0 : ncontacts, &q, why, sizeof why);
+                      msg->auto_submitted ? 0 : ncontacts, msg->receipt_hash, &q, why,
+                      sizeof why);
     free(contacts);
     if (st == SMF_DB_OK)
         return SMFIS_CONTINUE;

@@ -374,14 +374,15 @@ static char *array_literal(const smf_db_rcpt *items, size_t n, rcpt_field field)
  * recipient whose domain subscribed to (sender or *@its domain, recipient),
  * and that insert NOTIFYs stubmail_poll with the domain at the commit.
  * sql/016: each outbox row keeps its NOTIFY and ORCPT, the message its
- * ENVID. sql/021: the submission's identity, and the id of the copy stored
+ * ENVID; sql/020: each outbox row the SHA-256 of the message's receipt;
+ * sql/021: the submission's identity, and the id of the copy stored
  * already when this is a retry of it (then nothing is stored). */
 static const char sql_store[] =
     "SELECT refused, coalesce(messages, -1), coalesce(bytes, -1), max_messages, max_bytes,"
     " coalesce(retry_of, '')"
     " FROM outbox_store_quota($1, $2, $3::bigint, $4, $5, $6::text[], $7::text[], $8::text[],"
     " $9::text[], $10::bytea, $11::bigint, $12::bigint, $13::text[], $14::text[], $15,"
-    " $16::bytea)";
+    " $16::bytea, $17::bytea)";
 /* sorted, so that concurrent learners take row locks in the same order */
 static const char sql_learn[] =
     "INSERT INTO address_book (owner, contact, contact_domain)"
@@ -411,14 +412,16 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
                            const unsigned char *ident, char *retry_of,
                            const smf_db_rcpt *outbox, size_t noutbox,
                            const smf_db_rcpt *contacts, size_t ncontacts,
-                           smf_quota *quota, char *why, size_t whylen)
+                           const unsigned char *receipt_hash, smf_quota *quota, char *why,
+                           size_t whylen)
 {
     char sizebuf[24], maxmsgs[24], maxbytes[24];
     char *ob_addr = NULL, *ob_dom = NULL, *ab_addr = NULL, *ab_dom = NULL;
     char *ob_notify = NULL, *ob_orcpt = NULL;
-    const char *vals[16];
-    /* the body and the identity go as binary: no escaping, no hex doubling */
-    int lens[16] = { 0 }, fmts[16] = { 0 };
+    const char *vals[17];
+    /* the body, the receipt's hash and the identity go as binary: no
+     * escaping, no hex doubling */
+    int lens[17] = { 0 }, fmts[17] = { 0 };
     smf_db_status rc = SMF_DB_TEMPFAIL;
     PGresult *r;
     int attempt, gone = 0;
@@ -444,15 +447,18 @@ smf_db_status smf_db_store(const char *id, const char *sender, long long size,
     fmts[9] = 1;
     vals[10] = maxmsgs; vals[11] = maxbytes;
     vals[12] = ob_notify; vals[13] = ob_orcpt; vals[14] = envid;
-    vals[15] = (const char *)ident;
-    lens[15] = ident ? SMF_IDENT_LEN : 0;
+    vals[15] = (const char *)receipt_hash;
+    lens[15] = SM_RECEIPT_HASH_LEN;
     fmts[15] = 1;
+    vals[16] = (const char *)ident;
+    lens[16] = ident ? SMF_IDENT_LEN : 0;
+    fmts[16] = 1;
     retry_of[0] = '\0';
 
     for (attempt = 0; attempt < 2; attempt++) {
         if ((slot = acquire(why, whylen)) < 0)
             goto leave;
-        r = run_bin(slot, "outbox_store_quota", sql_store, 16, vals, lens, fmts,
+        r = run_bin(slot, "outbox_store_quota", sql_store, 17, vals, lens, fmts,
                     PGRES_TUPLES_OK, &gone, why, whylen);
         release(slot);
         if (r) {

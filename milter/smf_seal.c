@@ -225,8 +225,13 @@ size_t smf_seal_keys(const char *qid, const smf_msg *msg, const char **fprs, siz
 
 /* What one seal reads and writes: the message in memory (buf, len), or
  * arriving on in_fd (a stream's socket; -1: none); into out_fd, or, when
- * it is -1, into memory (sealed, sealed_len). */
+ * it is -1, into memory (sealed, sealed_len). The receipt rides in the
+ * literal data's file name (literal_name): inside the encryption, outside
+ * the message text, so the stored message is the message as received and
+ * plain gpg shows the receipt (--list-packets, or "original file name"
+ * with --verbose). */
 typedef struct smf_seal_io {
+    const char *literal_name;
     const void *buf;
     size_t len;
     int in_fd, out_fd;
@@ -240,13 +245,14 @@ static int smf_seal_once(sm_seal *seal, const char **fprs, smf_seal_io *io, char
     int rc;
 
     if (io->in_fd >= 0)
-        rc = sm_seal_encrypt_sign_stream(seal, fprs, io->in_fd, io->out_fd, pgpwhy, pgpwhylen);
+        rc = sm_seal_encrypt_sign_stream(seal, fprs, io->literal_name, io->in_fd, io->out_fd,
+                                         pgpwhy, pgpwhylen);
     else if (io->out_fd >= 0)
-        rc = sm_seal_encrypt_sign_mem(seal, fprs, io->buf, io->len, io->out_fd, pgpwhy,
-                                      pgpwhylen);
+        rc = sm_seal_encrypt_sign_mem(seal, fprs, io->literal_name, io->buf, io->len,
+                                      io->out_fd, pgpwhy, pgpwhylen);
     else
-        rc = sm_seal_encrypt_sign_mem_mem(seal, fprs, io->buf, io->len, &io->sealed,
-                                          &io->sealed_len, pgpwhy, pgpwhylen);
+        rc = sm_seal_encrypt_sign_mem_mem(seal, fprs, io->literal_name, io->buf, io->len,
+                                          &io->sealed, &io->sealed_len, pgpwhy, pgpwhylen);
     return rc;
 }
 
@@ -288,9 +294,10 @@ leave:
 
 smf_seal_status smf_seal_stream(sm_seal *seal, const char *qid, const char *id,
                                 const char *sender, const char **fprs, size_t n, size_t ndom,
-                                int in_fd, int out_fd, char *why, size_t whylen)
+                                const char *literal_name, int in_fd, int out_fd, char *why,
+                                size_t whylen)
 {
-    smf_seal_io io = { .in_fd = in_fd, .out_fd = out_fd };
+    smf_seal_io io = { .literal_name = literal_name, .in_fd = in_fd, .out_fd = out_fd };
 
     return smf_seal_encrypt(seal, qid, id, sender, fprs, n, ndom, &io, why, whylen);
 }
@@ -337,10 +344,21 @@ leave:
     return rc;
 }
 
+int smf_seal_receipt(smf_msg *msg, char *name, size_t namelen, char *why, size_t whylen)
+{
+    if (sm_receipt_new(msg->receipt, msg->receipt_hash) != 0) {
+        snprintf(why, whylen, "no random receipt for message id %s", msg->id);
+        return -1;
+    }
+    sm_receipt_name(msg->receipt, name, namelen);
+    return 0;
+}
+
 smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg *msg,
                               char *why, size_t whylen)
 {
     smf_seal_io io = { .buf = msg->buf, .len = msg->buflen, .in_fd = -1, .out_fd = -1 };
+    char name[SMF_RECEIPT_NAME_MAX];
     const char **fprs;
     size_t n, ndom;
     smf_seal_status rc = SMF_SEAL_FAIL;
@@ -354,6 +372,11 @@ smf_seal_status smf_seal_body(const smf_settings *set, const char *qid, smf_msg 
         snprintf(why, whylen, "no random message id: %s", strerror(errno));
         goto leave;
     }
+    /* one receipt for the message, whatever domains it goes to: every
+     * reader of the body can read it (docs/PROTOCOL.md "Receipts") */
+    if (smf_seal_receipt(msg, name, sizeof name, why, whylen) != 0)
+        goto leave;
+    io.literal_name = name;
     /* Sealed into memory for its row: no file made, fsync'd, renamed, no
      * directory fsync'd (the commit's WAL flush makes it durable). With
      * inline_max 0, into its spool file. */

@@ -33,6 +33,7 @@ struct smf_stream {
     char qid[SMF_QID_MAX + 1];
     char id[SM_ID_LEN + 1];
     char sender[SM_ADDR_MAX + 1];
+    char receipt_name[SMF_RECEIPT_NAME_MAX];  /* the literal data's file name */
     char fpr[SMF_SEAL_KEYS_MAX][SM_PGP_FPR_MAX + 1];   /* copies: the thread
                                                            reads no message context */
     const char *fprs[SMF_SEAL_KEYS_MAX + 1];
@@ -51,7 +52,7 @@ static void *smf_stream_run(void *arg)
     smf_stream *st = arg;
 
     st->rc = smf_seal_stream(st->seal, st->qid, st->id, st->sender, st->fprs, st->n, st->ndom,
-                             st->in_fd, st->out_fd, st->why, sizeof st->why);
+                             st->receipt_name, st->in_fd, st->out_fd, st->why, sizeof st->why);
     close(st->in_fd);
     return NULL;
 }
@@ -100,6 +101,8 @@ int smf_stream_start(smf_msg *msg, char *why, size_t whylen)
         snprintf(why, whylen, "no random message id: %s", strerror(errno));
         goto leave;
     }
+    if (smf_seal_receipt(msg, st->receipt_name, sizeof st->receipt_name, why, whylen) != 0)
+        goto leave;
     msg->sealed_open = 1;               /* from here smf_msg_free removes it */
     if (sm_spool_create(&msg->sealed, set->spool_dir, msg->id) != 0) {
         snprintf(why, whylen, "cannot create spool file in %s: %s", set->spool_dir,

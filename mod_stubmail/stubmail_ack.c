@@ -13,10 +13,20 @@
  *	also on a repeated ack, so that a retry completes what an
  *	interrupted ack left undone.
  *
+ *	An ack proves that its sender could read the message (docs/PROTOCOL.md
+ *	"Receipts"): its "receipt" must hash to the one its outbox row keeps
+ *	(sql/020), compared here in constant time, or the ack is refused
+ *	(bad_receipt) and records nothing; a rejection too, or a thief holding
+ *	only a token could reject mail away. A row stored before receipts has
+ *	no hash and is acked without one. In a batch, a refused ack is
+ *	answered on its own and the others are recorded.
+ *
  * DIAGNOSTICS
  *	Each ack at info (one line per message and recipient, a batch too);
- *	a rejecting ack at warn (the receiver could not verify or decrypt
- *	what we stored); spool trouble at error.
+ *	an ack refused for its receipt at warn (a token in the hands of
+ *	someone who cannot read the mail, or a poller's bug); a rejecting
+ *	ack at warn (the receiver could not verify or decrypt what we
+ *	stored); spool trouble at error.
  */
 
 #include <limits.h>
@@ -24,12 +34,14 @@
 
 #include "httpd.h"
 #include "http_log.h"
+#include "apr_escape.h"
 #include "apr_file_io.h"
 #include "apr_strings.h"
 
 #include <jansson.h>
 
 #include "sm_proto.h"
+#include "sm_receipt.h"
 #include "sm_spool.h"
 #include "stubmail_db.h"
 #include "stubmail_pollcache.h"
@@ -86,8 +98,10 @@ static void stubmail_ack_remove_file(stubmail_req *q, const char *id, const char
 
 enum { ACKS_RETRIEVED, ACKS_REJECTED, ACKS_FIRST, ACKS_EXISTS, ACKS_NCOLS };
 
-/* The acks as the statement's JSON argument. NULL: out of memory. */
-static const char *stubmail_acks_arg(stubmail_req *q, const sm_ack_item *items, size_t n)
+/* The acks as the statements' JSON argument, each refused[i] marked skip
+ * (refused NULL: none). NULL: out of memory. */
+static const char *stubmail_acks_arg(stubmail_req *q, const sm_ack_item *items, size_t n,
+                                     const char *refused)
 {
     json_t *list = json_array();
     char *text;
@@ -95,9 +109,10 @@ static const char *stubmail_acks_arg(stubmail_req *q, const sm_ack_item *items, 
     size_t i;
 
     for (i = 0; list && i < n; i++)
-        if (json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "id", items[i].id,
+        if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:b}", "id", items[i].id,
                                                   "to", items[i].ack.to, "reason",
-                                                  items[i].ack.reason)) != 0) {
+                                                  items[i].ack.reason, "skip",
+                                                  refused && refused[i])) != 0) {
             json_decref(list);
             list = NULL;
         }
@@ -111,11 +126,76 @@ static const char *stubmail_acks_arg(stubmail_req *q, const sm_ack_item *items, 
     return arg;
 }
 
-/* Mark every ack, one answer per ack into answers. 1, or 0 after the
- * error answer. *ids gets the JSON array of the ids recorded or repeated
- * (their bodies may be done with). */
+/* Whether ack may be recorded against the stored receipt hash hex ("":
+ * none, a row stored before receipts or no row at all). NULL: it may;
+ * else why not, for the log. */
+static const char *stubmail_receipt_refusal(stubmail_req *q, const sm_ack_request *ack,
+                                            const char *hex)
+{
+    unsigned char hash[SM_RECEIPT_HASH_LEN];
+    size_t len;
+    apr_status_t rv;
+
+    if (*hex == '\0')
+        return NULL;
+    rv = strlen(hex) == 2 * sizeof hash ? apr_unescape_hex(hash, hex, 2 * sizeof hash, 0, &len)
+                                         : APR_EINVAL;
+    if (rv != APR_SUCCESS || len != sizeof hash)
+        return apr_psprintf(q->r->pool, "the stored receipt hash is not %d octets",
+                            SM_RECEIPT_HASH_LEN);
+    if (ack->receipt[0] == '\0')
+        return "no receipt";
+    if (!sm_receipt_matches(ack->receipt, hash, sizeof hash))
+        return "the receipt is not this message's";
+    return NULL;
+}
+
+/* Check every ack's receipt against its row (sql/020): refused[i] set for
+ * those that may not be recorded, each logged. 1, or 0 after the error
+ * answer. */
+static int stubmail_acks_check_receipts(stubmail_req *q, const sm_ack_item *items, size_t n,
+                                        char *refused)
+{
+    const char *args[2];
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *row = NULL;
+    const char *why;
+    size_t i = 0;
+
+    args[0] = stubmail_acks_arg(q, items, n, NULL);
+    args[1] = q->domain;
+    if (args[0] == NULL)
+        return stubmail_fail_0(q, "unavailable", "out of memory, retry later",
+                               "out of memory for the acks");
+    if (stubmail_db_select(q, STMT_ACKS_RECEIPTS, &res, 2, args) != 0)
+        return stubmail_fail_0(q, "unavailable", DB_UNAVAILABLE, "reading the receipts failed");
+    while (stubmail_db_next_row(q, res, &row)) {
+        const char *hex = apr_dbd_get_entry(q->dbd->driver, row, 0);
+
+        if (i >= n)
+            continue;           /* read every row */
+        why = stubmail_receipt_refusal(q, &items[i].ack, hex ? hex : "");
+        refused[i] = why != NULL;
+        if (why)
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r, "stubmail: domain=%s id=%s: "
+                          "ack of %s refused, the message stays: %s (a token used by someone "
+                          "who cannot read the message?)", q->domain, items[i].id,
+                          items[i].ack.to, why);
+        i++;
+    }
+    if (i != n)
+        return stubmail_fail_0(q, "unavailable", "retry later",
+                               apr_psprintf(q->r->pool, "%" APR_SIZE_T_FMT " receipt rows "
+                                            "for %" APR_SIZE_T_FMT " acks", (apr_size_t)i,
+                                            (apr_size_t)n));
+    return 1;
+}
+
+/* Mark every ack but the refused ones, one answer per ack into answers.
+ * 1, or 0 after the error answer. *ids gets the JSON array of the ids
+ * recorded or repeated (their bodies may be done with). */
 static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_t n,
-                                json_t *answers, json_t *ids)
+                                const char *refused, json_t *answers, json_t *ids)
 {
     const char *args[5];
     apr_dbd_results_t *res;
@@ -123,7 +203,7 @@ static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_
     size_t i = 0;
     int broken = 0;
 
-    args[0] = stubmail_acks_arg(q, items, n);
+    args[0] = stubmail_acks_arg(q, items, n, refused);
     args[1] = q->domain;
     args[2] = apr_psprintf(q->r->pool, "%" APR_INT64_T_FMT, q->conf->min_poll_interval);
     args[3] = q->domain;
@@ -146,7 +226,10 @@ static int stubmail_acks_record(stubmail_req *q, const sm_ack_item *items, size_
             broken = 1;         /* read every row */
             continue;
         }
-        if (strcmp(cols[ACKS_EXISTS], "t") != 0)
+        if (refused[i])
+            a = json_pack("{s:s, s:s, s:s}", "id", items[i].id, "to", items[i].ack.to,
+                          "error", "bad_receipt");
+        else if (strcmp(cols[ACKS_EXISTS], "t") != 0)
             a = json_pack("{s:s, s:s, s:s}", "id", items[i].id, "to", items[i].ack.to,
                           "error", "not_found");
         else if (*cols[ACKS_RETRIEVED] == '\0') {
@@ -211,6 +294,7 @@ int stubmail_acks(stubmail_req *q)
 {
     sm_ack_item *items = NULL;
     size_t n = 0;
+    char *refused;
     sm_parse_error perr;
     json_t *answers = json_array(), *ids = json_array();
     int rc;
@@ -221,11 +305,13 @@ int stubmail_acks(stubmail_req *q)
                            apr_pstrcat(q->r->pool, "acks refused: ", perr.message, NULL));
         goto leave;
     }
+    refused = apr_pcalloc(q->r->pool, n);
     if (answers == NULL || ids == NULL) {
         rc = stubmail_fail(q, "unavailable", "out of memory, retry later", "out of memory");
         goto leave;
     }
-    if (!stubmail_acks_record(q, items, n, answers, ids)) {
+    if (!stubmail_acks_check_receipts(q, items, n, refused)
+        || !stubmail_acks_record(q, items, n, refused, answers, ids)) {
         rc = q->ret;
         goto leave;
     }
@@ -248,6 +334,8 @@ int stubmail_ack(stubmail_req *q)
     sm_ack_item item;
     sm_parse_error perr;
     json_t *answers = json_array(), *ids = json_array(), *answer;
+    const char *error;
+    char refused = 0;
     int rc;
 
     memset(&perr, 0, sizeof(perr));
@@ -262,14 +350,18 @@ int stubmail_ack(stubmail_req *q)
         rc = stubmail_fail(q, "unavailable", "out of memory, retry later", "out of memory");
         goto leave;
     }
-    if (!stubmail_acks_record(q, &item, 1, answers, ids)) {
+    if (!stubmail_acks_check_receipts(q, &item, 1, &refused)
+        || !stubmail_acks_record(q, &item, 1, &refused, answers, ids)) {
         rc = q->ret;
         goto leave;
     }
     answer = json_array_get(answers, 0);
-    if (json_object_get(answer, "error") != NULL) {
-        rc = stubmail_fail(q, "not_found", "no such message",
-                           apr_psprintf(r->pool, "no recipient %s", item.ack.to));
+    if ((error = json_string_value(json_object_get(answer, "error"))) != NULL) {
+        rc = refused ? stubmail_fail(q, "bad_receipt", "the ack needs this message's receipt",
+                                     apr_psprintf(r->pool, "ack of %s refused for its "
+                                                  "receipt", item.ack.to))
+                     : stubmail_fail(q, "not_found", "no such message",
+                                     apr_psprintf(r->pool, "no recipient %s", item.ack.to));
         goto leave;
     }
     stubmail_acks_remove_bodies(q, ids);

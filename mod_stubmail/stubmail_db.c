@@ -74,8 +74,9 @@ static const stubmail_stmt stubmail_stmts[] = {
       " WHERE m.id = %s AND m.body_deleted_at IS NULL AND m.expires_at > now()"
       " AND EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id"
       "             AND o.recipient_domain = %s AND o.retrieved_at IS NULL)" },
-    /* $1 the acks as a JSON array of {"id", "to", "reason"} ("" =
-     * delivered), $2 the polling domain, $3 StubmailMinPollInterval, $4
+    /* $1 the acks as a JSON array of {"id", "to", "reason", "skip"} ("" =
+     * delivered; skip: refused for its receipt, answered but not marked),
+     * $2 the polling domain, $3 StubmailMinPollInterval, $4
      * and $5 the polling domain. One row per ack, in the order given: the
      * time of the (first) ack, whether it rejected, and whether this
      * statement recorded it; no time when there is no such recipient. The
@@ -94,12 +95,13 @@ static const stubmail_stmt stubmail_stmts[] = {
      * had fetched the body before the recall: its ack is recorded. */
     { STMT_ACKS_MARK,
       "WITH a AS (SELECT t.i, t.x->>'id' AS id, t.x->>'to' AS rcpt,"
-      "                  NULLIF(t.x->>'reason', '') AS reason"
+      "                  NULLIF(t.x->>'reason', '') AS reason,"
+      "                  coalesce((t.x->>'skip')::boolean, false) AS skip"
       "           FROM json_array_elements(%s::json) WITH ORDINALITY AS t(x, i)),"
       " marked AS (UPDATE outbox o SET retrieved_at = now(), rejected_reason = a.reason,"
       "                                recalled_at = NULL"
       "            FROM a WHERE o.message_id = a.id AND o.recipient = a.rcpt"
-      "            AND o.recipient_domain = %s"
+      "            AND o.recipient_domain = %s AND NOT a.skip"
       "            AND (o.retrieved_at IS NULL OR o.recalled_at IS NOT NULL)"
       "            RETURNING o.message_id, o.recipient, o.retrieved_at,"
       "                      o.rejected_reason IS NOT NULL AS rejected),"
@@ -113,6 +115,17 @@ static const stubmail_stmt stubmail_stmts[] = {
       " LEFT JOIN outbox o ON o.message_id = a.id AND o.recipient = a.rcpt"
       "                   AND o.recipient_domain = %s"
       " ORDER BY a.i" },
+    /* $1 acks as a JSON array of {"id", "to"}, $2 the polling domain: per
+     * ack, in order, the SHA-256 of its message's receipt in hex (sql/020),
+     * '' when its row has none (stored before receipts) or there is no such
+     * row. Read before the marking, so that the module compares the
+     * receipts itself, in constant time; a row's hash never changes. */
+    { STMT_ACKS_RECEIPTS,
+      "SELECT coalesce(encode(o.receipt_hash, 'hex'), '')"
+      " FROM json_array_elements(%s::json) WITH ORDINALITY AS t(x, i)"
+      " LEFT JOIN outbox o ON o.message_id = t.x->>'id' AND o.recipient = t.x->>'to'"
+      "                   AND o.recipient_domain = %s"
+      " ORDER BY t.i" },
     /* $1 message ids as a JSON array: the bodies of those without a
      * pending recipient are marked deleted (and dropped from their rows),
      * one commit; the spool files to remove come back. */

@@ -17,6 +17,7 @@
 /* The labels, also the PostgreSQL statement names. */
 #define STMT_POLL         "stubmail_poll"
 #define STMT_FETCH        "stubmail_fetch"
+#define STMT_ACKS_RECEIPTS "stubmail_acks_receipts"
 #define STMT_ACKS_MARK    "stubmail_acks_mark"
 #define STMT_ACKS_DONE    "stubmail_acks_done"
 #define STMT_PEER         "stubmail_peer"

@@ -59,6 +59,7 @@ static const struct {
     { "bad_signature",          HTTP_UNAUTHORIZED },
     { "replayed_login",         HTTP_UNAUTHORIZED },
     { "foreign_recipient",      HTTP_FORBIDDEN },
+    { "bad_receipt",            HTTP_FORBIDDEN },
     { "forbidden",              HTTP_FORBIDDEN },       /* the user's page */
     { "subscription_changed",   HTTP_CONFLICT },
     { "not_found",              HTTP_NOT_FOUND },

@@ -172,6 +172,7 @@ typedef struct pd_old {             /* delivered or quarantined earlier, not yet
     char to[SM_ADDR_MAX + 1];
     char from[SM_ADDR_MAX + 1];
     char reason[SM_ACK_REASON_MAX + 1];     /* quarantined: why; "" delivered */
+    char receipt[SM_RECEIPT_LEN + 1];       /* the body's receipt, "" none */
 } pd_old;
 
 /* What pollerd keeps about a remote domain from cycle to cycle: the bearer
@@ -242,6 +243,11 @@ typedef struct pd_lane {
     int msg_failed;                 /* a recipient of the current message
                                      * failed: keep its partial file */
     char fd_reject[SM_ACK_REASON_MAX + 1];  /* fd is quarantined: why */
+    char fd_receipt[SM_RECEIPT_LEN + 1];    /* the receipt sealed in fd's body (once
+                                             * decrypted), for its acks; "" none */
+    int blocked;                    /* the current item's recipient unsubscribed
+                                     * from its sender: fetched and opened only
+                                     * for the receipt its refusal needs */
     char item_reason[SM_ACK_REASON_MAX + 1]; /* current item is rejected: why */
     char delivered_reply[256];      /* MTA answer for the current item */
 } pd_lane;
@@ -311,6 +317,7 @@ typedef struct pd_unrecorded {
     char id[SM_ID_LEN + 1];
     char to[SM_ADDR_MAX + 1];
     char from[SM_ADDR_MAX + 1];
+    char receipt[SM_RECEIPT_LEN + 1];   /* "" none */
     int acked;
     int late;                       /* a try to record it failed (logged) */
 } pd_unrecorded;
@@ -404,7 +411,7 @@ typedef struct pd_db_loader {
     void *arg;
     int (*pair)(void *arg, const char *domain, const char *contact, const char *owner);
     int (*unacked)(void *arg, const char *domain, const char *id, const char *to,
-                   const char *from, const char *reason);
+                   const char *from, const char *reason, const char *receipt);
 } pd_db_loader;
 /* The address book pairs and the unacked deliveries of this cycle's
  * domains (ctx->only, or all). 0, or -1 (logged). */
@@ -416,12 +423,14 @@ void pd_db_unlock(pd_ctx *ctx, const char *domain);
 int pd_db_blocked(pd_ctx *ctx, const char *domain, const char *id, const char *to,
                   const char *from);
 /* 0 not received, 1 received not acked, 2 received and acked, -1 error;
- * reason (SM_ACK_REASON_MAX + 1 bytes) gets why it was quarantined, or "". */
+ * reason (SM_ACK_REASON_MAX + 1 bytes) gets why it was quarantined, or "";
+ * receipt (SM_RECEIPT_LEN + 1 bytes) the body's receipt, or "". */
 int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to,
-                   char *reason);
-/* reason NULL: delivered; else quarantined for that reason. */
+                   char *reason, char *receipt);
+/* reason NULL: delivered; else quarantined for that reason. receipt: the
+ * body's ("" none), for the ack. */
 int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
-                 const char *from, int acked, const char *reason);
+                 const char *from, int acked, const char *reason, const char *receipt);
 /* The n acks went through (or found nothing left to ack): acked_at for
  * them all in one statement. 0, or -1 (logged). */
 int pd_db_acked(pd_ctx *ctx, const char *domain, const pd_ack *acks, size_t n);
@@ -430,7 +439,7 @@ int pd_db_acked(pd_ctx *ctx, const char *domain, const pd_ack *acks, size_t n);
  * once: they stay in memory and are tried again). */
 int pd_db_flush_unrecorded(pd_ctx *ctx);
 int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
-                      const char *to, const char *from);
+                      const char *to, const char *from, const char *receipt);
 pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
                                   const char *id, const char *to);
 /* Who of the stub's recipients (at our domain) knows its sender: *known = 1
@@ -486,9 +495,12 @@ int pd_xfer_domain_wide(const pd_xfer *x);
  * whose key is signer_fpr: SM_PGP_OK with *fd replaced by the decrypted text
  * and *size set; SM_PGP_REJECT with reason (SM_ACK_REASON_MAX + 1 bytes, for
  * the ack) and detail (for the log), *fd untouched; SM_PGP_ERROR with detail:
- * local trouble, retry. Blocking: decryption runs as fast as gpg does. */
+ * local trouble, retry. Blocking: decryption runs as fast as gpg does.
+ * receipt (SM_RECEIPT_LEN + 1 bytes) gets the receipt sealed in the body
+ * whenever its literal data header came out (a bad signature, a tampered
+ * or compressed body too), else "". */
 int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
-              char *reason, char *detail, size_t detaillen);
+              char *reason, char *receipt, char *detail, size_t detaillen);
 /* The Authentication-Results header fields of the message in fd that claim
  * to come from authserv_id (us), to be left out (sm_authres.h). *skips
  * (malloc'd, *nskips entries, NULL if none) covers each whole field. Reads
@@ -605,9 +617,10 @@ void pd_conf_free(pd_conf *c);
 pd_domain *pd_domain_get(pd_ctx *ctx, const char *name);
 /* 0, or -1 if the pair is skipped (logged). */
 int pd_domain_add_pair(pd_domain *d, const char *contact, const char *owner);
-/* reason: why it was quarantined, or "" if it was delivered. 0, or -1. */
+/* reason: why it was quarantined, or "" if it was delivered; receipt: the
+ * body's, or "". 0, or -1. */
 int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,
-                      const char *reason);
+                      const char *reason, const char *receipt);
 /* Order of sm_pair by (to, from), for qsort and bsearch. */
 int pd_pair_cmp(const void *a, const void *b);
 /* Sort the pairs and drop duplicates: the subscription is a set. */
@@ -681,10 +694,11 @@ int pd_poll_udp_answer(pd_domain *d, const unsigned char *pkt, size_t len);
 
 /* ---- pd_ack.c ------------------------------------------------------------ */
 /* Queue the ack of (id, to): delivered, or rejected when reason is not
- * NULL; what and earlier are for its log line. 0, or -1 out of memory
- * (logged: it is acked next cycle, from table received). */
+ * NULL, with the body's receipt ("" none); what and earlier are for its log
+ * line. 0, or -1 out of memory (logged: it is acked next cycle, from table
+ * received). */
 int pd_ack_queue(pd_domain *d, const char *id, const char *to, const char *from,
-                 const char *reason, const char *what, int earlier);
+                 const char *reason, const char *receipt, const char *what, int earlier);
 /* Queue the acks an earlier run could not send (d->old). */
 void pd_ack_queue_old(pd_domain *d);
 /* Acks are waiting and should go now: a batch is full, or all is

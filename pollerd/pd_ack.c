@@ -9,7 +9,13 @@
  * crash or a failed ack loses no ack: table received still has them
  * unacked, and the next cycle queues them first thing (d->old). An ack
  * that succeeds (or finds the message gone: not_found) sets acked_at,
- * for the whole batch in one statement. */
+ * for the whole batch in one statement.
+ *
+ * Each ack carries the receipt found in the body (docs/PROTOCOL.md
+ * "Receipts"), kept in table received with the delivery. An ack the outbox
+ * refuses for its receipt (bad_receipt: none, for a body we could not
+ * open, or not the message's) can never succeed: it is given up like a
+ * not_found one, and the message stays at the sender's until it expires. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -26,7 +32,7 @@
 #define PD_ACK_BATCH 100
 
 int pd_ack_queue(pd_domain *d, const char *id, const char *to, const char *from,
-                 const char *reason, const char *what, int earlier)
+                 const char *reason, const char *receipt, const char *what, int earlier)
 {
     pd_ack *a;
 
@@ -44,6 +50,7 @@ int pd_ack_queue(pd_domain *d, const char *id, const char *to, const char *from,
     memset(a, 0, sizeof(*a));
     snprintf(a->item.id, sizeof(a->item.id), "%s", id);
     snprintf(a->item.ack.to, sizeof(a->item.ack.to), "%s", to);
+    snprintf(a->item.ack.receipt, sizeof(a->item.ack.receipt), "%s", receipt);
     if (reason && reason[0]) {
         a->item.ack.rejected = 1;
         snprintf(a->item.ack.reason, sizeof(a->item.ack.reason), "%s", reason);
@@ -64,7 +71,7 @@ void pd_ack_queue_old(pd_domain *d)
         snprintf(what, sizeof(what), "%s earlier%s%s%s",
                  o->reason[0] ? "quarantined" : "delivered", o->reason[0] ? " (" : "",
                  o->reason, o->reason[0] ? ")" : "");
-        if (pd_ack_queue(d, o->id, o->to, o->from, o->reason, what, 1) != 0) {
+        if (pd_ack_queue(d, o->id, o->to, o->from, o->reason, o->receipt, what, 1) != 0) {
             d->failed = 1;
             return;
         }
@@ -118,7 +125,8 @@ int pd_ack_start(pd_domain *d)
         n = 1;
         snprintf(url, sizeof(url), "%s/v1/message/%s/ack", d->url, first->id);
         body = sm_ack_request_encode(first->ack.to,
-                                     first->ack.rejected ? first->ack.reason : NULL);
+                                     first->ack.rejected ? first->ack.reason : NULL,
+                                     first->ack.receipt);
     } else {
         snprintf(url, sizeof(url), "%s/v1/ack", d->url);
         body = encode_batch(d, n);
@@ -137,8 +145,9 @@ leave:
     return rc;
 }
 
-/* The answer says, for each of the n acks sent, whether it is acked (1) or
- * the outbox no longer has it (0). 0, or -1 with why. */
+/* The answer says, for each of the n acks sent, whether it is acked (1),
+ * the outbox no longer has it (0) or refuses it for its receipt (-1). 0,
+ * or -1 with why. */
 static int answers(pd_domain *d, const pd_xfer *x, int *acked, char *why, size_t whylen)
 {
     sm_parse_error perr;
@@ -147,7 +156,7 @@ static int answers(pd_domain *d, const pd_xfer *x, int *acked, char *why, size_t
     int rc;
 
     if (d->sess->single_acks) {
-        acked[0] = x->status == 200;
+        acked[0] = x->status == 200 ? 1 : x->status == 403 ? -1 : 0;
         return 0;
     }
     if (!(items = malloc(x->nacks * sizeof(*items)))) {
@@ -170,8 +179,12 @@ pd_next pd_ack_done(pd_domain *d, const pd_xfer *x)
     pd_ctx *ctx = d->ctx;
     size_t i, n = x->nacks;
     int ok = x->result == CURLE_OK && x->status == 200;
-    int gone = x->result == CURLE_OK && x->status == 404
-               && !strcmp(pd_xfer_error_code(x), "not_found");
+    /* not_found: the outbox no longer has that recipient (expired or
+     * purged); bad_receipt: it will never take this ack. Either way there
+     * is nothing left to send, ever. */
+    int gone = x->result == CURLE_OK
+               && ((x->status == 404 && !strcmp(pd_xfer_error_code(x), "not_found"))
+                   || (x->status == 403 && !strcmp(pd_xfer_error_code(x), "bad_receipt")));
     int *acked = NULL;
     char why[512] = "";
 
@@ -191,19 +204,25 @@ pd_next pd_ack_done(pd_domain *d, const pd_xfer *x)
         ok = gone = 0;
     }
     if (ok || gone) {
-        /* not_found: the outbox no longer has that recipient (expired or
-         * purged); there is nothing left to ack, ever */
         if (pd_db_acked(ctx, d->name, d->acks, n) != 0)
             sm_warn("%s: %zu ack%s sent, but the database did not take them: acked "
                     "again next cycle", d->name, n, n == 1 ? "" : "s");
         for (i = 0; i < n; i++) {
             const pd_ack *a = &d->acks[i];
-            if (acked[i]) {
+            if (acked[i] > 0) {
                 ctx->n_acked++;
                 if (!a->earlier)
                     d->progress++;
                 sm_info("%s %s: from=<%s> to=<%s>: %s, acked", d->name, a->item.id, a->from,
                         a->item.ack.to, a->what);
+            } else if (acked[i] < 0) {
+                if (!a->earlier)
+                    d->progress++;
+                sm_warn("%s %s: from=<%s> to=<%s>: %s, but the outbox refuses the ack for "
+                        "its receipt (%s): given up, the message stays there until it "
+                        "expires", d->name, a->item.id, a->from, a->item.ack.to, a->what,
+                        a->item.ack.receipt[0] ? "not this message's" : "none found in the "
+                        "body");
             } else {
                 if (!a->earlier)
                     d->progress++;

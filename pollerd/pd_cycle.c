@@ -39,13 +39,13 @@ static int load_pair(void *arg, const char *domain, const char *contact, const c
 }
 
 static int load_unacked(void *arg, const char *domain, const char *id, const char *to,
-                        const char *from, const char *reason)
+                        const char *from, const char *reason, const char *receipt)
 {
     pd_domain *d = loaded_domain(arg, domain);
 
     if (!d)
         return -1;
-    return pd_domain_add_old(d, id, to, from, reason) == 0;
+    return pd_domain_add_old(d, id, to, from, reason, receipt) == 0;
 }
 
 void pd_cycle_free(pd_ctx *ctx)

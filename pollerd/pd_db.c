@@ -38,7 +38,8 @@ static const char SQL_PAIRS[] =
 static const char SQL_UNACKED[] =
     "SELECT r.remote_domain, r.message_id, r.recipient, r.sender,"
     "       CASE WHEN r.status = 'quarantined' THEN coalesce(r.reason, 'rejected')"
-    "            ELSE '' END"
+    "            ELSE '' END,"
+    "       coalesce(r.receipt, '')"
     "  FROM received r"
     " WHERE r.acked_at IS NULL"
     "   AND ($1::text[] IS NULL OR r.remote_domain = ANY ($1::text[]))"
@@ -46,27 +47,32 @@ static const char SQL_UNACKED[] =
 
 static const char SQL_RECEIVED[] =
     "SELECT acked_at IS NOT NULL,"
-    "       CASE WHEN status = 'quarantined' THEN coalesce(reason, 'rejected') ELSE '' END"
+    "       CASE WHEN status = 'quarantined' THEN coalesce(reason, 'rejected') ELSE '' END,"
+    "       coalesce(receipt, '')"
     "  FROM received"
     " WHERE remote_domain = $1 AND message_id = $2 AND recipient = $3";
 
-/* $6: NULL for a delivery, the reason for a quarantined message */
+/* $6: NULL for a delivery, the reason for a quarantined message; $7 the
+ * body's receipt (sql/020), '' none */
 static const char SQL_RECORD[] =
     "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at,"
-    "                      status, reason)"
+    "                      status, reason, receipt)"
     " VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN now() END,"
-    "         CASE WHEN $6::text IS NULL THEN 'delivered' ELSE 'quarantined' END, $6)"
+    "         CASE WHEN $6::text IS NULL THEN 'delivered' ELSE 'quarantined' END, $6,"
+    "         NULLIF($7, ''))"
     " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
 
 /* $2: the acks as a JSON array of {"id", "to"} */
 /* $1: the deliveries as a JSON array of {"domain", "id", "to", "from",
- * "acked"}: one statement, one commit for them all */
+ * "acked", "receipt"}: one statement, one commit for them all */
 static const char SQL_RECORD_MANY[] =
-    "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at, status)"
+    "INSERT INTO received (remote_domain, message_id, recipient, sender, acked_at, status,"
+    "                      receipt)"
     " SELECT r.domain, r.id, r.\"to\", r.\"from\", CASE WHEN r.acked THEN now() END,"
-    "        'delivered'"
+    "        'delivered', NULLIF(r.receipt, '')"
     "   FROM json_to_recordset($1::json)"
-    "        AS r(domain text, id text, \"to\" text, \"from\" text, acked boolean)"
+    "        AS r(domain text, id text, \"to\" text, \"from\" text, acked boolean,"
+    "             receipt text)"
     " ON CONFLICT (remote_domain, message_id, recipient) DO NOTHING";
 
 static const char SQL_ACKED[] =
@@ -197,7 +203,7 @@ int pd_db_load(pd_ctx *ctx, const pd_db_loader *load)
     for (i = 0; i < n; i++) {
         if ((r = load->unacked(load->arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                                PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-                               PQgetvalue(res, i, 4))) < 0)
+                               PQgetvalue(res, i, 4), PQgetvalue(res, i, 5))) < 0)
             goto leave;
         nold += (unsigned)r;
     }
@@ -239,7 +245,7 @@ void pd_db_unlock(pd_ctx *ctx, const char *domain)
 }
 
 int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *to,
-                   char *reason)
+                   char *reason, char *receipt)
 {
     const char *p[3] = { domain, id, to };
     char what[SM_ADDR_MAX + 64];
@@ -248,8 +254,11 @@ int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *
     int rc;
 
     reason[0] = '\0';
-    if ((u = pd_unrecorded_find(ctx, domain, id, to)))
+    receipt[0] = '\0';
+    if ((u = pd_unrecorded_find(ctx, domain, id, to))) {
+        snprintf(receipt, SM_RECEIPT_LEN + 1, "%s", u->receipt);
         return u->acked ? 2 : 1;
+    }
     snprintf(what, sizeof(what), "looking up table received (to=<%s>)", to);
     if (!(res = exec(ctx, domain, id, what, SQL_RECEIVED, 3, p, PGRES_TUPLES_OK)))
         return -1;
@@ -258,6 +267,8 @@ int pd_db_received(pd_ctx *ctx, const char *domain, const char *id, const char *
     } else {
         rc = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 2 : 1;
         snprintf(reason, SM_ACK_REASON_MAX + 1, "%s", PQgetvalue(res, 0, 1));
+        if (sm_receipt_valid(PQgetvalue(res, 0, 2)))
+            snprintf(receipt, SM_RECEIPT_LEN + 1, "%s", PQgetvalue(res, 0, 2));
     }
     PQclear(res);
     return rc;
@@ -286,15 +297,15 @@ int pd_db_blocked(pd_ctx *ctx, const char *domain, const char *id, const char *t
 }
 
 int pd_db_record(pd_ctx *ctx, const char *domain, const char *id, const char *to,
-                 const char *from, int acked, const char *reason)
+                 const char *from, int acked, const char *reason, const char *receipt)
 {
-    const char *p[6] = { domain, id, to, from, acked ? "true" : "false", reason };
+    const char *p[7] = { domain, id, to, from, acked ? "true" : "false", reason, receipt };
     char what[SM_ADDR_MAX + 64];
     PGresult *res;
 
     snprintf(what, sizeof(what), "recording a %s (to=<%s>)",
              reason ? "quarantined message" : "delivery", to);
-    if (!(res = exec(ctx, domain, id, what, SQL_RECORD, 6, p, PGRES_COMMAND_OK)))
+    if (!(res = exec(ctx, domain, id, what, SQL_RECORD, 7, p, PGRES_COMMAND_OK)))
         return -1;
     PQclear(res);
     return 0;
@@ -338,7 +349,7 @@ leave:
 }
 
 int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
-                      const char *to, const char *from)
+                      const char *to, const char *from, const char *receipt)
 {
     pd_unrecorded *u = calloc(1, sizeof(*u));
 
@@ -348,6 +359,7 @@ int pd_unrecorded_add(pd_ctx *ctx, const char *domain, const char *id,
     snprintf(u->id, sizeof(u->id), "%s", id);
     snprintf(u->to, sizeof(u->to), "%s", to);
     snprintf(u->from, sizeof(u->from), "%s", from);
+    snprintf(u->receipt, sizeof(u->receipt), "%s", receipt);
     u->next = ctx->unrecorded;
     ctx->unrecorded = u;
     return 0;
@@ -374,9 +386,10 @@ int pd_db_flush_unrecorded(pd_ctx *ctx)
     int rc = -1;
 
     for (u = ctx->unrecorded; u && list; u = u->next)
-        if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:b}", "domain",
+        if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "domain",
                                                   u->domain, "id", u->id, "to", u->to,
-                                                  "from", u->from, "acked", u->acked)) != 0)
+                                                  "from", u->from, "acked", u->acked,
+                                                  "receipt", u->receipt)) != 0)
             goto leave;
     if (!list || !(text = json_dumps(list, JSON_COMPACT))) {
         sm_err("database: recording deliveries: out of memory");

@@ -83,12 +83,12 @@ int pd_domain_add_pair(pd_domain *d, const char *contact, const char *owner)
 }
 
 int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *from,
-                      const char *reason)
+                      const char *reason, const char *receipt)
 {
     pd_old *n;
 
     if (!sm_id_valid(id) || strlen(to) > SM_ADDR_MAX || strlen(from) > SM_ADDR_MAX
-        || strlen(reason) > SM_ACK_REASON_MAX) {
+        || strlen(reason) > SM_ACK_REASON_MAX || (receipt[0] && !sm_receipt_valid(receipt))) {
         sm_warn("%s: received row (%s, %s) is malformed, skipped", d->name, id, to);
         return -1;
     }
@@ -106,6 +106,7 @@ int pd_domain_add_old(pd_domain *d, const char *id, const char *to, const char *
     snprintf(n->to, sizeof(n->to), "%s", to);
     snprintf(n->from, sizeof(n->from), "%s", from);
     snprintf(n->reason, sizeof(n->reason), "%s", reason);
+    snprintf(n->receipt, sizeof(n->receipt), "%s", receipt);
     return 0;
 }
 
@@ -208,6 +209,7 @@ void pd_lane_drop_file(pd_lane *l)
     l->fd_verified = 0;
     l->fd_resumed = 0;
     l->fd_reject[0] = '\0';
+    l->fd_receipt[0] = '\0';
 }
 
 /* The next recipients of one message are listed together: their body is

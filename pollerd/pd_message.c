@@ -1,6 +1,7 @@
 /* pd_message.c — one listed message, for one recipient, on a lane:
  *
- *   already in table received → queue the ack only (pd_ack.c)
+ *   already in table received → queue the ack only (pd_ack.c), with the
+ *   receipt kept there
  *   else fetch (GET /v1/message/<id>, streamed into its partial file,
  *   resumed with Range from what an earlier try left there) → verify (decrypt, check the sender domain's signature) →
  *   deliver to the local MTA by SMTP → INSERT received → queue the ack;
@@ -16,6 +17,11 @@
  *
  * The recipients of one message are listed one after the other and go to
  * one lane: the body is fetched and verified once, then delivered to each.
+ * Every ack carries the receipt sealed in the body (docs/PROTOCOL.md
+ * "Receipts"), a rejection too: so a message refused because its recipient
+ * unsubscribed is fetched and opened all the same, for its receipt, and
+ * never delivered.
+ *
  * One log line per message outcome (pd_domain_outcome). A problem with one
  * message skips that message (retried next cycle); one that says the whole
  * outbox is in trouble ends the domain's cycle. */
@@ -171,12 +177,14 @@ static int deliver(pd_lane *l)
 
 /* ---- rejecting -------------------------------------------------------- */
 
-/* Queue the ack of the lane's item; what says what happened to it. */
-static void queue_ack(pd_lane *l, const char *what, int earlier)
+/* Queue the ack of the lane's item with the body's receipt; what says
+ * what happened to it. */
+static void queue_ack(pd_lane *l, const char *receipt, const char *what, int earlier)
 {
     sm_listing *it = pd_lane_item(l);
 
-    if (pd_ack_queue(l->d, it->id, it->to, it->from, l->item_reason, what, earlier) != 0)
+    if (pd_ack_queue(l->d, it->id, it->to, it->from, l->item_reason, receipt, what, earlier)
+        != 0)
         l->d->failed = 1;
 }
 
@@ -197,7 +205,7 @@ static void reject_recipient(pd_lane *l, const char *reason, const char *detail)
         failed(l);
         return;
     }
-    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, reason) != 0) {
+    if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, reason, l->fd_receipt) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: quarantined (%s: %s) but not recorded in "
                           "the database; retry next cycle", reason, detail);
         failed(l);
@@ -207,7 +215,7 @@ static void reject_recipient(pd_lane *l, const char *reason, const char *detail)
     pd_domain_outcome(d, it, LOG_WARNING, "quarantined as %s/%s-%s, not delivered: %s (%s)",
                       ctx->conf.quarantine_dir, d->name, it->id, reason, detail);
     snprintf(what, sizeof(what), "quarantined (%s), rejected", reason);
-    queue_ack(l, what, 0);
+    queue_ack(l, l->fd_receipt, what, 0);
 }
 
 /* The body itself is bad (it does not verify): every recipient of it is
@@ -239,11 +247,22 @@ static int pair_polled(pd_domain *d, const sm_listing *it)
     return bsearch(&key, base, d->chunk_len, sizeof(*base), pd_pair_cmp) ? 2 : 0;
 }
 
+/* The refusal of a sender the recipient unsubscribed from: the ack
+ * rejects it with the body's receipt, which the body had to be opened for. */
+static void refuse_opened(pd_lane *l)
+{
+    snprintf(l->item_reason, sizeof(l->item_reason), "unsubscribed");
+    queue_ack(l, l->fd_receipt, "refused undelivered: the recipient unsubscribed from this "
+              "sender, rejected", 0);
+}
+
 /* A sender the recipient unsubscribed from, still covered by a *@domain
- * entry of theirs: refused unfetched, and the sender's ISP is told so. An
+ * entry of theirs: never delivered, and the sender's ISP is told so. An
  * exact entry was taken out of the address book by the unsubscribe, so
- * only a pattern can bring such a pair here. 1 refused, 0 go on, -1 the
- * database did not say (retry next cycle). */
+ * only a pattern can bring such a pair here. The refusal needs the body's
+ * receipt: refused at once when the lane holds the opened body, else
+ * l->blocked and the body is fetched and opened first. 1 refused, 0 go on,
+ * -1 the database did not say (retry next cycle). */
 static int refuse_blocked(pd_lane *l)
 {
     pd_domain *d = l->d;
@@ -252,10 +271,12 @@ static int refuse_blocked(pd_lane *l)
 
     if (r <= 0)
         return r;
-    snprintf(l->item_reason, sizeof(l->item_reason), "unsubscribed");
-    queue_ack(l, "refused unfetched: the recipient unsubscribed from this sender, rejected",
-              0);
-    return 1;
+    if (l->fd >= 0 && !strcmp(l->fd_id, it->id) && l->fd_verified) {
+        refuse_opened(l);
+        return 1;
+    }
+    l->blocked = 1;
+    return 0;
 }
 
 int pd_message_begin(pd_lane *l)
@@ -263,17 +284,19 @@ int pd_message_begin(pd_lane *l)
     pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
     sm_listing *it = pd_lane_item(l);
+    char receipt[SM_RECEIPT_LEN + 1];
     int r, polled;
 
     l->delivered_reply[0] = '\0';
     l->item_reason[0] = '\0';
+    l->blocked = 0;
     if (!(polled = pair_polled(d, it))) {
         pd_domain_outcome(d, it, LOG_ERR, "refused: the outbox listed a pair we did not poll "
                           "for");
         failed(l);
         return -1;
     }
-    r = pd_db_received(ctx, d->name, it->id, it->to, l->item_reason);
+    r = pd_db_received(ctx, d->name, it->id, it->to, l->item_reason, receipt);
     if (r < 0) {
         pd_domain_outcome(d, it, LOG_WARNING, "failed: cannot check table received; retry "
                           "next cycle");
@@ -283,13 +306,21 @@ int pd_message_begin(pd_lane *l)
     if (r > 0) {
         char what[SM_ACK_REASON_MAX + 40];
 
-        /* delivered or quarantined before: never again, only (re-)ack */
+        /* delivered or quarantined before: never again, only (re-)ack; but
+         * a rejection without a receipt was refused for good (given up in
+         * pd_ack.c): the outbox lists it until it expires */
+        if (r == 2 && l->item_reason[0] && !receipt[0]) {
+            sm_debug("%s %s: to=<%s>: quarantined earlier (%s), no receipt to reject it "
+                     "with: left to expire at the sender", d->name, it->id, it->to,
+                     l->item_reason);
+            return -1;
+        }
         if (l->item_reason[0])
             snprintf(what, sizeof(what), "quarantined earlier (%s), rejected",
                      l->item_reason);
         else
             snprintf(what, sizeof(what), "delivered earlier");
-        queue_ack(l, what, 0);
+        queue_ack(l, receipt, what, 0);
         return -1;
     }
     if (polled == 2 && (r = refuse_blocked(l)) != 0) {
@@ -362,9 +393,14 @@ static pd_next fetched(pd_lane *l, int openpgp)
         return PD_NEXT_GIVE_UP;
     }
     d->key_ok = 1;
-    r = pd_verify(ctx, d->fpr, &l->fd, &l->fd_size, reason, detail, sizeof(detail));
+    r = pd_verify(ctx, d->fpr, &l->fd, &l->fd_size, reason, l->fd_receipt, detail,
+                  sizeof(detail));
     if (r == SM_PGP_OK) {
         l->fd_verified = 1;
+        if (l->blocked) {
+            refuse_opened(l);
+            return PD_NEXT_ITEM;
+        }
         return deliver(l) == 0 ? PD_NEXT_WAIT : PD_NEXT_ITEM;
     }
     if (r == SM_PGP_REJECT && l->fd_resumed) {
@@ -459,12 +495,12 @@ static pd_next delivered(pd_lane *l, const pd_xfer *x)
     /* recorded (with the others that finished in this turn of the event
      * loop, one commit) before its ack goes out: after a crash it is acked,
      * never delivered again */
-    if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from) != 0
-        && pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL) != 0)
+    if (pd_unrecorded_add(ctx, d->name, it->id, it->to, it->from, l->fd_receipt) != 0
+        && pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, NULL, l->fd_receipt) != 0)
         sm_err("%s %s: to=<%s>: delivered but neither recorded nor remembered; "
                "acking now", d->name, it->id, it->to);
     snprintf(what, sizeof(what), "delivered (%s)", l->delivered_reply);
-    queue_ack(l, what, 0);
+    queue_ack(l, l->fd_receipt, what, 0);
     return PD_NEXT_ITEM;
 }
 

@@ -44,7 +44,7 @@ static const char *reject_reason(const sm_pgp_result *res)
 }
 
 int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
-              char *reason, char *detail, size_t detaillen)
+              char *reason, char *receipt, char *detail, size_t detaillen)
 {
     const pd_conf *c = &ctx->conf;
     sm_pgp_result res;
@@ -52,6 +52,7 @@ int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
     int out = -1, rc = SM_PGP_ERROR;
 
     reason[0] = '\0';
+    receipt[0] = '\0';
     detail[0] = '\0';
     if (lseek(*fd, 0, SEEK_SET) != 0) {
         sm_why(detail, detaillen, "rewinding the fetched body: %s", strerror(errno));
@@ -64,6 +65,11 @@ int pd_verify(pd_ctx *ctx, const char *signer_fpr, int *fd, long long *size,
         goto leave;
     }
     rc = sm_seal_decrypt_verify_fd(ctx->seal, *fd, out, signer_fpr, &res, detail, detaillen);
+    /* what we opened can be acked, also as a rejection: the receipt proves
+     * we hold a key the body was sealed to, even when the body then failed
+     * its integrity check or was compressed (its literal data header came
+     * out first); a body sealed before receipts has none */
+    sm_receipt_from_name(res.literal_name, receipt);
     if (rc == SM_PGP_REJECT)
         snprintf(reason, SM_ACK_REASON_MAX + 1, "%s", reject_reason(&res));
     if (rc != SM_PGP_OK)

@@ -37,14 +37,15 @@ ALTER TABLE message ADD COLUMN submission bytea
 CREATE FUNCTION submission_window() RETURNS interval
 LANGUAGE sql IMMUTABLE AS $$ SELECT interval '1 day' $$;
 
--- outbox_store (sql/016) keeping the identity: p_submission NULL for none.
+-- outbox_store (sql/020) keeping the identity: p_submission NULL for none.
 DROP FUNCTION outbox_store(text, text, bigint, text, text, text[], text[], text[], text[], bytea,
-                           text[], text[], text);
+                           text[], text[], text, bytea);
 CREATE FUNCTION outbox_store(p_id text, p_sender text, p_size bigint, p_spool_name text,
                              p_format text, p_recipients text[], p_recipient_domains text[],
                              p_contacts text[], p_contact_domains text[], p_body bytea,
                              p_notify text[] DEFAULT NULL, p_orcpt text[] DEFAULT NULL,
-                             p_envid text DEFAULT NULL, p_submission bytea DEFAULT NULL)
+                             p_envid text DEFAULT NULL, p_receipt_hash bytea DEFAULT NULL,
+                             p_submission bytea DEFAULT NULL)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO message (id, sender, size, spool_name, format, body, dsn_envid, submission)
@@ -60,8 +61,9 @@ BEGIN
         END IF;
         RETURN false;
     END IF;
-    INSERT INTO outbox (message_id, recipient, recipient_domain, dsn_notify, dsn_orcpt)
-    SELECT p_id, r, d, string_to_array(nullif(n, ''), ','), nullif(oc, '')
+    INSERT INTO outbox (message_id, recipient, recipient_domain, dsn_notify, dsn_orcpt,
+                        receipt_hash)
+    SELECT p_id, r, d, string_to_array(nullif(n, ''), ','), nullif(oc, ''), p_receipt_hash
       FROM unnest(p_recipients, p_recipient_domains,
                   coalesce(p_notify, '{}'::text[]), coalesce(p_orcpt, '{}'::text[]))
            AS t(r, d, n, oc)
@@ -74,20 +76,20 @@ BEGIN
     RETURN true;
 END $$;
 
--- outbox_store_quota (sql/016) with the identity. retry_of: the id of the
+-- outbox_store_quota (sql/020) with the identity. retry_of: the id of the
 -- copy stored already when this is a retry of it (then nothing is stored
 -- and nothing refused: the earlier copy stands, and it is what the quota
 -- counts), else NULL.
 DROP FUNCTION outbox_store_quota(text, text, bigint, text, text, text[], text[], text[],
-                                 text[], bytea, bigint, bigint, text[], text[], text);
+                                 text[], bytea, bigint, bigint, text[], text[], text, bytea);
 CREATE FUNCTION outbox_store_quota(p_id text, p_sender text, p_size bigint, p_spool_name text,
                                    p_format text, p_recipients text[],
                                    p_recipient_domains text[], p_contacts text[],
                                    p_contact_domains text[], p_body bytea,
                                    p_default_messages bigint, p_default_bytes bigint,
                                    p_notify text[] DEFAULT NULL, p_orcpt text[] DEFAULT NULL,
-                                   p_envid text DEFAULT NULL, p_submission bytea DEFAULT NULL,
-                                   OUT stored boolean, OUT refused boolean,
+                                   p_envid text DEFAULT NULL, p_receipt_hash bytea DEFAULT NULL,
+                                   p_submission bytea DEFAULT NULL, OUT stored boolean, OUT refused boolean,
                                    OUT messages bigint, OUT bytes bigint,
                                    OUT max_messages bigint, OUT max_bytes bigint,
                                    OUT retry_of text)
@@ -118,6 +120,6 @@ BEGIN
     IF NOT refused THEN
         stored := outbox_store(p_id, p_sender, p_size, p_spool_name, p_format, p_recipients,
                                p_recipient_domains, p_contacts, p_contact_domains, p_body,
-                               p_notify, p_orcpt, p_envid, p_submission);
+                               p_notify, p_orcpt, p_envid, p_receipt_hash, p_submission);
     END IF;
 END $$;

@@ -96,6 +96,25 @@ def stored_body(isp, mid):
         return None
 
 
+RECEIPT_NAME = re.compile(rb'name="stubmail-receipt\.([A-Za-z0-9_-]{43})"')
+
+
+def receipt_of(reader, isp, mid, body=None):
+    """The receipt sealed in message mid stored at isp (docs/PROTOCOL.md
+    "Receipts"), as a domain running plain gpg finds it: the literal data's
+    file name that `gpg --list-packets` shows once reader's key decrypts
+    the body (body: the stored body, when it is gone from isp already)."""
+    data = body if body is not None else stored_body(isp, mid)
+    r = subprocess.run(["gpg", "--homedir", reader.gnupg_home, "--batch", "--pinentry-mode",
+                        "loopback", "--passphrase", "", "--list-packets"], input=data,
+                       capture_output=True, timeout=30)
+    m = RECEIPT_NAME.search(r.stdout)
+    if not m:
+        raise AssertionError("no receipt in message %s at %s: %s" % (mid, isp.domain,
+                                                                     r.stderr.decode()))
+    return m.group(1).decode()
+
+
 def replace_body(isp, mid, data):
     """Put data where message mid's body is stored (its row, or its spool
     file in place: the file keeps its owner and mode), size with it."""

@@ -2,7 +2,8 @@
 many acks in one request, one answer each in order; a bad item refuses the
 whole request and records nothing; a recipient at another domain is
 refused; repeats answer the first ack; the bodies go once every recipient
-has acked. And pollerd uses it: a drain of many messages sends few acks."""
+has acked. Each ack carries its message's receipt (test_receipt.py has the
+refusals). And pollerd uses it: a drain of many messages sends few acks."""
 
 import json
 import os
@@ -11,7 +12,8 @@ import signal
 import subprocess
 import time
 
-from support import SandboxTest, make_message, curl, q, get_token, wait_for, stored_body
+from support import (SandboxTest, make_message, curl, q, get_token, wait_for, stored_body,
+                     receipt_of)
 
 
 class AckBatchTest(SandboxTest):
@@ -33,6 +35,9 @@ class AckBatchTest(SandboxTest):
         # these alone, the test acks them by hand
         msg, _ = make_message(sender, to, subject)
         return self.send_stored(self.a, sender, to, msg)[0][0]
+
+    def receipt(self, mid):
+        return receipt_of(self.b, self.a, mid)
 
     def retrieved(self, mid):
         return self.a.sql("SELECT recipient, retrieved_at IS NOT NULL, "
@@ -69,7 +74,7 @@ class AckBatchTest(SandboxTest):
                  headers=["Range: bytes=%d-" % (size - 7), 'If-Range: "%s"' % mid])
         self.assertEqual(r.status, 206, r)
         self.assertEqual(r.body, stored[-7:])
-        r = self.acks([{"id": mid, "to": "bob@b.example"}])
+        r = self.acks([{"id": mid, "to": "bob@b.example", "receipt": self.receipt(mid)}])
         self.assertEqual(r.status, 200, r)
         self.assertEqual(a.sql("SELECT body IS NULL, body_deleted_at IS NOT NULL, "
                                "spool_name IS NULL FROM message WHERE id = %s" % q(mid)),
@@ -80,10 +85,11 @@ class AckBatchTest(SandboxTest):
         a = self.a
         one = self.stored("bob@b.example", "batch one")
         two = self.stored("dave@b.example", "batch two")
-        r = self.acks([{"id": one, "to": "bob@b.example"},
+        r1, r2 = self.receipt(one), self.receipt(two)
+        r = self.acks([{"id": one, "to": "bob@b.example", "receipt": r1},
                        {"id": two, "to": "dave@b.example", "status": "rejected",
-                        "reason": "bad signature"},
-                       {"id": one, "to": "erin@b.example"}])
+                        "reason": "bad signature", "receipt": r2},
+                       {"id": one, "to": "erin@b.example", "receipt": r1}])
         self.assertEqual(r.status, 200, r)
         got = r.json()["acks"]
         self.assertEqual([(x["id"], x["to"]) for x in got],
@@ -104,8 +110,8 @@ class AckBatchTest(SandboxTest):
                 self.assertFalse(os.path.exists(os.path.join(a.spool_dir, row[2])))
         a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: dave@b\.example rejected" % two)
         # a repeat answers the first ack, and changes nothing
-        again = self.acks([{"id": one, "to": "bob@b.example"},
-                           {"id": two, "to": "dave@b.example"}])
+        again = self.acks([{"id": one, "to": "bob@b.example", "receipt": r1},
+                           {"id": two, "to": "dave@b.example", "receipt": r2}])
         self.assertEqual(again.status, 200, again)
         self.assertEqual(again.json()["acks"][0]["retrieved"], got[0]["retrieved"])
         self.assertEqual(again.json()["acks"][1]["status"], "rejected")
@@ -116,11 +122,13 @@ class AckBatchTest(SandboxTest):
         msg, _ = make_message("carol@a.example", "bob@b.example", "to two")
         mid = self.send_stored(a, "carol@a.example", ["bob@b.example", "dave@b.example"],
                                msg)[0][0]
-        r = self.acks([{"id": mid, "to": "bob@b.example"}])
+        rc = self.receipt(mid)
+        r = self.acks([{"id": mid, "to": "bob@b.example", "receipt": rc}])
         self.assertEqual(r.status, 200, r)
         self.assertEqual(a.sql("SELECT body_deleted_at IS NULL FROM message WHERE id = %s"
                                % q(mid)), [["t"]])
-        r = self.acks([{"id": mid, "to": "dave@b.example"}, {"id": mid, "to": "dave@b.example"}])
+        r = self.acks([{"id": mid, "to": "dave@b.example", "receipt": rc},
+                       {"id": mid, "to": "dave@b.example", "receipt": rc}])
         self.assertEqual(r.status, 200, r)
         self.assertEqual([x["status"] for x in r.json()["acks"]], ["delivered", "delivered"])
         self.assertEqual(a.sql("SELECT body_deleted_at IS NULL FROM message WHERE id = %s"

@@ -23,7 +23,8 @@ import os
 import re
 import time
 
-from support import SandboxTest, make_message, curl, get_token, login, login_body, q, wait_for
+from support import (SandboxTest, make_message, curl, get_token, login, login_body, q, wait_for,
+                     receipt_of)
 from test_udppoll import Client
 
 EXPIRE = 10             # seconds: the milter's expire_after here
@@ -164,7 +165,8 @@ class ExpiryTest(SandboxTest):
         mid = self.stored("bounced", to=("bob@b.example", "carol@b.example"))
         body = self.spool_path(mid)
         self.assertTrue(os.path.exists(body))
-        r = self.req("POST", "/v1/message/%s/ack" % mid, {"to": "carol@b.example"})
+        r = self.req("POST", "/v1/message/%s/ack" % mid,
+                     {"to": "carol@b.example", "receipt": receipt_of(self.b, a, mid)})
         self.assertEqual(r.status, 200, r)
         wait_for(lambda: self.expired(mid) or None, timeout=EXPIRE + 20, interval=0.5,
                  what="the message to expire")
@@ -211,7 +213,8 @@ class ExpiryTest(SandboxTest):
         for rcpt, notify in (("bob@b.example", "{never}"), ("carol@b.example", "{success}")):
             a.sql("UPDATE outbox SET dsn_notify = %s WHERE message_id = %s AND recipient = %s"
                   % (q(notify), q(mid), q(rcpt)))
-        r = self.req("POST", "/v1/message/%s/ack" % mid, {"to": "carol@b.example"})
+        r = self.req("POST", "/v1/message/%s/ack" % mid,
+                     {"to": "carol@b.example", "receipt": receipt_of(self.b, a, mid)})
         self.assertEqual(r.status, 200, r)
         wait_for(lambda: self.expired(mid) or None, timeout=EXPIRE + 20, interval=0.5,
                  what="the message to expire")

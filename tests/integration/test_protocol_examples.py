@@ -24,7 +24,7 @@ import unittest
 
 from support import (SandboxTest, TOP, make_message, curl, login, login_body, get_token,
                      mint_token, login_statement, header_lines, split_message, q,
-                     b64url_decode)
+                     b64url_decode, receipt_of)
 
 PROTOCOL_MD = os.path.join(TOP, "docs", "PROTOCOL.md")
 DNS_CHECK = os.path.join(TOP, "tests", "dns", "dns_lookup_check")
@@ -275,8 +275,12 @@ class ProtocolExamplesTest(SandboxTest):
         self.assertEqual(len(r.body), entry["size"])
         self.assertEqual(int(r.header("content-length")), entry["size"])
 
-        # the ack example, and its idempotence
-        self.assertEqual(ack_request, {"to": "bob@b.example"})
+        # the ack example (with this message's receipt in place of the
+        # example's), and its idempotence
+        self.assertEqual(sorted(ack_request), ["receipt", "to"])
+        self.assertEqual(ack_request["to"], "bob@b.example")
+        self.assertRegex(ack_request["receipt"], r"^[A-Za-z0-9_-]{43}$")
+        ack_request["receipt"] = receipt_of(self.b, a, first)
         r = self.api("POST", "/v1/message/%s/ack" % first, ack_request, token)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(sorted(r.json()), sorted(ack_response))
@@ -291,6 +295,8 @@ class ProtocolExamplesTest(SandboxTest):
         a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: bob@b\.example rejected the message"
                      % third)
         self.assertEqual(rejection["to"], "bob@b.example")
+        self.assertRegex(rejection["receipt"], r"^[A-Za-z0-9_-]{43}$")
+        rejection["receipt"] = receipt_of(self.b, a, third)
         r = self.api("POST", "/v1/message/%s/ack" % third, rejection, token)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(sorted(r.json()), sorted(ack_response))
@@ -369,8 +375,9 @@ class ProtocolExamplesTest(SandboxTest):
         self.assertEqual((r.status, r.body, r.header("etag")), (304, b"", etag), r)
         # leave the later tests an empty outbox and b.example's pollerd a
         # subscription of its own making
-        self.assertEqual(self.api("POST", "/v1/message/%s/ack" % mid, {"to": "bob@b.example"},
-                                  token).status, 200)
+        self.assertEqual(self.api("POST", "/v1/message/%s/ack" % mid,
+                                  {"to": "bob@b.example",
+                                   "receipt": receipt_of(self.b, a, mid)}, token).status, 200)
         self.assertEqual(self.api("POST", "/v1/subscription", {"reset": True}, token).status,
                          200)
 

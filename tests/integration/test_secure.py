@@ -24,7 +24,7 @@ import signal
 import subprocess
 
 from support import (SandboxTest, make_message, split_message, header_lines, wait_for, q,
-                     login, login_body, DomainKey, stored_body, replace_body)
+                     login, login_body, DomainKey, stored_body, replace_body, b64url)
 
 
 class SecureTest(SandboxTest):
@@ -71,6 +71,12 @@ class SecureTest(SandboxTest):
         self.assertTrue(self.logins(200), "b.example never logged in at a.example")
 
     def test_tampered_body_quarantined(self):
+        """A body altered in storage does not open: b.example quarantines it
+        and never delivers it. It yields no receipt (a small body fails its
+        integrity check before its literal data comes out), so its rejection
+        is refused (docs/PROTOCOL.md "Receipts") and given up, and a.example
+        keeps the message until it expires (the sender is then told):
+        nothing is lost, nothing is delivered, nothing loops."""
         a, b = self.a, self.b
         delivered_before = len(b.maildir_messages("dave"))
         msg, tag = make_message("alice@a.example", "dave@b.example", "tampered")
@@ -83,34 +89,45 @@ class SecureTest(SandboxTest):
         replace_body(a, mid, bytes(data))
 
         # the sender's Apache tells its admin
-        a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: dave@b\.example rejected the message"
-                     % mid)
+        a.expect_log(r"\[stubmail:warn\] .*domain=b\.example id=%s: ack of dave@b\.example "
+                     r"refused, the message stays: no receipt" % mid)
         b.add_contact("dave@b.example", "alice@a.example")
-        reason = wait_for(lambda: a.sql_value("SELECT rejected_reason FROM outbox "
-                                              "WHERE message_id = %s" % q(mid)),
-                          timeout=40, what="a.example's outbox to show the rejection")
-        self.assertTrue(a.sql_value("SELECT retrieved_at FROM outbox WHERE message_id = %s"
-                                    % q(mid)), "a rejection is recorded with its time")
-        status = b.sql("SELECT status, reason FROM received WHERE message_id = %s" % q(mid))
-        self.assertEqual(len(status), 1, status)
-        self.assertEqual(status[0][0], "quarantined")
-        self.assertEqual(status[0][1], reason)
+        wait_for(lambda: b.sql_value("SELECT acked_at IS NOT NULL FROM received "
+                                     "WHERE message_id = %s" % q(mid)) == "t",
+                 timeout=40, what="b.example to give up the rejection")
+        self.assertEqual(b.sql("SELECT status, reason, receipt IS NULL FROM received "
+                               "WHERE message_id = %s" % q(mid)),
+                         [["quarantined", "cannot decrypt", "t"]])
         quarantined = glob.glob(os.path.join(b.quarantine_dir, "*" + mid + "*"))
         self.assertTrue(quarantined, "nothing for %s in %s: %s" % (
             mid, b.quarantine_dir, os.listdir(b.quarantine_dir)))
         with open(b.pollerd_log) as f:
-            self.assertTrue([l for l in f if mid in l and "quarantin" in l],
-                            "pollerd does not log the quarantine of %s" % mid)
-        # never delivered, also a few polls later
+            lines = [l for l in f if mid in l]
+        self.assertTrue([l for l in lines if "quarantin" in l],
+                        "pollerd does not log the quarantine of %s" % mid)
+        self.assertTrue([l for l in lines if "refuses the ack for its receipt (none found in "
+                         "the body): given up" in l],
+                        "pollerd does not log that the rejection was refused")
+        # a few polls later: never delivered, still waiting at a.example,
+        # and the rejection was not sent again
         self._wait_polls(2)
         self.assertEqual(len(b.maildir_messages("dave")), delivered_before)
         self.assertEqual(self.in_maildir(b, "dave", tag), [])
+        self.assertEqual(a.sql("SELECT retrieved_at IS NULL, rejected_reason IS NULL, "
+                               "body_deleted_at IS NULL FROM outbox o JOIN message m "
+                               "ON m.id = o.message_id WHERE o.message_id = %s" % q(mid)),
+                         [["t", "t", "t"]])
+        with open(a.error_log) as f:
+            refusals = [l for l in f if "id=%s: ack of" % mid in l]
+        self.assertEqual(len(refusals), 1, refusals)
 
     def test_compressed_body_rejected(self):
         """The stored body replaced by gpg's default sign+encrypt of the same
-        message (a.example's key, to b.example's, compressed inside): b.example
-        refuses it as compressed, quarantines it, and a.example's outbox shows
-        the reason."""
+        message (a.example's key, to b.example's, compressed inside), with a
+        receipt of its own as gpg seals one (--set-filename, its hash in the
+        rows: docs/PROTOCOL.md "Receipts"): b.example refuses it as
+        compressed, quarantines it, and a.example's outbox shows the reason
+        (the rejection carries the receipt)."""
         a, b = self.a, self.b
         # long enough that compression shrinks it well below its size: the
         # only compression pollerd can see (docs/PROTOCOL.md)
@@ -123,11 +140,15 @@ class SecureTest(SandboxTest):
         gpg = ["gpg", "--homedir", a.gnupg_home, "--batch", "--quiet", "--yes"]
         subprocess.run(gpg + ["--import", b.key.public], check=True, capture_output=True,
                        timeout=30)
+        receipt = b64url(os.urandom(32))
         sealed = subprocess.run(gpg + ["--trust-model", "always", "-u", a.fpr, "-r", b.fpr,
+                                       "--set-filename", "stubmail-receipt." + receipt,
                                        "--sign", "--encrypt", "-o", "-"],
                                 input=msg, check=True, capture_output=True,
                                 timeout=30).stdout
         replace_body(a, mid, sealed)
+        a.sql("UPDATE outbox SET receipt_hash = sha256(convert_to(%s, 'UTF8')) "
+              "WHERE message_id = %s" % (q(receipt), q(mid)))
 
         a.expect_log(r"\[stubmail:warn\] .*id=%s: ack: carol@b\.example rejected the message "
                      r"at \S+: compressed$" % mid)

@@ -26,7 +26,7 @@ import socket
 import time
 
 from support import (SandboxTest, make_message, wait_for, login, login_body, curl, b64url,
-                     b64url_decode)
+                     b64url_decode, receipt_of)
 from test_protocol_examples import sections, section
 
 
@@ -165,7 +165,8 @@ class ResponderTest(SandboxTest):
                 break
             for m in r.json()["messages"]:      # leftovers of an earlier test
                 a = curl(self.a.outbox_url + "/v1/message/%s/ack" % m["id"], "POST",
-                         bearer=token, data=json.dumps({"to": m["to"]}))
+                         bearer=token, data=json.dumps(
+                             {"to": m["to"], "receipt": receipt_of(self.b, self.a, m["id"])}))
                 self.assertEqual(a.status, 200, a)
         etag = r.header("etag")
         self.assertTrue(etag, r)
@@ -235,7 +236,8 @@ class ResponderTest(SandboxTest):
         # (cached since the "idle" just above, for up to 10 s without one)
         m = r.json()["messages"][0]
         a = curl(self.a.outbox_url + "/v1/message/%s/ack" % m["id"], "POST", bearer=token,
-                 data=json.dumps({"to": m["to"]}))
+                 data=json.dumps({"to": m["to"],
+                                  "receipt": receipt_of(self.b, self.a, m["id"])}))
         self.assertEqual(a.status, 200, a)
         r = self.get_poll(version, token, ["If-None-Match: " + new_etag])
         self.assertEqual(r.status, 200, r)

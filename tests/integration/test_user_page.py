@@ -297,6 +297,8 @@ class UserPageTest(StubSandboxTest):
                                 "the wrong attachment")
         mid = self.send_stored(a, "alice@a.example", ["bob@b.example", "dave@b.example"],
                                msg)[0][0]
+        # dave's receipt, while the body is there (the recall drops it)
+        receipt = support.receipt_of(b, a, mid)
         self.wait_maildir(b, "bob", tag)
         wait_for(lambda: a.sql_value("SELECT retrieved_at IS NOT NULL FROM outbox WHERE "
                                      "message_id = %s AND recipient = 'bob@b.example'"
@@ -323,7 +325,8 @@ class UserPageTest(StubSandboxTest):
         self.assertEqual(curl(fetch, bearer=token).status, 404)
         self.assertEqual(a.count("pending_match", "message_id = %s" % support.q(mid)), 0)
         # an ISP that fetched just before the recall and acks after it is believed
-        r = curl(fetch + "/ack", method="POST", bearer=token, data='{"to": "dave@b.example"}')
+        r = curl(fetch + "/ack", method="POST", bearer=token,
+                 data=json.dumps({"to": "dave@b.example", "receipt": receipt}))
         self.assertEqual(r.status, 200, r)
         sent = json.loads(self.get(a, "alice", "/sent", json_=True).body)
         rcpt = {x["to"]: x for m in sent["messages"] if m["id"] == mid for x in m["recipients"]}

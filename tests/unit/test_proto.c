@@ -284,10 +284,10 @@ static void test_ack_status(void)
              SM_ACK_REASON_MAX + 1, 0);
     is_str(ack_code(body, &ack), "bad_request", "reason above the limit");
 
-    text = sm_ack_request_encode("bob@b.example", NULL);
+    text = sm_ack_request_encode("bob@b.example", NULL, NULL);
     is_str(text, "{\"to\":\"bob@b.example\"}", "ack encoded");
     free(text);
-    text = sm_ack_request_encode("bob@b.example", "bad signature");
+    text = sm_ack_request_encode("bob@b.example", "bad signature", NULL);
     is_str(text, "{\"to\":\"bob@b.example\",\"status\":\"rejected\",\"reason\":\"bad signature\"}",
            "rejecting ack encoded");
     ok(text && sm_ack_request_parse_status(text, strlen(text), "b.example", &ack, &err) == 0

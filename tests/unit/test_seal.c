@@ -48,7 +48,7 @@ static int seal_file(sm_seal *s, const char *const *to, const char *in, const ch
 {
     int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), rc;
 
-    rc = sm_seal_encrypt_sign_fd(s, to, ifd, ofd, why, sizeof why);
+    rc = sm_seal_encrypt_sign_fd(s, to, NULL, ifd, ofd, why, sizeof why);
     close(ifd);
     close(ofd);
     return rc;
@@ -261,7 +261,7 @@ static void *work(void *arg)
     for (i = 0; i < 50; i++) {
         ifd = open(in, O_RDONLY);
         ofd = open(mid, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (sm_seal_encrypt_sign_fd(w->a, to, ifd, ofd, lwhy, sizeof lwhy) != SM_PGP_OK)
+        if (sm_seal_encrypt_sign_fd(w->a, to, NULL, ifd, ofd, lwhy, sizeof lwhy) != SM_PGP_OK)
             w->failures++;
         close(ifd);
         close(ofd);
@@ -290,7 +290,7 @@ static void *stream_run(void *arg)
 {
     struct stream_job *j = arg;
 
-    j->rc = sm_seal_encrypt_sign_stream(j->s, j->to, j->in_fd, j->out_fd, j->why,
+    j->rc = sm_seal_encrypt_sign_stream(j->s, j->to, NULL, j->in_fd, j->out_fd, j->why,
                                         sizeof j->why);
     return NULL;
 }
@@ -324,13 +324,13 @@ static void stream_tests(sm_seal *sb, sm_seal *sc, const char *plain1k, const ch
     ok(socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0 && write_all(pair[1], plain1k, 1024) == 0,
        "1 KiB waits in a socket");
     ofd = open(path("st1.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    rc = sm_seal_encrypt_sign_stream(sc, to_bx, pair[0], ofd, why, sizeof why);
+    rc = sm_seal_encrypt_sign_stream(sc, to_bx, NULL, pair[0], ofd, why, sizeof why);
     ok(rc == SM_PGP_REJECT && ioctl(pair[0], FIONREAD, &unread) == 0 && unread == 1024
        && fstat(ofd, &st) == 0 && st.st_size == 0,
        "fed, to b and a key c lacks: REJECT with the 1 KiB unread and nothing written (%s)",
        why);
     close(pair[1]);
-    rc = sm_seal_encrypt_sign_stream(sc, to_b, pair[0], ofd, why, sizeof why);
+    rc = sm_seal_encrypt_sign_stream(sc, to_b, NULL, pair[0], ofd, why, sizeof why);
     close(pair[0]);
     close(ofd);
     ok(rc == SM_PGP_OK && open_file(sb, path("st1.pgp"), path("st1.out"), fc, &res) == SM_PGP_OK
@@ -453,7 +453,7 @@ int main(void)
     {
         int ofd = open(path("m1.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600), rc, full;
 
-        rc = sm_seal_encrypt_sign_mem(sa, to_b, plain1k, sizeof plain1k, ofd, why, sizeof why);
+        rc = sm_seal_encrypt_sign_mem(sa, to_b, NULL, plain1k, sizeof plain1k, ofd, why, sizeof why);
         close(ofd);
         ok(rc == SM_PGP_OK, "a seals 1 KiB from memory for b (%s)", why);
         ok(gpg_open(home_b, path("m1.pgp"), path("m1.out"), signer) == 0
@@ -461,10 +461,10 @@ int main(void)
            "the gpg command line opens it: decrypted, a's signature good, same text (%s)",
            why);
         full = open("/dev/full", O_WRONLY);
-        rc = sm_seal_encrypt_sign_mem(sa, to_b, plain1k, sizeof plain1k, full, why, sizeof why);
+        rc = sm_seal_encrypt_sign_mem(sa, to_b, NULL, plain1k, sizeof plain1k, full, why, sizeof why);
         close(full);
         ok(rc == SM_PGP_ERROR, "from memory into a full disk: ERROR: %s", why);
-        ok(sm_seal_encrypt_sign_mem(sa, to_none, plain1k, sizeof plain1k, 1, why, sizeof why)
+        ok(sm_seal_encrypt_sign_mem(sa, to_none, NULL, plain1k, sizeof plain1k, 1, why, sizeof why)
            == SM_PGP_REJECT, "from memory, no recipients: REJECT");
     }
 
@@ -475,7 +475,7 @@ int main(void)
         size_t sealed_len = 0;
         int rc, ofd;
 
-        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, plain1k, sizeof plain1k, &sealed,
+        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, NULL, plain1k, sizeof plain1k, &sealed,
                                           &sealed_len, why, sizeof why);
         ok(rc == SM_PGP_OK && sealed && sealed_len > sizeof plain1k,
            "a seals 1 KiB from memory into memory for b: %zu octets (%s)", sealed_len, why);
@@ -487,8 +487,24 @@ int main(void)
            && !strcmp(signer, fa) && same_files(path("plain1k"), path("mm1.out")),
            "the gpg command line opens it: decrypted, a's signature good, same text");
         free(sealed);
+        /* a receipt rides in the literal data's file name, and comes out */
+        rc = sm_seal_encrypt_sign_mem_mem(sa, to_b, "stubmail-receipt.R", plain1k,
+                                          sizeof plain1k, &sealed, &sealed_len, why,
+                                          sizeof why);
+        ofd = open(path("mm2.pgp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ok(rc == SM_PGP_OK && ofd >= 0
+           && write(ofd, sealed, sealed_len) == (ssize_t)sealed_len, "sealed with a file name");
+        close(ofd);
+        free(sealed);
+        ok(open_file(sb, path("mm2.pgp"), path("mm2.out"), fa, &res) == SM_PGP_OK
+           && !strcmp(res.literal_name, "stubmail-receipt.R")
+           && same_files(path("plain1k"), path("mm2.out")),
+           "opened: the file name is there, the text unchanged (%s)", res.literal_name);
+        ok(sh("gpg --homedir %s --batch --list-packets %s 2>/dev/null | grep -q "
+              "'name=\"stubmail-receipt.R\"'", home_b, path("mm2.pgp")) == 0,
+           "gpg --list-packets shows it");
         sealed = (unsigned char *)"x";
-        ok(sm_seal_encrypt_sign_mem_mem(sa, to_none, plain1k, sizeof plain1k, &sealed,
+        ok(sm_seal_encrypt_sign_mem_mem(sa, to_none, NULL, plain1k, sizeof plain1k, &sealed,
                                         &sealed_len, why, sizeof why) == SM_PGP_REJECT
            && sealed == NULL && sealed_len == 0,
            "into memory, no recipients: REJECT, nothing handed back");
