@@ -7,7 +7,7 @@ RETURNS text LANGUAGE sql AS $$
     SELECT concat_ws(' ', stored, refused, coalesce(retry_of, '-'))
       FROM outbox_store_quota(md5(p_id), p_sender, 100, md5(p_id), 'openpgp',
                               ARRAY['bob@b.example'], ARRAY['b.example'], '{}', '{}', NULL,
-                              1000, 0, NULL, NULL, NULL, p_submission)
+                              1000, 0, NULL, NULL, NULL, NULL, p_submission)
 $$;
 
 SELECT assert_eq(store('m1', 'alice@a.example', sha256('one')), 't f -', 'first attempt stored');
