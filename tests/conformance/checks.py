@@ -483,11 +483,12 @@ def acks_batch_errors(c):
 
 
 @check("R-ERROR-NOCHANGE", "R-ACKS-WHOLE", "R-ACK-DELIVERED", "R-ACK-ANSWER",
-       "R-ACK-FIRST", "R-GET-ETAG-CHANGES", "R-ACKS-ANSWER", "R-GET-NO-HIDE")
+       "R-ACK-FIRST", "R-GET-ETAG-CHANGES", "R-ACKS-ANSWER", "R-GET-NO-HIDE", "R-ACK-RECEIPT")
 def ack(c):
     m = c.message()
     if not c.may_ack:
         raise Skip("acking consumes the message: pass --may-ack")
+    receipt = c.receipt()
     v = c.subscribe([{"from": m["from"], "to": m["to"]}])
     before = c.ob.request("GET", "/v1/poll?version=%d" % v, token=c.token())
     expect([e["id"] for e in expect_ok_json(before, "GET /v1/poll")["messages"]].count(m["id"])
@@ -500,24 +501,35 @@ def ack(c):
            again)
     # a batch refused for one item records none of them
     expect_error(c.ob.request("POST", "/v1/ack", {"acks": [
-        {"id": m["id"], "to": m["to"]}, {"id": m["id"], "to": "x@other-" + c.domain}]},
+        {"id": m["id"], "to": m["to"], "receipt": receipt},
+        {"id": m["id"], "to": "x@other-" + c.domain, "receipt": receipt}]},
         token=c.token()), 403, "foreign_recipient")
     expect(any(e["id"] == m["id"] for e in c.poll()["messages"]),
            "after a refused batch the message is still listed")
+    # the token alone acks nothing: without the receipt, or with another
     path = "/v1/message/%s/ack" % m["id"]
-    j = expect_ok_json(c.ob.request("POST", path, {"to": m["to"], "status": "delivered"},
+    wrong = ("A" if receipt[0] != "A" else "B") + receipt[1:]
+    for body in ({"to": m["to"]}, {"to": m["to"], "receipt": wrong},
+                 {"to": m["to"], "status": "rejected", "reason": "x", "receipt": wrong}):
+        expect_error(c.ob.request("POST", path, body, token=c.token()), 403, "bad_receipt")
+    expect(any(e["id"] == m["id"] for e in c.poll()["messages"]),
+           "after acks without the receipt the message is still listed")
+    j = expect_ok_json(c.ob.request("POST", path, {"to": m["to"], "status": "delivered",
+                                                   "receipt": receipt},
                                     token=c.token()), "an explicit delivered ack")
     expect(set(j) >= {"id", "to", "retrieved", "status"} and j["id"] == m["id"]
            and j["to"] == m["to"] and j["status"] == "delivered"
            and c.grammar.matches("date-time", j["retrieved"]),
            "id, to, retrieved, status delivered", j)
     again = expect_ok_json(c.ob.request("POST", path, {"to": m["to"], "status": "rejected",
-                                                       "reason": "changed my mind"},
+                                                       "reason": "changed my mind",
+                                                       "receipt": receipt},
                                         token=c.token()), "a later rejection")
     expect((again["retrieved"], again["status"]) == (j["retrieved"], "delivered"),
            "a later ack answers the first's time and status", again)
     batch = expect_ok_json(c.ob.request("POST", "/v1/ack", {"acks": [
-        {"id": m["id"], "to": m["to"], "status": "rejected", "reason": "again"}]},
+        {"id": m["id"], "to": m["to"], "status": "rejected", "reason": "again",
+         "receipt": receipt}]},
         token=c.token()), "the same in a batch")
     expect([(x["id"], x["to"], x["retrieved"], x["status"]) for x in batch["acks"]]
            == [(m["id"], m["to"], j["retrieved"], "delivered")], "the first ack wins", batch)
