@@ -30,6 +30,12 @@ DNS = 53
 STUBS = 90
 # mod_stubmail's UDP poll responder (Sandbox(udp_poll=True)): IP:base+UDPPOLL.
 UDPPOLL = 444
+# Isp(milters=2): a second milter on base+MILTER2, behind a second
+# submission listener on base+SUBMISSION2.
+MILTER2, SUBMISSION2 = 31, 588
+# Isp(standby=True): a streaming-replication standby of the ISP's
+# PostgreSQL on base+PG_STANDBY.
+PG_STANDBY = 433
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 

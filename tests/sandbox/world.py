@@ -22,13 +22,16 @@ class Sandbox:
     pollerd listens for UDP stubs on IP:base+90 (Isp.stub_address), which
     the ISP's record publishes as udp=. pollerd_extra: "key value" lines
     for every pollerd.conf. pg_settings: (name, value) settings for every
-    PostgreSQL (e.g. more max_connections for many databases in one)."""
+    PostgreSQL (e.g. more max_connections for many databases in one).
+    isp_options: {domain: {keyword: value}}, more Isp arguments for one
+    ISP (e.g. {"a.example": {"milters": 2, "standby": True}})."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=()):
+                 pollerd_debug=False, pg_settings=(), isp_options=None):
         self.domains = list(domains)
+        self.isp_options = isp_options or {}
         self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
@@ -73,7 +76,8 @@ class Sandbox:
                           httpd_extra=self.httpd_extra, stubs=self.stubs,
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
                           pollerd_debug=self.pollerd_debug,
-                          pg_settings=self.pg_settings)
+                          pg_settings=self.pg_settings,
+                          **self.isp_options.get(dom, {}))
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
