@@ -90,11 +90,15 @@ class PgMixin:
         self._pg_super(self.pg_port, "SELECT pg_reload_conf()")
         # synchronous once the primary says so
         deadline = time.monotonic() + 20
-        while self._pg_super(self.pg_port, "SELECT count(*) FROM pg_stat_replication "
-                             "WHERE sync_state = 'sync'") != "1":
+        while self.sync_state() != "sync":
             if time.monotonic() > deadline:
                 raise SandboxError("%s: the standby did not become synchronous" % self.domain)
             time.sleep(0.1)
+
+    def sync_state(self):
+        """The primary's view of its standby: "sync" while commits wait for it."""
+        return self._pg_super(self.pg_port, "SELECT string_agg(sync_state, ',') "
+                              "FROM pg_stat_replication")
 
     def kill_db(self):
         """SIGKILL the primary and everything in its process group: a crash."""
