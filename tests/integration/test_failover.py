@@ -3,8 +3,9 @@ synchronous streaming-replication standby (pg_basebackup,
 synchronous_standby_names), and every program's conninfo names both
 servers with target_session_attrs=read-write. While local users submit
 mail without pause, the primary is killed with SIGKILL and, a moment later,
-the standby is promoted (pg_ctl promote): the milter, Apache (mod_dbd) and
-pollerd find the new primary by themselves, and every message that got a
+the standby is promoted (pg_ctl promote): the milter, Apache (mod_dbd and
+the UDP poll responder's own connection, which LISTENs for the poll cache)
+and pollerd find the new primary by themselves, and every message that got a
 250 reaches its recipient once. The test prints how long mail was refused
 (tempfailed) around the switch."""
 
@@ -24,6 +25,7 @@ LOAD_AFTER = 6.0        # seconds of load after the promotion
 class FailoverTest(SandboxTest):
     DOMAINS = ("a.example", "b.example")
     ISP_OPTIONS = {"a.example": {"standby": True}}
+    UDP_POLL = True     # the UDP responder's own connection (LISTEN) fails over too
 
     @classmethod
     def setUpWorld(cls):
@@ -41,6 +43,8 @@ class FailoverTest(SandboxTest):
                 code = submit(self.a, sender, "bob@b.example", msg, timeout=30)
                 results.append((time.monotonic(), code, "%s@a.example" % tag))
                 i += 1
+                # a client's pause before the next (a refused one: its retry)
+                time.sleep(0.01 if code == 250 else 0.05)
         threads = [threading.Thread(target=one, args=("%s@a.example" % s,))
                    for s in SENDERS]
         for t in threads:
