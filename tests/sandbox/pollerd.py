@@ -43,10 +43,13 @@ class PollerdMixin:
         return self.path("quarantine")
 
     def start_pollerd(self, name="pollerd"):
-        if name != "pollerd" and not os.path.exists(self.path(name + ".conf")):
+        """Start pollerd (name: another instance, set up at its first start);
+        the first one runs with pollerd_conf, which a test may point elsewhere."""
+        conf = self.pollerd_conf if name == "pollerd" else self.path(name + ".conf")
+        if not os.path.exists(conf):
             self._setup_pollerd(name)
         log = self.path(name + ".log")
-        p = self._spawn(name, [POLLERD_BIN, "-c", self.path(name + ".conf"), "-f"]
+        p = self._spawn(name, [POLLERD_BIN, "-c", conf, "-f"]
                         + (["-d"] if self.pollerd_debug else []), log)
         time.sleep(0.2)
         if not p.alive():
