@@ -37,6 +37,12 @@ UDPPOLL = 444
 # (HTTPS, UDP poll responder) of each Apache front end of an ISP
 # (Sandbox(front_ends=2)): the first is the outbox DNS names.
 FRONT_END_PORTS = ((HTTPS, UDPPOLL), (445, 446))
+# Isp(milters=2): a second milter on base+MILTER2, behind a second
+# submission listener on base+SUBMISSION2.
+MILTER2, SUBMISSION2 = 31, 588
+# Isp(standby=True): a streaming-replication standby of the ISP's
+# PostgreSQL on base+PG_STANDBY.
+PG_STANDBY = 433
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 

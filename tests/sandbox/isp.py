@@ -8,8 +8,9 @@ import os
 import pwd
 import time
 
-from .common import (ALL_SERVICES, DOMAIN_IPS, MILTER, PG, REINJECT, SMTP,
-                     STUBMAIL_SERVICES, STUBS, SUBMISSION, USERS, WKS_CLIENT,
+from .common import (ALL_SERVICES, DOMAIN_IPS, MILTER, MILTER2, PG, PG_STANDBY,
+                     REINJECT, SMTP, STUBMAIL_SERVICES, STUBS, SUBMISSION, SUBMISSION2,
+                     USERS, WKS_CLIENT,
                      SandboxError, listening, q, run_checked, tail)
 from .httpd import FrontEnd, HttpdMixin
 from .janitor import JanitorMixin
@@ -30,8 +31,15 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
                  routes=None, users=USERS, poll_interval="2s", module=True,
                  apache_loglevel="info", resolver=None, ca_dir=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
-                 pollerd_debug=False, pg_settings=(), front_ends=1):
+                 pollerd_debug=False, pg_settings=(), front_ends=1, milters=1,
+                 standby=False):
         self.name, self.domain, self.ip = name, domain, ip
+        # 2: a second milter (milter2) behind a second submission listener,
+        # both storing into the one outbox
+        self.milters = milters
+        # a synchronous streaming-replication standby of the database
+        # (pg.py), and every program's conninfo names both servers
+        self.standby = standby and "pg" in services
         # (name, value) settings PostgreSQL starts with, e.g. ("max_connections", "400")
         self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug  # pollerd -d: stubs, UDP polls in its log
@@ -127,8 +135,21 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         return self.port(PG)
 
     @property
+    def pg_standby_port(self):
+        return self.port(PG_STANDBY)
+
+    @property
     def milter_port(self):
         return self.port(MILTER)
+
+    @property
+    def milter2_port(self):
+        return self.port(MILTER2)
+
+    @property
+    def submission2_port(self):
+        """Isp(milters=2): the submission listener of the second milter."""
+        return self.port(SUBMISSION2)
 
     @property
     def outbox_url(self):
@@ -147,6 +168,11 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     @property
     def conninfo(self):
+        if self.standby:
+            # the servers in order; whichever takes writes is the primary
+            return ("host=%s,%s port=%d,%d dbname=stubmail user=stubmail "
+                    "target_session_attrs=read-write"
+                    % (self.ip, self.ip, self.pg_port, self.pg_standby_port))
         return "host=%s port=%d dbname=stubmail user=stubmail" % (self.ip, self.pg_port)
 
     def path(self, *parts):
@@ -209,6 +235,10 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
     def milter_log(self):
         return self.path("milter.log")
 
+    @property
+    def milter2_log(self):
+        return self.path("milter2.log")
+
     def __repr__(self):
         return "<Isp %s %s:%d>" % (self.domain, self.ip, self.port_base)
 
@@ -241,12 +271,16 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
             self._setup_pg()
             self.start_db()
             self._create_db()
+            if self.standby:
+                self.start_standby()
         if "httpd" in self.services:
             self._setup_httpd()
             self.start_httpd()
         if "milter" in self.services:
             self._setup_milter()
             self.start_milter()
+            if self.milters > 1:
+                self.start_milter("milter2")
         if "postfix" in self.services:
             self._setup_postfix()
             self.start_postfix()
@@ -255,7 +289,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
             self.start_pollerd()
         return self
 
-    STOP_ORDER = (("pollerd",), ("httpd", "httpd2", "postfix", "milter"), ("pg",))
+    STOP_ORDER = (("pollerd", "pollerd2"), ("httpd", "httpd2", "postfix", "milter", "milter2"),
+                  ("pg", "pg_standby"))
 
     def stop(self, stages=STOP_ORDER):
         """Stop the servers, a stage at a time; within a stage all at once
@@ -277,9 +312,11 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
             raise SandboxError("%s: stopping: %s" % (self.domain, "; ".join(errors)))
 
     def _check_ports_free(self):
-        offsets = {"pg": [PG], "httpd": [fe.https_port - self.port_base
-                                         for fe in self.front_ends], "milter": [MILTER],
-                   "postfix": [SMTP, REINJECT, SUBMISSION]}
+        offsets = {"pg": [PG] + ([PG_STANDBY] if self.standby else []),
+                   "httpd": [fe.https_port - self.port_base for fe in self.front_ends],
+                   "milter": [MILTER] + ([MILTER2] if self.milters > 1 else []),
+                   "postfix": [SMTP, REINJECT, SUBMISSION]
+                   + ([SUBMISSION2] if self.milters > 1 else [])}
         for svc, offs in offsets.items():
             if svc not in self.services:
                 continue
@@ -381,8 +418,11 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
                 + [("apache access log", fe.access_log) for fe in self.front_ends]
                 + [("postfix maillog", self.maillog),
                    ("milter", self.milter_log),
+                   ("milter2", self.milter2_log),
                    ("pollerd", self.pollerd_log),
-                   ("postgresql", self.path("pg.log"))])
+                   ("pollerd2", self.path("pollerd2.log")),
+                   ("postgresql", self.path("pg.log")),
+                   ("postgresql standby", self.path("pg_standby.log"))])
         for label, path in logs:
             if os.path.exists(path):
                 parts.append("--- %s %s (%s)\n%s" % (self.domain, label, path, tail(path, n)))

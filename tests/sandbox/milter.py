@@ -1,7 +1,10 @@
 """milter — an ISP's stubmail-milter (templates/milter.conf), on the TCP
-port Postfix's smtpd_milters names, run in the foreground; for fault tests,
-killed (SIGKILL) at any moment or, through tests/faults/kill_after_commit.c
-(LD_PRELOAD), right after its outbox commit."""
+port Postfix's smtpd_milters names, run in the foreground. With
+Isp(milters=2) a second one, "milter2", on its own port behind its own
+submission listener, stores into the same outbox and spool. For fault
+tests, the first one is killed (SIGKILL) at any moment or, through
+tests/faults/kill_after_commit.c (LD_PRELOAD), right after its outbox
+commit."""
 
 import os
 import signal
@@ -13,26 +16,34 @@ KILL_AFTER_COMMIT_SRC = os.path.join(TOP, "tests", "faults", "kill_after_commit.
 
 
 class MilterMixin:
-    """Isp's stubmail-milter part."""
+    """Isp's stubmail-milter part: "milter", and "milter2" if milters=2."""
 
-    def _setup_milter(self):
+    def _milter_port_of(self, name):
+        return self.milter2_port if name == "milter2" else self.milter_port
+
+    def _setup_milter(self, name="milter"):
         if not os.path.exists(MILTER_BIN):
             raise SandboxError("%s is not built (run scripts/build)" % MILTER_BIN)
-        self.milter_conf = self.path("milter.conf")
-        render("milter.conf", self.milter_conf,
-               domain=self.domain, milter_port=self.milter_port, ip=self.ip,
+        conf = self.path(name + ".conf")
+        if name == "milter":
+            self.milter_conf = conf
+        render("milter.conf", conf,
+               domain=self.domain, milter_port=self._milter_port_of(name), ip=self.ip,
                conninfo=self.conninfo, spool_dir=self.spool_dir,
                extra="".join(line + "\n" for line in self.milter_extra),
                **self._key_settings())
 
-    def start_milter(self):
+    def start_milter(self, name="milter"):
         env = None
-        if self.milter_kill_shim:
+        if name != "milter":
+            self._setup_milter(name)
+        elif self.milter_kill_shim:
             env = dict(os.environ, LD_PRELOAD=self.milter_kill_shim,
                        STUBMAIL_KILL_AFTER_COMMIT=self.milter_kill_arm)
-        self._spawn("milter", [MILTER_BIN, "-c", self.milter_conf, "-f"], self.milter_log,
-                    env=env)
-        self._await("milter", lambda: listening(self.ip, self.milter_port), self.milter_log)
+        self._spawn(name, [MILTER_BIN, "-c", self.path(name + ".conf"), "-f"],
+                    self.path(name + ".log"), env=env)
+        self._await(name, lambda: listening(self.ip, self._milter_port_of(name)),
+                    self.path(name + ".log"))
 
     @property
     def milter_kill_arm(self):
@@ -78,16 +89,16 @@ class MilterMixin:
         if p is not None and not p.alive():
             self.procs.pop("milter").stop(timeout=10)
 
-    def restart_milter(self, extra=None):
+    def restart_milter(self, extra=None, name="milter"):
         """Write milter.conf again (with extra as milter_extra, if given)
         and restart the milter."""
         if extra is not None:
             self.milter_extra = list(extra)
-        self.stop_milter()
-        self._setup_milter()
-        self.start_milter()
+        self.stop_milter(name)
+        self._setup_milter(name)
+        self.start_milter(name)
 
-    def stop_milter(self):
-        p = self.procs.pop("milter", None)
+    def stop_milter(self, name="milter"):
+        p = self.procs.pop(name, None)
         if p is not None:
             p.stop()

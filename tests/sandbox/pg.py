@@ -1,6 +1,8 @@
 """pg — an ISP's PostgreSQL: a throwaway cluster (initdb as postgres,
 trust), the stubmail role and database with every migration applied, and
-psql for the tests (Isp.sql)."""
+psql for the tests (Isp.sql). With Isp(standby=True) a synchronous
+streaming-replication standby (pg_basebackup) on base+PG_STANDBY, which a
+test may promote after killing the primary (a failover)."""
 
 import csv
 import io
@@ -8,6 +10,7 @@ import os
 import pwd
 import signal
 import subprocess
+import time
 
 from .common import MIGRATE, SandboxError, pg_bindir
 
@@ -34,23 +37,79 @@ class PgMixin:
     def _pg_env(self):
         return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": self.path("pg")}
 
-    def start_db(self):
-        """Start PostgreSQL (again) and wait until it accepts queries."""
-        argv = [os.path.join(pg_bindir(), "postgres"), "-D", self.pg_data,
-                "-c", "listen_addresses=" + self.ip, "-p", str(self.pg_port),
+    def start_db(self, name="pg"):
+        """Start PostgreSQL (again) and wait until it accepts queries
+        (name "pg_standby": the standby)."""
+        data, port = self.pg_data, self.pg_port
+        if name == "pg_standby":
+            data, port = self.pg_standby_data, self.pg_standby_port
+        argv = [os.path.join(pg_bindir(), "postgres"), "-D", data,
+                "-c", "listen_addresses=" + self.ip, "-p", str(port),
                 "-c", "unix_socket_directories=" + self.pg_sock,
                 "-c", "max_connections=100", "-c", "log_min_messages=warning"]
         # later -c wins: Isp(pg_settings=...) overrides the ones above
-        for name, value in self.pg_settings:
-            argv += ["-c", "%s=%s" % (name, value)]
-        self._spawn("pg", argv, self.path("pg.log"), stop_signal=signal.SIGINT,
+        for setting, value in self.pg_settings:
+            argv += ["-c", "%s=%s" % (setting, value)]
+        self._spawn(name, argv, self.path(name + ".log"), stop_signal=signal.SIGINT,
                     stop_timeout=30, user="postgres", group="postgres",
                     env=self._pg_env(), cwd="/")
         isready = os.path.join(pg_bindir(), "pg_isready")
-        self._await("pg", lambda: subprocess.run(
-            [isready, "-q", "-h", self.ip, "-p", str(self.pg_port), "-U", "postgres",
+        self._await(name, lambda: subprocess.run(
+            [isready, "-q", "-h", self.ip, "-p", str(port), "-U", "postgres",
              "-d", "postgres"]).returncode == 0,
-            self.path("pg.log"))
+            self.path(name + ".log"))
+
+    @property
+    def pg_standby_data(self):
+        return self.path("pg", "standby")
+
+    def _pg_as_postgres(self, argv, what):
+        r = subprocess.run(argv, user="postgres", group="postgres", extra_groups=[],
+                           cwd="/", capture_output=True, text=True, env=self._pg_env())
+        if r.returncode != 0:
+            raise SandboxError("%s %s failed:\n%s%s" % (self.domain, what, r.stdout, r.stderr))
+
+    def _pg_super(self, port, query):
+        su = "host=%s port=%d dbname=postgres user=postgres" % (self.ip, port)
+        return subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+                               "-d", su, "-c", query],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def start_standby(self):
+        """Copy the primary with pg_basebackup (-R: a standby that streams
+        from it), start it, and make the primary's commits wait for it
+        (synchronous_standby_names, set after the copy so that the standby,
+        once promoted, does not wait for a standby of its own)."""
+        self._pg_as_postgres(
+            [os.path.join(pg_bindir(), "pg_basebackup"), "-h", self.ip,
+             "-p", str(self.pg_port), "-U", "postgres", "-D", self.pg_standby_data,
+             "-R", "-X", "stream", "--no-sync", "-c", "fast"], "pg_basebackup")
+        os.chmod(self.pg_standby_data, 0o700)
+        self.start_db("pg_standby")
+        self._pg_super(self.pg_port, "ALTER SYSTEM SET synchronous_standby_names = '*'")
+        self._pg_super(self.pg_port, "SELECT pg_reload_conf()")
+        # synchronous once the primary says so
+        deadline = time.monotonic() + 20
+        while self.sync_state() != "sync":
+            if time.monotonic() > deadline:
+                raise SandboxError("%s: the standby did not become synchronous" % self.domain)
+            time.sleep(0.1)
+
+    def sync_state(self):
+        """The primary's view of its standby: "sync" while commits wait for it."""
+        return self._pg_super(self.pg_port, "SELECT string_agg(sync_state, ',') "
+                              "FROM pg_stat_replication")
+
+    def kill_db(self):
+        """SIGKILL the primary and everything in its process group: a crash."""
+        p = self.procs.pop("pg", None)
+        if p is not None:
+            p.stop(sig=signal.SIGKILL, timeout=10)
+
+    def promote_standby(self):
+        """pg_ctl promote: the standby takes writes (and is waited for until it does)."""
+        self._pg_as_postgres([os.path.join(pg_bindir(), "pg_ctl"), "promote", "-w",
+                              "-D", self.pg_standby_data], "pg_ctl promote")
 
     def stop_db(self):
         """Fast shutdown of PostgreSQL (clients are disconnected)."""

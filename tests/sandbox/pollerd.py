@@ -1,5 +1,7 @@
 """pollerd — an ISP's stubmail-pollerd (templates/pollerd.conf), run in the
-foreground; killed, restarted and woken (SIGUSR1) by the tests."""
+foreground; killed, restarted and woken (SIGUSR1) by the tests. A test may
+start a second instance, "pollerd2", on the same database (its own
+configuration, spool and log; no udp_listen, which the first one has)."""
 
 import os
 import signal
@@ -9,21 +11,26 @@ from .common import POLLERD_BIN, SandboxError, render
 
 
 class PollerdMixin:
-    """Isp's stubmail-pollerd part."""
+    """Isp's stubmail-pollerd part: "pollerd", and any other instance a
+    test starts by name."""
 
-    def _setup_pollerd(self):
+    def _setup_pollerd(self, name="pollerd"):
         if not os.path.exists(POLLERD_BIN):
             raise SandboxError("%s is not built (run scripts/build)" % POLLERD_BIN)
-        spool = self.path("pollerd-spool")
+        spool = self.path(name + "-spool")
         for d in (spool, self.quarantine_dir):
             os.makedirs(d, exist_ok=True)
             os.chmod(d, 0o700)
-        self.pollerd_conf = self.path("pollerd.conf")
-        render("pollerd.conf", self.pollerd_conf,
+        conf = self.path(name + ".conf")
+        if name == "pollerd":
+            self.pollerd_conf = conf
+        first = name == "pollerd"
+        render("pollerd.conf", conf,
                domain=self.domain, conninfo=self.conninfo, ip=self.ip,
                reinject_port=self.reinject_port, interval=self.poll_interval,
                spool=spool, quarantine_dir=self.quarantine_dir,
-               udp_listen="udp_listen %s\n" % self.stub_address if self.stubs else "",
+               udp_listen=("udp_listen %s\n" % self.stub_address
+                           if self.stubs and first else ""),
                unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\nintro_url %s\n"
                             % ((self.unsubscribe_url,) + self.link_keys[-1]
                                + (self.intro_url,))
@@ -35,12 +42,18 @@ class PollerdMixin:
     def quarantine_dir(self):
         return self.path("quarantine")
 
-    def start_pollerd(self):
-        p = self._spawn("pollerd", [POLLERD_BIN, "-c", self.pollerd_conf, "-f"]
-                        + (["-d"] if self.pollerd_debug else []), self.pollerd_log)
+    def start_pollerd(self, name="pollerd"):
+        """Start pollerd (name: another instance, set up at its first start);
+        the first one runs with pollerd_conf, which a test may point elsewhere."""
+        conf = self.pollerd_conf if name == "pollerd" else self.path(name + ".conf")
+        if not os.path.exists(conf):
+            self._setup_pollerd(name)
+        log = self.path(name + ".log")
+        p = self._spawn(name, [POLLERD_BIN, "-c", conf, "-f"]
+                        + (["-d"] if self.pollerd_debug else []), log)
         time.sleep(0.2)
         if not p.alive():
-            self._await("pollerd", lambda: False, self.pollerd_log)
+            self._await(name, lambda: False, log)
 
     def restart_pollerd(self, extra=None):
         """Start pollerd again (stopped first if it runs); with extra,
@@ -51,14 +64,14 @@ class PollerdMixin:
             self._setup_pollerd()
         self.start_pollerd()
 
-    def kill_pollerd(self, sig=signal.SIGKILL):
+    def kill_pollerd(self, sig=signal.SIGKILL, name="pollerd"):
         """Kill pollerd (SIGKILL by default: a crash) and reap it."""
-        p = self.procs.pop("pollerd", None)
+        p = self.procs.pop(name, None)
         if p is not None:
             p.stop(sig=sig, timeout=10)
 
-    def poll_now(self):
+    def poll_now(self, name="pollerd"):
         """SIGUSR1: pollerd polls at once instead of at the next interval."""
-        p = self.procs.get("pollerd")
+        p = self.procs.get(name)
         if p is not None:
             p.signal(signal.SIGUSR1)

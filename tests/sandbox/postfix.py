@@ -37,9 +37,19 @@ class PostfixMixin:
                domain=self.domain, dir=d, ip=self.ip, transports=transports,
                mail=self.mail_dir, mailboxes=mailboxes, uid=nobody.pw_uid,
                gid=nobody.pw_gid, milter=milter)
+        second = ""
+        if with_milter and self.milters > 1:
+            # Isp(milters=2): local users' second way in, through milter2
+            second = ("%s:%d  inet  n  -  n  -  -  smtpd\n"
+                      "  -o syslog_name=postfix/submission2\n"
+                      "  -o milter_macro_daemon_name=ORIGINATING\n"
+                      "  -o cleanup_service_name=cleanup-outbound\n"
+                      "  -o smtpd_milters=inet:%s:%d\n"
+                      % (self.ip, self.submission2_port, self.ip, self.milter2_port))
         render("master.cf", os.path.join(etc, "master.cf"),
                domain=self.domain, ip=self.ip, smtp_port=self.smtp_port,
-               submission_port=self.submission_port, reinject_port=self.reinject_port)
+               submission_port=self.submission_port, reinject_port=self.reinject_port,
+               second_submission=second)
         self.postfix_etc = etc
         # What "postfix check" would create (it takes ~2 s): the queue's
         # subdirectories with Postfix's ownership and modes.

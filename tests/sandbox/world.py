@@ -32,16 +32,19 @@ class Sandbox:
     as its resolver (tests/sandbox/dnssec.py); the other domains' records
     reach it unsigned.
     users: the local parts that have a Maildir at every ISP (default
-    common.USERS)."""
+    common.USERS).
+    isp_options: {domain: {keyword: value}}, more Isp arguments for one
+    ISP (e.g. {"a.example": {"milters": 2, "standby": True}})."""
 
     def __init__(self, domains=("a.example", "b.example"), port_base=None,
                  rundir=None, services=None, poll_interval="2s", keep=None,
                  httpd_extra=(), stubs=False, pollerd_extra=(), udp_poll=False,
                  pollerd_debug=False, pg_settings=(), front_ends=1, dnssec=(),
-                 users=None):
+                 users=None, isp_options=None):
         self.domains = list(domains)
         self.front_ends = front_ends
         self.users = list(users or USERS)
+        self.isp_options = isp_options or {}
         self.pg_settings = list(pg_settings)
         self.pollerd_debug = pollerd_debug
         self.port_base = port_base if port_base is not None else port_base_default()
@@ -95,7 +98,7 @@ class Sandbox:
                           pollerd_extra=self.pollerd_extra, udp_poll=self.udp_poll,
                           pollerd_debug=self.pollerd_debug,
                           pg_settings=self.pg_settings, front_ends=self.front_ends,
-                          users=self.users)
+                          users=self.users, **self.isp_options.get(dom, {}))
                 isp.registry = registry
                 self.isps[dom] = isp
                 isp.make_identity()
