@@ -6,6 +6,8 @@ faults' kinds and moments, so a failing run can be repeated
 (STUBMAIL_SOAK_SEED); the threads' interleaving is not drawn."""
 
 import collections
+import email
+import email.utils
 import re
 import smtplib
 import socket
@@ -123,6 +125,7 @@ class Faults:
                             for kind, n in sorted(plan.items()) for _ in range(n))
         self.armed_at = None
         self.log = []           # "HH:MM:SS.mmm step", in the servers' logs' UTC
+        self.pollerd_kills = [] # time.time() of each
 
     def run(self):
         t0 = time.monotonic()
@@ -163,6 +166,7 @@ class Faults:
         self.armed_at = None
 
     def pollerd_kill(self, now, pause):
+        self.pollerd_kills.append(time.time())
         self.b.kill_pollerd()
         self._later(now + pause, "pollerd_start")
         self.done["pollerd_kill"] += 1
@@ -222,6 +226,40 @@ def delivered(isp, users):
             m = MSGID_RE.search(data)
             got[(user, m.group(1).decode() if m else None)] += 1
     return got
+
+
+def handed_over(isp, user, msgid):
+    """[(when, outbox id)] of each copy of msgid in user's Maildir at isp:
+    when the receiving Postfix took it (its Received line's date, whole
+    seconds) and the outbox id pollerd's Received line names."""
+    out = []
+    for _, data in isp.maildir_messages(user):
+        m = MSGID_RE.search(data)
+        if not m or m.group(1).decode() != msgid:
+            continue
+        received = email.message_from_bytes(data).get_all("Received") or []
+        when = email.utils.parsedate_to_datetime(received[0].rsplit(";", 1)[1].strip())
+        ids = [i for r in received for i in re.findall(r"with HTTP id ([0-9a-f]{32})", r)]
+        out.append((when.timestamp(), ids[0] if ids else None))
+    return sorted(out)
+
+
+def smtp_window(isp, user, msgid, kills):
+    """Did msgid come twice to user because pollerd died in SMTP's hand-off
+    window? The local MTA took the first copy (at most a second before a
+    kill: its date has whole seconds) and pollerd recorded the delivery
+    only after that kill, so the killed pollerd had delivered it and had
+    not recorded it (docs/admin-guide.md: at least once). RFC 1047: no
+    protocol can close that window between the MTA's 250 and the client's
+    record of it."""
+    copies = handed_over(isp, user, msgid)
+    if len(copies) != 2 or copies[0][1] is None:
+        return False
+    recorded = isp.sql_value("SELECT extract(epoch FROM delivered_at) FROM received "
+                             "WHERE message_id = '%s' AND recipient = '%s@%s'"
+                             % (copies[0][1], user, isp.domain))
+    return recorded is not None and any(
+        copies[0][0] - 1 <= k < float(recorded) for k in kills)
 
 
 def trace(isp, msgid):

@@ -6,7 +6,11 @@ tests/faults/kill_after_commit.c), a.example's PostgreSQL and Apache
 restart, and b.example's Postfix stops for 20 s. At the end, by
 Message-ID: every accepted message delivered to each of its recipients
 once (lost 0, delivered twice 0), a.example's outbox drained and no
-message stored twice in it; the counts are printed.
+message stored twice in it; the counts are printed. A second copy that
+SMTP's hand-off window explains (pollerd killed after its MTA took the
+message and before pollerd recorded that: at least once, which no client
+of SMTP can avoid) is counted and printed, not failed; any other is a
+failure.
 
 Short by default (120 messages over about 50 s, each fault at least once);
 with --slow (STUBMAIL_SLOW=1, `make check-slow`) 1,000 messages over about
@@ -19,7 +23,7 @@ import sys
 import time
 
 from support import SandboxTest, wait_for
-from soak import Faults, Workload, delivered, trace
+from soak import Faults, Workload, delivered, smtp_window, trace
 
 SENDERS = ["s%02d" % i for i in range(1, 21)]
 RECIPIENTS = ["r%02d" % i for i in range(1, 21)]
@@ -107,6 +111,9 @@ class SoakTest(SandboxTest):
         got = delivered(b, RECIPIENTS)
         lost = sorted(want - set(got))
         twice = sorted(k for k in want if got[k] > 1)
+        # what SMTP's hand-off window explains is counted, not failed
+        window = [k for k in twice if smtp_window(b, k[0], k[1], faults.pollerd_kills)]
+        twice = [k for k in twice if k not in window]
         strays = sorted(k for k in got if k not in want)
         left = a.count("outbox", "retrieved_at IS NULL")
         rows = a.count("message")
@@ -125,6 +132,9 @@ class SoakTest(SandboxTest):
         say("lost %d, delivered twice %d, delivered unasked %d, left in the outbox %d, "
             "stored twice %d (%d message rows), queued at a.example %d"
             % (len(lost), len(twice), len(strays), left, stored_twice, rows, pushed))
+        say("delivered twice because pollerd was killed between its MTA's 250 and its "
+            "record (SMTP's hand-off window, at least once): %d%s"
+            % (len(window), "".join(" %s/%s" % k for k in window)))
 
         self.assertEqual(faults.errors, [], "faults that could not be done")
         self.assertEqual(work.refused, {}, "messages never accepted")
