@@ -19,11 +19,14 @@ from .pki import DomainKey, make_server_cert
 from .pollerd import PollerdMixin
 from .postfix import PostfixMixin
 from .procs import Proc
+from .sendmail import SendmailMixin
 
 
-class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorMixin):
+class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, PollerdMixin,
+          JanitorMixin):
     """One ISP on its own loopback address: the servers of services, each
-    from its mixin (pg.py, httpd.py, milter.py, postfix.py, pollerd.py),
+    from its mixin (pg.py, httpd.py, milter.py, postfix.py, sendmail.py
+    (instead of postfix), pollerd.py),
     its addresses and paths, and what tests do to it."""
 
     def __init__(self, name, domain, ip, port_base, rundir, services=ALL_SERVICES,
@@ -244,12 +247,15 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         if "postfix" in self.services:
             self._setup_postfix()
             self.start_postfix()
+        if "sendmail" in self.services:
+            self._setup_sendmail()
+            self.start_sendmail()
         if "pollerd" in self.services:
             self._setup_pollerd()
             self.start_pollerd()
         return self
 
-    STOP_ORDER = (("pollerd",), ("httpd", "postfix", "milter"), ("pg",))
+    STOP_ORDER = (("pollerd",), ("httpd", "postfix", "sendmail", "milter"), ("pg",))
 
     def stop(self, stages=STOP_ORDER):
         """Stop the servers, a stage at a time; within a stage all at once
@@ -272,7 +278,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
 
     def _check_ports_free(self):
         offsets = {"pg": [PG], "httpd": [HTTPS], "milter": [MILTER],
-                   "postfix": [SMTP, REINJECT, SUBMISSION]}
+                   "postfix": [SMTP, REINJECT, SUBMISSION], "sendmail": [SMTP, SUBMISSION, REINJECT]}
         for svc, offs in offsets.items():
             if svc not in self.services:
                 continue
@@ -373,6 +379,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         for label, path in (("apache error log", self.error_log),
                             ("apache access log", self.access_log),
                             ("postfix maillog", self.maillog),
+                            ("sendmail", self.path("sendmail.out")),
+                            ("sendmail SMTP trace", self.path("sendmail", "trace.log")),
                             ("milter", self.milter_log),
                             ("pollerd", self.pollerd_log),
                             ("postgresql", self.path("pg.log"))):
