@@ -31,6 +31,7 @@
  * pd_db.c              everything said to PostgreSQL
  * pd_session.c         what is kept of a remote domain between cycles
  * pd_util.c            the monotonic clock, unlinked spool files
+ * pd_metrics.c         Prometheus metrics in metrics_file
  *
  * All but stubmail-pollerd.c make libpollerd.la, which the program and the
  * unit tests (tests/unit/test_pd_*.c) link.
@@ -90,6 +91,7 @@ typedef struct pd_conf {
     long intro_digest;      /* seconds: a digest of new introductions per
                              * user at most this often; 0: off (pd_digest.c) */
     char *intro_url;        /* mod_stubmail's /introduction, for its links */
+    char *metrics_file;     /* Prometheus text written after each cycle, NULL: off */
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */
@@ -350,6 +352,22 @@ typedef enum {
     PD_NEXT_FINISH,     /* the domain's cycle is over */
     PD_NEXT_GIVE_UP     /* ... and it failed */
 } pd_next;
+
+/* ---- pd_metrics.c: counters since start, per domain what was learned;
+ * written to metrics_file after every cycle ----------------------------- */
+typedef enum { PD_POLL_LISTED, PD_POLL_IDLE, PD_POLL_FAILED, PD_POLL_N } pd_poll_result;
+typedef enum {
+    PD_FAIL_FETCH, PD_FAIL_VERIFY, PD_FAIL_DELIVERY, PD_FAIL_DEFERRED, PD_FAIL_DATABASE,
+    PD_FAIL_QUARANTINE, PD_FAIL_ACK, PD_FAIL_PROTOCOL, PD_FAIL_N
+} pd_fail_reason;
+void pd_metrics_poll(const char *domain, pd_poll_result result);
+void pd_metrics_fetched(long long octets);
+/* stored_at: the listing's time (RFC 3339), the start of the lag */
+void pd_metrics_delivered(const char *domain, const char *stored_at);
+void pd_metrics_rejected(void);
+void pd_metrics_failure(pd_fail_reason reason, unsigned n);
+void pd_metrics_write(const char *path);   /* NULL: nothing */
+void pd_metrics_free(void);
 
 /* ---- pd_util.c ----------------------------------------------------------- */
 long long pd_now_ms(void);          /* CLOCK_MONOTONIC */

@@ -88,6 +88,8 @@ static const pd_conf_key keys[] = {
       "mail each user new introductions at most this often (like 1d); 0: off" },
     { "intro_url", SM_CONF_STRING, offsetof(pd_conf, intro_url), NULL,
       "mod_stubmail's /introduction, https://: the digest's accept/decline links" },
+    { "metrics_file", SM_CONF_STRING, offsetof(pd_conf, metrics_file), NULL,
+      "Prometheus metrics written here after every cycle (absolute path); unset: off" },
 };
 
 
@@ -226,6 +228,10 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
     if (pd_stub_check_conf(c, err, errlen) != 0 || pd_unsub_check_conf(c, err, errlen) != 0
         || pd_digest_check_conf(c, err, errlen) != 0)
         return -1;
+    if (c->metrics_file && c->metrics_file[0] != '/') {
+        snprintf(err, errlen, "metrics_file: \"%s\" is not an absolute path", c->metrics_file);
+        return -1;
+    }
     if (c->udp_timeout < 1 || c->udp_timeout > 60) {
         snprintf(err, errlen, "udp_timeout: %lds is not within 1s..60s", c->udp_timeout);
         return -1;

@@ -413,6 +413,7 @@ static int cleanup(int rc)
     pd_db_close(&ctx);
     pd_sessions_free(&ctx);
     sm_seal_free(ctx.seal);
+    pd_metrics_free();
     pd_conf_free(&ctx.conf);
     curl_global_cleanup();
     if (sig_pipe[0] >= 0) {

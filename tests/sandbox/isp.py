@@ -133,6 +133,11 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, Pollerd
         return "https://%s:%d/stubmail" % (self.ip, self.https_port)
 
     @property
+    def metrics_url(self):
+        """mod_stubmail's Prometheus metrics (SetHandler stubmail-metrics)."""
+        return "https://%s:%d/stubmail-metrics" % (self.ip, self.https_port)
+
+    @property
     def unsubscribe_url(self):
         """Our Apache's one-click unsubscribe endpoint, in pollerd's links."""
         return self.outbox_url + "/unsubscribe"

@@ -23,6 +23,7 @@ class PollerdMixin:
                domain=self.domain, conninfo=self.conninfo, ip=self.ip,
                reinject_port=self.reinject_port, interval=self.poll_interval,
                spool=spool, quarantine_dir=self.quarantine_dir,
+               metrics_file=self.pollerd_metrics_file,
                udp_listen="udp_listen %s\n" % self.stub_address if self.stubs else "",
                unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\nintro_url %s\n"
                             % ((self.unsubscribe_url,) + self.link_keys[-1]
@@ -34,6 +35,11 @@ class PollerdMixin:
     @property
     def quarantine_dir(self):
         return self.path("quarantine")
+
+    @property
+    def pollerd_metrics_file(self):
+        """pollerd's metrics_file: Prometheus text, written after every cycle."""
+        return self.path("pollerd.prom")
 
     def start_pollerd(self):
         p = self._spawn("pollerd", [POLLERD_BIN, "-c", self.pollerd_conf, "-f"]
