@@ -92,6 +92,9 @@ typedef struct pd_conf {
                              * user at most this often; 0: off (pd_digest.c) */
     char *intro_url;        /* mod_stubmail's /introduction, for its links */
     char *metrics_file;     /* Prometheus text written after each cycle, NULL: off */
+    char *log_facility;     /* syslog facility name (sm_log_facility_parse) */
+    char *log_level;        /* least severe level logged */
+    int log_facility_value, log_level_value;    /* the two, parsed */
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */

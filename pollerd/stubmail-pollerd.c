@@ -355,6 +355,7 @@ static int setup(int foreground, int once, int debug)
         fprintf(stderr, "stubmail-pollerd: daemon: %s\n", strerror(errno));
         return EX_OSERR;
     }
+    sm_log_setup(ctx.conf.log_facility_value, ctx.conf.log_level_value);
     sm_log_open("stubmail-pollerd", foreground);
     sm_log_set_debug(debug);
     ctx.debug = debug;
