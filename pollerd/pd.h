@@ -32,6 +32,7 @@
  * pd_session.c         what is kept of a remote domain between cycles
  * pd_util.c            the monotonic clock, unlinked spool files
  * pd_metrics.c         Prometheus metrics in metrics_file
+ * pd_reload.c          SIGHUP: check the file, start again between cycles
  *
  * All but stubmail-pollerd.c make libpollerd.la, which the program and the
  * unit tests (tests/unit/test_pd_*.c) link.
@@ -371,6 +372,14 @@ void pd_metrics_rejected(void);
 void pd_metrics_failure(pd_fail_reason reason, unsigned n);
 void pd_metrics_write(const char *path);   /* NULL: nothing */
 void pd_metrics_free(void);
+
+/* ---- pd_reload.c: SIGHUP ----------------------------------------------- */
+/* Set in the environment of the program a reload starts: a daemon already. */
+#define PD_REEXEC_ENV "STUBMAIL_POLLERD_REEXEC"
+/* Run our own -n on conf_path: 0 good, -1 with the first error line in why. */
+int pd_reload_check(const char *conf_path, char *why, size_t whylen);
+/* Start again with argv (returns only when execv failed, errno set). */
+void pd_reload_exec(char **argv);
 
 /* ---- pd_util.c ----------------------------------------------------------- */
 long long pd_now_ms(void);          /* CLOCK_MONOTONIC */
