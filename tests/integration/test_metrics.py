@@ -7,8 +7,6 @@ the lag). One message from alice@a.example to bob@b.example moves each
 count it should by exactly what it should."""
 
 import json
-import os
-import time
 
 from prometheus_client.parser import text_string_to_metric_families
 

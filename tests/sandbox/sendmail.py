@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 
-from .common import SMTP, SUBMISSION, SandboxError, listening, render
+from .common import SandboxError, listening, render
 
 SENDMAIL_ROOT = os.path.join(os.environ.get("STUBMAIL_SENDMAIL_DIR",
                                             "/var/cache/stubmail-test/sendmail"), "root")
