@@ -1,9 +1,11 @@
-/* sm_log — one logging call for the daemons: syslog (facility mail) in
- * production, timestamped lines on stderr in the foreground and in tests,
- * where no syslog daemon runs. */
+/* sm_log — one logging call for the daemons: syslog (facility mail unless
+ * configured) in production, timestamped lines on stderr in the foreground
+ * and in tests, where no syslog daemon runs; lines less severe than the
+ * configured level are not written. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,13 +15,59 @@
 static const char *log_ident = "stubmail";
 static int log_stderr = 1;
 static int log_debug;
+static int log_facility = LOG_MAIL;
+static int log_level = LOG_INFO;
+
+static const struct { const char *name; int value; } log_facilities[] = {
+    { "mail", LOG_MAIL }, { "daemon", LOG_DAEMON }, { "user", LOG_USER },
+    { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
+    { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
+    { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+}, log_levels[] = {
+    { "debug", LOG_DEBUG }, { "info", LOG_INFO }, { "notice", LOG_NOTICE },
+    { "warning", LOG_WARNING }, { "error", LOG_ERR },
+};
+
+int sm_log_facility_parse(const char *name, int *facility, char *why, size_t whylen)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof log_facilities / sizeof log_facilities[0]; i++)
+        if (strcasecmp(name, log_facilities[i].name) == 0) {
+            *facility = log_facilities[i].value;
+            return 0;
+        }
+    sm_why(why, whylen, "\"%s\" is not a syslog facility (mail, daemon, user, local0 to "
+           "local7)", name);
+    return -1;
+}
+
+int sm_log_level_parse(const char *name, int *level, char *why, size_t whylen)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof log_levels / sizeof log_levels[0]; i++)
+        if (strcasecmp(name, log_levels[i].name) == 0) {
+            *level = log_levels[i].value;
+            return 0;
+        }
+    sm_why(why, whylen, "\"%s\" is not a log level (debug, info, notice, warning, error)",
+           name);
+    return -1;
+}
+
+void sm_log_setup(int facility, int level)
+{
+    log_facility = facility;
+    log_level = level;
+}
 
 void sm_log_open(const char *ident, int to_stderr)
 {
     log_ident = ident;
     log_stderr = to_stderr;
     if (!to_stderr)
-        openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+        openlog(ident, LOG_PID | LOG_NDELAY, log_facility);
 }
 
 void sm_log_set_debug(int on)
@@ -43,7 +91,7 @@ static void vlog(int prio, const char *fmt, va_list ap, const char *suffix)
     struct timespec ts;
     struct tm tm;
 
-    if (prio == LOG_DEBUG && !log_debug)
+    if (prio > log_level && !(prio == LOG_DEBUG && log_debug))
         return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (!log_stderr) {

@@ -7,9 +7,19 @@
 #include <syslog.h>
 
 /* ident names the program; to_stderr = 1 writes "time ident[pid]: level: msg"
- * lines to stderr instead of syslog (facility LOG_MAIL). */
+ * lines to stderr instead of syslog (the facility of sm_log_setup, LOG_MAIL
+ * unless set). */
 void sm_log_open(const char *ident, int to_stderr);
 void sm_log_set_debug(int on);
+
+/* The configuration keys log_facility and log_level: 0 with *facility or
+ * *level set, or -1 with why ("mail", "daemon", "local0".."local7",
+ * "user"; "debug", "info", "notice", "warning", "error"). */
+int sm_log_facility_parse(const char *name, int *facility, char *why, size_t whylen);
+int sm_log_level_parse(const char *name, int *level, char *why, size_t whylen);
+/* Before sm_log_open: the syslog facility, and the least severe level
+ * logged (debug lines also when sm_log_set_debug is on). */
+void sm_log_setup(int facility, int level);
 
 void sm_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define sm_debug(...) sm_log(LOG_DEBUG, __VA_ARGS__)

@@ -253,6 +253,9 @@ typedef struct smf_settings {
     long key_timeout;
     int recipient_keys;
     long recipient_key_timeout;
+    char *log_facility;         /* syslog facility name (sm_log_facility_parse) */
+    char *log_level;            /* least severe level logged */
+    int log_facility_value, log_level_value;    /* the two, parsed */
     smf_netlist trusted;        /* trusted_networks, parsed */
     sm_seal *seal;              /* the in-process OpenPGP engine over
                                    gnupg_home's keys (sm_seal.h), made at start */

@@ -463,6 +463,23 @@ static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
     return SMFIS_CONTINUE;
 }
 
+/* Postfix always sends {daemon_name}; Sendmail sends it only while its
+ * confMILTER_MACROS_CONNECT names it (its default list does; a site's own
+ * list may not). Without it no submission port is outbound, silently:
+ * said once a run. */
+static void smf_no_daemon_name(const char *client)
+{
+    static atomic_int said;
+
+    if (atomic_exchange(&said, 1))
+        return;
+    sm_warn("connect from [%s]: the MTA sends no {daemon_name} macro, so no listener counts "
+            "as originating_daemon %s (only trusted_networks and authenticated clients are "
+            "outbound). Sendmail: name {daemon_name} in confMILTER_MACROS_CONNECT and "
+            "{auth_authen} in confMILTER_MACROS_ENVFROM (see the admin guide). Said once.",
+            client, settings->originating_daemon);
+}
+
 static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 {
     smf_conn *conn = smf_conn_new(ctx);
@@ -484,6 +501,8 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
                   sizeof conn->client);
     conn->local_stand_in = hostname && strcmp(hostname, "localhost") == 0
                            && strcmp(conn->client, "127.0.0.1") == 0;
+    if (daemon == NULL)
+        smf_no_daemon_name(conn->client);
     sm_debug("connect from %s[%s] daemon=%s%s%s", hostname ? hostname : "?", conn->client,
              daemon ? daemon : "-", conn->originating ? " originating" : "",
              conn->trusted ? " trusted" : "");

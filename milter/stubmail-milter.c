@@ -126,6 +126,10 @@ static const sm_conf_key smf_keys[] = {
       "sender_quota overrides)" },
     { "expire_after", SM_CONF_SECONDS, &cfg.expire_after, "100d",
       "unretrieved mail expires this long after it was stored (stubmail-janitor bounces it)" },
+    { "log_facility", SM_CONF_STRING, &cfg.log_facility, "mail",
+      "syslog facility (mail, daemon, user, local0..local7); -f logs to stderr instead" },
+    { "log_level", SM_CONF_STRING, &cfg.log_level, "info",
+      "least severe lines logged: debug, info, notice, warning or error" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -258,6 +262,15 @@ static int smf_config_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: expire_after: must be at least 1s", path);
         return -1;
     }
+    if (sm_log_facility_parse(cfg.log_facility, &cfg.log_facility_value, sub, sizeof sub)
+        != 0) {
+        snprintf(err, errlen, "%s: log_facility: %s", path, sub);
+        return -1;
+    }
+    if (sm_log_level_parse(cfg.log_level, &cfg.log_level_value, sub, sizeof sub) != 0) {
+        snprintf(err, errlen, "%s: log_level: %s", path, sub);
+        return -1;
+    }
     if (cfg.originating_daemon[0] == '\0') {
         snprintf(err, errlen, "%s: originating_daemon: must not be empty", path);
         return -1;
@@ -365,6 +378,7 @@ int main(int argc, char **argv)
         goto leave;
     }
 
+    sm_log_setup(cfg.log_facility_value, cfg.log_level_value);
     sm_log_open(SMF_NAME, foreground);
     umask(007);                 /* the MTA connects through the socket's group */
     if (smfi_setconn(cfg.socket) != MI_SUCCESS || smfi_register(*smf_callbacks(&cfg)) != MI_SUCCESS) {

@@ -32,7 +32,9 @@
  *	/introduction (the accept / decline links of pollerd's introductions
  *	digest),
  *	and a second handler, stubmail-user, for the user's own page (address
- *	book, introductions, sent mail) behind the ISP's Apache login.
+ *	book, introductions, sent mail) behind the ISP's Apache login. For
+ *	the admin: a third, stubmail-metrics, Prometheus metrics
+ *	(stubmail_metrics.c), which counts what this one answered.
  *	Directives: docs/mod_stubmail.md.
  *
  *	This file holds the hooks, the route table and the handler. The rest:
@@ -80,6 +82,7 @@
 #include "stubmail_unsub.h"
 #include "stubmail_intro.h"
 #include "stubmail_user.h"
+#include "stubmail_metrics.h"
 
 APLOG_USE_MODULE(stubmail);
 
@@ -112,31 +115,32 @@ typedef struct stubmail_route {
     int needs;                  /* what the handler finds done (NEEDS_...) */
     int body;                   /* BODY_... */
     int (*handler)(stubmail_req *q);
+    const char *endpoint;       /* its name in stubmail-metrics */
 } stubmail_route;
 
 static const stubmail_route stubmail_routes[] = {
     /* No credentials on these two: the key is public, and a login is its
      * own proof. */
-    { "/v1/key",              M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_key },
-    { "/v1/login",            M_POST, NEEDS_NOTHING,  BODY_LOGIN, stubmail_login },
+    { "/v1/key",              M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_key, "key" },
+    { "/v1/login",            M_POST, NEEDS_NOTHING,  BODY_LOGIN, stubmail_login, "login" },
     /* GET: the subscription's poll, idle ones answered from the poll
      * cache without the database; POST: the stateless poll with pairs */
-    { "/v1/poll",             M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_poll_get },
-    { "/v1/poll",             M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_poll_post },
-    { "/v1/subscription",     M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_subscription },
+    { "/v1/poll",             M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_poll_get, "poll" },
+    { "/v1/poll",             M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_poll_post, "poll" },
+    { "/v1/subscription",     M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_subscription, "subscription" },
     /* the fetch gives its connection back before it sends the body */
-    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_fetch },
-    { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_ack },
-    { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_acks },
+    { "/v1/message/{id}",     M_GET,  NEEDS_TOKEN,    BODY_NONE,  stubmail_fetch, "fetch" },
+    { "/v1/message/{id}/ack", M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_ack, "ack" },
+    { "/v1/ack",              M_POST, NEEDS_TOKEN_DB, BODY_JSON,  stubmail_acks, "ack" },
     /* Not the protocol: our own users' one-click unsubscribe links, whose
      * MAC is their proof (stubmail_unsub.c). */
-    { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_unsubscribe_page },
-    { "/unsubscribe",         M_POST, NEEDS_NOTHING,  BODY_FORM,  stubmail_unsubscribe },
+    { "/unsubscribe",         M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_unsubscribe_page, "unsubscribe" },
+    { "/unsubscribe",         M_POST, NEEDS_NOTHING,  BODY_FORM,  stubmail_unsubscribe, "unsubscribe" },
     /* the introductions digest's accept / decline links, the same way */
-    { "/introduction",        M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_intro_page },
-    { "/introduction",        M_POST, NEEDS_NOTHING,  BODY_FORM,  stubmail_intro },
+    { "/introduction",        M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_intro_page, "introduction" },
+    { "/introduction",        M_POST, NEEDS_NOTHING,  BODY_FORM,  stubmail_intro, "introduction" },
     /* a user's sent mail for their feed reader, the MAC its proof too */
-    { "/feed",                M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_feed },
+    { "/feed",                M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_feed, "feed" },
 };
 
 #define STUBMAIL_NROUTES (sizeof(stubmail_routes) / sizeof(stubmail_routes[0]))
@@ -204,6 +208,7 @@ static int stubmail_handler(request_rec *r)
     if (r->handler == NULL || strcmp(r->handler, "stubmail") != 0)
         return DECLINED;
 
+    apr_table_setn(r->notes, STUBMAIL_METRICS_NOTE, "other");
     memset(&q, 0, sizeof(q));
     q.r = r;
     q.conf = stubmail_conf_of(r->server);
@@ -224,6 +229,7 @@ static int stubmail_handler(request_rec *r)
         return stubmail_fail(&q, "no_such_endpoint", "no such endpoint", "unknown path");
     if (route == NULL)
         return stubmail_method_not_allowed(&q, methods);
+    apr_table_setn(r->notes, STUBMAIL_METRICS_NOTE, route->endpoint);
 
     /* A token needs no database; the whole request is in before the
      * endpoint, or the route, takes a connection. */
@@ -310,6 +316,7 @@ static int stubmail_start_udp(apr_pool_t *pconf, server_rec *s)
     for (sp = s; sp; sp = sp->next)
         cache |= stubmail_conf_of(sp)->poll_cache != 0;
     stubmail_pollcache_init(pconf, s, c->udp.listen != NULL && cache);
+    stubmail_metrics_init(pconf, s);
     if (c->udp.listen == NULL)
         return OK;
     c->udp.tokens = c->tokens;
@@ -370,6 +377,8 @@ static void stubmail_register_hooks(apr_pool_t *p)
     ap_hook_translate_name(stubmail_refuse_trace, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(stubmail_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(stubmail_user_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(stubmail_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(stubmail_metrics_count, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA stubmail_module = {

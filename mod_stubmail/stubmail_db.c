@@ -218,6 +218,24 @@ static const stubmail_stmt stubmail_stmts[] = {
     /* $1 the sender, $2 the message id (sql/015) */
     { STMT_USER_RECALL,
       "SELECT recalled, kept, " SQL_RFC3339("sent_at") " FROM message_recall(%s, %s)" },
+    /* The outbox by state for stubmail-metrics (what the milter stored,
+     * what was retrieved): recipients, then messages with the octets of
+     * the bodies still kept. Two scans of the tables: a scrape a minute
+     * is cheap, a scrape a second on a big outbox is not. */
+    { STMT_METRICS,
+      "SELECT 'recipients', s.state, count(*), 0 FROM"
+      " (SELECT CASE WHEN o.retrieved_at IS NULL AND m.expires_at <= now() THEN 'expired'"
+      "              WHEN o.retrieved_at IS NULL THEN 'waiting'"
+      "              WHEN o.recalled_at IS NOT NULL THEN 'recalled'"
+      "              WHEN o.rejected_reason IS NOT NULL THEN 'rejected'"
+      "              ELSE 'delivered' END AS state"
+      "  FROM outbox o JOIN message m ON m.id = o.message_id) AS s GROUP BY s.state"
+      " UNION ALL"
+      " SELECT 'messages', s.state, count(*), coalesce(sum(s.kept), 0) FROM"
+      " (SELECT CASE WHEN body_deleted_at IS NOT NULL THEN 'done'"
+      "              WHEN expires_at <= now() THEN 'expired' ELSE 'waiting' END AS state,"
+      "         CASE WHEN body_deleted_at IS NULL THEN size ELSE 0 END AS kept"
+      "  FROM message) AS s GROUP BY s.state" },
 };
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *stubmail_dbd_prepare;

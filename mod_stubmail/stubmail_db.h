@@ -36,6 +36,7 @@
 #define STMT_USER_REMOVE  "stubmail_user_remove"
 #define STMT_USER_SENT    "stubmail_user_sent"
 #define STMT_USER_RECALL  "stubmail_user_recall"
+#define STMT_METRICS      "stubmail_metrics"
 
 /* The user's page shows at most this many rows of their address book,
  * blocks and introductions, and this many of their sent messages. */

@@ -31,6 +31,8 @@
  * pd_db.c              everything said to PostgreSQL
  * pd_session.c         what is kept of a remote domain between cycles
  * pd_util.c            the monotonic clock, unlinked spool files
+ * pd_metrics.c         Prometheus metrics in metrics_file
+ * pd_reload.c          SIGHUP: check the file, start again between cycles
  *
  * All but stubmail-pollerd.c make libpollerd.la, which the program and the
  * unit tests (tests/unit/test_pd_*.c) link.
@@ -92,6 +94,10 @@ typedef struct pd_conf {
     long intro_digest;      /* seconds: a digest of new introductions per
                              * user at most this often; 0: off (pd_digest.c) */
     char *intro_url;        /* mod_stubmail's /introduction, for its links */
+    char *metrics_file;     /* Prometheus text written after each cycle, NULL: off */
+    char *log_facility;     /* syslog facility name (sm_log_facility_parse) */
+    char *log_level;        /* least severe level logged */
+    int log_facility_value, log_level_value;    /* the two, parsed */
     /* derived */
     char *smtp_url;         /* deliver_to with our domain as EHLO name */
     char *pubkey;           /* our armored public key, sent with every login */
@@ -360,6 +366,30 @@ typedef enum {
     PD_NEXT_FINISH,     /* the domain's cycle is over */
     PD_NEXT_GIVE_UP     /* ... and it failed */
 } pd_next;
+
+/* ---- pd_metrics.c: counters since start, per domain what was learned;
+ * written to metrics_file after every cycle ----------------------------- */
+typedef enum { PD_POLL_LISTED, PD_POLL_IDLE, PD_POLL_FAILED, PD_POLL_N } pd_poll_result;
+typedef enum {
+    PD_FAIL_FETCH, PD_FAIL_VERIFY, PD_FAIL_DELIVERY, PD_FAIL_DEFERRED, PD_FAIL_DATABASE,
+    PD_FAIL_QUARANTINE, PD_FAIL_ACK, PD_FAIL_PROTOCOL, PD_FAIL_N
+} pd_fail_reason;
+void pd_metrics_poll(const char *domain, pd_poll_result result);
+void pd_metrics_fetched(long long octets);
+/* stored_at: the listing's time (RFC 3339), the start of the lag */
+void pd_metrics_delivered(const char *domain, const char *stored_at);
+void pd_metrics_rejected(void);
+void pd_metrics_failure(pd_fail_reason reason, unsigned n);
+void pd_metrics_write(const char *path);   /* NULL: nothing */
+void pd_metrics_free(void);
+
+/* ---- pd_reload.c: SIGHUP ----------------------------------------------- */
+/* Set in the environment of the program a reload starts: a daemon already. */
+#define PD_REEXEC_ENV "STUBMAIL_POLLERD_REEXEC"
+/* Run our own -n on conf_path: 0 good, -1 with the first error line in why. */
+int pd_reload_check(const char *conf_path, char *why, size_t whylen);
+/* Start again with argv (returns only when execv failed, errno set). */
+void pd_reload_exec(char **argv);
 
 /* ---- pd_util.c ----------------------------------------------------------- */
 long long pd_now_ms(void);          /* CLOCK_MONOTONIC */

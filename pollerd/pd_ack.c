@@ -232,6 +232,7 @@ pd_next pd_ack_done(pd_domain *d, const pd_xfer *x)
         }
     } else {
         ctx->n_failed += (unsigned)n;
+        pd_metrics_failure(PD_FAIL_ACK, (unsigned)n);
         d->failed = 1;
         for (i = 0; i < n; i++)
             sm_warn("%s %s: from=<%s> to=<%s>: %s, ack failed: %s; ack next cycle", d->name,

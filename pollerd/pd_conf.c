@@ -95,6 +95,12 @@ static const pd_conf_key keys[] = {
       "mail each user new introductions at most this often (like 1d); 0: off" },
     { "intro_url", SM_CONF_STRING, offsetof(pd_conf, intro_url), NULL,
       "mod_stubmail's /introduction, https://: the digest's accept/decline links" },
+    { "metrics_file", SM_CONF_STRING, offsetof(pd_conf, metrics_file), NULL,
+      "Prometheus metrics written here after every cycle (absolute path); unset: off" },
+    { "log_facility", SM_CONF_STRING, offsetof(pd_conf, log_facility), "mail",
+      "syslog facility (mail, daemon, user, local0..local7); -f logs to stderr instead" },
+    { "log_level", SM_CONF_STRING, offsetof(pd_conf, log_level), "info",
+      "least severe lines logged: debug, info, notice, warning or error (-d: debug)" },
 };
 
 
@@ -208,6 +214,7 @@ static int check_pgp(pd_conf *c, char *err, size_t errlen)
  * the EHLO name when it names none). */
 static int check_conf(pd_conf *c, char *err, size_t errlen)
 {
+    char sub[256];
     CURLU *u = NULL;
     char *scheme = NULL, *host = NULL, *path = NULL, *url = NULL, *p;
     int rc = -1;
@@ -240,6 +247,18 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
     if (pd_stub_check_conf(c, err, errlen) != 0 || pd_unsub_check_conf(c, err, errlen) != 0
         || pd_digest_check_conf(c, err, errlen) != 0)
         return -1;
+    if (sm_log_facility_parse(c->log_facility, &c->log_facility_value, sub, sizeof(sub)) != 0) {
+        snprintf(err, errlen, "log_facility: %s", sub);
+        return -1;
+    }
+    if (sm_log_level_parse(c->log_level, &c->log_level_value, sub, sizeof(sub)) != 0) {
+        snprintf(err, errlen, "log_level: %s", sub);
+        return -1;
+    }
+    if (c->metrics_file && c->metrics_file[0] != '/') {
+        snprintf(err, errlen, "metrics_file: \"%s\" is not an absolute path", c->metrics_file);
+        return -1;
+    }
     if (c->udp_timeout < 1 || c->udp_timeout > 60) {
         snprintf(err, errlen, "udp_timeout: %lds is not within 1s..60s", c->udp_timeout);
         return -1;

@@ -154,6 +154,7 @@ int pd_cycle_end(pd_ctx *ctx)
                ctx->n_failed_domains, ctx->n_delivered, ctx->n_quarantined, ctx->n_acked,
                ctx->n_failed, secs);
     pd_udp_cycle_end(ctx);
+    pd_metrics_write(ctx->conf.metrics_file);
     pd_cycle_free(ctx);
     free(ctx->only);
     ctx->only = NULL;

@@ -38,9 +38,10 @@
 #include "sm_log.h"
 #include "pd.h"
 
-/* A failed message: counted, the domain marked. */
-static void failed(pd_lane *l)
+/* A failed message: counted (by reason, for metrics_file), the domain marked. */
+static void failed(pd_lane *l, pd_fail_reason reason)
 {
+    pd_metrics_failure(reason, 1);
     l->d->ctx->n_failed++;
     l->d->failed = 1;
     l->msg_failed = 1;
@@ -171,7 +172,7 @@ static int deliver(pd_lane *l)
 {
     if (start_deliver(l) == 0)
         return 0;
-    failed(l);
+    failed(l, PD_FAIL_DELIVERY);
     return -1;
 }
 
@@ -202,16 +203,17 @@ static void reject_recipient(pd_lane *l, const char *reason, const char *detail)
     if (pd_quarantine(ctx, d->name, it->id, l->fd, why, sizeof(why)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: not delivered (%s: %s) and cannot be "
                           "quarantined: %s; retry next cycle", reason, detail, why);
-        failed(l);
+        failed(l, PD_FAIL_QUARANTINE);
         return;
     }
     if (pd_db_record(ctx, d->name, it->id, it->to, it->from, 0, reason, l->fd_receipt) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: quarantined (%s: %s) but not recorded in "
                           "the database; retry next cycle", reason, detail);
-        failed(l);
+        failed(l, PD_FAIL_DATABASE);
         return;
     }
     ctx->n_quarantined++;
+    pd_metrics_rejected();
     pd_domain_outcome(d, it, LOG_WARNING, "quarantined as %s/%s-%s, not delivered: %s (%s)",
                       ctx->conf.quarantine_dir, d->name, it->id, reason, detail);
     snprintf(what, sizeof(what), "quarantined (%s), rejected", reason);
@@ -293,14 +295,14 @@ int pd_message_begin(pd_lane *l)
     if (!(polled = pair_polled(d, it))) {
         pd_domain_outcome(d, it, LOG_ERR, "refused: the outbox listed a pair we did not poll "
                           "for");
-        failed(l);
+        failed(l, PD_FAIL_PROTOCOL);
         return -1;
     }
     r = pd_db_received(ctx, d->name, it->id, it->to, l->item_reason, receipt);
     if (r < 0) {
         pd_domain_outcome(d, it, LOG_WARNING, "failed: cannot check table received; retry "
                           "next cycle");
-        failed(l);
+        failed(l, PD_FAIL_DATABASE);
         return -1;
     }
     if (r > 0) {
@@ -327,7 +329,7 @@ int pd_message_begin(pd_lane *l)
         if (r < 0) {
             pd_domain_outcome(d, it, LOG_WARNING, "failed: cannot check table address_block; "
                               "retry next cycle");
-            failed(l);
+            failed(l, PD_FAIL_DATABASE);
         }
         return -1;
     }
@@ -338,7 +340,7 @@ int pd_message_begin(pd_lane *l)
     if (ctx->mta_down) {
         pd_domain_outcome(d, it, LOG_WARNING, "failed: the MTA is unreachable this cycle; "
                           "retry next cycle");
-        failed(l);
+        failed(l, PD_FAIL_DELIVERY);
         return -1;
     }
     if (l->fd >= 0 && !strcmp(l->fd_id, it->id))
@@ -349,7 +351,7 @@ int pd_message_begin(pd_lane *l)
     case 1:                             /* fetched before: go on from there */
         return fetched(l, 1) == PD_NEXT_WAIT ? 0 : -1;
     default:
-        failed(l);
+        failed(l, PD_FAIL_FETCH);
         return -1;
     }
 }
@@ -388,7 +390,7 @@ static pd_next fetched(pd_lane *l, int openpgp)
     if (!d->key_ok && pd_message_signer_key(ctx, d, detail, sizeof(detail)) != 0) {
         pd_domain_outcome(d, it, LOG_ERR, "failed: no domain key %s of %s to verify with: "
                           "%s; retry next cycle", d->fpr, d->name, detail);
-        failed(l);
+        failed(l, PD_FAIL_VERIFY);
         pd_lane_drop_file(l);
         return PD_NEXT_GIVE_UP;
     }
@@ -410,7 +412,7 @@ static pd_next fetched(pd_lane *l, int openpgp)
                           "one fetch does not verify (%s: %s); fetching it whole next cycle",
                           reason, detail);
         pd_partial_remove(ctx->conf.spool_dir, d->name, it->id);
-        failed(l);
+        failed(l, PD_FAIL_FETCH);
         pd_lane_drop_file(l);
         return PD_NEXT_ITEM;
     }
@@ -420,7 +422,7 @@ static pd_next fetched(pd_lane *l, int openpgp)
     }
     pd_domain_outcome(d, it, LOG_ERR, "failed: cannot verify it here: %s; retry next cycle",
                       detail);
-    failed(l);
+    failed(l, PD_FAIL_VERIFY);
     pd_lane_drop_file(l);
     return PD_NEXT_ITEM;
 }
@@ -438,7 +440,7 @@ static pd_next fetch_whole(pd_lane *l, const pd_xfer *x)
     pd_partial_remove(d->ctx->conf.spool_dir, d->name, it->id);
     if (fetch(l) == 0)
         return PD_NEXT_WAIT;
-    failed(l);
+    failed(l, PD_FAIL_FETCH);
     return PD_NEXT_ITEM;
 }
 
@@ -457,6 +459,7 @@ pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x)
                 pd_domain_outcome(d, it, LOG_INFO, "the outbox sent the whole body instead "
                                   "of the rest: fetched whole");
             l->fd_resumed = x->range_from > 0;
+            pd_metrics_fetched(it->size);
             return fetched(l, x->openpgp);
         }
         /* for pd_xfer_describe, and not a domain-wide failure */
@@ -476,7 +479,7 @@ pd_next pd_message_fetch_done(pd_lane *l, pd_xfer *x)
     } else {
         pd_domain_outcome(d, it, LOG_WARNING, "failed: fetch: %s; retry next cycle", why);
     }
-    failed(l);
+    failed(l, PD_FAIL_FETCH);
     pd_lane_drop_file(l);
     return pd_xfer_domain_wide(x) ? PD_NEXT_GIVE_UP : PD_NEXT_ITEM;
 }
@@ -492,6 +495,7 @@ static pd_next delivered(pd_lane *l, const pd_xfer *x)
     snprintf(l->delivered_reply, sizeof(l->delivered_reply), "%s",
              x->reply[0] ? x->reply : "250");
     ctx->n_delivered++;
+    pd_metrics_delivered(d->name, it->time);
     /* recorded (with the others that finished in this turn of the event
      * loop, one commit) before its ack goes out: after a crash it is acked,
      * never delivered again */
@@ -526,7 +530,7 @@ pd_next pd_message_deliver_done(pd_lane *l, const pd_xfer *x)
         reject_recipient(l, reason, why);
         return PD_NEXT_ITEM;
     }
-    failed(l);
+    failed(l, x->status >= 400 && x->status < 500 ? PD_FAIL_DEFERRED : PD_FAIL_DELIVERY);
     if (x->status >= 400 && x->status < 500) {
         pd_domain_outcome(d, it, LOG_WARNING, "deferred: %s; retry next cycle", why);
     } else {

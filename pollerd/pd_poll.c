@@ -181,6 +181,7 @@ pd_next pd_poll_done(pd_domain *d, const pd_xfer *x)
     int get = !d->sess->legacy;
 
     if (get && x->result == CURLE_OK && x->status == 304) {
+        pd_metrics_poll(d->name, PD_POLL_IDLE);
         sm_debug("%s: nothing new (%s)", d->name, d->sess->etag);
         return PD_NEXT_FINISH;
     }
@@ -189,6 +190,7 @@ pd_next pd_poll_done(pd_domain *d, const pd_xfer *x)
         return pd_subscription_restart(d, "poll refused (409)");
     if (x->result != CURLE_OK || x->status != 200) {
         pd_xfer_describe(x, why, sizeof(why));
+        pd_metrics_poll(d->name, PD_POLL_FAILED);
         sm_err("%s: poll %s/v1/poll failed: %s; retry next cycle", d->name, d->url, why);
         return PD_NEXT_GIVE_UP;
     }
@@ -196,16 +198,19 @@ pd_next pd_poll_done(pd_domain *d, const pd_xfer *x)
     pd_domain_free_items(d);
     if (sm_poll_response_parse(x->body.data ? x->body.data : "", x->body.len, &d->items,
                                &d->nitems, &d->more, &perr) != 0) {
+        pd_metrics_poll(d->name, PD_POLL_FAILED);
         sm_err("%s: poll answer refused: %s: %s; retry next cycle", d->name,
                perr.code ? perr.code : "?", perr.message);
         return PD_NEXT_GIVE_UP;
     }
     if (get && check_get_answer(d, x, why, sizeof(why)) != 0) {
+        pd_metrics_poll(d->name, PD_POLL_FAILED);
         sm_err("%s: poll answer refused: not for subscription version %lld (%s); retry "
                "next cycle", d->name, d->sess->sub_version, why);
         pd_session_forget(d->sess);
         return PD_NEXT_GIVE_UP;
     }
+    pd_metrics_poll(d->name, d->nitems ? PD_POLL_LISTED : PD_POLL_IDLE);
     sm_debug("%s: %zu listed%s", d->name, d->nitems, d->more ? ", more" : "");
     d->state = PD_D_ITEMS;
     d->found |= d->nitems > 0;

@@ -57,7 +57,8 @@
  *	-K	(not in -h) print the key table, "key<TAB>default" lines, for
  *		tests/docs/t-pollerd-keys
  *
- *	SIGUSR1 starts a cycle now. SIGTERM or SIGINT stop: transfers are
+ *	SIGHUP reloads the configuration once nothing is in flight, after a
+ *	check (pd_reload.c). SIGUSR1 starts a cycle now. SIGTERM or SIGINT stop: transfers are
  *	aborted except SMTP deliveries in progress, which are allowed to end
  *	(and recorded) so that no accepted message is left unrecorded; a
  *	second signal aborts those too.
@@ -103,7 +104,8 @@ static void usage(FILE *fp)
 
 /* ---- signals ---------------------------------------------------------- */
 
-static volatile sig_atomic_t got_term, got_usr1;
+static volatile sig_atomic_t got_term, got_usr1, got_hup;
+static const char *conf_path;       /* -c, read again at SIGHUP */
 static int sig_pipe[2] = { -1, -1 };
 
 static void on_signal(int sig)
@@ -112,6 +114,8 @@ static void on_signal(int sig)
 
     if (sig == SIGUSR1)
         got_usr1 = 1;
+    else if (sig == SIGHUP)
+        got_hup = 1;
     else
         got_term++;
     if (write(sig_pipe[1], "s", 1) < 0) {
@@ -135,21 +139,23 @@ static int setup_signals(void)
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_signal;
     if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0
-        || sigaction(SIGUSR1, &sa, NULL) != 0)
+        || sigaction(SIGUSR1, &sa, NULL) != 0 || sigaction(SIGHUP, &sa, NULL) != 0)
         return -1;
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
     return 0;
 }
 
 /* ---- the event loop --------------------------------------------------- */
+
+#define PD_RUN_RELOAD 2             /* run(): start again (SIGHUP) */
 
 /* What the loop keeps from one turn to the next. */
 static struct {
     long long next_cycle;       /* when the next full cycle is due (pd_now_ms) */
     int handled_term;           /* SIGTERMs acted on */
     int poll_again;             /* SIGUSR1 during a cycle: another one right after */
+    int reload;                 /* SIGHUP: start again once nothing is in flight */
 } loop;
 
 /* What the loop waits on besides libcurl's own sockets: the signal pipe,
@@ -192,6 +198,12 @@ static void handle_signals(void)
             pd_cycle_abort(&ctx);
             pd_digest_abort(&ctx);
         }
+    }
+    if (got_hup) {
+        got_hup = 0;
+        loop.reload = 1;
+        sm_info("SIGHUP: reloading %s%s", conf_path,
+                ctx.cycle_running ? " once the cycle in progress is done" : "");
     }
     if (got_usr1) {
         got_usr1 = 0;
@@ -306,8 +318,26 @@ static void wait_events(struct curl_waitfd *wfd, unsigned nwfd, long long wake)
     curl_multi_poll(ctx.multi, wfd, nwfd, timeout, NULL);
 }
 
+/* A SIGHUP waits for a moment with nothing in flight: no cycle (its
+ * fetches and deliveries), no digest being sent, every delivery recorded
+ * (what is only in memory would be lost). Then the file is checked: 1 to
+ * start again, 0 to go on (now with the old configuration, if it was bad). */
+static int reload_now(void)
+{
+    char why[512];
+
+    if (ctx.cycle_running || pd_digest_busy(&ctx) || ctx.unrecorded)
+        return 0;
+    loop.reload = 0;
+    if (pd_reload_check(conf_path, why, sizeof(why)) != 0) {
+        sm_err("SIGHUP: %s not reloaded, going on as before: %s", conf_path, why);
+        return 0;
+    }
+    return 1;
+}
+
 /* Cycles until a stop (or, with once, one cycle). 0, or 1 if once and the
- * cycle had failures. */
+ * cycle had failures; PD_RUN_RELOAD after a SIGHUP. */
 static int run(int once)
 {
     struct curl_waitfd wfd[6];
@@ -322,6 +352,8 @@ static int run(int once)
         handle_signals();
         if (ctx.stopping && !ctx.cycle_running && !pd_digest_busy(&ctx))
             return 0;
+        if (!once && loop.reload && reload_now())
+            return PD_RUN_RELOAD;
         pd_stub_read(&ctx);
         pd_udp_read(&ctx, pd_dispatch_udp_answer);
         start_due_cycle();
@@ -351,10 +383,11 @@ static int setup(int foreground, int once, int debug)
     char err[512];
 
     /* -1 is interactive by nature: it stays in the foreground too */
-    if (!foreground && !once && daemon(0, 0) != 0) {
+    if (!foreground && !once && !getenv(PD_REEXEC_ENV) && daemon(0, 0) != 0) {
         fprintf(stderr, "stubmail-pollerd: daemon: %s\n", strerror(errno));
         return EX_OSERR;
     }
+    sm_log_setup(ctx.conf.log_facility_value, ctx.conf.log_level_value);
     sm_log_open("stubmail-pollerd", foreground);
     sm_log_set_debug(debug);
     ctx.debug = debug;
@@ -413,6 +446,7 @@ static int cleanup(int rc)
     pd_db_close(&ctx);
     pd_sessions_free(&ctx);
     sm_seal_free(ctx.seal);
+    pd_metrics_free();
     pd_conf_free(&ctx.conf);
     curl_global_cleanup();
     if (sig_pipe[0] >= 0) {
@@ -424,7 +458,6 @@ static int cleanup(int rc)
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = NULL;
     int foreground = 0, once = 0, check_only = 0, debug = 0;
     char err[512];
     int ch, rc = EX_OK;
@@ -458,7 +491,13 @@ int main(int argc, char **argv)
         sm_log_open("stubmail-pollerd", 1);
         rc = pd_intro_cli_main(&ctx, argc - optind, argv + optind);
     } else if ((rc = setup(foreground, once, debug)) == EX_OK) {
-        rc = run(once);
+        if ((rc = run(once)) == PD_RUN_RELOAD) {
+            sm_info("reloading: starting again with %s", conf_path);
+            cleanup(EX_OK);
+            pd_reload_exec(argv);
+            sm_syserr("reloading: cannot start %s again", argv[0]);
+            return EX_OSERR;
+        }
         sm_info("stopped");
     }
     return cleanup(rc);

@@ -20,11 +20,14 @@ from .pki import DomainKey, make_server_cert
 from .pollerd import PollerdMixin
 from .postfix import PostfixMixin
 from .procs import Proc
+from .sendmail import SendmailMixin
 
 
-class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorMixin):
+class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, PollerdMixin,
+          JanitorMixin):
     """One ISP on its own loopback address: the servers of services, each
-    from its mixin (pg.py, httpd.py, milter.py, postfix.py, pollerd.py),
+    from its mixin (pg.py, httpd.py, milter.py, postfix.py, sendmail.py
+    (instead of postfix), pollerd.py),
     its addresses and paths, and what tests do to it."""
 
     def __init__(self, name, domain, ip, port_base, rundir, services=ALL_SERVICES,
@@ -156,6 +159,11 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         return self.front_ends[0].outbox_url
 
     @property
+    def metrics_url(self):
+        """mod_stubmail's Prometheus metrics (SetHandler stubmail-metrics)."""
+        return "https://%s:%d/stubmail-metrics" % (self.ip, self.https_port)
+
+    @property
     def unsubscribe_url(self):
         """Our Apache's one-click unsubscribe endpoint, in pollerd's links."""
         return self.outbox_url + "/unsubscribe"
@@ -284,12 +292,16 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         if "postfix" in self.services:
             self._setup_postfix()
             self.start_postfix()
+        if "sendmail" in self.services:
+            self._setup_sendmail()
+            self.start_sendmail()
         if "pollerd" in self.services:
             self._setup_pollerd()
             self.start_pollerd()
         return self
 
-    STOP_ORDER = (("pollerd", "pollerd2"), ("httpd", "httpd2", "postfix", "milter", "milter2"),
+    STOP_ORDER = (("pollerd", "pollerd2"),
+                  ("httpd", "httpd2", "postfix", "sendmail", "milter", "milter2"),
                   ("pg", "pg_standby"))
 
     def stop(self, stages=STOP_ORDER):
@@ -316,7 +328,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
                    "httpd": [fe.https_port - self.port_base for fe in self.front_ends],
                    "milter": [MILTER] + ([MILTER2] if self.milters > 1 else []),
                    "postfix": [SMTP, REINJECT, SUBMISSION]
-                   + ([SUBMISSION2] if self.milters > 1 else [])}
+                   + ([SUBMISSION2] if self.milters > 1 else []),
+                   "sendmail": [SMTP, SUBMISSION, REINJECT]}
         for svc, offs in offsets.items():
             if svc not in self.services:
                 continue
@@ -417,6 +430,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, PollerdMixin, JanitorM
         logs = ([("apache error log", fe.error_log) for fe in self.front_ends]
                 + [("apache access log", fe.access_log) for fe in self.front_ends]
                 + [("postfix maillog", self.maillog),
+                   ("sendmail", self.path("sendmail.out")),
+                   ("sendmail SMTP trace", self.path("sendmail", "trace.log")),
                    ("milter", self.milter_log),
                    ("milter2", self.milter2_log),
                    ("pollerd", self.pollerd_log),

@@ -29,6 +29,7 @@ class PollerdMixin:
                domain=self.domain, conninfo=self.conninfo, ip=self.ip,
                reinject_port=self.reinject_port, interval=self.poll_interval,
                spool=spool, quarantine_dir=self.quarantine_dir,
+               metrics_file=self.path(name + ".prom"),
                udp_listen=("udp_listen %s\n" % self.stub_address
                            if self.stubs and first else ""),
                unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\nintro_url %s\n"
@@ -41,6 +42,12 @@ class PollerdMixin:
     @property
     def quarantine_dir(self):
         return self.path("quarantine")
+
+    @property
+    def pollerd_metrics_file(self):
+        """pollerd's metrics_file: Prometheus text, written after every cycle
+        (the second instance's is pollerd2.prom)."""
+        return self.path("pollerd.prom")
 
     def start_pollerd(self, name="pollerd"):
         """Start pollerd (name: another instance, set up at its first start);
