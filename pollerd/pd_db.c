@@ -27,13 +27,25 @@
 
 /* Every remote contact domain of our users: where its outbox is comes
  * from discovery (pd_domain.c: peer row, else DNS). $2: a cycle made by UDP
- * stubs reads only the domains they named (ctx->only), NULL: all. */
+ * stubs reads only the domains they named (ctx->only), NULL: all. The
+ * site-wide contacts (sql/025) count as entries of every user that has an
+ * address book, but not of one who unsubscribed from that sender; a pair
+ * in both comes twice and pd_domain.c keeps one. */
 static const char SQL_PAIRS[] =
     "SELECT a.contact_domain, a.contact, a.owner"
     "  FROM address_book a"
     " WHERE split_part(a.owner, '@', 2) = $1 AND a.contact_domain <> $1"
     "   AND ($2::text[] IS NULL OR a.contact_domain = ANY ($2::text[]))"
-    " ORDER BY a.contact_domain";
+    " UNION ALL"
+    " SELECT s.contact_domain, s.contact, u.owner"
+    "   FROM site_contact s"
+    "  CROSS JOIN (SELECT DISTINCT owner FROM address_book"
+    "               WHERE split_part(owner, '@', 2) = $1) u"
+    "  WHERE s.contact_domain <> $1"
+    "    AND ($2::text[] IS NULL OR s.contact_domain = ANY ($2::text[]))"
+    "    AND NOT EXISTS (SELECT 1 FROM address_block b"
+    "                     WHERE b.owner = u.owner AND b.contact = s.contact)"
+    " ORDER BY 1";
 
 static const char SQL_UNACKED[] =
     "SELECT r.remote_domain, r.message_id, r.recipient, r.sender,"
@@ -410,11 +422,14 @@ leave:
 
 /* ---- UDP stubs and introductions (pd_stub.c) ------------------------- */
 
-/* $1 sender, $2 its domain, $3 our domain */
+/* $1 sender, $2 its domain, $3 our domain; a site-wide contact (sql/025)
+ * is known to every user */
 static const char SQL_STUB_KNOWN[] =
     "SELECT EXISTS (SELECT 1 FROM address_book a"
     "                WHERE a.contact_domain = $2 AND a.contact IN ($1, '*@' || $2)"
-    "                  AND split_part(a.owner, '@', 2) = $3)";
+    "                  AND split_part(a.owner, '@', 2) = $3)"
+    "    OR EXISTS (SELECT 1 FROM site_contact s"
+    "                WHERE s.contact_domain = $2 AND s.contact IN ($1, '*@' || $2))";
 
 /* $1 the recipients, separated by spaces (a stub's addresses have none),
  * $2 sender, $3 its domain, $4 introductions_max: one statement for all of
@@ -436,6 +451,7 @@ static const char SQL_INTRO[] =
     "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
     "    AND NOT EXISTS (SELECT 1 FROM address_block"
     "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
+    "    AND NOT EXISTS (SELECT 1 FROM site_contact WHERE contact IN ($2, '*@' || $3))"
     "    AND (SELECT count(*) FROM introduction"
     "          WHERE recipient = r.recipient) < $4::bigint"
     " ON CONFLICT (recipient, sender) DO NOTHING";
