@@ -75,6 +75,10 @@ int ctl_intro_main(ctl *c, int argc, char **argv)
         goto leave;
     if (ctl_arg_addr("user", argv[2], rcpt) != 0 || ctl_arg_addr("sender", argv[3], sender) != 0)
         goto leave;
+    if (c->conf.domain && strcmp(sm_addr_domain(rcpt), c->conf.domain) != 0) {
+        rc = ctl_fail(EX_USAGE, "user <%s> is not at our domain %s", rcpt, c->conf.domain);
+        goto leave;
+    }
     rc = EX_TEMPFAIL;
     if (!strcmp(argv[1], "drop")) {
         if (!(res = ctl_db_exec(c, "dropping an introduction", SQL_INTRO_DROP, 2, p)))

@@ -4,7 +4,6 @@
  * one above it: the lower ones report back by return value or callback):
  *
  * stubmail-pollerd.c   main: options, signals, the event loop
- * pd_intro_cli.c       the `intro` command line (list, accept, drop)
  * pd_cycle.c           one poll cycle: which domains, how many at once
  * pd_dispatch.c        the state machine of one remote domain: discovery
  *                      → login → old acks → subscription → poll → messages,
@@ -438,14 +437,6 @@ pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
  * 0, or -1 (logged). */
 int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
                int record, int *known, size_t *added);
-/* Print the introductions (of recipient, or all when NULL) as tab-separated
- * lines: recipient, sender, first seen, last seen, stubs. Their number, or -1. */
-int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out);
-/* 1 accepted (*added: the address book got the sender; 0: it had it), 0 no
- * such introduction, -1 error. */
-int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added);
-/* 1 dropped, 0 no such introduction, -1 error. */
-int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender);
 /* The introductions no digest announced yet, of at most max recipients
  * whose last digest is older than intro_digest: rows of recipient, sender,
  * stubs, grouped by recipient (PQclear it). NULL on error (logged). */
@@ -740,9 +731,5 @@ int pd_cycle_end(pd_ctx *ctx);
 /* Free the cycle's domains. */
 void pd_cycle_free(pd_ctx *ctx);
 
-/* ---- pd_intro_cli.c ------------------------------------------------------ */
-/* `stubmail-pollerd -c FILE intro ...`: list, accept or drop introductions.
- * argv[0] is "intro". Returns an exit status. */
-int pd_intro_cli_main(pd_ctx *ctx, int argc, char **argv);
 
 #endif

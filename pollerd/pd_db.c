@@ -456,29 +456,6 @@ static const char SQL_INTRO[] =
     "          WHERE recipient = r.recipient) < $4::bigint"
     " ON CONFLICT (recipient, sender) DO NOTHING";
 
-static const char SQL_INTRO_LIST[] =
-    "SELECT recipient, sender,"
-    "       to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-    "       to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), stubs"
-    "  FROM introduction"
-    " WHERE $1::text IS NULL OR recipient = $1"
-    " ORDER BY recipient, last_seen DESC, sender";
-
-/* Accepting moves the introduction into the address book in one statement:
- * either both happen or neither. */
-static const char SQL_INTRO_ACCEPT[] =
-    "WITH gone AS ("
-    "  DELETE FROM introduction WHERE recipient = $1 AND sender = $2"
-    "  RETURNING recipient, sender, sender_domain),"
-    " added AS ("
-    "  INSERT INTO address_book (owner, contact, contact_domain, source)"
-    "  SELECT recipient, sender, sender_domain, 'user' FROM gone"
-    "  ON CONFLICT (owner, contact) DO NOTHING RETURNING 1)"
-    " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM added)";
-
-static const char SQL_INTRO_DROP[] =
-    "DELETE FROM introduction WHERE recipient = $1 AND sender = $2";
-
 int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
                int record, int *known, size_t *added)
 {
@@ -518,53 +495,6 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
     *added = strtoul(PQcmdTuples(res), NULL, 10);
     PQclear(res);
     return 0;
-}
-
-int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out)
-{
-    const char *p[1] = { recipient };
-    PGresult *res;
-    int i, n;
-
-    if (!(res = exec(ctx, NULL, NULL, "listing introductions", SQL_INTRO_LIST, 1, p,
-                     PGRES_TUPLES_OK)))
-        return -1;
-    n = PQntuples(res);
-    for (i = 0; i < n; i++)
-        fprintf(out, "%s\t%s\t%s\t%s\t%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
-    PQclear(res);
-    return n;
-}
-
-int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added)
-{
-    const char *p[2] = { recipient, sender };
-    PGresult *res;
-    int found;
-
-    *added = 0;
-    if (!(res = exec(ctx, sm_addr_domain(sender), NULL, "accepting an introduction",
-                     SQL_INTRO_ACCEPT, 2, p, PGRES_TUPLES_OK)))
-        return -1;
-    found = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
-    *added = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
-    PQclear(res);
-    return found;
-}
-
-int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender)
-{
-    const char *p[2] = { recipient, sender };
-    PGresult *res;
-    int found;
-
-    if (!(res = exec(ctx, sm_addr_domain(sender), NULL, "dropping an introduction",
-                     SQL_INTRO_DROP, 2, p, PGRES_COMMAND_OK)))
-        return -1;
-    found = strcmp(PQcmdTuples(res), "0") != 0;
-    PQclear(res);
-    return found;
 }
 
 /* ---- the introductions digest (pd_digest.c, sql/017) --------------------- */
