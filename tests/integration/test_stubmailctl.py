@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 
-from support import SandboxTest, make_message, wait_for, TOP
+from support import SandboxTest, make_message, wait_for, TOP, login, login_body
 
 CTL_BIN = os.path.join(TOP, "admin", "stubmailctl")
 
@@ -316,6 +316,30 @@ class KeyTest(CtlTest):
         self.assertNotIn("fpr-alt", finish["record"])
         self.assertTrue(any("--delete-secret-and-public-keys " + old in t
                             for t in finish["todo"]))
+
+    def test_login_by_the_fpr_alt_key(self):
+        """b.example in the middle of a rotation: its record names another
+        key as fpr and the key it logs in with as fpr-alt. a.example's
+        outbox takes the login; without the fpr-alt it refuses it."""
+        a, b = self.a, self.b
+        good = self.sb.dns.records["_stubmail.b.example"]
+        other = a.fpr
+        try:
+            self.sb.set_txt("b.example", good.replace("fpr=" + b.fpr, "fpr=%s; fpr-alt=%s"
+                                                      % (other, b.fpr)))
+            r = login(a, login_body(b.key, "a.example"))
+            self.assertEqual(r.status, 200, r)
+            self.assertIn("(from the record's fpr-alt) verified", self.error_log_since(a))
+            self.sb.set_txt("b.example", good.replace("fpr=" + b.fpr, "fpr=" + other))
+            a.expect_log(r"key refused, expected %s" % other)
+            r = login(a, login_body(b.key, "a.example"))
+            self.assertEqual((r.status, r.json()["error"]), (401, "wrong_key"), r)
+        finally:
+            self.sb.set_txt("b.example", good)
+
+    def error_log_since(self, isp):
+        with open(isp.error_log, errors="replace") as f:
+            return f.read()
 
     def test_key_commands_need_the_key_settings(self):
         rc, _, err = self.ctl(self.a, "key", "show", conf=self.conf(self.a, domain_key=None))
