@@ -205,16 +205,29 @@ static int write_public(ctl *c, const char *fpr, const char *path)
         rc = ctl_fail(EX_TEMPFAIL, "exporting %s: %s", fpr, why);
         goto leave;
     }
+    /* written aside and renamed: Apache never reads half a key */
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (!(fp = fopen(tmp, "w")) || fwrite(key, 1, len, fp) != len || fflush(fp) != 0
-        || fclose(fp) != 0 || rename(tmp, path) != 0) {
-        if (fp)
-            unlink(tmp);
-        rc = ctl_fail(EX_CANTCREAT, "%s: %s", path, strerror(errno));
+    if (!(fp = fopen(tmp, "w"))) {
+        rc = ctl_fail(EX_CANTCREAT, "%s: %s", tmp, strerror(errno));
         goto leave;
     }
+    if (fwrite(key, 1, len, fp) != len || fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+        rc = ctl_fail(EX_CANTCREAT, "%s: %s", tmp, strerror(errno));
+        goto leave;
+    }
+    if (fclose(fp) != 0 || rename(tmp, path) != 0) {
+        fp = NULL;
+        rc = ctl_fail(EX_CANTCREAT, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        goto leave;
+    }
+    fp = NULL;
     rc = EX_OK;
 leave:
+    if (fp) {
+        fclose(fp);
+        unlink(tmp);
+    }
     free(key);
     return rc;
 }
