@@ -233,6 +233,8 @@ typedef struct pd_lane {
     long long fd_size;              /* what fd holds: the listed size, or the
                                      * size of the decrypted text */
     int fd_verified;                /* fd is decrypted text, signature good */
+    const char *fd_signer;          /* ... by this key: its domain's fpr or
+                                     * fpr_alt */
     int fd_resumed;                 /* fd was put together from more than one
                                      * transfer (or found on disk) */
     int msg_failed;                 /* a recipient of the current message
@@ -260,6 +262,8 @@ typedef struct pd_domain {
     char *url;                      /* outbox base URL, no trailing slash;
                                      * NULL until discovered */
     char fpr[SM_PGP_FPR_MAX + 1];   /* its domain key, "" if unknown */
+    char fpr_alt[SM_PGP_FPR_MAX + 1];   /* its other key while it rotates
+                                         * (the record's fpr-alt), or "" */
     pd_session *sess;
     int key_ok;                     /* its key is in our keyring */
     int relogged;                   /* logged in again after a 401, no

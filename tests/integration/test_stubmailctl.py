@@ -349,3 +349,30 @@ class KeyTest(CtlTest):
     @staticmethod
     def steps_of(answer):
         return {s["step"]: s["result"] for s in answer["steps"]}
+
+
+class RotationPullTest(CtlTest):
+    """a.example rotates: its record names the old key as fpr and the new
+    one as fpr-alt, and its milter already signs with the new key. b.example's
+    pollerd, which holds the new key, delivers that mail as verified by it."""
+
+    @classmethod
+    def setUpWorld(cls):
+        cls.b.add_contact("bob@b.example", "alice@a.example")
+
+    def test_mail_signed_by_the_fpr_alt_key_is_pulled(self):
+        a, b, old = self.a, self.b, self.a.fpr
+        start = self.ok(a, "key", "rotate", "start", as_json=True)
+        new = start["fpr_alt"]
+        exported = subprocess.run(["gpg", "--homedir", a.gnupg_home, "--export", "--armor", new],
+                                  capture_output=True, check=True, timeout=30).stdout
+        subprocess.run(["gpg", "--homedir", b.gnupg_home, "--batch", "--import"],
+                       input=exported, capture_output=True, check=True, timeout=30)
+        self.sb.set_txt("a.example", start["record"])
+        a.restart_milter(["domain_key " + new])
+        msg, tag = make_message("alice@a.example", "bob@b.example", "signed by the new key")
+        self.send_ok(a, "alice@a.example", "bob@b.example", msg)
+        (_, data), = self.wait_maildir(b, "bob", tag, timeout=30)
+        self.assertIn(b"stubmail=pass", data)
+        self.assertIn(("(key %s)" % new).encode(), data)
+        self.assertNotIn(old.encode(), data)
