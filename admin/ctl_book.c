@@ -59,27 +59,34 @@ static int changed(ctl *c, const char *what, const char *sql, int n, const char 
                    long *count)
 {
     PGresult *res = ctl_db_exec(c, what, sql, n, p);
+    int rc = -1;
 
     if (!res)
-        return -1;
+        goto leave;
     *count = strtol(PQcmdTuples(res), NULL, 10);
+    rc = 0;
+leave:
     PQclear(res);
-    return 0;
+    return rc;
 }
 
 static int book_list(ctl *c, const char *user_arg)
 {
     char user[SM_ADDR_MAX + 1];
     const char *p[1] = { user };
-    PGresult *res;
+    PGresult *res = NULL;
+    int rc = EX_USAGE;
 
     if (ctl_arg_addr("user", user_arg, user) != 0)
-        return EX_USAGE;
+        goto leave;
+    rc = EX_TEMPFAIL;
     if (!(res = ctl_db_exec(c, "listing an address book", SQL_BOOK_LIST, 1, p)))
-        return EX_TEMPFAIL;
+        goto leave;
     ctl_out_rows(c, res, "entries");
+    rc = EX_OK;
+leave:
     PQclear(res);
-    return EX_OK;
+    return rc;
 }
 
 static int book_change(ctl *c, const char *verb, const char *user_arg, const char *contact_arg)
@@ -88,13 +95,16 @@ static int book_change(ctl *c, const char *verb, const char *user_arg, const cha
     const char *p[2] = { user, contact };
     PGresult *res;
     long n = 0;
-    int rc = EX_TEMPFAIL;
+    int rc = EX_USAGE;
 
     if (ctl_arg_addr("user", user_arg, user) != 0
         || ctl_arg_pattern("contact", contact_arg, contact) != 0)
-        return EX_USAGE;
-    if (c->conf.domain && strcmp(sm_addr_domain(user), c->conf.domain) != 0)
-        return ctl_fail(EX_USAGE, "user <%s> is not at our domain %s", user, c->conf.domain);
+        goto leave;
+    if (c->conf.domain && strcmp(sm_addr_domain(user), c->conf.domain) != 0) {
+        ctl_fail(EX_USAGE, "user <%s> is not at our domain %s", user, c->conf.domain);
+        goto leave;
+    }
+    rc = EX_TEMPFAIL;
     if (!strcmp(verb, "add")) {
         if (changed(c, "adding to an address book", SQL_BOOK_ADD, 2, p, &n) != 0)
             goto leave;
@@ -134,46 +144,55 @@ static int site_main(ctl *c, int argc, char **argv)
 {
     char contact[SM_ADDR_MAX + 1], text[SM_ADDR_MAX + 128];
     const char *p[1] = { contact };
-    PGresult *res;
+    PGresult *res = NULL;
+    int add, rc = EX_USAGE;
     long n;
 
     if (argc == 2 && !strcmp(argv[1], "list")) {
+        rc = EX_TEMPFAIL;
         if (!(res = ctl_db_exec(c, "listing site-wide contacts", SQL_SITE_LIST, 0, NULL)))
-            return EX_TEMPFAIL;
+            goto leave;
         ctl_out_rows(c, res, "site-wide contacts");
-        PQclear(res);
-        return EX_OK;
+        rc = EX_OK;
+        goto leave;
     }
     if (argc != 3 || (strcmp(argv[1], "add") && strcmp(argv[1], "remove")))
-        return EX_USAGE;
+        goto leave;
+    add = !strcmp(argv[1], "add");
     if (ctl_arg_pattern("contact", argv[2], contact) != 0)
-        return EX_USAGE;
-    if (c->conf.domain && !strcmp(sm_addr_domain(contact), c->conf.domain))
-        return ctl_fail(EX_USAGE, "<%s> is at our own domain: its mail is not pulled", contact);
-    if (!strcmp(argv[1], "add")) {
-        if (changed(c, "adding a site-wide contact", SQL_SITE_ADD, 1, p, &n) != 0)
-            return EX_TEMPFAIL;
-        snprintf(text, sizeof text, n ? "added <%s>: every local user pulls its mail"
-                 : "already there: <%s>", contact);
-    } else {
-        if (changed(c, "removing a site-wide contact", SQL_SITE_REMOVE, 1, p, &n) != 0)
-            return EX_TEMPFAIL;
-        if (n == 0)
-            return ctl_fail(1, "<%s> is not a site-wide contact", contact);
-        snprintf(text, sizeof text, "removed the site-wide contact <%s>", contact);
+        goto leave;
+    if (c->conf.domain && !strcmp(sm_addr_domain(contact), c->conf.domain)) {
+        ctl_fail(EX_USAGE, "<%s> is at our own domain: its mail is not pulled", contact);
+        goto leave;
     }
+    rc = EX_TEMPFAIL;
+    if (changed(c, add ? "adding a site-wide contact" : "removing a site-wide contact",
+                add ? SQL_SITE_ADD : SQL_SITE_REMOVE, 1, p, &n) != 0)
+        goto leave;
+    if (!add && n == 0) {
+        rc = ctl_fail(1, "<%s> is not a site-wide contact", contact);
+        goto leave;
+    }
+    snprintf(text, sizeof text, !add ? "removed the site-wide contact <%s>"
+             : n ? "added <%s>: every local user pulls its mail" : "already there: <%s>",
+             contact);
     ctl_out_done(c, text, "contact", contact, NULL);
-    return EX_OK;
+    rc = EX_OK;
+leave:
+    PQclear(res);
+    return rc;
 }
 
 int ctl_book_main(ctl *c, int argc, char **argv)
 {
+    int rc = EX_USAGE;
+
     if (argc >= 2 && !strcmp(argv[1], "site"))
-        return site_main(c, argc - 1, argv + 1);
-    if (argc == 3 && !strcmp(argv[1], "list"))
-        return book_list(c, argv[2]);
-    if (argc == 4 && (!strcmp(argv[1], "add") || !strcmp(argv[1], "remove")
-                      || !strcmp(argv[1], "block") || !strcmp(argv[1], "unblock")))
-        return book_change(c, argv[1], argv[2], argv[3]);
-    return EX_USAGE;
+        rc = site_main(c, argc - 1, argv + 1);
+    else if (argc == 3 && !strcmp(argv[1], "list"))
+        rc = book_list(c, argv[2]);
+    else if (argc == 4 && (!strcmp(argv[1], "add") || !strcmp(argv[1], "remove")
+                           || !strcmp(argv[1], "block") || !strcmp(argv[1], "unblock")))
+        rc = book_change(c, argv[1], argv[2], argv[3]);
+    return rc;
 }

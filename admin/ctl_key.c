@@ -186,10 +186,9 @@ static int key_show(ctl *c)
     key_state k;
     int rc;
 
-    if ((rc = key_state_load(c, &k, 0)) != EX_OK)
-        return rc;
-    key_report(c, &k, step_name(c, &k), NULL);
-    return EX_OK;
+    if ((rc = key_state_load(c, &k, 0)) == EX_OK)
+        key_report(c, &k, step_name(c, &k), NULL);
+    return rc;
 }
 
 static int write_public(ctl *c, const char *fpr, const char *path)
@@ -238,15 +237,19 @@ static int rotate_start(ctl *c, key_state *k)
     const char *todo[3];
     int rc;
 
-    if (k->alt)
-        return ctl_fail(1, "a rotation is under way already (%s and %s): see key show",
-                        k->keys[0], k->keys[1]);
+    if (k->alt) {
+        rc = ctl_fail(1, "a rotation is under way already (%s and %s): see key show",
+                      k->keys[0], k->keys[1]);
+        goto leave;
+    }
     if (sm_pgp_new_domain_key(c->conf.gnupg_home, c->conf.domain, fpr, why, sizeof why)
-        != SM_PGP_OK)
-        return ctl_fail(EX_TEMPFAIL, "%s: a new key for %s: %s", c->conf.gnupg_home,
-                        c->conf.domain, why);
+        != SM_PGP_OK) {
+        rc = ctl_fail(EX_TEMPFAIL, "%s: a new key for %s: %s", c->conf.gnupg_home,
+                      c->conf.domain, why);
+        goto leave;
+    }
     if ((rc = key_state_load(c, k, 0)) != EX_OK)
-        return rc;
+        goto leave;
     snprintf(a, sizeof a, "publish this record, then wait for the old one to leave caches "
              "(its TTL, and a day for stubmail's dns_cache) before key rotate switch");
     todo[0] = a;
@@ -254,7 +257,8 @@ static int rotate_start(ctl *c, key_state *k)
               "old key";
     todo[2] = NULL;
     key_report(c, k, "started: new key made", todo);
-    return EX_OK;
+leave:
+    return rc;
 }
 
 static int rotate_switch(ctl *c, key_state *k, const char *public_file)
@@ -263,16 +267,20 @@ static int rotate_switch(ctl *c, key_state *k, const char *public_file)
     static char new_fpr[SM_PGP_FPR_MAX + 1];
     char a[512], b[512];
     const char *todo[4];
-    int rc;
+    int rc = 1;
 
-    if (!k->alt)
-        return ctl_fail(1, "no rotation is under way: key rotate start first");
-    if (strcasecmp(c->conf.domain_key, k->keys[0]))
-        return ctl_fail(1, "domain_key is the new key %s already: the switch is done; "
-                        "key rotate finish next", c->conf.domain_key);
+    if (!k->alt) {
+        ctl_fail(rc, "no rotation is under way: key rotate start first");
+        goto leave;
+    }
+    if (strcasecmp(c->conf.domain_key, k->keys[0])) {
+        ctl_fail(rc, "domain_key is the new key %s already: the switch is done; "
+                 "key rotate finish next", c->conf.domain_key);
+        goto leave;
+    }
     snprintf(new_fpr, sizeof new_fpr, "%s", k->alt);
     if (public_file && (rc = write_public(c, new_fpr, public_file)) != EX_OK)
-        return rc;
+        goto leave;
     snprintf(a, sizeof a, "set domain_key %s in the milter's, pollerd's and this file, and "
              "reload them", new_fpr);
     snprintf(b, sizeof b, "%s%s: the file of StubmailPublicKey, then apachectl graceful",
@@ -285,22 +293,27 @@ static int rotate_switch(ctl *c, key_state *k, const char *public_file)
     /* the record as it will be once domain_key is the new key */
     c->conf.domain_key = new_fpr;
     if ((rc = key_state_load(c, k, 0)) != EX_OK)
-        return rc;
+        goto leave;
     key_report(c, k, "switch: the new key takes over", todo);
-    return EX_OK;
+leave:
+    return rc;
 }
 
 static int rotate_finish(ctl *c, key_state *k)
 {
     char a[512], old[SM_PGP_FPR_MAX + 1];
     const char *todo[3];
-    int rc;
+    int rc = 1;
 
-    if (!k->alt)
-        return ctl_fail(1, "no rotation is under way");
-    if (!strcasecmp(c->conf.domain_key, k->keys[0]))
-        return ctl_fail(1, "domain_key is still the old key %s: key rotate switch first",
-                        c->conf.domain_key);
+    if (!k->alt) {
+        ctl_fail(rc, "no rotation is under way");
+        goto leave;
+    }
+    if (!strcasecmp(c->conf.domain_key, k->keys[0])) {
+        ctl_fail(rc, "domain_key is still the old key %s: key rotate switch first",
+                 c->conf.domain_key);
+        goto leave;
+    }
     snprintf(old, sizeof old, "%s", k->alt);
     snprintf(a, sizeof a, "once no mail encrypted to the old key can wait at peers' outboxes "
              "(their expire_after) nor signed by it in ours: gpg --homedir %s "
@@ -309,32 +322,37 @@ static int rotate_finish(ctl *c, key_state *k)
     todo[1] = a;
     todo[2] = NULL;
     if ((rc = key_state_load(c, k, 1)) != EX_OK)
-        return rc;
+        goto leave;
     key_report(c, k, "finish: the old key retires", todo);
-    return EX_OK;
+leave:
+    return rc;
 }
 
 int ctl_key_main(ctl *c, int argc, char **argv)
 {
     key_state k;
-    const char *public_file = NULL;
-    int rc;
+    const char *public_file = NULL, *step = argc >= 3 ? argv[2] : "";
+    int rc = EX_USAGE;
 
-    if (argc == 2 && !strcmp(argv[1], "show"))
-        return key_show(c);
-    if (argc < 3 || strcmp(argv[1], "rotate"))
-        return EX_USAGE;
-    if (argc == 5 && !strcmp(argv[2], "switch") && !strcmp(argv[3], "-o"))
+    if (argc == 2 && !strcmp(argv[1], "show")) {
+        rc = key_show(c);
+        goto leave;
+    }
+    if (argc < 3 || strcmp(argv[1], "rotate")
+        || (strcmp(step, "start") && strcmp(step, "switch") && strcmp(step, "finish")))
+        goto leave;
+    if (argc == 5 && !strcmp(step, "switch") && !strcmp(argv[3], "-o"))
         public_file = argv[4];
     else if (argc != 3)
-        return EX_USAGE;
+        goto leave;
     if ((rc = key_state_load(c, &k, 0)) != EX_OK)
-        return rc;
-    if (!strcmp(argv[2], "start"))
-        return rotate_start(c, &k);
-    if (!strcmp(argv[2], "switch"))
-        return rotate_switch(c, &k, public_file);
-    if (!strcmp(argv[2], "finish"))
-        return rotate_finish(c, &k);
-    return EX_USAGE;
+        goto leave;
+    if (!strcmp(step, "start"))
+        rc = rotate_start(c, &k);
+    else if (!strcmp(step, "switch"))
+        rc = rotate_switch(c, &k, public_file);
+    else
+        rc = rotate_finish(c, &k);
+leave:
+    return rc;
 }

@@ -39,23 +39,29 @@ static int run_change(ctl *c, const char *what, const char *sql, int n, const ch
                       long *changed)
 {
     PGresult *res = ctl_db_exec(c, what, sql, n, p);
+    int rc = -1;
 
     if (!res)
-        return -1;
+        goto leave;
     *changed = strtol(PQcmdTuples(res), NULL, 10);
+    rc = 0;
+leave:
     PQclear(res);
-    return 0;
+    return rc;
 }
 
 static int peer_list(ctl *c)
 {
     PGresult *res = ctl_db_exec(c, "listing peers", SQL_PEER_LIST, 0, NULL);
+    int rc = EX_TEMPFAIL;
 
     if (!res)
-        return EX_TEMPFAIL;
+        goto leave;
     ctl_out_rows(c, res, "peer rows (every domain is found by DNS)");
+    rc = EX_OK;
+leave:
     PQclear(res);
-    return EX_OK;
+    return rc;
 }
 
 static int peer_pin(ctl *c, char **argv)
@@ -65,95 +71,104 @@ static int peer_pin(ctl *c, char **argv)
     const char *p[3] = { dom, argv[2], fpr };
     long n;
     size_t i;
+    int rc = EX_USAGE;
 
     if (ctl_arg_domain("domain", argv[1], dom) != 0)
-        return EX_USAGE;
-    if (sm_url_allowed(argv[2], &opts, why, sizeof why) != 0)
-        return ctl_fail(EX_USAGE, "outbox URL \"%s\": %s", argv[2], why);
-    if (!sm_pgp_fpr_valid(argv[3]))
-        return ctl_fail(EX_USAGE, "fingerprint \"%s\" is not 40 or 64 hex digits", argv[3]);
+        goto leave;
+    if (sm_url_allowed(argv[2], &opts, why, sizeof why) != 0) {
+        ctl_fail(EX_USAGE, "outbox URL \"%s\": %s", argv[2], why);
+        goto leave;
+    }
+    if (!sm_pgp_fpr_valid(argv[3])) {
+        ctl_fail(EX_USAGE, "fingerprint \"%s\" is not 40 or 64 hex digits", argv[3]);
+        goto leave;
+    }
+    /* gpgme's spelling, as discovery compares it */
     for (i = 0; argv[3][i]; i++)
         fpr[i] = (char)(argv[3][i] >= 'a' && argv[3][i] <= 'f' ? argv[3][i] - 32 : argv[3][i]);
     fpr[i] = '\0';
+    rc = EX_TEMPFAIL;
     if (run_change(c, "pinning a peer", SQL_PEER_PIN, 3, p, &n) != 0)
-        return EX_TEMPFAIL;
+        goto leave;
     snprintf(text, sizeof text, "pinned %s: outbox %s, key %s (DNS is not asked for it)", dom,
              argv[2], fpr);
     ctl_out_done(c, text, "domain", dom, "outbox_url", argv[2], "fpr", fpr, NULL);
-    return EX_OK;
+    rc = EX_OK;
+leave:
+    return rc;
 }
 
-static int peer_optout(ctl *c, char **argv)
+/* optout and remove: one domain, one statement */
+static int peer_change(ctl *c, const char *verb, const char *domain_arg)
 {
     char dom[256], text[512];
     const char *p[1] = { dom };
+    int optout = !strcmp(verb, "optout"), rc = EX_USAGE;
     long n;
 
-    if (ctl_arg_domain("domain", argv[1], dom) != 0)
-        return EX_USAGE;
-    if (run_change(c, "opting a peer out", SQL_PEER_OPTOUT, 1, p, &n) != 0)
-        return EX_TEMPFAIL;
-    snprintf(text, sizeof text, "opted out %s: our mail to it is pushed by SMTP", dom);
+    if (ctl_arg_domain("domain", domain_arg, dom) != 0)
+        goto leave;
+    rc = EX_TEMPFAIL;
+    if (run_change(c, optout ? "opting a peer out" : "removing a peer",
+                   optout ? SQL_PEER_OPTOUT : SQL_PEER_REMOVE, 1, p, &n) != 0)
+        goto leave;
+    if (n == 0) {
+        rc = ctl_fail(1, "no peer row for %s", dom);
+        goto leave;
+    }
+    snprintf(text, sizeof text, optout ? "opted out %s: our mail to it is pushed by SMTP"
+             : "removed the peer row of %s: DNS decides again", dom);
     ctl_out_done(c, text, "domain", dom, NULL);
-    return EX_OK;
-}
-
-static int peer_remove(ctl *c, char **argv)
-{
-    char dom[256], text[512];
-    const char *p[1] = { dom };
-    long n;
-
-    if (ctl_arg_domain("domain", argv[1], dom) != 0)
-        return EX_USAGE;
-    if (run_change(c, "removing a peer", SQL_PEER_REMOVE, 1, p, &n) != 0)
-        return EX_TEMPFAIL;
-    if (n == 0)
-        return ctl_fail(1, "no peer row for %s", dom);
-    snprintf(text, sizeof text, "removed the peer row of %s: DNS decides again", dom);
-    ctl_out_done(c, text, "domain", dom, NULL);
-    return EX_OK;
+    rc = EX_OK;
+leave:
+    return rc;
 }
 
 int ctl_peer_main(ctl *c, int argc, char **argv)
 {
+    int rc = EX_USAGE;
+
     if (argc == 2 && !strcmp(argv[1], "list"))
-        return peer_list(c);
-    if (argc == 5 && !strcmp(argv[1], "pin"))
-        return peer_pin(c, argv + 1);
-    if (argc == 3 && !strcmp(argv[1], "optout"))
-        return peer_optout(c, argv + 1);
-    if (argc == 3 && !strcmp(argv[1], "remove"))
-        return peer_remove(c, argv + 1);
-    return EX_USAGE;
+        rc = peer_list(c);
+    else if (argc == 5 && !strcmp(argv[1], "pin"))
+        rc = peer_pin(c, argv + 1);
+    else if (argc == 3 && (!strcmp(argv[1], "optout") || !strcmp(argv[1], "remove")))
+        rc = peer_change(c, argv[1], argv[2]);
+    return rc;
 }
 
 int ctl_dns_main(ctl *c, int argc, char **argv)
 {
     char dom[256], text[512], count[32];
     const char *p[1] = { NULL };
-    PGresult *res;
+    PGresult *res = NULL;
+    int rc = EX_USAGE;
     long n;
 
     if (argc == 2 && !strcmp(argv[1], "list")) {
+        rc = EX_TEMPFAIL;
         if (!(res = ctl_db_exec(c, "listing the DNS cache", SQL_DNS_LIST, 0, NULL)))
-            return EX_TEMPFAIL;
+            goto leave;
         ctl_out_rows(c, res, "cached DNS answers");
-        PQclear(res);
-        return EX_OK;
+        rc = EX_OK;
+        goto leave;
     }
     if ((argc != 2 && argc != 3) || strcmp(argv[1], "flush"))
-        return EX_USAGE;
+        goto leave;
     if (argc == 3) {
         if (ctl_arg_domain("domain", argv[2], dom) != 0)
-            return EX_USAGE;
+            goto leave;
         p[0] = dom;
     }
+    rc = EX_TEMPFAIL;
     if (run_change(c, "flushing the DNS cache", SQL_DNS_FLUSH, 1, p, &n) != 0)
-        return EX_TEMPFAIL;
+        goto leave;
     snprintf(count, sizeof count, "%ld", n);
     snprintf(text, sizeof text, "flushed %ld cached answer%s%s%s: the next use asks DNS", n,
              n == 1 ? "" : "s", p[0] ? " for " : "", p[0] ? dom : "");
     ctl_out_done(c, text, "flushed", count, NULL);
-    return EX_OK;
+    rc = EX_OK;
+leave:
+    PQclear(res);
+    return rc;
 }
