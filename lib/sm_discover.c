@@ -119,8 +119,12 @@ int sm_discover_run(const sm_discover_store *store, const sm_dns_conf *dns, cons
     if (status == SM_DNS_FOUND) {
         if (!out->outbox[0])
             strcpy(out->outbox, rec.outbox);
-        if (!out->fpr[0])
+        if (!out->fpr[0]) {
+            /* a pinned fpr names one key: the record's second one only
+             * stands beside the record's own */
             strcpy(out->fpr, rec.fpr);
+            strcpy(out->fpr_alt, rec.fpr_alt);
+        }
         strcpy(out->udp, rec.udp);
         strcpy(out->policy, rec.policy);
     } else {

@@ -45,6 +45,8 @@ typedef struct sm_peer_info {
                                      status is NONE, the record unused */
     char outbox[SM_TXT_URL_MAX + 1];   /* "" if unknown */
     char fpr[SM_TXT_FPR_MAX + 1];      /* "" if unknown; uppercase */
+    char fpr_alt[SM_TXT_FPR_MAX + 1];  /* the record's fpr-alt during a key
+                                          rotation, "" if none or pinned */
     char udp[SM_TXT_UDP_MAX + 1];      /* "" if none */
     char policy[SM_TXT_POLICY_MAX + 1];
 } sm_peer_info;

@@ -20,11 +20,12 @@
  * verdict's (status NULL when nothing unexpired is cached) */
 static const char SQL_PEER_AND_CACHE[] =
     "SELECT peer_outbox_url, peer_fpr, peer_pulling, peer_found,"
-    " status, outbox, udp, fpr, policy, why, validated FROM discovery_get($1)";
+    " status, outbox, udp, fpr, policy, why, validated, fpr_alt FROM discovery_get($1)";
+/* sql/019: validated; sql/025: fpr_alt last */
 enum { COL_PEER_OUTBOX, COL_PEER_FPR, COL_PEER_PULLING, COL_PEER_FOUND, COL_STATUS, COL_OUTBOX,
-       COL_UDP, COL_FPR, COL_POLICY, COL_WHY, COL_VALIDATED };
+       COL_UDP, COL_FPR, COL_POLICY, COL_WHY, COL_VALIDATED, COL_FPR_ALT };
 static const char SQL_CACHE_PUT[] =
-    "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    "SELECT dns_cache_put($1, $2, $3, $4, $5, $6, $7, $8, $9::boolean, $10)";
 
 /* The store's baton: the connection, and the row of SQL_PEER_AND_CACHE
  * that peer_row read, which cache_get answers from. */
@@ -90,6 +91,7 @@ static int cache_get(void *baton, const char *domain, sm_dns_status *status, int
         copy_col(res, COL_OUTBOX, rec->outbox, sizeof rec->outbox);
         copy_col(res, COL_UDP, rec->udp, sizeof rec->udp);
         copy_col(res, COL_FPR, rec->fpr, sizeof rec->fpr);
+        copy_col(res, COL_FPR_ALT, rec->fpr_alt, sizeof rec->fpr_alt);
         copy_col(res, COL_POLICY, rec->policy, sizeof rec->policy);
     } else {
         /* the table's CHECK allows only found, none, invalid */
@@ -106,7 +108,7 @@ static int cache_put(void *baton, const char *domain, sm_dns_status status, int 
     PGconn *db = ((pq_store *)baton)->db;
     char ttl_text[16];
     const char *found = status == SM_DNS_FOUND ? "" : NULL;
-    const char *params[9];
+    const char *params[10];
     PGresult *res;
     int rc = -1;
 
@@ -120,7 +122,8 @@ static int cache_put(void *baton, const char *domain, sm_dns_status status, int 
     params[6] = found ? NULL : dns_why;
     params[7] = ttl_text;
     params[8] = validated ? "true" : "false";
-    res = PQexecParams(db, SQL_CACHE_PUT, 9, NULL, params, NULL, NULL, 0);
+    params[9] = found && rec->fpr_alt[0] ? rec->fpr_alt : NULL;
+    res = PQexecParams(db, SQL_CACHE_PUT, 10, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         sm_why(why, whylen, "%s: writing dns_cache: %s", domain, PQerrorMessage(db));
         goto leave;

@@ -115,9 +115,13 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *baton)
     return len;
 }
 
-int sm_https_get(const char *url, const sm_https_opts *opts, size_t max, const char *agent,
-                 char **body, size_t *len, long *status, char *why, size_t whylen)
+/* GET, or POST of a JSON body when post is not NULL. */
+static int transfer(const char *url, const char *post, const sm_https_opts *opts, size_t max,
+                    const char *agent, char **body, size_t *len, long *status, char *why,
+                    size_t whylen)
 {
+    struct curl_slist *hdrs = NULL;
+    const char *method = post ? "POST" : "GET";
     char errbuf[CURL_ERROR_SIZE] = "";
     get_buf b = { NULL, 0, max, 0 };
     CURL *e = NULL;
@@ -153,17 +157,26 @@ int sm_https_get(const char *url, const sm_https_opts *opts, size_t max, const c
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     if (opts && opts->ca_file && *opts->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, opts->ca_file);
+    if (post) {
+        if (!(hdrs = curl_slist_append(NULL, "Content-Type: application/json"))) {
+            sm_why(why, whylen, "%s %s: out of memory", method, url);
+            goto leave;
+        }
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, post);
+    }
 
     cc = curl_easy_perform(e);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
     if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-        sm_why(why, whylen, "GET %s: answer larger than %zu bytes", url, max);
+        sm_why(why, whylen, "%s %s: answer larger than %zu bytes", method, url, max);
         rc = -1;
         goto leave;
     }
     if (cc != CURLE_OK) {
         /* network, TLS and certificate trouble: maybe fixed by the next try */
-        sm_why(why, whylen, "GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        sm_why(why, whylen, "%s %s: %s", method, url,
+               errbuf[0] ? errbuf : curl_easy_strerror(cc));
         goto leave;
     }
     *body = b.data;
@@ -174,5 +187,19 @@ leave:
     free(b.data);
     if (e)
         curl_easy_cleanup(e);
+    curl_slist_free_all(hdrs);
     return rc;
+}
+
+int sm_https_get(const char *url, const sm_https_opts *opts, size_t max, const char *agent,
+                 char **body, size_t *len, long *status, char *why, size_t whylen)
+{
+    return transfer(url, NULL, opts, max, agent, body, len, status, why, whylen);
+}
+
+int sm_https_post(const char *url, const char *json, const sm_https_opts *opts, size_t max,
+                  const char *agent, char **body, size_t *len, long *status, char *why,
+                  size_t whylen)
+{
+    return transfer(url, json, opts, max, agent, body, len, status, why, whylen);
 }

@@ -20,6 +20,12 @@ typedef struct sm_https_opts {
 int sm_https_get(const char *url, const sm_https_opts *opts, size_t max, const char *agent,
                  char **body, size_t *len, long *status, char *why, size_t whylen);
 
+/* The same as a POST of json (Content-Type: application/json): a login
+ * (stubmailctl check). */
+int sm_https_post(const char *url, const char *json, const sm_https_opts *opts, size_t max,
+                  const char *agent, char **body, size_t *len, long *status, char *why,
+                  size_t whylen);
+
 /* 0 if url may be used under opts (https, or http to a loopback host when
  * allowed), else -1 with why. */
 int sm_url_allowed(const char *url, const sm_https_opts *opts, char *why, size_t whylen);

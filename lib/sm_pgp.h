@@ -49,6 +49,21 @@ int sm_pgp_fpr_valid(const char *fpr);
 int sm_pgp_create_domain_key(const char *home, const char *domain,
                              char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen);
 
+/* A further key for domain in home, made as sm_pgp_create_domain_key makes
+ * one, even when the domain has one already: the new key of a rotation
+ * (stubmailctl key rotate). */
+int sm_pgp_new_domain_key(const char *home, const char *domain,
+                          char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen);
+
+/* The usable domain keys of domain in home (secret, user id
+ * "stubmail@DOMAIN", able to sign and encrypt), oldest first, at most max
+ * (and SM_PGP_DOMAIN_KEYS_MAX) fingerprints in fprs, their number in *n.
+ * SM_PGP_OK, or an error with why. */
+#define SM_PGP_DOMAIN_KEYS_MAX 8
+int sm_pgp_domain_keys(const char *home, const char *domain,
+                       char fprs[][SM_PGP_FPR_MAX + 1], size_t max, size_t *n,
+                       char *why, size_t whylen);
+
 /* The ASCII-armored public key fpr (minimal: self-signatures only), as a
  * NUL-terminated malloc'd string in *out (free() it), length in *outlen. */
 int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *outlen,

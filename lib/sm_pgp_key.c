@@ -18,27 +18,97 @@
 #include "sm_pgp.h"
 #include "sm_pgp_impl.h"
 
-int sm_pgp_create_domain_key(const char *home, const char *domain,
-                             char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen)
+/* The user id "stubmail@domain" in lowercase and its exact-match keylist
+ * pattern; -1 if domain is not a domain name. */
+static int domain_uid(const char *domain, char *uid, size_t uidlen, char *pattern,
+                      size_t patlen)
+{
+    int i, n;
+
+    if (!domain || !sm_domain_valid(domain))
+        return -1;
+    n = snprintf(uid, uidlen, "stubmail@%s", domain);
+    for (i = 0; i < n; i++)
+        uid[i] = (char)tolower((unsigned char)uid[i]);
+    snprintf(pattern, patlen, "=%s", uid);      /* exact user id match */
+    return 0;
+}
+
+int sm_pgp_domain_keys(const char *home, const char *domain,
+                       char fprs[][SM_PGP_FPR_MAX + 1], size_t max, size_t *n,
+                       char *why, size_t whylen)
+{
+    char uid[SM_DOMAIN_MAX + 16], pattern[SM_DOMAIN_MAX + 17];
+    gpgme_ctx_t ctx = NULL;
+    gpgme_key_t key = NULL;
+    gpgme_error_t err;
+    long made[SM_PGP_DOMAIN_KEYS_MAX];
+    size_t i;
+    int rc = SM_PGP_ERROR, listing = 0;
+
+    pgp_clear(why, whylen);
+    *n = 0;
+    if (max > SM_PGP_DOMAIN_KEYS_MAX)
+        max = SM_PGP_DOMAIN_KEYS_MAX;
+    if (domain_uid(domain, uid, sizeof uid, pattern, sizeof pattern) != 0) {
+        sm_why(why, whylen, "not a domain name: %s", domain ? domain : "(null)");
+        rc = SM_PGP_REJECT;
+        goto leave;
+    }
+    if ((rc = pgp_ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
+        goto leave;
+    if ((err = gpgme_op_keylist_start(ctx, pattern, 1)) != 0) {
+        rc = pgp_fail(why, whylen, "gpgme_op_keylist_start", err);
+        goto leave;
+    }
+    listing = 1;
+    while ((err = gpgme_op_keylist_next(ctx, &key)) == 0) {
+        if (pgp_key_usable(key) && key->can_sign && key->can_encrypt && *n < max
+            && key->subkeys && pgp_fpr_norm(key->fpr, fprs[*n]) == 0) {
+            /* oldest first: insertion into what is sorted already */
+            for (i = *n; i > 0 && made[i - 1] > key->subkeys->timestamp; i--) {
+                memcpy(fprs[i], fprs[i - 1], sizeof fprs[i]);
+                made[i] = made[i - 1];
+            }
+            if (i != *n)
+                pgp_fpr_norm(key->fpr, fprs[i]);
+            made[i] = key->subkeys->timestamp;
+            (*n)++;
+        }
+        gpgme_key_unref(key);
+        key = NULL;
+    }
+    listing = 0;
+    if (gpg_err_code(err) != GPG_ERR_EOF) {
+        rc = pgp_fail(why, whylen, "gpgme_op_keylist_next", err);
+        goto leave;
+    }
+    rc = SM_PGP_OK;
+leave:
+    if (listing)
+        gpgme_op_keylist_end(ctx);
+    if (ctx)
+        gpgme_release(ctx);
+    return rc;
+}
+
+static int domain_key(const char *home, const char *domain, int always_new,
+                      char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen)
 {
     char uid[SM_DOMAIN_MAX + 16], pattern[SM_DOMAIN_MAX + 17];
     gpgme_ctx_t ctx = NULL;
     gpgme_key_t key = NULL;
     gpgme_genkey_result_t gr;
     gpgme_error_t err;
-    int rc = SM_PGP_ERROR, listing = 0, i, n;
+    int rc = SM_PGP_ERROR, listing = 0;
 
     pgp_clear(why, whylen);
     fpr_out[0] = '\0';
-    if (!domain || !sm_domain_valid(domain)) {
+    if (domain_uid(domain, uid, sizeof uid, pattern, sizeof pattern) != 0) {
         sm_why(why, whylen, "not a domain name: %s", domain ? domain : "(null)");
         rc = SM_PGP_REJECT;
         goto leave;
     }
-    n = snprintf(uid, sizeof uid, "stubmail@%s", domain);
-    for (i = 0; i < n; i++)
-        uid[i] = (char)tolower((unsigned char)uid[i]);
-    snprintf(pattern, sizeof pattern, "=%s", uid);      /* exact user id match */
     if (home && *home && mkdir(home, 0700) != 0 && errno != EEXIST) {
         sm_why(why, whylen, "mkdir %s: %s", home, strerror(errno));
         goto leave;
@@ -46,7 +116,10 @@ int sm_pgp_create_domain_key(const char *home, const char *domain,
     if ((rc = pgp_ctx_open(home, 1, &ctx, why, whylen)) != SM_PGP_OK)
         goto leave;
 
-    /* idempotent: a usable key we already hold for this uid is the answer */
+    /* idempotent: a usable key we already hold for this uid is the answer
+     * (unless a rotation asks for a new one) */
+    if (always_new)
+        goto create;
     if ((err = gpgme_op_keylist_start(ctx, pattern, 1)) != 0) {
         rc = pgp_fail(why, whylen, "gpgme_op_keylist_start", err);
         goto leave;
@@ -68,10 +141,12 @@ int sm_pgp_create_domain_key(const char *home, const char *domain,
         goto leave;
     }
 
+create:
     /* "future-default" with no usage flags: ed25519 sign/certify primary plus
      * a cv25519 encryption subkey; the secret stays in this home's agent */
     err = gpgme_op_createkey(ctx, uid, "future-default", 0, 0, NULL,
-                             GPGME_CREATE_NOPASSWD | GPGME_CREATE_NOEXPIRE);
+                             GPGME_CREATE_NOPASSWD | GPGME_CREATE_NOEXPIRE
+                             | (always_new ? GPGME_CREATE_FORCE : 0));
     if (err != 0) {
         rc = pgp_fail(why, whylen, "gpgme_op_createkey", err);
         if (rc == SM_PGP_REJECT)
@@ -95,6 +170,18 @@ leave:
     if (rc != SM_PGP_OK)
         fpr_out[0] = '\0';
     return rc;
+}
+
+int sm_pgp_create_domain_key(const char *home, const char *domain,
+                             char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen)
+{
+    return domain_key(home, domain, 0, fpr_out, why, whylen);
+}
+
+int sm_pgp_new_domain_key(const char *home, const char *domain,
+                          char fpr_out[SM_PGP_FPR_MAX + 1], char *why, size_t whylen)
+{
+    return domain_key(home, domain, 1, fpr_out, why, whylen);
 }
 
 int sm_pgp_export_public(const char *home, const char *fpr, char **out, size_t *outlen,

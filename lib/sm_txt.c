@@ -416,6 +416,11 @@ int sm_txt_parse(const char *txt, size_t len, sm_txt_record *rec, const char **w
             if (check_fpr(val, vlen, rec->fpr, why) != 0)
                 goto leave;
             have_fpr = 1;
+        } else if (name_is(name, nlen, "fpr-alt")) {
+            if (check_fpr(val, vlen, rec->fpr_alt, why) != 0) {
+                *why = "fpr-alt is not 40 or 64 hex digits";
+                goto leave;
+            }
         } else if (name_is(name, nlen, "policy")) {
             if (check_policy(val, vlen, why) != 0)
                 goto leave;
@@ -463,13 +468,10 @@ leave:
 
 int sm_txt_format(const sm_txt_record *rec, char *out, size_t outlen)
 {
-    int n;
+    int n = snprintf(out, outlen, "v=stubmail1; outbox=%s; %s%s%sfpr=%s; %s%s%spolicy=%s",
+                     rec->outbox, rec->udp[0] ? "udp=" : "", rec->udp, rec->udp[0] ? "; " : "",
+                     rec->fpr, rec->fpr_alt[0] ? "fpr-alt=" : "", rec->fpr_alt,
+                     rec->fpr_alt[0] ? "; " : "", rec->policy);
 
-    if (rec->udp[0])
-        n = snprintf(out, outlen, "v=stubmail1; outbox=%s; udp=%s; fpr=%s; policy=%s",
-                     rec->outbox, rec->udp, rec->fpr, rec->policy);
-    else
-        n = snprintf(out, outlen, "v=stubmail1; outbox=%s; fpr=%s; policy=%s",
-                     rec->outbox, rec->fpr, rec->policy);
     return n < 0 || (size_t)n >= outlen ? -1 : n;
 }

@@ -34,6 +34,8 @@
  *           the OpenPGP fingerprint of the domain key.
  *   policy  (required) 1*64( ALPHA / DIGIT / "." / "_" / "-" ): changes
  *           whenever anything in the record (or the key) changes.
+ *   fpr-alt (optional) like fpr: a second domain key, valid too while the
+ *           domain rotates its key (docs/PROTOCOL.md "Key rotation").
  *   udp     (optional) IPv4 ":" port  /  "[" IPv6 "]" ":" port, where the
  *           UDP stubs go. No host names. port = 1-65535 in decimal without
  *           leading zeros. Unspecified (0.0.0.0, ::), multicast and
@@ -59,6 +61,7 @@ typedef struct sm_txt_record {
     struct sockaddr_storage udp_addr;  /* the same, ready for sendto() */
     socklen_t udp_addrlen;             /* 0 if no udp= tag */
     char fpr[SM_TXT_FPR_MAX + 1];      /* 40 or 64 uppercase hex digits */
+    char fpr_alt[SM_TXT_FPR_MAX + 1];  /* the same, or "" if no fpr-alt= tag */
     char policy[SM_TXT_POLICY_MAX + 1];
 } sm_txt_record;
 
@@ -72,8 +75,8 @@ int sm_txt_parse(const char *txt, size_t len, sm_txt_record *rec, const char **w
 int sm_txt_is_stubmail(const char *txt, size_t len);
 
 /* The canonical form of a parsed record ("v=stubmail1; outbox=...; udp=...;
- * fpr=...; policy=..."; udp omitted when absent), for logs and tests; it
- * parses back to the same record. Returns its length, or -1 if outlen is too
+ * fpr=...; fpr-alt=...; policy=..."; udp and fpr-alt omitted when absent),
+ * for logs and tests; it parses back to the same record. Returns its length, or -1 if outlen is too
  * small (SM_TXT_MAX + 1 is always enough). */
 int sm_txt_format(const sm_txt_record *rec, char *out, size_t outlen);
 

@@ -141,12 +141,14 @@ static const stubmail_stmt stubmail_stmts[] = {
     /* $1 domain: the cached _stubmail answer (sql/002 keeps the TTL
      * policy in these two functions, shared with the milter and pollerd) */
     { STMT_DNS_GET,
-      "SELECT status, outbox, udp, fpr, policy, why, validated FROM dns_cache_get(%s)" },
+      "SELECT status, outbox, udp, fpr, policy, why, validated, coalesce(fpr_alt, '')"
+      " FROM dns_cache_get(%s)" },
     /* $1 domain, $2 status, $3 outbox, $4 udp, $5 fpr, $6 policy, $7 why,
-     * $8 ttl, $9 validated; '' stands for NULL */
+     * $8 ttl, $9 validated, $10 fpr-alt (sql/025); '' stands for NULL */
     { STMT_DNS_PUT,
       "SELECT dns_cache_put(%s, %s, NULLIF(%s, ''), NULLIF(%s, ''), NULLIF(%s, ''),"
-      " NULLIF(%s, ''), NULLIF(%s, ''), CAST(%s AS integer), CAST(%s AS boolean))" },
+      " NULLIF(%s, ''), NULLIF(%s, ''), CAST(%s AS integer), CAST(%s AS boolean),"
+      " NULLIF(%s, ''))" },
     /* $1 domain, $2 nonce, $3 seconds to keep it. No row back: used
      * before. Expired nonces go on the way (the table only holds the
      * logins of the last few minutes, so the scan is short). */

@@ -58,7 +58,7 @@ static int stubmail_peer_row(void *baton, const char *domain, sm_peer_info *out,
 }
 
 enum { CACHE_STATUS, CACHE_OUTBOX, CACHE_UDP, CACHE_FPR, CACHE_POLICY, CACHE_WHY,
-       CACHE_VALIDATED, CACHE_NCOLS };
+       CACHE_VALIDATED, CACHE_FPR_ALT, CACHE_NCOLS };
 
 static int stubmail_cache_get(void *baton, const char *domain, sm_dns_status *status,
                               int *validated, sm_txt_record *rec, char *why, size_t whylen)
@@ -79,6 +79,7 @@ static int stubmail_cache_get(void *baton, const char *domain, sm_dns_status *st
         stubmail_copy_col(rec->outbox, sizeof(rec->outbox), cols[CACHE_OUTBOX]);
         stubmail_copy_col(rec->udp, sizeof(rec->udp), cols[CACHE_UDP]);
         stubmail_copy_col(rec->fpr, sizeof(rec->fpr), cols[CACHE_FPR]);
+        stubmail_copy_col(rec->fpr_alt, sizeof(rec->fpr_alt), cols[CACHE_FPR_ALT]);
         stubmail_copy_col(rec->policy, sizeof(rec->policy), cols[CACHE_POLICY]);
     }
     else {
@@ -95,7 +96,7 @@ static int stubmail_cache_put(void *baton, const char *domain, sm_dns_status sta
 {
     stubmail_req *q = baton;
     int found = status == SM_DNS_FOUND;
-    const char *args[9];
+    const char *args[10];
     char ttl_text[16];
 
     (void)why;
@@ -110,7 +111,8 @@ static int stubmail_cache_put(void *baton, const char *domain, sm_dns_status sta
     args[6] = found ? "" : dns_why;
     args[7] = ttl_text;
     args[8] = validated ? "true" : "false";
-    if (stubmail_db_first_row(q, STMT_DNS_PUT, 9, args, 0, NULL) < 0)
+    args[9] = found ? rec->fpr_alt : "";
+    if (stubmail_db_first_row(q, STMT_DNS_PUT, 10, args, 0, NULL) < 0)
         SMLOG(q, APLOG_WARNING, 0, "could not cache the _stubmail answer for %s", domain);
     return 0;
 }

@@ -154,19 +154,29 @@ static int stubmail_import_key(const char *home, const sm_login_request *req,
     return rc;
 }
 
-/* The key in the login is fpr's and nothing else (imported unless this
- * child already did that with these octets), and the signature over the
- * statement is good and fpr's. 1, or 0 after the error answer. */
+/* The key in the login is fpr's (or, during the domain's key rotation,
+ * alt's: docs/PROTOCOL.md "Key rotation") and nothing else (imported unless
+ * this child already did that with these octets), and the signature over
+ * the statement is good and by that key. 1 with *used the fingerprint it
+ * was, or 0 after the error answer. */
 static int stubmail_login_verify(stubmail_req *q, const sm_login_request *req,
-                                 const char *fpr, const char *statement,
-                                 int statement_len)
+                                 const char *fpr, const char *alt, const char *statement,
+                                 int statement_len, const char **used)
 {
-    const char *home = q->conf->gnupg_home;
+    const char *home = q->conf->gnupg_home, *wanted = fpr;
     char why[SM_PGP_WHY_MAX];
     int known = stubmail_key_known(fpr, req->key, req->key_len), rc = SM_PGP_OK;
 
-    if (!known && (rc = stubmail_import_key(home, req, fpr, why, sizeof(why))) != SM_PGP_OK)
+    if (!known && alt[0] && stubmail_key_known(alt, req->key, req->key_len)) {
+        fpr = alt;
+        known = 1;
+    }
+    if (!known && (rc = stubmail_import_key(home, req, fpr, why, sizeof(why))) == SM_PGP_REJECT
+        && alt[0] && (rc = stubmail_import_key(home, req, alt, why, sizeof(why))) == SM_PGP_OK)
+        fpr = alt;
+    if (rc != SM_PGP_OK)
         goto key_failed;
+    *used = fpr;
     rc = sm_pgp_verify_detached(home, statement, (size_t)statement_len, req->signature,
                                 req->signature_len, fpr, why, sizeof(why));
     if (rc == SM_PGP_REJECT && known
@@ -195,8 +205,8 @@ static int stubmail_login_verify(stubmail_req *q, const sm_login_request *req,
 key_failed:
     if (rc == SM_PGP_REJECT)
         return stubmail_fail_0(q, "wrong_key", "the key is not the one the domain publishes",
-                               apr_psprintf(q->r->pool, "key refused, expected %s: %s",
-                                            fpr, why));
+                               apr_psprintf(q->r->pool, "key refused, expected %s%s%s: %s",
+                                            wanted, alt[0] ? " or " : "", alt, why));
     return stubmail_fail_0(q, "internal_error", "could not check the key, retry later",
                            apr_psprintf(q->r->pool, "importing into GnuPG home %s failed: %s",
                                         home, why));
@@ -230,7 +240,7 @@ static int stubmail_login_cheap_checks(stubmail_req *q, const sm_login_request *
  * one, else the fpr of its _stubmail record (lib's discovery, over this
  * request's connection). 1 with *source saying where it came from, or 0
  * after the error answer. */
-static int stubmail_login_fpr(stubmail_req *q, const char *domain, char *fpr,
+static int stubmail_login_fpr(stubmail_req *q, const char *domain, char *fpr, char *alt,
                               const char **source)
 {
     sm_discover_store store;
@@ -257,6 +267,7 @@ static int stubmail_login_fpr(stubmail_req *q, const char *domain, char *fpr,
                                             info.source == SM_PEER_FROM_CACHE
                                             ? " (cached)" : "", *why ? why : "-"));
     apr_cpystrn(fpr, info.fpr, SM_PGP_FPR_MAX + 1);
+    apr_cpystrn(alt, info.fpr_alt, SM_PGP_FPR_MAX + 1);
     *source = info.source == SM_PEER_FROM_PEER ? "peer.fpr"
               : sm_peer_source_name(info.source);
     return 1;
@@ -327,8 +338,8 @@ int stubmail_login(stubmail_req *q)
     request_rec *r = q->r;
     sm_login_request req;
     sm_parse_error perr;
-    char statement[SM_LOGIN_STATEMENT_MAX], fpr[SM_PGP_FPR_MAX + 1];
-    const char *source = NULL;
+    char statement[SM_LOGIN_STATEMENT_MAX], fpr[SM_PGP_FPR_MAX + 1], alt[SM_PGP_FPR_MAX + 1];
+    const char *source = NULL, *used = fpr;
     time_t now;
     int statement_len, ret;
 
@@ -346,7 +357,7 @@ int stubmail_login(stubmail_req *q)
     now = time(NULL);
     if (!stubmail_login_cheap_checks(q, &req, now)
         || !stubmail_db(q) || !stubmail_login_rate(q, req.domain)
-        || !stubmail_login_fpr(q, req.domain, fpr, &source)) {
+        || !stubmail_login_fpr(q, req.domain, fpr, alt, &source)) {
         ret = q->ret;
         goto leave;
     }
@@ -358,12 +369,13 @@ int stubmail_login(stubmail_req *q)
                             "building the login statement failed");
         goto leave;
     }
-    if (!stubmail_login_verify(q, &req, fpr, statement, statement_len)
+    if (!stubmail_login_verify(q, &req, fpr, alt, statement, statement_len, &used)
         || !stubmail_login_nonce(q, &req)) {
         ret = q->ret;
         goto leave;
     }
-    ret = stubmail_login_answer(q, req.domain, now, fpr, source);
+    ret = stubmail_login_answer(q, req.domain, now, used,
+                                used == fpr ? source : "the record's fpr-alt");
 leave:
     sm_login_request_free(&req);
     return ret;

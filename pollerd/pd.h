@@ -4,7 +4,6 @@
  * one above it: the lower ones report back by return value or callback):
  *
  * stubmail-pollerd.c   main: options, signals, the event loop
- * pd_intro_cli.c       the `intro` command line (list, accept, drop)
  * pd_cycle.c           one poll cycle: which domains, how many at once
  * pd_dispatch.c        the state machine of one remote domain: discovery
  *                      → login → old acks → subscription → poll → messages,
@@ -244,6 +243,8 @@ typedef struct pd_lane {
     long long fd_size;              /* what fd holds: the listed size, or the
                                      * size of the decrypted text */
     int fd_verified;                /* fd is decrypted text, signature good */
+    const char *fd_signer;          /* ... by this key: its domain's fpr or
+                                     * fpr_alt */
     int fd_resumed;                 /* fd was put together from more than one
                                      * transfer (or found on disk) */
     int msg_failed;                 /* a recipient of the current message
@@ -276,6 +277,8 @@ typedef struct pd_domain {
     char *url;                      /* outbox base URL, no trailing slash;
                                      * NULL until discovered */
     char fpr[SM_PGP_FPR_MAX + 1];   /* its domain key, "" if unknown */
+    char fpr_alt[SM_PGP_FPR_MAX + 1];   /* its other key while it rotates
+                                         * (the record's fpr-alt), or "" */
     pd_session *sess;
     int key_ok;                     /* its key is in our keyring */
     int relogged;                   /* logged in again after a 401, no
@@ -480,14 +483,6 @@ pd_unrecorded *pd_unrecorded_find(pd_ctx *ctx, const char *domain,
  * 0, or -1 (logged). */
 int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
                int record, int *known, size_t *added);
-/* Print the introductions (of recipient, or all when NULL) as tab-separated
- * lines: recipient, sender, first seen, last seen, stubs. Their number, or -1. */
-int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out);
-/* 1 accepted (*added: the address book got the sender; 0: it had it), 0 no
- * such introduction, -1 error. */
-int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added);
-/* 1 dropped, 0 no such introduction, -1 error. */
-int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender);
 /* The introductions no digest announced yet, of at most max recipients
  * whose last digest is older than intro_digest: rows of recipient, sender,
  * stubs, grouped by recipient (PQclear it). NULL on error (logged). */
@@ -787,9 +782,5 @@ int pd_cycle_end(pd_ctx *ctx);
 /* Free the cycle's domains. */
 void pd_cycle_free(pd_ctx *ctx);
 
-/* ---- pd_intro_cli.c ------------------------------------------------------ */
-/* `stubmail-pollerd -c FILE intro ...`: list, accept or drop introductions.
- * argv[0] is "intro". Returns an exit status. */
-int pd_intro_cli_main(pd_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -27,13 +27,25 @@
 
 /* Every remote contact domain of our users: where its outbox is comes
  * from discovery (pd_domain.c: peer row, else DNS). $2: a cycle made by UDP
- * stubs reads only the domains they named (ctx->only), NULL: all. */
+ * stubs reads only the domains they named (ctx->only), NULL: all. The
+ * site-wide contacts (sql/025) count as entries of every user that has an
+ * address book, but not of one who unsubscribed from that sender; a pair
+ * in both comes twice and pd_domain.c keeps one. */
 static const char SQL_PAIRS[] =
     "SELECT a.contact_domain, a.contact, a.owner"
     "  FROM address_book a"
     " WHERE split_part(a.owner, '@', 2) = $1 AND a.contact_domain <> $1"
     "   AND ($2::text[] IS NULL OR a.contact_domain = ANY ($2::text[]))"
-    " ORDER BY a.contact_domain";
+    " UNION ALL"
+    " SELECT s.contact_domain, s.contact, u.owner"
+    "   FROM site_contact s"
+    "  CROSS JOIN (SELECT DISTINCT owner FROM address_book"
+    "               WHERE split_part(owner, '@', 2) = $1) u"
+    "  WHERE s.contact_domain <> $1"
+    "    AND ($2::text[] IS NULL OR s.contact_domain = ANY ($2::text[]))"
+    "    AND NOT EXISTS (SELECT 1 FROM address_block b"
+    "                     WHERE b.owner = u.owner AND b.contact = s.contact)"
+    " ORDER BY 1";
 
 static const char SQL_UNACKED[] =
     "SELECT r.remote_domain, r.message_id, r.recipient, r.sender,"
@@ -423,11 +435,14 @@ leave:
 
 /* ---- UDP stubs and introductions (pd_stub.c) ------------------------- */
 
-/* $1 sender, $2 its domain, $3 our domain */
+/* $1 sender, $2 its domain, $3 our domain; a site-wide contact (sql/025)
+ * is known to every user */
 static const char SQL_STUB_KNOWN[] =
     "SELECT EXISTS (SELECT 1 FROM address_book a"
     "                WHERE a.contact_domain = $2 AND a.contact IN ($1, '*@' || $2)"
-    "                  AND split_part(a.owner, '@', 2) = $3)";
+    "                  AND split_part(a.owner, '@', 2) = $3)"
+    "    OR EXISTS (SELECT 1 FROM site_contact s"
+    "                WHERE s.contact_domain = $2 AND s.contact IN ($1, '*@' || $2))";
 
 /* $1 the recipients, separated by spaces (a stub's addresses have none),
  * $2 sender, $3 its domain, $4 introductions_max: one statement for all of
@@ -449,32 +464,10 @@ static const char SQL_INTRO[] =
     "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
     "    AND NOT EXISTS (SELECT 1 FROM address_block"
     "                     WHERE owner = r.recipient AND contact IN ($2, '*@' || $3))"
+    "    AND NOT EXISTS (SELECT 1 FROM site_contact WHERE contact IN ($2, '*@' || $3))"
     "    AND (SELECT count(*) FROM introduction"
     "          WHERE recipient = r.recipient) < $4::bigint"
     " ON CONFLICT (recipient, sender) DO NOTHING";
-
-static const char SQL_INTRO_LIST[] =
-    "SELECT recipient, sender,"
-    "       to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-    "       to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), stubs"
-    "  FROM introduction"
-    " WHERE $1::text IS NULL OR recipient = $1"
-    " ORDER BY recipient, last_seen DESC, sender";
-
-/* Accepting moves the introduction into the address book in one statement:
- * either both happen or neither. */
-static const char SQL_INTRO_ACCEPT[] =
-    "WITH gone AS ("
-    "  DELETE FROM introduction WHERE recipient = $1 AND sender = $2"
-    "  RETURNING recipient, sender, sender_domain),"
-    " added AS ("
-    "  INSERT INTO address_book (owner, contact, contact_domain, source)"
-    "  SELECT recipient, sender, sender_domain, 'user' FROM gone"
-    "  ON CONFLICT (owner, contact) DO NOTHING RETURNING 1)"
-    " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM added)";
-
-static const char SQL_INTRO_DROP[] =
-    "DELETE FROM introduction WHERE recipient = $1 AND sender = $2";
 
 int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t n,
                int record, int *known, size_t *added)
@@ -515,53 +508,6 @@ int pd_db_stub(pd_ctx *ctx, const char *sender, const char *const *rcpts, size_t
     *added = strtoul(PQcmdTuples(res), NULL, 10);
     PQclear(res);
     return 0;
-}
-
-int pd_db_intro_list(pd_ctx *ctx, const char *recipient, FILE *out)
-{
-    const char *p[1] = { recipient };
-    PGresult *res;
-    int i, n;
-
-    if (!(res = exec(ctx, NULL, NULL, "listing introductions", SQL_INTRO_LIST, 1, p,
-                     PGRES_TUPLES_OK)))
-        return -1;
-    n = PQntuples(res);
-    for (i = 0; i < n; i++)
-        fprintf(out, "%s\t%s\t%s\t%s\t%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
-    PQclear(res);
-    return n;
-}
-
-int pd_db_intro_accept(pd_ctx *ctx, const char *recipient, const char *sender, int *added)
-{
-    const char *p[2] = { recipient, sender };
-    PGresult *res;
-    int found;
-
-    *added = 0;
-    if (!(res = exec(ctx, sm_addr_domain(sender), NULL, "accepting an introduction",
-                     SQL_INTRO_ACCEPT, 2, p, PGRES_TUPLES_OK)))
-        return -1;
-    found = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
-    *added = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
-    PQclear(res);
-    return found;
-}
-
-int pd_db_intro_drop(pd_ctx *ctx, const char *recipient, const char *sender)
-{
-    const char *p[2] = { recipient, sender };
-    PGresult *res;
-    int found;
-
-    if (!(res = exec(ctx, sm_addr_domain(sender), NULL, "dropping an introduction",
-                     SQL_INTRO_DROP, 2, p, PGRES_COMMAND_OK)))
-        return -1;
-    found = strcmp(PQcmdTuples(res), "0") != 0;
-    PQclear(res);
-    return found;
 }
 
 /* ---- the introductions digest (pd_digest.c, sql/017) --------------------- */

@@ -168,6 +168,7 @@ int pd_domain_discover(pd_domain *d)
         return -1;
     }
     snprintf(d->fpr, sizeof(d->fpr), "%s", peer.fpr);
+    snprintf(d->fpr_alt, sizeof(d->fpr_alt), "%s", peer.fpr_alt);
     free(d->url);
     if (!(d->url = strdup(peer.outbox))) {
         sm_err("%s: out of memory", d->name);

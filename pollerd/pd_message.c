@@ -141,7 +141,7 @@ static int start_deliver(pd_lane *l)
         n = snprintf(prefix, sizeof(prefix),
                      "Authentication-Results: %s; stubmail=pass\r\n"
                      "\tsmtp.mailfrom=%s header.d=%s\r\n"
-                     "\t(key %s)\r\n", us, it->from, d->name, d->fpr);
+                     "\t(key %s)\r\n", us, it->from, d->name, l->fd_signer);
     if (pd_unsub_headers(&d->ctx->conf, it->to, it->from, prefix + n, sizeof(prefix) - (size_t)n,
                          why, sizeof(why)) != 0)
         pd_domain_outcome(d, it, LOG_WARNING, "%s", why);
@@ -376,7 +376,7 @@ static pd_next fetched(pd_lane *l, int openpgp)
     pd_domain *d = l->d;
     pd_ctx *ctx = d->ctx;
     sm_listing *it = pd_lane_item(l);
-    char reason[SM_ACK_REASON_MAX + 1], detail[512];
+    char reason[SM_ACK_REASON_MAX + 1], detail[512], alt_why[SM_PGP_WHY_MAX];
     int r;
 
     snprintf(l->fd_id, sizeof(l->fd_id), "%s", it->id);
@@ -397,6 +397,17 @@ static pd_next fetched(pd_lane *l, int openpgp)
     d->key_ok = 1;
     r = pd_verify(ctx, d->fpr, &l->fd, &l->fd_size, reason, l->fd_receipt, detail,
                   sizeof(detail));
+    l->fd_signer = d->fpr;
+    /* The sender rotates its key (docs/PROTOCOL.md "Key rotation"): what it
+     * signed with the other one may still wait. Only a key we hold: GET
+     * v1/key serves the fpr key alone. */
+    if (r == SM_PGP_REJECT && !strcmp(reason, "wrong signer") && d->fpr_alt[0]
+        && sm_seal_key_check(ctx->seal, d->fpr_alt, NULL, alt_why, sizeof(alt_why))
+           == SM_PGP_OK) {
+        r = pd_verify(ctx, d->fpr_alt, &l->fd, &l->fd_size, reason, l->fd_receipt, detail,
+                      sizeof(detail));
+        l->fd_signer = d->fpr_alt;
+    }
     if (r == SM_PGP_OK) {
         l->fd_verified = 1;
         if (l->blocked) {

@@ -2,7 +2,7 @@
  * sender some local address book holds makes pollerd poll that sender's
  * domain now instead of at the next interval (docs/PROTOCOL.md "UDP
  * stubs"); stubs from senders nobody knows become introductions when the
- * admin turned them on (pd_intro_cli.c lists and accepts them).
+ * admin turned them on (stubmailctl intro lists and accepts them).
  *
  * Anyone can send a stub, so a stub is only a hint and costs little:
  * - it never names a URL: the poll goes to the domain's published outbox

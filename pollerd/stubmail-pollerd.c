@@ -5,7 +5,6 @@
  *	pull waiting mail from remote stubmail outboxes
  * SYNOPSIS
  *	stubmail-pollerd -c FILE [-f] [-1] [-n] [-d]
- *	stubmail-pollerd -c FILE intro list|accept|drop ...
  * DESCRIPTION
  *	Every `interval`, stubmail-pollerd reads the pairs (remote sender or
  *	*@domain, local recipient) of the local users' address books from
@@ -34,10 +33,10 @@
  *	With udp_listen set it also listens for UDP stubs (pd_stub.c): a
  *	stub whose sender a local address book holds makes it poll that
  *	sender's domain now, in a cycle of that domain only, coalesced and
- *	rate-limited; `intro list|accept|drop` (pd_intro_cli.c) manages the
- *	introductions that stubs from unknown senders leave when
- *	introductions = yes. With intro_digest set, each user with new
- *	introductions is mailed a digest of them with accept / decline links
+ *	rate-limited; stubs from unknown senders leave introductions when
+ *	introductions = yes (`stubmailctl intro list|accept|drop` manages
+ *	them). With intro_digest set, each user with new introductions is
+ *	mailed a digest of them with accept / decline links
  *	(pd_digest.c), at most one per interval, through deliver_to.
  *
  *	All transfers of all domains run in one libcurl multi handle; up to
@@ -91,8 +90,6 @@ static pd_ctx ctx;
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: stubmail-pollerd -c FILE [-f] [-1] [-n] [-d]\n"
-            "       stubmail-pollerd -c FILE intro list [RECIPIENT]\n"
-            "       stubmail-pollerd -c FILE intro accept|drop RECIPIENT SENDER\n"
             "  -c FILE  configuration file\n"
             "  -f       foreground, log to stderr\n"
             "  -1       one cycle, then exit (non-zero if a domain failed)\n"
@@ -474,7 +471,7 @@ int main(int argc, char **argv)
         default: usage(stderr); return EX_USAGE;
         }
     }
-    if (!conf_path || (optind != argc && strcmp(argv[optind], "intro") != 0)) {
+    if (!conf_path || optind != argc) {
         usage(stderr);
         return EX_USAGE;
     }
@@ -487,9 +484,6 @@ int main(int argc, char **argv)
         rc = EX_CONFIG;
     } else if (check_only) {
         printf("stubmail-pollerd: %s: configuration OK\n", conf_path);
-    } else if (optind != argc) {
-        sm_log_open("stubmail-pollerd", 1);
-        rc = pd_intro_cli_main(&ctx, argc - optind, argv + optind);
     } else if ((rc = setup(foreground, once, debug)) == EX_OK) {
         if ((rc = run(once)) == PD_RUN_RELOAD) {
             sm_info("reloading: starting again with %s", conf_path);

@@ -48,6 +48,9 @@ static const struct {
       CANON(URL, "; udp=[::ffff:127.0.0.3]:1" TAIL) },
     { "v=stubmail1; outbox=" URL "; udp=10.0.0.1:65535" TAIL, 0,
       CANON(URL, "; udp=10.0.0.1:65535" TAIL) },
+    /* a rotation's second key, after fpr in the canonical form */
+    { "v=stubmail1; outbox=" URL "; fpr-alt=" FPR64 "; fpr=" FPR "; policy=2026112601", 0,
+      CANON(URL, "; fpr=" FPR "; fpr-alt=" FPR64 "; policy=2026112601") },
 
     /* refused: version */
     { "", 0, NULL },
@@ -79,6 +82,10 @@ static const struct {
     { "v=stubmail1; outbox=" URL "; fpr=" FPR64 "0; policy=1", 0, NULL },
     { "v=stubmail1; outbox=" URL "; fpr=G123456789ABCDEF0123456789ABCDEF01234567; policy=1", 0, NULL },
     { "v=stubmail1; outbox=" URL "; fpr=; policy=1", 0, NULL },
+    { "v=stubmail1; outbox=" URL "; fpr=" FPR "; fpr-alt=0123; policy=1", 0, NULL },
+    { "v=stubmail1; outbox=" URL "; fpr=" FPR "; fpr-alt=; policy=1", 0, NULL },
+    { "v=stubmail1; outbox=" URL "; fpr=" FPR "; fpr-alt=" FPR "; fpr-alt=" FPR "; policy=1",
+      0, NULL },
     { "v=stubmail1; outbox=" URL "; fpr=0x23456789ABCDEF0123456789ABCDEF01234567; policy=1", 0, NULL },
     /* refused: policy */
     { "v=stubmail1; outbox=" URL "; fpr=" FPR "; policy=", 0, NULL },
@@ -204,6 +211,19 @@ int main(void)
     rc = sm_txt_parse(cases[6].in, strlen(cases[6].in), &rec, &why);
     ok(rc == 0 && rec.udp_addr.ss_family == AF_INET6
        && rec.udp_addrlen == sizeof(struct sockaddr_in6), "IPv6 udp sockaddr");
+
+    /* fpr-alt (docs/PROTOCOL.md "Key rotation") */
+    rc = sm_txt_parse("v=stubmail1; outbox=" URL TAIL "; fpr-alt=abcdef0123456789abcdef0123456789abcdef01",
+                      strlen("v=stubmail1; outbox=" URL TAIL
+                             "; fpr-alt=abcdef0123456789abcdef0123456789abcdef01"), &rec, &why);
+    is_str(rc == 0 ? rec.fpr_alt : why, "ABCDEF0123456789ABCDEF0123456789ABCDEF01",
+           "fpr-alt parsed, uppercase");
+    rc = sm_txt_parse(cases[1].in, strlen(cases[1].in), &rec, &why);
+    ok(rc == 0 && rec.fpr_alt[0] == '\0', "no fpr-alt= means none");
+    rc = sm_txt_parse("v=stubmail1; outbox=" URL TAIL "; fpr-alt=xyz",
+                      strlen("v=stubmail1; outbox=" URL TAIL "; fpr-alt=xyz"), &rec, &why);
+    is_str(rc == -1 ? why : "accepted", "fpr-alt is not 40 or 64 hex digits",
+           "a malformed fpr-alt makes the record invalid");
 
     /* the canonical form parses back to the same struct */
     rc = sm_txt_parse(cases[3].in, strlen(cases[3].in), &rec, &why);
