@@ -66,7 +66,7 @@ typedef struct entry {
     } v;
 } entry;
 
-/* A notice heard: which key it named (slot_of's hash, so a collision only
+/* A notice heard: which key it named (hash_of's hash, so a collision only
  * drops a put that was fine). */
 typedef struct heard {
     entry_kind kind;
