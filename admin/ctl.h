@@ -58,6 +58,10 @@ void ctl_conf_free(void);
 int ctl_db_connect(ctl *c);
 PGresult *ctl_db_exec(ctl *c, const char *what, const char *sql, int n,
                       const char *const *params);
+/* A statement that changes rows (ctl_db_exec's error handling): 0 with
+ * *count the rows it changed, or -1. */
+int ctl_db_change(ctl *c, const char *what, const char *sql, int n, const char *const *p,
+                  long *count);
 void ctl_db_close(ctl *c);
 
 /* ctl_out.c */

@@ -55,21 +55,6 @@ static const char SQL_SITE_ADD[] =
 
 static const char SQL_SITE_REMOVE[] = "DELETE FROM site_contact WHERE contact = $1";
 
-static int changed(ctl *c, const char *what, const char *sql, int n, const char *const *p,
-                   long *count)
-{
-    PGresult *res = ctl_db_exec(c, what, sql, n, p);
-    int rc = -1;
-
-    if (!res)
-        goto leave;
-    *count = strtol(PQcmdTuples(res), NULL, 10);
-    rc = 0;
-leave:
-    PQclear(res);
-    return rc;
-}
-
 static int book_list(ctl *c, const char *user_arg)
 {
     char user[SM_ADDR_MAX + 1];
@@ -106,12 +91,12 @@ static int book_change(ctl *c, const char *verb, const char *user_arg, const cha
     }
     rc = EX_TEMPFAIL;
     if (!strcmp(verb, "add")) {
-        if (changed(c, "adding to an address book", SQL_BOOK_ADD, 2, p, &n) != 0)
+        if (ctl_db_change(c, "adding to an address book", SQL_BOOK_ADD, 2, p, &n) != 0)
             goto leave;
         snprintf(text, sizeof text, "%s <%s> to the address book of <%s>",
                  n ? "added" : "already there:", contact, user);
     } else if (!strcmp(verb, "remove")) {
-        if (changed(c, "removing from an address book", SQL_BOOK_REMOVE, 2, p, &n) != 0)
+        if (ctl_db_change(c, "removing from an address book", SQL_BOOK_REMOVE, 2, p, &n) != 0)
             goto leave;
         if (n == 0) {
             rc = ctl_fail(1, "<%s> is not in the address book of <%s>", contact, user);
@@ -126,7 +111,7 @@ static int book_change(ctl *c, const char *verb, const char *user_arg, const cha
                  : PQgetvalue(res, 0, 1)[0] == 't' ? "" : " (it was blocked already)");
         PQclear(res);
     } else {
-        if (changed(c, "unblocking a contact", SQL_BOOK_UNBLOCK, 2, p, &n) != 0)
+        if (ctl_db_change(c, "unblocking a contact", SQL_BOOK_UNBLOCK, 2, p, &n) != 0)
             goto leave;
         if (n == 0) {
             rc = ctl_fail(1, "<%s> is not blocked for <%s>", contact, user);
@@ -166,7 +151,7 @@ static int site_main(ctl *c, int argc, char **argv)
         goto leave;
     }
     rc = EX_TEMPFAIL;
-    if (changed(c, add ? "adding a site-wide contact" : "removing a site-wide contact",
+    if (ctl_db_change(c, add ? "adding a site-wide contact" : "removing a site-wide contact",
                 add ? SQL_SITE_ADD : SQL_SITE_REMOVE, 1, p, &n) != 0)
         goto leave;
     if (!add && n == 0) {

@@ -2,6 +2,7 @@
  * is one PQexecParams in autocommit, so each command is one transaction
  * that either happened or did not. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
@@ -68,4 +69,19 @@ void ctl_db_close(ctl *c)
     if (c->db)
         PQfinish(c->db);
     c->db = NULL;
+}
+
+int ctl_db_change(ctl *c, const char *what, const char *sql, int n, const char *const *p,
+                  long *count)
+{
+    PGresult *res = ctl_db_exec(c, what, sql, n, p);
+    int rc = -1;
+
+    if (!res)
+        goto leave;
+    *count = strtol(PQcmdTuples(res), NULL, 10);
+    rc = 0;
+leave:
+    PQclear(res);
+    return rc;
 }

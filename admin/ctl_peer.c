@@ -35,21 +35,6 @@ static const char SQL_DNS_LIST[] =
 static const char SQL_DNS_FLUSH[] =
     "DELETE FROM dns_cache WHERE $1::text IS NULL OR domain = $1";
 
-static int run_change(ctl *c, const char *what, const char *sql, int n, const char *const *p,
-                      long *changed)
-{
-    PGresult *res = ctl_db_exec(c, what, sql, n, p);
-    int rc = -1;
-
-    if (!res)
-        goto leave;
-    *changed = strtol(PQcmdTuples(res), NULL, 10);
-    rc = 0;
-leave:
-    PQclear(res);
-    return rc;
-}
-
 static int peer_list(ctl *c)
 {
     PGresult *res = ctl_db_exec(c, "listing peers", SQL_PEER_LIST, 0, NULL);
@@ -88,7 +73,7 @@ static int peer_pin(ctl *c, char **argv)
         fpr[i] = (char)(argv[3][i] >= 'a' && argv[3][i] <= 'f' ? argv[3][i] - 32 : argv[3][i]);
     fpr[i] = '\0';
     rc = EX_TEMPFAIL;
-    if (run_change(c, "pinning a peer", SQL_PEER_PIN, 3, p, &n) != 0)
+    if (ctl_db_change(c, "pinning a peer", SQL_PEER_PIN, 3, p, &n) != 0)
         goto leave;
     snprintf(text, sizeof text, "pinned %s: outbox %s, key %s (DNS is not asked for it)", dom,
              argv[2], fpr);
@@ -109,7 +94,7 @@ static int peer_change(ctl *c, const char *verb, const char *domain_arg)
     if (ctl_arg_domain("domain", domain_arg, dom) != 0)
         goto leave;
     rc = EX_TEMPFAIL;
-    if (run_change(c, optout ? "opting a peer out" : "removing a peer",
+    if (ctl_db_change(c, optout ? "opting a peer out" : "removing a peer",
                    optout ? SQL_PEER_OPTOUT : SQL_PEER_REMOVE, 1, p, &n) != 0)
         goto leave;
     if (n == 0) {
@@ -161,7 +146,7 @@ int ctl_dns_main(ctl *c, int argc, char **argv)
         p[0] = dom;
     }
     rc = EX_TEMPFAIL;
-    if (run_change(c, "flushing the DNS cache", SQL_DNS_FLUSH, 1, p, &n) != 0)
+    if (ctl_db_change(c, "flushing the DNS cache", SQL_DNS_FLUSH, 1, p, &n) != 0)
         goto leave;
     snprintf(count, sizeof count, "%ld", n);
     snprintf(text, sizeof text, "flushed %ld cached answer%s%s%s: the next use asks DNS", n,
