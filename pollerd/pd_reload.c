@@ -36,8 +36,9 @@
 int pd_reload_check(const char *conf_path, char *why, size_t whylen)
 {
     int fd[2] = { -1, -1 }, status = 0, rc = -1;
-    char line[512] = "";
-    FILE *out = NULL;
+    char line[512] = "", drain[512];
+    size_t have = 0;
+    ssize_t n;
     pid_t pid;
 
     if (pipe(fd) != 0) {
@@ -58,13 +59,22 @@ int pd_reload_check(const char *conf_path, char *why, size_t whylen)
     }
     close(fd[1]);
     fd[1] = -1;
-    if ((out = fdopen(fd[0], "r")) != NULL) {
-        fd[0] = -1;
-        if (fgets(line, sizeof(line), out) == NULL)
-            line[0] = '\0';
-        while (fgetc(out) != EOF)
-            ;
+    /* read to the end, whatever happens: a child left writing into a full
+     * pipe would never exit, and the waitpid below would wait for ever.
+     * The first line is the check's verdict; the rest is drained. */
+    for (;;) {
+        if (have < sizeof line - 1)
+            n = read(fd[0], line + have, sizeof line - 1 - have);
+        else
+            n = read(fd[0], drain, sizeof drain);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (have < sizeof line - 1)
+            have += (size_t)n;
     }
+    line[have] = '\0';
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     line[strcspn(line, "\n")] = '\0';
@@ -74,8 +84,6 @@ int pd_reload_check(const char *conf_path, char *why, size_t whylen)
     }
     rc = 0;
 leave:
-    if (out)
-        fclose(out);
     if (fd[0] >= 0)
         close(fd[0]);
     if (fd[1] >= 0)
