@@ -296,22 +296,15 @@ static int stubmail_refuse_trace(request_rec *r)
 /* The UDP poll responder, when the main server names one, and the poll
  * cache it keeps (StubmailPollCache). Its sessions
  * are the payloads of this server's tokens, so it needs login and the
- * token keys; and a database connection of its own. Login answers name it
- * where tokens are made with the main server's keys. */
+ * token keys; and a database connection of its own (checked in
+ * stubmail_check_config). Login answers name it where tokens are made with
+ * the main server's keys. */
 static int stubmail_start_udp(apr_pool_t *pconf, server_rec *s)
 {
     stubmail_srv_conf *c = stubmail_conf_of(s);
-    const char *missing = c->domain == NULL ? "StubmailDomain"
-                          : c->tokens == NULL ? "StubmailTokenKey"
-                          : c->udp.database == NULL ? "StubmailUDPDatabase" : NULL;
     server_rec *sp;
     int cache = 0;
 
-    if (c->udp.listen != NULL && missing) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailUDPResponder %s "
-                     "needs %s too (docs/mod_stubmail.md)", c->udp.listen, missing);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
     /* before the responder is forked: it keeps the cache */
     for (sp = s; sp; sp = sp->next)
         cache |= stubmail_conf_of(sp)->poll_cache != 0;
@@ -325,8 +318,39 @@ static int stubmail_start_udp(apr_pool_t *pconf, server_rec *s)
     return stubmail_udp_start(pconf, s, &c->udp);
 }
 
-/* Runs before mod_dbd's post_config: apply defaults, check what login
- * needs and the spool directory, and register the statements for every
+/* What a configuration needs, checked after it is read and before anything
+ * starts: httpd runs check_config for `apachectl configtest` too (post_config
+ * it does not), so a missing directive, an unreadable key file or a GnuPG
+ * home with secret keys fails the test with the reason, and not only the
+ * start. Gives every unset field its default. */
+static int stubmail_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                                 server_rec *s)
+{
+    stubmail_srv_conf *main_conf = stubmail_conf_of(s);
+    const char *missing = main_conf->domain == NULL ? "StubmailDomain"
+                          : main_conf->tokens == NULL ? "StubmailTokenKey"
+                          : main_conf->udp.database == NULL ? "StubmailUDPDatabase" : NULL;
+    server_rec *sp;
+
+    (void)plog;
+    if (stubmail_db_init(s) != OK)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    for (sp = s; sp; sp = sp->next) {
+        stubmail_srv_conf *c = stubmail_conf_of(sp);
+
+        if (stubmail_conf_defaults(sp, c, pconf) != OK
+            || stubmail_login_check_config(sp, c, pconf, ptemp) != OK)
+            return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (main_conf->udp.listen != NULL && missing) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailUDPResponder %s "
+                     "needs %s too (docs/mod_stubmail.md)", main_conf->udp.listen, missing);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
+/* Runs before mod_dbd's post_config: register the statements for every
  * server so that mod_dbd prepares them on each connection. A virtual host
  * without DBD directives shares the main server's mod_dbd configuration:
  * register once per distinct configuration, or mod_dbd warns about
@@ -339,8 +363,6 @@ static int stubmail_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     server_rec *sp;
 
     (void)plog;
-    if (stubmail_db_init(s) != OK)
-        return HTTP_INTERNAL_SERVER_ERROR;
     for (sp = s; sp; sp = sp->next) {
         stubmail_srv_conf *c = stubmail_conf_of(sp);
         void *dbd_conf = dbd_mod ? ap_get_module_config(sp->module_config,
@@ -348,8 +370,7 @@ static int stubmail_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         apr_finfo_t fi;
         apr_status_t rv;
 
-        if (stubmail_conf_defaults(sp, c, pconf) != OK
-            || stubmail_login_post_config(sp, c, pconf, ptemp) != OK)
+        if (stubmail_login_post_config(sp, c, ptemp) != OK)
             return HTTP_INTERNAL_SERVER_ERROR;
         rv = apr_stat(&fi, c->spool_dir, APR_FINFO_TYPE, ptemp);
         if (rv != APR_SUCCESS || fi.filetype != APR_DIR)
@@ -372,6 +393,7 @@ static void stubmail_register_hooks(apr_pool_t *p)
     static const char *const succ[] = { "mod_dbd.c", NULL };
 
     (void)p;
+    ap_hook_check_config(stubmail_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(stubmail_post_config, NULL, succ, APR_HOOK_MIDDLE);
     ap_hook_child_init(stubmail_login_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(stubmail_refuse_trace, NULL, NULL, APR_HOOK_FIRST);

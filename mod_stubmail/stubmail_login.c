@@ -437,6 +437,12 @@ leave:
     return ret;
 }
 
+/* The user Apache's children run as: User when started as root, else us. */
+static uid_t stubmail_apache_uid(void)
+{
+    return geteuid() == 0 ? ap_unixd_config.user_id : geteuid();
+}
+
 /* Give StubmailGnupgHome a gpg.conf with no-autostart unless it has one:
  * importing a key would otherwise start a gpg-agent as the Apache user that
  * outlives Apache, and this keyring only verifies, which needs no agent. */
@@ -492,8 +498,7 @@ static int stubmail_has_secret_keys(const char *secrets, apr_pool_t *ptemp)
 static int stubmail_check_gnupg_home(server_rec *s, const stubmail_srv_conf *c,
                                      apr_pool_t *ptemp)
 {
-    uid_t owner = geteuid() == 0 ? ap_unixd_config.user_id : geteuid();
-    gid_t group = geteuid() == 0 ? ap_unixd_config.group_id : (gid_t)-1;
+    uid_t owner = stubmail_apache_uid();
     const char *secrets = apr_pstrcat(ptemp, c->gnupg_home, "/private-keys-v1.d", NULL);
     struct stat st;
     int stat_err = stat(c->gnupg_home, &st) != 0 ? errno : 0;
@@ -518,11 +523,11 @@ static int stubmail_check_gnupg_home(server_rec *s, const stubmail_srv_conf *c,
                      c->gnupg_home, secrets);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    return stubmail_gnupg_conf(s, c, owner, group, ptemp);
+    return OK;
 }
 
-int stubmail_login_post_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
-                               apr_pool_t *ptemp)
+int stubmail_login_check_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
+                                apr_pool_t *ptemp)
 {
     const char *missing = c->public_key_file == NULL ? "StubmailPublicKey"
                           : c->gnupg_home == NULL ? "StubmailGnupgHome"
@@ -540,6 +545,14 @@ int stubmail_login_post_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *
         || stubmail_check_gnupg_home(s, c, ptemp) != OK)
         return HTTP_INTERNAL_SERVER_ERROR;
     return OK;
+}
+
+int stubmail_login_post_config(server_rec *s, const stubmail_srv_conf *c, apr_pool_t *ptemp)
+{
+    if (c->domain == NULL)
+        return OK;
+    return stubmail_gnupg_conf(s, c, stubmail_apache_uid(),
+                               geteuid() == 0 ? ap_unixd_config.group_id : (gid_t)-1, ptemp);
 }
 
 /* gpgme once per child (it spawns gpg for every login). */

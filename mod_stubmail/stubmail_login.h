@@ -21,11 +21,16 @@ int stubmail_key(stubmail_req *q);
 /* The body (q->body) is read already, within STUBMAIL_LOGIN_BODY_MAX. */
 int stubmail_login(stubmail_req *q);
 
-/* post_config, per server: with StubmailDomain set, check the directives
- * login needs, read StubmailPublicKey into c->public_key (pconf) and check
- * StubmailGnupgHome. OK, or HTTP_INTERNAL_SERVER_ERROR (logged). */
-int stubmail_login_post_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
-                               apr_pool_t *ptemp);
+/* check_config (so apachectl configtest runs it too), per server: with
+ * StubmailDomain set, check the directives login needs, read
+ * StubmailPublicKey into c->public_key (pconf) and check StubmailGnupgHome.
+ * OK, or HTTP_INTERNAL_SERVER_ERROR (logged). */
+int stubmail_login_check_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
+                                apr_pool_t *ptemp);
+
+/* post_config, per server taking logins: give StubmailGnupgHome its
+ * gpg.conf (not at configtest: a check writes nothing). */
+int stubmail_login_post_config(server_rec *s, const stubmail_srv_conf *c, apr_pool_t *ptemp);
 
 /* child_init: gpgme and the imported-key memory, if any server takes
  * logins. */
