@@ -58,19 +58,41 @@ function step(conn, rc, what, expect)
 end
 
 -- Connect as an SMTP client at ip to the test's milter; daemon is the
--- {daemon_name} macro (nil: not sent).
-function open(ip, daemon)
+-- {daemon_name} macro (nil: not sent); host the client's name
+-- (client.example if nil).
+function open(ip, daemon, host)
+	host = host or "client.example"
 	local conn = mt.connect(sock, 40, 0.25)
 	check(conn ~= nil, "cannot connect to the milter at " .. tostring(sock))
 	if daemon ~= nil then
 		check(mt.macro(conn, SMFIC_CONNECT, "{daemon_name}", daemon) == nil,
 		      "mt.macro(daemon_name) failed")
 	end
-	step(conn, mt.conninfo(conn, "client.example", ip), "connect", SMFIR_CONTINUE)
+	step(conn, mt.conninfo(conn, host, ip), "connect", SMFIR_CONTINUE)
 	if not mt.test_option(conn, SMFIP_NOHELO) then
-		step(conn, mt.helo(conn, "client.example"), "helo", SMFIR_CONTINUE)
+		step(conn, mt.helo(conn, host), "helo", SMFIR_CONTINUE)
 	end
 	return conn
+end
+
+-- One message on conn, then disconnect: m.id the queue id, m.from, m.to
+-- (bob@b.example if nil), m.subject, m.body. The steps after MAIL FROM run
+-- only if the milter continued there. Returns its last answer (at MAIL
+-- FROM, or at the end of the message).
+function submit(conn, m)
+	check(mt.macro(conn, SMFIC_MAIL, "i", m.id) == nil, "mt.macro(i)")
+	local r = step(conn, mt.mailfrom(conn, "<" .. m.from .. ">"), "mail from", nil)
+	if r == SMFIR_CONTINUE then
+		step(conn, mt.rcptto(conn, "<" .. (m.to or "bob@b.example") .. ">"), "rcpt to",
+		     SMFIR_CONTINUE)
+		data(conn, SMFIR_CONTINUE)
+		step(conn, mt.header(conn, "Subject", m.subject), "header", SMFIR_CONTINUE)
+		step(conn, mt.eoh(conn), "eoh", SMFIR_CONTINUE)
+		step(conn, mt.bodystring(conn, m.body), "body", SMFIR_CONTINUE)
+		r = step(conn, mt.eom(conn), "eom", nil)
+	end
+	mt.disconnect(conn)
+	return r
 end
 
 -- DATA, unless the milter negotiated it away.

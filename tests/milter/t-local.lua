@@ -12,25 +12,9 @@ t:start(nil, t:config("milter.conf", { trusted_networks = "192.0.2.0/24" }))
 
 -- what cleanup(8) presents for a message that pickup(8) brought
 local function local_submission(sender, daemon)
-	local conn = mt.connect(sock, 40, 0.25)
-	check(conn ~= nil, "cannot connect to the milter at " .. tostring(sock))
-	check(mt.macro(conn, SMFIC_CONNECT, "{daemon_name}", daemon) == nil, "mt.macro")
-	step(conn, mt.conninfo(conn, "localhost", "127.0.0.1"), "connect", SMFIR_CONTINUE)
-	if not mt.test_option(conn, SMFIP_NOHELO) then
-		step(conn, mt.helo(conn, "localhost"), "helo", SMFIR_CONTINUE)
-	end
-	check(mt.macro(conn, SMFIC_MAIL, "i", "LOCAL01") == nil, "mt.macro(i)")
-	local r = step(conn, mt.mailfrom(conn, "<" .. sender .. ">"), "mail from", nil)
-	if r == SMFIR_CONTINUE then
-		step(conn, mt.rcptto(conn, "<bob@b.example>"), "rcpt to", SMFIR_CONTINUE)
-		data(conn, SMFIR_CONTINUE)
-		step(conn, mt.header(conn, "Subject", "local"), "header", SMFIR_CONTINUE)
-		step(conn, mt.eoh(conn), "eoh", SMFIR_CONTINUE)
-		step(conn, mt.bodystring(conn, "From the command line.\r\n"), "body", SMFIR_CONTINUE)
-		r = step(conn, mt.eom(conn), "eom", nil)
-	end
-	mt.disconnect(conn)
-	return r
+	return submit(open("127.0.0.1", daemon, "localhost"),
+	              { id = "LOCAL01", from = sender, subject = "local",
+	                body = "From the command line.\r\n" })
 end
 
 local r1, r2, r3

@@ -9,38 +9,27 @@ dofile(testdir .. "/lib.lua")
 local t = test("t-nodaemon")
 t:start(nil, t:config("milter.conf", { trusted_networks = "192.0.2.0/24" }))
 
-local function submit(ip, daemon, sender)
-	local conn = open(ip, daemon)
-	check(mt.macro(conn, SMFIC_MAIL, "i", "NODMN01") == nil, "mt.macro(i)")
-	local r = step(conn, mt.mailfrom(conn, "<" .. sender .. ">"), "mail from", nil)
-	if r == SMFIR_CONTINUE then
-		step(conn, mt.rcptto(conn, "<bob@b.example>"), "rcpt to", SMFIR_CONTINUE)
-		data(conn, SMFIR_CONTINUE)
-		step(conn, mt.header(conn, "Subject", "no daemon"), "header", SMFIR_CONTINUE)
-		step(conn, mt.eoh(conn), "eoh", SMFIR_CONTINUE)
-		step(conn, mt.bodystring(conn, "Hello.\r\n"), "body", SMFIR_CONTINUE)
-		r = step(conn, mt.eom(conn), "eom", nil)
-	end
-	mt.disconnect(conn)
-	return r
+local function submit_from(ip, daemon, sender)
+	return submit(open(ip, daemon), { id = "NODMN01", from = sender, subject = "no daemon",
+	                                  body = "Hello.\r\n" })
 end
 
 local r0, r1, r2, r3
 t:session("with {daemon_name}: nothing said", function()
-	r0 = submit("203.0.113.9", "MTA", "x0@a.example")
+	r0 = submit_from("203.0.113.9", "MTA", "x0@a.example")
 end)
 t:ok("untrusted, not originating: accepted untouched", r0 == SMFIR_ACCEPT)
 t:sh_ok("no warning while the macro comes", '! grep -q "sends no {daemon_name}" "$1"', t.log)
 t:session("no {daemon_name}, untrusted client", function()
-	r1 = submit("203.0.113.9", nil, "x1@a.example")
+	r1 = submit_from("203.0.113.9", nil, "x1@a.example")
 end)
 t:ok("not outbound: accepted at MAIL FROM", r1 == SMFIR_ACCEPT)
 t:session("no {daemon_name}, trusted client", function()
-	r2 = submit("192.0.2.10", nil, "x2@a.example")
+	r2 = submit_from("192.0.2.10", nil, "x2@a.example")
 end)
 t:ok("trusted: diverted", r2 == SMFIR_DISCARD)
 t:session("no {daemon_name} again", function()
-	r3 = submit("203.0.113.9", nil, "x3@a.example")
+	r3 = submit_from("203.0.113.9", nil, "x3@a.example")
 end)
 t:ok("again accepted", r3 == SMFIR_ACCEPT)
 t:logged("a warning names the macros and the Sendmail options",
