@@ -11,6 +11,12 @@
  * digest: a digest that fails announces nothing, and its introductions go
  * in the next one.
  *
+ * Several pollerd instances on one database take turns: a look for due
+ * digests is made under an advisory lock (pd_db_lock's, named
+ * PD_DIGEST_LOCK, which no domain can be), held until the digests it read
+ * are sent and recorded, so that no user gets the same digest from each.
+ * An instance that finds the lock taken looks again later.
+ *
  * The digest goes to deliver_to, the MTA listener pulled mail goes to, as
  * one SMTP transfer in the event loop's multi handle (pd_xfer.c), one
  * digest at a time: a daily digest has all day. Its envelope sender is
@@ -39,6 +45,7 @@
 #define PD_DIGEST_LOOK_MS 60000     /* look for due digests at least this often */
 #define PD_DIGEST_MAIL_MAX (4u * 1024 * 1024)
 #define PD_QP_LINE 76               /* RFC 2045's limit on an encoded line */
+#define PD_DIGEST_LOCK "(intro digest)"
 
 /* A digest composed and waiting for its turn. */
 typedef struct pd_digest_job {
@@ -54,6 +61,7 @@ struct pd_digests {
     pd_digest_job *jobs;            /* composed, not yet started */
     pd_digest_job *sending;         /* its transfer is x */
     pd_xfer *x;
+    int locked;                     /* we hold PD_DIGEST_LOCK */
 };
 
 int pd_digest_check_conf(pd_conf *c, char *err, size_t errlen)
@@ -303,6 +311,11 @@ static void look(pd_ctx *ctx, struct pd_digests *st, long long now_ms)
     st->next_look_ms = now_ms + (period < PD_DIGEST_LOOK_MS ? period : PD_DIGEST_LOOK_MS);
     if (pd_db_connect(ctx) != 0)
         return;
+    if ((st->locked = pd_db_lock(ctx, PD_DIGEST_LOCK) == 1) == 0) {
+        sm_debug("%s: introductions digest: another pollerd is sending them; looking "
+                 "again later", ctx->conf.domain);
+        return;
+    }
     if (!(res = pd_db_digest_due(ctx, PD_DIGEST_BATCH)))
         return;
     rows = PQntuples(res);
@@ -316,6 +329,15 @@ static void look(pd_ctx *ctx, struct pd_digests *st, long long now_ms)
         }
     }
     PQclear(res);
+}
+
+/* Once what a look read is sent (or dropped), let another instance look. */
+static void unlock_when_done(pd_ctx *ctx, struct pd_digests *st)
+{
+    if (st->locked && !st->jobs && !st->x) {
+        pd_db_unlock(ctx, PD_DIGEST_LOCK);
+        st->locked = 0;
+    }
 }
 
 /* Hand the next job to the MTA. */
@@ -355,6 +377,7 @@ void pd_digest_run(pd_ctx *ctx, long long now_ms)
         look(ctx, st, now_ms);
     if (st->jobs)
         start_next(ctx, st);
+    unlock_when_done(ctx, st);
 }
 
 void pd_digest_done(pd_xfer *x, CURLcode result)
@@ -387,6 +410,7 @@ void pd_digest_done(pd_xfer *x, CURLcode result)
     job_free(j);
     st->x = NULL;
     st->sending = NULL;
+    unlock_when_done(ctx, st);
 }
 
 long long pd_digest_next_ms(const pd_ctx *ctx)
@@ -420,8 +444,10 @@ void pd_digest_free(pd_ctx *ctx)
     if (!st)
         return;
     pd_xfer_free(st->x);
+    st->x = NULL;
     job_free(st->sending);
     jobs_drop(st);
+    unlock_when_done(ctx, st);
     free(st);
     ctx->digests = NULL;
 }

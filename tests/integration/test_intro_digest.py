@@ -221,6 +221,39 @@ class IntroDigestTest(test_stubs.StubSandboxTest):
         # the control: on again, the same introduction is mailed now
         self.wait_digest("quiet@a.example")
 
+    def test_one_digest_between_two_pollers(self):
+        """Two pollerds on one database take turns under an advisory lock:
+        while another holds it (here a psql session, as a pollerd in the
+        middle of its digests would) no digest goes out; released, the one
+        introduction is mailed once, not once by each pollerd."""
+        b = self.b
+        holder = subprocess.Popen(["psql", "-X", "-q", "-t", "-A", "-d", b.conninfo], text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        try:
+            holder.stdin.write("SELECT 'held' FROM pg_advisory_lock(7239032, "
+                               "hashtext('(intro digest)'));\n")
+            holder.stdin.flush()
+            self.assertEqual(holder.stdout.readline().strip(), "held")
+            b.start_pollerd("pollerd2")
+            self.send_stubs([test_stubs.stub("twice@a.example", "bob@b.example")])
+            wait_for(lambda: self.intro_row("twice@a.example"), timeout=10,
+                     what="the introduction")
+            time.sleep(QUIET)
+            self.assertEqual(self.naming("twice@a.example"), [],
+                             "a digest went out while another pollerd held the lock")
+            holder.stdin.close()
+            holder.wait(timeout=10)
+            self.wait_digest("twice@a.example")
+            time.sleep(QUIET)
+            self.assertEqual(len(self.naming("twice@a.example")), 1,
+                             "mailed by each pollerd")
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
+            b.kill_pollerd(sig=15, name="pollerd2")
+
     def test_config_checked(self):
         for drop, add, word in ((("introductions",), ("introductions no",), "intro_digest"),
                                 (("intro_url",), (), "intro_url"),
