@@ -1,6 +1,6 @@
 """A message stored once however often the client sends it (sql/021,
 milter/smf_ident.c): the milter is killed right after its outbox commit
-(tests/faults/kill_after_commit.c, LD_PRELOAD), Postfix answers the client
+(tests/faults/kill_at_statement.c, LD_PRELOAD), Postfix answers the client
 4xx, the client sends the message again once the milter is back, and it is
 stored once and delivered once. A message without a Message-ID has no
 identity: two identical sends are two messages."""

@@ -2,7 +2,7 @@
 recipients at b.example, submitted by clients that retry every 4xx, while
 at random moments pollerd is SIGKILLed and restarted, the milter is
 SIGKILLed (at any moment, and right after its outbox commit, through
-tests/faults/kill_after_commit.c), a.example's PostgreSQL and Apache
+tests/faults/kill_at_statement.c), a.example's PostgreSQL and Apache
 restart, and b.example's Postfix stops for 20 s. At the end, by
 Message-ID: every accepted message delivered to each of its recipients
 once (lost 0, delivered twice 0), a.example's outbox drained and no

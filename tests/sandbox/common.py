@@ -59,6 +59,7 @@ POLLERD_BIN = os.path.join(TOP, "pollerd", "stubmail-pollerd")
 JANITOR_BIN = os.path.join(TOP, "janitor", "stubmail-janitor")
 MIGRATE = os.path.join(TOP, "sql", "stubmail-migrate")
 KEYGEN = os.path.join(TOP, "admin", "stubmail-keygen")
+KILL_SHIM_SRC = os.path.join(TOP, "tests", "faults", "kill_at_statement.c")
 WKS_CLIENT = "/usr/lib/gnupg/gpg-wks-client"    # Debian's path; not on PATH
 
 # Apache error-log lines at these levels fail a test unless expected.
@@ -146,6 +147,16 @@ def run_checked(argv, what, **kw):
         raise SandboxError("%s failed (exit %d): %s\n%s%s"
                            % (what, r.returncode, " ".join(argv), r.stdout, r.stderr))
     return r.stdout
+
+
+def build_kill_shim(so):
+    """tests/faults/kill_at_statement.c built into so (an LD_PRELOAD shim
+    that SIGKILLs its process at a chosen SQL statement once armed)."""
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-I/usr/include/postgresql", "-o", so,
+                        KILL_SHIM_SRC, "-ldl"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SandboxError("cannot build %s:\n%s" % (KILL_SHIM_SRC, r.stderr))
+    return so
 
 
 def render(template, path, **values):

@@ -64,6 +64,7 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, Pollerd
         # "key value" lines added to milter.conf, e.g. "expire_after 20s"
         self.milter_extra = []
         self.milter_kill_shim = None    # LD_PRELOAD of the milter (use_kill_after_commit)
+        self.pollerd_kill_shim = None   # ... of pollerd (use_kill_before_record)
         # Apache runs the UDP poll responder on udp_poll_address
         self.udp_poll = udp_poll
         self.key = None                 # DomainKey

@@ -3,16 +3,13 @@ port Postfix's smtpd_milters names, run in the foreground. With
 Isp(milters=2) a second one, "milter2", on its own port behind its own
 submission listener, stores into the same outbox and spool. For fault
 tests, the first one is killed (SIGKILL) at any moment or, through
-tests/faults/kill_after_commit.c (LD_PRELOAD), right after its outbox
+tests/faults/kill_at_statement.c (LD_PRELOAD), right after its outbox
 commit."""
 
 import os
 import signal
-import subprocess
 
-from .common import MILTER_BIN, TOP, SandboxError, listening, render
-
-KILL_AFTER_COMMIT_SRC = os.path.join(TOP, "tests", "faults", "kill_after_commit.c")
+from .common import MILTER_BIN, SandboxError, build_kill_shim, listening, render
 
 
 class MilterMixin:
@@ -39,7 +36,7 @@ class MilterMixin:
             self._setup_milter(name)
         elif self.milter_kill_shim:
             env = dict(os.environ, LD_PRELOAD=self.milter_kill_shim,
-                       STUBMAIL_KILL_AFTER_COMMIT=self.milter_kill_arm)
+                       STUBMAIL_KILL_ARM=self.milter_kill_arm)
         self._spawn(name, [MILTER_BIN, "-c", self.path(name + ".conf"), "-f"],
                     self.path(name + ".log"), env=env)
         self._await(name, lambda: listening(self.ip, self._milter_port_of(name)),
@@ -52,13 +49,9 @@ class MilterMixin:
         return self.path("kill-after-commit")
 
     def use_kill_after_commit(self):
-        """Build tests/faults/kill_after_commit.c into the run directory and
+        """Build tests/faults/kill_at_statement.c into the run directory and
         restart the milter with it preloaded (disarmed)."""
-        so = self.path("kill_after_commit.so")
-        r = subprocess.run(["cc", "-shared", "-fPIC", "-I/usr/include/postgresql", "-o", so,
-                            KILL_AFTER_COMMIT_SRC, "-ldl"], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SandboxError("cannot build %s:\n%s" % (KILL_AFTER_COMMIT_SRC, r.stderr))
+        so = build_kill_shim(self.path("kill_at_statement.so"))
         self.disarm_kill_after_commit()
         self.milter_kill_shim = so
         self.stop_milter()

@@ -7,7 +7,10 @@ import os
 import signal
 import time
 
-from .common import POLLERD_BIN, SandboxError, render
+from .common import POLLERD_BIN, SandboxError, build_kill_shim, render
+
+# the statement that records a delivery (pollerd/pd_db.c)
+RECORD_STATEMENT = "INSERT INTO received"
 
 
 class PollerdMixin:
@@ -56,8 +59,13 @@ class PollerdMixin:
         if not os.path.exists(conf):
             self._setup_pollerd(name)
         log = self.path(name + ".log")
+        env = None
+        if name == "pollerd" and self.pollerd_kill_shim:
+            env = dict(os.environ, LD_PRELOAD=self.pollerd_kill_shim,
+                       STUBMAIL_KILL_ARM=self.pollerd_kill_arm,
+                       STUBMAIL_KILL_BEFORE_MATCH=RECORD_STATEMENT)
         p = self._spawn(name, [POLLERD_BIN, "-c", conf, "-f"]
-                        + (["-d"] if self.pollerd_debug else []), log)
+                        + (["-d"] if self.pollerd_debug else []), log, env=env)
         time.sleep(0.2)
         if not p.alive():
             self._await(name, lambda: False, log)
@@ -76,6 +84,24 @@ class PollerdMixin:
         p = self.procs.pop(name, None)
         if p is not None:
             p.stop(sig=sig, timeout=10)
+
+    @property
+    def pollerd_kill_arm(self):
+        """The file whose existence arms pollerd's shim: its next record of
+        a delivery is never made, pollerd dies first (and removes the file)."""
+        return self.path("kill-before-record")
+
+    def use_kill_before_record(self, on=True):
+        """Restart pollerd with tests/faults/kill_at_statement.c preloaded
+        and armed: it dies by SIGKILL right before it records a delivery
+        its local MTA has taken (SMTP's hand-off window). on=False: restart
+        it without the shim."""
+        self.pollerd_kill_shim = (build_kill_shim(self.path("kill_at_statement.so"))
+                                  if on else None)
+        if on:
+            open(self.pollerd_kill_arm, "w").close()
+        self.kill_pollerd(sig=signal.SIGTERM)
+        self.start_pollerd()
 
     def poll_now(self, name="pollerd"):
         """SIGUSR1: pollerd polls at once instead of at the next interval."""
