@@ -10,8 +10,6 @@
  * those of what is made once for the whole process: the socket libmilter
  * listens on, and the database pool (its connections, the answers cache's
  * LISTEN connection, and the stubmail.expire_after each session sets). */
-#include "config.h"
-
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>

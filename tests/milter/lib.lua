@@ -282,7 +282,8 @@ function Test:stop(signal)
 	if self.proc == nil then
 		return nil
 	end
-	os.execute("kill -" .. (signal or "TERM") .. " " .. self.pid)
+	-- quiet: a test may have stopped it already
+	os.execute("kill -" .. (signal or "TERM") .. " " .. self.pid .. " 2>/dev/null")
 	local status = self.proc:read("l")
 	self.proc:close()
 	self.proc = nil
