@@ -17,6 +17,10 @@
  * died before its reply) is known by its identity (smf_ident.c, sql/021)
  * and answered as stored: the earlier copy stands.
  *
+ * Every callback reads the settings its connection holds (conn->set, and
+ * msg->set, the same): a reload (SIGUSR1, smf_reload.c) while a message is
+ * under way changes nothing for it.
+ *
  * The sender's outbox quota (smf_quota.c, sql/011) is checked where the
  * message is stored, in the store's own statement; a client that announced
  * SIZE= is refused at MAIL FROM already when that size alone would go over. */
