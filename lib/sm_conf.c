@@ -140,15 +140,24 @@ static int split_line(char *line, char **key, char **value, const char **why)
 
 int sm_conf_load(const char *path, const sm_conf_key *keys, char *err, size_t errlen)
 {
+    return sm_conf_load_lines(path, keys, NULL, err, errlen);
+}
+
+int sm_conf_load_lines(const char *path, const sm_conf_key *keys, int *lines, char *err,
+                       size_t errlen)
+{
     char line[4096], sub[512], *key, *value;
     const sm_conf_key *k;
     const char *why = "";
     FILE *fp = NULL;
     int lineno = 0, rc = -1, kind;
 
-    for (k = keys; k->name; k++)
+    for (k = keys; k->name; k++) {
+        if (lines)
+            lines[k - keys] = 0;
         if (k->dflt && sm_conf_set(k, k->dflt, err, errlen) != 0)
             return -1;
+    }
     if ((fp = fopen(path, "r")) == NULL) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
@@ -177,6 +186,8 @@ int sm_conf_load(const char *path, const sm_conf_key *keys, char *err, size_t er
             snprintf(err, errlen, "%s:%d: %s", path, lineno, sub);
             goto leave;
         }
+        if (lines)
+            lines[k - keys] = lineno;
     }
     if (ferror(fp)) {
         snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));

@@ -31,6 +31,12 @@ typedef struct sm_conf_key {
  * NULL/0: check required keys with sm_conf_require. */
 int sm_conf_load(const char *path, const sm_conf_key *keys, char *err, size_t errlen);
 
+/* sm_conf_load, also telling where each key was set: lines[i] gets the line
+ * of keys[i] in the file (the last one that set it), or 0 when it kept its
+ * default; so that a check beyond syntax names the line too. */
+int sm_conf_load_lines(const char *path, const sm_conf_key *keys, int *lines, char *err,
+                       size_t errlen);
+
 /* Parse one value into key->dst (used by sm_conf_load and for defaults). */
 int sm_conf_set(const sm_conf_key *key, const char *value, char *err, size_t errlen);
 

@@ -4,6 +4,7 @@
  * configured level are not written. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <strings.h>
 #include <string.h>
@@ -15,8 +16,10 @@
 static const char *log_ident = "stubmail";
 static int log_stderr = 1;
 static int log_debug;
-static int log_facility = LOG_MAIL;
-static int log_level = LOG_INFO;
+/* atomic: a reload (stubmail-milter's SIGUSR1) changes them while other
+ * threads log */
+static atomic_int log_facility = LOG_MAIL;
+static atomic_int log_level = LOG_INFO;
 
 static const struct { const char *name; int value; } log_facilities[] = {
     { "mail", LOG_MAIL }, { "daemon", LOG_DAEMON }, { "user", LOG_USER },
@@ -58,8 +61,8 @@ int sm_log_level_parse(const char *name, int *level, char *why, size_t whylen)
 
 void sm_log_setup(int facility, int level)
 {
-    log_facility = facility;
-    log_level = level;
+    atomic_store(&log_facility, facility);
+    atomic_store(&log_level, level);
 }
 
 void sm_log_open(const char *ident, int to_stderr)
@@ -91,11 +94,13 @@ static void vlog(int prio, const char *fmt, va_list ap, const char *suffix)
     struct timespec ts;
     struct tm tm;
 
-    if (prio > log_level && !(prio == LOG_DEBUG && log_debug))
+    if (prio > atomic_load(&log_level) && !(prio == LOG_DEBUG && log_debug))
         return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (!log_stderr) {
-        syslog(prio, "%s%s%s", msg, suffix ? ": " : "", suffix ? suffix : "");
+        /* the facility with each line: openlog's is the one of the start */
+        syslog(atomic_load(&log_facility) | prio, "%s%s%s", msg, suffix ? ": " : "",
+               suffix ? suffix : "");
         return;
     }
     clock_gettime(CLOCK_REALTIME, &ts);

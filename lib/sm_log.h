@@ -18,7 +18,8 @@ void sm_log_set_debug(int on);
 int sm_log_facility_parse(const char *name, int *facility, char *why, size_t whylen);
 int sm_log_level_parse(const char *name, int *level, char *why, size_t whylen);
 /* Before sm_log_open: the syslog facility, and the least severe level
- * logged (debug lines also when sm_log_set_debug is on). */
+ * logged (debug lines also when sm_log_set_debug is on). Again at any time
+ * after (a reload): the next line follows them, whatever thread logs it. */
 void sm_log_setup(int facility, int level);
 
 void sm_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,6 +1,10 @@
 /* smf — internals shared by the files of stubmail-milter.
  *
- * stubmail-milter.c   main(), the configuration keys and their checks
+ * stubmail-milter.c   main()
+ * smf_conf.c          the configuration keys, loading a file with their
+ *                     checks (-n), what a reload compares
+ * smf_reload.c        the settings in use, held by each connection; SIGUSR1
+ *                     loads the file again for the connections that follow
  * smf_callbacks.c     the libmilter callbacks and the failure policy
  * smf_ctx.c           per-connection and per-message contexts; the message's
  *                     buffer
@@ -17,10 +21,11 @@
  *                     in memory, forgotten at each change (LISTEN)
  * smf_ident.c         a submission's identity, which a client's retry repeats
  *
- * Who calls whom (no cycles): stubmail-milter.c -> smf_callbacks, smf_net,
- * smf_db, smf_cache; smf_callbacks -> smf_ctx, smf_stream, smf_seal, smf_db,
- * smf_net, smf_quota, smf_dsn, smf_ident; smf_ctx -> smf_stream, smf_ident;
- * smf_stream -> smf_seal; smf_seal -> smf_db (and reads the message
+ * Who calls whom (no cycles): stubmail-milter.c -> smf_conf, smf_reload,
+ * smf_callbacks, smf_db, smf_cache; smf_reload -> smf_conf, smf_cache;
+ * smf_conf -> smf_net; smf_callbacks -> smf_ctx, smf_stream, smf_seal, smf_db,
+ * smf_net, smf_quota, smf_dsn, smf_ident; smf_ctx -> smf_stream, smf_ident,
+ * smf_reload; smf_stream -> smf_seal; smf_seal -> smf_db (and reads the message
  * context's fields); smf_db -> smf_cache; smf_net, smf_quota, smf_dsn,
  * smf_cache and smf_ident call no other file of the milter. All but
  * stubmail-milter.c make libsmf.la, which the program and the unit tests
@@ -29,7 +34,9 @@
 #ifndef SMF_H
 #define SMF_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -163,6 +170,10 @@ smf_db_status smf_db_rcpt_key_put(const char *addr, const char *status, const ch
 int smf_cache_start(const char *conninfo);
 void smf_cache_stop(void);
 
+/* Forget every answer: a reload, whose resolver, dnssec_require or keyring
+ * may give other ones. */
+void smf_cache_forget_all(void);
+
 /* Take a mark before reading the database, and hand it to the put: an
  * answer read before a change that was heard since is not kept. */
 unsigned long smf_cache_mark(void);
@@ -227,10 +238,11 @@ void smf_dsn_rcpt_args(char *const *argv, smf_dsn_rcpt *out, char *why, size_t w
  * why says so). */
 void smf_dsn_envid_arg(char *const *argv, char *envid, size_t len, char *why, size_t whylen);
 
-/* ---- the settings (read by stubmail-milter.c) ------------------------ */
+/* ---- smf_conf.c: the settings ---------------------------------------- */
 
 /* The configuration keys' values (man/stubmail-milter.8, CONFIGURATION),
- * filled and checked by stubmail-milter.c and read-only afterwards. */
+ * filled and checked by smf_conf_load and read-only afterwards (but refs):
+ * a reload makes a new one (smf_reload.c). */
 typedef struct smf_settings {
     char *socket;
     char *database;
@@ -258,8 +270,56 @@ typedef struct smf_settings {
     int log_facility_value, log_level_value;    /* the two, parsed */
     smf_netlist trusted;        /* trusted_networks, parsed */
     sm_seal *seal;              /* the in-process OpenPGP engine over
-                                   gnupg_home's keys (sm_seal.h), made at start */
+                                   gnupg_home's keys (sm_seal.h), smf_conf_seal */
+    unsigned long reload;       /* 0: the start's; n: made by the nth reload */
+    atomic_long refs;           /* smf_reload.c: in use, and by how many connections */
 } smf_settings;
+
+/* Load path into set (zeroed first) with every check of -n; with
+ * probe_secret our domain key must also sign (starts gpg-agent). 0, or -1
+ * with err naming the file, the line and the key ("FILE:LINE: KEY: why";
+ * "FILE: KEY (default): why" for a default). Either way smf_conf_free
+ * frees what it holds. */
+int smf_conf_load(smf_settings *set, const char *path, int probe_secret, char *err,
+                  size_t errlen);
+/* The seal (set->seal) over set's gnupg_home and domain_key: 0, or -1 with
+ * err. */
+int smf_conf_seal(smf_settings *set, char *err, size_t errlen);
+/* What set holds (not set itself). Harmless on NULL. */
+void smf_conf_free(smf_settings *set);
+/* The key table for -h: "  NAME  HELP (default: D)" a line. */
+void smf_conf_print_keys(FILE *fp);
+/* A reload: each key that only a restart applies (socket, database,
+ * db_connections, expire_after) and that next changes is logged as ignored
+ * by name (path: the file) and set back in next to now's value. 0, or -1
+ * with err (out of memory). */
+int smf_conf_keep_restart_only(smf_settings *next, const smf_settings *now, const char *path,
+                               char *err, size_t errlen);
+/* The names of the keys whose values differ, "a, b" into out ("" none). */
+void smf_conf_changed(const smf_settings *a, const smf_settings *b, char *out, size_t outlen);
+
+/* ---- smf_reload.c: the settings in use, and SIGUSR1 ------------------- */
+
+/* Block SIGUSR1 in the calling thread, and so in every thread made after
+ * it (libmilter's too): call in main() before any thread is made, or the
+ * signal's default action would end the milter. */
+int smf_reload_block_signal(void);
+/* first (malloc'd, sealed) becomes the settings in use, and this file's to
+ * free, even on failure; a thread of our own waits for SIGUSR1 and then
+ * reloads path (smf_reload). 0, or -1 (errno). smf_reload_stop ends the
+ * thread and lets go of the settings (harmless when not started). */
+int smf_reload_start(smf_settings *first, const char *path);
+void smf_reload_stop(void);
+/* Load the file again, as -n checks it, and make it the settings that new
+ * connections hold; a file that does not load is refused with its error
+ * and the settings in use stay. 0 applied, -1 refused; logged either way. */
+int smf_reload(void);
+/* The settings in use, held until smf_settings_release: a connection's,
+ * from its first step to its close. NULL before smf_reload_start. */
+const smf_settings *smf_settings_hold(void);
+/* Let go; the last one out frees settings a reload replaced. Harmless on
+ * NULL. */
+void smf_settings_release(const smf_settings *set);
 
 /* ---- smf_ctx.c: per-connection and per-message state ------------------ */
 
@@ -296,7 +356,8 @@ typedef struct smf_msg {
     int learned;                /* address book done (push-only mail) */
     int auto_submitted;         /* Auto-Submitted other than "no": learn nothing */
     int saw_eoh;
-    const smf_settings *set;    /* the seal and spool a stream uses (smf_spool_open) */
+    const smf_settings *set;    /* its connection's (held there): every step and
+                                   the stream's thread read these */
     char qid[SMF_QID_MAX + 1];  /* the MTA's queue id, for the stream's log lines */
     char *buf;                  /* the message while it fits, else the write
                                    buffer in front of stream */
@@ -334,15 +395,17 @@ typedef struct smf_conn {
                                    mail that came without SMTP (sendmail(1)) */
     int can_delrcpt;            /* the MTA lets us remove recipients */
     int leadspc;                /* header values keep their leading space */
+    const smf_settings *set;    /* held from the first step to the close */
     smf_msg *msg;
 } smf_conn;
 
-/* The connection's context (smfi_getpriv), made on first use; NULL on
- * ENOMEM. smf_conn_get: NULL when there is none. */
+/* The connection's context (smfi_getpriv), made on first use with the
+ * settings in use then (smf_settings_hold); NULL on ENOMEM. smf_conn_get:
+ * NULL when there is none. */
 smf_conn *smf_conn_new(SMFICTX *ctx);
 smf_conn *smf_conn_get(SMFICTX *ctx);
-/* A new message from sender (normalised) on the connection, replacing
- * none (call smf_msg_free first); NULL on ENOMEM. */
+/* A new message from sender (normalised) on the connection, under its
+ * settings, replacing none (call smf_msg_free first); NULL on ENOMEM. */
 smf_msg *smf_msg_new(SMFICTX *ctx, const char *sender);
 /* The current message, or NULL (none, or mail we do not divert). */
 smf_msg *smf_msg_get(SMFICTX *ctx);
@@ -356,13 +419,13 @@ void smf_conn_free(SMFICTX *ctx);
 const char *smf_qid(SMFICTX *ctx);
 
 /* The message as received, in memory while it fits a buffer of its own
- * (smf_spool_open makes it, and keeps set and the queue id qid for a
- * stream), sealed as it goes on arriving once it outgrows it (smf_stream.c:
+ * (smf_spool_open makes it, and keeps the queue id qid for a stream),
+ * sealed as it goes on arriving once it outgrows it (smf_stream.c:
  * msg->stream then): no plaintext of it is written to disk. Before the seal
  * of end of message: smf_spool_flush, which hands the rest of a streamed
  * message to its seal and leaves a message in memory where it is. Each is
  * 0, or -1 with the reason in msg->spool_why. */
-int smf_spool_open(smf_msg *msg, const smf_settings *set, const char *qid);
+int smf_spool_open(smf_msg *msg, const char *qid);
 int smf_spool_write(smf_msg *msg, const void *p, size_t len);
 int smf_spool_flush(smf_msg *msg);
 /* One header, "Name:value\r\n" exactly as received (leadspc: the MTA kept
@@ -473,8 +536,8 @@ void smf_stream_stop(smf_msg *msg);
 
 /* ---- smf_callbacks.c ------------------------------------------------------ */
 
-/* The filter description for smfi_register; set (kept, not copied) is what
- * every callback reads. */
-struct smfiDesc *smf_callbacks(const smf_settings *set);
+/* The filter description for smfi_register; the callbacks read the
+ * settings their connection holds (smf_conn_new). */
+struct smfiDesc *smf_callbacks(void);
 
 #endif

@@ -220,6 +220,11 @@ static void notice_heard(const char *payload)
         cache_forget(ENTRY_FREE, "");
 }
 
+void smf_cache_forget_all(void)
+{
+    cache_forget(ENTRY_FREE, "");
+}
+
 int smf_cache_domain_get(const char *domain, sm_peer_info *info, char *why, size_t whylen)
 {
     entry e;

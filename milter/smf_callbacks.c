@@ -17,6 +17,10 @@
  * died before its reply) is known by its identity (smf_ident.c, sql/021)
  * and answered as stored: the earlier copy stands.
  *
+ * Every callback reads the settings its connection holds (conn->set, and
+ * msg->set, the same): a reload (SIGUSR1, smf_reload.c) while a message is
+ * under way changes nothing for it.
+ *
  * The sender's outbox quota (smf_quota.c, sql/011) is checked where the
  * message is stored, in the store's own statement; a client that announced
  * SIZE= is refused at MAIL FROM already when that size alone would go over. */
@@ -29,8 +33,6 @@
 
 #include "sm_log.h"
 #include "smf.h"
-
-static const smf_settings *settings;   /* smf_callbacks() */
 
 /* ---- the failure policy ------------------------------------------------- */
 
@@ -193,7 +195,7 @@ static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
     if ((d = smf_domain_add(msg)) == NULL)
         return smf_fail(ctx, SMF_FAIL_NOMEM, rcpt, NULL, "out of memory");
 
-    st = smf_db_discover(&settings->dns, domain, &info, why, sizeof why);
+    st = smf_db_discover(&msg->set->dns, domain, &info, why, sizeof why);
     if (st == SMF_DB_DNSFAIL) {
         /* "b.example: DNS temporary failure: ..." without the repeated name */
         n = strlen(domain);
@@ -244,13 +246,13 @@ static sfsistat smf_keys_fetch(SMFICTX *ctx, smf_msg *msg)
     char why[768], reply[SM_DOMAIN_MAX + 80];
     const smf_domain *bad = NULL;
 
-    if (smf_seal_domain_keys(settings, msg, &bad, why, sizeof why) != SMF_SEAL_OK) {
+    if (smf_seal_domain_keys(msg->set, msg, &bad, why, sizeof why) != SMF_SEAL_OK) {
         snprintf(reply, sizeof reply, "stubmail: cannot get the domain key of %s, try again "
                  "later", bad->name);
         return smf_fail(ctx, SMF_FAIL_KEY, NULL, reply, "message not stored: no domain key %s "
                         "of %s: %s", bad->fpr, bad->name, why);
     }
-    smf_seal_rcpt_keys(settings, smf_qid(ctx), msg);
+    smf_seal_rcpt_keys(msg->set, smf_qid(ctx), msg);
     msg->keys_ready = 1;
     return SMFIS_CONTINUE;
 }
@@ -319,13 +321,13 @@ static sfsistat smf_quota_refuse(SMFICTX *ctx, smf_msg *msg, const smf_quota *q,
                     when, size, q->messages, q->bytes, q->max_messages, q->max_bytes);
 }
 
-/* The quota defaults of the configuration, as the database calls take
- * them. */
-static void smf_quota_defaults(smf_quota *q)
+/* The quota defaults of the settings the message's connection started
+ * with, as the database calls take them. */
+static void smf_quota_defaults(const smf_msg *msg, smf_quota *q)
 {
     memset(q, 0, sizeof *q);
-    q->max_messages = settings->quota_messages;
-    q->max_bytes = settings->quota_bytes;
+    q->max_messages = msg->set->quota_messages;
+    q->max_bytes = msg->set->quota_bytes;
 }
 
 /* MAIL FROM with SIZE=: refused already when that size alone takes the
@@ -337,7 +339,7 @@ static sfsistat smf_quota_mailfrom(SMFICTX *ctx, smf_msg *msg, long long size)
     char why[512];
     smf_quota q;
 
-    smf_quota_defaults(&q);
+    smf_quota_defaults(msg, &q);
     if (smf_db_quota(msg->sender, &q, why, sizeof why) != SMF_DB_OK) {
         sm_warn("%s: from=<%s>: quota not checked at MAIL FROM (end of message will): %s",
                 smf_qid(ctx), msg->sender, why);
@@ -375,7 +377,7 @@ static sfsistat smf_eom_store(SMFICTX *ctx, smf_msg *msg, smf_db_rcpt **outbox,
         free(contacts);
         return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "out of memory");
     }
-    smf_quota_defaults(&q);
+    smf_quota_defaults(msg, &q);
     has_ident = smf_ident_end(msg, ident) == 0;
     if (!has_ident && msg->ident_msgid)
         sm_warn("%s: from=<%s>: no identity (its digest failed): were the reply lost, the "
@@ -467,7 +469,7 @@ static sfsistat smf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
  * confMILTER_MACROS_CONNECT names it (its default list does; a site's own
  * list may not). Without it no submission port is outbound, silently:
  * said once a run. */
-static void smf_no_daemon_name(const char *client)
+static void smf_no_daemon_name(const smf_conn *conn)
 {
     static atomic_int said;
 
@@ -477,7 +479,7 @@ static void smf_no_daemon_name(const char *client)
             "as originating_daemon %s (only trusted_networks and authenticated clients are "
             "outbound). Sendmail: name {daemon_name} in confMILTER_MACROS_CONNECT and "
             "{auth_authen} in confMILTER_MACROS_ENVFROM (see the admin guide). Said once.",
-            client, settings->originating_daemon);
+            conn->client, conn->set->originating_daemon);
 }
 
 static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
@@ -490,9 +492,9 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
         sm_err("out of memory for a new connection");
         return SMFIS_NOREPLY;
     }
-    conn->trusted = smf_netlist_match(&settings->trusted, hostaddr);
+    conn->trusted = smf_netlist_match(&conn->set->trusted, hostaddr);
     daemon = smfi_getsymval(ctx, "{daemon_name}");
-    conn->originating = daemon != NULL && strcmp(daemon, settings->originating_daemon) == 0;
+    conn->originating = daemon != NULL && strcmp(daemon, conn->set->originating_daemon) == 0;
     if (hostaddr && hostaddr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)hostaddr)->sin_addr, conn->client,
                   sizeof conn->client);
@@ -502,7 +504,7 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
     conn->local_stand_in = hostname && strcmp(hostname, "localhost") == 0
                            && strcmp(conn->client, "127.0.0.1") == 0;
     if (daemon == NULL)
-        smf_no_daemon_name(conn->client);
+        smf_no_daemon_name(conn);
     sm_debug("connect from %s[%s] daemon=%s%s%s", hostname ? hostname : "?", conn->client,
              daemon ? daemon : "-", conn->originating ? " originating" : "",
              conn->trusted ? " trusted" : "");
@@ -514,7 +516,7 @@ static sfsistat smf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
  * of Postfix's cleanup: unless the admin marked it, it is not outbound and
  * is pushed. Said once a run, so that an admin who narrowed
  * trusted_networks learns why local mail is not pulled. */
-static void smf_local_not_outbound(SMFICTX *ctx, const char *sender)
+static void smf_local_not_outbound(SMFICTX *ctx, const smf_conn *conn, const char *sender)
 {
     static atomic_int said;
     const char *daemon = smfi_getsymval(ctx, "{daemon_name}");
@@ -526,8 +528,8 @@ static void smf_local_not_outbound(SMFICTX *ctx, const char *sender)
             "not %s, and 127.0.0.1 is not in trusted_networks, so it is pushed by SMTP. To "
             "pull it, give Postfix's pickup service a cleanup with -o "
             "milter_macro_daemon_name=%s (see the admin guide). Said once.",
-            smf_qid(ctx), sender, daemon ? daemon : "(none)", settings->originating_daemon,
-            settings->originating_daemon);
+            smf_qid(ctx), sender, daemon ? daemon : "(none)", conn->set->originating_daemon,
+            conn->set->originating_daemon);
 }
 
 static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
@@ -545,7 +547,7 @@ static sfsistat smf_envfrom(SMFICTX *ctx, char **argv)
     auth = smfi_getsymval(ctx, "{auth_authen}");
     if (!conn->originating && !conn->trusted && !(auth && *auth)) {
         if (conn->local_stand_in)
-            smf_local_not_outbound(ctx, argv[0]);
+            smf_local_not_outbound(ctx, conn, argv[0]);
         return SMFIS_ACCEPT;            /* inbound: not ours to divert */
     }
 
@@ -637,7 +639,7 @@ static sfsistat smf_data(SMFICTX *ctx)
         smf_msg_free(ctx);
         return SMFIS_ACCEPT;
     }
-    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0)
+    if (smf_spool_open(msg, smf_qid(ctx)) != 0)
         return smf_fail(ctx, SMF_FAIL_NOMEM, NULL, NULL, "%s", msg->spool_why);
     /* the keys now, before the body comes: a failure costs the client no transfer */
     return smf_keys_fetch(ctx, msg);
@@ -663,7 +665,7 @@ static sfsistat smf_header(SMFICTX *ctx, char *name, char *value)
         return SMFIS_NOREPLY;
     if (strcasecmp(name, "Auto-Submitted") == 0 && smf_auto_submitted(value))
         msg->auto_submitted = 1;
-    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
+    if (smf_spool_open(msg, smf_qid(ctx)) != 0
         || smf_spool_header(msg, conn->leadspc, name, value) != 0)
         return smf_spool_lost(ctx, msg);
     smf_ident_header(msg, name, value);
@@ -677,7 +679,7 @@ static sfsistat smf_eoh(SMFICTX *ctx)
     if (msg == NULL || msg->npulling == 0 || msg->carried)
         return SMFIS_NOREPLY;
     msg->saw_eoh = 1;
-    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
+    if (smf_spool_open(msg, smf_qid(ctx)) != 0
         || smf_spool_write(msg, "\r\n", 2) != 0)
         return smf_spool_lost(ctx, msg);
     return SMFIS_NOREPLY;
@@ -689,7 +691,7 @@ static sfsistat smf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 
     if (msg == NULL || msg->npulling == 0 || msg->carried)
         return SMFIS_NOREPLY;
-    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
+    if (smf_spool_open(msg, smf_qid(ctx)) != 0
         || smf_spool_write(msg, chunk, len) != 0)
         return smf_spool_lost(ctx, msg);
     smf_ident_body(msg, chunk, len);
@@ -717,7 +719,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
         return smf_fail(ctx, (smf_failure)msg->carried_what, NULL, NULL, "%s",
                         msg->carried_why);
     /* 1. the body, durable: its sealed form */
-    if (smf_spool_open(msg, settings, smf_qid(ctx)) != 0
+    if (smf_spool_open(msg, smf_qid(ctx)) != 0
         || (!msg->saw_eoh && smf_spool_write(msg, "\r\n", 2) != 0)
         || smf_spool_flush(msg) != 0)
         return smf_spool_failed(ctx, msg);
@@ -729,7 +731,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
         /* an MTA that skipped the DATA step gets its keys fetched here */
         if (!msg->keys_ready && (rc = smf_keys_fetch(ctx, msg)) != SMFIS_CONTINUE)
             return rc;
-        if (smf_seal_body(settings, smf_qid(ctx), msg, why, sizeof why) != SMF_SEAL_OK)
+        if (smf_seal_body(msg->set, smf_qid(ctx), msg, why, sizeof why) != SMF_SEAL_OK)
             return smf_fail(ctx, SMF_FAIL_STORE, NULL, NULL, "%s", why);
     }
 
@@ -793,8 +795,7 @@ static struct smfiDesc smf_desc = {
     smf_negotiate
 };
 
-struct smfiDesc *smf_callbacks(const smf_settings *set)
+struct smfiDesc *smf_callbacks(void)
 {
-    settings = set;
     return &smf_desc;
 }

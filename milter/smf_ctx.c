@@ -3,7 +3,10 @@
  *
  * The connection context (smf_conn) hangs off the libmilter context and is
  * reached only through smf_conn_get(); the message context (smf_msg) hangs
- * off the connection and is reached only through smf_msg_get(). The
+ * off the connection and is reached only through smf_msg_get(). A
+ * connection holds the settings in use when it came (smf_reload.c) until
+ * it closes, and its messages read those: a reload meanwhile changes
+ * nothing for them. The
  * callbacks free them on every exit path: a new MAIL FROM, abort, close,
  * and every callback that ends the message. Freeing a message ends its
  * seal if one is running and removes the spool files the database does not
@@ -43,6 +46,7 @@ smf_conn *smf_conn_new(SMFICTX *ctx)
         free(conn);
         return NULL;
     }
+    conn->set = smf_settings_hold();
     return conn;
 }
 
@@ -54,6 +58,7 @@ smf_msg *smf_msg_new(SMFICTX *ctx, const char *sender)
     if (conn == NULL || (msg = calloc(1, sizeof *msg)) == NULL)
         return NULL;
     snprintf(msg->sender, sizeof msg->sender, "%s", sender);
+    msg->set = conn->set;
     conn->msg = msg;
     return msg;
 }
@@ -96,7 +101,8 @@ void smf_conn_free(SMFICTX *ctx)
 
     if (conn == NULL)
         return;
-    smf_msg_free(ctx);
+    smf_msg_free(ctx);              /* first: a seal still running uses the settings */
+    smf_settings_release(conn->set);
     free(conn);
     smfi_setpriv(ctx, NULL);
 }
@@ -143,7 +149,7 @@ leave:
     return rc;
 }
 
-int smf_spool_open(smf_msg *msg, const smf_settings *set, const char *qid)
+int smf_spool_open(smf_msg *msg, const char *qid)
 {
     int rc = 0;
 
@@ -152,7 +158,6 @@ int smf_spool_open(smf_msg *msg, const smf_settings *set, const char *qid)
             snprintf(msg->spool_why, sizeof msg->spool_why, "out of memory for the message");
             rc = -1;
         }
-        msg->set = set;
         snprintf(msg->qid, sizeof msg->qid, "%s", qid);
     }
     return rc;

@@ -299,12 +299,13 @@ function Test:start(note, conf)
 	check(listening, "milter did not start")
 end
 
--- SIGTERM to the milter; its exit status.
-function Test:stop()
+-- SIGTERM (or signal, "HUP") to the milter; its exit status.
+function Test:stop(signal)
 	if self.proc == nil then
 		return nil
 	end
-	os.execute("kill -TERM " .. self.pid)
+	-- quiet: a test may have stopped it already
+	os.execute("kill -" .. (signal or "TERM") .. " " .. self.pid .. " 2>/dev/null")
 	local status = self.proc:read("l")
 	self.proc:close()
 	self.proc = nil
@@ -388,8 +389,8 @@ end
 
 -- The checks every test ends with: diverted messages each logged once
 -- (as openpgp), no error lines but the expected ones (plain substrings),
--- the milter exits 0 on SIGTERM, and what is in the spool is what the rows
--- name. Then the test's gpg-agent is stopped and the log shown on failure.
+-- the milter exits 0 on SIGTERM (opts.signal: another, "HUP"), and what is
+-- in the spool is what the rows name. Then the test's gpg-agent is stopped and the log shown on failure.
 function Test:finish(opts)
 	local diverted, errors = opts.diverted or 0, opts.errors or {}
 	local _, all = sh("grep -c ': diverted id=' " .. q(self.log))
@@ -415,8 +416,9 @@ function Test:finish(opts)
 	f:close()
 	self:ok("no error lines except the expected ones", #unexpected == 0,
 	        table.concat(unexpected, "\n"))
-	local status = self:stop()
-	self:ok("milter exits 0 on SIGTERM"
+	local signal = opts.signal or "TERM"
+	local status = self:stop(signal)
+	self:ok("milter exits 0 on SIG" .. signal
 	        .. ((wrapper or "") ~= "" and " (under " .. wrapper .. ")" or ""),
 	        status == 0, "exit status " .. tostring(status))
 	local files, tmp = self:spool_files()

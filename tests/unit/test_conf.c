@@ -36,6 +36,23 @@ static int load(const char *text, char *err, size_t errlen)
     return rc;
 }
 
+/* sm_conf_load_lines of text: each key's line in lines[]. */
+static int lines[sizeof keys / sizeof keys[0]];
+
+static int lines_of(const char *text, char *err, size_t errlen)
+{
+    char path[] = "/tmp/sm-test-conf-XXXXXX";
+    int fd = mkstemp(path), rc;
+    FILE *fp = fdopen(fd, "w");
+
+    fputs(text, fp);
+    fclose(fp);
+    sm_conf_free(keys);
+    rc = sm_conf_load_lines(path, keys, lines, err, errlen);
+    unlink(path);
+    return rc;
+}
+
 int main(void)
 {
     char err[512];
@@ -67,6 +84,12 @@ int main(void)
     ok(load("socket \"open\n", err, sizeof err) == -1, "unterminated quote refused");
     ok(sm_conf_load("/nonexistent/stubmail.conf", keys, err, sizeof err) == -1
        && strstr(err, "No such file"), "missing file reported: %s", err);
+    ok(lines_of("# c\ninterval 5m\n\nconcurrency 2\ninterval 6m\n", err, sizeof err) == 0,
+       "loads with lines");
+    ok(lines[2] == 5, "the line of the key's last setting: %d", lines[2]);
+    ok(lines[3] == 4, "the line of a key set once: %d", lines[3]);
+    ok(lines[0] == 0 && lines[1] == 0, "0 for keys left at their default (%d, %d)", lines[0],
+       lines[1]);
     sm_conf_free(keys);
     return tap_done();
 }
