@@ -358,12 +358,21 @@ int pd_message_begin(pd_lane *l)
 
 
 /* The sender domain's key in the seal: checked from memory, else fetched
- * into the keyring (and the seal told to load it again). 0, or -1 with why. */
+ * into the keyring (and the seal told to load it again). While the sender
+ * rotates (its record names an fpr-alt) and has switched already, GET
+ * v1/key serves the other key than the record we hold names: then GET
+ * v1/key/{fpr}. 0, or -1 with why. */
 static int pd_message_signer_key(pd_ctx *ctx, pd_domain *d, char *why, size_t whylen)
 {
+    int rc;
+
     if (sm_seal_key_check(ctx->seal, d->fpr, NULL, why, whylen) == SM_PGP_OK)
         return 0;
-    if (sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why, whylen) != 0)
+    rc = sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why, whylen);
+    if (rc == -1 && d->fpr_alt[0])
+        rc = sm_keyfetch_by_fpr(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why,
+                                whylen);
+    if (rc != 0)
         return -1;
     sm_seal_forget(ctx->seal, d->fpr);
     return 0;
