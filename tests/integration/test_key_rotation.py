@@ -12,9 +12,11 @@ with mail waiting in an outbox across each step, both ways round:
 
 Each message is delivered exactly once and none is refused. Plus GET
 /v1/key/{fpr} itself: either key by fingerprint in either case, 404
-not_found for anything else."""
+not_found for anything else; and a second StubmailPublicKey file that is
+no key, or the first key again, stops Apache's start."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -188,3 +190,23 @@ class KeyRotationTest(SandboxTest):
             self.assertEqual((r.status, r.json()["error"]), (404, "not_found"), bad)
         r = curl(base + a.fpr, method="POST", data="{}")
         self.assertEqual((r.status, r.header("allow")), (405, "GET, HEAD"), r)
+
+    def test_a_bad_key_file_stops_the_start(self):
+        """A second StubmailPublicKey file that holds no key, or the same
+        key as the first: Apache does not start, the log naming the file."""
+        a = self.a
+        self.addCleanup(self.put_back, a, self.sb.dns.records["_stubmail.a.example"])
+        a.expect_log(r"\[stubmail:crit\] .* stubmail: StubmailPublicKey ")
+        bad, same = a.path("not-a-key.asc"), a.path("same-key.asc")
+        with open(bad, "w") as f:
+            f.write("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n"
+                    "-----END PGP PUBLIC KEY BLOCK-----\n")
+        shutil.copy(a.key.public, same)
+        for other, why in ((bad, "StubmailPublicKey %s: no OpenPGP public key in it" % bad),
+                           (same, "StubmailPublicKey %s and %s hold the same key %s"
+                            % (a.key.public, same, a.fpr))):
+            a.httpd_extra = [kv for kv in a.httpd_extra if kv[0] != "StubmailPublicKey"]
+            a.httpd_extra.append(("StubmailPublicKey", '"%s" "%s"' % (a.key.public, other)))
+            with self.assertRaises(Exception) as refused:
+                a.restart_httpd()
+            self.assertIn(why, str(refused.exception))
