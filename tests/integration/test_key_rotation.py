@@ -6,9 +6,11 @@ with mail waiting in an outbox across each step, both ways round:
   holds a's start record (fpr=O; fpr-alt=N) and neither key, while a's GET
   /v1/key serves N already: its pollerd fetches both from GET
   /v1/key/{fpr} and takes both messages;
-- the receiver b.example rotates while a's milter holds mail encrypted to
-  b's old key: b's pollerd, switched to its new key, still decrypts it with
-  the old one, and a's next message is encrypted to the new key.
+- the receiver b.example rotates while a's outbox holds mail encrypted to
+  b's old key, one message sealed after b's switch by a milter that still
+  holds b's start record but not the old key (fetched from GET
+  /v1/key/{fpr}): b's pollerd, switched to its new key, still decrypts
+  them with the old one, and a's next message is encrypted to the new key.
 
 Each message is delivered exactly once and none is refused. Plus GET
 /v1/key/{fpr} itself: either key by fingerprint in either case, 404
@@ -135,20 +137,31 @@ class KeyRotationTest(SandboxTest):
     def test_receiver_rotates_with_mail_encrypted_to_its_old_key(self):
         a, b, old = self.a, self.b, self.b.fpr
         self.addCleanup(self.put_back, b, self.sb.dns.records["_stubmail.b.example"])
+        self.addCleanup(lambda: a.restart_milter([]))
         b.kill_pollerd(sig=signal.SIGTERM)
         tag1 = self.stored(a, "encrypted to the old key before the rotation")
         start = self.ctl_json(b, "key", "rotate", "start")
         new = start["fpr_alt"]
         self.sb.set_txt("b.example", start["record"])      # fpr=O; fpr-alt=N
-        tag2 = self.stored(a, "encrypted to the old key during the start")
 
         new_file, old_file = b.path("key-new.asc"), b.path("key-old.asc")
         switch = self.ctl_json(b, "key", "rotate", "switch", "-o", new_file,
                                "--old-key-file", old_file)
         self.assertTrue(any("StubmailPublicKey %s %s" % (new_file, old_file) in t
                             for t in switch["todo"]), switch["todo"])
-        self.sb.set_txt("b.example", switch["record"])     # fpr=N; fpr-alt=O
         self.switch(b, new, new_file, old_file)
+        # a's milter still holds the start record but has lost O (a new
+        # machine, say), and b's GET v1/key serves N: O comes from
+        # GET v1/key/{fpr}, and the mail is encrypted to O all the same
+        subprocess.run(["gpg", "--homedir", a.gnupg_home, "--batch", "--yes",
+                        "--delete-keys", old], capture_output=True, timeout=30)
+        self.assertFalse(self.holds(a, old))
+        a.restart_milter()
+        tag2 = self.stored(a, "encrypted to the old key after b switched")
+        self.assertTrue(self.access_lines(b, r'"GET /stubmail/v1/key/%s HTTP/1.1" 200' % old),
+                        "a's milter fetched O at GET /v1/key/{fpr}")
+
+        self.sb.set_txt("b.example", switch["record"])     # fpr=N; fpr-alt=O
         b.restart_pollerd(["domain_key " + new])
         self.wait_maildir(b, "bob", tag1)
         self.wait_maildir(b, "bob", tag2)
