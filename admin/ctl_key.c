@@ -11,7 +11,9 @@
  *   key rotate switch  once caches have the start record (its TTL, and a
  *                      day at most for stubmail's dns_cache): says to put
  *                      N in domain_key everywhere and N's public key where
- *                      mod_stubmail serves it (-o FILE writes it);
+ *                      mod_stubmail serves it (-o FILE writes it), with
+ *                      O's after it for GET v1/key/{fpr} (--old-key-file
+ *                      FILE writes it);
  *                      record fpr=N; fpr-alt=O
  *   key rotate finish  domain_key is N: once no mail encrypted to O can
  *                      still wait at peers' outboxes (their expire_after)
@@ -262,11 +264,11 @@ leave:
     return rc;
 }
 
-static int rotate_switch(ctl *c, key_state *k, const char *public_file)
+static int rotate_switch(ctl *c, key_state *k, const char *public_file, const char *old_file)
 {
     /* outlives k, which key_state_load clears: domain_key points here */
     static char new_fpr[SM_PGP_FPR_MAX + 1];
-    char a[512], b[512];
+    char a[512], b[1024];
     const char *todo[4];
     int rc = 1;
 
@@ -282,11 +284,17 @@ static int rotate_switch(ctl *c, key_state *k, const char *public_file)
     snprintf(new_fpr, sizeof new_fpr, "%s", k->alt);
     if (public_file && (rc = write_public(c, new_fpr, public_file)) != EX_OK)
         goto leave;
+    if (old_file && (rc = write_public(c, c->conf.domain_key, old_file)) != EX_OK)
+        goto leave;
     snprintf(a, sizeof a, "set domain_key %s in the milter's, pollerd's and this file, and "
-             "reload them", new_fpr);
-    snprintf(b, sizeof b, "%s%s: the file of StubmailPublicKey, then apachectl graceful",
-             public_file ? "wrote the new public key to " : "put the new public key (-o FILE) in",
-             public_file ? public_file : "");
+             "reload them (pollerd decrypts with the old key %s too, while gnupg_home has it)",
+             new_fpr, c->conf.domain_key);
+    /* both keys served: GET v1/key the new one, GET v1/key/{fpr} either */
+    snprintf(b, sizeof b, "StubmailPublicKey %s %s (the new public key%s, then the old "
+             "one%s, served at v1/key/{fpr}), then apachectl graceful",
+             public_file ? public_file : "NEW-FILE", old_file ? old_file : "OLD-FILE",
+             public_file ? ", written" : ": -o FILE writes it",
+             old_file ? ", written" : ": --old-key-file FILE writes it");
     todo[0] = a;
     todo[1] = b;
     todo[2] = "publish the record key show prints then (fpr the new key, fpr-alt the old)";
@@ -319,7 +327,8 @@ static int rotate_finish(ctl *c, key_state *k)
     snprintf(a, sizeof a, "once no mail encrypted to the old key can wait at peers' outboxes "
              "(their expire_after) nor signed by it in ours: gpg --homedir %s "
              "--delete-secret-and-public-keys %s", c->conf.gnupg_home, old);
-    todo[0] = "publish this record (the old key is no longer named)";
+    todo[0] = "publish this record (the old key is no longer named), and give "
+              "StubmailPublicKey the new key's file alone, then apachectl graceful";
     todo[1] = a;
     todo[2] = NULL;
     if ((rc = key_state_load(c, k, 1)) != EX_OK)
@@ -332,8 +341,8 @@ leave:
 int ctl_key_main(ctl *c, int argc, char **argv)
 {
     key_state k;
-    const char *public_file = NULL, *step = argc >= 3 ? argv[2] : "";
-    int rc = EX_USAGE;
+    const char *public_file = NULL, *old_file = NULL, *step = argc >= 3 ? argv[2] : "";
+    int rc = EX_USAGE, i;
 
     if (argc == 2 && !strcmp(argv[1], "show")) {
         rc = key_show(c);
@@ -342,16 +351,22 @@ int ctl_key_main(ctl *c, int argc, char **argv)
     if (argc < 3 || strcmp(argv[1], "rotate")
         || (strcmp(step, "start") && strcmp(step, "switch") && strcmp(step, "finish")))
         goto leave;
-    if (argc == 5 && !strcmp(step, "switch") && !strcmp(argv[3], "-o"))
-        public_file = argv[4];
-    else if (argc != 3)
-        goto leave;
+    for (i = 3; i < argc; i += 2) {
+        if (i + 1 >= argc || strcmp(step, "switch"))
+            goto leave;
+        if (!strcmp(argv[i], "-o") && !public_file)
+            public_file = argv[i + 1];
+        else if (!strcmp(argv[i], "--old-key-file") && !old_file)
+            old_file = argv[i + 1];
+        else
+            goto leave;
+    }
     if ((rc = key_state_load(c, &k, 0)) != EX_OK)
         goto leave;
     if (!strcmp(step, "start"))
         rc = rotate_start(c, &k);
     else if (!strcmp(step, "switch"))
-        rc = rotate_switch(c, &k, public_file);
+        rc = rotate_switch(c, &k, public_file, old_file);
     else
         rc = rotate_finish(c, &k);
 leave:

@@ -33,7 +33,9 @@ static const ctl_command commands[] = {
       "              | book site list | book site add|remove CONTACT" },
     { "intro", ctl_intro_main, "intro list [USER] | intro accept|drop USER SENDER" },
     { "outbox", ctl_outbox_main, "outbox [USER | --domain DOMAIN] [--stuck AGE]" },
-    { "key", ctl_key_main, "key show | key rotate [start|switch|finish]" },
+    { "key", ctl_key_main,
+      "key show | key rotate start|finish\n"
+      "              | key rotate switch [-o FILE] [--old-key-file FILE]" },
     { "check", ctl_check_main, "check DOMAIN" },
     { NULL, NULL, NULL }
 };

@@ -17,8 +17,9 @@
 
 #define KEY_URL_MAX      2048
 
-int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
-                const sm_https_opts *opts, char *why, size_t whylen)
+/* fpr's key from {outbox}/v1/key, or with by_fpr from {outbox}/v1/key/{fpr}. */
+static int keyfetch(const char *home, const char *outbox_url, const char *fpr, int by_fpr,
+                    const sm_https_opts *opts, char *why, size_t whylen)
 {
     char url[KEY_URL_MAX], pgp_why[SM_PGP_WHY_MAX];
     char *body = NULL;
@@ -47,11 +48,12 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
     n = strlen(outbox_url);
     while (n > 0 && outbox_url[n - 1] == '/')
         n--;
-    if (n + sizeof "/v1/key" > sizeof url) {
+    if (n + sizeof "/v1/key/" + SM_PGP_FPR_MAX > sizeof url) {
         sm_why(why, whylen, "outbox URL too long");
         goto leave;
     }
-    snprintf(url, sizeof url, "%.*s/v1/key", (int)n, outbox_url);
+    snprintf(url, sizeof url, "%.*s/v1/key%s%s", (int)n, outbox_url, by_fpr ? "/" : "",
+             by_fpr ? fpr : "");
     if ((rc = sm_https_get(url, opts, SM_PGP_KEY_MAX, "stubmail-keyfetch", &body, &blen, &status,
                            why, whylen)) != 0)
         goto leave;
@@ -70,4 +72,16 @@ int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
 leave:
     free(body);
     return rc;
+}
+
+int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
+                const sm_https_opts *opts, char *why, size_t whylen)
+{
+    return keyfetch(home, outbox_url, fpr, 0, opts, why, whylen);
+}
+
+int sm_keyfetch_by_fpr(const char *home, const char *outbox_url, const char *fpr,
+                       const sm_https_opts *opts, char *why, size_t whylen)
+{
+    return keyfetch(home, outbox_url, fpr, 1, opts, why, whylen);
 }

@@ -16,4 +16,10 @@
 int sm_keyfetch(const char *home, const char *outbox_url, const char *fpr,
                 const sm_https_opts *opts, char *why, size_t whylen);
 
+/* The same from {outbox}/v1/key/{fpr}: the other key of a domain's
+ * rotation, its record's fpr-alt (docs/PROTOCOL.md "Key rotation"). An
+ * outbox without that endpoint (404) is -1 like any 4xx. */
+int sm_keyfetch_by_fpr(const char *home, const char *outbox_url, const char *fpr,
+                       const sm_https_opts *opts, char *why, size_t whylen);
+
 #endif

@@ -398,6 +398,25 @@ leave:
     return rc;
 }
 
+/* Our other keys' secrets into the slot (sm_seal_decrypt_also): rnp
+ * tries every secret key it holds on the body's session key packets. A
+ * key gone from the home (SM_PGP_REJECT) just no longer decrypts. */
+static int load_also(sm_seal *s, slot *sl, char *why, size_t whylen)
+{
+    rnp_key_handle_t key = NULL;
+    size_t i;
+    int rc = SM_PGP_OK;
+
+    for (i = 0; i < s->nalso && rc == SM_PGP_OK; i++) {
+        rc = seal_slot_key(s, sl, s->also[i], 1, &key, why, whylen);
+        rnp_key_handle_destroy(key);
+        key = NULL;
+        if (rc == SM_PGP_REJECT)
+            rc = SM_PGP_OK;
+    }
+    return rc;
+}
+
 int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
                               const char *expected_signer_fpr, sm_pgp_result *res,
                               char *why, size_t whylen)
@@ -427,6 +446,8 @@ int sm_seal_decrypt_verify_fd(sm_seal *s, int in_fd, int out_fd,
     }
     rnp_key_handle_destroy(key);
     key = NULL;
+    if ((rc = load_also(s, sl, why, whylen)) != SM_PGP_OK)
+        goto leave;
     /* the signer's key, if the home has it; else the signature is NO_KEY */
     if ((rc = seal_slot_key(s, sl, want, 0, &key, why, whylen)) == SM_PGP_ERROR)
         goto leave;

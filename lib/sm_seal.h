@@ -69,6 +69,17 @@ int sm_seal_new(const char *home, const char *own_fpr, unsigned slots, sm_seal *
                 char *why, size_t whylen);
 void sm_seal_free(sm_seal *s);
 
+/* Decrypt with our key fpr too (its secret half in home): the other
+ * domain key of a rotation (docs/PROTOCOL.md "Key rotation"), which peers
+ * that still hold the old record encrypt to. Signing stays own_fpr's. At
+ * most SM_SEAL_DECRYPT_MAX; call it after sm_seal_new, before the seal is
+ * used. Loads the key now: SM_PGP_REJECT if the home lacks its secret or
+ * it has no usable encryption subkey, SM_PGP_ERROR for local trouble. A
+ * key deleted from the home later no longer decrypts (the rotation's
+ * finish), without failing the rest. */
+#define SM_SEAL_DECRYPT_MAX 2
+int sm_seal_decrypt_also(sm_seal *s, const char *fpr, char *why, size_t whylen);
+
 /* Sign in_fd with our key and encrypt it to every fingerprint in
  * recipient_fprs (NULL-terminated, 1 to 64; primary keys, trusted because
  * DNS or a WKD answer vouched for them when they were imported), into out_fd
@@ -103,7 +114,8 @@ int sm_seal_encrypt_sign_mem_mem(sm_seal *s, const char *const *recipient_fprs,
                                  unsigned char **sealed,
                                  size_t *sealed_len, char *why, size_t whylen);
 
-/* Decrypt in_fd with our key into out_fd (streaming) and check that the
+/* Decrypt in_fd with our key (or one sm_seal_decrypt_also added) into
+ * out_fd (streaming) and check that the
  * body was integrity protected and that exactly one good signature is
  * inside, by expected_signer_fpr's primary key or a signing subkey of it
  * usable now; *res says what was found (with the literal data's file name

@@ -33,6 +33,8 @@ typedef struct slot {
 struct sm_seal {
     char *home;
     char own[SM_PGP_FPR_MAX + 1];
+    char also[SM_SEAL_DECRYPT_MAX][SM_PGP_FPR_MAX + 1];   /* our other keys: decrypt only */
+    size_t nalso;
     pthread_mutex_t lock;       /* guards everything below but a busy slot's ffi */
     pthread_cond_t idle;
     unsigned gen;               /* bumped when a key must be exported again */

@@ -412,6 +412,44 @@ leave:
     return rc;
 }
 
+int sm_seal_decrypt_also(sm_seal *s, const char *fpr, char *why, size_t whylen)
+{
+    char want[SM_PGP_FPR_MAX + 1];
+    rnp_key_handle_t key = NULL;
+    slot *sl = NULL;
+    int rc = SM_PGP_REJECT;
+
+    pgp_clear(why, whylen);
+    if (pgp_fpr_norm(fpr, want) != 0) {
+        sm_why(why, whylen, "not a fingerprint: %.80s", fpr ? fpr : "(null)");
+        goto leave;
+    }
+    if (s->nalso >= SM_SEAL_DECRYPT_MAX) {
+        sm_why(why, whylen, "at most %d further keys decrypt", SM_SEAL_DECRYPT_MAX);
+        goto leave;
+    }
+    rc = SM_PGP_ERROR;
+    if ((sl = seal_slot_take(s, why, whylen)) == NULL)
+        goto leave;
+    if ((rc = seal_slot_key(s, sl, want, 1, &key, why, whylen)) != SM_PGP_OK)
+        goto leave;
+    rc = SM_PGP_REJECT;
+    if (!encryption_subkey(key, 1)) {
+        sm_why(why, whylen, "key %s has no usable encryption subkey with its secret part",
+               want);
+        goto leave;
+    }
+    pthread_mutex_lock(&s->lock);
+    memcpy(s->also[s->nalso++], want, sizeof want);
+    pthread_mutex_unlock(&s->lock);
+    rc = SM_PGP_OK;
+leave:
+    rnp_key_handle_destroy(key);
+    if (sl)
+        seal_slot_give(s, sl);
+    return rc;
+}
+
 void sm_seal_free(sm_seal *s)
 {
     unsigned i;

@@ -343,6 +343,8 @@ typedef struct smf_domain {
     int pulling;
     char outbox[SM_TXT_URL_MAX + 1];    /* where its key is, when pulling */
     char fpr[SM_TXT_FPR_MAX + 1];       /* its domain key, when pulling */
+    char fpr_alt[SM_TXT_FPR_MAX + 1];   /* its record's fpr-alt (a key
+                                         * rotation), "" if none */
     char udp[SM_TXT_UDP_MAX + 1];       /* its published udp=, "" if none */
 } smf_domain;
 

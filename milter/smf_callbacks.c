@@ -230,6 +230,7 @@ static sfsistat smf_domain_verdict(SMFICTX *ctx, smf_msg *msg, const char *rcpt,
     if (d->pulling) {
         memcpy(d->outbox, info.outbox, sizeof d->outbox);
         memcpy(d->fpr, info.fpr, sizeof d->fpr);
+        memcpy(d->fpr_alt, info.fpr_alt, sizeof d->fpr_alt);
         memcpy(d->udp, info.udp, sizeof d->udp);
     }
     sm_debug("%s: %s: %s (%s%s%s%s)", smf_qid(ctx), domain, d->pulling ? "pulled" : "pushed",

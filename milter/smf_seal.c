@@ -40,12 +40,19 @@ smf_seal_status smf_seal_domain_keys(const smf_settings *set, const smf_msg *msg
     const sm_https_opts opts = { set->ca_file, set->allow_http, set->key_timeout };
     const smf_domain *d;
     size_t i;
+    int rc;
 
     for (i = 0; i < msg->ndomains; i++) {
         d = &msg->domains[i];
         if (!d->pulling || sm_seal_key_check(set->seal, d->fpr, NULL, why, whylen) == SM_PGP_OK)
             continue;
-        if (sm_keyfetch(set->gnupg_home, d->outbox, d->fpr, &opts, why, whylen) == 0) {
+        rc = sm_keyfetch(set->gnupg_home, d->outbox, d->fpr, &opts, why, whylen);
+        /* a domain in a key rotation that switched already serves its new
+         * key at v1/key while the record we hold names the old one as fpr
+         * (docs/PROTOCOL.md "Key rotation"): v1/key/{fpr} has that one */
+        if (rc == -1 && d->fpr_alt[0])
+            rc = sm_keyfetch_by_fpr(set->gnupg_home, d->outbox, d->fpr, &opts, why, whylen);
+        if (rc == 0) {
             sm_seal_forget(set->seal, d->fpr);
             continue;
         }

@@ -13,7 +13,7 @@
  *
  * DESCRIPTION
  *	Serves the HTTP side of docs/PROTOCOL.md below the <Location> prefix:
- *	GET v1/key, POST v1/login, POST v1/poll, POST v1/subscription, GET
+ *	GET v1/key, GET v1/key/{fpr}, POST v1/login, POST v1/poll, POST v1/subscription, GET
  *	v1/poll?version=V (from pending_match, with ETag/304), GET
  *	v1/message/ID, POST v1/message/ID/ack, POST v1/ack (acks in a
  *	batch). A polling domain logs in by
@@ -41,7 +41,7 @@
  *	stubmail_config.c (directives), stubmail_req.c (answers, body, token),
  *	stubmail_db.c (SQL), stubmail_poll.c (polls, subscription, rate gates),
  *	stubmail_message.c (fetch), stubmail_ack.c (acks, one or a batch),
- *	stubmail_login.c (key, login),
+ *	stubmail_login.c (keys, login),
  *	stubmail_discover.c (discovery's store), stubmail_route.c (path
  *	patterns), stubmail_udp.c (the UDP responder), stubmail_pollcache.c
  *	(the ETags of idle polls in shared memory); for people:
@@ -110,7 +110,8 @@ enum {
 
 typedef struct stubmail_route {
     const char *path;           /* below the <Location>; {id}: one path
-                                 * segment, the message id */
+                                 * segment, the message id; {fpr}: one, a
+                                 * key fingerprint */
     int method;                 /* M_GET (HEAD as well) or M_POST */
     int needs;                  /* what the handler finds done (NEEDS_...) */
     int body;                   /* BODY_... */
@@ -119,9 +120,10 @@ typedef struct stubmail_route {
 } stubmail_route;
 
 static const stubmail_route stubmail_routes[] = {
-    /* No credentials on these two: the key is public, and a login is its
+    /* No credentials on these: the keys are public, and a login is its
      * own proof. */
     { "/v1/key",              M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_key, "key" },
+    { "/v1/key/{fpr}",        M_GET,  NEEDS_NOTHING,  BODY_NONE,  stubmail_key_by_fpr, "key" },
     { "/v1/login",            M_POST, NEEDS_NOTHING,  BODY_LOGIN, stubmail_login, "login" },
     /* GET: the subscription's poll, idle ones answered from the poll
      * cache without the database; POST: the stateless poll with pairs */
@@ -235,7 +237,9 @@ static int stubmail_handler(request_rec *r)
      * endpoint, or the route, takes a connection. */
     if (route->needs != NEEDS_NOTHING && !stubmail_authenticate(&q))
         return q.ret;
-    if (id) {
+    if (id && strstr(route->path, "{fpr}")) {
+        q.fpr = id;
+    } else if (id) {
         if (!sm_id_valid(id))
             return stubmail_fail(&q, "bad_id", "not a message id",
                                  apr_psprintf(r->pool, "bad id '%s'",

@@ -45,7 +45,8 @@ typedef enum stubmail_kind {
     STUBMAIL_STRING,            /* const char *, as given */
     STUBMAIL_DNSSEC_REQUIRE,    /* const char *: none, all or domains (sm_dnssec.h) */
     STUBMAIL_TOKEN_KEY,         /* sm_token_keyring *: ID HEX, repeatable */
-    STUBMAIL_UDP_ADDR           /* stubmail_udp_conf's listen [advertise] */
+    STUBMAIL_UDP_ADDR,          /* stubmail_udp_conf's listen [advertise] */
+    STUBMAIL_KEY_FILES          /* stubmail_key_files: FILE [OTHER-FILE] */
 } stubmail_kind;
 
 enum {
@@ -80,9 +81,10 @@ typedef struct stubmail_directive {
     D("StubmailDomain", TAKE1, DOMAIN, domain, 0, 0, STUBMAIL_NO_VALUE,       \
       "none", "this server's own domain; turns on GET v1/key and POST "       \
       "v1/login")                                                             \
-    D("StubmailPublicKey", TAKE1, PATH, public_key_file, 0, 0,                \
-      STUBMAIL_NO_VALUE, "none", "file with this domain's ASCII-armored "     \
-      "public key, served at v1/key")                                         \
+    D("StubmailPublicKey", TAKE12, KEY_FILES, key_files, 0, 0,                \
+      STUBMAIL_NO_VALUE, "none", "FILE [OTHER-FILE]: this domain's "          \
+      "ASCII-armored public key, served at v1/key; during a key rotation "    \
+      "the other key too, served with it at v1/key/{fpr}")                    \
     D("StubmailGnupgHome", TAKE1, PATH, gnupg_home, 0, 0, STUBMAIL_NO_VALUE,  \
       "none", "GnuPG home owned by the Apache user, for the polling "         \
       "domains' public keys (no secret key)")                                 \
@@ -180,6 +182,8 @@ static int stubmail_is_set(const stubmail_directive *d, const void *field)
         return ((const stubmail_rate *)field)->n != STUBMAIL_UNSET;
     case STUBMAIL_UDP_ADDR:
         return ((const stubmail_udp_conf *)field)->listen != NULL;
+    case STUBMAIL_KEY_FILES:
+        return ((const stubmail_key_files *)field)->current != NULL;
     default:
         return *(void *const *)field != NULL;
     }
@@ -202,6 +206,9 @@ static void stubmail_copy(const stubmail_directive *d, void *to, const void *fro
         ((stubmail_udp_conf *)to)->listen = ((const stubmail_udp_conf *)from)->listen;
         ((stubmail_udp_conf *)to)->advertise =
             ((const stubmail_udp_conf *)from)->advertise;
+        break;
+    case STUBMAIL_KEY_FILES:
+        *(stubmail_key_files *)to = *(const stubmail_key_files *)from;
         break;
     default:
         *(void **)to = *(void *const *)from;
@@ -330,6 +337,24 @@ static const char *stubmail_parse_udp(apr_pool_t *p, const stubmail_directive *d
     return NULL;
 }
 
+/* StubmailPublicKey FILE [OTHER-FILE], both relative to ServerRoot. */
+static const char *stubmail_parse_key_files(apr_pool_t *p, const stubmail_directive *d,
+                                            stubmail_key_files *files, const char *current,
+                                            const char *other)
+{
+    const char *cur = *current ? ap_server_root_relative(p, current) : NULL;
+    const char *oth = other && *other ? ap_server_root_relative(p, other) : NULL;
+
+    if (cur == NULL || (other && oth == NULL))
+        return apr_pstrcat(p, d->name, ": invalid path ", cur ? other : current, NULL);
+    if (oth && strcmp(cur, oth) == 0)
+        return apr_pstrcat(p, d->name, ": the other key's file is the key's own, ", cur,
+                           NULL);
+    files->current = cur;
+    files->other = oth;
+    return NULL;
+}
+
 /* Set field from the arguments (a2 NULL unless the directive takes two):
  * NULL, or the error. */
 static const char *stubmail_parse(apr_pool_t *p, const stubmail_directive *d,
@@ -372,6 +397,8 @@ static const char *stubmail_parse(apr_pool_t *p, const stubmail_directive *d,
         return stubmail_parse_token_key(p, d, field, a1, a2);
     case STUBMAIL_UDP_ADDR:
         return stubmail_parse_udp(p, d, field, a1, a2);
+    case STUBMAIL_KEY_FILES:
+        return stubmail_parse_key_files(p, d, field, a1, a2);
     }
     return apr_pstrcat(p, d->name, ": unknown kind of directive (bug)", NULL);
 }
@@ -469,7 +496,7 @@ void *stubmail_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
             from = stubmail_field(base, d);
         stubmail_copy(d, stubmail_field(c, d), from);
     }
-    return c;               /* public_key: read later, from the merged file name */
+    return c;               /* the keys: read later, from the merged file names */
 }
 
 int stubmail_conf_defaults(server_rec *s, stubmail_srv_conf *c, apr_pool_t *p)

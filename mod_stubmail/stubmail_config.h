@@ -9,6 +9,7 @@
 #include "httpd.h"
 #include "http_config.h"
 
+#include "sm_keyfpr.h"
 #include "sm_token.h"
 #include "stubmail_udp.h"
 
@@ -20,13 +21,26 @@ typedef struct stubmail_rate {
     apr_int64_t n, secs;
 } stubmail_rate;
 
+/* StubmailPublicKey FILE [OTHER-FILE]: our domain key, and during a key
+ * rotation the other one (docs/PROTOCOL.md "Key rotation"). */
+typedef struct stubmail_key_files {
+    const char *current;        /* NULL = unset */
+    const char *other;          /* NULL = none */
+} stubmail_key_files;
+
+/* A key file as post_config read it. */
+typedef struct stubmail_public_key {
+    const char *text;           /* the ASCII-armored key, as served */
+    char fpr[SM_KEYFPR_MAX + 1];        /* its primary fingerprint, uppercase hex */
+} stubmail_public_key;
+
 typedef struct stubmail_srv_conf {
     const char *spool_dir;      /* NULL = unset */
     apr_int64_t max_body;       /* STUBMAIL_UNSET = unset */
     apr_int64_t max_pairs;
     apr_int64_t poll_limit;
     const char *domain;         /* StubmailDomain, lowercase; NULL = unset */
-    const char *public_key_file;        /* NULL = unset */
+    stubmail_key_files key_files;       /* StubmailPublicKey */
     const char *gnupg_home;     /* NULL = unset */
     const char *resolver;       /* NULL = unset: the system resolver */
     apr_int64_t resolver_trusted;       /* believe its AD bit off loopback */
@@ -47,7 +61,8 @@ typedef struct stubmail_srv_conf {
     const char *feed_url;       /* StubmailFeedURL, NULL = no feeds */
 
     /* Not directives: filled in by post_config. */
-    const char *public_key;     /* the text of public_key_file */
+    stubmail_public_key public_key;     /* key_files.current's */
+    stubmail_public_key other_key;      /* key_files.other's; text NULL = none */
     int udp_login;              /* login answers name the UDP responder: it
                                  * runs, and tokens are its keys */
 } stubmail_srv_conf;

@@ -1,10 +1,11 @@
 /*
  * NAME
- *	stubmail_login - GET v1/key, POST v1/login and what they need
+ *	stubmail_login - GET v1/key, GET v1/key/{fpr}, POST v1/login and what they need
  *
  * DESCRIPTION
  *	With StubmailDomain set, GET v1/key answers StubmailPublicKey (read
- *	once at startup) and POST v1/login runs the checks of
+ *	once at startup), GET v1/key/{fpr} that key or the other key of a
+ *	rotation by fingerprint, and POST v1/login runs the checks of
  *	docs/PROTOCOL.md ("POST /v1/login") in its order: the body, the
  *	server named, the time, the login rate, the domain's published key
  *	fingerprint (lib's sm_discover_run over the store of
@@ -25,6 +26,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +45,7 @@
 
 #include "sm_discover.h"
 #include "sm_dns.h"
+#include "sm_keyfpr.h"
 #include "sm_pgp.h"
 #include "sm_proto.h"
 #include "sm_token.h"
@@ -135,7 +138,28 @@ int stubmail_key(stubmail_req *q)
 {
     if (!stubmail_login_configured(q))
         return q->ret;
-    return stubmail_send(q, HTTP_OK, "application/pgp-keys", q->conf->public_key);
+    return stubmail_send(q, HTTP_OK, "application/pgp-keys", q->conf->public_key.text);
+}
+
+/* GET v1/key/{fpr}: our key or, during a rotation, the other one, by its
+ * primary fingerprint (docs/PROTOCOL.md "Key rotation"), so that a poller
+ * that never held the key a stored message was signed with can verify it. */
+int stubmail_key_by_fpr(stubmail_req *q)
+{
+    const stubmail_public_key *k = NULL;
+
+    if (!stubmail_login_configured(q))
+        return q->ret;
+    if (sm_pgp_fpr_valid(q->fpr) && strcasecmp(q->fpr, q->conf->public_key.fpr) == 0)
+        k = &q->conf->public_key;
+    else if (sm_pgp_fpr_valid(q->fpr) && q->conf->other_key.text
+             && strcasecmp(q->fpr, q->conf->other_key.fpr) == 0)
+        k = &q->conf->other_key;
+    if (k == NULL)
+        return stubmail_fail(q, "not_found", "no such key",
+                             apr_psprintf(q->r->pool, "no key %s here",
+                                          ap_escape_logitem(q->r->pool, q->fpr)));
+    return stubmail_send(q, HTTP_OK, "application/pgp-keys", k->text);
 }
 
 /* ------------------------------------------------------------------------
@@ -385,13 +409,17 @@ leave:
  * Startup
  * ---------------------------------------------------------------------- */
 
-/* Read StubmailPublicKey into c->public_key (pconf): it is small, and read
- * once here a missing or wrong file stops the start with a clear message
- * instead of failing pollers later; a new key means a new DNS record, and
- * the graceful restart that goes with it reads the file again. */
-static int stubmail_read_public_key(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf)
+/* Read a file of StubmailPublicKey into *k (pconf) with its fingerprint:
+ * it is small, and read once here a missing or wrong file stops the start
+ * with a clear message instead of failing pollers later; a new key means a
+ * new DNS record, and the graceful restart that goes with it reads the
+ * file again. The fingerprint is computed here, not by gpg: this runs as
+ * root, and gpg would leave root's files in a keyring. */
+static int stubmail_read_public_key(server_rec *s, const char *file, stubmail_public_key *k,
+                                    apr_pool_t *pconf)
 {
     static const char begin[] = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+    char why[256];
     apr_file_t *f = NULL;
     apr_finfo_t fi;
     apr_size_t got = 0;
@@ -399,26 +427,25 @@ static int stubmail_read_public_key(server_rec *s, stubmail_srv_conf *c, apr_poo
     apr_status_t rv;
     int ret = HTTP_INTERNAL_SERVER_ERROR;
 
-    rv = apr_file_open(&f, c->public_key_file, APR_FOPEN_READ | APR_FOPEN_BINARY,
-                       APR_OS_DEFAULT, pconf);
+    rv = apr_file_open(&f, file, APR_FOPEN_READ | APR_FOPEN_BINARY, APR_OS_DEFAULT, pconf);
     if (rv == APR_SUCCESS)
         rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "stubmail: StubmailPublicKey %s "
-                     "cannot be read", c->public_key_file);
+                     "cannot be read", file);
         goto leave;
     }
     if (fi.size <= 0 || fi.size > STUBMAIL_PUBLIC_KEY_MAX) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailPublicKey %s has %"
-                     APR_OFF_T_FMT " bytes; expected 1 to %d", c->public_key_file,
-                     fi.size, STUBMAIL_PUBLIC_KEY_MAX);
+                     APR_OFF_T_FMT " bytes; expected 1 to %d", file, fi.size,
+                     STUBMAIL_PUBLIC_KEY_MAX);
         goto leave;
     }
     text = apr_palloc(pconf, (apr_size_t)fi.size + 1);
     rv = apr_file_read_full(f, text, (apr_size_t)fi.size, &got);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "stubmail: reading StubmailPublicKey "
-                     "%s failed", c->public_key_file);
+                     "%s failed", file);
         goto leave;
     }
     text[got] = '\0';
@@ -426,15 +453,43 @@ static int stubmail_read_public_key(server_rec *s, stubmail_srv_conf *c, apr_poo
         || strstr(text, "PRIVATE KEY") != NULL) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailPublicKey %s is not "
                      "an ASCII-armored public key (make it with stubmail-keygen -o, or "
-                     "gpg --armor --export)", c->public_key_file);
+                     "gpg --armor --export)", file);
         goto leave;
     }
-    c->public_key = text;
+    if (sm_keyfpr_armored(text, got, k->fpr, why, sizeof(why)) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailPublicKey %s: no "
+                     "OpenPGP public key in it: %s", file, why);
+        goto leave;
+    }
+    k->text = text;
     ret = OK;
 leave:
     if (f)
         apr_file_close(f);
     return ret;
+}
+
+/* StubmailPublicKey's files: ours and, during a rotation, the other key,
+ * which must be another key. */
+static int stubmail_read_public_keys(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf)
+{
+    if (stubmail_read_public_key(s, c->key_files.current, &c->public_key, pconf) != OK)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    c->other_key.text = NULL;
+    if (c->key_files.other == NULL)
+        return OK;
+    if (stubmail_read_public_key(s, c->key_files.other, &c->other_key, pconf) != OK)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    if (strcmp(c->public_key.fpr, c->other_key.fpr) == 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "stubmail: StubmailPublicKey %s and %s "
+                     "hold the same key %s: the second is the other key of a rotation",
+                     c->key_files.current, c->key_files.other, c->public_key.fpr);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "stubmail: serving key %s at v1/key and with "
+                 "the other key of a rotation, %s, at v1/key/{fpr}", c->public_key.fpr,
+                 c->other_key.fpr);
+    return OK;
 }
 
 /* The user Apache's children run as: User when started as root, else us. */
@@ -529,7 +584,7 @@ static int stubmail_check_gnupg_home(server_rec *s, const stubmail_srv_conf *c,
 int stubmail_login_check_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
                                 apr_pool_t *ptemp)
 {
-    const char *missing = c->public_key_file == NULL ? "StubmailPublicKey"
+    const char *missing = c->key_files.current == NULL ? "StubmailPublicKey"
                           : c->gnupg_home == NULL ? "StubmailGnupgHome"
                           : c->tokens == NULL ? "StubmailTokenKey" : NULL;
 
@@ -541,7 +596,7 @@ int stubmail_login_check_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t 
                      missing);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (stubmail_read_public_key(s, c, pconf) != OK
+    if (stubmail_read_public_keys(s, c, pconf) != OK
         || stubmail_check_gnupg_home(s, c, ptemp) != OK)
         return HTTP_INTERNAL_SERVER_ERROR;
     return OK;

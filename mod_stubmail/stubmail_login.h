@@ -1,4 +1,5 @@
 /* stubmail_login — who is polling: GET v1/key (this domain's public key),
+ * GET v1/key/{fpr} (it, or the other key of a rotation, by fingerprint),
  * POST v1/login (a polling domain proves itself with its OpenPGP key and
  * gets a bearer token), and what they need at startup (the key file, the
  * GnuPG home) and in each child (gpgme, the memory of imported keys). */
@@ -17,14 +18,17 @@
 #define STUBMAIL_LOGIN_BODY_MAX (128 * 1024)
 
 int stubmail_key(stubmail_req *q);
+/* q->fpr is the path's segment, unchecked: anything but one of our keys'
+ * fingerprints is 404 not_found. */
+int stubmail_key_by_fpr(stubmail_req *q);
 
 /* The body (q->body) is read already, within STUBMAIL_LOGIN_BODY_MAX. */
 int stubmail_login(stubmail_req *q);
 
 /* check_config (so apachectl configtest runs it too), per server: with
  * StubmailDomain set, check the directives login needs, read
- * StubmailPublicKey into c->public_key (pconf) and check StubmailGnupgHome.
- * OK, or HTTP_INTERNAL_SERVER_ERROR (logged). */
+ * StubmailPublicKey's files into c->public_key and c->other_key (pconf)
+ * and check StubmailGnupgHome. OK, or HTTP_INTERNAL_SERVER_ERROR (logged). */
 int stubmail_login_check_config(server_rec *s, stubmail_srv_conf *c, apr_pool_t *pconf,
                                 apr_pool_t *ptemp);
 

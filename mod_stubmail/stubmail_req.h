@@ -26,6 +26,7 @@ typedef struct stubmail_req {
     stubmail_db_hold *dbd_hold; /* dbd is stubmail_db_own's (stubmail_db.h) */
     const char *domain;         /* authenticated polling domain, or NULL */
     const char *id;             /* message id from the path, or NULL */
+    const char *fpr;            /* key fingerprint from the path (as given), or NULL */
     const char *allow;          /* Allow header for 405 */
     const char *retry_after;    /* Retry-After for 429 and 503 (NULL: default) */
     const char *version;        /* 409 subscription_changed: the current

@@ -358,14 +358,45 @@ int pd_message_begin(pd_lane *l)
 
 
 /* The sender domain's key in the seal: checked from memory, else fetched
- * into the keyring (and the seal told to load it again). 0, or -1 with why. */
+ * into the keyring (and the seal told to load it again). While the sender
+ * rotates (its record names an fpr-alt) and has switched already, GET
+ * v1/key serves the other key than the record we hold names: then GET
+ * v1/key/{fpr}. 0, or -1 with why. */
 static int pd_message_signer_key(pd_ctx *ctx, pd_domain *d, char *why, size_t whylen)
 {
+    int rc;
+
     if (sm_seal_key_check(ctx->seal, d->fpr, NULL, why, whylen) == SM_PGP_OK)
         return 0;
-    if (sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why, whylen) != 0)
+    rc = sm_keyfetch(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why, whylen);
+    if (rc == -1 && d->fpr_alt[0])
+        rc = sm_keyfetch_by_fpr(ctx->conf.gnupg_home, d->url, d->fpr, &ctx->conf.https, why,
+                                whylen);
+    if (rc != 0)
         return -1;
     sm_seal_forget(ctx->seal, d->fpr);
+    return 0;
+}
+
+/* The sender's other key of a rotation, its record's fpr-alt, in the seal:
+ * checked from memory, else fetched from GET v1/key/{fpr} (the sender
+ * switched keys before we ever held the old one, or we never held the new
+ * one). Blocking like pd_message_signer_key, and as rare: once per key.
+ * 0; -1 with why if the outbox does not give it (one without the endpoint
+ * answers 404: then we verify with what we hold); -2 with why for trouble
+ * worth a retry (network, 5xx, gpg). */
+static int pd_message_alt_key(pd_ctx *ctx, pd_domain *d, char *why, size_t whylen)
+{
+    int rc;
+
+    if (sm_seal_key_check(ctx->seal, d->fpr_alt, NULL, why, whylen) == SM_PGP_OK)
+        return 0;
+    if ((rc = sm_keyfetch_by_fpr(ctx->conf.gnupg_home, d->url, d->fpr_alt, &ctx->conf.https,
+                                 why, whylen)) != 0)
+        return rc;
+    sm_seal_forget(ctx->seal, d->fpr_alt);
+    sm_info("domain %s: fetched its other key %s (fpr-alt) from GET v1/key/{fpr}", d->name,
+            d->fpr_alt);
     return 0;
 }
 
@@ -399,14 +430,26 @@ static pd_next fetched(pd_lane *l, int openpgp)
                   sizeof(detail));
     l->fd_signer = d->fpr;
     /* The sender rotates its key (docs/PROTOCOL.md "Key rotation"): what it
-     * signed with the other one may still wait. Only a key we hold: GET
-     * v1/key serves the fpr key alone. */
-    if (r == SM_PGP_REJECT && !strcmp(reason, "wrong signer") && d->fpr_alt[0]
-        && sm_seal_key_check(ctx->seal, d->fpr_alt, NULL, alt_why, sizeof(alt_why))
-           == SM_PGP_OK) {
-        r = pd_verify(ctx, d->fpr_alt, &l->fd, &l->fd_size, reason, l->fd_receipt, detail,
-                      sizeof(detail));
-        l->fd_signer = d->fpr_alt;
+     * signed with the other one may still wait. */
+    if (r == SM_PGP_REJECT && !strcmp(reason, "wrong signer") && d->fpr_alt[0]) {
+        int alt = pd_message_alt_key(ctx, d, alt_why, sizeof(alt_why));
+
+        if (alt == -2) {
+            pd_domain_outcome(d, it, LOG_ERR, "failed: not signed by %s, and its fpr-alt key "
+                              "%s cannot be fetched now: %s; retry next cycle", d->fpr,
+                              d->fpr_alt, alt_why);
+            failed(l, PD_FAIL_VERIFY);
+            pd_lane_drop_file(l);
+            return PD_NEXT_ITEM;
+        }
+        if (alt == 0) {
+            r = pd_verify(ctx, d->fpr_alt, &l->fd, &l->fd_size, reason, l->fd_receipt, detail,
+                          sizeof(detail));
+            l->fd_signer = d->fpr_alt;
+        } else {
+            pd_domain_outcome(d, it, LOG_INFO, "not signed by %s, and the outbox does not "
+                              "give its fpr-alt key %s (%s)", d->fpr, d->fpr_alt, alt_why);
+        }
     }
     if (r == SM_PGP_OK) {
         l->fd_verified = 1;

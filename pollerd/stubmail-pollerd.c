@@ -76,6 +76,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -373,6 +374,41 @@ static int run(int once)
 
 /* ---- main ------------------------------------------------------------- */
 
+/* During a key rotation (docs/PROTOCOL.md "Key rotation") peers that still
+ * hold the old record encrypt to our other domain key: the seal decrypts
+ * with every domain key of ours in gnupg_home, signs with domain_key
+ * alone. A key that will not load is left out, loudly: mail encrypted to
+ * it is then refused, as before the rotation. */
+static void decrypt_with_other_keys(pd_ctx *c)
+{
+    char fprs[SM_PGP_DOMAIN_KEYS_MAX][SM_PGP_FPR_MAX + 1], why[SM_PGP_WHY_MAX];
+    char also[SM_SEAL_DECRYPT_MAX * (SM_PGP_FPR_MAX + 2) + 1] = "";
+    size_t i, n = 0, added = 0;
+
+    if (sm_pgp_domain_keys(c->conf.gnupg_home, c->conf.domain, fprs, SM_PGP_DOMAIN_KEYS_MAX,
+                           &n, why, sizeof(why)) != SM_PGP_OK) {
+        sm_warn("domain %s: cannot list our domain keys in %s (%s): decrypting with "
+                "domain_key %s alone", c->conf.domain, c->conf.gnupg_home, why,
+                c->conf.domain_key);
+        n = 0;
+    }
+    for (i = 0; i < n; i++) {
+        if (!strcasecmp(fprs[i], c->conf.domain_key))
+            continue;
+        if (added == SM_SEAL_DECRYPT_MAX
+            || sm_seal_decrypt_also(c->seal, fprs[i], why, sizeof(why)) != SM_PGP_OK) {
+            sm_warn("domain %s: our domain key %s will not decrypt: %s", c->conf.domain,
+                    fprs[i], added == SM_SEAL_DECRYPT_MAX ? "more keys than a rotation has"
+                    : why);
+            continue;
+        }
+        snprintf(also + strlen(also), sizeof(also) - strlen(also), " %s", fprs[i]);
+        added++;
+    }
+    sm_info("decrypting with domain_key %s%s%s", c->conf.domain_key,
+            added ? " and our other domain key(s) of a rotation:" : "", also);
+}
+
 /* Become the daemon and open what the loop needs. EX_OK, or the exit
  * status (logged). */
 static int setup(int foreground, int once, int debug)
@@ -405,6 +441,7 @@ static int setup(int foreground, int once, int debug)
                ctx.conf.domain_key, ctx.conf.gnupg_home, err);
         return EX_CONFIG;
     }
+    decrypt_with_other_keys(&ctx);
     if (!once && pd_stub_open(&ctx, err, sizeof(err)) != 0) {
         sm_err("%s", err);
         return EX_OSERR;

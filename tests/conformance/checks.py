@@ -195,6 +195,34 @@ def key(c):
                % c.server_fpr, fpr)
 
 
+@check("R-KEY-BY-FPR")
+def key_by_fpr(c):
+    """GET /v1/key/{fpr} ("Key rotation"): the key of GET /v1/key by its
+    fingerprint, in either case; 404 not_found for another fingerprint or
+    a malformed one. An outbox without the endpoint (404 no_such_endpoint)
+    does not implement the section: skipped."""
+    whole = c.ob.request("GET", "/v1/key")
+    expect(whole.status == 200, "GET /v1/key is 200", whole)
+    home = ScratchHome()
+    try:
+        out = gpg(home.home, "--with-colons", "--show-keys", data=whole.body).decode()
+    finally:
+        home.close()
+    fpr = [l.split(":")[9] for l in out.splitlines() if l.startswith("fpr:")][0]
+    a = c.ob.request("GET", "/v1/key/" + fpr.upper())
+    if a.status == 404 and a.body and b"no_such_endpoint" in a.body:
+        raise Skip("the outbox has no GET /v1/key/{fpr} (no key rotation)")
+    for form in (fpr.upper(), fpr.lower()):
+        a = c.ob.request("GET", "/v1/key/" + form)
+        expect(a.status == 200, "GET /v1/key/%s is 200" % form, a)
+        ctype = (a.header("content-type") or "").split(";")[0].strip()
+        expect(ctype == "application/pgp-keys", "Content-Type application/pgp-keys", ctype)
+        expect(a.body == whole.body, "the key of GET /v1/key", a.body[:60])
+    other = "0" * 40 if fpr.upper() != "0" * 40 else "1" * 40
+    for path in ("/v1/key/" + other, "/v1/key/" + "0" * 64, "/v1/key/not-a-fingerprint"):
+        expect_error(c.ob.request("GET", path), 404, "not_found")
+
+
 @check("R-TOKEN-FORM", "R-LOGIN-CHECKS")
 def login(c):
     a = c.ob.request("POST", "/v1/login", c.signer.login_body(c.server))
