@@ -40,7 +40,9 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +190,7 @@ int pd_metrics_http_open(pd_ctx *ctx, char *why, size_t whylen)
     socklen_t sslen;
     const char *bad = "";
     unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    uint16_t port;
     int rc = -1;
 
     if (!c->metrics_listen) {
@@ -198,12 +201,17 @@ int pd_metrics_http_open(pd_ctx *ctx, char *why, size_t whylen)
         snprintf(why, whylen, "metrics_listen \"%s\": %s", c->metrics_listen, bad);
         goto leave;
     }
-    if (ss.ss_family == AF_INET6)
+    /* the port again, as libmicrohttpd names it in its bind errors */
+    if (ss.ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    } else {
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
     pd_mhttp_start_why[0] = '\0';
     pd_mhttp_starting = 1;
     /* the logger first, so that it hears what goes wrong with the others */
-    ctx->metrics_http = MHD_start_daemon(flags, 0, pd_mhttp_accept, ctx,
+    ctx->metrics_http = MHD_start_daemon(flags, port, pd_mhttp_accept, ctx,
                                          pd_mhttp_request, (void *)c,
                                          MHD_OPTION_EXTERNAL_LOGGER, pd_mhttp_log, (void *)c,
                                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
