@@ -219,16 +219,16 @@ class MetricsTest(SandboxTest):
             for i in range(CONNECTION_LIMIT + 1):
                 hostile.append(socket.create_connection(addr, timeout=10))
             hostile[0].sendall(b"GET /metr")
+            msg, tag = make_message("alice@a.example", "bob@b.example", "past silent clients")
+            self.send_stored(a, "alice@a.example", "bob@b.example", msg)
+            b.poll_now()
+            self.wait_maildir(b, "bob", tag)
             # the one beyond the limit: closed at once
             hostile[-1].settimeout(20)
             try:
                 self.assertEqual(hostile[-1].recv(1), b"")
             except ConnectionResetError:
                 pass
-            msg, tag = make_message("alice@a.example", "bob@b.example", "past silent clients")
-            self.send_stored(a, "alice@a.example", "bob@b.example", msg)
-            b.poll_now()
-            self.wait_maildir(b, "bob", tag)
             # pollerd's timeout for a silent connection closes it (the
             # server's end: recv sees the end of the stream, or a reset)
             hostile[1].settimeout(60)
