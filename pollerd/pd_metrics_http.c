@@ -90,6 +90,18 @@ static void pd_mhttp_log(void *cls, const char *fmt, va_list ap)
         sm_debug("metrics_listen %s: %s", c->metrics_listen, line);
 }
 
+/* A request's method or path as a log line may show it: printable, cut
+ * short (libmicrohttpd has decoded %0A and the like in the path). */
+static const char *pd_mhttp_loggable(const char *url, char *buf, size_t buflen)
+{
+    size_t i;
+
+    for (i = 0; url[i] && i + 1 < buflen; i++)
+        buf[i] = url[i] >= 0x20 && url[i] < 0x7f ? url[i] : '?';
+    buf[i] = '\0';
+    return buf;
+}
+
 /* A new connection: taken while there is room (see above). */
 static enum MHD_Result pd_mhttp_accept(void *cls, const struct sockaddr *addr,
                                        socklen_t addrlen)
@@ -165,12 +177,15 @@ static enum MHD_Result pd_mhttp_request(void *cls, struct MHD_Connection *conn,
 {
     const pd_conf *c = cls;
     enum MHD_Result rc;
+    char shown[80], verb[17];
 
     (void)version;
     (void)upload_data;
     (void)upload_data_size;
     (void)con_cls;
-    sm_debug("metrics_listen %s: %s %s", c->metrics_listen, method, url);
+    sm_debug("metrics_listen %s: %s %s", c->metrics_listen,
+             pd_mhttp_loggable(method, verb, sizeof(verb)),
+             pd_mhttp_loggable(url, shown, sizeof(shown)));
     if (strcmp(url, PD_MHTTP_PATH) != 0)
         rc = pd_mhttp_refuse(conn, MHD_HTTP_NOT_FOUND, "not found: the metrics are at "
                              PD_MHTTP_PATH "\n");
