@@ -61,6 +61,7 @@
 /* What libmicrohttpd said while starting: the reason a bind failed. */
 static char pd_mhttp_start_why[256];
 static int pd_mhttp_starting;
+static int pd_mhttp_run_failed;     /* said once */
 
 int pd_metrics_http_check_conf(const pd_conf *c, char *err, size_t errlen)
 {
@@ -77,6 +78,8 @@ int pd_metrics_http_check_conf(const pd_conf *c, char *err, size_t errlen)
     return rc;
 }
 
+/* libmicrohttpd's own lines: kept while it starts (the caller names the
+ * reason it did not), debug lines after. */
 static void pd_mhttp_log(void *cls, const char *fmt, va_list ap)
 {
     const pd_conf *c = cls;
@@ -92,12 +95,12 @@ static void pd_mhttp_log(void *cls, const char *fmt, va_list ap)
 
 /* A request's method or path as a log line may show it: printable, cut
  * short (libmicrohttpd has decoded %0A and the like in the path). */
-static const char *pd_mhttp_loggable(const char *url, char *buf, size_t buflen)
+static const char *pd_mhttp_loggable(const char *s, char *buf, size_t buflen)
 {
     size_t i;
 
-    for (i = 0; url[i] && i + 1 < buflen; i++)
-        buf[i] = url[i] >= 0x20 && url[i] < 0x7f ? url[i] : '?';
+    for (i = 0; s[i] && i + 1 < buflen; i++)
+        buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
     buf[i] = '\0';
     return buf;
 }
@@ -130,8 +133,11 @@ static enum MHD_Result pd_mhttp_refuse(struct MHD_Connection *conn, unsigned sta
     enum MHD_Result rc = MHD_NO;
 
     r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
-    if (r == NULL)
+    if (r == NULL) {
+        sm_err("out of memory for an HTTP %u answer of metrics_listen: connection closed",
+               status);
         goto leave;
+    }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
@@ -157,6 +163,8 @@ static enum MHD_Result pd_mhttp_metrics(const pd_conf *c, struct MHD_Connection 
     }
     r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
+        sm_err("metrics_listen %s: out of memory for the answer: connection closed",
+               c->metrics_listen);
         free(text);
         goto leave;
     }
@@ -275,6 +283,7 @@ long long pd_metrics_http_next_ms(const pd_ctx *ctx)
 
 void pd_metrics_http_run(pd_ctx *ctx)
 {
-    if (ctx->metrics_http)
-        MHD_run(ctx->metrics_http);
+    if (ctx->metrics_http && MHD_run(ctx->metrics_http) != MHD_YES && !pd_mhttp_run_failed++)
+        sm_err("metrics_listen %s: libmicrohttpd could not run (its epoll failed): scrapes "
+               "may go unanswered (said once)", ctx->conf.metrics_listen);
 }
