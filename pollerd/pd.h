@@ -30,7 +30,10 @@
  * pd_db.c              everything said to PostgreSQL
  * pd_session.c         what is kept of a remote domain between cycles
  * pd_util.c            the monotonic clock, unlinked spool files
- * pd_metrics.c         Prometheus metrics in metrics_file
+ * pd_metrics_http.c    metrics_listen: GET /metrics (libmicrohttpd, run
+ *                      by the event loop, no thread of its own)
+ * pd_metrics.c         Prometheus metrics: the counters, their one text,
+ *                      metrics_file
  * pd_reload.c          SIGHUP: check the file, start again between cycles
  *
  * All but stubmail-pollerd.c make libpollerd.la, which the program and the
@@ -94,6 +97,7 @@ typedef struct pd_conf {
                              * user at most this often; 0: off (pd_digest.c) */
     char *intro_url;        /* mod_stubmail's /introduction, for its links */
     char *metrics_file;     /* Prometheus text written after each cycle, NULL: off */
+    char *metrics_listen;   /* "IP:PORT" serving GET /metrics, NULL: off */
     char *log_facility;     /* syslog facility name (sm_log_facility_parse) */
     char *log_level;        /* least severe level logged */
     int log_facility_value, log_level_value;    /* the two, parsed */
@@ -126,6 +130,7 @@ typedef enum { PD_X_NONE, PD_X_LOGIN, PD_X_POLL, PD_X_FETCH, PD_X_DELIVER, PD_X_
 
 struct pd_domain;
 struct pd_ctx;
+struct MHD_Daemon;                 /* libmicrohttpd's, only pd_metrics_http.c sees inside */
 struct pd_lane;
 
 
@@ -348,6 +353,7 @@ typedef struct pd_ctx {
     pd_session *sessions;
     struct pd_stubs *stubs;         /* UDP stub listener (pd_stub.c), or NULL */
     struct pd_udp *udp;             /* UDP poll sockets (pd_udp.c), or NULL: off */
+    struct MHD_Daemon *metrics_http;    /* metrics_listen (pd_metrics_http.c), or NULL */
     struct pd_digests *digests;     /* introductions digests (pd_digest.c), or
                                      * NULL: none made yet */
     char *only;                     /* this cycle polls only these domains (a
@@ -371,7 +377,7 @@ typedef enum {
 } pd_next;
 
 /* ---- pd_metrics.c: counters since start, per domain what was learned;
- * written to metrics_file after every cycle ----------------------------- */
+ * written to metrics_file after every cycle, served by pd_metrics_http.c -- */
 typedef enum { PD_POLL_LISTED, PD_POLL_IDLE, PD_POLL_FAILED, PD_POLL_N } pd_poll_result;
 typedef enum {
     PD_FAIL_FETCH, PD_FAIL_VERIFY, PD_FAIL_DELIVERY, PD_FAIL_DEFERRED, PD_FAIL_DATABASE,
@@ -384,7 +390,24 @@ void pd_metrics_delivered(const char *domain, const char *stored_at);
 void pd_metrics_rejected(void);
 void pd_metrics_failure(pd_fail_reason reason, unsigned n);
 void pd_metrics_write(const char *path);   /* NULL: nothing */
+/* The text as of now, malloc'd (the caller frees), its length in len; NULL
+ * when out of memory. */
+char *pd_metrics_text(size_t *len);
 void pd_metrics_free(void);
+
+/* ---- pd_metrics_http.c: metrics_listen ----------------------------------- */
+/* Check metrics_listen. 0, or -1 with err naming the key. */
+int pd_metrics_http_check_conf(const pd_conf *c, char *err, size_t errlen);
+/* Listen on metrics_listen (when set). 0, or -1 with why. */
+int pd_metrics_http_open(pd_ctx *ctx, char *why, size_t whylen);
+void pd_metrics_http_close(pd_ctx *ctx);
+/* The fd to wait on for reading, or -1: off. */
+int pd_metrics_http_fd(const pd_ctx *ctx);
+/* When pd_metrics_http_run must run at the latest (monotonic ms), however
+ * quiet its fd; 0: only when its fd is readable. */
+long long pd_metrics_http_next_ms(const pd_ctx *ctx);
+/* Accept, read, answer, close what is ready (never blocks). */
+void pd_metrics_http_run(pd_ctx *ctx);
 
 /* ---- pd_reload.c: SIGHUP ----------------------------------------------- */
 /* Set in the environment of the program a reload starts: a daemon already. */

@@ -97,6 +97,8 @@ static const pd_conf_key keys[] = {
       "mod_stubmail's /introduction, https://: the digest's accept/decline links" },
     { "metrics_file", SM_CONF_STRING, offsetof(pd_conf, metrics_file), NULL,
       "Prometheus metrics written here after every cycle (absolute path); unset: off" },
+    { "metrics_listen", SM_CONF_STRING, offsetof(pd_conf, metrics_listen), NULL,
+      "IP:PORT serving the same metrics at GET /metrics (keep it loopback); unset: off" },
     { "log_facility", SM_CONF_STRING, offsetof(pd_conf, log_facility), "mail",
       "syslog facility (mail, daemon, user, local0..local7); -f logs to stderr instead" },
     { "log_level", SM_CONF_STRING, offsetof(pd_conf, log_level), "info",
@@ -245,7 +247,8 @@ static int check_conf(pd_conf *c, char *err, size_t errlen)
         return -1;
     }
     if (pd_stub_check_conf(c, err, errlen) != 0 || pd_unsub_check_conf(c, err, errlen) != 0
-        || pd_digest_check_conf(c, err, errlen) != 0)
+        || pd_digest_check_conf(c, err, errlen) != 0
+        || pd_metrics_http_check_conf(c, err, errlen) != 0)
         return -1;
     if (sm_log_facility_parse(c->log_facility, &c->log_facility_value, sub, sizeof(sub)) != 0) {
         snprintf(err, errlen, "log_facility: %s", sub);

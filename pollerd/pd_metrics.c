@@ -1,23 +1,27 @@
 /*
  * NAME
- *	pd_metrics - pollerd's metrics in Prometheus text format, in a file
+ *	pd_metrics - pollerd's metrics in Prometheus text format
  *
  * DESCRIPTION
  *	Counters since pollerd started (polls by result, messages fetched and
  *	their octets, delivered, rejected, failures by reason) and per remote
  *	domain the time of its last good poll and the lag of its last
  *	delivered message (delivery time minus the time its outbox stored it).
- *	With metrics_file set they are written there after every cycle, in
- *	the Prometheus text exposition format 0.0.4, to a temporary file
- *	renamed over it: a reader (node_exporter's textfile collector, or
- *	any scraper that reads files) never sees half a file. A domain's
- *	entry lives as long as the process: domains come and go per cycle
- *	(pd_cycle.c), what was learned of them must not.
+ *	One renderer makes their text, in the Prometheus text exposition
+ *	format 0.0.4, from the counters as they are at that moment; it is read
+ *	two ways. With metrics_file set the text is written there after every
+ *	cycle, to a temporary file renamed over it: a reader (node_exporter's
+ *	textfile collector, or any scraper that reads files) never sees half a
+ *	file. With metrics_listen set, pd_metrics_http.c serves it at each
+ *	scrape (pd_metrics_text). A domain's entry lives as long as the
+ *	process: domains come and go per cycle (pd_cycle.c), what was learned
+ *	of them must not.
  *
  * DIAGNOSTICS
  *	A file that cannot be written: error, once until it can again (the
  *	next cycle tries anew). Out of memory for a domain's entry: that
- *	domain goes uncounted, said once.
+ *	domain goes uncounted, said once; for the text of a scrape: the caller
+ *	answers 500.
  */
 #include "config.h"
 
@@ -107,7 +111,8 @@ void pd_metrics_failure(pd_fail_reason reason, unsigned n)
     pd_m.failures[reason] += n;
 }
 
-static void pd_metrics_print(FILE *f)
+/* The one renderer: the text of every metric, as of now. */
+static void pd_metrics_render(FILE *f)
 {
     time_t now = time(NULL);
     pd_metrics_domain *m;
@@ -140,7 +145,7 @@ static void pd_metrics_print(FILE *f)
         fprintf(f, "stubmail_pollerd_failures_total{reason=\"%s\"} %llu\n",
                 pd_metrics_reasons[i], pd_m.failures[i]);
     fputs("# HELP stubmail_pollerd_last_poll_success_seconds Seconds since the last good "
-          "poll of a remote domain, when this file was written.\n"
+          "poll of a remote domain, when these metrics were made.\n"
           "# TYPE stubmail_pollerd_last_poll_success_seconds gauge\n", f);
     for (m = pd_m.domains; m; m = m->next)
         if (m->last_poll_ok)
@@ -152,8 +157,8 @@ static void pd_metrics_print(FILE *f)
     for (m = pd_m.domains; m; m = m->next)
         if (m->lag >= 0)
             fprintf(f, "stubmail_pollerd_lag_seconds{domain=\"%s\"} %lld\n", m->name, m->lag);
-    fprintf(f, "# HELP stubmail_pollerd_metrics_written_timestamp_seconds When this file "
-            "was written.\n# TYPE stubmail_pollerd_metrics_written_timestamp_seconds gauge\n"
+    fprintf(f, "# HELP stubmail_pollerd_metrics_written_timestamp_seconds When these "
+            "metrics were made (metrics_file written, or metrics_listen scraped).\n# TYPE stubmail_pollerd_metrics_written_timestamp_seconds gauge\n"
             "stubmail_pollerd_metrics_written_timestamp_seconds %lld\n", (long long)now);
 }
 
@@ -171,7 +176,7 @@ void pd_metrics_write(const char *path)
     }
     if ((f = fopen(tmp, "w")) == NULL)
         goto leave;
-    pd_metrics_print(f);
+    pd_metrics_render(f);
     if (fflush(f) != 0 || ferror(f))
         goto leave;
     if (fclose(f) != 0) {
@@ -193,6 +198,29 @@ leave:
     }
     if (path)
         pd_m.write_failed = !ok;
+}
+
+char *pd_metrics_text(size_t *len)
+{
+    char *text = NULL;
+    FILE *f;
+    int ok;
+
+    *len = 0;
+    if ((f = open_memstream(&text, len)) == NULL)
+        goto leave;
+    pd_metrics_render(f);
+    /* the flush sets text and len; what it could not grow is an error */
+    ok = fflush(f) == 0 && !ferror(f);
+    fclose(f);
+    if (!ok) {
+        free(text);
+        text = NULL;
+    }
+leave:
+    if (text == NULL)
+        *len = 0;
+    return text;
 }
 
 void pd_metrics_free(void)

@@ -39,6 +39,9 @@
  *	mailed a digest of them with accept / decline links
  *	(pd_digest.c), at most one per interval, through deliver_to.
  *
+ *	With metrics_listen set it answers GET /metrics there
+ *	(pd_metrics_http.c, libmicrohttpd run by this loop, no thread).
+ *
  *	All transfers of all domains run in one libcurl multi handle; up to
  *	`concurrency` domains are worked on at once, each one transfer at a
  *	time. State lives in PostgreSQL only: a stop or crash at any point
@@ -154,16 +157,25 @@ static struct {
     int handled_term;           /* SIGTERMs acted on */
     int poll_again;             /* SIGUSR1 during a cycle: another one right after */
     int reload;                 /* SIGHUP: start again once nothing is in flight */
+    int metrics_slot;           /* the metrics listener's index in the wait fds, -1: none */
 } loop;
 
 /* What the loop waits on besides libcurl's own sockets: the signal pipe,
- * the UDP stub socket, the UDP poll sockets. Their number. */
+ * the UDP stub socket, the UDP poll sockets, the metrics listener's epoll
+ * fd. Their number (at most PD_WAIT_FDS). */
+#define PD_WAIT_FDS 6
 static unsigned wait_fds(struct curl_waitfd *wfd)
 {
     int ufd[2];
     size_t i, nufd;
     unsigned n = 0;
 
+    loop.metrics_slot = -1;
+    if (pd_metrics_http_fd(&ctx) >= 0) {
+        loop.metrics_slot = (int)n;
+        wfd[n].fd = pd_metrics_http_fd(&ctx);
+        wfd[n++].events = CURL_WAIT_POLLIN;
+    }
     wfd[n].fd = sig_pipe[0];
     wfd[n++].events = CURL_WAIT_POLLIN;
     if (pd_stub_fd(&ctx) >= 0) {
@@ -293,26 +305,49 @@ static void schedule_next(int partial)
     loop.poll_again = 0;
 }
 
-/* Sleep until a signal, a datagram or libcurl (its sockets and timers)
- * wakes us, a waiting domain's time (wake) or the next cycle comes. */
+/* Answer the metrics scrapes that are ready: when the listener's fd was
+ * readable at the last wait, or libmicrohttpd's time for its timeouts (and
+ * its own pending work) came. */
+static void serve_metrics(const struct curl_waitfd *wfd)
+{
+    long long due;
+
+    if (loop.metrics_slot >= 0
+        && (wfd[loop.metrics_slot].revents
+            || ((due = pd_metrics_http_next_ms(&ctx)) && due <= pd_now_ms())))
+        pd_metrics_http_run(&ctx);
+}
+
+/* t, or the time left until wake if that is sooner (wake 0: none). */
+static long long sooner(long long t, long long wake)
+{
+    return wake && wake - pd_now_ms() < t ? wake - pd_now_ms() : t;
+}
+
+/* Sleep until a signal, a datagram, a metrics scrape or libcurl (its
+ * sockets and timers) wakes us, a waiting domain's time (wake), the
+ * metrics listener's time or the next cycle comes. */
 static void wait_events(struct curl_waitfd *wfd, unsigned nwfd, long long wake)
 {
-    long long t;
+    long long t, most;
+    unsigned i;
     int timeout;
 
     if (ctx.cycle_running) {
-        t = wake ? wake - pd_now_ms() : PD_WAIT_CYCLE_MS;
-        if ((wake = pd_digest_next_ms(&ctx)) && wake - pd_now_ms() < t)
-            t = wake - pd_now_ms();
-        timeout = t < 0 ? 0 : t > PD_WAIT_CYCLE_MS ? PD_WAIT_CYCLE_MS : (int)t;
+        t = sooner(PD_WAIT_CYCLE_MS, wake);
+        t = sooner(t, pd_digest_next_ms(&ctx));
+        most = PD_WAIT_CYCLE_MS;
     } else {
         t = loop.next_cycle - pd_now_ms();
-        if ((wake = pd_stub_next_ms(&ctx)) && wake - pd_now_ms() < t)
-            t = wake - pd_now_ms();
-        if ((wake = pd_digest_next_ms(&ctx)) && wake - pd_now_ms() < t)
-            t = wake - pd_now_ms();
-        timeout = t < 0 ? 0 : t > PD_WAIT_IDLE_MS ? PD_WAIT_IDLE_MS : (int)t;
+        t = sooner(t, pd_stub_next_ms(&ctx));
+        t = sooner(t, pd_digest_next_ms(&ctx));
+        most = PD_WAIT_IDLE_MS;
     }
+    t = sooner(t, pd_metrics_http_next_ms(&ctx));
+    timeout = t < 0 ? 0 : t > most ? (int)most : (int)t;
+    /* curl_multi_poll sets revents only when something was ready */
+    for (i = 0; i < nwfd; i++)
+        wfd[i].revents = 0;
     curl_multi_poll(ctx.multi, wfd, nwfd, timeout, NULL);
 }
 
@@ -338,7 +373,7 @@ static int reload_now(void)
  * cycle had failures; PD_RUN_RELOAD after a SIGHUP. */
 static int run(int once)
 {
-    struct curl_waitfd wfd[6];
+    struct curl_waitfd wfd[PD_WAIT_FDS];
     unsigned nwfd;
     long long wake;
     int partial, failed;
@@ -354,6 +389,7 @@ static int run(int once)
             return PD_RUN_RELOAD;
         pd_stub_read(&ctx);
         pd_udp_read(&ctx, pd_dispatch_udp_answer);
+        serve_metrics(wfd);
         start_due_cycle();
         if (!once)
             pd_digest_run(&ctx, pd_now_ms());
@@ -448,6 +484,10 @@ static int setup(int foreground, int once, int debug)
     }
     if (pd_udp_open(&ctx) != 0)
         return EX_OSERR;
+    if (!once && pd_metrics_http_open(&ctx, err, sizeof(err)) != 0) {
+        sm_err("%s", err);
+        return EX_OSERR;
+    }
     sm_info("starting: domain %s, deliver to %s, every %lds, %ld domains at once, "
             "login with domain key %s%s", ctx.conf.domain, ctx.conf.deliver_to,
             ctx.conf.interval, ctx.conf.concurrency, ctx.conf.domain_key,
@@ -476,6 +516,7 @@ static int cleanup(int rc)
         curl_multi_cleanup(ctx.multi);
     pd_stub_close(&ctx);
     pd_udp_close(&ctx);
+    pd_metrics_http_close(&ctx);
     free(ctx.only);
     pd_db_close(&ctx);
     pd_sessions_free(&ctx);

@@ -1,19 +1,36 @@
 """Metrics (issue 13), read with a real Prometheus parser (Debian's
 python3-prometheus-client): mod_stubmail's stubmail-metrics handler
 (requests by endpoint and status, octets served, 429s, the outbox by
-state: what the milter stored) and pollerd's metrics_file (polls,
-fetched, delivered, failures, per remote domain the last good poll and
-the lag). One message from alice@a.example to bob@b.example moves each
-count it should by exactly what it should."""
+state: what the milter stored) and pollerd's, both ways: its metrics_file
+and its metrics_listen port, scraped by curl (polls, fetched, delivered,
+failures, per remote domain the last good poll and the lag). One message
+from alice@a.example to bob@b.example moves each count it should by
+exactly what it should. pollerd's port: 404 and 405 besides GET /metrics,
+clients that connect and say nothing do not keep pollerd from delivering,
+a bad metrics_listen fails -n naming the key, a port in use fails the
+start, [::1] works, and after a SIGHUP (a re-exec) the port answers again,
+with text made at each request."""
 
+import http.client
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import SandboxTest, curl, get_token, make_message, wait_for
+from sandbox.common import POLLERD_BIN, POLLERD_METRICS
 
 # the sandbox's Apache lets a domain poll 5 times in a row (StubmailPollBurst)
 BURST = 5
+# pollerd's metrics_listen: connections at once (pollerd/pd_metrics_http.c)
+CONNECTION_LIMIT = 8
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+EX_CONFIG, EX_OSERR = 78, 71
 
 
 def parse(text):
@@ -43,6 +60,20 @@ class MetricsTest(SandboxTest):
         self.assertTrue(r.header("content-type").startswith("text/plain; version=0.0.4"), r)
         return parse(r.body.decode())
 
+    def scrape_pollerd(self, isp, url=None):
+        """GET pollerd's metrics_listen, parsed."""
+        r = curl(url or isp.pollerd_metrics_url, timeout=10)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("content-type"), PROMETHEUS_TYPE, r)
+        return parse(r.body.decode())
+
+    def pollerd_listens(self, isp):
+        """A scrape of pollerd's port that answered, or None."""
+        try:
+            return self.scrape_pollerd(isp)
+        except AssertionError:
+            return None
+
     def pollerd_file(self, isp):
         try:
             with open(isp.pollerd_metrics_file) as f:
@@ -55,6 +86,8 @@ class MetricsTest(SandboxTest):
         wait_for(lambda: self.pollerd_file(b), timeout=20, what="b.example's metrics_file")
         m0 = self.scrape_module(a)
         p0 = self.pollerd_file(b)
+        h0 = wait_for(lambda: self.pollerd_listens(b), timeout=20,
+                      what="b.example's pollerd answering at metrics_listen")
         msg, tag = make_message("alice@a.example", "bob@b.example", "counted")
         rows = self.send_stored(a, "alice@a.example", "bob@b.example", msg)
         mid = rows[0][0]
@@ -68,6 +101,7 @@ class MetricsTest(SandboxTest):
                  timeout=20, what="pollerd's file counting the delivery")
         m1 = self.scrape_module(a)
         p1 = self.pollerd_file(b)
+        h1 = self.scrape_pollerd(b)
 
         def moved(before, after, name, **labels):
             return get(after, name, **labels) - get(before, name, **labels)
@@ -100,6 +134,14 @@ class MetricsTest(SandboxTest):
         self.assertIn(("stubmail_pollerd_last_poll_success_seconds",
                        frozenset({("domain", "a.example")})), p1)
         self.assertLess(last, 60)
+        # the port: the same counts, moved the same
+        self.assertEqual(moved(h0, h1, "stubmail_pollerd_delivered_total"), 1)
+        self.assertEqual(moved(h0, h1, "stubmail_pollerd_fetched_total"), 1)
+        self.assertEqual(moved(h0, h1, "stubmail_pollerd_fetched_bytes_total"), size)
+        self.assertEqual(moved(h0, h1, "stubmail_pollerd_rejected_total"), 0)
+        self.assertEqual(get(h1, "stubmail_pollerd_delivered_total"),
+                         get(p1, "stubmail_pollerd_delivered_total"))
+        self.assertIn(("stubmail_pollerd_lag_seconds", frozenset({("domain", "a.example")})), h1)
 
     def test_stored_message_waits_in_the_gauges(self):
         """A message that nobody polls for (erin@b.example has no
@@ -138,3 +180,155 @@ class MetricsTest(SandboxTest):
         r = curl(self.a.metrics_url, "POST", data="x")
         self.assertEqual(r.status, 405, r)
         self.assertEqual(r.header("allow"), "GET, HEAD", r)
+
+    # -- pollerd's metrics_listen -------------------------------------------
+    def test_pollerd_port_other_paths_and_methods(self):
+        b = self.b
+        wait_for(lambda: self.pollerd_listens(b), timeout=20, what="pollerd's metrics port")
+        base = "http://%s" % b.pollerd_metrics_address
+        for path in ("/", "/metric", "/metrics/", "/metrics/x", "/stubmail-metrics"):
+            r = curl(base + path, timeout=10)
+            self.assertEqual(r.status, 404, (path, r))
+        for method in ("POST", "PUT", "DELETE"):
+            r = curl(b.pollerd_metrics_url, method, data="x", timeout=10)
+            self.assertEqual(r.status, 405, (method, r))
+            self.assertEqual(r.header("allow"), "GET, HEAD", r)
+        # a query string is no other path
+        self.assertEqual(curl(b.pollerd_metrics_url + "?x=1", timeout=10).status, 200)
+        # HEAD: the headers of GET, no body
+        conn = http.client.HTTPConnection(b.ip, b.port(POLLERD_METRICS), timeout=10)
+        try:
+            conn.request("HEAD", "/metrics")
+            r = conn.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.getheader("content-type"), PROMETHEUS_TYPE)
+            self.assertEqual(r.read(), b"")
+        finally:
+            conn.close()
+
+    def test_pollerd_silent_clients_do_not_stop_delivery(self):
+        """Clients that connect and send nothing, or half a request line,
+        as many as the connection limit allows and one more (closed at
+        once): pollerd goes on pulling mail, closes them when they stay
+        silent, and answers a scrape once they are gone."""
+        a, b = self.a, self.b
+        wait_for(lambda: self.pollerd_listens(b), timeout=20, what="pollerd's metrics port")
+        addr = (b.ip, b.port(POLLERD_METRICS))
+        hostile = []
+        try:
+            for i in range(CONNECTION_LIMIT + 1):
+                hostile.append(socket.create_connection(addr, timeout=10))
+            hostile[0].sendall(b"GET /metr")
+            msg, tag = make_message("alice@a.example", "bob@b.example", "past silent clients")
+            self.send_stored(a, "alice@a.example", "bob@b.example", msg)
+            b.poll_now()
+            self.wait_maildir(b, "bob", tag)
+            # the one beyond the limit: closed at once
+            hostile[-1].settimeout(20)
+            try:
+                self.assertEqual(hostile[-1].recv(1), b"")
+            except ConnectionResetError:
+                pass
+            # pollerd's timeout for a silent connection closes it (the
+            # server's end: recv sees the end of the stream, or a reset)
+            hostile[1].settimeout(60)
+            try:
+                self.assertEqual(hostile[1].recv(1), b"")
+            except ConnectionResetError:
+                pass
+        finally:
+            for s in hostile:
+                s.close()
+        wait_for(lambda: self.pollerd_listens(b), timeout=20,
+                 what="pollerd's metrics port answering once the silent clients left")
+        self.assertTrue(b.procs["pollerd"].alive())
+
+    def conf_with_metrics_listen(self, name, value):
+        """b's configuration for another instance (no udp_listen), with
+        metrics_listen value; its path."""
+        b = self.b
+        b._setup_pollerd(name)
+        path = b.path(name + ".conf")
+        with open(path, "a") as f:
+            f.write("metrics_listen %s\n" % value)
+        return path
+
+    def test_pollerd_bad_metrics_listen_fails_the_check(self):
+        port = self.b.port(POLLERD_METRICS)
+        for bad in ("localhost:%d" % port, "127.0.0.1", "127.0.0.1:70000", "::1:%d" % port,
+                    "[::1]%d" % port, "0.0.0.0:%d" % port, "127.0.0.1:http"):
+            conf = self.conf_with_metrics_listen("pollerd-bad", bad)
+            r = subprocess.run([POLLERD_BIN, "-n", "-c", conf], capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(r.returncode, EX_CONFIG, (bad, r.stdout, r.stderr))
+            self.assertIn('metrics_listen: "%s": ' % bad, r.stderr, bad)
+        conf = self.conf_with_metrics_listen("pollerd-bad", "[::1]:%d" % port)
+        r = subprocess.run([POLLERD_BIN, "-n", "-c", conf], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, (r.stdout, r.stderr))
+
+    def test_pollerd_port_in_use_fails_the_start_and_ipv6_serves(self):
+        b = self.b
+        wait_for(lambda: self.pollerd_listens(b), timeout=20, what="pollerd's metrics port")
+        conf = self.conf_with_metrics_listen("pollerd2", b.pollerd_metrics_address)
+        r = subprocess.run([POLLERD_BIN, "-f", "-c", conf], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, EX_OSERR, (r.stdout, r.stderr))
+        self.assertRegex(r.stderr, r"metrics_listen %s: cannot listen: .*Address already in use"
+                         % re.escape(b.pollerd_metrics_address))
+        self.assertTrue(b.procs["pollerd"].alive())
+        # the same port on [::1]: another address, free
+        v6 = "[::1]:%d" % b.port(POLLERD_METRICS)
+        self.conf_with_metrics_listen("pollerd2", v6)
+        try:
+            b.start_pollerd("pollerd2")
+            got = wait_for(lambda: self.pollerd_listens_at("http://%s/metrics" % v6),
+                           timeout=20, what="the second pollerd answering on " + v6)
+            self.assertIn(("stubmail_pollerd_delivered_total", frozenset()), got)
+        finally:
+            b.kill_pollerd(sig=signal.SIGTERM, name="pollerd2")
+
+    def pollerd_listens_at(self, url):
+        try:
+            return self.scrape_pollerd(None, url)
+        except AssertionError:
+            return None
+
+    def test_pollerd_reload_serves_again_with_current_text(self):
+        """SIGHUP re-execs pollerd: the new image listens on the port
+        again, the same pid. With cycles 10 minutes apart (the new file's
+        interval), each scrape still has text made at its request."""
+        b = self.b
+        proc = b.procs["pollerd"]
+        wait_for(lambda: self.pollerd_listens(b), timeout=20, what="pollerd's metrics port")
+
+        def started():
+            with open(b.pollerd_log) as f:
+                return f.read().count("serving metrics on http://%s/metrics"
+                                      % b.pollerd_metrics_address)
+        before = started()
+        b.pollerd_extra = ["interval 10m"]
+        b._setup_pollerd()
+        try:
+            proc.signal(signal.SIGHUP)
+            wait_for(lambda: started() > before, timeout=60,
+                     what="pollerd listening again after the reload")
+            self.assertTrue(proc.alive(), "pollerd (the same process) should still run")
+            wait_for(lambda: self.pollerd_file(b), timeout=20, what="the first cycle's file")
+            with open(b.pollerd_metrics_file) as f:
+                in_file = parse(f.read())
+            t0 = int(time.time())
+            h0 = self.scrape_pollerd(b)
+            time.sleep(1.5)
+            h1 = self.scrape_pollerd(b)
+            made = "stubmail_pollerd_metrics_written_timestamp_seconds"
+            self.assertGreaterEqual(get(h0, made), t0)
+            self.assertGreater(get(h1, made), get(h0, made))
+            self.assertLess(get(in_file, made), get(h1, made))
+        finally:
+            b.pollerd_extra = []
+            b._setup_pollerd()
+            before = started()
+            proc.signal(signal.SIGHUP)
+            wait_for(lambda: started() > before, timeout=60,
+                     what="pollerd back on the sandbox's file")

@@ -23,7 +23,8 @@ DESCRIPTION
     STUBMAIL_PORT_BASE (default 20000): base+25 inbound SMTP (milter),
     base+26 reinjection SMTP (no milter, pollerd delivers here), base+587
     submission (milter, daemon name ORIGINATING), base+30 the milter,
-    base+443 Apache with mod_ssl, base+432 PostgreSQL.
+    base+443 Apache with mod_ssl, base+432 PostgreSQL, base+91 pollerd's
+    metrics (metrics_listen, GET /metrics).
 
     What docs/PROTOCOL.md specifies: one dnsmasq for the sandbox on
     127.0.0.1:base+53 serves _stubmail.<domain> for every ISP that runs a

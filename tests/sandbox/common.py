@@ -32,6 +32,9 @@ DNSSEC_RESOLVER, DNSSEC_AUTH = 153, 154
 # pollerd's udp_listen for UDP stubs (Sandbox(stubs=True)): IP:base+STUBS,
 # published as udp= in the ISP's _stubmail record.
 STUBS = 90
+# pollerd's metrics_listen (the first instance of every ISP with pollerd):
+# http://IP:base+POLLERD_METRICS/metrics.
+POLLERD_METRICS = 91
 # mod_stubmail's UDP poll responder (Sandbox(udp_poll=True)): IP:base+UDPPOLL.
 UDPPOLL = 444
 # (HTTPS, UDP poll responder) of each Apache front end of an ISP

@@ -9,7 +9,7 @@ import pwd
 import time
 
 from .common import (ALL_SERVICES, DOMAIN_IPS, MILTER, MILTER2, PG, PG_STANDBY,
-                     REINJECT, SMTP, STUBMAIL_SERVICES, STUBS, SUBMISSION, SUBMISSION2,
+                     POLLERD_METRICS, REINJECT, SMTP, STUBMAIL_SERVICES, STUBS, SUBMISSION, SUBMISSION2,
                      USERS, WKS_CLIENT,
                      SandboxError, listening, q, run_checked, tail)
 from .httpd import FrontEnd, HttpdMixin
@@ -109,6 +109,16 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, Pollerd
     def stub_address(self):
         """pollerd's udp_listen, "IP:PORT" (whether or not stubs are on)."""
         return "%s:%d" % (self.ip, self.port(STUBS))
+
+    @property
+    def pollerd_metrics_address(self):
+        """pollerd's metrics_listen, "IP:PORT" (its first instance's)."""
+        return "%s:%d" % (self.ip, self.port(POLLERD_METRICS))
+
+    @property
+    def pollerd_metrics_url(self):
+        """pollerd's Prometheus metrics, served at metrics_listen."""
+        return "http://%s/metrics" % self.pollerd_metrics_address
 
     @property
     def has_stubmail(self):
@@ -330,7 +340,8 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, Pollerd
                    "milter": [MILTER] + ([MILTER2] if self.milters > 1 else []),
                    "postfix": [SMTP, REINJECT, SUBMISSION]
                    + ([SUBMISSION2] if self.milters > 1 else []),
-                   "sendmail": [SMTP, SUBMISSION, REINJECT]}
+                   "sendmail": [SMTP, SUBMISSION, REINJECT],
+                   "pollerd": [POLLERD_METRICS]}
         for svc, offs in offsets.items():
             if svc not in self.services:
                 continue

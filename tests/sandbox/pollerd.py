@@ -1,7 +1,8 @@
 """pollerd — an ISP's stubmail-pollerd (templates/pollerd.conf), run in the
 foreground; killed, restarted and woken (SIGUSR1) by the tests. A test may
 start a second instance, "pollerd2", on the same database (its own
-configuration, spool and log; no udp_listen, which the first one has)."""
+configuration, spool and log; no udp_listen and no metrics_listen, which
+the first one has)."""
 
 import os
 import signal
@@ -33,6 +34,8 @@ class PollerdMixin:
                reinject_port=self.reinject_port, interval=self.poll_interval,
                spool=spool, quarantine_dir=self.quarantine_dir,
                metrics_file=self.path(name + ".prom"),
+               metrics_listen=("metrics_listen %s\n" % self.pollerd_metrics_address
+                               if first else ""),
                udp_listen=("udp_listen %s\n" % self.stub_address
                            if self.stubs and first else ""),
                unsubscribe=("unsubscribe_url %s\nunsubscribe_key %s %s\nintro_url %s\n"
