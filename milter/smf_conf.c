@@ -147,6 +147,18 @@ static int socket_spec_ok(const char *s)
     return 0;
 }
 
+/* value of key within [lo, hi] (unit after each number, "s" or ""): 0; else
+ * -1 with err naming the file, line and key. */
+static int out_of_range(const smf_loading *ld, const char *key, long long value, long long lo,
+                        long long hi, const char *unit, char *err, size_t errlen)
+{
+    if (value >= lo && value <= hi)
+        return 0;
+    snprintf(err, errlen, "%s: %lld%s is not between %lld%s and %lld%s", where(ld, key), value,
+             unit, lo, unit, hi, unit);
+    return -1;
+}
+
 /* The keys of discovery and sealing; the key itself is checked by
  * smf_key_check. Returns 0, or -1 with err. */
 static int smf_check_discovery(smf_settings *set, const smf_loading *ld, char *err,
@@ -177,17 +189,11 @@ static int smf_check_discovery(smf_settings *set, const smf_loading *ld, char *e
         snprintf(err, errlen, "%s: %s: %s", where(ld, "ca_file"), set->ca_file, strerror(errno));
         return -1;
     }
-    if (set->key_timeout < 1 || set->key_timeout > SMF_KEY_TIMEOUT_MAX) {
-        snprintf(err, errlen, "%s: %lds is not between 1s and %ds", where(ld, "key_timeout"),
-                 set->key_timeout, SMF_KEY_TIMEOUT_MAX);
+    if (out_of_range(ld, "key_timeout", set->key_timeout, 1, SMF_KEY_TIMEOUT_MAX, "s", err,
+                     errlen)
+        || out_of_range(ld, "recipient_key_timeout", set->recipient_key_timeout, 1,
+                        SMF_KEY_TIMEOUT_MAX, "s", err, errlen))
         return -1;
-    }
-    if (set->recipient_key_timeout < 1 || set->recipient_key_timeout > SMF_KEY_TIMEOUT_MAX) {
-        snprintf(err, errlen, "%s: %lds is not between 1s and %ds",
-                 where(ld, "recipient_key_timeout"), set->recipient_key_timeout,
-                 SMF_KEY_TIMEOUT_MAX);
-        return -1;
-    }
     return 0;
 }
 
@@ -245,16 +251,11 @@ static int smf_check(smf_settings *set, const smf_loading *ld, char *err, size_t
                  "inet6:PORT@ADDR", where(ld, "socket"), set->socket);
         return -1;
     }
-    if (set->db_connections < 1 || set->db_connections > SMF_MAX_CONNECTIONS) {
-        snprintf(err, errlen, "%s: %ld is not between 1 and %d", where(ld, "db_connections"),
-                 set->db_connections, SMF_MAX_CONNECTIONS);
+    if (out_of_range(ld, "db_connections", set->db_connections, 1, SMF_MAX_CONNECTIONS, "",
+                     err, errlen)
+        || out_of_range(ld, "inline_max", set->inline_max, 0, SMF_INLINE_MAX_MAX, "", err,
+                        errlen))
         return -1;
-    }
-    if (set->inline_max < 0 || set->inline_max > SMF_INLINE_MAX_MAX) {
-        snprintf(err, errlen, "%s: %lld is not between 0 and %lld (1M)",
-                 where(ld, "inline_max"), set->inline_max, SMF_INLINE_MAX_MAX);
-        return -1;
-    }
     if (set->expire_after < 1) {
         snprintf(err, errlen, "%s: must be at least 1s", where(ld, "expire_after"));
         return -1;
