@@ -60,7 +60,7 @@ DIAGNOSTICS
 """
 
 from .common import (ALL_SERVICES, DOMAIN_IPS, KEYGEN, MIGRATE, MILTER_BIN, MODULE_SO,
-                     POLLERD_BIN, TOP, USERS, WKS_CLIENT, SandboxError, listening,
+                     POLLERD_BIN, PORT_SPAN, TOP, USERS, WKS_CLIENT, SandboxError, listening,
                      port_base_default, q, tail, wait_for)
 from .demo import demo, main
 from .dns import Dns
@@ -72,7 +72,7 @@ from .world import Sandbox
 
 __all__ = [
     "ALL_SERVICES", "DOMAIN_IPS", "KEYGEN", "MIGRATE", "MILTER_BIN", "MODULE_SO",
-    "POLLERD_BIN", "TOP", "USERS", "WKS_CLIENT", "SandboxError", "listening",
+    "POLLERD_BIN", "PORT_SPAN", "TOP", "USERS", "WKS_CLIENT", "SandboxError", "listening",
     "port_base_default", "q", "tail", "wait_for", "demo", "main", "Dns", "Isp",
     "DomainKey", "Swaks", "Proc", "install_signal_handlers", "reap_stale",
     "stop_all_live", "Sandbox",

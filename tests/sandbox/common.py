@@ -43,6 +43,10 @@ MILTER2, SUBMISSION2 = 31, 588
 # Isp(standby=True): a streaming-replication standby of the ISP's
 # PostgreSQL on base+PG_STANDBY.
 PG_STANDBY = 433
+# Every offset an integration test uses is below PORT_SPAN (tests/bench/run's
+# domains section goes further): sandboxes whose bases are
+# PORT_SPAN apart never share a port (tests/run_integration.py's workers).
+PORT_SPAN = 1000
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 
