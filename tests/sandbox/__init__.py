@@ -23,7 +23,7 @@ DESCRIPTION
     STUBMAIL_PORT_BASE (default 20000): base+25 inbound SMTP (milter),
     base+26 reinjection SMTP (no milter, pollerd delivers here), base+587
     submission (milter, daemon name ORIGINATING), base+30 the milter,
-    base+443 Apache with mod_ssl, base+432 PostgreSQL, base+91 pollerd's
+    base+443 Apache with mod_ssl, base+432 PostgreSQL, base+92 pollerd's
     metrics (metrics_listen, GET /metrics).
 
     What docs/PROTOCOL.md specifies: one dnsmasq for the sandbox on
@@ -61,7 +61,7 @@ DIAGNOSTICS
 """
 
 from .common import (ALL_SERVICES, DOMAIN_IPS, KEYGEN, MIGRATE, MILTER_BIN, MODULE_SO,
-                     POLLERD_BIN, TOP, USERS, WKS_CLIENT, SandboxError, listening,
+                     POLLERD_BIN, PORT_SPAN, TOP, USERS, WKS_CLIENT, SandboxError, listening,
                      port_base_default, q, tail, wait_for)
 from .demo import demo, main
 from .dns import Dns
@@ -73,7 +73,7 @@ from .world import Sandbox
 
 __all__ = [
     "ALL_SERVICES", "DOMAIN_IPS", "KEYGEN", "MIGRATE", "MILTER_BIN", "MODULE_SO",
-    "POLLERD_BIN", "TOP", "USERS", "WKS_CLIENT", "SandboxError", "listening",
+    "POLLERD_BIN", "PORT_SPAN", "TOP", "USERS", "WKS_CLIENT", "SandboxError", "listening",
     "port_base_default", "q", "tail", "wait_for", "demo", "main", "Dns", "Isp",
     "DomainKey", "Swaks", "Proc", "install_signal_handlers", "reap_stale",
     "stop_all_live", "Sandbox",

@@ -34,7 +34,7 @@ DNSSEC_RESOLVER, DNSSEC_AUTH = 153, 154
 STUBS = 90
 # pollerd's metrics_listen (the first instance of every ISP with pollerd):
 # http://IP:base+POLLERD_METRICS/metrics.
-POLLERD_METRICS = 91
+POLLERD_METRICS = 92
 # mod_stubmail's UDP poll responder (Sandbox(udp_poll=True)): IP:base+UDPPOLL.
 UDPPOLL = 444
 # (HTTPS, UDP poll responder) of each Apache front end of an ISP
@@ -46,6 +46,10 @@ MILTER2, SUBMISSION2 = 31, 588
 # Isp(standby=True): a streaming-replication standby of the ISP's
 # PostgreSQL on base+PG_STANDBY.
 PG_STANDBY = 433
+# Every offset an integration test uses is below PORT_SPAN (tests/bench/run's
+# domains section goes further): sandboxes whose bases are
+# PORT_SPAN apart never share a port (tests/run_integration.py's workers).
+PORT_SPAN = 1000
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"]
 

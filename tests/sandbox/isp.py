@@ -289,7 +289,6 @@ class Isp(PgMixin, HttpdMixin, MilterMixin, PostfixMixin, SendmailMixin, Pollerd
         if "pg" in self.services:
             self._setup_pg()
             self.start_db()
-            self._create_db()
             if self.standby:
                 self.start_standby()
         if "httpd" in self.services:

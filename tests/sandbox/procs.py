@@ -72,7 +72,7 @@ def kill_gpg_agents(rundir):
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
 
 
-def _set_pdeathsig():
+def set_pdeathsig():
     # Last resort if this Python process is SIGKILLed: the direct children
     # get SIGTERM. (The normal path stops them explicitly.)
     try:
@@ -106,7 +106,7 @@ class Proc:
             self.popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=logf,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_set_pdeathsig, env=self.env, cwd=self.cwd, **kw)
+                preexec_fn=set_pdeathsig, env=self.env, cwd=self.cwd, **kw)
         finally:
             logf.close()
         if self.registry:
