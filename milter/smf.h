@@ -198,6 +198,13 @@ void smf_cache_rcpt_key_put(const char *addr, const char *status, const char *fp
 void smf_stub_send(const char *qid, const char *sender, const char *domain, const char *udp,
                    const char *const *to, size_t nto);
 
+/* After the commit: a stub to each pulling domain of msg that publishes
+ * udp=, naming its recipients among outbox[0..n), what was stored (msg is
+ * smf_ctx.c's, defined below). */
+struct smf_msg;
+void smf_stubs(const char *qid, const struct smf_msg *msg, const smf_db_rcpt *outbox,
+               size_t n);
+
 /* ---- smf_quota.c: the sender's outbox quota ------------------------------ */
 
 /* The SIZE= ESMTP parameter of MAIL FROM (argv as xxfi_envfrom gets it:

@@ -271,43 +271,6 @@ static sfsistat smf_spool_lost(SMFICTX *ctx, smf_msg *msg)
     return smf_step_failed(ctx, SMF_FAIL_STORE, "%s", msg->spool_why);
 }
 
-/* After the commit: a stub to each pulling domain that publishes udp=, so
- * that it polls us now (smf_stub_send); outbox is what was stored. */
-static void smf_stubs(SMFICTX *ctx, const smf_msg *msg, const smf_db_rcpt *outbox, size_t n)
-{
-    const smf_domain *d;
-    const char **to;
-    size_t i, j, k, nto;
-
-    if (n == 0)
-        return;
-    if ((to = calloc(n, sizeof *to)) == NULL) {
-        sm_info("%s: no stubs sent: out of memory", smf_qid(ctx));
-        return;
-    }
-    for (i = 0; i < msg->ndomains; i++) {
-        d = &msg->domains[i];
-        if (!d->pulling)
-            continue;
-        if (d->udp[0] == '\0') {
-            sm_debug("%s: no stub to %s: it publishes no udp=", smf_qid(ctx), d->name);
-            continue;
-        }
-        for (nto = 0, j = 0; j < n; j++) {
-            if (strcmp(outbox[j].domain, d->name) != 0)
-                continue;
-            /* the parser refuses a recipient named twice */
-            for (k = 0; k < nto && strcmp(to[k], outbox[j].addr) != 0; k++)
-                ;
-            if (k == nto)
-                to[nto++] = outbox[j].addr;
-        }
-        if (nto)
-            smf_stub_send(smf_qid(ctx), msg->sender, d->name, d->udp, to, nto);
-    }
-    free(to);
-}
-
 /* The sender's quota refuses the message (size octets): 552 5.2.2 with
  * the use and the quota; when names the step for the log. */
 static sfsistat smf_quota_refuse(SMFICTX *ctx, smf_msg *msg, const smf_quota *q,
@@ -758,7 +721,7 @@ static sfsistat smf_eom(SMFICTX *ctx)
         msg->sealed_open = 0;           /* committed: the outbox owns it now */
     }
     /* 4. the hint: recipient domains that publish udp= poll us now */
-    smf_stubs(ctx, msg, outbox, noutbox);
+    smf_stubs(smf_qid(ctx), msg, outbox, noutbox);
     smf_msg_free(ctx);
 leave:
     free(outbox);

@@ -1,5 +1,6 @@
 /* smf_net — the trusted_networks list: clients inside it send outbound mail;
- * and the UDP stubs the milter sends after storing mail (at the end).
+ * and the UDP stubs the milter sends after storing mail: to whom (smf_stubs)
+ * and how (smf_stub_send), at the end.
  *
  * A list is "ADDR[/PREFIX]" items separated by blanks or commas, IPv4 and
  * IPv6 mixed ("127.0.0.1/32 ::1/128 192.0.2.0/24"). An item without a prefix
@@ -178,4 +179,41 @@ void smf_stub_send(const char *qid, const char *sender, const char *domain, cons
     }
     sm_debug("%s: stub to %s at %s: from=<%s>, %zu recipients, %d datagrams", qid, domain,
              udp, sender, nto, sent);
+}
+
+/* After the commit: a stub to each pulling domain that publishes udp=, so
+ * that it polls us now (smf_stub_send); outbox is what was stored. */
+void smf_stubs(const char *qid, const smf_msg *msg, const smf_db_rcpt *outbox, size_t n)
+{
+    const smf_domain *d;
+    const char **to;
+    size_t i, j, k, nto;
+
+    if (n == 0)
+        return;
+    if ((to = calloc(n, sizeof *to)) == NULL) {
+        sm_info("%s: no stubs sent: out of memory", qid);
+        return;
+    }
+    for (i = 0; i < msg->ndomains; i++) {
+        d = &msg->domains[i];
+        if (!d->pulling)
+            continue;
+        if (d->udp[0] == '\0') {
+            sm_debug("%s: no stub to %s: it publishes no udp=", qid, d->name);
+            continue;
+        }
+        for (nto = 0, j = 0; j < n; j++) {
+            if (strcmp(outbox[j].domain, d->name) != 0)
+                continue;
+            /* the parser refuses a recipient named twice */
+            for (k = 0; k < nto && strcmp(to[k], outbox[j].addr) != 0; k++)
+                ;
+            if (k == nto)
+                to[nto++] = outbox[j].addr;
+        }
+        if (nto)
+            smf_stub_send(qid, msg->sender, d->name, d->udp, to, nto);
+    }
+    free(to);
 }
