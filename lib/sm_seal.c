@@ -400,19 +400,40 @@ leave:
 
 /* Our other keys' secrets into the slot (sm_seal_decrypt_also): rnp
  * tries every secret key it holds on the body's session key packets. A
- * key gone from the home (SM_PGP_REJECT) just no longer decrypts. */
+ * key gone from the home (SM_PGP_REJECT: the rotation's finish deleted it)
+ * is dropped from the list and no longer decrypts: asked again, it would
+ * cost a gpg export per message. */
 static int load_also(sm_seal *s, slot *sl, char *why, size_t whylen)
 {
     rnp_key_handle_t key = NULL;
-    size_t i;
-    int rc = SM_PGP_OK;
+    char fpr[SM_PGP_FPR_MAX + 1];
+    size_t i = 0;
+    int rc = SM_PGP_OK, have;
 
-    for (i = 0; i < s->nalso && rc == SM_PGP_OK; i++) {
-        rc = seal_slot_key(s, sl, s->also[i], 1, &key, why, whylen);
+    while (rc == SM_PGP_OK) {
+        pthread_mutex_lock(&s->lock);
+        if ((have = i < s->nalso))
+            memcpy(fpr, s->also[i], sizeof fpr);
+        pthread_mutex_unlock(&s->lock);
+        if (!have)
+            break;
+        rc = seal_slot_key(s, sl, fpr, 1, &key, why, whylen);
         rnp_key_handle_destroy(key);
         key = NULL;
-        if (rc == SM_PGP_REJECT)
-            rc = SM_PGP_OK;
+        if (rc != SM_PGP_REJECT) {
+            i++;
+            continue;
+        }
+        sm_warn("our domain key %s is gone from %s (%s): it decrypts no more", fpr, s->home,
+                why);
+        pthread_mutex_lock(&s->lock);
+        if (i < s->nalso && !strcmp(s->also[i], fpr)) {
+            memmove(s->also[i], s->also[i + 1], (s->nalso - i - 1) * sizeof s->also[0]);
+            s->nalso--;
+        }
+        pthread_mutex_unlock(&s->lock);
+        pgp_clear(why, whylen);
+        rc = SM_PGP_OK;
     }
     return rc;
 }

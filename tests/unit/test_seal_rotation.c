@@ -140,12 +140,25 @@ int main(void)
        && sm_seal_decrypt_also(sb, fo, why, sizeof why) == SM_PGP_REJECT,
        "at most %d further keys: %s", SM_SEAL_DECRYPT_MAX, why);
 
+    /* the finish: O's secret deleted while b's seal runs. The body stays
+     * closed (a refusal, not local trouble), and O is dropped from the
+     * keys that decrypt: asked for again, it would cost a gpg export per
+     * message. Twice, so the second open meets the shorter list. */
+    ok(sb && sh("gpg --homedir %s --batch --yes --quiet --delete-secret-keys %s 2>/dev/null",
+                home_b, fo) == 0, "O's secret deleted from b's home");
+    if (sb)
+        sm_seal_forget(sb, NULL);
+    ok(sb && open_file(sb, path("sealed"), path("out4"), fa, &res) == SM_PGP_REJECT
+       && !res.decrypted, "after the finish a body sealed to O stays closed: %s", why);
+    ok(sb && open_file(sb, path("sealed"), path("out4"), fa, &res) == SM_PGP_REJECT
+       && !res.decrypted, "and again, without O in the list: %s", why);
+
     ok(sm_seal_new(home_n, fn, 1, &sn, why, sizeof why) == SM_PGP_OK, "seal without O's secret");
     ok(sn && sm_seal_decrypt_also(sn, fo, why, sizeof why) != SM_PGP_OK,
        "O's public half alone cannot be added: %s", why);
     ok(sn && open_file(sn, path("sealed"), path("out3"), fa, &res) == SM_PGP_REJECT
        && !res.decrypted, "and the body stays closed: %s", why);
-    ok(sm_seal_new(home_b, fo, 1, &sx, why, sizeof why) == SM_PGP_OK
+    ok(sm_seal_new(home_b, fn, 1, &sx, why, sizeof why) == SM_PGP_OK
        && sm_seal_decrypt_also(sx, "nonsense", why, sizeof why) == SM_PGP_REJECT,
        "a malformed fingerprint is refused: %s", why);
 
